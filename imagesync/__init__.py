@@ -1,0 +1,1 @@
+"""What the webhook and the prefetcher share: image references, registry matching, config, names."""

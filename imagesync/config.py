@@ -1,0 +1,279 @@
+"""The one configuration object: a YAML file (`IMAGE_SYNC_CONFIG`) overridden by `IMAGE_SYNC_*`.
+
+Every key is validated once, at start-up, with an error that names the key, so a typo in a
+ConfigMap fails the rollout loudly instead of silently running with a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from imagesync.matching import RegistryPrefix, parse_prefix
+
+CONFIG_ENV = "IMAGE_SYNC_CONFIG"
+ENV_PREFIX = "IMAGE_SYNC_"
+DEFAULT_NAMESPACE = "image-sync"
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot be used; the message names the key."""
+
+
+_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_SIZE_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?$", re.IGNORECASE)
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "kb": 1000,
+    "m": 1000**2,
+    "mb": 1000**2,
+    "g": 1000**3,
+    "gb": 1000**3,
+    "t": 1000**4,
+    "tb": 1000**4,
+    "ki": 1024,
+    "kib": 1024,
+    "mi": 1024**2,
+    "mib": 1024**2,
+    "gi": 1024**3,
+    "gib": 1024**3,
+    "ti": 1024**4,
+    "tib": 1024**4,
+}
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from `90`, `90s`, `30m`, `1h30m`, `14d`, `250ms`."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a duration like 30m, got {value!r}")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError(f"expected a non-negative duration, got {value!r}")
+        return float(value)
+    text = str(value).strip()
+    if not text:
+        raise ValueError("expected a duration like 30m, got an empty string")
+    pos, total = 0, 0.0
+    for match in _DURATION_RE.finditer(text):
+        if match.start() != pos:
+            break
+        total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+        pos = match.end()
+    if pos != len(text):
+        try:
+            return parse_duration(float(text))
+        except ValueError:
+            raise ValueError(
+                f"expected a duration like 90s, 30m, 1h30m or 14d, got {value!r}"
+            ) from None
+    return total
+
+
+def parse_size(value: Any) -> int:
+    """Bytes from `512Mi`, `20GB`, `1.5G`, or a plain number."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a size like 20Gi, got {value!r}")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError(f"expected a non-negative size, got {value!r}")
+        return int(value)
+    match = _SIZE_RE.match(str(value).strip())
+    if not match:
+        raise ValueError(f"expected a size like 512Mi or 20GB, got {value!r}")
+    unit = (match.group(2) or "").lower()
+    return int(float(match.group(1)) * _SIZE_UNITS[unit])
+
+
+def _parse_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in {"true", "yes", "on", "1"}:
+        return True
+    if text in {"false", "no", "off", "0"}:
+        return False
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
+def _parse_str_list(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        items = [part.strip() for part in value.split(",")]
+        return tuple(item for item in items if item)
+    if isinstance(value, list | tuple):
+        if not all(isinstance(item, str) for item in value):
+            raise ValueError(f"expected a list of strings, got {value!r}")
+        return tuple(item.strip() for item in value)
+    raise ValueError(f"expected a list of strings, got {value!r}")
+
+
+def _parse_prefixes(value: Any) -> tuple[RegistryPrefix, ...]:
+    items = _parse_str_list(value)
+    prefixes = []
+    for index, item in enumerate(items):
+        try:
+            prefixes.append(parse_prefix(item))
+        except ValueError as exc:
+            raise ValueError(f"[{index}]: {exc}") from None
+    return tuple(prefixes)
+
+
+def _choice(*allowed: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        text = str(value).strip()
+        if text not in allowed:
+            raise ValueError(f"expected one of {', '.join(allowed)}, got {value!r}")
+        return text
+
+    return parse
+
+
+def _number(minimum: float, maximum: float | None = None) -> Callable[[Any], float]:
+    def parse(value: Any) -> float:
+        if isinstance(value, bool):
+            raise ValueError(f"expected a number, got {value!r}")
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"expected a number, got {value!r}") from None
+        if number < minimum or (maximum is not None and number > maximum):
+            bound = (
+                f"between {minimum:g} and {maximum:g}" if maximum is not None else f">= {minimum:g}"
+            )
+            raise ValueError(f"expected a number {bound}, got {value!r}")
+        return number
+
+    return parse
+
+
+def _integer(minimum: int) -> Callable[[Any], int]:
+    def parse(value: Any) -> int:
+        if isinstance(value, bool):
+            raise ValueError(f"expected a whole number, got {value!r}")
+        try:
+            number = int(str(value).strip()) if not isinstance(value, int) else value
+        except ValueError:
+            raise ValueError(f"expected a whole number, got {value!r}") from None
+        if number < minimum:
+            raise ValueError(f"expected a whole number >= {minimum}, got {value!r}")
+        return number
+
+    return parse
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str | int | float) or isinstance(value, bool):
+        raise ValueError(f"expected a string, got {value!r}")
+    return str(value).strip()
+
+
+def _key(parser: Callable[[Any], Any], default: Any, doc: str) -> Any:
+    """A config field; its YAML key is the camelCase of its name, its variable IMAGE_SYNC_<NAME>."""
+    return field(default=default, metadata={"parse": parser, "doc": doc})
+
+
+@dataclass(frozen=True)
+class Config:
+    """Read once per process by `load_config`; pass it down, never re-read it."""
+
+    # --- shared -------------------------------------------------------------------------
+    registries: tuple[RegistryPrefix, ...] = _key(
+        _parse_prefixes,
+        (RegistryPrefix("nvcr.io", ("nvidia",)),),
+        "Registry prefixes whose images image-sync manages (whole path segments).",
+    )
+    mode: str = _key(
+        _choice("opt-out", "opt-in"),
+        "opt-out",
+        "opt-out: every pod unless it opts out; opt-in: only pods annotated image-sync.io/enabled=true.",
+    )
+    namespace: str = _key(_text, DEFAULT_NAMESPACE, "Where image-sync's own pods and Lease live.")
+    log_level: str = _key(_choice("debug", "info", "warning", "error"), "info", "Log verbosity.")
+
+    # --- webhook ------------------------------------------------------------------------
+    rewrite_latest: bool = _key(
+        _parse_bool,
+        False,
+        "Also rewrite an unset pull policy on :latest or untagged images (Kubernetes treats it as Always).",
+    )
+    learn_flush_interval: float = _key(
+        parse_duration,
+        2.0,
+        "How often a webhook worker writes the images it saw to CachedImage objects.",
+    )
+    learn_max_pending: int = _key(
+        _integer(1),
+        5000,
+        "Distinct images a webhook worker holds before a flush; beyond it new images are dropped and counted.",
+    )
+
+    # --- prefetcher ---------------------------------------------------------------------
+    sweep_interval: float = _key(parse_duration, 1800.0, "Full resync sweep period.")
+
+
+def yaml_key(field_name: str) -> str:
+    """`sweep_interval` → `sweepInterval`."""
+    head, *rest = field_name.split("_")
+    return head + "".join(part.capitalize() for part in rest)
+
+
+def env_name(field_name: str) -> str:
+    """`sweep_interval` → `IMAGE_SYNC_SWEEP_INTERVAL`."""
+    return ENV_PREFIX + field_name.upper()
+
+
+def load_config(path: str | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Build the Config from `path` (else `$IMAGE_SYNC_CONFIG`), then `IMAGE_SYNC_*` overrides.
+
+    `POD_NAMESPACE` sets `namespace` unless `IMAGE_SYNC_NAMESPACE` does.
+    """
+    env = os.environ if environ is None else environ
+    path = path or env.get(CONFIG_ENV) or None
+    raw: dict[str, Any] = {}
+    if path:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                loaded = yaml.safe_load(handle)
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(
+                f"config file {path} must hold a mapping of keys, not {type(loaded).__name__}"
+            )
+        raw.update(loaded)
+
+    fields = {yaml_key(f.name): f for f in dataclasses.fields(Config)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"unknown config key(s) {', '.join(unknown)} in {path}; known keys: {', '.join(fields)}"
+        )
+    sources = {key: f"{path}: {key}" for key in raw}
+    if "POD_NAMESPACE" in env and env_name("namespace") not in env:
+        raw["namespace"] = env["POD_NAMESPACE"]
+        sources["namespace"] = "POD_NAMESPACE"
+    for key, spec in fields.items():
+        variable = env_name(spec.name)
+        if variable in env:
+            raw[key] = env[variable]
+            sources[key] = variable
+
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        try:
+            values[fields[key].name] = fields[key].metadata["parse"](value)
+        except ValueError as exc:
+            raise ConfigError(f"{sources[key]}: {exc}") from None
+    return Config(**values)
