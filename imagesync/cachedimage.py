@@ -1,0 +1,176 @@
+"""The CachedImage object: what the webhook learns and the prefetcher reads, as typed data.
+
+A CachedImage says "this image is wanted" and, for learned images, *where* it will be
+wanted: one placement profile per distinct way pods that used it were constrained
+(nodeSelector, required node affinity, tolerations, GPU request). The prefetcher treats a
+node as eligible when any profile could have been scheduled there.
+
+    apiVersion: image-sync.io/v1alpha1
+    kind: CachedImage
+    metadata: {name: nvcr.io-nvidia-pytorch-24.08-py3-3f2a9c1e0b}
+    spec:
+      image: nvcr.io/nvidia/pytorch:24.08-py3      # normalized reference
+      source: Learned                               # or Declared (written by a user)
+      nodeSelector: {nvidia.com/gpu.present: "true"}  # optional, Declared images
+      profiles:                                     # Learned: where pods that used it could run
+      - nodeSelector: {...}
+        requiredNodeAffinity: [ {matchExpressions: [...]} ]   # nodeSelectorTerms (ORed)
+        tolerations: [ {...} ]
+        gpu: true
+        namespace: training
+        ownerKind: Job
+        lastSeen: "2026-11-22T10:00:00Z"
+    status:                      # webhook: lastSeen, useCount, dailyUses; prefetcher: the rest
+      lastSeen: "2026-11-22T10:00:00Z"
+      useCount: 1234
+      dailyUses: {"2026-11-22": 40, "2026-11-21": 12}
+      score: 17.2
+      nodesWanted: 2
+      nodesPresent: 2
+      lastError: ""
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any, NotRequired, TypedDict
+
+from imagesync.names import API_VERSION, CACHED_IMAGE_KIND, GPU_RESOURCE, SOURCE_LEARNED
+
+MAX_PROFILES = 16
+DAILY_USES_DAYS = 30
+_NAME_CHARS = re.compile(r"[^a-z0-9.-]+")
+
+
+class Toleration(TypedDict, total=False):
+    key: str
+    operator: str
+    value: str
+    effect: str
+    tolerationSeconds: int
+
+
+class PlacementProfile(TypedDict):
+    """Where one kind of pod that used the image could be scheduled."""
+
+    nodeSelector: dict[str, str]
+    requiredNodeAffinity: list[dict[str, Any]]
+    tolerations: list[Toleration]
+    gpu: bool
+    namespace: str
+    ownerKind: str
+    lastSeen: NotRequired[str]
+
+
+class CachedImageSpec(TypedDict):
+    image: str
+    source: str
+    nodeSelector: NotRequired[dict[str, str]]
+    profiles: NotRequired[list[PlacementProfile]]
+
+
+class CachedImageStatus(TypedDict, total=False):
+    lastSeen: str
+    useCount: int
+    dailyUses: dict[str, int]
+    score: float
+    nodesWanted: int
+    nodesPresent: int
+    lastError: str
+
+
+def object_name(image: str) -> str:
+    """A stable, valid object name for a normalized image: readable part + hash.
+
+    Every webhook replica derives the same name, so concurrent learners meet on one object.
+    """
+    digest = hashlib.sha256(image.encode()).hexdigest()[:10]
+    readable = _NAME_CHARS.sub("-", image.lower().replace("/", "-").replace(":", "-"))
+    readable = readable.replace("@", "-").strip("-.")[:50].strip("-.")
+    return f"{readable}-{digest}" if readable else f"image-{digest}"
+
+
+def format_time(moment: datetime) -> str:
+    """RFC 3339 in UTC with a `Z`, as Kubernetes writes timestamps."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+
+
+def requests_gpu(pod_spec: Mapping[str, Any]) -> bool:
+    """True when any container asks for `nvidia.com/gpu` (limits imply requests for GPUs)."""
+    containers = [*(pod_spec.get("containers") or []), *(pod_spec.get("initContainers") or [])]
+    for container in containers:
+        resources = container.get("resources") or {}
+        for section in ("limits", "requests"):
+            amount = (resources.get(section) or {}).get(GPU_RESOURCE)
+            if amount not in (None, 0, "0"):
+                return True
+    return False
+
+
+def profile_from_pod(pod: Mapping[str, Any], namespace: str) -> PlacementProfile:
+    """The placement profile of a pod (a Pod object or a pod template's `{metadata, spec}`)."""
+    spec = pod.get("spec") or {}
+    affinity = ((spec.get("affinity") or {}).get("nodeAffinity") or {}).get(
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    ) or {}
+    owners = (pod.get("metadata") or {}).get("ownerReferences") or []
+    controller = next((o for o in owners if o.get("controller")), owners[0] if owners else None)
+    return PlacementProfile(
+        nodeSelector=dict(spec.get("nodeSelector") or {}),
+        requiredNodeAffinity=list(affinity.get("nodeSelectorTerms") or []),
+        tolerations=[Toleration(**t) for t in spec.get("tolerations") or []],  # type: ignore[typeddict-item]
+        gpu=requests_gpu(spec),
+        namespace=namespace,
+        ownerKind=str(controller.get("kind", "")) if controller else "",
+    )
+
+
+def profile_key(profile: PlacementProfile) -> str:
+    """Identity of a profile: everything but when it was last seen."""
+    return json.dumps({k: v for k, v in profile.items() if k != "lastSeen"}, sort_keys=True)
+
+
+def merge_profiles(
+    existing: Iterable[PlacementProfile],
+    seen: Iterable[PlacementProfile],
+    limit: int = MAX_PROFILES,
+) -> list[PlacementProfile]:
+    """Union by identity keeping the newest `lastSeen`; the `limit` most recent survive."""
+    merged: dict[str, PlacementProfile] = {}
+    for profile in [*existing, *seen]:
+        key = profile_key(profile)
+        current = merged.get(key)
+        if current is None or profile.get("lastSeen", "") > current.get("lastSeen", ""):
+            merged[key] = profile
+    ordered = sorted(merged.values(), key=lambda p: (p.get("lastSeen", ""), profile_key(p)))
+    return ordered[-limit:]
+
+
+def merge_daily_uses(
+    existing: Mapping[str, int], added: Mapping[str, int], today: datetime
+) -> dict[str, int]:
+    """Add per-day use counts and drop days older than DAILY_USES_DAYS."""
+    cutoff = (today - timedelta(days=DAILY_USES_DAYS)).strftime("%Y-%m-%d")
+    out = {day: int(n) for day, n in existing.items() if day >= cutoff}
+    for day, n in added.items():
+        if day >= cutoff:
+            out[day] = out.get(day, 0) + int(n)
+    return dict(sorted(out.items()))
+
+
+def new_cached_image(image: str, profiles: list[PlacementProfile]) -> dict[str, Any]:
+    """The body of a Learned CachedImage as the webhook creates it."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": CACHED_IMAGE_KIND,
+        "metadata": {"name": object_name(image)},
+        "spec": CachedImageSpec(image=image, source=SOURCE_LEARNED, profiles=profiles),
+    }
