@@ -30,3 +30,43 @@ SIM_MANAGED_ANNOTATION: Final = "sim.image-sync.io/managed"
 
 GPU_RESOURCE: Final = "nvidia.com/gpu"
 GPU_PRESENT_LABEL: Final = "nvidia.com/gpu.present"
+
+# --- prefetcher pods -------------------------------------------------------------------
+COMPONENT_PULLER: Final = "puller"
+COMPONENT_KEEPER: Final = "keeper"
+# Pod label: the node a puller / keeper serves (a hash when the name is too long for a label).
+LABEL_NODE: Final = "image-sync.io/node"
+# Pod annotations: the full node name, the image a puller pulls, the images a keeper holds
+# (a JSON list), and which pull attempt a puller is.
+ANNOTATION_NODE: Final = "image-sync.io/node"
+ANNOTATION_IMAGE: Final = "image-sync.io/image"
+ANNOTATION_IMAGES: Final = "image-sync.io/images"
+ANNOTATION_ATTEMPT: Final = "image-sync.io/attempt"
+PULLER_NAME_PREFIX: Final = "isync-pull-"
+KEEPER_NAME_PREFIX: Final = "isync-keep-"
+# Where the sleeper lives in the tools image, and where pods copy it to (an emptyDir).
+SLEEPER_PATH: Final = "/usr/local/bin/image-sync-sleeper"
+SLEEPER_DIR: Final = "/.image-sync"
+SLEEPER_COPY: Final = f"{SLEEPER_DIR}/image-sync-sleeper"
+# Label selector for every pod the prefetcher owns.
+MANAGED_POD_SELECTOR: Final = (
+    f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_COMPONENT} in ({COMPONENT_PULLER},{COMPONENT_KEEPER})"
+)
+# Well-known node labels the prefetcher reads.
+LABEL_ARCH: Final = "kubernetes.io/arch"
+LABEL_OS: Final = "kubernetes.io/os"
+# Node annotation: the image filesystem's capacity in bytes when ephemeral-storage does not say.
+ANNOTATION_IMAGE_FS_CAPACITY: Final = "image-sync.io/image-fs-capacity"
+
+# Installed objects (manifests/, certs): the webhook's Service, TLS Secret and configuration.
+NAMESPACE_DEFAULT: Final = "image-sync"
+WEBHOOK_SERVICE: Final = "image-sync-webhook"
+WEBHOOK_TLS_SECRET: Final = "image-sync-webhook-tls"
+WEBHOOK_CONFIGURATION: Final = "image-sync"
+WEBHOOK_NAME: Final = "pods.image-sync.io"
+WEBHOOK_PORT: Final = 8443
+PREFETCHER_PORT: Final = 8080
+# PriorityClass of keeper and puller pods: the lowest, never preempting, first to be evicted.
+KEEPER_PRIORITY_CLASS: Final = "image-sync-keeper"
+# The one image of every component (webhook, prefetcher, certs, the sleeper at SLEEPER_PATH).
+IMAGE: Final = "ghcr.io/image-sync/image-sync:0.1.0"
