@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from imagesync.matching import RegistryPrefix, parse_prefix
+from imagesync.names import IMAGE, KEEPER_PRIORITY_CLASS
 
 CONFIG_ENV = "IMAGE_SYNC_CONFIG"
 ENV_PREFIX = "IMAGE_SYNC_"
@@ -175,6 +176,21 @@ def _text(value: Any) -> str:
     return str(value).strip()
 
 
+def _quiet_hours(value: Any) -> str:
+    """`""` or `HH:MM-HH:MM` (UTC; may wrap past midnight)."""
+    text = _text(value)
+    if text and not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d", text):
+        raise ValueError(f'expected "" or a UTC window like 08:00-18:00, got {value!r}')
+    return text
+
+
+def _positive_size(value: Any) -> int:
+    size = parse_size(value)
+    if size <= 0:
+        raise ValueError(f"expected a size above zero, got {value!r}")
+    return size
+
+
 def _key(parser: Callable[[Any], Any], default: Any, doc: str) -> Any:
     """A config field; its YAML key is the camelCase of its name, its variable IMAGE_SYNC_<NAME>."""
     return field(default=default, metadata={"parse": parser, "doc": doc})
@@ -217,6 +233,118 @@ class Config:
 
     # --- prefetcher ---------------------------------------------------------------------
     sweep_interval: float = _key(parse_duration, 1800.0, "Full resync sweep period.")
+    image_retention: float = _key(
+        parse_duration,
+        14 * 86400.0,
+        "A learned image unused for this long stops being wanted and is released.",
+    )
+    score_half_life: float = _key(
+        parse_duration,
+        3 * 86400.0,
+        "Half-life of a day's uses in an image's score (recent use outweighs old use).",
+    )
+    disk_budget: float = _key(
+        _number(0.0, 1.0),
+        0.5,
+        "Share of a node's image filesystem that prefetched images may fill.",
+    )
+    image_gc_high_threshold: float = _key(
+        _number(1.0, 100.0),
+        85.0,
+        "The kubelet's imageGCHighThresholdPercent; the budget never reaches past it.",
+    )
+    max_concurrent_pulls: int = _key(_integer(1), 50, "Puller pods running at once, cluster-wide.")
+    max_pulls_per_registry: int = _key(
+        _integer(1), 20, "Puller pods running at once against one registry host."
+    )
+    max_pulls_per_image: int = _key(_integer(1), 10, "Puller pods running at once for one image.")
+    max_pulls_per_node: int = _key(
+        _integer(1),
+        1,
+        "Puller pods at once on one node (the kubelet pulls one image at a time by default).",
+    )
+    quiet_hours: str = _key(
+        _quiet_hours,
+        "",
+        'UTC window like "08:00-18:00" in which only urgent pulls start; "" for none.',
+    )
+    urgent_window: float = _key(
+        parse_duration,
+        3600.0,
+        "A node that joined or turned Ready, or an image first seen, this recently is urgent.",
+    )
+    pull_deadline_base: float = _key(
+        parse_duration, 600.0, "Fixed part of a puller pod's activeDeadlineSeconds."
+    )
+    pull_deadline_min_bandwidth: int = _key(
+        _positive_size,
+        10_000_000,
+        "Slowest expected pull rate in bytes per second; the deadline adds size ÷ this.",
+    )
+    pull_backoff_base: float = _key(
+        parse_duration, 60.0, "First retry delay after a failed pull; doubles per failure."
+    )
+    pull_backoff_max: float = _key(parse_duration, 6 * 3600.0, "Longest retry delay.")
+    image_pull_secrets: tuple[str, ...] = _key(
+        _parse_str_list, (), "Secrets (in the prefetcher's namespace) that puller pods use."
+    )
+    keeper_enabled: bool = _key(
+        _parse_bool, True, "Run one keeper pod per node that guards cached images from image GC."
+    )
+    schedulable_only: bool = _key(
+        _parse_bool, True, "Skip cordoned (unschedulable) nodes when pulling."
+    )
+    startup_taint: str = _key(
+        _text,
+        "",
+        "Taint key (e.g. image-sync.io/warming) removed once a new node has its top images.",
+    )
+    startup_taint_images: int = _key(
+        _integer(0), 5, "How many of a node's highest-scored images must be present first."
+    )
+    tools_image: str = _key(
+        _text,
+        IMAGE,
+        "Image holding the static sleeper /usr/local/bin/image-sync-sleeper.",
+    )
+    keeper_priority_class: str = _key(
+        _text, KEEPER_PRIORITY_CLASS, "PriorityClass of puller and keeper pods (the lowest)."
+    )
+    default_image_size: int = _key(
+        parse_size, 2_000_000_000, "Size assumed for an image whose size is not known yet."
+    )
+
+    # --- prefetcher runtime -------------------------------------------------------------
+    leader_election: bool = _key(
+        _parse_bool,
+        True,
+        "Elect one active replica through a Lease; off only for a single replica you trust.",
+    )
+    lease_name: str = _key(_text, "image-sync-prefetcher", "Name of the leader-election Lease.")
+    lease_duration: float = _key(
+        parse_duration, 15.0, "How long a standby waits on an unrenewed Lease before taking over."
+    )
+    lease_renew_deadline: float = _key(
+        parse_duration,
+        10.0,
+        "The leader stops acting when it could not renew for this long (< leaseDuration).",
+    )
+    lease_retry_period: float = _key(
+        parse_duration, 2.0, "How often the leader renews and a standby retries."
+    )
+    pass_coalesce: float = _key(
+        parse_duration,
+        1.0,
+        "After a change, wait this long so a burst of changes makes one planning pass.",
+    )
+    watch_timeout: float = _key(
+        parse_duration, 300.0, "Server-side timeout of one watch request; it then resumes."
+    )
+    learn_running_pods: bool = _key(
+        _parse_bool,
+        True,
+        "On start, create Learned CachedImages for managed images of pods already running.",
+    )
 
 
 def yaml_key(field_name: str) -> str:

@@ -1,0 +1,192 @@
+"""Which nodes may run an image: node health, then the prediction from how its pods were placed.
+
+Two questions, each answered with None (yes) or a reason a person can read:
+
+- `node_problem`: is the node usable at all (Ready, not cordoned when `schedulable_only`,
+  no DiskPressure, Linux)?
+- `placement_problem`: could any pod that used the image have been scheduled here? The
+  image's declared nodeSelector must match, its architecture (when known) must fit, and
+  at least one placement profile must fit: nodeSelector, required node affinity (In, NotIn,
+  Exists, DoesNotExist, Gt, Lt; matchFields metadata.name), tolerations against the node's
+  NoSchedule/NoExecute taints, and a GPU request only on GPU nodes. An image used only by
+  GPU pods never lands on CPU nodes. No profiles (a declared image) means any node.
+
+Taints that Kubernetes itself manages for node health (not-ready, unreachable,
+unschedulable) and the startup taint are left out of the prediction: readiness and
+cordoning are answered by `node_problem`, and the startup taint exists to be removed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from imagesync.cachedimage import PlacementProfile, Toleration
+from imagesync.config import Config
+from imagesync.names import GPU_PRESENT_LABEL, GPU_RESOURCE
+from prefetcher.model import NodeInfo, Taint, WantedImage
+
+HEALTH_TAINTS = frozenset(
+    {
+        "node.kubernetes.io/not-ready",
+        "node.kubernetes.io/unreachable",
+        "node.kubernetes.io/unschedulable",
+    }
+)
+BLOCKING_EFFECTS = frozenset({"NoSchedule", "NoExecute"})
+
+
+def node_problem(node: NodeInfo, config: Config) -> str | None:
+    """Why nothing should be pulled to `node` now, or None."""
+    if not node.ready:
+        return "node is not Ready"
+    if node.unschedulable and config.schedulable_only:
+        return "node is cordoned"
+    if node.disk_pressure:
+        return "node reports DiskPressure"
+    if node.os and node.os.lower() != "linux":
+        return f"node runs {node.os}, not Linux"
+    return None
+
+
+def has_gpu(node: NodeInfo) -> bool:
+    """GPU allocatable, or the GPU feature-discovery label."""
+    return node.gpu_allocatable > 0 or node.labels.get(GPU_PRESENT_LABEL) == "true"
+
+
+def _requirement_matches(requirement: Mapping[str, Any], value: str | None) -> bool:
+    operator = str(requirement.get("operator", ""))
+    values = [str(v) for v in requirement.get("values") or []]
+    if operator == "In":
+        return value is not None and value in values
+    if operator == "NotIn":
+        return value is None or value not in values
+    if operator == "Exists":
+        return value is not None
+    if operator == "DoesNotExist":
+        return value is None
+    if operator in ("Gt", "Lt"):
+        if value is None or len(values) != 1:
+            return False
+        try:
+            have, bound = int(value), int(values[0])
+        except ValueError:
+            return False
+        return have > bound if operator == "Gt" else have < bound
+    return False
+
+
+def term_matches(term: Mapping[str, Any], node: NodeInfo) -> bool:
+    """One nodeSelectorTerm: all its expressions and fields hold (an empty term matches nothing)."""
+    expressions = list(term.get("matchExpressions") or [])
+    fields = list(term.get("matchFields") or [])
+    if not expressions and not fields:
+        return False
+    for requirement in expressions:
+        if not _requirement_matches(requirement, node.labels.get(str(requirement.get("key")))):
+            return False
+    for requirement in fields:
+        value = node.name if requirement.get("key") == "metadata.name" else None
+        if not _requirement_matches(requirement, value):
+            return False
+    return True
+
+
+def affinity_matches(terms: Sequence[Mapping[str, Any]], node: NodeInfo) -> bool:
+    """Required node affinity: terms are ORed; no terms means no constraint."""
+    return not terms or any(term_matches(term, node) for term in terms)
+
+
+def selector_mismatch(selector: Mapping[str, str], labels: Mapping[str, str]) -> str | None:
+    """The first `key=value` of `selector` the labels lack, or None."""
+    for key, value in sorted(selector.items()):
+        if labels.get(key) != value:
+            return f"{key}={value}"
+    return None
+
+
+def tolerates(toleration: Toleration, taint: Taint) -> bool:
+    """Kubernetes' toleration matching (an empty key with Exists tolerates everything)."""
+    effect = toleration.get("effect") or ""
+    if effect and effect != taint.effect:
+        return False
+    key = toleration.get("key") or ""
+    operator = toleration.get("operator") or "Equal"
+    if not key:
+        return operator == "Exists"
+    if key != taint.key:
+        return False
+    if operator == "Exists":
+        return True
+    return (toleration.get("value") or "") == taint.value
+
+
+def blocking_taints(node: NodeInfo, config: Config) -> tuple[Taint, ...]:
+    """The node's taints that keep pods away, minus health taints and the startup taint."""
+    return tuple(
+        t
+        for t in node.taints
+        if t.effect in BLOCKING_EFFECTS
+        and t.key not in HEALTH_TAINTS
+        and not (config.startup_taint and t.key == config.startup_taint)
+    )
+
+
+def untolerated(tolerations: Iterable[Toleration], taints: Iterable[Taint]) -> Taint | None:
+    """The first taint no toleration covers, or None."""
+    tolerations = list(tolerations)
+    for taint in taints:
+        if not any(tolerates(t, taint) for t in tolerations):
+            return taint
+    return None
+
+
+def describe_taint(taint: Taint) -> str:
+    value = f"={taint.value}" if taint.value else ""
+    return f"{taint.key}{value}:{taint.effect}"
+
+
+def profile_problem(
+    profile: PlacementProfile, node: NodeInfo, taints: Sequence[Taint]
+) -> str | None:
+    """Why a pod with this profile could not be scheduled on `node`, or None."""
+    missing = selector_mismatch(profile.get("nodeSelector") or {}, node.labels)
+    if missing:
+        return f"nodeSelector {missing} does not match the node"
+    if not affinity_matches(profile.get("requiredNodeAffinity") or [], node):
+        return "required node affinity of the pods using this image does not match the node"
+    if profile.get("gpu") and not has_gpu(node):
+        return f"no GPU: pods using this image request {GPU_RESOURCE}"
+    taint = untolerated(profile.get("tolerations") or [], taints)
+    if taint is not None:
+        return f"taint {describe_taint(taint)} not tolerated"
+    return None
+
+
+def placement_problem(image: WantedImage, node: NodeInfo, config: Config) -> str | None:
+    """Why pods using `image` would not run on `node`, or None when some profile fits."""
+    missing = selector_mismatch(image.node_selector, node.labels)
+    if missing:
+        return f"image's nodeSelector {missing} does not match the node"
+    if image.architectures and node.arch and node.arch not in image.architectures:
+        return f"image has no {node.arch} build ({', '.join(image.architectures)} only)"
+    if not image.profiles:
+        return None
+    taints = blocking_taints(node, config)
+    reasons: list[str] = []
+    for profile in image.profiles:
+        reason = profile_problem(profile, node, taints)
+        if reason is None:
+            return None
+        if reason not in reasons:
+            reasons.append(reason)
+    if len(reasons) == 1:
+        return reasons[0]
+    shown = "; ".join(reasons[:3])
+    more = f" (+{len(reasons) - 3} more)" if len(reasons) > 3 else ""
+    return f"no placement of its pods fits: {shown}{more}"
+
+
+def eligibility(image: WantedImage, node: NodeInfo, config: Config) -> str | None:
+    """None when `image` should be on `node`, else the reason it should not."""
+    return node_problem(node, config) or placement_problem(image, node, config)

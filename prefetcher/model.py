@@ -1,0 +1,354 @@
+"""The prefetcher's typed data: what a sweep observes (Snapshot) and what it decides (Plan).
+
+Everything here is plain, frozen data so the planner stays a pure function
+`plan(snapshot, config) -> Plan` that tests can drive without a cluster:
+
+- the runtime turns API objects into `NodeInfo`, `WantedImage` and `ManagedPod`
+  (helpers: `prefetcher.observe.node_info / wanted_image / managed_pod`), adds the
+  `PullRecord`s it kept from the previous sweep and the clock, and calls `plan()`;
+- it then carries out the `Plan` (create pods, delete pods with a uid precondition,
+  remove taints, merge-patch CachedImage status), stores `Plan.pull_records` for the
+  next sweep, emits Events / metrics for `Plan.outcomes`, and serves the report.
+
+Images are always *normalized* references (`imagesync.reference.normalize`). Times are
+timezone-aware UTC datetimes. Sizes are bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from imagesync.cachedimage import PlacementProfile
+
+Role = Literal["puller", "keeper"]
+ContainerStateKind = Literal["waiting", "running", "terminated", "unknown"]
+CellStateKind = Literal["present", "pulling", "missing", "failed", "ineligible"]
+CELL_STATES: tuple[CellStateKind, ...] = ("present", "pulling", "missing", "failed", "ineligible")
+
+PodManifest = dict[str, Any]
+"""A Pod as the API server takes it (`apiVersion`, `kind`, `metadata`, `spec`)."""
+
+
+# --------------------------------------------------------------------------------------
+# Observed state (input)
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Taint:
+    """A node taint; only NoSchedule and NoExecute keep pods away."""
+
+    key: str
+    value: str = ""
+    effect: str = "NoSchedule"
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """What the planner needs to know about a Node.
+
+    `hinted_images` comes from `node.status.images` (normalized name → size): it caps at
+    50 entries and lags, so it only refines size estimates and "other disk use"; it never
+    proves that an image is present.
+    """
+
+    name: str
+    uid: str = ""
+    labels: Mapping[str, str] = field(default_factory=dict)
+    taints: tuple[Taint, ...] = ()
+    ready: bool = True
+    unschedulable: bool = False
+    disk_pressure: bool = False
+    arch: str = ""  # kubernetes.io/arch or status.nodeInfo.architecture; "" = unknown
+    os: str = ""  # kubernetes.io/os or status.nodeInfo.operatingSystem; "" = unknown (Linux)
+    gpu_allocatable: int = 0
+    image_fs_capacity: int | None = None  # bytes; None = unknown (no budget limit)
+    image_fs_other_used: int | None = None  # bytes used by things we do not manage, if known
+    hinted_images: Mapping[str, int] = field(default_factory=dict)
+    created: datetime | None = None
+    ready_since: datetime | None = None  # lastTransitionTime of the Ready condition
+
+
+@dataclass(frozen=True, slots=True)
+class ReportedStatus:
+    """The part of a CachedImage's status the prefetcher writes, as currently stored."""
+
+    score: float | None = None
+    nodes_wanted: int | None = None
+    nodes_present: int | None = None
+    last_error: str | None = None
+
+
+@dataclass(frozen=True)
+class WantedImage:
+    """One CachedImage: the image, where it may run, and how much it is used."""
+
+    name: str  # object name
+    image: str  # normalized reference
+    uid: str = ""
+    source: str = "Learned"  # or "Declared"
+    node_selector: Mapping[str, str] = field(default_factory=dict)
+    profiles: tuple[PlacementProfile, ...] = ()
+    last_seen: datetime | None = None
+    use_count: int = 0
+    daily_uses: Mapping[str, int] = field(default_factory=dict)  # "YYYY-MM-DD" → uses
+    size: int | None = None  # bytes on disk when known
+    architectures: tuple[str, ...] = ()  # () = unknown (any)
+    created: datetime | None = None
+    reported: ReportedStatus = field(default_factory=ReportedStatus)
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerObservation:
+    """One container status of a managed pod (init containers included, `init=True`)."""
+
+    name: str
+    image: str  # normalized image of the container spec
+    state: ContainerStateKind = "unknown"
+    reason: str = ""
+    message: str = ""
+    exit_code: int | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    init: bool = False
+
+
+@dataclass(frozen=True)
+class ManagedPod:
+    """A puller or keeper pod the prefetcher created (found by its labels)."""
+
+    name: str
+    uid: str
+    node: str
+    role: Role
+    images: tuple[str, ...]  # puller: the image under test; keeper: the images it holds
+    phase: str = "Pending"
+    reason: str = ""  # pod status.reason, e.g. DeadlineExceeded, Evicted
+    message: str = ""
+    containers: tuple[ContainerObservation, ...] = ()
+    created: datetime | None = None
+    deleting: bool = False  # metadata.deletionTimestamp is set
+    active_deadline: int | None = None  # spec.activeDeadlineSeconds
+    attempt: int = 0  # puller: which attempt it is (annotation), 0 when unknown
+
+
+@dataclass(frozen=True, slots=True)
+class PullRecord:
+    """Backoff memory for one (node, image), kept by the runtime between sweeps.
+
+    `pod_uid` is the puller whose failure was counted last, so a failed pod seen again
+    (its delete not done yet) is not counted twice.
+    """
+
+    node: str
+    image: str
+    attempts: int
+    last_failure: datetime
+    reason: str
+    message: str = ""
+    pod_uid: str = ""
+
+
+PullKey = tuple[str, str]
+"""(node name, normalized image)."""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything one planning step looks at; `now` is the clock."""
+
+    now: datetime
+    nodes: tuple[NodeInfo, ...] = ()
+    images: tuple[WantedImage, ...] = ()
+    pods: tuple[ManagedPod, ...] = ()
+    pull_records: Mapping[PullKey, PullRecord] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------
+# Decisions (output)
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PullAction:
+    """Create this puller pod. Listed in the order they should be started."""
+
+    node: str
+    image: str
+    cached_image: str  # CachedImage object name
+    pod_name: str
+    urgent: bool
+    why: str  # "new node", "new image in use", "routine"
+    score: float
+    size: int  # estimated bytes on disk
+    deadline_seconds: int
+    attempt: int  # 1 for a first try
+    pod: PodManifest
+
+
+@dataclass(frozen=True)
+class KeeperAction:
+    """Create this keeper pod; the keepers in `replaces` are deleted once it runs."""
+
+    node: str
+    pod_name: str
+    images: tuple[str, ...]
+    replaces: tuple[str, ...]
+    pod: PodManifest
+
+
+@dataclass(frozen=True, slots=True)
+class PodDeletion:
+    """Delete this pod (use `uid` as a precondition so a re-created namesake survives)."""
+
+    name: str
+    uid: str
+    node: str
+    role: Role
+    why: str
+
+
+@dataclass(frozen=True, slots=True)
+class TaintRemoval:
+    """Remove the startup taint `key` from `node`: its top images are present."""
+
+    node: str
+    key: str
+    why: str
+
+
+@dataclass(frozen=True)
+class StatusUpdate:
+    """Merge-patch `status` of CachedImage `name` with `patch` (only fields that changed)."""
+
+    name: str
+    patch: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class CellState:
+    """The state of one (node, image) pair for the report."""
+
+    node: str
+    image: str
+    state: CellStateKind
+    reason: str = ""  # kubelet reason (failed) or why (ineligible), "" otherwise
+    message: str = ""  # kubelet message (failed), details otherwise
+    wanted: bool = False  # counts in coverage: eligible and within the disk budget
+    retry_at: datetime | None = None  # failed: when the next attempt may start
+    kind: str = ""  # failed: not-found | unauthorized | no-matching-platform | deadline | ...
+    attempts: int = 0  # failed: failures so far
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetExclusion:
+    """An eligible image that the node's disk budget left out."""
+
+    node: str
+    image: str
+    size: int
+    score: float
+    why: str
+
+
+@dataclass(frozen=True, slots=True)
+class PullOutcome:
+    """A finished puller seen in this snapshot (report each `pod_uid` once)."""
+
+    node: str
+    image: str
+    pod: str
+    pod_uid: str
+    succeeded: bool
+    reason: str = ""
+    message: str = ""
+    seconds: float | None = None  # pod creation → image ready, when known
+    size: int = 0  # estimated bytes
+    kind: str = ""  # failure class, see prefetcher.observe.failure_kind
+
+
+@dataclass(frozen=True, slots=True)
+class ImageSummary:
+    """Per image: the score and how many eligible nodes want / have it."""
+
+    name: str
+    image: str
+    source: str
+    score: float
+    wanted: bool  # False: released (learned, unused for image_retention)
+    nodes_wanted: int
+    nodes_present: int
+    nodes_pulling: int
+    nodes_failed: int
+    last_error: str
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSummary:
+    """Per node: eligibility, budget and counts."""
+
+    name: str
+    eligible: bool
+    why: str  # "" when eligible
+    urgent: bool  # joined / turned Ready recently and not warm yet
+    budget: int | None  # bytes; None = unknown capacity (no limit)
+    budget_used: int  # bytes of wanted images within the budget
+    wanted: int
+    present: int
+    pulling: int
+    failed: int
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """Counts across the cluster; `coverage` = present ÷ wanted (node, image) pairs."""
+
+    nodes: int
+    images: int
+    wanted_pairs: int
+    present_pairs: int
+    pulling_pairs: int
+    failed_pairs: int
+    missing_pairs: int
+    ineligible_pairs: int
+    coverage: float  # 1.0 when nothing is wanted
+    pulls_started: int
+    keepers_created: int
+    pods_deleted: int
+    taints_removed: int
+    status_updates: int
+    budget_left_out: int
+    quiet_hours: bool
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a sweep should do, and what the report shows."""
+
+    now: datetime
+    pulls: tuple[PullAction, ...] = ()
+    keepers: tuple[KeeperAction, ...] = ()
+    deletions: tuple[PodDeletion, ...] = ()
+    taint_removals: tuple[TaintRemoval, ...] = ()
+    status_updates: tuple[StatusUpdate, ...] = ()
+    cells: tuple[CellState, ...] = ()
+    budget_left_out: tuple[BudgetExclusion, ...] = ()
+    outcomes: tuple[PullOutcome, ...] = ()
+    pull_records: Mapping[PullKey, PullRecord] = field(default_factory=dict)
+    images: tuple[ImageSummary, ...] = ()
+    nodes: tuple[NodeSummary, ...] = ()
+    summary: Summary | None = None
+
+    @property
+    def writes(self) -> int:
+        """API writes this plan asks for; 0 in a converged steady state."""
+        return (
+            len(self.pulls)
+            + len(self.keepers)
+            + len(self.deletions)
+            + len(self.taint_removals)
+            + len(self.status_updates)
+        )

@@ -1,0 +1,450 @@
+"""Reading the cluster: API objects (plain dicts) into the model, and what managed pods prove.
+
+Presence is known, never guessed: an image is present on a node when a running container
+of the node's keeper pod uses it, or when a puller pod for it finished successfully
+(its container was created, so the kubelet has the image). `node.status.images` lists
+at most 50 images and lags; it is read only as a size / disk-use hint.
+
+The converters take the JSON form of objects (as the API returns it, or
+`ApiClient().sanitize_for_serialization(model)`); timestamps may be RFC 3339 strings or
+datetimes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from imagesync.cachedimage import PlacementProfile
+from imagesync.names import (
+    ANNOTATION_ATTEMPT,
+    ANNOTATION_IMAGE,
+    ANNOTATION_IMAGE_FS_CAPACITY,
+    ANNOTATION_IMAGES,
+    ANNOTATION_NODE,
+    COMPONENT_KEEPER,
+    COMPONENT_PULLER,
+    GPU_RESOURCE,
+    LABEL_ARCH,
+    LABEL_COMPONENT,
+    LABEL_MANAGED_BY,
+    LABEL_OS,
+    MANAGED_BY,
+)
+from imagesync.reference import InvalidReference, normalize
+from prefetcher.model import (
+    ContainerObservation,
+    ContainerStateKind,
+    ManagedPod,
+    NodeInfo,
+    ReportedStatus,
+    Role,
+    Taint,
+    WantedImage,
+)
+
+# Waiting reasons with which the kubelet gives up on (or keeps failing) an image pull.
+PULL_FAILURE_REASONS = frozenset(
+    {
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "ErrImageNeverPull",
+        "InvalidImageName",
+        "ImageInspectError",
+        "RegistryUnavailable",
+        "SignatureValidationFailed",
+    }
+)
+DEADLINE_REASON = "DeadlineExceeded"
+
+_QUANTITY_RE = re.compile(
+    r"^([+-]?\d+(?:\.\d+)?)(?:([eE][+-]?\d+)|(Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E))?$"
+)
+_QUANTITY_SUFFIX = {
+    None: 1.0,
+    "m": 0.001,
+    "k": 1e3,
+    "M": 1e6,
+    "G": 1e9,
+    "T": 1e12,
+    "P": 1e15,
+    "E": 1e18,
+    "Ki": 2.0**10,
+    "Mi": 2.0**20,
+    "Gi": 2.0**30,
+    "Ti": 2.0**40,
+    "Pi": 2.0**50,
+    "Ei": 2.0**60,
+}
+
+
+def parse_quantity(value: Any) -> float | None:
+    """A Kubernetes quantity (`100Gi`, `2`, `1500m`, `1e9`) as a number; None if unreadable."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    match = _QUANTITY_RE.match(str(value).strip())
+    if not match:
+        return None
+    number = float(match.group(1))
+    if match.group(2):
+        return number * 10.0 ** int(match.group(2)[1:])
+    return number * _QUANTITY_SUFFIX[match.group(3)]
+
+
+def parse_timestamp(value: Any) -> datetime | None:
+    """RFC 3339 text or a datetime, as an aware UTC datetime; None when absent or unreadable."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    try:
+        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def normalize_or_keep(image: str) -> str:
+    """The normalized reference, or the text unchanged when it is not a valid reference."""
+    try:
+        return normalize(image)
+    except InvalidReference:
+        return image
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list | tuple) else []
+
+
+# --------------------------------------------------------------------------------------
+# Nodes
+# --------------------------------------------------------------------------------------
+
+
+def node_info(obj: Mapping[str, Any]) -> NodeInfo:
+    """A Node object as NodeInfo."""
+    meta, spec, status = (_mapping(obj.get(k)) for k in ("metadata", "spec", "status"))
+    labels = {str(k): str(v) for k, v in _mapping(meta.get("labels")).items()}
+    annotations = _mapping(meta.get("annotations"))
+    conditions = {
+        str(c.get("type")): c for c in _list(status.get("conditions")) if isinstance(c, Mapping)
+    }
+    ready_condition = _mapping(conditions.get("Ready"))
+    ready = ready_condition.get("status") == "True"
+    node_system = _mapping(status.get("nodeInfo"))
+    capacity = _mapping(status.get("capacity"))
+    allocatable = _mapping(status.get("allocatable"))
+
+    fs_capacity = parse_quantity(annotations.get(ANNOTATION_IMAGE_FS_CAPACITY))
+    if fs_capacity is None:
+        fs_capacity = parse_quantity(capacity.get("ephemeral-storage"))
+    gpus = parse_quantity(allocatable.get(GPU_RESOURCE, capacity.get(GPU_RESOURCE)))
+
+    hinted: dict[str, int] = {}
+    for entry in _list(status.get("images")):
+        size = int(parse_quantity(_mapping(entry).get("sizeBytes")) or 0)
+        for name in _list(_mapping(entry).get("names")):
+            if isinstance(name, str) and "@" not in name:
+                hinted[normalize_or_keep(name)] = size
+
+    taints = tuple(
+        Taint(
+            key=str(t.get("key", "")),
+            value=str(t.get("value") or ""),
+            effect=str(t.get("effect") or ""),
+        )
+        for t in _list(spec.get("taints"))
+        if isinstance(t, Mapping)
+    )
+    return NodeInfo(
+        name=str(meta.get("name", "")),
+        uid=str(meta.get("uid") or ""),
+        labels=labels,
+        taints=taints,
+        ready=ready,
+        unschedulable=bool(spec.get("unschedulable")),
+        disk_pressure=_mapping(conditions.get("DiskPressure")).get("status") == "True",
+        arch=labels.get(LABEL_ARCH) or str(node_system.get("architecture") or ""),
+        os=labels.get(LABEL_OS) or str(node_system.get("operatingSystem") or ""),
+        gpu_allocatable=int(gpus or 0),
+        image_fs_capacity=int(fs_capacity) if fs_capacity else None,
+        hinted_images=hinted,
+        created=parse_timestamp(meta.get("creationTimestamp")),
+        ready_since=parse_timestamp(ready_condition.get("lastTransitionTime")) if ready else None,
+    )
+
+
+# --------------------------------------------------------------------------------------
+# CachedImages
+# --------------------------------------------------------------------------------------
+
+
+def wanted_image(obj: Mapping[str, Any]) -> WantedImage:
+    """A CachedImage object as WantedImage (an invalid spec.image is kept as written)."""
+    meta, spec, status = (_mapping(obj.get(k)) for k in ("metadata", "spec", "status"))
+    daily = {
+        str(day): int(n)
+        for day, n in _mapping(status.get("dailyUses")).items()
+        if isinstance(n, int | float) and not isinstance(n, bool)
+    }
+    profiles: list[PlacementProfile] = []
+    for raw in _list(spec.get("profiles")):
+        if not isinstance(raw, Mapping):
+            continue
+        profile = PlacementProfile(
+            nodeSelector={str(k): str(v) for k, v in _mapping(raw.get("nodeSelector")).items()},
+            requiredNodeAffinity=[t for t in _list(raw.get("requiredNodeAffinity")) if t],
+            tolerations=[dict(t) for t in _list(raw.get("tolerations")) if isinstance(t, Mapping)],  # type: ignore[misc]
+            gpu=bool(raw.get("gpu")),
+            namespace=str(raw.get("namespace") or ""),
+            ownerKind=str(raw.get("ownerKind") or ""),
+        )
+        if raw.get("lastSeen"):
+            profile["lastSeen"] = str(raw["lastSeen"])
+        profiles.append(profile)
+
+    def number(key: str) -> float | None:
+        value = status.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        return None
+
+    nodes_wanted, nodes_present = number("nodesWanted"), number("nodesPresent")
+    last_error = status.get("lastError")
+    return WantedImage(
+        name=str(meta.get("name", "")),
+        image=normalize_or_keep(str(spec.get("image", ""))),
+        uid=str(meta.get("uid") or ""),
+        source=str(spec.get("source") or "Learned"),
+        node_selector={str(k): str(v) for k, v in _mapping(spec.get("nodeSelector")).items()},
+        profiles=tuple(profiles),
+        last_seen=parse_timestamp(status.get("lastSeen")),
+        use_count=int(number("useCount") or 0),
+        daily_uses=daily,
+        created=parse_timestamp(meta.get("creationTimestamp")),
+        reported=ReportedStatus(
+            score=number("score"),
+            nodes_wanted=None if nodes_wanted is None else int(nodes_wanted),
+            nodes_present=None if nodes_present is None else int(nodes_present),
+            last_error=None if last_error is None else str(last_error),
+        ),
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Managed pods
+# --------------------------------------------------------------------------------------
+
+
+def _container_state(status: Mapping[str, Any]) -> tuple[ContainerStateKind, Mapping[str, Any]]:
+    state = _mapping(status.get("state"))
+    kinds: tuple[ContainerStateKind, ...] = ("running", "terminated", "waiting")
+    for kind in kinds:
+        if state.get(kind) is not None:
+            return kind, _mapping(state.get(kind))
+    return "unknown", {}
+
+
+def managed_pod(obj: Mapping[str, Any]) -> ManagedPod | None:
+    """A puller or keeper pod as ManagedPod; None for any other pod."""
+    meta, spec, status = (_mapping(obj.get(k)) for k in ("metadata", "spec", "status"))
+    labels = _mapping(meta.get("labels"))
+    annotations = _mapping(meta.get("annotations"))
+    component = labels.get(LABEL_COMPONENT)
+    if labels.get(LABEL_MANAGED_BY) != MANAGED_BY or component not in (
+        COMPONENT_PULLER,
+        COMPONENT_KEEPER,
+    ):
+        return None
+    role: Role = "puller" if component == COMPONENT_PULLER else "keeper"
+
+    spec_images: dict[tuple[bool, str], str] = {}
+    for init, key in ((True, "initContainers"), (False, "containers")):
+        for container in _list(spec.get(key)):
+            container = _mapping(container)
+            spec_images[(init, str(container.get("name", "")))] = normalize_or_keep(
+                str(container.get("image", ""))
+            )
+
+    if role == "puller":
+        images: tuple[str, ...] = (normalize_or_keep(str(annotations.get(ANNOTATION_IMAGE, ""))),)
+    else:
+        try:
+            listed = json.loads(str(annotations.get(ANNOTATION_IMAGES, "[]")))
+        except ValueError:
+            listed = []
+        if not isinstance(listed, list):
+            listed = []
+        images = tuple(sorted({normalize_or_keep(str(i)) for i in listed}))
+    if role == "puller" and not images[0]:
+        images = tuple(image for (init, _), image in spec_images.items() if not init)[:1]
+
+    observations = []
+    for init, key in ((True, "initContainerStatuses"), (False, "containerStatuses")):
+        for raw in _list(status.get(key)):
+            raw = _mapping(raw)
+            name = str(raw.get("name", ""))
+            kind, detail = _container_state(raw)
+            exit_code = detail.get("exitCode")
+            observations.append(
+                ContainerObservation(
+                    name=name,
+                    image=spec_images.get(
+                        (init, name), normalize_or_keep(str(raw.get("image", "")))
+                    ),
+                    state=kind,
+                    reason=str(detail.get("reason") or ""),
+                    message=str(detail.get("message") or ""),
+                    exit_code=int(exit_code) if isinstance(exit_code, int) else None,
+                    started_at=parse_timestamp(detail.get("startedAt")),
+                    finished_at=parse_timestamp(detail.get("finishedAt")),
+                    init=init,
+                )
+            )
+    deadline = spec.get("activeDeadlineSeconds")
+    attempt = str(annotations.get(ANNOTATION_ATTEMPT, ""))
+    return ManagedPod(
+        name=str(meta.get("name", "")),
+        uid=str(meta.get("uid") or ""),
+        node=str(annotations.get(ANNOTATION_NODE) or spec.get("nodeName") or ""),
+        role=role,
+        images=images,
+        phase=str(status.get("phase") or "Pending"),
+        reason=str(status.get("reason") or ""),
+        message=str(status.get("message") or ""),
+        containers=tuple(observations),
+        created=parse_timestamp(meta.get("creationTimestamp")),
+        deleting=meta.get("deletionTimestamp") is not None,
+        active_deadline=int(deadline) if isinstance(deadline, int) else None,
+        attempt=int(attempt) if attempt.isdigit() else 0,
+    )
+
+
+# --------------------------------------------------------------------------------------
+# What the pods prove
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PullResult:
+    """How a finished puller ended."""
+
+    succeeded: bool
+    reason: str = ""
+    message: str = ""
+    kind: str = ""
+    finished_at: datetime | None = None
+
+
+def failure_kind(reason: str, message: str) -> str:
+    """A short class for a pull failure, so the report can group and people can act."""
+    text = message.lower()
+    if reason == DEADLINE_REASON:
+        return "deadline"
+    if reason == "InvalidImageName":
+        return "invalid-name"
+    if reason == "ErrImageNeverPull":
+        return "never-pull"
+    if "no matching manifest" in text or "no match for platform" in text:
+        return "no-matching-platform"
+    if any(
+        s in text
+        for s in ("unauthorized", "authentication required", "denied", "401", "403", "forbidden")
+    ):
+        return "unauthorized"
+    if any(s in text for s in ("not found", "manifest unknown", "name unknown", "404")):
+        return "not-found"
+    if any(s in text for s in ("timeout", "deadline", "i/o timeout", "connection refused")):
+        return "unreachable"
+    return "other"
+
+
+def _failure(reason: str, message: str, finished_at: datetime | None) -> PullResult:
+    message = message or f"the kubelet reported {reason} without a message"
+    return PullResult(
+        succeeded=False,
+        reason=reason,
+        message=message,
+        kind=failure_kind(reason, message),
+        finished_at=finished_at,
+    )
+
+
+def puller_result(pod: ManagedPod) -> PullResult | None:
+    """The outcome of a puller pod, or None while it is still working.
+
+    Success: the pulled image's container ran (running or terminated, any exit code: the
+    container was created from the image, so the image is on the node) or the pod Succeeded.
+    Failure: a container waits with a pull error (reason + the kubelet's message), the pod
+    ran past its activeDeadlineSeconds, or the pod failed before the container started.
+    """
+    main = [c for c in pod.containers if not c.init]
+    for container in main:
+        if container.state in ("running", "terminated"):
+            return PullResult(
+                succeeded=True,
+                finished_at=container.finished_at or container.started_at,
+            )
+    if pod.phase == "Succeeded":
+        return PullResult(succeeded=True)
+    if pod.reason == DEADLINE_REASON:
+        limit = f"{pod.active_deadline} s" if pod.active_deadline else "its deadline"
+        return _failure(
+            DEADLINE_REASON, pod.message or f"the pull did not finish within {limit}", None
+        )
+    for container in pod.containers:
+        if container.state == "waiting" and container.reason in PULL_FAILURE_REASONS:
+            message = container.message
+            if container.init:
+                message = f"tools image {container.image}: {message or container.reason}"
+            return _failure(container.reason, message, None)
+    if pod.phase == "Failed":
+        return _failure(pod.reason or "Failed", pod.message, None)
+    return None
+
+
+def keeper_running_images(pod: ManagedPod) -> frozenset[str]:
+    """The images a keeper guards: those of its running containers."""
+    if pod.role != "keeper" or pod.phase in ("Failed", "Succeeded"):
+        return frozenset()
+    return frozenset(c.image for c in pod.containers if not c.init and c.state == "running")
+
+
+def keeper_settled(pod: ManagedPod) -> bool:
+    """True when a keeper has finished starting: every container runs, or never will
+    (its image is gone from the node). For the report and tests; the planner itself
+    compares the images running in the old and new keepers.
+    """
+    main = [c for c in pod.containers if not c.init]
+    if pod.deleting or pod.phase != "Running" or len(main) < len(pod.images):
+        return False
+    return all(
+        c.state == "running" or (c.state == "waiting" and c.reason in PULL_FAILURE_REASONS)
+        for c in main
+    )
+
+
+def present_images(pods: Iterable[ManagedPod]) -> dict[str, frozenset[str]]:
+    """Node name → images known to be present there (keepers' running containers + pulled)."""
+    present: dict[str, set[str]] = {}
+    for pod in pods:
+        if pod.role == "keeper":
+            images = keeper_running_images(pod)
+        else:
+            result = puller_result(pod)
+            images = (
+                frozenset(pod.images) if result is not None and result.succeeded else frozenset()
+            )
+        if images:
+            present.setdefault(pod.node, set()).update(images)
+    return {node: frozenset(images) for node, images in present.items()}

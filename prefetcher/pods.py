@@ -1,0 +1,237 @@
+"""The two pods the prefetcher creates, built deterministically from (node, image set).
+
+Puller (`isync-pull-<hash(node, image)>`): makes the kubelet pull one image on one node
+with its own credentials. `nodeName` skips the scheduler; an init container copies a tiny
+static sleeper from the tools image into an emptyDir, and the main container runs the
+image under test with that sleeper as its command (`--exit`), so images with no shell and
+no `true` (distroless, scratch) work. `imagePullPolicy: IfNotPresent` makes a present
+image a no-op. `activeDeadlineSeconds` grows with the image size.
+
+Keeper (`isync-keep-<hash(node, sorted images)>`): one long-lived pod per node with one
+container per cached image, each running the sleeper, so the kubelet's image GC never
+deletes those images (a running container's image is in use). It uses
+`imagePullPolicy: Never`: a keeper never pulls; a container whose image vanished waits
+with ErrImageNeverPull, which the planner reads as "not present". It runs in the lowest
+PriorityClass, so under real disk or memory pressure it is the first pod to go.
+
+Both: restricted security (non-root 65534, no privilege escalation, all capabilities
+dropped, read-only root filesystem, RuntimeDefault seccomp, no service account token),
+tolerate every taint, tiny requests, ownerReference to the Node (garbage-collected with
+it); the puller also to its CachedImage. Names from a hash make creation idempotent: a
+409 on create means it is already there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable
+from typing import Any, Final
+
+from imagesync.config import Config
+from imagesync.names import (
+    ANNOTATION_ATTEMPT,
+    ANNOTATION_IMAGE,
+    ANNOTATION_IMAGES,
+    ANNOTATION_NODE,
+    API_VERSION,
+    CACHED_IMAGE_KIND,
+    COMPONENT_KEEPER,
+    COMPONENT_PULLER,
+    KEEPER_NAME_PREFIX,
+    LABEL_COMPONENT,
+    LABEL_MANAGED_BY,
+    LABEL_NODE,
+    MANAGED_BY,
+    PULLER_NAME_PREFIX,
+    SLEEPER_COPY,
+    SLEEPER_DIR,
+    SLEEPER_PATH,
+)
+from prefetcher.model import NodeInfo, PodManifest, WantedImage
+
+RUN_AS: Final = 65534
+VOLUME: Final = "image-sync-bin"
+# The sleeper is a static binary of 0.7 MB whose resident set stays under 1 MiB
+# (docs/prefetcher.md, "Overhead"); these leave ample room while packing hundreds per node.
+SLEEPER_RESOURCES: Final[dict[str, dict[str, str]]] = {
+    "requests": {"cpu": "1m", "memory": "4Mi"},
+    "limits": {"cpu": "20m", "memory": "16Mi"},
+}
+INSTALL_RESOURCES: Final[dict[str, dict[str, str]]] = {
+    "requests": {"cpu": "1m", "memory": "4Mi"},
+    "limits": {"cpu": "100m", "memory": "32Mi"},
+}
+_LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+
+
+def _hash(*parts: str) -> str:
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:12]
+
+
+def puller_name(node: str, image: str) -> str:
+    """`isync-pull-<12 hex>` from (node, image)."""
+    return f"{PULLER_NAME_PREFIX}{_hash(node, image)}"
+
+
+def keeper_name(node: str, images: Iterable[str]) -> str:
+    """`isync-keep-<12 hex>` from (node, sorted image set)."""
+    return f"{KEEPER_NAME_PREFIX}{_hash(node, *sorted(set(images)))}"
+
+
+def keeper_container_name(image: str) -> str:
+    """A stable container name for a cached image inside a keeper."""
+    return f"keep-{_hash(image)}"
+
+
+def node_label_value(node: str) -> str:
+    """The node name if it is a valid label value, else `h-<hash>` (names may exceed 63)."""
+    if len(node) <= 63 and _LABEL_VALUE.match(node):
+        return node
+    return f"h-{_hash(node)}"
+
+
+def pull_deadline(size: int, config: Config) -> int:
+    """activeDeadlineSeconds: a base plus the time the image takes at the slowest bandwidth."""
+    return int(config.pull_deadline_base + size / config.pull_deadline_min_bandwidth)
+
+
+def _security() -> dict[str, Any]:
+    return {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "runAsUser": RUN_AS,
+        "runAsGroup": RUN_AS,
+    }
+
+
+def _owner_node(node: NodeInfo) -> list[dict[str, Any]]:
+    if not node.uid:
+        return []
+    return [{"apiVersion": "v1", "kind": "Node", "name": node.name, "uid": node.uid}]
+
+
+def _install_container(config: Config) -> dict[str, Any]:
+    return {
+        "name": "install-sleeper",
+        "image": config.tools_image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": [SLEEPER_PATH, "--install", SLEEPER_COPY],
+        "resources": INSTALL_RESOURCES,
+        "securityContext": _security(),
+        "volumeMounts": [{"name": VOLUME, "mountPath": SLEEPER_DIR}],
+    }
+
+
+def _pod_spec(node: NodeInfo, config: Config) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "nodeName": node.name,
+        "priorityClassName": config.keeper_priority_class,
+        "tolerations": [{"operator": "Exists"}],
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": 5,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUN_AS,
+            "runAsGroup": RUN_AS,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumes": [{"name": VOLUME, "emptyDir": {"sizeLimit": "16Mi"}}],
+        "initContainers": [_install_container(config)],
+    }
+    return spec
+
+
+def _labels(node: str, component: str) -> dict[str, str]:
+    return {
+        LABEL_MANAGED_BY: MANAGED_BY,
+        LABEL_COMPONENT: component,
+        LABEL_NODE: node_label_value(node),
+    }
+
+
+def build_puller(
+    node: NodeInfo,
+    image: str,
+    cached_image: WantedImage | None,
+    config: Config,
+    *,
+    deadline_seconds: int,
+    attempt: int = 1,
+) -> PodManifest:
+    """The puller pod for (node, image)."""
+    owners = _owner_node(node)
+    if cached_image is not None and cached_image.uid:
+        owners.append(
+            {
+                "apiVersion": API_VERSION,
+                "kind": CACHED_IMAGE_KIND,
+                "name": cached_image.name,
+                "uid": cached_image.uid,
+            }
+        )
+    metadata: dict[str, Any] = {
+        "name": puller_name(node.name, image),
+        "namespace": config.namespace,
+        "labels": _labels(node.name, COMPONENT_PULLER),
+        "annotations": {
+            ANNOTATION_NODE: node.name,
+            ANNOTATION_IMAGE: image,
+            ANNOTATION_ATTEMPT: str(attempt),
+        },
+    }
+    if owners:
+        metadata["ownerReferences"] = owners
+    spec = _pod_spec(node, config)
+    spec["restartPolicy"] = "Never"
+    spec["activeDeadlineSeconds"] = max(1, int(deadline_seconds))
+    if config.image_pull_secrets:
+        spec["imagePullSecrets"] = [{"name": name} for name in config.image_pull_secrets]
+    spec["containers"] = [
+        {
+            "name": "pull",
+            "image": image,
+            "imagePullPolicy": "IfNotPresent",
+            "command": [SLEEPER_COPY, "--exit"],
+            "resources": SLEEPER_RESOURCES,
+            "securityContext": _security(),
+            "volumeMounts": [{"name": VOLUME, "mountPath": SLEEPER_DIR, "readOnly": True}],
+        }
+    ]
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}
+
+
+def build_keeper(node: NodeInfo, images: Iterable[str], config: Config) -> PodManifest:
+    """The keeper pod holding `images` on `node` (one sleeping container per image)."""
+    ordered = sorted(set(images))
+    metadata: dict[str, Any] = {
+        "name": keeper_name(node.name, ordered),
+        "namespace": config.namespace,
+        "labels": _labels(node.name, COMPONENT_KEEPER),
+        "annotations": {
+            ANNOTATION_NODE: node.name,
+            ANNOTATION_IMAGES: json.dumps(ordered, separators=(",", ":")),
+        },
+    }
+    owners = _owner_node(node)
+    if owners:
+        metadata["ownerReferences"] = owners
+    spec = _pod_spec(node, config)
+    spec["restartPolicy"] = "Always"
+    spec["containers"] = [
+        {
+            "name": keeper_container_name(image),
+            "image": image,
+            "imagePullPolicy": "Never",
+            "command": [SLEEPER_COPY],
+            "resources": SLEEPER_RESOURCES,
+            "securityContext": _security(),
+            "volumeMounts": [{"name": VOLUME, "mountPath": SLEEPER_DIR, "readOnly": True}],
+        }
+        for image in ordered
+    ]
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}

@@ -1,0 +1,130 @@
+"""Where an image may run: node health and the placement prediction, each with a reason."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from prefetcher.eligibility import (
+    affinity_matches,
+    eligibility,
+    node_problem,
+    placement_problem,
+    tolerates,
+)
+from prefetcher.model import Taint
+from tests.prefetcher.test_core_fixtures import APP, PYTORCH, config, image, node, profile
+
+CFG = config(startup_taint="image-sync.io/warming")
+
+
+def expr(key: str, operator: str, *values: str) -> dict[str, Any]:
+    return {"key": key, "operator": operator, "values": list(values)}
+
+
+def test_node_problems_have_reasons() -> None:
+    assert node_problem(node("a"), CFG) is None
+    assert node_problem(node("a", ready=False), CFG) == "node is not Ready"
+    assert node_problem(node("a", unschedulable=True), CFG) == "node is cordoned"
+    assert node_problem(node("a", unschedulable=True), config(schedulable_only=False)) is None
+    assert node_problem(node("a", disk_pressure=True), CFG) == "node reports DiskPressure"
+    assert node_problem(replace(node("w"), os="windows"), CFG) == "node runs windows, not Linux"
+
+
+def test_gpu_images_only_on_gpu_nodes() -> None:
+    gpu_image = image(PYTORCH, gpu=True)
+    assert placement_problem(gpu_image, node("g", gpu=1), CFG) is None
+    labelled = node("l", labels={"nvidia.com/gpu.present": "true"})
+    assert placement_problem(gpu_image, labelled, CFG) is None
+    assert (
+        placement_problem(gpu_image, node("c"), CFG)
+        == "no GPU: pods using this image request nvidia.com/gpu"
+    )
+    # Used by both GPU and CPU pods: any node.
+    mixed = image(PYTORCH, profiles=(profile(gpu=True), profile(gpu=False)))
+    assert placement_problem(mixed, node("c"), CFG) is None
+
+
+def test_taints_and_tolerations() -> None:
+    tainted = node("t", taints=(Taint("dedicated", "infer", "NoSchedule"),))
+    assert (
+        placement_problem(image(APP), tainted, CFG)
+        == "taint dedicated=infer:NoSchedule not tolerated"
+    )
+    tolerant = image(
+        APP,
+        profiles=(
+            profile(tolerations=[{"key": "dedicated", "operator": "Equal", "value": "infer"}]),
+        ),
+    )
+    assert placement_problem(tolerant, tainted, CFG) is None
+    soft = node("s", taints=(Taint("x", "", "PreferNoSchedule"),))
+    assert placement_problem(image(APP), soft, CFG) is None
+    health = node(
+        "h",
+        taints=(
+            Taint("node.kubernetes.io/not-ready", "", "NoExecute"),
+            Taint("image-sync.io/warming", "", "NoSchedule"),
+        ),
+    )
+    assert placement_problem(image(APP), health, CFG) is None
+
+
+@pytest.mark.parametrize(
+    ("toleration", "taint", "expected"),
+    [
+        ({"operator": "Exists"}, Taint("a", "b", "NoExecute"), True),
+        ({"key": "a", "operator": "Exists"}, Taint("a", "b", "NoSchedule"), True),
+        ({"key": "a", "value": "b"}, Taint("a", "b", "NoSchedule"), True),
+        ({"key": "a", "value": "c"}, Taint("a", "b", "NoSchedule"), False),
+        (
+            {"key": "a", "operator": "Exists", "effect": "NoExecute"},
+            Taint("a", "", "NoSchedule"),
+            False,
+        ),
+        ({"key": "", "operator": "Equal"}, Taint("a", "", "NoSchedule"), False),
+    ],
+)
+def test_toleration_matching(toleration: Any, taint: Taint, expected: bool) -> None:
+    assert tolerates(toleration, taint) is expected
+
+
+def test_node_affinity_operators() -> None:
+    n = node("worker-7", labels={"pool": "a", "cores": "64"})
+    assert affinity_matches([], n)
+    assert affinity_matches([{"matchExpressions": [expr("pool", "In", "a", "b")]}], n)
+    assert not affinity_matches([{"matchExpressions": [expr("pool", "NotIn", "a")]}], n)
+    assert affinity_matches([{"matchExpressions": [expr("zone", "DoesNotExist")]}], n)
+    assert not affinity_matches([{"matchExpressions": [expr("zone", "Exists")]}], n)
+    assert affinity_matches([{"matchExpressions": [expr("cores", "Gt", "32")]}], n)
+    assert not affinity_matches([{"matchExpressions": [expr("cores", "Lt", "32")]}], n)
+    assert affinity_matches([{"matchFields": [expr("metadata.name", "In", "worker-7")]}], n)
+    assert not affinity_matches([{}], n)  # an empty term matches nothing
+    terms = [
+        {"matchExpressions": [expr("pool", "In", "z")]},
+        {"matchExpressions": [expr("pool", "In", "a")]},
+    ]
+    assert affinity_matches(terms, n)  # terms are ORed
+    pinned = image(
+        APP,
+        profiles=(profile(requiredNodeAffinity=[{"matchExpressions": [expr("pool", "In", "b")]}]),),
+    )
+    assert "required node affinity" in str(placement_problem(pinned, n, CFG))
+
+
+def test_selectors_architecture_and_reasons() -> None:
+    n = node("a", labels={"pool": "x"})
+    declared = image(APP, source="Declared", profiles=(), node_selector={"pool": "y"})
+    assert (
+        placement_problem(declared, n, CFG) == "image's nodeSelector pool=y does not match the node"
+    )
+    selecting = image(APP, profiles=(profile(nodeSelector={"pool": "y"}),))
+    assert placement_problem(selecting, n, CFG) == "nodeSelector pool=y does not match the node"
+    arm_only = image(APP, architectures=("arm64",))
+    assert placement_problem(arm_only, n, CFG) == "image has no amd64 build (arm64 only)"
+    two = image(APP, profiles=(profile(gpu=True), profile(nodeSelector={"pool": "y"})))
+    reason = str(placement_problem(two, n, CFG))
+    assert reason.startswith("no placement of its pods fits:") and "GPU" in reason
+    assert eligibility(image(APP), node("c", unschedulable=True), CFG) == "node is cordoned"

@@ -1,0 +1,216 @@
+"""Reading API objects into the model, and what managed pods prove."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from prefetcher import observe
+from prefetcher.model import ContainerObservation, ManagedPod
+from prefetcher.pods import build_keeper, build_puller
+from tests.prefetcher.test_core_fixtures import APP, BUSYBOX, PYTORCH, config, image, node
+
+NODE = {
+    "metadata": {
+        "name": "gpu-1",
+        "uid": "u-1",
+        "creationTimestamp": "2026-11-20T10:00:00Z",
+        "labels": {"kubernetes.io/arch": "amd64", "kubernetes.io/os": "linux"},
+    },
+    "spec": {
+        "unschedulable": True,
+        "taints": [{"key": "dedicated", "value": "infer", "effect": "NoSchedule"}],
+    },
+    "status": {
+        "capacity": {"ephemeral-storage": "2000Gi", "nvidia.com/gpu": "8"},
+        "allocatable": {"nvidia.com/gpu": "8"},
+        "conditions": [
+            {"type": "Ready", "status": "True", "lastTransitionTime": "2026-11-21T10:00:00Z"},
+            {"type": "DiskPressure", "status": "False"},
+        ],
+        "images": [
+            {
+                "names": ["nvcr.io/nvidia/pytorch@sha256:" + "a" * 64, PYTORCH],
+                "sizeBytes": 20400000000,
+            },
+            {"names": ["busybox:1.36"], "sizeBytes": 4000000},
+        ],
+        "nodeInfo": {"architecture": "amd64", "operatingSystem": "linux"},
+    },
+}
+
+
+def test_node_info_reads_what_the_planner_needs() -> None:
+    info = observe.node_info(NODE)
+    assert info.name == "gpu-1" and info.uid == "u-1"
+    assert info.ready and info.unschedulable and not info.disk_pressure
+    assert info.gpu_allocatable == 8 and info.arch == "amd64" and info.os == "linux"
+    assert info.image_fs_capacity == 2000 * 2**30
+    assert info.hinted_images == {PYTORCH: 20400000000, BUSYBOX: 4000000}
+    assert info.taints[0].key == "dedicated" and info.taints[0].effect == "NoSchedule"
+    assert info.ready_since == datetime(2026, 11, 21, 10, tzinfo=UTC)
+
+
+def test_node_info_tolerates_a_bare_node() -> None:
+    info = observe.node_info({"metadata": {"name": "x"}})
+    assert info.name == "x" and not info.ready and info.image_fs_capacity is None
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("100Gi", 100 * 2**30), ("1500m", 1.5), ("2", 2), ("1e3", 1000), ("5G", 5e9), ("x", None)],
+)
+def test_quantities(text: str, value: float | None) -> None:
+    assert observe.parse_quantity(text) == value
+
+
+def test_wanted_image_from_cached_image() -> None:
+    obj = {
+        "metadata": {"name": "app", "uid": "c-1", "creationTimestamp": "2026-11-01T00:00:00Z"},
+        "spec": {
+            "image": "harbor.example.internal/library/app:1.0",
+            "source": "Learned",
+            "profiles": [
+                {
+                    "nodeSelector": {"pool": "a"},
+                    "requiredNodeAffinity": [],
+                    "tolerations": [{"key": "k", "operator": "Exists"}],
+                    "gpu": True,
+                    "namespace": "ns",
+                    "ownerKind": "Job",
+                    "lastSeen": "2026-11-21T00:00:00Z",
+                }
+            ],
+        },
+        "status": {
+            "lastSeen": "2026-11-21T00:00:00Z",
+            "useCount": 7,
+            "dailyUses": {"2026-11-21": 7},
+            "score": 1.5,
+            "nodesWanted": 2,
+        },
+    }
+    wanted = observe.wanted_image(obj)
+    assert wanted.image == APP and wanted.uid == "c-1" and wanted.use_count == 7
+    assert wanted.profiles[0]["gpu"] and wanted.profiles[0]["nodeSelector"] == {"pool": "a"}
+    assert wanted.reported.score == 1.5 and wanted.reported.nodes_wanted == 2
+    assert wanted.reported.nodes_present is None and wanted.reported.last_error is None
+
+
+def test_managed_pod_round_trips_the_pods_we_build() -> None:
+    n = node("cpu-1")
+    puller = build_puller(n, APP, image(APP), config(), deadline_seconds=700)
+    puller["metadata"]["uid"] = "p-1"
+    puller["status"] = {
+        "phase": "Pending",
+        "containerStatuses": [
+            {
+                "name": "pull",
+                "image": APP,
+                "state": {"waiting": {"reason": "ErrImagePull", "message": "manifest unknown"}},
+            }
+        ],
+    }
+    pod = observe.managed_pod(puller)
+    assert pod is not None and pod.role == "puller" and pod.node == "cpu-1"
+    assert pod.images == (APP,) and pod.active_deadline == 700 and pod.attempt == 1
+    result = observe.puller_result(pod)
+    assert result is not None and not result.succeeded
+    assert (result.reason, result.kind) == ("ErrImagePull", "not-found")
+
+    keeper = build_keeper(n, [BUSYBOX, APP], config())
+    keeper["metadata"]["deletionTimestamp"] = "2026-11-22T00:00:00Z"
+    keeper["status"] = {
+        "phase": "Running",
+        "containerStatuses": [
+            {"name": c["name"], "image": c["image"], "state": {"running": {}}}
+            for c in keeper["spec"]["containers"]
+        ],
+    }
+    pod = observe.managed_pod(keeper)
+    assert pod is not None and pod.role == "keeper" and pod.deleting
+    assert pod.images == (BUSYBOX, APP)  # sorted
+    assert observe.keeper_running_images(pod) == {APP, BUSYBOX}
+
+
+def test_other_pods_are_not_ours() -> None:
+    assert observe.managed_pod({"metadata": {"name": "x", "labels": {}}}) is None
+
+
+def _puller(
+    *containers: ContainerObservation, phase: str = "Pending", reason: str = ""
+) -> ManagedPod:
+    return ManagedPod(
+        name="p",
+        uid="u",
+        node="n",
+        role="puller",
+        images=(APP,),
+        phase=phase,
+        reason=reason,
+        containers=containers,
+        active_deadline=900,
+    )
+
+
+def test_puller_outcomes() -> None:
+    done = ContainerObservation("pull", APP, "terminated", exit_code=0)
+    crashed = ContainerObservation("pull", APP, "terminated", exit_code=127)
+    creating = ContainerObservation("pull", APP, "waiting", reason="ContainerCreating")
+    unauthorized = ContainerObservation(
+        "pull", APP, "waiting", reason="ErrImagePull", message="401 Unauthorized"
+    )
+    platform = ContainerObservation(
+        "pull",
+        APP,
+        "waiting",
+        reason="ErrImagePull",
+        message="no matching manifest for linux/arm64 in the manifest list entries",
+    )
+    tools = ContainerObservation(
+        "install-sleeper", "t", "waiting", reason="ImagePullBackOff", init=True
+    )
+    assert observe.puller_result(_puller(done)) == observe.PullResult(True)
+    ok = observe.puller_result(_puller(crashed))
+    assert ok is not None and ok.succeeded  # the container was created: the image is there
+    assert observe.puller_result(_puller(creating)) is None
+    assert observe.puller_result(_puller()) is None
+    bad = observe.puller_result(_puller(unauthorized))
+    assert bad is not None and bad.kind == "unauthorized" and bad.message == "401 Unauthorized"
+    plat = observe.puller_result(_puller(platform))
+    assert plat is not None and plat.kind == "no-matching-platform"
+    init = observe.puller_result(_puller(tools))
+    assert init is not None and init.message.startswith("tools image t:")
+    late = observe.puller_result(_puller(phase="Failed", reason="DeadlineExceeded"))
+    assert late is not None and late.kind == "deadline" and "900 s" in late.message
+    evicted = observe.puller_result(_puller(phase="Failed", reason="Evicted"))
+    assert evicted is not None and evicted.reason == "Evicted" and evicted.message
+
+
+def test_presence_is_keepers_running_plus_successful_pullers() -> None:
+    keeper = ManagedPod(
+        name="k",
+        uid="k",
+        node="a",
+        role="keeper",
+        images=(APP, BUSYBOX),
+        phase="Running",
+        containers=(
+            ContainerObservation("c0", APP, "running"),
+            ContainerObservation("c1", BUSYBOX, "waiting", reason="ErrImageNeverPull"),
+        ),
+    )
+    pulled = ManagedPod(
+        name="p",
+        uid="p",
+        node="b",
+        role="puller",
+        images=(PYTORCH,),
+        phase="Succeeded",
+        containers=(ContainerObservation("pull", PYTORCH, "terminated", exit_code=0),),
+    )
+    pulling = ManagedPod(name="q", uid="q", node="b", role="puller", images=(APP,))
+    present = observe.present_images([keeper, pulled, pulling])
+    assert present == {"a": frozenset({APP}), "b": frozenset({PYTORCH})}
+    assert observe.keeper_settled(keeper) is True

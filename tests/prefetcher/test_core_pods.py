@@ -1,0 +1,110 @@
+"""Puller and keeper pods: valid Pod objects, deterministic, restricted, owned by the Node."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import kubernetes_validate
+import pytest
+
+from imagesync.names import LABEL_COMPONENT, LABEL_MANAGED_BY, LABEL_NODE
+from prefetcher.pods import (
+    build_keeper,
+    build_puller,
+    keeper_name,
+    node_label_value,
+    pull_deadline,
+    puller_name,
+)
+from tests.prefetcher.test_core_fixtures import APP, BUSYBOX, PYTORCH, config, image, node
+
+K8S_VERSION = "1.35.0"
+CFG = config(image_pull_secrets=("harbor-pull",), namespace="image-sync")
+
+
+def _pods() -> list[dict[str, Any]]:
+    n = node("gpu-1", gpu=8)
+    return [
+        build_puller(n, PYTORCH, image(PYTORCH), CFG, deadline_seconds=2640, attempt=2),
+        build_keeper(n, [PYTORCH, APP, BUSYBOX], CFG),
+    ]
+
+
+@pytest.mark.parametrize("version", [K8S_VERSION, "1.37.0"])
+def test_pods_are_valid_pod_objects(version: str) -> None:
+    for pod in _pods():
+        kubernetes_validate.validate(pod, version, strict=True)
+
+
+def test_puller_shape() -> None:
+    puller = _pods()[0]
+    spec = puller["spec"]
+    assert puller["metadata"]["name"] == puller_name("gpu-1", PYTORCH)
+    assert puller["metadata"]["namespace"] == "image-sync"
+    assert spec["nodeName"] == "gpu-1" and spec["restartPolicy"] == "Never"
+    assert spec["activeDeadlineSeconds"] == 2640
+    assert spec["tolerations"] == [{"operator": "Exists"}]
+    assert spec["imagePullSecrets"] == [{"name": "harbor-pull"}]
+    assert spec["priorityClassName"] == "image-sync-keeper"
+    main = spec["containers"][0]
+    assert main["image"] == PYTORCH and main["imagePullPolicy"] == "IfNotPresent"
+    assert main["command"] == ["/.image-sync/image-sync-sleeper", "--exit"]
+    init = spec["initContainers"][0]
+    assert init["image"] == CFG.tools_image
+    assert init["command"] == [
+        "/usr/local/bin/image-sync-sleeper",
+        "--install",
+        "/.image-sync/image-sync-sleeper",
+    ]
+    labels = puller["metadata"]["labels"]
+    assert labels[LABEL_MANAGED_BY] == "image-sync" and labels[LABEL_COMPONENT] == "puller"
+    assert labels[LABEL_NODE] == "gpu-1"
+    kinds = [o["kind"] for o in puller["metadata"]["ownerReferences"]]
+    assert kinds == ["Node", "CachedImage"]
+
+
+def test_keeper_shape() -> None:
+    keeper = _pods()[1]
+    spec = keeper["spec"]
+    images = [c["image"] for c in spec["containers"]]
+    assert images == sorted([PYTORCH, APP, BUSYBOX])
+    assert all(c["imagePullPolicy"] == "Never" for c in spec["containers"])
+    assert all(c["command"] == ["/.image-sync/image-sync-sleeper"] for c in spec["containers"])
+    assert spec["restartPolicy"] == "Always" and "activeDeadlineSeconds" not in spec
+    assert json.loads(keeper["metadata"]["annotations"]["image-sync.io/images"]) == images
+    assert [o["kind"] for o in keeper["metadata"]["ownerReferences"]] == ["Node"]
+    assert keeper["metadata"]["name"] == keeper_name("gpu-1", [BUSYBOX, APP, PYTORCH])
+
+
+def test_every_container_is_restricted() -> None:
+    for pod in _pods():
+        spec = pod["spec"]
+        assert spec["securityContext"]["runAsNonRoot"] is True
+        assert spec["automountServiceAccountToken"] is False
+        for container in [*spec["initContainers"], *spec["containers"]]:
+            sc = container["securityContext"]
+            assert sc["runAsUser"] == 65534 and sc["allowPrivilegeEscalation"] is False
+            assert sc["capabilities"] == {"drop": ["ALL"]} and sc["readOnlyRootFilesystem"]
+            assert container["resources"]["requests"]["cpu"] == "1m"
+
+
+def test_names_are_deterministic_and_distinct() -> None:
+    assert _pods() == _pods()
+    assert puller_name("a", APP) != puller_name("b", APP) != puller_name("a", BUSYBOX)
+    assert keeper_name("a", [APP, BUSYBOX]) == keeper_name("a", [BUSYBOX, APP, APP])
+    assert keeper_name("a", [APP]) != keeper_name("a", [APP, BUSYBOX])
+    assert node_label_value("x" * 70).startswith("h-") and len(node_label_value("x" * 70)) < 63
+
+
+def test_deadline_grows_with_size() -> None:
+    assert pull_deadline(0, config()) == 600
+    assert pull_deadline(20_400_000_000, config()) == 600 + 2040
+    assert pull_deadline(20_400_000_000, config(pull_deadline_min_bandwidth=100_000_000)) == 804
+
+
+def test_without_uids_there_are_no_owner_references() -> None:
+    bare = node("n", uid="")
+    pod = build_keeper(bare, [APP], CFG)
+    assert "ownerReferences" not in pod["metadata"]
+    kubernetes_validate.validate(pod, K8S_VERSION, strict=True)

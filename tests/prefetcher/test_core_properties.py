@@ -1,0 +1,293 @@
+"""Properties of plan() over generated clusters: safety, caps, placement, determinism, quiet."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from dataclasses import replace
+from datetime import timedelta
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from imagesync.config import Config
+from prefetcher import observe
+from prefetcher.eligibility import has_gpu
+from prefetcher.model import (
+    ContainerObservation,
+    ManagedPod,
+    NodeInfo,
+    PullRecord,
+    Snapshot,
+    Taint,
+    WantedImage,
+)
+from prefetcher.planner import plan
+from prefetcher.pods import keeper_name, puller_name
+from tests.prefetcher.test_core_fixtures import GB, NOW, World, config, image, node, profile
+
+POOL = [
+    "harbor.example.internal/library/app:1.0",
+    "harbor.example.internal/library/web:2.1",
+    "nvcr.io/nvidia/cuda:12.4.1-base-ubuntu22.04",
+    "nvcr.io/nvidia/pytorch:24.08-py3",
+    "docker.io/library/busybox:1.36",
+    "docker.io/library/redis:7",
+]
+SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@st.composite
+def nodes_st(draw: Any) -> tuple[NodeInfo, ...]:
+    count = draw(st.integers(0, 7))
+    out = []
+    for i in range(count):
+        taints: tuple[Taint, ...] = ()
+        if draw(st.booleans()) and draw(st.booleans()):
+            taints = (Taint("dedicated", draw(st.sampled_from(["infer", "train"])), "NoSchedule"),)
+        out.append(
+            node(
+                f"n{i}",
+                gpu=draw(st.sampled_from([0, 0, 1, 8])),
+                capacity=draw(st.sampled_from([None, 10 * GB, 40 * GB, 500 * GB])),
+                taints=taints,
+                ready=draw(st.booleans()) or draw(st.booleans()),
+                unschedulable=draw(st.booleans()) and draw(st.booleans()),
+                age=draw(st.sampled_from([timedelta(minutes=5), timedelta(days=3)])),
+            )
+        )
+    return tuple(out)
+
+
+@st.composite
+def images_st(draw: Any) -> tuple[WantedImage, ...]:
+    refs = draw(st.lists(st.sampled_from(POOL), unique=True, max_size=len(POOL)))
+    out = []
+    for ref in refs:
+        profiles = tuple(
+            profile(
+                gpu=draw(st.booleans()),
+                tolerations=draw(
+                    st.sampled_from(
+                        [[], [{"key": "dedicated", "operator": "Exists"}], [{"operator": "Exists"}]]
+                    )
+                ),
+            )
+            for _ in range(draw(st.integers(0, 2)))
+        )
+        out.append(
+            image(
+                ref,
+                uses=draw(st.integers(0, 50)),
+                size=draw(st.sampled_from([None, 5_000_000, GB, 20 * GB])),
+                source=draw(st.sampled_from(["Learned", "Learned", "Declared"])),
+                profiles=profiles,
+                last_seen=NOW - timedelta(days=draw(st.sampled_from([0, 1, 20]))),
+                age=draw(st.sampled_from([timedelta(minutes=5), timedelta(days=3)])),
+            )
+        )
+    return tuple(out)
+
+
+_STATES = [
+    ("running", ""),
+    ("terminated", ""),
+    ("waiting", "ContainerCreating"),
+    ("waiting", "ErrImagePull"),
+    ("waiting", "ErrImageNeverPull"),
+]
+
+
+@st.composite
+def snapshots(draw: Any) -> Snapshot:
+    nodes = draw(nodes_st())
+    images = draw(images_st())
+    names = [n.name for n in nodes] + ["gone"]
+    pods: dict[str, ManagedPod] = {}
+    for _ in range(draw(st.integers(0, 10))):
+        where = draw(st.sampled_from(names))
+        if draw(st.booleans()):
+            ref = draw(st.sampled_from(POOL))
+            state, reason = draw(st.sampled_from(_STATES))
+            pod = ManagedPod(
+                name=puller_name(where, ref),
+                uid=f"u{len(pods)}",
+                node=where,
+                role="puller",
+                images=(ref,),
+                phase="Succeeded" if state == "terminated" else "Pending",
+                containers=(ContainerObservation("pull", ref, state, reason=reason),),
+                created=NOW - timedelta(minutes=draw(st.integers(0, 30))),
+                deleting=draw(st.booleans()) and draw(st.booleans()),
+            )
+        else:
+            held = tuple(sorted(draw(st.sets(st.sampled_from(POOL), min_size=1, max_size=4))))
+            containers = []
+            for i, ref in enumerate(held):
+                state, reason = draw(st.sampled_from([_STATES[0], _STATES[0], _STATES[4]]))
+                containers.append(ContainerObservation(f"c{i}", ref, state, reason=reason))
+            pod = ManagedPod(
+                name=keeper_name(where, held),
+                uid=f"u{len(pods)}",
+                node=where,
+                role="keeper",
+                images=held,
+                phase=draw(st.sampled_from(["Running", "Running", "Pending", "Failed"])),
+                containers=tuple(containers),
+                deleting=draw(st.booleans()) and draw(st.booleans()),
+            )
+        pods.setdefault(pod.name, pod)
+    records = {}
+    for _ in range(draw(st.integers(0, 4))):
+        key = (draw(st.sampled_from(names)), draw(st.sampled_from(POOL)))
+        records[key] = PullRecord(
+            key[0],
+            key[1],
+            draw(st.integers(1, 6)),
+            NOW - timedelta(minutes=draw(st.integers(0, 600))),
+            "ErrImagePull",
+            "not found",
+        )
+    return Snapshot(
+        now=NOW, nodes=nodes, images=images, pods=tuple(pods.values()), pull_records=records
+    )
+
+
+configs = st.builds(
+    config,
+    max_concurrent_pulls=st.integers(1, 6),
+    max_pulls_per_registry=st.integers(1, 4),
+    max_pulls_per_image=st.integers(1, 3),
+    max_pulls_per_node=st.integers(1, 2),
+    quiet_hours=st.sampled_from(["", "02:00-04:00"]),
+    keeper_enabled=st.booleans(),
+)
+
+
+def _gpu_only(snapshot: Snapshot, ref: str) -> bool:
+    objects = [i for i in snapshot.images if i.image == ref]
+    return bool(objects) and all(o.profiles and all(p["gpu"] for p in o.profiles) for o in objects)
+
+
+@SETTINGS
+@given(snapshots(), configs)
+def test_never_pull_a_present_image_or_twice(snapshot: Snapshot, cfg: Config) -> None:
+    result = plan(snapshot, cfg)
+    present = observe.present_images(snapshot.pods)
+    existing = {p.name for p in snapshot.pods}
+    for pull in result.pulls:
+        assert pull.image not in present.get(pull.node, ())
+        assert pull.pod_name not in existing
+    assert len({(p.node, p.image) for p in result.pulls}) == len(result.pulls)
+
+
+@SETTINGS
+@given(snapshots(), configs)
+def test_caps_hold(snapshot: Snapshot, cfg: Config) -> None:
+    result = plan(snapshot, cfg)
+    deleted = {d.uid for d in result.deletions}
+    names = {n.name for n in snapshot.nodes}
+    flying = [
+        p
+        for p in snapshot.pods
+        if p.role == "puller"
+        and observe.puller_result(p) is None
+        and p.uid not in deleted
+        and p.node in names  # a node that is gone pulls nothing
+    ]
+    keys: list[tuple[str, str, int]] = []
+    for p in [*((f.node, f.images[0]) for f in flying), *((a.node, a.image) for a in result.pulls)]:
+        node_name, ref = p
+        keys += [
+            ("all", "", cfg.max_concurrent_pulls),
+            ("node", node_name, cfg.max_pulls_per_node),
+            ("image", ref, cfg.max_pulls_per_image),
+            ("registry", ref.split("/")[0], cfg.max_pulls_per_registry),
+        ]
+    totals = Counter((kind, key) for kind, key, _ in keys)
+    caps = {(kind, key): cap for kind, key, cap in keys}
+    started: Counter[tuple[str, str]] = Counter()
+    for a in result.pulls:
+        for kind, key in (
+            ("all", ""),
+            ("node", a.node),
+            ("image", a.image),
+            ("registry", a.image.split("/")[0]),
+        ):
+            started[(kind, key)] += 1
+    for dimension, count in started.items():
+        assert totals[dimension] <= caps[dimension], (dimension, totals[dimension])
+        assert count >= 1
+
+
+@SETTINGS
+@given(snapshots(), configs)
+def test_gpu_only_images_never_on_cpu_nodes(snapshot: Snapshot, cfg: Config) -> None:
+    result = plan(snapshot, cfg)
+    nodes = {n.name: n for n in snapshot.nodes}
+    for pull in result.pulls:
+        if _gpu_only(snapshot, pull.image):
+            assert has_gpu(nodes[pull.node])
+    for keeper in result.keepers:
+        for ref in keeper.images:
+            if _gpu_only(snapshot, ref):
+                assert has_gpu(nodes[keeper.node])
+
+
+@SETTINGS
+@given(snapshots(), configs)
+def test_keeper_deletion_is_make_before_break(snapshot: Snapshot, cfg: Config) -> None:
+    """No image the plan still wants on a node loses its last running keeper container."""
+    result = plan(snapshot, cfg)
+    deleted = {d.uid for d in result.deletions}
+    kept_present = {(c.node, c.image) for c in result.cells if c.wanted and c.state == "present"}
+    for pod in snapshot.pods:
+        if pod.role != "keeper" or pod.uid not in deleted:
+            continue
+        for ref in observe.keeper_running_images(pod):
+            if (pod.node, ref) not in kept_present or not cfg.keeper_enabled:
+                continue
+            survivors = [
+                k
+                for k in snapshot.pods
+                if k.role == "keeper"
+                and k.node == pod.node
+                and k.uid not in deleted
+                and not k.deleting
+                and ref in observe.keeper_running_images(k)
+            ]
+            assert survivors, (pod.name, ref)
+
+
+@SETTINGS
+@given(snapshots(), configs, st.randoms(use_true_random=False))
+def test_plan_is_deterministic(snapshot: Snapshot, cfg: Config, rng: random.Random) -> None:
+    def shuffled(items: tuple[Any, ...]) -> tuple[Any, ...]:
+        out = list(items)
+        rng.shuffle(out)
+        return tuple(out)
+
+    again = replace(
+        snapshot,
+        nodes=shuffled(snapshot.nodes),
+        images=shuffled(snapshot.images),
+        pods=shuffled(snapshot.pods),
+    )
+    assert plan(snapshot, cfg) == plan(again, cfg)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(nodes_st(), images_st(), configs)
+def test_converged_cluster_sees_no_writes(
+    nodes: tuple[NodeInfo, ...], images: tuple[WantedImage, ...], cfg: Config
+) -> None:
+    w = World(nodes=list(nodes), images=list(images), config=replace(cfg, quiet_hours=""))
+    final = w.converge()
+    assert final.writes == 0
+    assert w.step().writes == 0
+    summary = final.summary
+    assert summary is not None and summary.coverage == 1.0
+    if cfg.keeper_enabled:
+        w.gc()
+        assert w.step().writes == 0

@@ -1,0 +1,70 @@
+"""Scores decay with a half-life, are stable within a day; retention releases learned images."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from prefetcher.budget import BudgetItem, fit, format_bytes, node_budget
+from prefetcher.scoring import is_wanted, rank_key, score
+from tests.prefetcher.test_core_fixtures import APP, GB, NOW, config, image, node
+
+DAY = 86400.0
+
+
+def test_score_decays_by_half_life() -> None:
+    uses = {
+        NOW.strftime("%Y-%m-%d"): 8,
+        (NOW - timedelta(days=3)).strftime("%Y-%m-%d"): 8,
+    }
+    img = image(APP, daily_uses=uses)
+    assert score(img, NOW, 3 * DAY) == 12.0  # 8 + 8 * 0.5
+    # Stable within the day, so status is not rewritten every sweep.
+    assert score(img, NOW + timedelta(hours=20), 3 * DAY) == 12.0
+    assert score(img, NOW + timedelta(days=3), 3 * DAY) == 6.0
+
+
+def test_score_without_daily_counts_uses_last_seen() -> None:
+    img = image(APP, uses=0, use_count=10, last_seen=NOW - timedelta(days=6))
+    assert score(img, NOW, 3 * DAY) == 2.5
+
+
+def test_recent_and_frequent_rank_first() -> None:
+    busy = score(image(APP, uses=40), NOW, 3 * DAY)
+    quiet = score(image(APP, uses=2), NOW, 3 * DAY)
+    assert busy > quiet
+    assert rank_key("b", True, 0.0) < rank_key("a", False, 99.0)  # declared first
+    assert rank_key("a", False, 5.0) < rank_key("b", False, 1.0)
+
+
+def test_retention() -> None:
+    retention = 14 * DAY
+    assert is_wanted(image(APP, last_seen=NOW - timedelta(days=13)), NOW, retention)
+    assert not is_wanted(
+        image(APP, last_seen=NOW - timedelta(days=15), age=timedelta(days=30)), NOW, retention
+    )
+    assert is_wanted(
+        image(APP, source="Declared", last_seen=NOW - timedelta(days=99)), NOW, retention
+    )
+
+
+def test_budget_is_the_smaller_of_share_and_gc_threshold() -> None:
+    n = node("a", capacity=100 * GB)
+    assert node_budget(n, config(), set()) == 50 * GB
+    assert node_budget(n, config(disk_budget=0.95), set()) == 85 * GB
+    busy = node("b", capacity=100 * GB, image_fs_other_used=60 * GB)
+    assert node_budget(busy, config(), set()) == 25 * GB
+    assert node_budget(node("c", capacity=None), config(), set()) is None
+
+
+def test_fit_keeps_best_first_and_skips_what_does_not_fit() -> None:
+    items = [
+        BudgetItem("big", 30 * GB, 9.0),
+        BudgetItem("a", 5 * GB, 5.0),
+        BudgetItem("b", 6 * GB, 1.0),
+    ]
+    result = fit(20 * GB, items)
+    assert result.fitted == ("a", "b") and result.used == 11 * GB
+    assert [i.image for i, _ in result.left_out] == ["big"]
+    assert "needs 30.0 GB" in result.left_out[0][1]
+    assert fit(None, items).fitted == ("big", "a", "b")
+    assert format_bytes(20_400_000_000) == "20.4 GB" and format_bytes(4_000_000) == "4 MB"
