@@ -1,0 +1,467 @@
+"""The simulated kubelets: one loop that drives every Node annotated `sim.image-sync.io/managed`.
+
+Like kwok, it talks to the API server only through the `kubernetes` client, so it can run
+against our API server or any other: it watches Nodes and Pods, runs each node's pods in a
+pure `NodeRuntime`, and writes back pod statuses, events, final deletions, node status and
+the node's Lease heartbeat in `kube-node-lease`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from simulator.clock import Clock, rfc3339, rfc3339_micro
+from simulator.imagestore import ImageStore
+from simulator.informer import Informers
+from simulator.noderuntime import IMAGE_WAIT, Event, NodeRuntime
+from simulator.nodes import config_from_node, is_managed, is_marked_not_ready
+from simulator.rawapi import MERGE, call
+from simulator.registry import RegistrySet
+
+JSON = dict[str, Any]
+LEASE_NAMESPACE = "kube-node-lease"
+UNREACHABLE = "node.kubernetes.io/unreachable"
+DISK_PRESSURE = "node.kubernetes.io/disk-pressure"
+
+log = logging.getLogger(__name__)
+
+
+class KubeletSet:
+    """Runs the simulated kubelet of every managed node through one API client."""
+
+    def __init__(
+        self,
+        api_client: client.ApiClient,
+        clock: Clock,
+        registries: RegistrySet,
+        *,
+        informers: Informers | None = None,
+        tick: float = 0.1,
+        events: bool = True,
+        lease_seconds: float = 10.0,
+        status_report_seconds: float = 300.0,
+        min_wall_heartbeat: float = 1.0,
+        workers: int = 4,
+        pod_gc: bool = True,
+    ) -> None:
+        self.api_client = api_client
+        self.core = client.CoreV1Api(api_client)
+        self.coordination = client.CoordinationV1Api(api_client)
+        self.clock = clock
+        self.registries = registries
+        self.informers = informers or Informers(api_client)
+        self.tick = tick
+        self.events_enabled = events
+        self.lease_seconds = lease_seconds
+        self.status_report_seconds = status_report_seconds
+        self.min_wall_heartbeat = min_wall_heartbeat
+        self.pod_gc = pod_gc
+        self.runtimes: dict[str, NodeRuntime] = {}
+        self.image_waits: dict[str, float] = {}
+        self.counters: dict[str, int] = {
+            "pod_status_writes": 0,
+            "node_status_writes": 0,
+            "lease_writes": 0,
+            "events": 0,
+            "write_errors": 0,
+        }
+        self._pod_versions: dict[str, str] = {}
+        self._last_status: dict[str, float] = {}
+        self._last_lease: dict[str, float] = {}
+        self._not_ready: set[str] = set()
+        self._lease_ns_ready = False
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kubelet-write")
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.lock = threading.RLock()
+        self.loops = 0
+
+    # -- lifecycle -------------------------------------------------------------------
+    def start(self) -> None:
+        self.informers.start()
+        self._thread = threading.Thread(target=self._run, name="kubelets", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _run(self) -> None:
+        self.informers.wait_synced(60)
+        while not self._stop.is_set():
+            try:
+                self.step()
+            except Exception:
+                log.exception("kubelet loop")
+            self._stop.wait(self.tick)
+
+    # -- inspection (tests, demo, benchmarks) -----------------------------------------
+    def runtime(self, node: str) -> NodeRuntime | None:
+        with self.lock:
+            return self.runtimes.get(node)
+
+    def image_store(self, node: str) -> ImageStore:
+        runtime = self.runtime(node)
+        if runtime is None:
+            raise KeyError(f"node {node!r} is not run by this kubelet set")
+        return runtime.store
+
+    def pod_image_waits(self) -> dict[str, float]:
+        """`namespace/name` → seconds the pod waited for its images (pods that got them all)."""
+        with self.lock:
+            return dict(self.image_waits)
+
+    def summary(self) -> JSON:
+        with self.lock:
+            waits = sorted(self.image_waits.values())
+            pods = sum(len(r.pods) for r in self.runtimes.values())
+            pulling = sum(len(r.active) + len(r.queue) for r in self.runtimes.values())
+        return {
+            "nodes": len(self.runtimes),
+            "pods": pods,
+            "pulls_in_flight_or_queued": pulling,
+            "image_wait_count": len(waits),
+            "image_wait_total_seconds": sum(waits),
+            "image_wait_max_seconds": waits[-1] if waits else 0.0,
+            "image_wait_p50_seconds": waits[len(waits) // 2] if waits else 0.0,
+            **self.counters,
+        }
+
+    # -- one pass --------------------------------------------------------------------
+    def step(self) -> None:
+        """Advance every node to now and write back what changed."""
+        now = self.clock.now()
+        futures: list[Future[None]] = []
+        with self.lock:
+            self.loops += 1
+            nodes = {
+                n["metadata"]["name"]: n for n in self.informers.nodes.snapshot() if is_managed(n)
+            }
+            if nodes and not self._lease_ns_ready:
+                self._ensure_lease_namespace()
+            for name, node in nodes.items():
+                if name not in self.runtimes:
+                    self.runtimes[name] = NodeRuntime(config_from_node(node), self.registries, now)
+                    futures.append(self._submit(self._adopt_node, node))
+            for name in list(self.runtimes):
+                if name not in nodes:
+                    self._drop_node(name, futures)
+
+            by_node: dict[str, list[JSON]] = {}
+            for pod in self.informers.pods.snapshot():
+                node_name = (pod.get("spec") or {}).get("nodeName")
+                if node_name in self.runtimes:
+                    by_node.setdefault(node_name, []).append(pod)
+
+            # Space heartbeats out in wall time too, so an accelerated large cluster
+            # does not spend the API server on leases (about 50 lease writes per second).
+            wall_floor = max(self.min_wall_heartbeat, len(self.runtimes) / 50) * self.clock.speed
+            lease_every = max(self.lease_seconds, wall_floor)
+            report_every = max(self.status_report_seconds, 10 * wall_floor)
+            for name, runtime in self.runtimes.items():
+                node = nodes[name]
+                not_ready = is_marked_not_ready(node)
+                if not_ready:
+                    if name not in self._not_ready:
+                        self._not_ready.add(name)
+                        futures.append(self._submit(self._mark_not_ready, name, node, now))
+                    continue  # a stopped kubelet neither runs pods nor posts status
+                if name in self._not_ready:
+                    self._not_ready.discard(name)
+                    futures.append(self._submit(self._clear_not_ready, node))
+                    runtime.node_dirty = True
+                runtime.labels = dict((node.get("metadata") or {}).get("labels") or runtime.labels)
+                runtime.taints = tuple((node.get("spec") or {}).get("taints") or ())
+                self._sync_pods(runtime, by_node.get(name, []))
+                runtime.advance(now)
+                futures.extend(self._flush(runtime))
+                if runtime.node_dirty or now - self._last_status.get(name, -1e18) >= report_every:
+                    self._last_status[name] = now
+                    futures.append(
+                        self._submit(self._write_node_status, name, runtime.node_status(now, now))
+                    )
+                pressure = runtime.store.disk_pressure()
+                if pressure != self._has_pressure_taint(node):
+                    futures.append(self._submit(self._set_pressure_taint, node, pressure))
+                if now - self._last_lease.get(name, -1e18) >= lease_every:
+                    self._last_lease[name] = now
+                    futures.append(self._submit(self._renew_lease, node, now))
+        for future in futures:
+            try:
+                future.result(timeout=60)
+            except Exception as exc:
+                self.counters["write_errors"] += 1
+                log.debug("kubelet write failed: %s", exc)
+
+    def _sync_pods(self, runtime: NodeRuntime, pods: list[JSON]) -> None:
+        seen: set[str] = set()
+        for pod in pods:
+            meta = pod["metadata"]
+            uid = str(meta.get("uid") or "")
+            seen.add(uid)
+            version = str(meta.get("resourceVersion") or "")
+            if self._pod_versions.get(uid) == version and uid in runtime.pods:
+                continue
+            self._pod_versions[uid] = version
+            runtime.sync_pod(pod)
+        for uid in runtime.known_uids() - seen:
+            runtime.forget_pod(uid)
+            self._pod_versions.pop(uid, None)
+
+    def _flush(self, runtime: NodeRuntime) -> list[Future[None]]:
+        futures: list[Future[None]] = []
+        for pod in runtime.dirty_pods():
+            status = runtime.pod_status(pod)
+            futures.append(self._submit(self._write_pod_status, pod.namespace, pod.name, status))
+            if pod.image_wait_done is not None and not pod.image_wait_reported:
+                pod.image_wait_reported = True
+                self.image_waits[pod.key] = pod.image_wait_done
+                futures.append(
+                    self._submit(self._annotate_wait, pod.namespace, pod.name, pod.image_wait_done)
+                )
+        for namespace, name, uid in runtime.take_deletions():
+            futures.append(self._submit(self._delete_pod, namespace, name, uid))
+        events = runtime.take_events()
+        if self.events_enabled and events:
+            futures.append(self._submit(self._write_events, runtime.config.name, events))
+        return futures
+
+    def _submit(self, func: Callable[..., None], *args: Any) -> Future[None]:
+        return self._pool.submit(func, *args)
+
+    # -- writes ----------------------------------------------------------------------
+    def _write_pod_status(self, namespace: str, name: str, status: JSON) -> None:
+        try:
+            call(
+                self.core.patch_namespaced_pod_status,
+                name,
+                namespace,
+                {"status": status},
+                _content_type=MERGE,
+            )
+            self.counters["pod_status_writes"] += 1
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    def _annotate_wait(self, namespace: str, name: str, seconds: float) -> None:
+        body = {"metadata": {"annotations": {IMAGE_WAIT: f"{seconds:.1f}"}}}
+        try:
+            call(self.core.patch_namespaced_pod, name, namespace, body, _content_type=MERGE)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    def _delete_pod(self, namespace: str, name: str, uid: str) -> None:
+        body = (
+            {"gracePeriodSeconds": 0, "preconditions": {"uid": uid}}
+            if uid
+            else {"gracePeriodSeconds": 0}
+        )
+        try:
+            call(
+                self.core.delete_namespaced_pod, name, namespace, grace_period_seconds=0, body=body
+            )
+        except ApiException as exc:
+            if exc.status not in (404, 409):
+                raise
+
+    def _write_events(self, node: str, events: list[Event]) -> None:
+        for event in events:
+            now = rfc3339(event.at)
+            body = {
+                "apiVersion": "v1",
+                "kind": "Event",
+                "metadata": {
+                    "name": f"{event.name}.{uuid.uuid4().hex[:16]}",
+                    "namespace": event.namespace,
+                },
+                "involvedObject": {
+                    "apiVersion": "v1",
+                    "kind": event.kind,
+                    "name": event.name,
+                    "namespace": event.namespace if event.kind == "Pod" else "",
+                    "uid": event.uid,
+                },
+                "reason": event.reason,
+                "message": event.message,
+                "type": event.type,
+                "source": {"component": "kubelet", "host": node},
+                "reportingComponent": "kubelet",
+                "reportingInstance": node,
+                "firstTimestamp": now,
+                "lastTimestamp": now,
+                "count": 1,
+            }
+            try:
+                call(self.core.create_namespaced_event, event.namespace, body)
+                self.counters["events"] += 1
+            except ApiException as exc:
+                if exc.status not in (404, 409, 403):
+                    raise
+
+    def _write_node_status(self, name: str, status: JSON) -> None:
+        try:
+            call(self.core.patch_node_status, name, {"status": status}, _content_type=MERGE)
+            self.counters["node_status_writes"] += 1
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    def _ensure_lease_namespace(self) -> None:
+        try:
+            call(self.core.create_namespace, {"metadata": {"name": LEASE_NAMESPACE}})
+        except ApiException as exc:
+            if exc.status != 409:
+                log.debug("cannot create %s: %s", LEASE_NAMESPACE, exc)
+                return
+        self._lease_ns_ready = True
+
+    def _renew_lease(self, node: JSON, now: float) -> None:
+        name = node["metadata"]["name"]
+        spec = {"holderIdentity": name, "leaseDurationSeconds": 40, "renewTime": rfc3339_micro(now)}
+        try:
+            call(
+                self.coordination.patch_namespaced_lease,
+                name,
+                LEASE_NAMESPACE,
+                {"spec": spec},
+                _content_type=MERGE,
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            body = {
+                "apiVersion": "coordination.k8s.io/v1",
+                "kind": "Lease",
+                "metadata": {
+                    "name": name,
+                    "namespace": LEASE_NAMESPACE,
+                    "ownerReferences": [
+                        {
+                            "apiVersion": "v1",
+                            "kind": "Node",
+                            "name": name,
+                            "uid": node["metadata"].get("uid", ""),
+                        }
+                    ],
+                },
+                "spec": spec,
+            }
+            try:
+                call(self.coordination.create_namespaced_lease, LEASE_NAMESPACE, body)
+            except ApiException as again:
+                if again.status != 409:
+                    raise
+        self.counters["lease_writes"] += 1
+
+    def _adopt_node(self, node: JSON) -> None:
+        """Add the labels a kubelet registers with, if whoever created the Node left them out."""
+        config = config_from_node(node)
+        labels = (node.get("metadata") or {}).get("labels") or {}
+        missing = {k: v for k, v in config.all_labels().items() if k not in labels}
+        if missing:
+            try:
+                call(
+                    self.core.patch_node,
+                    config.name,
+                    {"metadata": {"labels": missing}},
+                    _content_type=MERGE,
+                )
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+
+    def _mark_not_ready(self, name: str, node: JSON, now: float) -> None:
+        """What the node lifecycle controller does when a kubelet stops posting status."""
+        status = {
+            "conditions": [
+                {
+                    "type": kind,
+                    "status": "Unknown",
+                    "reason": "NodeStatusUnknown",
+                    "message": "Kubelet stopped posting node status.",
+                    "lastHeartbeatTime": rfc3339(now),
+                    "lastTransitionTime": rfc3339(now),
+                }
+                for kind in ("MemoryPressure", "DiskPressure", "PIDPressure", "Ready")
+            ]
+        }
+        self._write_node_status(name, status)
+        taints = [
+            t for t in (node.get("spec") or {}).get("taints") or [] if t.get("key") != UNREACHABLE
+        ]
+        taints += [
+            {"key": UNREACHABLE, "effect": "NoSchedule"},
+            {"key": UNREACHABLE, "effect": "NoExecute", "timeAdded": rfc3339(now)},
+        ]
+        call(self.core.patch_node, name, {"spec": {"taints": taints}}, _content_type=MERGE)
+
+    def _clear_not_ready(self, node: JSON) -> None:
+        taints = [
+            t for t in (node.get("spec") or {}).get("taints") or [] if t.get("key") != UNREACHABLE
+        ]
+        call(
+            self.core.patch_node,
+            node["metadata"]["name"],
+            {"spec": {"taints": taints or None}},
+            _content_type=MERGE,
+        )
+
+    @staticmethod
+    def _has_pressure_taint(node: JSON) -> bool:
+        taints = (node.get("spec") or {}).get("taints") or []
+        return any(t.get("key") == DISK_PRESSURE for t in taints)
+
+    def _set_pressure_taint(self, node: JSON, pressure: bool) -> None:
+        """Taint or untaint the node as TaintNodesByCondition does for DiskPressure."""
+        taints = [
+            t for t in (node.get("spec") or {}).get("taints") or [] if t.get("key") != DISK_PRESSURE
+        ]
+        if pressure:
+            taints.append({"key": DISK_PRESSURE, "effect": "NoSchedule"})
+        try:
+            call(
+                self.core.patch_node,
+                node["metadata"]["name"],
+                {"spec": {"taints": taints or None}},
+                _content_type=MERGE,
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    def _drop_node(self, name: str, futures: list[Future[None]]) -> None:
+        """The Node object is gone: stop its kubelet and, like the pod GC controller, delete its pods."""
+        runtime = self.runtimes.pop(name)
+        for job in runtime.active:
+            if not job.cached and job.resolved is not None:
+                self.registries.end_transfer(job.host)
+        self._last_status.pop(name, None)
+        self._last_lease.pop(name, None)
+        self._not_ready.discard(name)
+        if self.pod_gc:
+            for pod in runtime.pods.values():
+                futures.append(self._submit(self._delete_pod, pod.namespace, pod.name, pod.uid))
+            for obj in self.informers.pods.snapshot():
+                spec = obj.get("spec") or {}
+                meta = obj["metadata"]
+                if spec.get("nodeName") == name and meta.get("uid") not in runtime.pods:
+                    futures.append(
+                        self._submit(
+                            self._delete_pod,
+                            meta.get("namespace", "default"),
+                            meta["name"],
+                            meta.get("uid", ""),
+                        )
+                    )
