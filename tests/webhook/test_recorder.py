@@ -1,0 +1,269 @@
+"""The learner's buffer and write rules, against an in-memory store with API-server semantics.
+
+The same rules run against the simulator's API server in test_learning.py; here the store
+can inject a conflict between a read and a write exactly where a concurrent writer would.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from imagesync.cachedimage import PlacementProfile, object_name
+from imagesync.kubeclient import KubeError
+from webhook.learning import Sighting
+from webhook.metrics import Metrics
+from webhook.recorder import Recorder
+
+NOW = datetime(2026, 11, 22, 10, 0, 0, tzinfo=UTC)
+IMAGE = "nvcr.io/nvidia/pytorch:24.08-py3"
+
+
+def profile(namespace: str = "training", gpu: bool = True) -> PlacementProfile:
+    return PlacementProfile(
+        nodeSelector={"nvidia.com/gpu.present": "true"} if gpu else {},
+        requiredNodeAffinity=[],
+        tolerations=[],
+        gpu=gpu,
+        namespace=namespace,
+        ownerKind="Job",
+    )
+
+
+class MemoryStore:
+    """Objects with resourceVersions; a stale write is a 409, as on a real API server."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, dict[str, Any]] = {}
+        self.version = 0
+        self.lock = threading.Lock()
+        self.down = False
+        self.before_write: Callable[[], None] | None = None
+        self.calls: list[str] = []
+
+    def _check(self) -> None:
+        if self.down:
+            raise KubeError("unreachable: connection refused", status=0)
+
+    def _bump(self, obj: dict[str, Any]) -> dict[str, Any]:
+        self.version += 1
+        obj["metadata"]["resourceVersion"] = str(self.version)
+        return copy.deepcopy(obj)
+
+    def get(self, name: str) -> dict[str, Any] | None:
+        self._check()
+        self.calls.append("get")
+        with self.lock:
+            obj = self.objects.get(name)
+            return copy.deepcopy(obj) if obj else None
+
+    def create(self, body: dict[str, Any]) -> dict[str, Any]:
+        self._check()
+        self.calls.append("create")
+        with self.lock:
+            name = body["metadata"]["name"]
+            if name in self.objects:
+                raise KubeError("AlreadyExists", status=409, reason="AlreadyExists")
+            obj = copy.deepcopy(body)
+            obj.pop("status", None)
+            self.objects[name] = obj
+            return self._bump(obj)
+
+    def _write(self, body: dict[str, Any], part: str) -> dict[str, Any]:
+        self._check()
+        self.calls.append(f"replace_{part}")
+        if self.before_write is not None:
+            hook, self.before_write = self.before_write, None
+            hook()
+        with self.lock:
+            current = self.objects[body["metadata"]["name"]]
+            if body["metadata"].get("resourceVersion") != current["metadata"]["resourceVersion"]:
+                raise KubeError("Conflict", status=409, reason="Conflict")
+            current[part] = copy.deepcopy(body.get(part) or {})
+            return self._bump(current)
+
+    def replace(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self._write(body, "spec")
+
+    def replace_status(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self._write(body, "status")
+
+
+def recorder(store: MemoryStore, max_pending: int = 100) -> Recorder:
+    return Recorder(
+        store, Metrics(), flush_interval=3600, max_pending=max_pending, clock=lambda: NOW
+    )
+
+
+def stored(store: MemoryStore, image: str = IMAGE) -> dict[str, Any]:
+    return store.objects[object_name(image)]
+
+
+def test_sightings_are_deduplicated_and_written_once() -> None:
+    store = MemoryStore()
+    learner = recorder(store)
+    for _ in range(5):
+        learner.record(Sighting((IMAGE,), profile()))
+    learner.record(Sighting((IMAGE,), profile(namespace="research")))
+    assert learner.pending == 1
+    result = learner.flush()
+    assert (result.written, result.failed) == (1, 0)
+    obj = stored(store)
+    assert obj["spec"]["image"] == IMAGE and obj["spec"]["source"] == "Learned"
+    assert sorted(p["namespace"] for p in obj["spec"]["profiles"]) == ["research", "training"]
+    assert all(p["lastSeen"] == "2026-11-22T10:00:00Z" for p in obj["spec"]["profiles"])
+    assert obj["status"] == {
+        "lastSeen": "2026-11-22T10:00:00Z",
+        "useCount": 6,
+        "dailyUses": {"2026-11-22": 6},
+    }
+    assert store.calls.count("create") == 1
+
+    learner.record(Sighting((IMAGE,), profile()))
+    learner.flush()
+    assert stored(store)["status"]["useCount"] == 7
+    assert len(stored(store)["spec"]["profiles"]) == 2
+
+
+def test_buffer_is_bounded_and_drops_are_counted() -> None:
+    store = MemoryStore()
+    learner = recorder(store, max_pending=3)
+    for index in range(10):
+        learner.record(Sighting((f"nvcr.io/nvidia/img{index}:1",), profile()))
+    learner.record(Sighting(("nvcr.io/nvidia/img0:1",), profile()))  # known image: still counted
+    assert learner.pending == 3
+    assert learner._metrics.dropped._value.get() == 7
+    learner.flush()
+    assert len(store.objects) == 3
+    assert stored(store, "nvcr.io/nvidia/img0:1")["status"]["useCount"] == 2
+
+
+def test_declared_spec_is_never_overwritten() -> None:
+    store = MemoryStore()
+    declared = {
+        "apiVersion": "image-sync.io/v1alpha1",
+        "kind": "CachedImage",
+        "metadata": {"name": object_name(IMAGE)},
+        "spec": {"image": IMAGE, "source": "Declared", "nodeSelector": {"pool": "gpu"}},
+    }
+    store.create(declared)
+    learner = recorder(store)
+    learner.record(Sighting((IMAGE,), profile()))
+    learner.flush()
+    assert stored(store)["spec"] == declared["spec"]
+    assert stored(store)["status"]["useCount"] == 1
+    assert "replace_spec" not in store.calls
+
+
+def test_conflict_between_read_and_write_is_retried_without_losing_counts() -> None:
+    store = MemoryStore()
+    first, second = recorder(store), recorder(store)
+    first.record(Sighting((IMAGE,), profile()))
+    first.flush()
+
+    second.record(Sighting((IMAGE,), profile(namespace="other")))
+    second.record(Sighting((IMAGE,), profile(namespace="other")))
+
+    def concurrent_writer() -> None:  # `first` writes while `second` holds a stale copy
+        first.record(Sighting((IMAGE,), profile()))
+        first.flush()
+
+    store.before_write = concurrent_writer
+    assert second.flush().written == 1
+    obj = stored(store)
+    assert obj["status"]["useCount"] == 4
+    assert sorted(p["namespace"] for p in obj["spec"]["profiles"]) == ["other", "training"]
+
+
+def test_create_race_turns_into_update() -> None:
+    store = MemoryStore()
+    learner = recorder(store)
+    learner.record(Sighting((IMAGE,), profile()))
+    original_get = store.get
+
+    def get_then_someone_creates(name: str) -> dict[str, Any] | None:
+        store.get = original_get  # type: ignore[method-assign]
+        other = recorder(store)
+        other.record(Sighting((IMAGE,), profile(namespace="other")))
+        other.flush()
+        return None  # we saw "not found" just before the other writer created it
+
+    store.get = get_then_someone_creates  # type: ignore[method-assign]
+    assert learner.flush().written == 1
+    assert stored(store)["status"]["useCount"] == 2
+
+
+def test_api_down_is_counted_requeued_and_retried() -> None:
+    store = MemoryStore()
+    learner = recorder(store)
+    learner.record(Sighting((IMAGE, "nvcr.io/nvidia/cuda:12.4.1-base-ubuntu22.04"), profile()))
+    store.down = True
+    result = learner.flush()
+    assert (result.written, result.failed, result.requeued) == (0, 1, 2)
+    assert "unreachable" in result.last_error
+    assert learner.pending == 2
+    errors = learner._metrics.flush_errors.labels(reason="unreachable")._value.get()
+    assert errors == 1
+    learner.record(Sighting((IMAGE,), profile()))  # recording still works while it is down
+    store.down = False
+    assert learner.flush().written == 2
+    assert stored(store)["status"]["useCount"] == 2
+    assert learner.pending == 0
+
+
+@pytest.mark.parametrize("status", [400, 422])
+def test_refused_objects_are_dropped_not_retried_forever(status: int) -> None:
+    store = MemoryStore()
+    learner = recorder(store)
+    learner.record(Sighting((IMAGE,), profile()))
+
+    def refuse(body: dict[str, Any]) -> dict[str, Any]:
+        raise KubeError("Invalid", status=status)
+
+    store.create = refuse  # type: ignore[method-assign]
+    assert learner.flush().failed == 1
+    assert learner.pending == 0
+
+
+def test_close_flushes_and_stops_the_thread() -> None:
+    store = MemoryStore()
+    learner = Recorder(store, Metrics(), flush_interval=3600, max_pending=10, clock=lambda: NOW)
+    learner.record(Sighting((IMAGE,), profile()))
+    assert learner._thread is not None and learner._thread.is_alive()
+    result = learner.close()
+    assert result.written == 1
+    assert not learner._thread.is_alive()
+
+
+def test_background_thread_writes_without_an_explicit_flush() -> None:
+    """The flusher runs on its own; only the outcome is checked, never how long it took."""
+    import time
+
+    store = MemoryStore()
+    learner = Recorder(store, Metrics(), flush_interval=0.05, max_pending=10, clock=lambda: NOW)
+    learner.record(Sighting((IMAGE,), profile()))
+    deadline = time.monotonic() + 60
+    while object_name(IMAGE) not in store.objects or "status" not in stored(store):
+        assert time.monotonic() < deadline, "the flusher never wrote"
+        time.sleep(0.01)
+    assert stored(store)["status"]["useCount"] == 1
+    learner.close()
+    assert learner.pending == 0
+
+
+def test_profiles_per_buffered_image_are_bounded() -> None:
+    from webhook.recorder import MAX_PENDING_PROFILES
+
+    store = MemoryStore()
+    learner = recorder(store)
+    for index in range(MAX_PENDING_PROFILES + 50):
+        learner.record(Sighting((IMAGE,), profile(namespace=f"ns-{index}")))
+    assert len(learner._pending[IMAGE].profiles) == MAX_PENDING_PROFILES
+    learner.flush()
+    assert stored(store)["status"]["useCount"] == MAX_PENDING_PROFILES + 50
+    assert len(stored(store)["spec"]["profiles"]) == 16

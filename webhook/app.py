@@ -1,0 +1,155 @@
+"""The webhook's HTTP surface: `create_app()` wires config, metrics and the learner into Flask.
+
+Whatever happens inside, a well-formed AdmissionReview is answered `allowed: true`: the
+webhook exists to speed pods up, so an internal error admits the pod unchanged (with a
+warning) rather than failing its creation. Only a body that is not an AdmissionReview gets
+a 400, with the reason, because then there is no `uid` to answer.
+
+Readiness: `/readyz` answers 200 as soon as the app is built, i.e. the configuration was
+loaded and validated. It does not wait for the API server: mutation needs nothing from it,
+and a webhook held out of its Service would only mean pods admitted unmutated. The body
+says whether learning is on and whether its last write reached the API server.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+from flask import Flask, Response, request
+
+from imagesync.config import Config
+from webhook import metrics as metrics_module
+from webhook.learning import sighting_for
+from webhook.mutation import ImageMatcher, decide
+from webhook.recorder import Recorder
+from webhook.review import AdmissionRequest, ReviewError, build_response, parse_review
+
+log = logging.getLogger(__name__)
+
+EXTENSION = "image_sync"
+MAX_BODY_BYTES = 16 * 1024 * 1024
+INTERNAL_ERROR_WARNING = "image-sync webhook: internal error; the pod was admitted unchanged"
+
+
+def _json(body: Any, status: int = 200) -> Response:
+    return Response(
+        json.dumps(body, separators=(",", ":")), status=status, mimetype="application/json"
+    )
+
+
+class Webhook:
+    """The request handler's state: config, metrics, optional recorder. One per worker."""
+
+    def __init__(
+        self, config: Config, metrics: metrics_module.Metrics, recorder: Recorder | None
+    ) -> None:
+        self.config = config
+        self.metrics = metrics
+        self.recorder = recorder
+        self.matcher = ImageMatcher(config)
+
+    def review(self, admission: AdmissionRequest) -> tuple[dict[str, Any], str]:
+        """The AdmissionReview answer and the metrics outcome; never raises."""
+        try:
+            if not admission.is_pod_create or admission.obj is None:
+                return dict(build_response(admission.uid)), metrics_module.OUTCOME_SKIPPED
+            pod = admission.obj
+            decision = decide(pod, self.config, self.matcher)
+            if self.recorder is not None:
+                sighting = sighting_for(admission, pod, decision)
+                if sighting is not None:
+                    self.recorder.record(sighting)
+            if not decision.patch:
+                return dict(build_response(admission.uid)), metrics_module.OUTCOME_UNCHANGED
+            self.metrics.patches.inc()
+            self.metrics.containers_rewritten.inc(len(decision.patch))
+            return (
+                dict(build_response(admission.uid, decision.patch)),
+                metrics_module.OUTCOME_PATCHED,
+            )
+        except Exception:
+            log.warning(
+                "admitting %s/%s unchanged after an internal error",
+                admission.namespace,
+                admission.name or "(generated name)",
+                exc_info=True,
+            )
+            return (
+                dict(build_response(admission.uid, warnings=[INTERNAL_ERROR_WARNING])),
+                metrics_module.OUTCOME_ERROR,
+            )
+
+    def mutate(self) -> Response:
+        started = time.perf_counter()
+        body = request.get_data(cache=False)  # too large: 413 from Flask, before parsing
+        try:
+            admission = parse_review(body)
+        except ReviewError as exc:
+            outcome = metrics_module.OUTCOME_INVALID
+            response = _json({"error": exc.reason}, status=400)
+        except Exception as exc:  # a parser bug must still answer, not kill the worker
+            log.warning("cannot parse an AdmissionReview", exc_info=True)
+            outcome = metrics_module.OUTCOME_INVALID
+            response = _json({"error": f"cannot parse the request: {type(exc).__name__}"}, 400)
+        else:
+            answer, outcome = self.review(admission)
+            response = _json(answer)
+        self.metrics.by_outcome[outcome].inc()
+        self.metrics.latency.observe(time.perf_counter() - started)
+        return response
+
+    def readiness(self) -> dict[str, Any]:
+        recorder = self.recorder
+        return {
+            "ready": True,
+            "learning": "off" if recorder is None else "on",
+            "apiReached": bool(recorder and recorder.reached_api),
+            "lastLearnError": recorder.last_error if recorder else "",
+        }
+
+
+def create_app(
+    config: Config, recorder: Recorder | None = None, metrics: metrics_module.Metrics | None = None
+) -> Flask:
+    """The one wiring point of a webhook worker; `recorder` None means learning is off."""
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    webhook = Webhook(config, metrics or metrics_module.Metrics(), recorder)
+    app.extensions[EXTENSION] = webhook
+
+    @app.post("/mutate")
+    def mutate() -> Response:
+        return webhook.mutate()
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        return _json({"ok": True})
+
+    @app.get("/readyz")
+    def readyz() -> Response:
+        return _json(webhook.readiness())
+
+    @app.get("/metrics")
+    def metrics_endpoint() -> Response:
+        body, content_type = webhook.metrics.exposition()
+        return Response(body, mimetype=None, content_type=content_type)
+
+    @app.errorhandler(413)
+    def too_large(_: Exception) -> Response:
+        webhook.metrics.by_outcome[metrics_module.OUTCOME_INVALID].inc()
+        return _json({"error": f"request body larger than {MAX_BODY_BYTES} bytes"}, 413)
+
+    @app.errorhandler(500)
+    def internal(_: Exception) -> Response:
+        return _json({"error": "internal error"}, 500)
+
+    return app
+
+
+def webhook_of(app: Flask) -> Webhook:
+    """The Webhook a `create_app` app serves (gunicorn's worker_exit hook flushes its recorder)."""
+    webhook: Webhook = app.extensions[EXTENSION]
+    return webhook

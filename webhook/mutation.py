@@ -1,0 +1,169 @@
+"""Which containers of a pod image-sync manages, and the JSONPatch that relaxes their pull policy.
+
+Pure: a pod (as JSON) and the Config in, a decision out. The decision also lists every
+managed image of an in-scope pod, because learning wants them even when nothing is patched
+(`image-sync.io/pull-policy: keep`, `Never`, untouched `:latest` images).
+
+Rules (docs/webhook.md has the table):
+- only `initContainers` and `containers`; `ephemeralContainers` are never touched;
+- only images under a configured registry prefix (normalized, whole path segments);
+- `Always` or unset → `IfNotPresent`; `IfNotPresent` and `Never` are kept; anything else is
+  left for the API server's validation to judge;
+- images Kubernetes treats as `:latest` (no tag or tag `latest`, no digest) are rewritten only
+  with `rewriteLatest: true`. That covers `Always` as well as unset: the API server applies
+  defaults before admission, so an untagged image with no policy reaches the webhook as
+  `Always`, and the two cannot be told apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from imagesync.config import Config
+from imagesync.matching import is_managed
+from imagesync.names import ANNOTATION_ENABLED, ANNOTATION_PULL_POLICY, PULL_POLICY_KEEP
+from imagesync.reference import ImageReference
+from webhook.review import JsonPatchOp
+
+IF_NOT_PRESENT = "IfNotPresent"
+ALWAYS = "Always"
+NEVER = "Never"
+CONTAINER_SECTIONS = ("initContainers", "containers")
+PULL_POLICY_FIELD = "imagePullPolicy"
+
+
+@dataclass(frozen=True, slots=True)
+class ManagedContainer:
+    """A container whose image is under a configured prefix; `new_policy` None = left alone."""
+
+    section: str
+    index: int
+    name: str
+    image: str  # normalized
+    policy: str | None
+    new_policy: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class PodDecision:
+    """`in_scope`: the pod is not opted out (by mode or annotation); `keep`: pull policy kept."""
+
+    in_scope: bool
+    keep: bool
+    containers: tuple[ManagedContainer, ...]
+    patch: tuple[JsonPatchOp, ...]
+
+    @property
+    def images(self) -> tuple[str, ...]:
+        """The distinct managed images of an in-scope pod, in order of first appearance."""
+        if not self.in_scope:
+            return ()
+        return tuple(dict.fromkeys(c.image for c in self.containers))
+
+
+def escape_pointer_token(token: str) -> str:
+    """RFC 6901: `~` → `~0`, then `/` → `~1`."""
+    return token.replace("~", "~0").replace("/", "~1")
+
+
+def pointer(*tokens: str | int) -> str:
+    return "".join("/" + escape_pointer_token(str(token)) for token in tokens)
+
+
+def _annotation(pod: Mapping[str, Any], key: str) -> str | None:
+    metadata = pod.get("metadata")
+    annotations = metadata.get("annotations") if isinstance(metadata, dict) else None
+    value = annotations.get(key) if isinstance(annotations, dict) else None
+    return value.strip().lower() if isinstance(value, str) else None
+
+
+def pod_in_scope(pod: Mapping[str, Any], mode: str) -> bool:
+    """opt-out mode: every pod unless `enabled: "false"`; opt-in: only `enabled: "true"`.
+
+    Any other annotation value counts as absent, so a typo falls back to the mode's default.
+    """
+    enabled = _annotation(pod, ANNOTATION_ENABLED)
+    if enabled == "false":
+        return False
+    if enabled == "true":
+        return True
+    return mode != "opt-in"
+
+
+def new_pull_policy(policy: str | None, implicit_latest: bool, rewrite_latest: bool) -> str | None:
+    """The policy to set for a managed container, or None to leave it as it is."""
+    if policy not in (None, ALWAYS):
+        return None
+    if implicit_latest and not rewrite_latest:
+        return None
+    return IF_NOT_PRESENT
+
+
+MATCH_CACHE_SIZE = 4096
+
+
+class ImageMatcher:
+    """`is_managed` with a bounded per-instance cache: a cluster uses few distinct images,
+    and parsing a reference costs more than the rest of a review."""
+
+    def __init__(self, config: Config, cache_size: int = MATCH_CACHE_SIZE) -> None:
+        registries = config.registries
+
+        @lru_cache(maxsize=cache_size)
+        def match(image: str) -> ImageReference | None:
+            return is_managed(image, registries)
+
+        self.match = match
+
+
+def decide(
+    pod: Mapping[str, Any], config: Config, matcher: ImageMatcher | None = None
+) -> PodDecision:
+    """What to do with one pod; tolerant of malformed pods (the API server validates them)."""
+    match = matcher.match if matcher is not None else ImageMatcher(config, cache_size=0).match
+    in_scope = pod_in_scope(pod, config.mode)
+    keep = _annotation(pod, ANNOTATION_PULL_POLICY) == PULL_POLICY_KEEP
+    spec = pod.get("spec")
+    if not in_scope or not isinstance(spec, dict):
+        return PodDecision(in_scope=in_scope, keep=keep, containers=(), patch=())
+    managed: list[ManagedContainer] = []
+    patch: list[JsonPatchOp] = []
+    for section in CONTAINER_SECTIONS:
+        containers = spec.get(section)
+        if not isinstance(containers, list):
+            continue
+        for index, container in enumerate(containers):
+            if not isinstance(container, dict):
+                continue
+            image = container.get("image")
+            ref = match(image) if isinstance(image, str) else None
+            if ref is None:
+                continue
+            raw_policy = container.get(PULL_POLICY_FIELD)
+            policy = raw_policy if isinstance(raw_policy, str) and raw_policy else None
+            new = None
+            if not keep and (raw_policy is None or isinstance(raw_policy, str)):
+                new = new_pull_policy(policy, ref.implicit_latest, config.rewrite_latest)
+            name = container.get("name")
+            managed.append(
+                ManagedContainer(
+                    section=section,
+                    index=index,
+                    name=name if isinstance(name, str) else "",
+                    image=ref.normalized(),
+                    policy=policy,
+                    new_policy=new,
+                )
+            )
+            if new is not None:
+                patch.append(
+                    JsonPatchOp(
+                        op="replace" if PULL_POLICY_FIELD in container else "add",
+                        path=pointer("spec", section, index, PULL_POLICY_FIELD),
+                        value=new,
+                    )
+                )
+    return PodDecision(in_scope=True, keep=keep, containers=tuple(managed), patch=tuple(patch))
