@@ -345,6 +345,9 @@ class Config:
         True,
         "On start, create Learned CachedImages for managed images of pods already running.",
     )
+    write_workers: int = _key(
+        _integer(1), 8, "API writes of one kind a pass sends in parallel (pods, statuses)."
+    )
 
 
 def yaml_key(field_name: str) -> str:

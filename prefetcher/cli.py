@@ -3,16 +3,32 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from imagesync.config import Config
 
+DEFAULT_BIND = "0.0.0.0:8080"
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    del parser
+    parser.add_argument(
+        "--kubeconfig",
+        metavar="FILE",
+        help="kubeconfig to reach the API server (default: $KUBECONFIG, else in-cluster)",
+    )
+    parser.add_argument(
+        "--bind",
+        metavar="HOST:PORT",
+        default=DEFAULT_BIND,
+        help=f"where to serve /report, /, /metrics and /healthz (default: {DEFAULT_BIND})",
+    )
+    parser.add_argument(
+        "--identity",
+        metavar="NAME",
+        help="leader-election identity (default: $POD_NAME, else hostname and process id)",
+    )
 
 
 def run(args: argparse.Namespace, config: Config) -> int:
-    del args, config
-    print("image-sync: this subcommand is not implemented yet", file=sys.stderr)
-    return 1
+    from prefetcher.__main__ import serve
+
+    return serve(args, config)

@@ -35,7 +35,7 @@ def test_object_names_differ_per_image() -> None:
     )
 
 
-def gpu_job_pod() -> dict:
+def gpu_job_pod() -> dict[str, object]:
     return {
         "metadata": {"ownerReferences": [{"kind": "Job", "name": "train", "controller": True}]},
         "spec": {

@@ -490,9 +490,9 @@ def test_webhook_rbac_is_exactly_what_it_needs(base: list[dict[str, Any]]) -> No
 
 def test_prefetcher_rbac(base: list[dict[str, Any]]) -> None:
     rules = granted(base, "image-sync-prefetcher")
-    # It watches Nodes, CachedImages and its own pods (DESIGN.md).
+    # It lists and watches Nodes, CachedImages and pods (DESIGN.md); it never GETs one object.
     for group, resource in [("", "nodes"), ("", "pods"), (names.GROUP, names.CACHED_IMAGE_PLURAL)]:
-        for verb in ("get", "list", "watch"):
+        for verb in ("list", "watch"):
             assert allows(rules, group, resource, verb), (resource, verb)
     # Pod writes and the Lease only in its own namespace.
     role = find(base, "Role", "image-sync-prefetcher")

@@ -1,0 +1,250 @@
+"""The prefetcher process: the one place where its parts are built and wired together.
+
+`image-sync prefetcher` (and `python -m prefetcher`) end up in `serve()`. Tests and the
+benchmark build a `Prefetcher` directly, with their own API client, clock and bind address.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from types import FrameType
+from typing import Any
+
+from kubernetes import client
+
+from imagesync.cachedimage import format_time
+from imagesync.config import Config, ConfigError, load_config
+from imagesync.kubeclient import KubeError, load_api_client
+from prefetcher.controller import Controller, PlanFn, WriteHook
+from prefetcher.informer import Clock, InformerSettings, SystemClock
+from prefetcher.kube import Kube
+from prefetcher.leader import LeaderElector, LeaseSettings
+from prefetcher.metrics import Metrics
+from prefetcher.server import ReportServer, create_app, parse_bind
+
+log = logging.getLogger("prefetcher")
+
+
+def default_identity() -> str:
+    """The pod name in a cluster (Downward API), else host and process id."""
+    return os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+
+
+class Prefetcher:
+    """Informers, controller, leader election and the report server of one replica."""
+
+    def __init__(
+        self,
+        api_client: client.ApiClient,
+        config: Config,
+        *,
+        clock: Clock | None = None,
+        identity: str | None = None,
+        bind: tuple[str, int] | None = ("0.0.0.0", 8080),
+        informer_settings: InformerSettings | None = None,
+        plan_fn: PlanFn | None = None,
+        before_write: WriteHook | None = None,
+    ) -> None:
+        if plan_fn is None:
+            from prefetcher.planner import plan
+
+            plan_fn = plan
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.identity = identity or default_identity()
+        self.metrics = Metrics()
+        self.kube = Kube(api_client, config.namespace, on_call=self.metrics.api_call)
+        self._stop = threading.Event()
+        self.elector: LeaderElector | None = None
+        if config.leader_election:
+            self.elector = LeaderElector(
+                self.kube,
+                self.identity,
+                clock=self.clock,
+                settings=LeaseSettings(
+                    name=config.lease_name,
+                    lease_duration=config.lease_duration,
+                    renew_deadline=config.lease_renew_deadline,
+                    retry_period=config.lease_retry_period,
+                ),
+                on_change=lambda leading: self.metrics.leader.set(int(leading)),
+            )
+        else:
+            self.metrics.leader.set(1)
+        self.controller = Controller(
+            self.kube,
+            config,
+            clock=self.clock,
+            metrics=self.metrics,
+            plan_fn=plan_fn,
+            is_leader=self.is_leader,
+            informer_settings=informer_settings,
+            before_write=before_write,
+        )
+        self.server: ReportServer | None = None
+        if bind is not None:
+            from prefetcher.report import render_html
+
+            app = create_app(
+                report=self.report,
+                render_html=render_html,
+                healthy=self.healthy,
+                registry=self.metrics.registry,
+            )
+            self.server = ReportServer(app, *bind)
+        self._threads: list[threading.Thread] = []
+
+    def is_leader(self) -> bool:
+        return self.elector is None or self.elector.is_leader.is_set()
+
+    def start(self) -> None:
+        if self.server is not None:
+            self.server.start()
+        if self.elector is not None:
+            thread = threading.Thread(
+                target=self.elector.run, args=(self._stop,), name="leader", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+        self.controller.start()
+
+    def stop(self, *, release: bool = True) -> None:
+        """Stop every part; `release=False` leaves the Lease held, as a crash would."""
+        if self.elector is not None:
+            self.elector.release_on_stop = release
+        self._stop.set()
+        self.controller.stop()
+        for thread in self._threads:
+            thread.join(timeout=10)
+        if self.server is not None:
+            self.server.stop()
+
+    def wait(self) -> None:
+        self._stop.wait()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def healthy(self) -> tuple[bool, str]:
+        """Alive unless the loop died; says what it is doing."""
+        if not self.controller.alive() and not self._stop.is_set():
+            return False, "controller loop stopped"
+        if not self.controller.synced():
+            return True, "starting: filling caches"
+        return True, "leader" if self.is_leader() else "standby"
+
+    def runtime(self) -> dict[str, Any]:
+        """What the runtime knows that a plan does not: leadership, passes, API errors."""
+        controller = self.controller
+        elector = self.elector
+        return {
+            "identity": self.identity,
+            "leader": self.is_leader(),
+            "leaseHolder": elector.holder if elector is not None else self.identity,
+            "started": format_time(datetime.fromtimestamp(controller.started, UTC)),
+            "synced": controller.synced(),
+            "passes": controller.passes,
+            "lastPass": controller.last_pass.as_dict() if controller.last_pass else None,
+            "lastSweep": controller.last_sweep.as_dict() if controller.last_sweep else None,
+            "sweepInterval": self.config.sweep_interval,
+            "apiErrors": controller.api_errors,
+            "recentErrors": list(controller.errors),
+            "nodeWarmSeconds": dict(controller.warm_times),
+            "watches": {
+                informer.kind: {
+                    "objects": len(informer),
+                    "relists": informer.relists,
+                    "watches": informer.watches,
+                }
+                for informer in controller.informers
+            },
+        }
+
+    def report(self) -> dict[str, Any]:
+        """The core's report of the last plan, with what the runtime did and knows."""
+        from prefetcher.report import SweepInfo, build_report
+
+        plan, info = self.controller.report_plan()
+        sweep = None
+        if info is not None:
+            sweep = SweepInfo(
+                started=info.started,
+                seconds=info.seconds,
+                trigger=info.trigger,
+                done=dict(info.actions),
+                errors=tuple(self.controller.errors)[-5:] if info.api_errors else (),
+            )
+        report = build_report(plan, sweep)
+        report["runtime"] = self.runtime()
+        return report
+
+
+def serve(args: argparse.Namespace, config: Config) -> int:
+    """Run until SIGTERM / SIGINT; then release the lease and stop cleanly."""
+    try:
+        host, port = parse_bind(args.bind)
+    except ValueError as exc:
+        print(f"image-sync prefetcher: --bind: {exc}", file=sys.stderr)
+        return 2
+    try:
+        api_client = load_api_client(args.kubeconfig)
+    except KubeError as exc:
+        print(f"image-sync prefetcher: {exc}", file=sys.stderr)
+        return 1
+    try:
+        prefetcher = Prefetcher(
+            api_client, config, identity=args.identity or None, bind=(host, port)
+        )
+    except OSError as exc:
+        print(f"image-sync prefetcher: cannot listen on {args.bind}: {exc}", file=sys.stderr)
+        return 1
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        del frame
+        log.info("received %s; shutting down", signal.Signals(signum).name)
+        prefetcher.request_stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    log.info(
+        "prefetcher %s starting in namespace %s (leader election %s)",
+        prefetcher.identity,
+        config.namespace,
+        "on" if config.leader_election else "off",
+    )
+    prefetcher.start()
+    prefetcher.wait()
+    prefetcher.stop()
+    log.info("prefetcher stopped")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from prefetcher import cli
+
+    parser = argparse.ArgumentParser(prog="python -m prefetcher")
+    parser.add_argument("--config", metavar="FILE")
+    cli.add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"prefetcher: configuration error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=config.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    return serve(args, config)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,663 @@
+"""The prefetcher's loop, kept apart from its work: when to plan, then plan and carry it out.
+
+A *pass* is: snapshot of the informer caches → the pure `plan()` → execute the plan's writes.
+Passes run when something that matters changed (a node joined, turned Ready or left; a
+CachedImage appeared or its spec changed; one of our pods changed) after a short coalescing
+wait, and as a full resync *sweep* every `sweep_interval`. Only the leader writes; a standby
+keeps its caches warm so it can take over at once.
+
+What survives a restart lives in the cluster (our pods carry labels, annotations and
+deterministic names; a 409 on create means "done"), so a new process adopts it. What lives
+only here — the pull backoff memory and the pods created but not yet seen by the watch —
+is lost on a restart, which costs at most one early retry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any, TypeVar
+
+from imagesync.cachedimage import (
+    PlacementProfile,
+    format_time,
+    merge_profiles,
+    new_cached_image,
+    object_name,
+    profile_from_pod,
+)
+from imagesync.config import Config
+from imagesync.kubeclient import KubeError
+from imagesync.names import LABEL_MANAGED_BY, MANAGED_BY
+from prefetcher import observe
+from prefetcher.informer import Change, Clock, Informer, InformerSettings, Obj, object_key
+from prefetcher.kube import Kube, pull_failure_event
+from prefetcher.metrics import Metrics
+from prefetcher.model import ManagedPod, Plan, PullAction, PullKey, PullRecord, Snapshot
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+PlanFn = Callable[[Snapshot, Config], Plan]
+# Called before every write with its kind; tests use it to stop a process mid-sweep.
+WriteHook = Callable[[str], None]
+
+NODES, IMAGES, PODS = "Node", "CachedImage", "Pod"
+SWEEP = "sweep"
+# A chunk of at least this many writes that all failed ends the pass (the API server is
+# struggling); the next pass retries after a backoff.
+MAX_CHUNK_ERRORS = 5
+# How long a pod we created (or deleted) may stay unseen by the watch before we stop
+# assuming it exists (or is going); normally the watch shows it within a second.
+# Wall seconds: the watch lags most when the cluster is busiest, whatever the clock's pace.
+PENDING_WRITE_TTL = 300.0
+ERROR_LOG = 20
+# Clock seconds between leadership checks while idle.
+LEADER_CHECK = 5.0
+# A pass that stopped on API errors is retried after this, doubling up to the max.
+RETRY_PASS_INITIAL = 5.0
+RETRY_PASS_MAX = 300.0
+# How long a standby's report plan is reused (clock seconds).
+REPORT_PLAN_TTL = 10.0
+
+
+@dataclass
+class PassInfo:
+    """One pass as the report shows it."""
+
+    trigger: str
+    started: datetime
+    seconds: float = 0.0
+    plan_seconds: float = 0.0
+    actions: dict[str, int] = field(default_factory=dict)
+    already_done: int = 0
+    api_errors: int = 0
+    aborted: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "trigger": self.trigger,
+            "started": format_time(self.started),
+            "seconds": round(self.seconds, 4),
+            "planSeconds": round(self.plan_seconds, 4),
+            "actions": dict(self.actions),
+            "alreadyDone": self.already_done,
+            "apiErrors": self.api_errors,
+            "aborted": self.aborted,
+        }
+
+
+class Stopped(Exception):
+    """Raised inside a pass when this replica must stop writing (leadership lost, shutdown)."""
+
+
+def _ready(obj: Mapping[str, Any] | None) -> bool:
+    for condition in ((obj or {}).get("status") or {}).get("conditions") or []:
+        if condition.get("type") == "Ready":
+            return bool(condition.get("status") == "True")
+    return False
+
+
+def _node_shape(obj: Mapping[str, Any] | None) -> tuple[Any, ...]:
+    """What about a node changes a plan (heartbeats do not)."""
+    obj = obj or {}
+    spec = obj.get("spec") or {}
+    return (
+        _ready(obj),
+        bool(spec.get("unschedulable")),
+        repr(spec.get("taints") or []),
+        repr(sorted(((obj.get("metadata") or {}).get("labels") or {}).items())),
+    )
+
+
+def node_trigger(change: Change) -> str | None:
+    """Why a node change needs a pass now, or None (a heartbeat, an image list refresh)."""
+    if change.new is None:
+        return "node removed"
+    if change.old is None:
+        return "node joined"
+    if _ready(change.new) and not _ready(change.old):
+        return "node ready"
+    if _node_shape(change.old) != _node_shape(change.new):
+        return "node changed"
+    return None
+
+
+def image_trigger(change: Change) -> str | None:
+    """A new, removed or re-specified CachedImage needs a pass now; a status update does not."""
+    if change.new is None:
+        return "image removed"
+    if change.old is None:
+        return "new image"
+    if change.old.get("spec") != change.new.get("spec"):
+        return "image changed"
+    return None
+
+
+def next_retry(plan: Plan) -> float:
+    """When the next failed pull of `plan` may be retried (epoch seconds), or infinity.
+
+    Only future times count: a retry already due but held back (caps, quiet hours) is
+    started by the pass that a freed slot triggers, not by spinning here."""
+    due = [
+        cell.retry_at.timestamp()
+        for cell in plan.cells
+        if cell.retry_at is not None and cell.retry_at > plan.now
+    ]
+    return min(due, default=math.inf)
+
+
+class Controller:
+    """Informer caches, a trigger queue, and passes that carry out plans."""
+
+    def __init__(
+        self,
+        kube: Kube,
+        config: Config,
+        *,
+        clock: Clock,
+        metrics: Metrics,
+        plan_fn: PlanFn,
+        is_leader: Callable[[], bool] = lambda: True,
+        informer_settings: InformerSettings | None = None,
+        before_write: WriteHook | None = None,
+    ) -> None:
+        self.kube = kube
+        self.config = config
+        self.clock = clock
+        self.metrics = metrics
+        self._plan = plan_fn
+        self._is_leader = is_leader
+        self._before_write = before_write
+        settings = informer_settings or InformerSettings(watch_timeout=int(config.watch_timeout))
+        self.nodes = self._informer(NODES, kube.node_source(), settings)
+        self.images = self._informer(IMAGES, kube.cached_image_source(), settings)
+        self.pods = self._informer(PODS, kube.own_pod_source(), settings)
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
+        self._reasons: Counter[str] = Counter()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._snapshot_lock = threading.Lock()
+        self._memo: dict[str, dict[str, tuple[str, Any]]] = {}
+        # Memory between passes.
+        self.pull_records: dict[PullKey, PullRecord] = {}
+        self._created: dict[str, tuple[dict[str, Any], float]] = {}
+        self._deleted: dict[str, float] = {}
+        self._reported_outcomes: set[str] = set()
+        self._warming: dict[str, float] = {}
+        self.warm_times: dict[str, float] = {}
+        self._next_sweep = 0.0
+        self._wake_at = math.inf  # the next pull retry that falls due, from the last plan
+        self._learned = False
+        # For the report.
+        self.last_plan: Plan | None = None
+        self._report_lock = threading.Lock()
+        self._report_planned_at = 0.0
+        self._report_plan: Plan | None = None
+        self.last_pass: PassInfo | None = None
+        self.last_sweep: PassInfo | None = None
+        self.passes = 0
+        self.api_errors = 0
+        self.errors: deque[str] = deque(maxlen=ERROR_LOG)
+        self.started = clock.now()
+
+    def _informer(self, kind: str, source: Any, settings: InformerSettings) -> Informer:
+        return Informer(
+            kind,
+            source,
+            clock=self.clock,
+            on_event=self._on_change,
+            on_error=self._on_watch_error,
+            settings=settings,
+        )
+
+    # --- triggers -------------------------------------------------------------------------
+
+    def _on_change(self, change: Change) -> None:
+        if change.kind == NODES:
+            reason = node_trigger(change)
+            if reason in ("node joined", "node ready") and not change.initial:
+                self._warming.setdefault(change.key, self.clock.now())
+            elif reason == "node removed":
+                self._warming.pop(change.key, None)
+                self.warm_times.pop(change.key, None)
+        elif change.kind == IMAGES:
+            reason = image_trigger(change)
+        else:
+            # The watch has seen this pod: our own record of creating it is no longer needed.
+            self._created.pop(change.key.rpartition("/")[2], None)
+            reason = "pod changed"
+        if reason is not None:
+            self.trigger(reason)
+
+    def _on_watch_error(self, verb: str, error: KubeError) -> None:
+        self._record_error(verb, error)
+        self.metrics.api_error(verb, error)
+
+    def request_sweep(self) -> None:
+        """Run a full sweep now instead of at its scheduled time."""
+        self._next_sweep = self.clock.now()
+        self._wake.set()
+
+    def trigger(self, reason: str) -> None:
+        """Ask for a pass soon (after the coalescing wait)."""
+        with self._lock:
+            self._reasons[reason] += 1
+        self._wake.set()
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    @property
+    def informers(self) -> tuple[Informer, ...]:
+        return (self.nodes, self.images, self.pods)
+
+    def start(self) -> None:
+        """Start the informers and the loop thread."""
+        for informer in self.informers:
+            informer.start()
+        self._thread = threading.Thread(target=self.run, name="controller", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        for informer in self.informers:
+            informer.stop()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        for informer in self.informers:
+            informer.join(timeout=1.0)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def alive(self) -> bool:
+        """False once the loop thread has ended (it only should when stopped)."""
+        return self._thread is None or self._thread.is_alive()
+
+    def synced(self) -> bool:
+        return all(informer.synced.is_set() for informer in self.informers)
+
+    def run(self) -> None:
+        """Wait for the caches, then pass on triggers, at due retries and on the sweep schedule."""
+        while not self.synced():
+            if self._stop.wait(0.05):
+                return
+        self._next_sweep = self.clock.now()
+        was_leader = False
+        failures = 0
+        while not self._stop.is_set():
+            leader = self._is_leader()
+            if leader and not was_leader:
+                self.trigger("became leader")
+            was_leader = leader
+            now = self.clock.now()
+            due = min(self._next_sweep, self._wake_at)
+            if now < due and not self._wake.is_set():
+                # Sleep until a trigger or a due time; re-check leadership now and then.
+                self.clock.wait(self._wake, min(due - now, LEADER_CHECK))
+                continue
+            if not leader:
+                self._take_reasons()
+                self.clock.wait(self._stop, LEADER_CHECK)
+                continue
+            if now < due:
+                # Coalesce a burst of changes into one pass.
+                self.clock.wait(self._stop, self.config.pass_coalesce)
+            reasons = self._take_reasons()
+            now = self.clock.now()
+            if now >= self._next_sweep:
+                trigger = SWEEP
+                self._next_sweep = now + self.config.sweep_interval
+                if self.passes:
+                    # Compare the caches with fresh lists; differences trigger another pass.
+                    for informer in self.informers:
+                        informer.resync()
+            elif reasons:
+                trigger = ", ".join(sorted(reasons))
+            else:
+                trigger = "retry due"
+            self._wake_at = math.inf
+            try:
+                self.run_pass(trigger)
+                failures = 0
+            except Stopped:
+                if self.last_pass is not None and self.last_pass.aborted:
+                    failures += 1
+                    self._wake_at = self.clock.now() + min(
+                        RETRY_PASS_INITIAL * 2 ** (failures - 1), RETRY_PASS_MAX
+                    )
+            except Exception:  # the loop outlives any one bad pass
+                log.exception("pass failed")
+                failures += 1
+                self._wake_at = self.clock.now() + RETRY_PASS_MAX
+
+    def _take_reasons(self) -> Counter[str]:
+        with self._lock:
+            reasons, self._reasons = self._reasons, Counter()
+            self._wake.clear()
+        return reasons
+
+    def report_plan(self) -> tuple[Plan, PassInfo | None]:
+        """The plan the report shows: the leader's last one. A standby (or a leader before its
+        first pass) plans from its own caches without acting, at most every few seconds, since
+        /report may reach either replica."""
+        with self._report_lock:
+            if self._is_leader() and self.last_plan is not None:
+                return self.last_plan, self.last_pass
+            now = self.clock.now()
+            if self._report_plan is None or now - self._report_planned_at > REPORT_PLAN_TTL:
+                self._report_plan = self._plan(self.snapshot(), self.config)
+                self._report_planned_at = now
+            return self._report_plan, None
+
+    # --- one pass -------------------------------------------------------------------------
+
+    def snapshot(self) -> Snapshot:
+        """The caches (plus our writes the watch has not shown yet) as the planner's input."""
+        with self._snapshot_lock:
+            now = self.clock.now()
+            nodes = self._converted(NODES, self.nodes.items(), observe.node_info)
+            images = self._converted(IMAGES, self.images.items(), observe.wanted_image)
+            pods: list[ManagedPod] = []
+            seen: set[str] = set()
+            for pod in self._converted(PODS, self.pods.items(), observe.managed_pod):
+                if pod is None:
+                    continue
+                seen.add(pod.name)
+                if pod.uid in self._deleted and not pod.deleting:
+                    pod = dataclasses.replace(pod, deleting=True)
+                pods.append(pod)
+            wall = time.monotonic()
+            for name, (manifest, when) in list(self._created.items()):
+                if name in seen or wall - when > PENDING_WRITE_TTL:
+                    self._created.pop(name, None)
+                    continue
+                pending = observe.managed_pod(manifest)
+                if pending is not None:
+                    pods.append(pending)
+            live = {pod.uid for pod in pods}
+            for uid, when in list(self._deleted.items()):
+                if uid not in live or wall - when > PENDING_WRITE_TTL:
+                    self._deleted.pop(uid, None)
+            return Snapshot(
+                now=datetime.fromtimestamp(now, UTC),
+                nodes=tuple(nodes),
+                images=tuple(images),
+                pods=tuple(pods),
+                pull_records=dict(self.pull_records),
+            )
+
+    def _converted(self, kind: str, objs: list[Obj], convert: Callable[[Obj], T]) -> list[T]:
+        """`convert` of each object, reusing the last result while its resourceVersion holds
+        (a thousand nodes heartbeat, but few change between two passes)."""
+        memo: dict[str, tuple[str, Any]] = self._memo.setdefault(kind, {})
+        fresh: dict[str, tuple[str, Any]] = {}
+        out: list[T] = []
+        for obj in objs:
+            key = object_key(obj)
+            version = str((obj.get("metadata") or {}).get("resourceVersion") or "")
+            hit = memo.get(key)
+            value = hit[1] if hit is not None and version and hit[0] == version else convert(obj)
+            fresh[key] = (version, value)
+            out.append(value)
+        self._memo[kind] = fresh
+        return out
+
+    def run_pass(self, trigger: str) -> PassInfo:
+        """Snapshot, plan, execute; keep what the report shows."""
+        started_wall = time.perf_counter()
+        info = PassInfo(trigger=trigger, started=datetime.fromtimestamp(self.clock.now(), UTC))
+        if self.config.learn_running_pods and not self._learned:
+            self._learn_running_pods(info)
+        snapshot = self.snapshot()
+        plan_started = time.perf_counter()
+        plan = self._plan(snapshot, self.config)
+        info.plan_seconds = time.perf_counter() - plan_started
+        self.metrics.plan_seconds.observe(info.plan_seconds)
+        self.pull_records = dict(plan.pull_records)
+        self.last_plan = plan
+        self._wake_at = min(self._wake_at, next_retry(plan))
+        try:
+            self._execute(plan, info)
+        finally:
+            info.seconds = time.perf_counter() - started_wall
+            self.passes += 1
+            self.last_pass = info
+            if trigger == SWEEP:
+                self.last_sweep = info
+                self.metrics.last_sweep.set(self.clock.now())
+            self.metrics.sweep_seconds.labels("sweep" if trigger == SWEEP else "change").observe(
+                info.seconds
+            )
+            self.metrics.observe_plan(plan)
+            self._observe_warm_nodes(plan)
+        log.info(
+            "pass (%s): %d writes planned, done %s, %d already done, %d API errors, %.3fs",
+            trigger,
+            plan.writes,
+            info.actions,
+            info.already_done,
+            info.api_errors,
+            info.seconds,
+        )
+        return info
+
+    def _guard(self, kind: str) -> None:
+        if self._stop.is_set() or not self._is_leader():
+            raise Stopped(kind)
+        if self._before_write is not None:
+            self._before_write(kind)
+
+    def _execute(self, plan: Plan, info: PassInfo) -> None:
+        """Carry out the plan in its order: keepers, deletions, pulls, taints, statuses, events.
+
+        Writes of one kind go out in parallel (`write_workers`), in chunks; every write is
+        idempotent, and errors are counted, not fatal, unless a whole chunk fails.
+        """
+        batches: list[tuple[str, list[Callable[[], bool]]]] = [
+            ("create keeper", [partial(self._create, k.pod) for k in plan.keepers]),
+            ("delete pod", [partial(self._delete, d.name, d.uid) for d in plan.deletions]),
+            ("start pull", [partial(self._start_pull, p) for p in plan.pulls]),
+            (
+                "remove taint",
+                [partial(self._remove_taint, r.node, r.key) for r in plan.taint_removals],
+            ),
+            (
+                "update status",
+                [
+                    partial(self.kube.patch_cached_image_status, u.name, u.patch)
+                    for u in plan.status_updates
+                ],
+            ),
+        ]
+        try:
+            for kind, actions in batches:
+                self._run_batch(kind, actions, info)
+            self._run_batch("create event", self._outcome_events(plan), info)
+        except Stopped:
+            if info.aborted:
+                log.warning("pass stopped early: %s", info.aborted)
+            raise
+
+    def _run_batch(self, kind: str, actions: list[Callable[[], bool]], info: PassInfo) -> None:
+        chunk = max(1, 2 * self.config.write_workers)
+        for start in range(0, len(actions), chunk):
+            outcomes = list(
+                self._writer().map(partial(self._attempt, kind), actions[start : start + chunk])
+            )
+            errors = [o for o in outcomes if isinstance(o, KubeError)]
+            for outcome in outcomes:
+                if isinstance(outcome, KubeError):
+                    info.api_errors += 1
+                    self._record_error(kind, outcome)
+                elif outcome:
+                    info.actions[kind] = info.actions.get(kind, 0) + 1
+                    self.metrics.actions.labels(kind).inc()
+                else:
+                    info.already_done += 1
+            if len(errors) == len(outcomes) and len(errors) >= MAX_CHUNK_ERRORS:
+                info.aborted = f"{len(errors)} of {len(outcomes)} {kind} failed; last: {errors[-1]}"
+                raise Stopped(kind)
+
+    def _attempt(self, kind: str, action: Callable[[], bool]) -> bool | KubeError:
+        """One write on a worker thread: True done, False already done, or the error."""
+        self._guard(kind)
+        try:
+            return action()
+        except KubeError as exc:
+            return exc
+
+    def _writer(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(
+                max_workers=self.config.write_workers, thread_name_prefix="writer"
+            )
+        return self._pool
+
+    def _start_pull(self, pull: PullAction) -> bool:
+        created = self._create(pull.pod)
+        if created:
+            self.metrics.pulls_started.labels(str(pull.urgent).lower()).inc()
+        return created
+
+    def _record_error(self, what: str, error: KubeError) -> None:
+        self.api_errors += 1
+        stamp = format_time(datetime.fromtimestamp(self.clock.now(), UTC))
+        self.errors.append(f"{stamp} {what}: {error}")
+        log.warning("%s failed: %s", what, error)
+
+    def _create(self, manifest: Mapping[str, Any]) -> bool:
+        created = self.kube.create_pod(manifest)
+        name = str(manifest["metadata"]["name"])
+        self._created[name] = (dict(manifest), time.monotonic())
+        return created
+
+    def _delete(self, name: str, uid: str) -> bool:
+        deleted = self.kube.delete_pod(name, uid)
+        if uid:
+            self._deleted[uid] = time.monotonic()
+        return deleted
+
+    def _remove_taint(self, node: str, key: str) -> bool:
+        obj = self.nodes.get(node)
+        return obj is not None and self.kube.remove_taint(obj, key)
+
+    def _outcome_events(self, plan: Plan) -> list[Callable[[], bool]]:
+        """Metrics for each finished puller, once per pod; an Event for each failure."""
+        live = {obj["metadata"].get("uid") for obj in self.pods.items()}
+        self._reported_outcomes &= live
+        events: list[Callable[[], bool]] = []
+        for outcome in plan.outcomes:
+            if outcome.pod_uid in self._reported_outcomes:
+                continue
+            self._reported_outcomes.add(outcome.pod_uid)
+            if outcome.succeeded:
+                self.metrics.pulls_succeeded.inc()
+                self.metrics.bytes_pulled.inc(outcome.size)
+                if outcome.seconds is not None:
+                    self.metrics.pull_seconds.observe(outcome.seconds)
+                continue
+            self.metrics.pulls_failed.labels(outcome.reason or "Unknown").inc()
+            event = pull_failure_event(
+                namespace=self.kube.namespace,
+                pod=outcome.pod,
+                pod_uid=outcome.pod_uid,
+                node=outcome.node,
+                image=outcome.image,
+                reason=outcome.reason,
+                message=outcome.message,
+                now=format_time(plan.now),
+            )
+            events.append(partial(self._event, event))
+        return events
+
+    def _event(self, event: Mapping[str, Any]) -> bool:
+        self.kube.create_event(event)
+        return True
+
+    def _observe_warm_nodes(self, plan: Plan) -> None:
+        """Time to warm: from a node joining (or turning Ready) to all its wanted images present."""
+        if not self._warming:
+            return
+        now = self.clock.now()
+        for node in plan.nodes:
+            since = self._warming.get(node.name)
+            if since is None or not node.eligible or node.wanted == 0:
+                continue
+            if node.present >= node.wanted:
+                self.metrics.node_warm_seconds.observe(now - since)
+                self.warm_times[node.name] = now - since
+                del self._warming[node.name]
+
+    # --- a fresh install learns from running pods -----------------------------------------
+
+    def _learn_running_pods(self, info: PassInfo) -> None:
+        """Create Learned CachedImages for managed images of pods already running.
+
+        The webhook learns from pods as they are created; pods that started before image-sync
+        was installed would otherwise stay unknown until they are re-created. An image that
+        already has a CachedImage is left to the webhook.
+        """
+        from webhook.mutation import decide  # the webhook's own rule for what is managed
+
+        try:
+            excluded = self.kube.excluded_namespaces()
+            sightings: dict[str, list[PlacementProfile]] = {}
+            for pod in self.kube.running_pods():
+                meta = pod.get("metadata") or {}
+                namespace = str(meta.get("namespace") or "")
+                labels = meta.get("labels") or {}
+                if namespace in excluded or labels.get(LABEL_MANAGED_BY) == MANAGED_BY:
+                    continue
+                images = decide(pod, self.config).images
+                if not images:
+                    continue
+                profile = profile_from_pod(pod, namespace)
+                for image in images:
+                    sightings.setdefault(image, []).append(profile)
+        except KubeError as exc:
+            info.api_errors += 1
+            self._record_error("learn from running pods (retried next pass)", exc)
+            return
+        known = {str((obj.get("spec") or {}).get("image") or "") for obj in self.images.items()} | {
+            str(obj["metadata"]["name"]) for obj in self.images.items()
+        }
+        now = datetime.fromtimestamp(self.clock.now(), UTC)
+        stamp = format_time(now)
+        for image, profiles in sorted(sightings.items()):
+            if image in known or object_name(image) in known:
+                continue
+            seen: list[PlacementProfile] = []
+            for profile in profiles:
+                stamped = profile.copy()
+                stamped["lastSeen"] = stamp
+                seen.append(stamped)
+            body = new_cached_image(image, merge_profiles([], seen))
+            try:
+                self._guard("learn image")
+                if self.kube.create_cached_image(body):
+                    info.actions["learn image"] = info.actions.get("learn image", 0) + 1
+                    self.kube.patch_cached_image_status(
+                        object_name(image),
+                        {
+                            "lastSeen": stamp,
+                            "useCount": len(profiles),
+                            "dailyUses": {now.strftime("%Y-%m-%d"): len(profiles)},
+                        },
+                    )
+            except KubeError as exc:
+                info.api_errors += 1
+                self._record_error(f"learn {image}", exc)
+                return
+        self._learned = True

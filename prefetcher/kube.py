@@ -1,0 +1,381 @@
+"""The prefetcher's only door to the API server: typed reads, idempotent writes, KubeError out.
+
+Everything the prefetcher reads or writes goes through `Kube`, through the real `kubernetes`
+client. Objects travel as plain JSON dicts (`_preload_content=False`): the planner wants
+dicts, and decoding a thousand Nodes into client models would cost more than planning them.
+`ApiException` and transport errors stop here and become `KubeError`; every call is counted
+per verb through `on_call`, so metrics and the report see the API traffic and its errors.
+
+Writes are idempotent: a 409 on create means the object already exists (names are
+deterministic), a 404 on delete means it is already gone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import urllib3
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from imagesync.kubeclient import KubeError, from_api_exception
+from imagesync.names import (
+    CACHED_IMAGE_PLURAL,
+    GROUP,
+    LABEL_ENABLED,
+    MANAGED_POD_SELECTOR,
+    VERSION,
+)
+
+log = logging.getLogger(__name__)
+
+Obj = dict[str, Any]
+# (verb, resource, error or None): one call to the API server, for metrics.
+CallHook = Callable[[str, str, KubeError | None], None]
+
+EVENT_SOURCE = "image-sync-prefetcher"
+REQUEST_TIMEOUT = (10.0, 60.0)
+JSON_PATCH = "application/json-patch+json"
+MERGE_PATCH = "application/merge-patch+json"
+
+# Every API call this module makes, as RBAC sees it: (apiGroup, resource, verb, scope), where
+# scope is "cluster" (a ClusterRole) or "namespace" (a Role in our namespace: we only write
+# pods, events and the Lease there). tests/prefetcher/test_rbac.py holds the manifests and
+# the calls in this module to exactly this set.
+RBAC_CALLS: frozenset[tuple[str, str, str, str]] = frozenset(
+    {
+        ("", "nodes", "list", "cluster"),
+        ("", "nodes", "watch", "cluster"),
+        ("", "nodes", "patch", "cluster"),  # remove the startup taint
+        ("", "pods", "list", "cluster"),  # running pods, once at start; our own pods
+        ("", "pods", "watch", "cluster"),
+        ("", "namespaces", "list", "cluster"),  # namespaces that opted out
+        (GROUP, CACHED_IMAGE_PLURAL, "list", "cluster"),
+        (GROUP, CACHED_IMAGE_PLURAL, "watch", "cluster"),
+        (GROUP, CACHED_IMAGE_PLURAL, "create", "cluster"),  # learned from running pods
+        (GROUP, f"{CACHED_IMAGE_PLURAL}/status", "patch", "cluster"),
+        ("", "pods", "create", "namespace"),
+        ("", "pods", "delete", "namespace"),
+        ("", "events", "create", "namespace"),
+        ("coordination.k8s.io", "leases", "get", "namespace"),
+        ("coordination.k8s.io", "leases", "create", "namespace"),
+        ("coordination.k8s.io", "leases", "update", "namespace"),
+    }
+)
+
+
+def _transport_error(exc: Exception, what: str) -> KubeError:
+    return KubeError(f"{what}: API server not reached: {exc}", status=0, reason="Unreachable")
+
+
+class Kube:
+    """Reads and writes against one API server, for one namespace of our own."""
+
+    def __init__(
+        self,
+        api_client: client.ApiClient,
+        namespace: str,
+        *,
+        on_call: CallHook | None = None,
+    ) -> None:
+        self.api_client = api_client
+        self.namespace = namespace
+        self.core = client.CoreV1Api(api_client)
+        self.custom = client.CustomObjectsApi(api_client)
+        self.coordination = client.CoordinationV1Api(api_client)
+        self._on_call = on_call
+
+    # --- plumbing ------------------------------------------------------------------------
+
+    def _call(
+        self, verb: str, resource: str, what: str, fn: Callable[..., Any], *args: Any, **kw: Any
+    ) -> Any:
+        """Call the client; count it; turn any failure into KubeError."""
+        error: KubeError | None = None
+        try:
+            return fn(*args, _preload_content=False, _request_timeout=REQUEST_TIMEOUT, **kw)
+        except ApiException as exc:
+            error = from_api_exception(exc, what)
+            raise error from None
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            error = _transport_error(exc, what)
+            raise error from None
+        finally:
+            if self._on_call is not None:
+                self._on_call(verb, resource, error)
+
+    def count(self, verb: str, resource: str, error: KubeError | None) -> None:
+        """Let the informers report their list / watch calls through the same hook."""
+        if self._on_call is not None:
+            self._on_call(verb, resource, error)
+
+    # --- list / watch sources for the informers -----------------------------------------
+
+    def node_source(self) -> Callable[..., Any]:
+        return self.core.list_node
+
+    def cached_image_source(self) -> Callable[..., Any]:
+        def call(**kw: Any) -> Any:
+            return self.custom.list_cluster_custom_object(GROUP, VERSION, CACHED_IMAGE_PLURAL, **kw)
+
+        return call
+
+    def own_pod_source(self) -> Callable[..., Any]:
+        def call(**kw: Any) -> Any:
+            return self.core.list_namespaced_pod(
+                self.namespace, label_selector=MANAGED_POD_SELECTOR, **kw
+            )
+
+        return call
+
+    # --- one-shot reads -------------------------------------------------------------------
+
+    def running_pods(self, page_size: int = 500) -> Iterator[Obj]:
+        """Every Running pod cluster-wide, page by page (a fresh install learns from them)."""
+        token: str | None = None
+        while True:
+            kw: dict[str, Any] = {"field_selector": "status.phase=Running", "limit": page_size}
+            if token:
+                kw["_continue"] = token
+            try:
+                response = self._call(
+                    "list", "pods", "list running pods", self.core.list_pod_for_all_namespaces, **kw
+                )
+            except KubeError as exc:
+                if exc.gone and token:
+                    token = None  # the continue token expired; the caller dedupes
+                    continue
+                raise
+            body = json.loads(response.data)
+            yield from body.get("items") or []
+            token = (body.get("metadata") or {}).get("continue") or None
+            if not token:
+                return
+
+    def excluded_namespaces(self) -> set[str]:
+        """Namespaces labelled `image-sync.io/enabled=false` (left out, as by the webhook)."""
+        response = self._call(
+            "list",
+            "namespaces",
+            "list excluded namespaces",
+            self.core.list_namespace,
+            label_selector=f"{LABEL_ENABLED}=false",
+        )
+        items = json.loads(response.data).get("items") or []
+        return {str(ns["metadata"]["name"]) for ns in items}
+
+    # --- the leader-election Lease --------------------------------------------------------
+
+    def read_lease(self, name: str) -> Obj | None:
+        """Our Lease, or None when it does not exist yet."""
+        try:
+            response = self._call(
+                "get",
+                "leases",
+                f"get lease {self.namespace}/{name}",
+                self.coordination.read_namespaced_lease,
+                name,
+                self.namespace,
+            )
+        except KubeError as exc:
+            if exc.not_found:
+                return None
+            raise
+        lease: Obj = json.loads(response.data)
+        return lease
+
+    def write_lease(self, lease: Mapping[str, Any], create: bool) -> bool:
+        """Create or replace (with the resourceVersion it carries); False when we lost the race."""
+        name = str(lease["metadata"]["name"])
+        try:
+            if create:
+                self._call(
+                    "create",
+                    "leases",
+                    f"create lease {self.namespace}/{name}",
+                    self.coordination.create_namespaced_lease,
+                    self.namespace,
+                    dict(lease),
+                )
+            else:
+                self._call(
+                    "update",
+                    "leases",
+                    f"update lease {self.namespace}/{name}",
+                    self.coordination.replace_namespaced_lease,
+                    name,
+                    self.namespace,
+                    dict(lease),
+                )
+        except KubeError as exc:
+            if exc.conflict:
+                return False
+            raise
+        return True
+
+    # --- writes ---------------------------------------------------------------------------
+
+    def create_pod(self, manifest: Mapping[str, Any]) -> bool:
+        """Create one of our pods; False when it already exists (deterministic names)."""
+        name = (manifest.get("metadata") or {}).get("name", "")
+        try:
+            self._call(
+                "create",
+                "pods",
+                f"create pod {self.namespace}/{name}",
+                self.core.create_namespaced_pod,
+                self.namespace,
+                dict(manifest),
+            )
+        except KubeError as exc:
+            if exc.conflict:
+                return False
+            raise
+        return True
+
+    def delete_pod(self, name: str, uid: str = "") -> bool:
+        """Delete one of our pods, only if it still has `uid`; False when already gone."""
+        body: Obj = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Background"}
+        if uid:
+            body["preconditions"] = {"uid": uid}
+        try:
+            self._call(
+                "delete",
+                "pods",
+                f"delete pod {self.namespace}/{name}",
+                self.core.delete_namespaced_pod,
+                name,
+                self.namespace,
+                body=body,
+            )
+        except KubeError as exc:
+            # 404: gone already. 409: the uid precondition failed, a namesake replaced it.
+            if exc.not_found or exc.conflict:
+                return False
+            raise
+        return True
+
+    def patch_cached_image_status(self, name: str, status: Mapping[str, Any]) -> bool:
+        """Merge-patch `status` of a CachedImage; False when the object is gone."""
+        try:
+            self._call(
+                "patch",
+                f"{CACHED_IMAGE_PLURAL}/status",
+                f"patch cachedimage {name} status",
+                self.custom.patch_cluster_custom_object_status,
+                GROUP,
+                VERSION,
+                CACHED_IMAGE_PLURAL,
+                name,
+                {"status": dict(status)},
+                _content_type=MERGE_PATCH,
+            )
+        except KubeError as exc:
+            if exc.not_found:
+                return False
+            raise
+        return True
+
+    def create_cached_image(self, body: Mapping[str, Any]) -> bool:
+        """Create a CachedImage; False when it exists already (the webhook may have won)."""
+        name = (body.get("metadata") or {}).get("name", "")
+        try:
+            self._call(
+                "create",
+                CACHED_IMAGE_PLURAL,
+                f"create cachedimage {name}",
+                self.custom.create_cluster_custom_object,
+                GROUP,
+                VERSION,
+                CACHED_IMAGE_PLURAL,
+                dict(body),
+            )
+        except KubeError as exc:
+            if exc.conflict:
+                return False
+            raise
+        return True
+
+    def create_event(self, event: Mapping[str, Any]) -> None:
+        """Record a core/v1 Event (pull failures); in our namespace unless it says otherwise."""
+        namespace = (event.get("metadata") or {}).get("namespace") or self.namespace
+        self._call(
+            "create",
+            "events",
+            f"create event in {namespace}",
+            self.core.create_namespaced_event,
+            namespace,
+            dict(event),
+        )
+
+    def remove_taint(self, node: Mapping[str, Any], key: str) -> bool:
+        """Drop taint `key` from `node`; a JSON patch whose `test` fails if the taints changed.
+
+        False when the taint is no longer there (or the node is gone); a changed taint list
+        raises a KubeError (422) and the next pass retries with fresh data.
+        """
+        name = str(node["metadata"]["name"])
+        taints = list((node.get("spec") or {}).get("taints") or [])
+        kept = [t for t in taints if t.get("key") != key]
+        if len(kept) == len(taints):
+            return False
+        patch: list[Obj] = [{"op": "test", "path": "/spec/taints", "value": taints}]
+        patch.append(
+            {"op": "replace", "path": "/spec/taints", "value": kept}
+            if kept
+            else {"op": "remove", "path": "/spec/taints"}
+        )
+        try:
+            self._call(
+                "patch",
+                "nodes",
+                f"remove taint {key} from node {name}",
+                self.core.patch_node,
+                name,
+                patch,
+                _content_type=JSON_PATCH,
+            )
+        except KubeError as exc:
+            if exc.not_found:
+                return False
+            raise
+        return True
+
+
+def pull_failure_event(
+    *,
+    namespace: str,
+    pod: str,
+    pod_uid: str,
+    node: str,
+    image: str,
+    reason: str,
+    message: str,
+    now: str,
+) -> Obj:
+    """A core/v1 Event on the failed puller pod, as `kubectl describe` and `get events` show it."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{pod}.", "namespace": namespace},
+        "involvedObject": {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "name": pod,
+            "namespace": namespace,
+            "uid": pod_uid,
+        },
+        "reason": "PrefetchFailed",
+        "message": f"pull of {image} on node {node} failed: {reason}"
+        + (f": {message}" if message else ""),
+        "type": "Warning",
+        "source": {"component": EVENT_SOURCE, "host": node},
+        "reportingComponent": EVENT_SOURCE,
+        "reportingInstance": EVENT_SOURCE,
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+    }

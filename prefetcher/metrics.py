@@ -1,0 +1,140 @@
+"""The prefetcher's Prometheus metrics, on a registry of its own (no global state).
+
+Names are part of the operations contract (docs/prefetcher-operations.md lists them).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from imagesync.kubeclient import KubeError
+from prefetcher.model import Plan
+
+PREFIX = "image_sync_prefetcher"
+# Pulls range from a 5 MB busybox to a 20 GB NGC image over a slow link.
+PULL_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200)
+SWEEP_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+class Metrics:
+    """Every metric the prefetcher exports; one instance per process (or per test)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.coverage = Gauge(
+            f"{PREFIX}_coverage_ratio",
+            "Present / wanted (node, image) pairs after the last pass (1 when nothing is wanted).",
+            registry=r,
+        )
+        self.pairs = Gauge(
+            f"{PREFIX}_pairs",
+            "(node, image) pairs by state after the last pass.",
+            ["state"],
+            registry=r,
+        )
+        self.nodes = Gauge(f"{PREFIX}_nodes", "Nodes seen.", registry=r)
+        self.images = Gauge(f"{PREFIX}_images", "CachedImages seen.", registry=r)
+        self.pulls_started = Counter(
+            f"{PREFIX}_pulls_started", "Puller pods created.", ["urgent"], registry=r
+        )
+        self.pulls_succeeded = Counter(
+            f"{PREFIX}_pulls_succeeded", "Pulls that left the image on the node.", registry=r
+        )
+        self.pulls_failed = Counter(
+            f"{PREFIX}_pulls_failed",
+            "Pulls that failed, by the kubelet's reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.bytes_pulled = Counter(
+            f"{PREFIX}_pulled_bytes", "Estimated on-disk bytes of images pulled.", registry=r
+        )
+        self.pull_seconds = Histogram(
+            f"{PREFIX}_pull_seconds",
+            "Puller pod creation to image ready.",
+            buckets=PULL_BUCKETS,
+            registry=r,
+        )
+        self.node_warm_seconds = Histogram(
+            f"{PREFIX}_node_warm_seconds",
+            "A node joining or turning Ready to all its wanted images present.",
+            buckets=PULL_BUCKETS,
+            registry=r,
+        )
+        self.sweep_seconds = Histogram(
+            f"{PREFIX}_pass_seconds",
+            "Duration of one pass (snapshot, plan, execute), by trigger.",
+            ["trigger"],
+            buckets=SWEEP_BUCKETS,
+            registry=r,
+        )
+        self.plan_seconds = Histogram(
+            f"{PREFIX}_plan_seconds",
+            "Duration of the pure planning step alone.",
+            buckets=SWEEP_BUCKETS,
+            registry=r,
+        )
+        self.last_sweep = Gauge(
+            f"{PREFIX}_last_sweep_timestamp_seconds",
+            "When the last full resync sweep finished.",
+            registry=r,
+        )
+        self.actions = Counter(
+            f"{PREFIX}_actions", "Writes carried out, by kind.", ["kind"], registry=r
+        )
+        self.api_requests = Counter(
+            f"{PREFIX}_api_requests",
+            "Requests to the API server (informers' list / watch not included), by verb and resource.",
+            ["verb", "resource"],
+            registry=r,
+        )
+        self.api_errors = Counter(
+            f"{PREFIX}_api_errors",
+            "Failed requests to the API server, by verb and HTTP code (0: not reached).",
+            ["verb", "code"],
+            registry=r,
+        )
+        self.leader = Gauge(f"{PREFIX}_leader", "1 while this replica holds the lease.", registry=r)
+
+    def api_call(self, verb: str, resource: str, error: KubeError | None) -> None:
+        """`Kube`'s call hook."""
+        self.api_requests.labels(verb, resource).inc()
+        if error is not None:
+            self.api_errors.labels(verb, str(error.status)).inc()
+
+    def api_error(self, verb: str, error: KubeError) -> None:
+        """The informers' error hook (their list / watch calls are not counted)."""
+        self.api_errors.labels(verb, str(error.status)).inc()
+
+    def writes(self) -> dict[tuple[str, str], float]:
+        """(verb, resource) → requests so far, for the writing verbs."""
+        out: dict[tuple[str, str], float] = {}
+        for metric in self.api_requests.collect():
+            for sample in metric.samples:
+                verb = sample.labels.get("verb", "")
+                if sample.name.endswith("_total") and verb in (
+                    "create",
+                    "update",
+                    "patch",
+                    "delete",
+                ):
+                    out[(verb, sample.labels["resource"])] = sample.value
+        return out
+
+    def observe_plan(self, plan: Plan) -> None:
+        """Gauges from a plan's summary."""
+        summary = plan.summary
+        if summary is None:
+            return
+        self.coverage.set(summary.coverage)
+        self.nodes.set(summary.nodes)
+        self.images.set(summary.images)
+        for state, value in (
+            ("present", summary.present_pairs),
+            ("pulling", summary.pulling_pairs),
+            ("failed", summary.failed_pairs),
+            ("missing", summary.missing_pairs),
+            ("ineligible", summary.ineligible_pairs),
+        ):
+            self.pairs.labels(state).set(value)

@@ -1,0 +1,118 @@
+"""The informer against the simulated API server: list + watch, resume, 410 relist, faults."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kubernetes import client
+
+from imagesync.kubeclient import KubeError
+from prefetcher.informer import Change, Informer, InformerSettings, SystemClock
+from tests.prefetcher.conftest import untyped, wait_for
+
+FAST = InformerSettings(page_size=7, watch_timeout=5, backoff_initial=0.05, backoff_max=0.2)
+
+
+def node_body(name: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": {"n": name}}}
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.changes: list[Change] = []
+        self.errors: list[tuple[str, KubeError]] = []
+
+    def change(self, change: Change) -> None:
+        self.changes.append(change)
+
+    def error(self, verb: str, error: KubeError) -> None:
+        self.errors.append((verb, error))
+
+
+def make_informer(api: client.ApiClient, recorder: Recorder) -> Informer:
+    return Informer(
+        "Node",
+        untyped(client.CoreV1Api(api)).list_node,
+        clock=SystemClock(),
+        on_event=recorder.change,
+        on_error=recorder.error,
+        settings=FAST,
+    )
+
+
+def names(informer: Informer) -> set[str]:
+    return {obj["metadata"]["name"] for obj in informer.items()}
+
+
+def test_lists_in_pages_then_follows_changes(api: client.ApiClient) -> None:
+    core = untyped(client.CoreV1Api(api))
+    for i in range(20):
+        core.create_node(node_body(f"n{i:02d}"))
+    recorder = Recorder()
+    informer = make_informer(api, recorder)
+    informer.start()
+    try:
+        wait_for(informer.synced.is_set, what="first list")
+        assert names(informer) == {f"n{i:02d}" for i in range(20)}
+        core.create_node(node_body("late"))
+        core.patch_node("n00", {"metadata": {"labels": {"x": "y"}}})
+        core.delete_node("n01")
+        wait_for(lambda: "late" in names(informer) and "n01" not in names(informer))
+        wait_for(lambda: (informer.get("n00") or {})["metadata"]["labels"].get("x") == "y")
+        kinds = {(c.key, c.old is None, c.new is None) for c in recorder.changes}
+        assert ("late", True, False) in kinds
+        assert ("n01", False, True) in kinds
+        assert informer.relists == 1
+    finally:
+        informer.stop()
+        informer.join(5)
+
+
+def test_relists_when_its_resource_version_is_gone(api: client.ApiClient) -> None:
+    core = untyped(client.CoreV1Api(api))
+    core.create_node(node_body("keep"))
+    core.create_node(node_body("gone"))
+    recorder = Recorder()
+    informer = make_informer(api, recorder)
+    informer._relist()  # hold an old resourceVersion, as after a long disconnection
+    core.delete_node("gone")
+    for i in range(300):  # more than the server keeps (it trims its history past 2 x 100)
+        core.patch_node("keep", {"metadata": {"labels": {"i": str(i)}}})
+    core.create_node(node_body("new"))
+    informer.start()
+    try:
+        wait_for(lambda: informer.relists >= 2, what="a relist after 410")
+        wait_for(lambda: names(informer) == {"keep", "new"})
+        assert (informer.get("keep") or {})["metadata"]["labels"]["i"] == "299"
+        removed = [c for c in recorder.changes if c.key == "gone" and c.new is None]
+        assert removed, "the relist reports what disappeared meanwhile"
+    finally:
+        informer.stop()
+        informer.join(5)
+
+
+def test_survives_dropped_watches_and_api_errors(api_server: Any, api: client.ApiClient) -> None:
+    from simulator.apiserver import FaultRule
+
+    core = untyped(client.CoreV1Api(api))
+    api_server.set_faults(
+        [
+            FaultRule(path="/api/v1/nodes", verbs=("list",), status=500, times=2),
+            FaultRule(path="/api/v1/nodes", verbs=("watch",), drop_watch_after=1, times=4),
+        ]
+    )
+    recorder = Recorder()
+    informer = make_informer(api, recorder)
+    informer.start()
+    try:
+        wait_for(informer.synced.is_set, what="a list despite two 500s")
+        for i in range(10):
+            core.create_node(node_body(f"w{i}"))
+        wait_for(lambda: names(informer) == {f"w{i}" for i in range(10)}, what="all nodes")
+        assert [verb for verb, _ in recorder.errors].count("list") == 2
+        assert informer.watches >= 4  # it re-watched after every drop
+        assert informer.relists == 1  # resumed from its resourceVersion, no relist needed
+    finally:
+        api_server.clear_faults()
+        informer.stop()
+        informer.join(5)
