@@ -20,7 +20,7 @@ from .deletion import Deletion
 from .errors import ApiError
 from .objects import as_version, deep, rfc3339
 from .resources import ResourceDef, ResourceRegistry
-from .selectors import parse_field_selector, parse_label_selector
+from .selectors import FieldSelector, LabelSelector, parse_field_selector, parse_label_selector
 from .store import Store
 from .watch import Watcher, WatchOptions, WatchStream
 
@@ -138,15 +138,7 @@ class Core(Deletion):
         return as_version(rd, obj)
 
     def list(self, rd: ResourceDef, namespace: str | None, query: Mapping[str, str]) -> Obj:
-        labels = parse_label_selector(query.get("labelSelector", ""))
-        fields = parse_field_selector(query.get("fieldSelector", ""), rd.field_labels)
-        if namespace is None:
-            namespace = fields.exact("metadata.namespace")
-        node = (
-            (fields.exact("spec.nodeName") or None)
-            if rd.plural == "pods" and not rd.group
-            else None
-        )
+        labels, fields, namespace, node = _selection(rd, namespace, query)
         rv_param = query.get("resourceVersion", "")
         exact = query.get("resourceVersionMatch", "") == "Exact"
         try:
@@ -256,15 +248,7 @@ class Core(Deletion):
     def watch(
         self, rd: ResourceDef, namespace: str | None, query: Mapping[str, str]
     ) -> WatchStream:
-        labels = parse_label_selector(query.get("labelSelector", ""))
-        fields = parse_field_selector(query.get("fieldSelector", ""), rd.field_labels)
-        if namespace is None:
-            namespace = fields.exact("metadata.namespace")
-        node = (
-            (fields.exact("spec.nodeName") or None)
-            if rd.plural == "pods" and not rd.group
-            else None
-        )
+        labels, fields, namespace, node = _selection(rd, namespace, query)
         rv_param = query.get("resourceVersion", "")
         send_initial = query.get("sendInitialEvents", "") == "true"
         since: int | None
@@ -656,3 +640,19 @@ class Core(Deletion):
                 rd.key, {**old, "metadata": meta, "spec": spec, "status": status}, old
             )
         return errors.success_status(code=201)
+
+
+def _selection(
+    rd: ResourceDef, namespace: str | None, query: Mapping[str, str]
+) -> tuple[LabelSelector, FieldSelector, str | None, str | None]:
+    """Selectors of a list or watch, with the namespace and pod node they pin down.
+
+    A field selector on metadata.namespace narrows a cluster-wide request to one namespace,
+    and one on spec.nodeName lets pod requests use the store's per-node index.
+    """
+    labels = parse_label_selector(query.get("labelSelector", ""))
+    fields = parse_field_selector(query.get("fieldSelector", ""), rd.field_labels)
+    if namespace is None:
+        namespace = fields.exact("metadata.namespace")
+    node = (fields.exact("spec.nodeName") or None) if rd.plural == "pods" and not rd.group else None
+    return labels, fields, namespace, node
