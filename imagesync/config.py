@@ -263,6 +263,11 @@ class Config:
         1,
         "Puller pods at once on one node (the kubelet pulls one image at a time by default).",
     )
+    pull_batch_size: int = _key(
+        _integer(1),
+        10,
+        "Images one puller pod pulls, one after another (fewer pods and API writes per image).",
+    )
     quiet_hours: str = _key(
         _quiet_hours,
         "",

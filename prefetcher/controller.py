@@ -42,7 +42,15 @@ from prefetcher import observe
 from prefetcher.informer import Change, Clock, Informer, InformerSettings, Obj, object_key
 from prefetcher.kube import Kube, pull_failure_event
 from prefetcher.metrics import Metrics
-from prefetcher.model import ManagedPod, Plan, PullAction, PullKey, PullRecord, Snapshot
+from prefetcher.model import (
+    ManagedPod,
+    Plan,
+    PullAction,
+    PullKey,
+    PullRecord,
+    Snapshot,
+    StatusUpdate,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +59,7 @@ PlanFn = Callable[[Snapshot, Config], Plan]
 # Called before every write with its kind; tests use it to stop a process mid-sweep.
 WriteHook = Callable[[str], None]
 
-NODES, IMAGES, PODS = "Node", "CachedImage", "Pod"
+NODES, IMAGES, PODS, STARTING = "Node", "CachedImage", "Pod", "StartingPod"
 SWEEP = "sweep"
 # A chunk of at least this many writes that all failed ends the pass (the API server is
 # struggling); the next pass retries after a backoff.
@@ -68,6 +76,11 @@ RETRY_PASS_INITIAL = 5.0
 RETRY_PASS_MAX = 300.0
 # How long a standby's report plan is reused (clock seconds).
 REPORT_PLAN_TTL = 10.0
+# A CachedImage's status counts (nodesWanted, nodesPresent) are rewritten at most this often
+# (clock seconds): while a fleet converges they change with every pass, and the report is
+# the live view. Score and lastError changes are written at once.
+STATUS_COUNTS_INTERVAL = 30.0
+COUNT_FIELDS = frozenset({"nodesWanted", "nodesPresent"})
 
 
 @dataclass
@@ -143,17 +156,12 @@ def image_trigger(change: Change) -> str | None:
     return None
 
 
-def next_retry(plan: Plan) -> float:
-    """When the next failed pull of `plan` may be retried (epoch seconds), or infinity.
+def wake_time(plan: Plan) -> float:
+    """When `plan` says it would change by itself (epoch seconds), or infinity.
 
-    Only future times count: a retry already due but held back (caps, quiet hours) is
-    started by the pass that a freed slot triggers, not by spinning here."""
-    due = [
-        cell.retry_at.timestamp()
-        for cell in plan.cells
-        if cell.retry_at is not None and cell.retry_at > plan.now
-    ]
-    return min(due, default=math.inf)
+    A retry already due but held back (caps, quiet hours) is started by the pass that a
+    freed slot triggers, not by spinning here: the planner only names future moments."""
+    return plan.wake_at.timestamp() if plan.wake_at is not None else math.inf
 
 
 class Controller:
@@ -182,6 +190,7 @@ class Controller:
         self.nodes = self._informer(NODES, kube.node_source(), settings)
         self.images = self._informer(IMAGES, kube.cached_image_source(), settings)
         self.pods = self._informer(PODS, kube.own_pod_source(), settings)
+        self.starting = self._informer(STARTING, kube.starting_pod_source(), settings)
         self._wake = threading.Event()
         self._lock = threading.Lock()
         self._reasons: Counter[str] = Counter()
@@ -194,7 +203,8 @@ class Controller:
         self.pull_records: dict[PullKey, PullRecord] = {}
         self._created: dict[str, tuple[dict[str, Any], float]] = {}
         self._deleted: dict[str, float] = {}
-        self._reported_outcomes: set[str] = set()
+        self._reported_outcomes: set[tuple[str, str]] = set()  # (pod uid, image)
+        self._counts_written: dict[str, float] = {}  # CachedImage → clock of the last count write
         self._warming: dict[str, float] = {}
         self.warm_times: dict[str, float] = {}
         self._next_sweep = 0.0
@@ -234,6 +244,9 @@ class Controller:
                 self.warm_times.pop(change.key, None)
         elif change.kind == IMAGES:
             reason = image_trigger(change)
+        elif change.kind == STARTING:
+            # A pod that started (or went) frees its node for pulls held back for it.
+            reason = "workload pod started" if change.new is None else None
         else:
             # The watch has seen this pod: our own record of creating it is no longer needed.
             self._created.pop(change.key.rpartition("/")[2], None)
@@ -260,7 +273,7 @@ class Controller:
 
     @property
     def informers(self) -> tuple[Informer, ...]:
-        return (self.nodes, self.images, self.pods)
+        return (self.nodes, self.images, self.pods, self.starting)
 
     def start(self) -> None:
         """Start the informers and the loop thread."""
@@ -323,6 +336,10 @@ class Controller:
                     # Compare the caches with fresh lists; differences trigger another pass.
                     for informer in self.informers:
                         informer.resync()
+                names = {str(obj["metadata"]["name"]) for obj in self.images.items()}
+                self._counts_written = {
+                    name: at for name, at in self._counts_written.items() if name in names
+                }
             elif reasons:
                 trigger = ", ".join(sorted(reasons))
             else:
@@ -390,12 +407,14 @@ class Controller:
             for uid, when in list(self._deleted.items()):
                 if uid not in live or wall - when > PENDING_WRITE_TTL:
                     self._deleted.pop(uid, None)
+            starting = self._converted(STARTING, self.starting.items(), observe.starting_pod)
             return Snapshot(
                 now=datetime.fromtimestamp(now, UTC),
                 nodes=tuple(nodes),
                 images=tuple(images),
                 pods=tuple(pods),
                 pull_records=dict(self.pull_records),
+                starting=tuple(pod for pod in starting if pod is not None),
             )
 
     def _converted(self, kind: str, objs: list[Obj], convert: Callable[[Obj], T]) -> list[T]:
@@ -427,7 +446,7 @@ class Controller:
         self.metrics.plan_seconds.observe(info.plan_seconds)
         self.pull_records = dict(plan.pull_records)
         self.last_plan = plan
-        self._wake_at = min(self._wake_at, next_retry(plan))
+        self._wake_at = min(self._wake_at, wake_time(plan))
         try:
             self._execute(plan, info)
         finally:
@@ -477,7 +496,7 @@ class Controller:
                 "update status",
                 [
                     partial(self.kube.patch_cached_image_status, u.name, u.patch)
-                    for u in plan.status_updates
+                    for u in self._status_writes(plan)
                 ],
             ),
         ]
@@ -489,6 +508,23 @@ class Controller:
             if info.aborted:
                 log.warning("pass stopped early: %s", info.aborted)
             raise
+
+    def _status_writes(self, plan: Plan) -> list[StatusUpdate]:
+        """The plan's status patches, less count-only ones written too recently (they are
+        planned again, and written once STATUS_COUNTS_INTERVAL has passed)."""
+        now = self.clock.now()
+        out: list[StatusUpdate] = []
+        for update in plan.status_updates:
+            last = self._counts_written.get(update.name)
+            if update.patch.keys() <= COUNT_FIELDS and last is not None:
+                due = last + STATUS_COUNTS_INTERVAL
+                if now < due:
+                    self._wake_at = min(self._wake_at, due)
+                    continue
+            if update.patch.keys() & COUNT_FIELDS:
+                self._counts_written[update.name] = now
+            out.append(update)
+        return out
 
     def _run_batch(self, kind: str, actions: list[Callable[[], bool]], info: PassInfo) -> None:
         chunk = max(1, 2 * self.config.write_workers)
@@ -528,7 +564,7 @@ class Controller:
     def _start_pull(self, pull: PullAction) -> bool:
         created = self._create(pull.pod)
         if created:
-            self.metrics.pulls_started.labels(str(pull.urgent).lower()).inc()
+            self.metrics.pulls_started.labels(str(pull.urgent).lower()).inc(len(pull.images))
         return created
 
     def _record_error(self, what: str, error: KubeError) -> None:
@@ -556,12 +592,13 @@ class Controller:
     def _outcome_events(self, plan: Plan) -> list[Callable[[], bool]]:
         """Metrics for each finished puller, once per pod; an Event for each failure."""
         live = {obj["metadata"].get("uid") for obj in self.pods.items()}
-        self._reported_outcomes &= live
+        self._reported_outcomes = {k for k in self._reported_outcomes if k[0] in live}
         events: list[Callable[[], bool]] = []
         for outcome in plan.outcomes:
-            if outcome.pod_uid in self._reported_outcomes:
+            key = (outcome.pod_uid, outcome.image)
+            if key in self._reported_outcomes:
                 continue
-            self._reported_outcomes.add(outcome.pod_uid)
+            self._reported_outcomes.add(key)
             if outcome.succeeded:
                 self.metrics.pulls_succeeded.inc()
                 self.metrics.bytes_pulled.inc(outcome.size)

@@ -26,6 +26,8 @@ from imagesync.names import (
     CACHED_IMAGE_PLURAL,
     GROUP,
     LABEL_ENABLED,
+    LABEL_MANAGED_BY,
+    MANAGED_BY,
     MANAGED_POD_SELECTOR,
     VERSION,
 )
@@ -50,7 +52,7 @@ RBAC_CALLS: frozenset[tuple[str, str, str, str]] = frozenset(
         ("", "nodes", "list", "cluster"),
         ("", "nodes", "watch", "cluster"),
         ("", "nodes", "patch", "cluster"),  # remove the startup taint
-        ("", "pods", "list", "cluster"),  # running pods, once at start; our own pods
+        ("", "pods", "list", "cluster"),  # running pods once at start; starting pods; ours
         ("", "pods", "watch", "cluster"),
         ("", "namespaces", "list", "cluster"),  # namespaces that opted out
         (GROUP, CACHED_IMAGE_PLURAL, "list", "cluster"),
@@ -127,6 +129,19 @@ class Kube:
         def call(**kw: Any) -> Any:
             return self.core.list_namespaced_pod(
                 self.namespace, label_selector=MANAGED_POD_SELECTOR, **kw
+            )
+
+        return call
+
+    def starting_pod_source(self) -> Callable[..., Any]:
+        """Pods bound to a node but not running yet, cluster-wide: few at any moment, and
+        while one starts its own pulls go first on that node."""
+
+        def call(**kw: Any) -> Any:
+            return self.core.list_pod_for_all_namespaces(
+                field_selector="status.phase=Pending,spec.nodeName!=",
+                label_selector=f"{LABEL_MANAGED_BY}!={MANAGED_BY}",
+                **kw,
             )
 
         return call

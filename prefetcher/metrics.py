@@ -36,7 +36,10 @@ class Metrics:
         self.nodes = Gauge(f"{PREFIX}_nodes", "Nodes seen.", registry=r)
         self.images = Gauge(f"{PREFIX}_images", "CachedImages seen.", registry=r)
         self.pulls_started = Counter(
-            f"{PREFIX}_pulls_started", "Puller pods created.", ["urgent"], registry=r
+            f"{PREFIX}_pulls_started",
+            "Image pulls started (one puller pod pulls up to pullBatchSize images).",
+            ["urgent"],
+            registry=r,
         )
         self.pulls_succeeded = Counter(
             f"{PREFIX}_pulls_succeeded", "Pulls that left the image on the node.", registry=r

@@ -124,7 +124,7 @@ class ManagedPod:
     uid: str
     node: str
     role: Role
-    images: tuple[str, ...]  # puller: the image under test; keeper: the images it holds
+    images: tuple[str, ...]  # puller: the images it pulls, in order; keeper: those it holds
     phase: str = "Pending"
     reason: str = ""  # pod status.reason, e.g. DeadlineExceeded, Evicted
     message: str = ""
@@ -133,6 +133,15 @@ class ManagedPod:
     deleting: bool = False  # metadata.deletionTimestamp is set
     active_deadline: int | None = None  # spec.activeDeadlineSeconds
     attempt: int = 0  # puller: which attempt it is (annotation), 0 when unknown
+
+
+@dataclass(frozen=True, slots=True)
+class StartingPod:
+    """A workload pod bound to a node and still starting: its own pulls go first there."""
+
+    node: str
+    pod: str  # namespace/name
+    since: datetime | None = None  # when it was scheduled (or created)
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +174,7 @@ class Snapshot:
     images: tuple[WantedImage, ...] = ()
     pods: tuple[ManagedPod, ...] = ()
     pull_records: Mapping[PullKey, PullRecord] = field(default_factory=dict)
+    starting: tuple[StartingPod, ...] = ()
 
 
 # --------------------------------------------------------------------------------------
@@ -174,18 +184,18 @@ class Snapshot:
 
 @dataclass(frozen=True)
 class PullAction:
-    """Create this puller pod. Listed in the order they should be started."""
+    """Create this puller pod, which pulls `images` one after another (highest rank first).
+    Listed in the order they should be started."""
 
     node: str
-    image: str
-    cached_image: str  # CachedImage object name
+    images: tuple[str, ...]
     pod_name: str
     urgent: bool
     why: str  # "new node", "new image in use", "routine"
-    score: float
-    size: int  # estimated bytes on disk
+    score: float  # of the first image
+    size: int  # estimated bytes on disk, all images
     deadline_seconds: int
-    attempt: int  # 1 for a first try
+    attempt: int  # 1 for a first try (a retry pulls its image alone)
     pod: PodManifest
 
 
@@ -341,6 +351,9 @@ class Plan:
     images: tuple[ImageSummary, ...] = ()
     nodes: tuple[NodeSummary, ...] = ()
     summary: Summary | None = None
+    # The next moment the plan would differ with nothing else changing (a retry falls due, a
+    # puller runs past its deadline, a deferred keeper update or a hold-back expires).
+    wake_at: datetime | None = None
 
     @property
     def writes(self) -> int:

@@ -43,6 +43,7 @@ from prefetcher.model import (
     NodeInfo,
     ReportedStatus,
     Role,
+    StartingPod,
     Taint,
     WantedImage,
 )
@@ -276,18 +277,20 @@ def managed_pod(obj: Mapping[str, Any]) -> ManagedPod | None:
                 str(container.get("image", ""))
             )
 
-    if role == "puller":
-        images: tuple[str, ...] = (normalize_or_keep(str(annotations.get(ANNOTATION_IMAGE, ""))),)
-    else:
-        try:
-            listed = json.loads(str(annotations.get(ANNOTATION_IMAGES, "[]")))
-        except ValueError:
-            listed = []
-        if not isinstance(listed, list):
-            listed = []
-        images = tuple(sorted({normalize_or_keep(str(i)) for i in listed}))
-    if role == "puller" and not images[0]:
-        images = tuple(image for (init, _), image in spec_images.items() if not init)[:1]
+    try:
+        listed = json.loads(str(annotations.get(ANNOTATION_IMAGES, "[]")))
+    except ValueError:
+        listed = []
+    if not isinstance(listed, list):
+        listed = []
+    # Pullers keep their pull order; a puller of an earlier version names one image.
+    images = tuple(dict.fromkeys(normalize_or_keep(str(i)) for i in listed if i))
+    if role == "puller" and not images and annotations.get(ANNOTATION_IMAGE):
+        images = (normalize_or_keep(str(annotations[ANNOTATION_IMAGE])),)
+    if role == "puller" and not images:
+        images = tuple(image for (init, _), image in spec_images.items() if not init)
+    if role == "keeper":
+        images = tuple(sorted(images))
 
     observations = []
     for init, key in ((True, "initContainerStatuses"), (False, "containerStatuses")):
@@ -327,6 +330,42 @@ def managed_pod(obj: Mapping[str, Any]) -> ManagedPod | None:
         deleting=meta.get("deletionTimestamp") is not None,
         active_deadline=int(deadline) if isinstance(deadline, int) else None,
         attempt=int(attempt) if attempt.isdigit() else 0,
+    )
+
+
+# Waiting reasons of a container that is on its way to start (pulling included).
+STARTING_REASONS = frozenset({"", "ContainerCreating", "PodInitializing"})
+
+
+def starting_pod(obj: Mapping[str, Any]) -> StartingPod | None:
+    """A workload pod bound to a node and still starting, or None.
+
+    A Pending pod whose containers all wait to be created (the kubelet may be pulling their
+    images) counts; one stuck on an error (ErrImagePull, CrashLoopBackOff, a missing
+    ConfigMap, ...) does not, nor does one of ours: a broken pod must not hold back a node's
+    prefetching for ever.
+    """
+    meta, spec, status = (_mapping(obj.get(k)) for k in ("metadata", "spec", "status"))
+    node = str(spec.get("nodeName") or "")
+    if (
+        not node
+        or status.get("phase", "Pending") != "Pending"
+        or meta.get("deletionTimestamp") is not None
+        or _mapping(meta.get("labels")).get(LABEL_MANAGED_BY) == MANAGED_BY
+    ):
+        return None
+    for key in ("initContainerStatuses", "containerStatuses"):
+        for raw in _list(status.get(key)):
+            kind, detail = _container_state(_mapping(raw))
+            if kind == "waiting" and str(detail.get("reason") or "") not in STARTING_REASONS:
+                return None
+    since = parse_timestamp(meta.get("creationTimestamp"))
+    for condition in _list(status.get("conditions")):
+        condition = _mapping(condition)
+        if condition.get("type") == "PodScheduled" and condition.get("status") == "True":
+            since = parse_timestamp(condition.get("lastTransitionTime")) or since
+    return StartingPod(
+        node=node, pod=f"{meta.get('namespace', '')}/{meta.get('name', '')}", since=since
     )
 
 
@@ -380,37 +419,53 @@ def _failure(reason: str, message: str, finished_at: datetime | None) -> PullRes
     )
 
 
-def puller_result(pod: ManagedPod) -> PullResult | None:
-    """The outcome of a puller pod, or None while it is still working.
+def puller_results(pod: ManagedPod) -> dict[str, PullResult]:
+    """The outcome of each image of a puller that has one by now; the others are still
+    being pulled (or waiting their turn: the kubelet pulls a pod's images one by one).
 
-    Success: the pulled image's container ran (running or terminated, any exit code: the
-    container was created from the image, so the image is on the node) or the pod Succeeded.
-    Failure: a container waits with a pull error (reason + the kubelet's message), the pod
-    ran past its activeDeadlineSeconds, or the pod failed before the container started.
+    Success: the image's container ran (running or terminated, any exit code: it was created
+    from the image, so the image is on the node), or the pod Succeeded. Failure: the
+    container waits with a pull error (reason + the kubelet's message); or the pod ended
+    (ran past its activeDeadlineSeconds, failed, or its init container could not get the
+    tools image) before the image's container ran.
     """
-    main = [c for c in pod.containers if not c.init]
-    for container in main:
+    results: dict[str, PullResult] = {}
+    for container in pod.containers:
+        if container.init or container.image not in pod.images:
+            continue
         if container.state in ("running", "terminated"):
-            return PullResult(
-                succeeded=True,
-                finished_at=container.finished_at or container.started_at,
+            results[container.image] = PullResult(
+                succeeded=True, finished_at=container.finished_at or container.started_at
             )
+        elif container.state == "waiting" and container.reason in PULL_FAILURE_REASONS:
+            results[container.image] = _failure(container.reason, container.message, None)
+    if len(results) == len(pod.images):
+        return results
+    ended: PullResult | None = None
     if pod.phase == "Succeeded":
-        return PullResult(succeeded=True)
-    if pod.reason == DEADLINE_REASON:
+        ended = PullResult(succeeded=True)
+    elif pod.reason == DEADLINE_REASON:
         limit = f"{pod.active_deadline} s" if pod.active_deadline else "its deadline"
-        return _failure(
+        ended = _failure(
             DEADLINE_REASON, pod.message or f"the pull did not finish within {limit}", None
         )
-    for container in pod.containers:
-        if container.state == "waiting" and container.reason in PULL_FAILURE_REASONS:
-            message = container.message
-            if container.init:
-                message = f"tools image {container.image}: {message or container.reason}"
-            return _failure(container.reason, message, None)
-    if pod.phase == "Failed":
-        return _failure(pod.reason or "Failed", pod.message, None)
-    return None
+    else:
+        for container in pod.containers:
+            if (
+                container.init
+                and container.state == "waiting"
+                and container.reason in PULL_FAILURE_REASONS
+            ):
+                message = f"tools image {container.image}: {container.message or container.reason}"
+                ended = _failure(container.reason, message, None)
+                break
+        else:
+            if pod.phase == "Failed":
+                ended = _failure(pod.reason or "Failed", pod.message, None)
+    if ended is not None:
+        for image in pod.images:
+            results.setdefault(image, ended)
+    return results
 
 
 def keeper_running_images(pod: ManagedPod) -> frozenset[str]:
@@ -441,9 +496,8 @@ def present_images(pods: Iterable[ManagedPod]) -> dict[str, frozenset[str]]:
         if pod.role == "keeper":
             images = keeper_running_images(pod)
         else:
-            result = puller_result(pod)
-            images = (
-                frozenset(pod.images) if result is not None and result.succeeded else frozenset()
+            images = frozenset(
+                image for image, result in puller_results(pod).items() if result.succeeded
             )
         if images:
             present.setdefault(pod.node, set()).update(images)

@@ -7,26 +7,29 @@
 2. Target: for each node, the wanted images whose placement fits (`eligibility`), taken
    in rank order while they fit the node's disk budget (`budget`). Only nodes without a
    node problem (not Ready, cordoned, DiskPressure, not Linux) get pulls.
-3. Present: keepers' running containers + pullers that finished well (`observe`).
+3. Present: keepers' running containers + puller containers that ran (`observe`).
 4. Pulls: target - present - pulling - in backoff, ordered urgent first (a node that
    joined or turned Ready within `urgent_window`; an image first seen that recently and
-   in use), then by score, then node and image; each start must fit every cap (per node,
-   per registry, per image, cluster-wide), counting pullers already running. In quiet
-   hours only urgent pulls start. A failed (node, image) waits
+   in use), then by score, then node and image. A puller takes up to `pull_batch_size`
+   first-try images of one registry (a retry goes alone); each start must fit every cap
+   (per node, per registry, per image, cluster-wide), counting pullers already running.
+   In quiet hours only urgent pulls start; on a node where a workload pod is starting
+   none do. A failed (node, image) waits
    min(pull_backoff_base * 2**(attempts-1), pull_backoff_max) before the next try.
 5. Keepers: per node, the keeper for present & target (same set, same name). A changed
-   set creates the new keeper first; an old keeper is deleted only when every target
-   image it guards is running in the new one (make-before-break).
-6. Clean-up: failed pullers (after their failure is recorded), successful pullers once a
-   keeper runs their image (or when their image left the target), pods on nodes that no
-   longer exist, pullers of images no longer wanted, ended keepers.
+   set creates the new keeper first, once the node is done pulling (or KEEPER_BATCH_WAIT
+   after the first image it adds was pulled); an old keeper is deleted only when every
+   target image it guards is running in the new one (make-before-break).
+6. Clean-up: finished pullers once keepers run every image they pulled (or those left
+   the target), pods on nodes that no longer exist, pullers of images no longer wanted,
+   ended keepers.
 7. Startup taint: removed when the node's top `startup_taint_images` target images are
    present (or it has none).
 8. CachedImage status (score, nodesWanted, nodesPresent, lastError): only fields that
    changed, so a converged cluster sees no writes.
 
-The runtime calls it with a fresh Snapshot after watch events and on every sweep, carries
-out the Plan, and keeps `Plan.pull_records` for the next call. The same Snapshot always
+The runtime calls it with a fresh Snapshot after watch events, on every sweep and at
+`Plan.wake_at`, carries out the Plan, and keeps `Plan.pull_records` for the next call. The same Snapshot always
 gives the same Plan.
 """
 
@@ -66,6 +69,10 @@ from prefetcher.model import (
 )
 
 STUCK_GRACE = 300.0  # seconds past a puller's deadline before it counts as stuck
+# Longest a pulled image waits for the keeper while its node's puller pulls the rest.
+KEEPER_BATCH_WAIT = 300.0
+# A workload pod starting on a node holds back new pulls there for at most this long.
+HOLD_BACK_MAX = 1200.0
 LAST_ERROR_MAX = 512
 
 
@@ -271,7 +278,12 @@ class _Work:
         self.deletions: list[PodDeletion] = []
         self.deleted: set[str] = set()
         self.outcomes: list[PullOutcome] = []
-        self.in_flight: list[ManagedPod] = []
+        self.snapshot = snapshot
+        self.guarded: dict[str, set[str]] = {}  # node → images running keepers hold
+        self.puller_held: dict[str, set[str]] = {}  # node → images live pullers pulled
+        self.pulled_at: dict[PullKey, datetime] = {}
+        self.in_flight: dict[str, tuple[ManagedPod, tuple[str, ...]]] = {}  # uid → pending
+        self.wake_at: datetime | None = None
         self.pulls: list[PullAction] = []
         self.waiting: dict[PullKey, str] = {}
         self.keeper_actions: list[KeeperAction] = []
@@ -281,6 +293,11 @@ class _Work:
         self.counts: Counter[tuple[str, str]] = Counter()  # (image, state), wanted pairs
         self.node_counts: dict[str, Counter[str]] = {}
         self.quiet = in_quiet_hours(self.now, config.quiet_hours)
+
+    def wake(self, moment: datetime) -> None:
+        """Note a future moment at which this plan would change by itself."""
+        if moment > self.now and (self.wake_at is None or moment < self.wake_at):
+            self.wake_at = moment
 
     def is_present(self, node: str, image: str) -> bool:
         return image in self.present.get(node, ())
@@ -297,79 +314,87 @@ class _Work:
 
     # --- pullers: outcomes, backoff memory, clean-up ----------------------------------
 
-    def record_failure(self, pod: ManagedPod, reason: str, message: str, kind: str) -> None:
-        """Count a failed puller once (by uid) in its (node, image) backoff record."""
-        key = (pod.node, pod.images[0])
+    def record_failure(self, pod: ManagedPod, image: str, result: observe.PullResult) -> None:
+        """Count a failed pull once per puller (by uid) in its (node, image) backoff record."""
+        key = (pod.node, image)
         previous = self.records.get(key)
         if previous is not None and previous.pod_uid == pod.uid:
             return
         # The pod's own attempt number survives a restart of the prefetcher; the record not.
         attempts = max((previous.attempts if previous else 0) + 1, pod.attempt)
         self.records[key] = PullRecord(
-            pod.node, pod.images[0], attempts, self.now, reason, message, pod.uid
+            pod.node, image, attempts, self.now, result.reason, result.message, pod.uid
         )
         self.outcomes.append(
             PullOutcome(
                 pod.node,
-                pod.images[0],
+                image,
                 pod.name,
                 pod.uid,
                 False,
-                reason,
-                message,
+                result.reason,
+                result.message,
                 _seconds(pod, self.now),
-                self.size_of(pod.images[0]),
-                kind,
+                self.size_of(image),
+                result.kind,
             )
         )
 
+    def record_success(self, pod: ManagedPod, image: str, result: observe.PullResult) -> None:
+        self.records.pop((pod.node, image), None)
+        self.outcomes.append(
+            PullOutcome(
+                pod.node,
+                image,
+                pod.name,
+                pod.uid,
+                True,
+                seconds=_seconds(pod, result.finished_at),
+                size=self.size_of(image),
+            )
+        )
+        self.pulled_at[(pod.node, image)] = result.finished_at or pod.created or self.now
+
     def read_pullers(self) -> None:
-        """Outcomes of finished pullers, which pullers still fly, and which to delete."""
-        guarded: dict[str, set[str]] = {}
+        """Outcomes of pullers' images, which pullers still fly, and which to delete."""
         for keeper in self.keepers:
             if not keeper.deleting:
-                guarded.setdefault(keeper.node, set()).update(observe.keeper_running_images(keeper))
+                self.guarded.setdefault(keeper.node, set()).update(
+                    observe.keeper_running_images(keeper)
+                )
         for pod in self.pullers:
-            pulled = pod.images[0] if pod.images else ""
             if pod.node not in self.node_names:
                 self.delete(pod, "node no longer exists")
                 continue
-            result = observe.puller_result(pod)
-            if result is None and pod.deleting:
-                self.in_flight.append(pod)  # the kubelet may still be pulling: count it
-            elif result is None:
-                deadline = pod.active_deadline or pods.pull_deadline(
-                    self.size_of(pulled), self.config
-                )
-                age = (self.now - pod.created).total_seconds() if pod.created else 0.0
-                if age > deadline + STUCK_GRACE:
-                    message = f"puller still unfinished {int(age)} s after creation"
-                    self.record_failure(pod, observe.DEADLINE_REASON, message, "deadline")
-                    self.delete(pod, "stuck past its deadline")
-                elif pulled not in self.wanted_refs:
-                    self.delete(pod, "image no longer wanted")
+            results = observe.puller_results(pod)
+            for image, result in results.items():
+                if result.succeeded:
+                    self.record_success(pod, image, result)
                 else:
-                    self.in_flight.append(pod)
-            elif result.succeeded:
-                self.records.pop((pod.node, pulled), None)
-                self.outcomes.append(
-                    PullOutcome(
-                        pod.node,
-                        pulled,
-                        pod.name,
-                        pod.uid,
-                        True,
-                        seconds=_seconds(pod, result.finished_at),
-                        size=self.size_of(pulled),
-                    )
-                )
-                if pulled not in self.fitted[pod.node]:
-                    self.delete(pod, "image no longer wanted on this node")
-                elif self.config.keeper_enabled and pulled in guarded.get(pod.node, ()):
-                    self.delete(pod, "pulled; the keeper holds the image")
+                    self.record_failure(pod, image, result)
+            pending = tuple(i for i in pod.images if i not in results)
+            if pending:
+                self.read_unfinished(pod, pending)
+                self.hold(pod, results)
+                continue
+            # Finished: keep it while it is the only guard of an image it pulled.
+            failed = sorted({r.reason for r in results.values() if not r.succeeded})
+            unguarded = [
+                image
+                for image, result in results.items()
+                if result.succeeded
+                and image in self.fitted[pod.node]
+                and not (self.config.keeper_enabled and image in self.guarded.get(pod.node, ()))
+            ]
+            if not unguarded:
+                why = "pulled; the keeper holds the image" if not failed else "pull failed"
+                self.delete(pod, f"{why}: {', '.join(failed)}" if failed else why)
+            elif failed and not self.config.keeper_enabled:
+                # Its failed containers would retry for ever; its pulled images are checked
+                # again by a new puller (a no-op pull of a present image).
+                self.delete(pod, f"pull failed: {', '.join(failed)}")
             else:
-                self.record_failure(pod, result.reason, result.message, result.kind)
-                self.delete(pod, f"pull failed: {result.reason}")
+                self.hold(pod, results)
 
         for key in list(self.records):
             node, image = key
@@ -380,27 +405,63 @@ class _Work:
             ):
                 del self.records[key]
 
+    def hold(self, pod: ManagedPod, results: Mapping[str, observe.PullResult]) -> None:
+        """Note the images a puller that stays (for now) keeps from image GC."""
+        if pod.deleting or pod.uid in self.deleted:
+            return
+        held = self.puller_held.setdefault(pod.node, set())
+        held.update(image for image, result in results.items() if result.succeeded)
+
+    def read_unfinished(self, pod: ManagedPod, pending: tuple[str, ...]) -> None:
+        """A puller with images still to pull: flying, stuck past its deadline, or unwanted."""
+        if pod.deleting:
+            self.in_flight[pod.uid or pod.name] = (pod, pending)  # the kubelet may still be pulling
+            return
+        deadline = pod.active_deadline or pods.pull_deadline(
+            sum(self.size_of(i) for i in pod.images), self.config
+        )
+        stuck_at = (pod.created or self.now) + timedelta(seconds=deadline + STUCK_GRACE)
+        if self.now > stuck_at:
+            age = int((self.now - pod.created).total_seconds()) if pod.created else 0
+            stuck = observe.PullResult(
+                succeeded=False,
+                reason=observe.DEADLINE_REASON,
+                message=f"puller still unfinished {age} s after creation",
+                kind="deadline",
+            )
+            for image in pending:
+                self.record_failure(pod, image, stuck)
+            self.delete(pod, "stuck past its deadline")
+        elif not any(i in self.fitted.get(pod.node, ()) for i in pending):
+            self.delete(pod, "image no longer wanted on this node")
+        else:
+            self.in_flight[pod.uid or pod.name] = (pod, pending)
+            self.wake(stuck_at)
+
     # --- pulls ----------------------------------------------------------------------------
 
     def choose_pulls(self) -> None:
-        """Candidates in order (urgent, score, node, image), each start within every cap."""
+        """Candidates in order (urgent, score, node, image), batched per node, each puller
+        within every cap."""
         config = self.config
-        pulling = {(p.node, p.images[0]) for p in self.in_flight}
+        pulling = self.pulling_pairs()
         puller_names = {p.name for p in self.pullers}
+        starting = self.starting_pods()
         candidates: list[tuple[tuple[int, float, str, str], str]] = []
         for entry in self.node_plans.values():
             if entry.problem is not None:
                 continue
             name = entry.node.name
+            present = self.present.get(name, frozenset())
             for ref in entry.fitted:
+                if ref in present:
+                    continue
                 key = (name, ref)
-                if self.is_present(name, ref) or key in pulling:
+                if key in pulling:
                     continue
                 record = self.records.get(key)
                 if record is not None and self.now < retry_at(record, config):
-                    continue
-                if pods.puller_name(name, ref) in puller_names:
-                    self.waiting[key] = "waiting for the previous puller to be removed"
+                    self.wake(retry_at(record, config))
                     continue
                 image = self.by_image[ref]
                 if entry.urgent_recent:
@@ -412,15 +473,31 @@ class _Work:
                 if self.quiet and why == "routine":
                     self.waiting[key] = f"quiet hours {config.quiet_hours} UTC: only urgent pulls"
                     continue
+                if name in starting:
+                    self.waiting[key] = f"held back while pod {starting[name]} starts on the node"
+                    continue
                 candidates.append(((0 if why != "routine" else 1, -image.score, name, ref), why))
         candidates.sort()
+        by_node: dict[str, list[str]] = {}
+        for (_, _, name, ref), _why in candidates:
+            by_node.setdefault(name, []).append(ref)
 
-        flying = [(p.node, p.images[0]) for p in self.in_flight]
-        per_node = Counter(node for node, _ in flying)
-        per_image = Counter(image for _, image in flying)
-        per_registry = Counter(_registry(image)[0] for _, image in flying)
+        flying = list(self.in_flight.values())
+        per_node = Counter(pod.node for pod, _ in flying)
+        per_image = Counter(image for _, pending in flying for image in pending)
+        per_registry = Counter(
+            registry
+            for _, pending in flying
+            for registry in {
+                self.by_image[i].registry if i in self.by_image else _registry(i)[0]
+                for i in pending
+            }
+        )
         total = len(flying)
+        taken: set[PullKey] = set()
         for (_, _, name, ref), why in candidates:
+            if (name, ref) in taken:
+                continue
             image = self.by_image[ref]
             if (
                 total >= config.max_concurrent_pulls
@@ -430,21 +507,41 @@ class _Work:
             ):
                 self.waiting.setdefault((name, ref), "waiting for a pull slot")
                 continue
+            record = self.records.get((name, ref))
+            batch = [ref]
+            if record is None:
+                # A retry is pulled alone; first tries share a pod with the node's next
+                # candidates from the same registry that are first tries too.
+                for other in by_node[name]:
+                    if len(batch) >= config.pull_batch_size:
+                        break
+                    if (
+                        other != ref
+                        and (name, other) not in taken
+                        and (name, other) not in self.records
+                        and self.by_image[other].registry == image.registry
+                        and per_image[other] < config.max_pulls_per_image
+                    ):
+                        batch.append(other)
+            pod_name = pods.puller_name(name, batch)
+            if pod_name in puller_names:
+                for ref_ in batch:
+                    self.waiting[(name, ref_)] = "waiting for the previous puller to be removed"
+                continue
+            taken.update((name, r) for r in batch)
             total += 1
             per_node[name] += 1
-            per_image[ref] += 1
+            per_image.update(batch)
             per_registry[image.registry] += 1
             node = self.node_plans[name].node
-            size = _size_on(image, node)
+            size = sum(_size_on(self.by_image[r], node) for r in batch)
             deadline = pods.pull_deadline(size, config)
-            record = self.records.get((name, ref))
             attempt = (record.attempts if record else 0) + 1
             self.pulls.append(
                 PullAction(
                     node=name,
-                    image=ref,
-                    cached_image=image.primary.name,
-                    pod_name=pods.puller_name(name, ref),
+                    images=tuple(batch),
+                    pod_name=pod_name,
                     urgent=why != "routine",
                     why=why,
                     score=image.score,
@@ -452,10 +549,25 @@ class _Work:
                     deadline_seconds=deadline,
                     attempt=attempt,
                     pod=pods.build_puller(
-                        node, ref, image.primary, config, deadline_seconds=deadline, attempt=attempt
+                        node, batch, config, deadline_seconds=deadline, attempt=attempt
                     ),
                 )
             )
+
+    def pulling_pairs(self) -> set[PullKey]:
+        return {(pod.node, image) for pod, pending in self.in_flight.values() for image in pending}
+
+    def starting_pods(self) -> dict[str, str]:
+        """Node → a workload pod starting there (its pulls go first), while not stale."""
+        out: dict[str, str] = {}
+        for pod in sorted(self.snapshot.starting, key=lambda p: p.pod):
+            if pod.since is not None:
+                until = pod.since + timedelta(seconds=HOLD_BACK_MAX)
+                if self.now >= until:
+                    continue
+                self.wake(until)
+            out.setdefault(pod.node, pod.pod)
+        return out
 
     # --- keepers ------------------------------------------------------------------------
 
@@ -490,6 +602,8 @@ class _Work:
             guarded: frozenset[str] = frozenset()
             if current is not None:
                 guarded = observe.keeper_running_images(current)
+            elif self.defer_keeper(node.name, desired, active):
+                continue
             elif name not in names:  # (a namesake still terminating: wait for it)
                 self.keeper_actions.append(
                     KeeperAction(
@@ -505,6 +619,32 @@ class _Work:
                     observe.keeper_running_images(keeper) & set(desired) <= guarded
                 ):
                     self.delete(keeper, f"replaced by {name}")
+
+    def defer_keeper(self, node: str, desired: list[str], active: list[ManagedPod]) -> bool:
+        """Wait with a new keeper while the node is still pulling (a puller runs or starts
+        now), so a node's pulls cost one keeper replacement every KEEPER_BATCH_WAIT, not one
+        per image or per puller. Safe: every image the running keepers do not hold yet is
+        held by its finished puller's container (pullers stay until a keeper holds their
+        images), and no image waits longer than KEEPER_BATCH_WAIT."""
+        if not any(pod.node == node for pod, _ in self.in_flight.values()) and not any(
+            pull.node == node for pull in self.pulls
+        ):
+            return False
+        held: set[str] = set()
+        for keeper in active:
+            held |= observe.keeper_running_images(keeper)
+        added = set(desired) - held
+        if not added <= self.puller_held.get(node, set()):
+            return False
+        due = [
+            self.pulled_at.get((node, image), self.now) + timedelta(seconds=KEEPER_BATCH_WAIT)
+            for image in added
+        ]
+        if due and min(due) <= self.now:
+            return False
+        if due:
+            self.wake(min(due))
+        return True
 
     # --- startup taint ------------------------------------------------------------------
 
@@ -538,7 +678,7 @@ class _Work:
             size = _size_on(image, entry.node)
             self.left_out.append(BudgetExclusion(name, ref, size, image.score, why))
             return CellState(name, ref, "ineligible", why)
-        if self.is_present(name, ref):
+        if ref in self.present.get(name, ()):
             return CellState(name, ref, "present", wanted=True)
         if key in pulling:
             return CellState(name, ref, "pulling", message="puller running", wanted=True)
@@ -560,19 +700,41 @@ class _Work:
         return CellState(name, ref, "missing", message=self.waiting.get(key, ""), wanted=True)
 
     def fill_cells(self) -> None:
-        pulling = {(p.node, p.images[0]) for p in self.in_flight}
-        started = {(p.node, p.image) for p in self.pulls}
+        """Every (node, wanted image) cell. The hot path of a large cluster: most cells are
+        present or ineligible, so those are built inline."""
+        pulling = self.pulling_pairs()
+        started = {(p.node, image) for p in self.pulls for image in p.images}
+        cells, counts = self.cells, self.counts
         for entry in self.node_plans.values():
+            name = entry.node.name
             tally: Counter[str] = Counter()
+            if entry.problem is not None:
+                cells.extend(
+                    CellState(name, image.image, "ineligible", entry.problem)
+                    for image in self.wanted
+                )
+                tally["ineligible"] = len(self.wanted)
+                self.node_counts[name] = tally
+                continue
+            present = self.present.get(name, frozenset())
+            not_placed, left_out = entry.not_placed, entry.left_out
             for image in self.wanted:
-                cell = self.cell(entry, image, pulling, started)
-                self.cells.append(cell)
+                ref = image.image
+                if ref in not_placed:
+                    cells.append(CellState(name, ref, "ineligible", not_placed[ref]))
+                    tally["ineligible"] += 1
+                    continue
+                if ref in present and ref not in left_out:
+                    cell = CellState(name, ref, "present", wanted=True)
+                else:
+                    cell = self.cell(entry, image, pulling, started)
+                cells.append(cell)
                 if cell.wanted:
-                    self.counts[(image.image, cell.state)] += 1
+                    counts[(ref, cell.state)] += 1
                     tally[cell.state] += 1
                 else:
                     tally["ineligible"] += 1
-            self.node_counts[entry.node.name] = tally
+            self.node_counts[name] = tally
 
     # --- CachedImage status and summaries -----------------------------------------------
 
@@ -681,6 +843,7 @@ class _Work:
             images=tuple(image_summaries),
             nodes=tuple(self.node_summaries()),
             summary=summary,
+            wake_at=self.wake_at,
         )
 
 

@@ -1,11 +1,15 @@
 """The two pods the prefetcher creates, built deterministically from (node, image set).
 
-Puller (`isync-pull-<hash(node, image)>`): makes the kubelet pull one image on one node
-with its own credentials. `nodeName` skips the scheduler; an init container copies a tiny
-static sleeper from the tools image into an emptyDir, and the main container runs the
-image under test with that sleeper as its command (`--exit`), so images with no shell and
-no `true` (distroless, scratch) work. `imagePullPolicy: IfNotPresent` makes a present
-image a no-op. `activeDeadlineSeconds` grows with the image size.
+Puller (`isync-pull-<hash(node, images)>`): makes the kubelet pull up to `pullBatchSize`
+images on one node with its own credentials. `nodeName` skips the scheduler; an init
+container copies a tiny static sleeper from the tools image into an emptyDir, and one
+container per image runs that image with the sleeper as its command (`--exit`), so images
+with no shell and no `true` (distroless, scratch) work. The kubelet starts a pod's
+containers one after another, each waiting for its image, so a puller still pulls one
+image at a time, and a workload pod's pull on the node waits for at most the one in
+flight. One pod for several images saves the API server most of the pod writes a
+thousand-node fleet would otherwise make. `imagePullPolicy: IfNotPresent` makes a present
+image a no-op. `activeDeadlineSeconds` grows with the images' size.
 
 Keeper (`isync-keep-<hash(node, sorted images)>`): one long-lived pod per node with one
 container per cached image, each running the sleeper, so the kubelet's image GC never
@@ -17,8 +21,7 @@ PriorityClass, so under real disk or memory pressure it is the first pod to go.
 Both: restricted security (non-root 65534, no privilege escalation, all capabilities
 dropped, read-only root filesystem, RuntimeDefault seccomp, no service account token),
 tolerate every taint, tiny requests, ownerReference to the Node (garbage-collected with
-it); the puller also to its CachedImage. Names from a hash make creation idempotent: a
-409 on create means it is already there.
+it). Names from a hash make creation idempotent: a 409 on create means it is already there.
 """
 
 from __future__ import annotations
@@ -26,17 +29,14 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
 from imagesync.config import Config
 from imagesync.names import (
     ANNOTATION_ATTEMPT,
-    ANNOTATION_IMAGE,
     ANNOTATION_IMAGES,
     ANNOTATION_NODE,
-    API_VERSION,
-    CACHED_IMAGE_KIND,
     COMPONENT_KEEPER,
     COMPONENT_PULLER,
     KEEPER_NAME_PREFIX,
@@ -49,7 +49,7 @@ from imagesync.names import (
     SLEEPER_DIR,
     SLEEPER_PATH,
 )
-from prefetcher.model import NodeInfo, PodManifest, WantedImage
+from prefetcher.model import NodeInfo, PodManifest
 
 RUN_AS: Final = 65534
 VOLUME: Final = "image-sync-bin"
@@ -70,9 +70,9 @@ def _hash(*parts: str) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:12]
 
 
-def puller_name(node: str, image: str) -> str:
-    """`isync-pull-<12 hex>` from (node, image)."""
-    return f"{PULLER_NAME_PREFIX}{_hash(node, image)}"
+def puller_name(node: str, images: Iterable[str]) -> str:
+    """`isync-pull-<12 hex>` from (node, sorted image set)."""
+    return f"{PULLER_NAME_PREFIX}{_hash(node, *sorted(set(images)))}"
 
 
 def keeper_name(node: str, images: Iterable[str]) -> str:
@@ -85,6 +85,11 @@ def keeper_container_name(image: str) -> str:
     return f"keep-{_hash(image)}"
 
 
+def puller_container_name(image: str) -> str:
+    """A stable container name for an image inside a puller."""
+    return f"pull-{_hash(image)}"
+
+
 def node_label_value(node: str) -> str:
     """The node name if it is a valid label value, else `h-<hash>` (names may exceed 63)."""
     if len(node) <= 63 and _LABEL_VALUE.match(node):
@@ -93,7 +98,7 @@ def node_label_value(node: str) -> str:
 
 
 def pull_deadline(size: int, config: Config) -> int:
-    """activeDeadlineSeconds: a base plus the time the image takes at the slowest bandwidth."""
+    """activeDeadlineSeconds: a base plus the time `size` bytes take at the slowest bandwidth."""
     return int(config.pull_deadline_base + size / config.pull_deadline_min_bandwidth)
 
 
@@ -156,34 +161,25 @@ def _labels(node: str, component: str) -> dict[str, str]:
 
 def build_puller(
     node: NodeInfo,
-    image: str,
-    cached_image: WantedImage | None,
+    images: Sequence[str],
     config: Config,
     *,
     deadline_seconds: int,
     attempt: int = 1,
 ) -> PodManifest:
-    """The puller pod for (node, image)."""
-    owners = _owner_node(node)
-    if cached_image is not None and cached_image.uid:
-        owners.append(
-            {
-                "apiVersion": API_VERSION,
-                "kind": CACHED_IMAGE_KIND,
-                "name": cached_image.name,
-                "uid": cached_image.uid,
-            }
-        )
+    """The puller pod that pulls `images` (in this order) on `node`."""
+    ordered = list(dict.fromkeys(images))
     metadata: dict[str, Any] = {
-        "name": puller_name(node.name, image),
+        "name": puller_name(node.name, ordered),
         "namespace": config.namespace,
         "labels": _labels(node.name, COMPONENT_PULLER),
         "annotations": {
             ANNOTATION_NODE: node.name,
-            ANNOTATION_IMAGE: image,
+            ANNOTATION_IMAGES: json.dumps(ordered, separators=(",", ":")),
             ANNOTATION_ATTEMPT: str(attempt),
         },
     }
+    owners = _owner_node(node)
     if owners:
         metadata["ownerReferences"] = owners
     spec = _pod_spec(node, config)
@@ -193,7 +189,7 @@ def build_puller(
         spec["imagePullSecrets"] = [{"name": name} for name in config.image_pull_secrets]
     spec["containers"] = [
         {
-            "name": "pull",
+            "name": puller_container_name(image),
             "image": image,
             "imagePullPolicy": "IfNotPresent",
             "command": [SLEEPER_COPY, "--exit"],
@@ -201,6 +197,7 @@ def build_puller(
             "securityContext": _security(),
             "volumeMounts": [{"name": VOLUME, "mountPath": SLEEPER_DIR, "readOnly": True}],
         }
+        for image in ordered
     ]
     return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}
 

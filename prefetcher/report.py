@@ -126,7 +126,7 @@ def build_report(plan: Plan, sweep: SweepInfo | None = None) -> dict[str, Any]:
         "pullsStarted": [
             {
                 "node": p.node,
-                "image": p.image,
+                "images": list(p.images),
                 "pod": p.pod_name,
                 "why": p.why,
                 "urgent": p.urgent,

@@ -53,6 +53,14 @@ class SimClock:
         """How many wall seconds `seconds` of simulated time take."""
         return seconds / self._speed
 
+    def set_speed(self, speed: float) -> None:
+        """Run at `speed` from now on; time stays continuous. A benchmark fills a cluster
+        fast, then measures what wall-clock latencies matter to (a joining node) at 1x."""
+        if speed <= 0:
+            raise ValueError(f"speed must be positive, got {speed}")
+        self._start, self._origin = self.now(), time.monotonic()
+        self._speed = float(speed)
+
 
 class ManualClock:
     """A clock that only moves when told to: for pure tests of time-dependent logic."""

@@ -111,7 +111,9 @@ class SimCluster:
         return self._ops
 
     def start(self, *, wait_ready: bool = True, timeout: float = 60.0) -> None:
-        self._apiserver = ApiServer(self.host, self.port)
+        # One clock for the whole cluster: the API server stamps metadata (creation,
+        # deletion) in the same simulated time as the kubelets stamp container times.
+        self._apiserver = ApiServer(self.host, self.port, clock=self.clock.now)
         self._apiserver.start()
         self._apiserver.write_kubeconfig(str(self.kubeconfig))
         self._api = self.api_client()

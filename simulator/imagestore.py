@@ -79,6 +79,7 @@ class ImageStore:
         self.system_bytes = system_bytes
         self.policy = policy or GCPolicy()
         self.images: dict[str, StoredImage] = {}
+        self._image_bytes = 0  # the sum of the sizes of `images`, kept as they come and go
         self._by_name: dict[str, str] = {}
         self.reports: list[GCReport] = []
         self.last_gc: float | None = None
@@ -86,7 +87,7 @@ class ImageStore:
     # -- what is there -----------------------------------------------------------------
     @property
     def used(self) -> int:
-        return self.system_bytes + sum(image.size for image in self.images.values())
+        return self.system_bytes + self._image_bytes
 
     @property
     def available(self) -> int:
@@ -128,6 +129,7 @@ class ImageStore:
                 last_used=now,
             )
             self.images[image_id] = stored
+            self._image_bytes += stored.size
             self._by_name[image_id] = image_id
         # A tag moves to the newest image that carries it.
         for name in (resolved.reference, resolved.image.reference):
@@ -141,6 +143,7 @@ class ImageStore:
     def remove(self, image_id: str) -> StoredImage | None:
         stored = self.images.pop(image_id, None)
         if stored is not None:
+            self._image_bytes -= stored.size
             for name in stored.names:
                 if self._by_name.get(name) == image_id:
                     del self._by_name[name]

@@ -72,12 +72,17 @@ class KubeletSet:
             "lease_writes": 0,
             "events": 0,
             "write_errors": 0,
+            "delete_retries": 0,
         }
         self._pod_versions: dict[str, str] = {}
         self._last_status: dict[str, float] = {}
         self._last_lease: dict[str, float] = {}
         self._not_ready: set[str] = set()
         self._lease_ns_ready = False
+        # Final deletes that failed (429, 5xx, a dropped connection): tried again on the next
+        # pass while the pod is still there, as the kubelet's status manager does.
+        self._failed_deletes: dict[str, tuple[str, str, str]] = {}
+        self._failed_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kubelet-write")
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -158,10 +163,12 @@ class KubeletSet:
                     self._drop_node(name, futures)
 
             by_node: dict[str, list[JSON]] = {}
-            for pod in self.informers.pods.snapshot():
+            pods = self.informers.pods.snapshot()
+            for pod in pods:
                 node_name = (pod.get("spec") or {}).get("nodeName")
                 if node_name in self.runtimes:
                     by_node.setdefault(node_name, []).append(pod)
+            futures.extend(self._retry_deletes(pods))
 
             # Space heartbeats out in wall time too, so an accelerated large cluster
             # does not spend the API server on leases (about 50 lease writes per second).
@@ -182,7 +189,7 @@ class KubeletSet:
                     runtime.node_dirty = True
                 runtime.labels = dict((node.get("metadata") or {}).get("labels") or runtime.labels)
                 runtime.taints = tuple((node.get("spec") or {}).get("taints") or ())
-                self._sync_pods(runtime, by_node.get(name, []))
+                self._sync_pods(runtime, by_node.get(name, []), now)
                 runtime.advance(now)
                 futures.extend(self._flush(runtime))
                 if runtime.node_dirty or now - self._last_status.get(name, -1e18) >= report_every:
@@ -203,7 +210,7 @@ class KubeletSet:
                 self.counters["write_errors"] += 1
                 log.debug("kubelet write failed: %s", exc)
 
-    def _sync_pods(self, runtime: NodeRuntime, pods: list[JSON]) -> None:
+    def _sync_pods(self, runtime: NodeRuntime, pods: list[JSON], now: float) -> None:
         seen: set[str] = set()
         for pod in pods:
             meta = pod["metadata"]
@@ -213,7 +220,7 @@ class KubeletSet:
             if self._pod_versions.get(uid) == version and uid in runtime.pods:
                 continue
             self._pod_versions[uid] = version
-            runtime.sync_pod(pod)
+            runtime.sync_pod(pod, now)
         for uid in runtime.known_uids() - seen:
             runtime.forget_pod(uid)
             self._pod_versions.pop(uid, None)
@@ -234,6 +241,21 @@ class KubeletSet:
         events = runtime.take_events()
         if self.events_enabled and events:
             futures.append(self._submit(self._write_events, runtime.config.name, events))
+        return futures
+
+    def _retry_deletes(self, pods: list[JSON]) -> list[Future[None]]:
+        """Delete again the pods whose final delete failed, if they are still there."""
+        with self._failed_lock:
+            failed, self._failed_deletes = self._failed_deletes, {}
+        if not failed:
+            return []
+        present = {str(p["metadata"].get("uid") or "") for p in pods}
+        futures = []
+        for namespace, name, uid in failed.values():
+            if uid and uid not in present:
+                continue  # deleted after all (the answer was lost), or by someone else
+            self.counters["delete_retries"] += 1
+            futures.append(self._submit(self._delete_pod, namespace, name, uid))
         return futures
 
     def _submit(self, func: Callable[..., None], *args: Any) -> Future[None]:
@@ -273,8 +295,19 @@ class KubeletSet:
                 self.core.delete_namespaced_pod, name, namespace, grace_period_seconds=0, body=body
             )
         except ApiException as exc:
-            if exc.status not in (404, 409):
-                raise
+            if exc.status == 404:
+                return  # already gone
+            # Anything else (429, 5xx, a 409 Conflict) is tried again while a pod with that
+            # uid is there: not after a failed uid precondition (the name is another pod's).
+            self._delete_failed(namespace, name, uid)
+            raise
+        except Exception:
+            self._delete_failed(namespace, name, uid)  # e.g. the connection dropped
+            raise
+
+    def _delete_failed(self, namespace: str, name: str, uid: str) -> None:
+        with self._failed_lock:
+            self._failed_deletes[uid or f"{namespace}/{name}"] = (namespace, name, uid)
 
     def _write_events(self, node: str, events: list[Event]) -> None:
         for event in events:

@@ -45,6 +45,10 @@ BACKOFF_INITIAL = 10.0
 BACKOFF_MAX = 300.0
 NEVER_PULL_RECHECK = 10.0
 DISK_PRESSURE_CHECK = 10.0
+# client-go's event recorder lets a source send 25 events about one object, then one more every
+# 5 minutes (EventSourceObjectSpamFilter): a pod of many containers does not flood the server.
+EVENT_BURST = 25
+EVENT_REFILL_SECONDS = 300.0
 KUBELET_VERSION = "v1.32.3"
 RUNTIME_VERSION = "containerd://1.7.22"
 
@@ -89,7 +93,8 @@ class Container:
     start_at: float | None = None  # image ready; running from this time
     restart_at: float | None = None
     crash_backoff: float = 0.0
-    pull_wanted_at: float | None = None
+    pull_wanted_at: float | None = None  # first asked for the image (kept across failed pulls)
+    pull_requested_at: float | None = None  # this pull asked for (its "including waiting")
     pull_pending: bool = False
     backoff: float = 0.0
     backoff_until: float = 0.0
@@ -212,8 +217,14 @@ class Pod:
     dirty: bool = True
     image_wait_done: float | None = None
     image_wait_reported: bool = False
+    # Regular containers' images come one after another: their wait is the span from the
+    # first pull asked for to the last image ready.
+    regular_wait_from: float | None = None
+    regular_wait_until: float | None = None
     stepped: bool = False
     steady: bool = False
+    event_tokens: float = EVENT_BURST
+    event_tokens_at: float = 0.0
     transitions: dict[str, tuple[str, float]] = field(default_factory=dict)
 
     @property
@@ -303,8 +314,13 @@ class NodeRuntime:
         self.store.add(resolved, self.now - self.config.gc.min_age)
 
     # -- pods in ---------------------------------------------------------------------
-    def sync_pod(self, pod: Mapping[str, Any]) -> None:
-        """Take in a Pod object bound to this node (new, updated, or being deleted)."""
+    def sync_pod(self, pod: Mapping[str, Any], now: float | None = None) -> None:
+        """Take in a Pod object bound to this node (new, updated, or being deleted).
+
+        `now`: when the kubelet sees it (default: the time of the last `advance`). A pod seen
+        after the last `advance` starts then, not earlier: its pulls are asked for from `now`.
+        """
+        at = self.now if now is None else max(self.now, now)
         meta = pod.get("metadata") or {}
         uid = str(meta.get("uid") or f"{meta.get('namespace')}/{meta.get('name')}")
         known = self.pods.get(uid)
@@ -313,7 +329,7 @@ class NodeRuntime:
                 "deletionTimestamp"
             ) is None:
                 return  # finished before this kubelet started: nothing to run
-            known = self._admit(uid, pod)
+            known = self._admit(uid, pod, at)
             self.pods[uid] = known
             rejection = self._admission_failure(pod, known)
             if rejection is not None:
@@ -321,10 +337,12 @@ class NodeRuntime:
                 known.rejected = True
                 known.reason, message = rejection
                 known.message = f"Pod was rejected: {message}"
-                self._event(known, known.reason, known.message, self.now, "Warning")
+                self._event(known, known.reason, known.message, at, "Warning")
         if meta.get("deletionTimestamp") and not known.deleting:
+            if at > self.now:
+                self._step_pod(known, at)  # what its containers did until the kubelet saw it
             known.deleting = True
-            self._kill(known, "deleted")
+            self._kill(known, "deleted", at)
 
     def node_object(self) -> JSON:
         """The node as the scheduling predicates see it (labels and taints)."""
@@ -378,7 +396,7 @@ class NodeRuntime:
     def known_uids(self) -> set[str]:
         return set(self.pods)
 
-    def _admit(self, uid: str, pod: Mapping[str, Any]) -> Pod:
+    def _admit(self, uid: str, pod: Mapping[str, Any], at: float) -> Pod:
         meta = pod.get("metadata") or {}
         spec = pod.get("spec") or {}
         ann = meta.get("annotations") or {}
@@ -416,7 +434,7 @@ class NodeRuntime:
             restart_policy=restart,
             init_containers=[build(c, True) for c in spec.get("initContainers") or []],
             containers=[build(c, False) for c in spec.get("containers") or []],
-            seen_at=self.now,
+            seen_at=at,
             ip=pod_ip(self.config.name, self._ip_index),
             qos=str(status.get("qosClass") or _qos_class(spec)),
             deadline=float(deadline) if deadline is not None else None,
@@ -433,7 +451,7 @@ class NodeRuntime:
         if now < self.now:
             now = self.now
         for pod in list(self.pods.values()):
-            if not pod.stepped:
+            if not pod.stepped and pod.seen_at <= self.now:
                 self._step_pod(pod, self.now)
         self._run_pulls(now)
         self.now = now
@@ -445,8 +463,11 @@ class NodeRuntime:
     def _request_pull(self, pod: Pod, container: Container, now: float) -> None:
         assert container.reference is not None
         container.pull_pending = True
+        container.pull_requested_at = now
         if container.pull_wanted_at is None:
             container.pull_wanted_at = now
+        if not container.init and pod.regular_wait_from is None:
+            pod.regular_wait_from = now
         for job in self.queue + self.active:
             if (
                 job.reference == container.reference
@@ -585,9 +606,8 @@ class NodeRuntime:
             if pod is None:
                 continue
             container = self._container(pod, name)
-            waited = now - (
-                container.pull_wanted_at if container.pull_wanted_at is not None else now
-            )
+            asked = container.pull_requested_at
+            waited = now - (asked if asked is not None else started)
             self._event(
                 pod,
                 "Pulled",
@@ -596,6 +616,15 @@ class NodeRuntime:
                 now,
             )
             self._image_ready(pod, container, stored.image_id, now)
+        self._resume(job, now)
+
+    def _resume(self, job: PullJob, now: float) -> None:
+        """The waiters' EnsureImageExists returned: their pods' syncs go on at once (the next
+        container's pull is asked for now, not at the next tick)."""
+        for uid in dict.fromkeys(uid for uid, _ in job.waiters):
+            pod = self.pods.get(uid)
+            if pod is not None:
+                self._step_pod(pod, now)
 
     def _fail_pull(self, job: PullJob, error: PullError, now: float, queued: bool = True) -> None:
         if job in self.active:
@@ -628,6 +657,7 @@ class NodeRuntime:
                 "Warning",
             )
             self._event(pod, "Failed", "Error: ErrImagePull", now, "Warning")
+        self._resume(job, now)
 
     def _image_ready(self, pod: Pod, container: Container, image_id: str, now: float) -> None:
         container.pull_pending = False
@@ -637,7 +667,11 @@ class NodeRuntime:
         container.last_error = ""
         if container.pull_wanted_at is not None:
             container.image_wait += now - container.pull_wanted_at
+            if not container.init:
+                until = pod.regular_wait_until
+                pod.regular_wait_until = now if until is None else max(until, now)
         container.pull_wanted_at = None
+        container.pull_requested_at = None
         container.start_at = now + CONTAINER_START_SECONDS
         pod.dirty = True
 
@@ -656,6 +690,11 @@ class NodeRuntime:
         """EnsureImageExists: decide, per pull policy, whether the container can be created."""
         if container.image_ready or container.pull_pending:
             return
+        if (
+            container.reason == "ErrImageNeverPull"
+            and now - container.never_checked_at < NEVER_PULL_RECHECK
+        ):
+            return  # the pod's sync failed; the kubelet looks again after its back-off
         if container.reference is None:
             message = (
                 f'Failed to apply default image tag "{container.image}": couldn\'t parse image name '
@@ -742,8 +781,14 @@ class NodeRuntime:
         container.reason = "Completed" if exit_code == 0 else "Error"
         pod.dirty = True
 
-    def _step_container_run(self, pod: Pod, container: Container, now: float) -> None:
-        """Created → running → exited, including restarts by restartPolicy."""
+    def _step_container_run(
+        self, pod: Pod, container: Container, now: float, blocked: bool = False
+    ) -> None:
+        """Created → running → exited, including restarts by restartPolicy.
+
+        `blocked`: the pod's sync is waiting for an image pull, so a container due to
+        restart is not restarted yet.
+        """
         if container.state == "waiting" and container.image_ready and container.restart_at is None:
             start = container.start_at if container.start_at is not None else now
             if start <= now:
@@ -777,7 +822,8 @@ class NodeRuntime:
             )
             pod.dirty = True
         if (
-            container.state == "waiting"
+            not blocked
+            and container.state == "waiting"
             and container.restart_at is not None
             and container.restart_at <= now
         ):
@@ -792,7 +838,7 @@ class NodeRuntime:
         if pod.deleted or pod.terminal or pod.deleting or pod.steady:
             return
         if pod.deadline is not None and now - pod.seen_at >= pod.deadline:
-            self._kill(pod, "deadline")
+            self._kill(pod, "deadline", now)
             pod.phase = "Failed"
             pod.reason = "DeadlineExceeded"
             pod.message = "Pod was active on the node longer than the specified deadline"
@@ -814,16 +860,25 @@ class NodeRuntime:
             if not (container.state == "terminated" and container.exit_code_seen == 0):
                 self._refresh_phase(pod, now)
                 return
+        # The kubelet's SyncPod starts the containers one after another, and each start
+        # waits in EnsureImageExists until its image is pulled or the pull failed: at most
+        # one pull of the pod is queued or in flight, and nothing else of the pod starts
+        # meanwhile. A failed pull does not stop the loop (its back-off is for later syncs).
+        blocked = any(c.pull_pending for c in pod.containers)
         for container in pod.containers:
-            if container.state == "waiting" and container.restart_at is None:
+            if not blocked and container.state == "waiting" and container.restart_at is None:
                 self._ensure_image(pod, container, now)
-            self._step_container_run(pod, container, now)
+                blocked = container.pull_pending
+            self._step_container_run(pod, container, now, blocked)
         if pod.image_wait_done is None and all(
             c.image_ready or c.state != "waiting" for c in pod.all_containers()
         ):
-            pod.image_wait_done = sum(c.image_wait for c in pod.init_containers) + max(
-                (c.image_wait for c in pod.containers), default=0.0
+            regular = (
+                pod.regular_wait_until - pod.regular_wait_from
+                if pod.regular_wait_from is not None and pod.regular_wait_until is not None
+                else 0.0
             )
+            pod.image_wait_done = sum(c.image_wait for c in pod.init_containers) + regular
         self._refresh_phase(pod, now)
         # Nothing changes for a pod whose containers all run until deleted: skip it from now on.
         pod.steady = (
@@ -832,13 +887,13 @@ class NodeRuntime:
             and all(c.state == "running" and c.run_seconds is None for c in pod.containers)
         )
 
-    def _kill(self, pod: Pod, why: str) -> None:
+    def _kill(self, pod: Pod, why: str, at: float) -> None:
         for job in self.queue + self.active:
             job.waiters = [w for w in job.waiters if w[0] != pod.uid]
         for container in pod.all_containers():
             if container.state == "running":
-                self._event(pod, "Killing", f"Stopping container {container.name}", self.now)
-                self._terminate(pod, container, self.now, 137)
+                self._event(pod, "Killing", f"Stopping container {container.name}", at)
+                self._terminate(pod, container, at, 137)
             elif container.state == "waiting":
                 container.restart_at = None
         if why == "deleted":
@@ -952,6 +1007,14 @@ class NodeRuntime:
 
     # -- output ------------------------------------------------------------------------
     def _event(self, pod: Pod, reason: str, message: str, at: float, type_: str = "Normal") -> None:
+        """Record an event about the pod, unless the recorder's spam filter drops it."""
+        elapsed = max(0.0, at - pod.event_tokens_at)
+        pod.event_tokens_at = max(at, pod.event_tokens_at)
+        tokens = min(EVENT_BURST, pod.event_tokens + elapsed / EVENT_REFILL_SECONDS)
+        if tokens < 1.0:
+            pod.event_tokens = tokens
+            return
+        pod.event_tokens = tokens - 1.0
         self.events.append(
             Event(pod.namespace, pod.name, pod.uid, "Pod", reason, message, type_, at)
         )

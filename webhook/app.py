@@ -13,11 +13,11 @@ says whether learning is on and whether its last write reached the API server.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from typing import Any
 
+import orjson
 from flask import Flask, Response, request
 
 from imagesync.config import Config
@@ -25,7 +25,13 @@ from webhook import metrics as metrics_module
 from webhook.learning import sighting_for
 from webhook.mutation import ImageMatcher, decide
 from webhook.recorder import Recorder
-from webhook.review import AdmissionRequest, ReviewError, build_response, parse_review
+from webhook.review import (
+    AdmissionRequest,
+    AdmissionReviewResponse,
+    ReviewError,
+    build_response,
+    parse_review,
+)
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +41,7 @@ INTERNAL_ERROR_WARNING = "image-sync webhook: internal error; the pod was admitt
 
 
 def _json(body: Any, status: int = 200) -> Response:
-    return Response(
-        json.dumps(body, separators=(",", ":")), status=status, mimetype="application/json"
-    )
+    return Response(orjson.dumps(body), status=status, mimetype="application/json")
 
 
 class Webhook:
@@ -51,11 +55,11 @@ class Webhook:
         self.recorder = recorder
         self.matcher = ImageMatcher(config)
 
-    def review(self, admission: AdmissionRequest) -> tuple[dict[str, Any], str]:
+    def review(self, admission: AdmissionRequest) -> tuple[AdmissionReviewResponse, str]:
         """The AdmissionReview answer and the metrics outcome; never raises."""
         try:
             if not admission.is_pod_create or admission.obj is None:
-                return dict(build_response(admission.uid)), metrics_module.OUTCOME_SKIPPED
+                return build_response(admission.uid), metrics_module.OUTCOME_SKIPPED
             pod = admission.obj
             decision = decide(pod, self.config, self.matcher)
             if self.recorder is not None:
@@ -63,13 +67,10 @@ class Webhook:
                 if sighting is not None:
                     self.recorder.record(sighting)
             if not decision.patch:
-                return dict(build_response(admission.uid)), metrics_module.OUTCOME_UNCHANGED
+                return build_response(admission.uid), metrics_module.OUTCOME_UNCHANGED
             self.metrics.patches.inc()
             self.metrics.containers_rewritten.inc(len(decision.patch))
-            return (
-                dict(build_response(admission.uid, decision.patch)),
-                metrics_module.OUTCOME_PATCHED,
-            )
+            return build_response(admission.uid, decision.patch), metrics_module.OUTCOME_PATCHED
         except Exception:
             log.warning(
                 "admitting %s/%s unchanged after an internal error",
@@ -78,7 +79,7 @@ class Webhook:
                 exc_info=True,
             )
             return (
-                dict(build_response(admission.uid, warnings=[INTERNAL_ERROR_WARNING])),
+                build_response(admission.uid, warnings=[INTERNAL_ERROR_WARNING]),
                 metrics_module.OUTCOME_ERROR,
             )
 

@@ -11,17 +11,18 @@ owner kind recorded is that of the controller reference, as `profile_from_pod` r
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from imagesync.cachedimage import PlacementProfile, profile_from_pod
 from webhook.mutation import PodDecision
 from webhook.review import AdmissionRequest
 
 
-@dataclass(frozen=True, slots=True)
-class Sighting:
-    """Managed images seen together in one pod, with the pod's placement profile."""
+class Sighting(NamedTuple):
+    """Managed images seen together in one pod, with the pod's placement profile.
+
+    The recorder keeps `profile` as it is (never modified) until it writes it.
+    """
 
     images: tuple[str, ...]
     profile: PlacementProfile
@@ -44,7 +45,8 @@ def sighting_for(
     A dry run must have no side effects (the webhook declares `sideEffects: NoneOnDryRun`),
     so it is mutated like any other request but teaches nothing.
     """
-    if request.dry_run or not decision.images:
+    images = decision.images
+    if request.dry_run or not images:
         return None
     try:
         profile = profile_from_pod(pod, pod_namespace(request, pod))
@@ -58,4 +60,4 @@ def sighting_for(
             namespace=pod_namespace(request, pod),
             ownerKind="",
         )
-    return Sighting(images=decision.images, profile=profile)
+    return Sighting(images, profile)

@@ -22,10 +22,13 @@ from __future__ import annotations
 import copy
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
+
+import orjson
 
 from imagesync.cachedimage import (
     MAX_PROFILES,
@@ -55,6 +58,10 @@ _PERMANENT_STATUSES = frozenset({400, 422})
 Clock = Callable[[], datetime]
 
 
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
 class CachedImageStore(Protocol):
     """The four calls the learner makes; each raises KubeError (status 0: not reached)."""
 
@@ -69,35 +76,47 @@ class CachedImageStore(Protocol):
 
 @dataclass
 class PendingImage:
-    """Usage of one image not yet written: profiles by identity, uses per day, last seen."""
+    """Usage of one image not yet written: profiles by identity, uses per day, last seen.
 
-    profiles: dict[str, PlacementProfile] = field(default_factory=dict)
+    A profile is held as the sighting brought it, with when it was last seen beside it:
+    stamping a copy with `lastSeen` waits for the flush, off the request path.
+    """
+
+    profiles: dict[bytes, tuple[PlacementProfile, str]] = field(default_factory=dict)
     daily: dict[str, int] = field(default_factory=dict)
     count: int = 0
     last_seen: str = ""
 
-    def add(self, key: str, profile: PlacementProfile, day: str, seen: str) -> None:
+    def add(self, key: bytes, profile: PlacementProfile, day: str, seen: str) -> None:
         """Count one use; keep the profile unless this image already holds too many."""
-        if key in self.profiles or len(self.profiles) < MAX_PENDING_PROFILES:
-            self.profiles[key] = profile
-        self.daily[day] = self.daily.get(day, 0) + 1
+        profiles = self.profiles
+        if key in profiles or len(profiles) < MAX_PENDING_PROFILES:
+            profiles[key] = (profile, seen)
+        daily = self.daily
+        daily[day] = daily.get(day, 0) + 1
         self.count += 1
-        self.last_seen = max(self.last_seen, seen)
+        if seen > self.last_seen:
+            self.last_seen = seen
 
     def absorb(self, other: PendingImage) -> None:
-        for key, profile in other.profiles.items():
+        for key, (profile, seen) in other.profiles.items():
             mine = self.profiles.get(key)
             if mine is None and len(self.profiles) >= MAX_PENDING_PROFILES:
                 continue
-            if mine is None or profile.get("lastSeen", "") > mine.get("lastSeen", ""):
-                self.profiles[key] = profile
+            if mine is None or seen > mine[1]:
+                self.profiles[key] = (profile, seen)
         for day, uses in other.daily.items():
             self.daily[day] = self.daily.get(day, 0) + uses
         self.count += other.count
         self.last_seen = max(self.last_seen, other.last_seen)
 
     def profile_list(self) -> list[PlacementProfile]:
-        return merge_profiles([], self.profiles.values())
+        stamped: list[PlacementProfile] = []
+        for profile, seen in self.profiles.values():
+            with_time = profile.copy()
+            with_time["lastSeen"] = seen
+            stamped.append(with_time)
+        return merge_profiles([], stamped)
 
 
 @dataclass(frozen=True)
@@ -141,7 +160,7 @@ class Recorder:
         *,
         flush_interval: float,
         max_pending: int,
-        clock: Clock = lambda: datetime.now(UTC),
+        clock: Clock = utc_now,
     ) -> None:
         self._store = store
         self._metrics = metrics
@@ -165,33 +184,41 @@ class Recorder:
     def record(self, sighting: Sighting) -> None:
         seen = self._timestamp()
         day = seen[:10]
+        profile = sighting.profile
         # A cheap key: equal pods build equal dicts in the same order. Profiles that are equal
         # but ordered differently are merged into one when written (merge_profiles).
-        key = repr(sighting.profile)
-        profile = PlacementProfile(**sighting.profile)
-        profile["lastSeen"] = seen
+        try:
+            key = orjson.dumps(profile)
+        except TypeError:  # deeper than orjson nests (255): rare enough for the slow way
+            key = repr(profile).encode()
+        images = sighting.images
         dropped = 0
         with self._lock:
-            for image in sighting.images:
-                entry = self._pending.get(image)
+            pending = self._pending
+            for image in images:
+                entry = pending.get(image)
                 if entry is None:
-                    if len(self._pending) >= self._max_pending:
+                    if len(pending) >= self._max_pending:
                         dropped += 1
                         continue
-                    entry = self._pending[image] = PendingImage()
+                    entry = pending[image] = PendingImage()
                 entry.add(key, profile, day, seen)
-            self._seen_unpublished += len(sighting.images) - dropped
+            self._seen_unpublished += len(images) - dropped
         if dropped:
             self._metrics.dropped.inc(dropped)
         self._ensure_started()
 
     def _timestamp(self) -> str:
-        """`format_time(now)`, formatted once per second rather than once per request."""
-        now = self._clock()
-        second = int(now.timestamp())
+        """`format_time(now)`, formatted once per second rather than once per request.
+
+        With the real clock the second comes from `time.time()`: no datetime per request.
+        """
+        now = None if self._clock is utc_now else self._clock()
+        second = int(time.time() if now is None else now.timestamp())
         cached = self._stamp_cache
         if cached[0] != second:
-            cached = self._stamp_cache = (second, format_time(now))
+            moment = datetime.fromtimestamp(second, UTC) if now is None else now
+            cached = self._stamp_cache = (second, format_time(moment))
         return cached[1]
 
     def publish_metrics(self) -> None:

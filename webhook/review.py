@@ -3,15 +3,18 @@
 The API server sends one review per admission; the answer must carry the same `uid`. This
 module knows the wire format and nothing about pods, so the mutation logic never touches
 raw JSON envelopes and a malformed review is refused in one place with a reason.
+
+The body is parsed and the patch encoded with `orjson`: decoding a 2-3 KB review was the
+largest single cost of a request with the standard library's `json`.
 """
 
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal, NotRequired, TypedDict
+from typing import Any, Literal, NamedTuple, NotRequired, TypedDict
+
+import orjson
 
 ADMISSION_API_VERSION = "admission.k8s.io/v1"
 ADMISSION_REVIEW_KIND = "AdmissionReview"
@@ -34,16 +37,18 @@ class JsonPatchOp(TypedDict):
     value: Any
 
 
-@dataclass(frozen=True, slots=True)
-class GroupVersionKind:
+class GroupVersionKind(NamedTuple):
     group: str
     version: str
     kind: str
 
 
-@dataclass(frozen=True, slots=True)
-class AdmissionRequest:
-    """The part of `request` the webhook uses; `obj` is the object as sent (never modified)."""
+class AdmissionRequest(NamedTuple):
+    """The part of `request` the webhook uses; `obj` is the object as sent (never modified).
+
+    A NamedTuple rather than a frozen dataclass: just as immutable, and built in less than
+    half the time, which counts once per admission.
+    """
 
     uid: str
     kind: GroupVersionKind
@@ -83,6 +88,8 @@ class AdmissionReviewResponse(TypedDict):
 
 def _string(mapping: Mapping[str, Any], key: str, where: str, required: bool = True) -> str:
     value = mapping.get(key)
+    if isinstance(value, str) and value:  # the usual case, tested first
+        return value
     if value is None or value == "":
         if required:
             raise ReviewError(f"{where}.{key} is missing")
@@ -103,9 +110,9 @@ def _mapping(value: Any, where: str) -> Mapping[str, Any]:
 def _parse_gvk(value: Any, where: str) -> GroupVersionKind:
     gvk = _mapping(value, where)
     return GroupVersionKind(
-        group=_string(gvk, "group", where, required=False),
-        version=_string(gvk, "version", where),
-        kind=_string(gvk, "kind", where),
+        _string(gvk, "group", where, required=False),
+        _string(gvk, "version", where),
+        _string(gvk, "kind", where),
     )
 
 
@@ -115,12 +122,20 @@ def _parse_resource(value: Any, where: str) -> str:
     return _string(_mapping(value, where), "resource", where, required=False)
 
 
+def _json_error(exc: ValueError) -> str:
+    # orjson words every encoding error as "str is not valid UTF-8: surrogates not allowed",
+    # even for bytes; say what it means for a request body.
+    if "UTF-8" in str(exc):
+        return "body is not valid JSON: it is not UTF-8 text"
+    return f"body is not valid JSON: {exc}"
+
+
 def parse_review(body: bytes | str) -> AdmissionRequest:
     """Parse a request body; raise ReviewError with a reason fit for the caller's eyes."""
     try:
-        document = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ReviewError(f"body is not valid JSON: {exc}") from None
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ReviewError(_json_error(exc)) from None
     review = _mapping(document, "body")
     api_version = review.get("apiVersion")
     if api_version != ADMISSION_API_VERSION:
@@ -131,9 +146,10 @@ def parse_review(body: bytes | str) -> AdmissionRequest:
     kind = review.get("kind")
     if kind != ADMISSION_REVIEW_KIND:
         raise ReviewError(f"kind must be {ADMISSION_REVIEW_KIND}, not {kind!r}")
-    if "request" not in review or review["request"] is None:
+    request = review.get("request")
+    if request is None:
         raise ReviewError("request is missing")
-    request = _mapping(review["request"], "request")
+    request = _mapping(request, "request")
     uid = _string(request, "uid", "request")
     operation = _string(request, "operation", "request")
     if operation not in OPERATIONS:
@@ -164,7 +180,7 @@ def parse_review(body: bytes | str) -> AdmissionRequest:
 
 def encode_patch(patch: Sequence[JsonPatchOp]) -> str:
     """A JSONPatch as the base64 string AdmissionResponse.patch carries."""
-    return base64.b64encode(json.dumps(list(patch), separators=(",", ":")).encode()).decode()
+    return base64.b64encode(orjson.dumps(list(patch))).decode()
 
 
 def build_response(
@@ -177,12 +193,14 @@ def build_response(
     `patchType`/`patch` appear only when the patch is non-empty, so "nothing changed" is an
     answer the API server does not have to decode.
     """
-    response = AdmissionResponse(uid=uid, allowed=True)
+    response: AdmissionResponse = {"uid": uid, "allowed": True}
     if patch:
         response["patchType"] = "JSONPatch"
         response["patch"] = encode_patch(patch)
     if warnings:
         response["warnings"] = list(warnings)
-    return AdmissionReviewResponse(
-        apiVersion=ADMISSION_API_VERSION, kind=ADMISSION_REVIEW_KIND, response=response
-    )
+    return {
+        "apiVersion": ADMISSION_API_VERSION,
+        "kind": ADMISSION_REVIEW_KIND,
+        "response": response,
+    }

@@ -21,7 +21,7 @@ import yaml
 from . import discovery, errors, openapi, protobuf, tables
 from .api import JSON, Core, Result
 from .errors import ApiError
-from .faults import FaultRule, Faults
+from .faults import NO_FAULT, FaultRule, Faults, FaultTarget
 from .resources import ResourceDef
 from .watch import WatchStream
 
@@ -201,7 +201,16 @@ class Handler(BaseHTTPRequestHandler):
         if route.watch_path:
             query = {**query, "watch": "true"}
         verb = self._verb(method, route, query)
-        decision = srv.faults.decide(verb, path)
+        decision = NO_FAULT
+        if srv.faults.rules:
+            target = FaultTarget(
+                route.rd.plural,
+                route.rd.group,
+                route.rd.kind,
+                route.name,
+                body if verb == "create" else b"",
+            )
+            decision = srv.faults.decide(verb, path, target)
         if decision.latency:
             time.sleep(decision.latency)
         if decision.error is not None:

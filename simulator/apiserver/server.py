@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import ssl
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,7 +48,10 @@ class ApiServer:
         history_size: int = 100_000,
         bookmark_interval: float = 60.0,
         default_watch_timeout: float = 1800.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        """`clock`: epoch seconds for the timestamps the server writes (`creationTimestamp`,
+        `deletionTimestamp`, ...); a simulated cluster passes its simulated clock."""
         self.host = host
         self.port = port
         self.tls = tls
@@ -61,6 +66,7 @@ class ApiServer:
             admission_wanted=self.admission.wants,
             bookmark_interval=bookmark_interval,
             default_watch_timeout=default_watch_timeout,
+            clock=clock,
         )
         self.collector = Collector(self.core)
         self.faults = Faults()

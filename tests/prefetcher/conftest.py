@@ -170,21 +170,12 @@ def our_pods(api: client.ApiClient) -> Any:
     )
 
 
-def use_sim_clock(cluster: Any) -> None:
-    """Stamp metadata times (creation, deletion) in simulated time, as the kubelets stamp
-    container times: one clock for the whole simulated cluster, as in a real one."""
-    core = cluster.server.core
-    if getattr(core, "clock", None) is not cluster.clock.now:
-        core.clock = cluster.clock.now
-
-
 @pytest.fixture
 def sim() -> Iterator[Any]:
     """The default GPU scenario (4 CPU + 2 GPU nodes) with image-sync's objects installed."""
     from simulator.cluster import SimCluster
 
     with SimCluster("gpu-cluster", speed=SPEED) as cluster:
-        use_sim_clock(cluster)
         api = cluster.api_client()
         install_image_sync(api)
         api.close()

@@ -28,6 +28,7 @@ from prefetcher.model import (
     WantedImage,
 )
 from prefetcher.planner import plan
+from prefetcher.pods import puller_container_name
 
 NOW = datetime(2026, 11, 22, 3, 0, tzinfo=UTC)
 GB = 1_000_000_000
@@ -186,7 +187,7 @@ class World:
                 uid=self._uid(),
                 node=pull.node,
                 role="puller",
-                images=(pull.image,),
+                images=pull.images,
                 created=self.now,
                 active_deadline=pull.deadline_seconds,
             )
@@ -243,24 +244,36 @@ class World:
             if pod.containers:
                 continue
             if pod.role == "puller":
-                ref = pod.images[0]
-                if ref in self.fail:
-                    reason, message = self.fail[ref]
-                    waiting = ContainerObservation(
-                        name="pull", image=ref, state="waiting", reason=reason, message=message
-                    )
-                    self.pods[name] = replace(pod, phase="Pending", containers=(waiting,))
-                else:
+                # Every image in one step: each container ran, or waits with its pull error.
+                pulled: list[ContainerObservation] = []
+                for ref in pod.images:
+                    if ref in self.fail:
+                        reason, message = self.fail[ref]
+                        pulled.append(
+                            ContainerObservation(
+                                name=puller_container_name(ref),
+                                image=ref,
+                                state="waiting",
+                                reason=reason,
+                                message=message,
+                            )
+                        )
+                        continue
                     self.disk.setdefault(pod.node, set()).add(ref)
-                    done = ContainerObservation(
-                        name="pull",
-                        image=ref,
-                        state="terminated",
-                        exit_code=0,
-                        started_at=self.now,
-                        finished_at=self.now,
+                    pulled.append(
+                        ContainerObservation(
+                            name=puller_container_name(ref),
+                            image=ref,
+                            state="terminated",
+                            exit_code=0,
+                            started_at=self.now,
+                            finished_at=self.now,
+                        )
                     )
-                    self.pods[name] = replace(pod, phase="Succeeded", containers=(done,))
+                ok = all(c.state == "terminated" for c in pulled)
+                self.pods[name] = replace(
+                    pod, phase="Succeeded" if ok else "Pending", containers=tuple(pulled)
+                )
             else:
                 on_disk = self.disk.get(pod.node, set())
                 containers = tuple(

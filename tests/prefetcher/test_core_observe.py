@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
 from prefetcher import observe
 from prefetcher.model import ContainerObservation, ManagedPod
 from prefetcher.pods import build_keeper, build_puller
-from tests.prefetcher.test_core_fixtures import APP, BUSYBOX, PYTORCH, config, image, node
+from tests.prefetcher.test_core_fixtures import APP, BUSYBOX, NOW, PYTORCH, config, node
 
 NODE = {
     "metadata": {
@@ -100,24 +102,34 @@ def test_wanted_image_from_cached_image() -> None:
 
 def test_managed_pod_round_trips_the_pods_we_build() -> None:
     n = node("cpu-1")
-    puller = build_puller(n, APP, image(APP), config(), deadline_seconds=700)
+    puller = build_puller(n, [APP, BUSYBOX, PYTORCH], config(), deadline_seconds=700)
     puller["metadata"]["uid"] = "p-1"
+    names = [c["name"] for c in puller["spec"]["containers"]]
     puller["status"] = {
         "phase": "Pending",
         "containerStatuses": [
             {
-                "name": "pull",
+                "name": names[0],
                 "image": APP,
                 "state": {"waiting": {"reason": "ErrImagePull", "message": "manifest unknown"}},
-            }
+            },
+            {"name": names[1], "image": BUSYBOX, "state": {"terminated": {"exitCode": 0}}},
+            {
+                "name": names[2],
+                "image": PYTORCH,
+                "state": {"waiting": {"reason": "ContainerCreating"}},
+            },
         ],
     }
     pod = observe.managed_pod(puller)
     assert pod is not None and pod.role == "puller" and pod.node == "cpu-1"
-    assert pod.images == (APP,) and pod.active_deadline == 700 and pod.attempt == 1
-    result = observe.puller_result(pod)
-    assert result is not None and not result.succeeded
-    assert (result.reason, result.kind) == ("ErrImagePull", "not-found")
+    assert pod.images == (APP, BUSYBOX, PYTORCH)  # pull order
+    assert pod.active_deadline == 700 and pod.attempt == 1
+    results = observe.puller_results(pod)
+    assert set(results) == {APP, BUSYBOX}  # PYTORCH is still to come
+    assert (results[APP].reason, results[APP].kind) == ("ErrImagePull", "not-found")
+    assert results[BUSYBOX].succeeded
+    assert observe.present_images([pod]) == {"cpu-1": frozenset({BUSYBOX})}
 
     keeper = build_keeper(n, [BUSYBOX, APP], config())
     keeper["metadata"]["deletionTimestamp"] = "2026-11-22T00:00:00Z"
@@ -154,6 +166,10 @@ def _puller(
     )
 
 
+def _result(pod: ManagedPod) -> observe.PullResult | None:
+    return observe.puller_results(pod).get(APP)
+
+
 def test_puller_outcomes() -> None:
     done = ContainerObservation("pull", APP, "terminated", exit_code=0)
     crashed = ContainerObservation("pull", APP, "terminated", exit_code=127)
@@ -171,21 +187,81 @@ def test_puller_outcomes() -> None:
     tools = ContainerObservation(
         "install-sleeper", "t", "waiting", reason="ImagePullBackOff", init=True
     )
-    assert observe.puller_result(_puller(done)) == observe.PullResult(True)
-    ok = observe.puller_result(_puller(crashed))
+    assert _result(_puller(done)) == observe.PullResult(True)
+    ok = _result(_puller(crashed))
     assert ok is not None and ok.succeeded  # the container was created: the image is there
-    assert observe.puller_result(_puller(creating)) is None
-    assert observe.puller_result(_puller()) is None
-    bad = observe.puller_result(_puller(unauthorized))
+    assert _result(_puller(creating)) is None
+    assert _result(_puller()) is None
+    bad = _result(_puller(unauthorized))
     assert bad is not None and bad.kind == "unauthorized" and bad.message == "401 Unauthorized"
-    plat = observe.puller_result(_puller(platform))
+    plat = _result(_puller(platform))
     assert plat is not None and plat.kind == "no-matching-platform"
-    init = observe.puller_result(_puller(tools))
+    init = _result(_puller(tools))
     assert init is not None and init.message.startswith("tools image t:")
-    late = observe.puller_result(_puller(phase="Failed", reason="DeadlineExceeded"))
+    late = _result(_puller(phase="Failed", reason="DeadlineExceeded"))
     assert late is not None and late.kind == "deadline" and "900 s" in late.message
-    evicted = observe.puller_result(_puller(phase="Failed", reason="Evicted"))
+    evicted = _result(_puller(phase="Failed", reason="Evicted"))
     assert evicted is not None and evicted.reason == "Evicted" and evicted.message
+
+
+def test_a_batch_ends_per_image() -> None:
+    """Images pulled before a batch puller ran out of time count; the rest failed."""
+    pod = replace(
+        _puller(
+            ContainerObservation("a", APP, "terminated", exit_code=137),
+            ContainerObservation("b", BUSYBOX, "waiting", reason="ContainerCreating"),
+            phase="Failed",
+            reason="DeadlineExceeded",
+        ),
+        images=(APP, BUSYBOX),
+    )
+    results = observe.puller_results(pod)
+    assert results[APP].succeeded
+    assert not results[BUSYBOX].succeeded and results[BUSYBOX].kind == "deadline"
+
+
+def test_a_puller_of_an_earlier_version_names_one_image() -> None:
+    manifest = build_puller(node("n"), [APP], config(), deadline_seconds=60)
+    annotations = manifest["metadata"]["annotations"]
+    del annotations["image-sync.io/images"]
+    annotations["image-sync.io/image"] = APP
+    pod = observe.managed_pod(manifest)
+    assert pod is not None and pod.images == (APP,)
+
+
+def test_starting_workload_pods() -> None:
+    def pod(
+        phase: str = "Pending", reason: str = "ContainerCreating", **meta: Any
+    ) -> dict[str, Any]:
+        return {
+            "metadata": {
+                "name": "w",
+                "namespace": "ml",
+                "creationTimestamp": "2026-11-22T02:00:00Z",
+                **meta,
+            },
+            "spec": {"nodeName": "gpu-1"},
+            "status": {
+                "phase": phase,
+                "conditions": [
+                    {
+                        "type": "PodScheduled",
+                        "status": "True",
+                        "lastTransitionTime": "2026-11-22T02:01:00Z",
+                    }
+                ],
+                "containerStatuses": [{"name": "c", "state": {"waiting": {"reason": reason}}}],
+            },
+        }
+
+    starting = observe.starting_pod(pod())
+    assert starting is not None and (starting.node, starting.pod) == ("gpu-1", "ml/w")
+    assert starting.since == NOW - timedelta(minutes=59)
+    assert observe.starting_pod(pod(reason="ImagePullBackOff")) is None  # stuck, not starting
+    assert observe.starting_pod(pod(phase="Running")) is None
+    assert observe.starting_pod(pod(deletionTimestamp="2026-11-22T02:02:00Z")) is None
+    ours = pod(labels={"app.kubernetes.io/managed-by": "image-sync"})
+    assert observe.starting_pod(ours) is None
 
 
 def test_presence_is_keepers_running_plus_successful_pullers() -> None:

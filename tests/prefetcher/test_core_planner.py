@@ -5,8 +5,15 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import timedelta
 
-from prefetcher.model import ContainerObservation, ManagedPod, Snapshot, Taint
-from prefetcher.planner import backoff_delay, in_quiet_hours, plan
+from prefetcher.model import (
+    ContainerObservation,
+    ManagedPod,
+    PullRecord,
+    Snapshot,
+    StartingPod,
+    Taint,
+)
+from prefetcher.planner import HOLD_BACK_MAX, backoff_delay, in_quiet_hours, plan
 from prefetcher.pods import keeper_name, puller_name
 from tests.prefetcher.test_core_fixtures import (
     APP,
@@ -28,12 +35,12 @@ from tests.prefetcher.test_core_fixtures import (
 GPU_IMAGES = {CUDA, PYTORCH}
 
 
-def test_first_sweep_pulls_one_image_per_node_highest_score_first() -> None:
+def test_first_sweep_starts_one_puller_per_node_highest_score_first() -> None:
     result = world().plan()
     assert sorted(p.node for p in result.pulls) == sorted(n.name for n in cluster_nodes())
-    by_node = {p.node: p.image for p in result.pulls}
-    assert by_node["cpu-1"] == APP  # 50 uses beat busybox's 5
-    assert by_node["gpu-1"] == APP  # APP (50) > PYTORCH (30) > CUDA (20)
+    by_node = {p.node: p.images for p in result.pulls}
+    assert by_node["cpu-1"] == (APP,)  # 50 uses beat busybox's 5 (another registry)
+    assert by_node["gpu-1"] == (APP,)  # APP (50) > PYTORCH (30) > CUDA (20)
     assert result.summary is not None and result.summary.coverage == 0.0
 
 
@@ -57,7 +64,7 @@ def test_gpu_only_images_never_planned_on_cpu_nodes() -> None:
     w.converge()
     for result in w.history:
         for pull in result.pulls:
-            if pull.image in GPU_IMAGES:
+            if set(pull.images) & GPU_IMAGES:
                 assert pull.node.startswith("gpu"), pull
     cell = next(c for c in w.history[-1].cells if c.node == "cpu-1" and c.image == PYTORCH)
     assert cell.state == "ineligible"
@@ -88,7 +95,10 @@ def test_keepers_off_keeps_pullers_as_the_record() -> None:
     final = w.converge()
     assert final.summary is not None and final.summary.coverage == 1.0
     assert not [p for p in w.pods.values() if p.role == "keeper"]
-    assert len([p for p in w.pods.values() if p.role == "puller"]) == 4 * 2 + 2 * 4
+    # One puller per (node, registry): cpu nodes harbor + docker.io; gpu nodes nvcr.io too.
+    pullers = [p for p in w.pods.values() if p.role == "puller"]
+    assert len(pullers) == 4 * 2 + 2 * 3
+    assert sorted(len(p.images) for p in pullers) == [1] * 12 + [2] * 2
 
 
 def test_caps_per_registry_image_and_cluster() -> None:
@@ -97,20 +107,20 @@ def test_caps_per_registry_image_and_cluster() -> None:
     snap = Snapshot(now=NOW, nodes=nodes, images=images)
     result = plan(snap, config(max_pulls_per_image=4, max_concurrent_pulls=6))
     assert len(result.pulls) == 6
-    assert sum(p.image == APP for p in result.pulls) == 4
+    assert sum(APP in p.images for p in result.pulls) == 4
     result = plan(snap, config(max_pulls_per_registry=3, max_concurrent_pulls=100))
-    harbor = [p for p in result.pulls if p.image.startswith("harbor.")]
+    harbor = [p for p in result.pulls if p.images[0].startswith("harbor.")]
     assert len(harbor) == 3
 
 
 def test_running_pullers_count_against_caps() -> None:
     nodes = (node("a"), node("b"))
     running = ManagedPod(
-        name=puller_name("a", APP), uid="u1", node="a", role="puller", images=(APP,), created=NOW
+        name=puller_name("a", [APP]), uid="u1", node="a", role="puller", images=(APP,), created=NOW
     )
     snap = Snapshot(now=NOW, nodes=nodes, images=(image(APP), image(BUSYBOX)), pods=(running,))
     result = plan(snap, config(max_pulls_per_image=1))
-    assert [(p.node, p.image) for p in result.pulls] == [("b", BUSYBOX)]
+    assert [(p.node, p.images) for p in result.pulls] == [("b", (BUSYBOX,))]
     cell = next(c for c in result.cells if c.node == "a" and c.image == APP)
     assert cell.state == "pulling"
 
@@ -123,11 +133,15 @@ def test_failed_pull_is_reported_and_retried_with_backoff() -> None:
     )
     w.fail[MISSING] = ("ErrImagePull", message)
     first = w.step(advance=timedelta(seconds=10))
-    assert {p.image for p in first.pulls} == {MISSING}  # highest score goes first everywhere
+    assert {p.images[0] for p in first.pulls} == {MISSING}  # highest score first everywhere
     second = w.step(advance=timedelta(seconds=10))
     failed = [o for o in second.outcomes if not o.succeeded]
     assert len(failed) == 6 and failed[0].kind == "not-found"
-    assert {d.why for d in second.deletions} == {"pull failed: ErrImagePull"}
+    # Pullers that also pulled APP stay until a keeper holds it; the others go.
+    assert {d.why for d in second.deletions} <= {
+        "pull failed: ErrImagePull",
+        "pulled; the keeper holds the image: ErrImagePull",
+    }
     cell = next(c for c in second.cells if c.node == "cpu-1" and c.image == MISSING)
     assert cell.state == "failed" and cell.reason == "ErrImagePull" and "not found" in cell.message
     assert cell.retry_at == second.now + timedelta(seconds=60)
@@ -135,13 +149,13 @@ def test_failed_pull_is_reported_and_retried_with_backoff() -> None:
     assert record.attempts == 1
     # Within the backoff, no new pull of MISSING; other images go ahead.
     third = w.step(advance=timedelta(seconds=61))
-    assert MISSING not in {p.image for p in third.pulls}
+    assert MISSING not in {i for p in third.pulls for i in p.images}
     status = next(u for u in second.status_updates if u.name == w.images[-1].name)
     assert "not found" in status.patch["lastError"]
     # After the backoff, it is retried as attempt 2, and the next delay doubles.
     fourth = w.step()
-    retried = [p for p in fourth.pulls if p.image == MISSING]
-    assert retried and all(p.attempt == 2 for p in retried)
+    retried = [p for p in fourth.pulls if MISSING in p.images]
+    assert retried and all(p.attempt == 2 and p.images == (MISSING,) for p in retried)
     w.step()
     assert w.records[("cpu-1", MISSING)].attempts == 2
     assert backoff_delay(2, w.config) == 120
@@ -172,7 +186,7 @@ def test_present_images_are_never_pulled_again() -> None:
 def test_node_status_images_never_prove_presence() -> None:
     nodes = (node("a", hinted_images={APP: 50_000_000}),)
     result = plan(Snapshot(now=NOW, nodes=nodes, images=(image(APP),)), config())
-    assert [(p.node, p.image) for p in result.pulls] == [("a", APP)]
+    assert [(p.node, p.images) for p in result.pulls] == [("a", (APP,))]
 
 
 def test_quiet_hours_only_urgent_pulls() -> None:
@@ -189,7 +203,7 @@ def test_quiet_hours_only_urgent_pulls() -> None:
     assert cell.state == "missing" and "quiet hours" in cell.message
     fresh = image(BUSYBOX, age=timedelta(minutes=10))
     result = plan(replace(snap, nodes=(old,), images=(image(APP), fresh)), quiet)
-    assert [(p.image, p.why) for p in result.pulls] == [(BUSYBOX, "new image in use")]
+    assert [(p.images, p.why) for p in result.pulls] == [((BUSYBOX,), "new image in use")]
 
 
 def test_new_node_is_served_first() -> None:
@@ -211,7 +225,7 @@ def test_disk_budget_keeps_the_highest_scores_and_says_why() -> None:
     assert "disk budget" in result.budget_left_out[0].why
     cell = next(c for c in result.cells if c.image == PYTORCH)
     assert cell.state == "ineligible" and cell.reason.startswith("disk budget")
-    assert result.pulls[0].image == CUDA
+    assert result.pulls[0].images[0] == CUDA
 
 
 def test_budget_counts_other_disk_use_from_the_hint() -> None:
@@ -228,7 +242,7 @@ def test_declared_image_is_always_wanted_and_learned_ones_expire() -> None:
     stale = image(APP, uses=0, last_seen=NOW - timedelta(days=30))
     declared = image(BUSYBOX, uses=0, source="Declared", profiles=(), last_seen=None)
     result = plan(Snapshot(now=NOW, nodes=(node("a"),), images=(stale, declared)), config())
-    assert [p.image for p in result.pulls] == [BUSYBOX]
+    assert [p.images for p in result.pulls] == [(BUSYBOX,)]
     assert {i.image: i.wanted for i in result.images} == {APP: False, BUSYBOX: True}
 
 
@@ -261,19 +275,19 @@ def test_orphans_are_deleted() -> None:
         name=keeper_name("gone", [APP]), uid="k", node="gone", role="keeper", images=(APP,)
     )
     unwanted = ManagedPod(
-        name=puller_name("a", MISSING), uid="p", node="a", role="puller", images=(MISSING,)
+        name=puller_name("a", [MISSING]), uid="p", node="a", role="puller", images=(MISSING,)
     )
     snap = Snapshot(now=NOW, nodes=(node("a"),), images=(image(APP),), pods=(gone_node, unwanted))
     result = plan(snap, config())
     assert {(d.uid, d.why) for d in result.deletions} == {
         ("k", "node no longer exists"),
-        ("p", "image no longer wanted"),
+        ("p", "image no longer wanted on this node"),
     }
 
 
 def test_stuck_puller_is_failed_as_deadline() -> None:
     stuck = ManagedPod(
-        name=puller_name("a", APP),
+        name=puller_name("a", [APP]),
         uid="p",
         node="a",
         role="puller",
@@ -326,7 +340,7 @@ def test_keeper_with_a_vanished_image_is_replaced() -> None:
     w.pods[keeper.name] = replace(keeper, containers=containers)
     w.disk["a"].discard(APP)
     result = w.step()
-    assert [(p.node, p.image) for p in result.pulls] == [("a", APP)]
+    assert [(p.node, p.images) for p in result.pulls] == [("a", (APP,))]
     final = w.converge()
     assert final.summary is not None and final.summary.coverage == 1.0
     assert w.guarded("a") == {APP, BUSYBOX}
@@ -339,7 +353,7 @@ def test_evicted_keeper_is_cleaned_up_and_images_reverified() -> None:
     w.pods[keeper.name] = replace(keeper, phase="Failed", reason="Evicted", containers=())
     result = w.step()
     assert [d.why for d in result.deletions] == ["keeper ended (Evicted)"]
-    assert [p.image for p in result.pulls] == [APP]
+    assert [p.images for p in result.pulls] == [(APP,)]
     w.converge()
     assert w.guarded("a") == {APP}
 
@@ -406,8 +420,7 @@ def test_duplicate_objects_for_one_image_merge() -> None:
     learned = image(APP, uses=3, gpu=True)
     declared = replace(image(APP, source="Declared", profiles=()), name="my-app")
     result = plan(Snapshot(now=NOW, nodes=(node("cpu"),), images=(learned, declared)), config())
-    assert [p.image for p in result.pulls] == [APP]  # declared: any node
-    assert result.pulls[0].cached_image == "my-app"
+    assert [p.images for p in result.pulls] == [(APP,)]  # declared: any node
     assert {u.name for u in result.status_updates} == {"my-app", learned.name}
 
 
@@ -427,7 +440,7 @@ def test_budget_not_exceeded_by_keeper_set() -> None:
 
 def test_attempts_survive_a_restart_through_the_pod_annotation() -> None:
     failed = ManagedPod(
-        name=puller_name("a", APP),
+        name=puller_name("a", [APP]),
         uid="p",
         node="a",
         role="puller",
@@ -444,3 +457,99 @@ def test_attempts_survive_a_restart_through_the_pod_annotation() -> None:
     cell = result.cells[0]
     assert cell.state == "failed" and cell.kind == "unauthorized"
     assert cell.retry_at == NOW + timedelta(seconds=60 * 2**3)
+
+
+HARBOR = [f"harbor.example.internal/library/svc-{i}:1.0" for i in range(5)]
+
+
+def test_a_puller_pulls_a_batch_of_one_registry_in_rank_order() -> None:
+    images = [image(ref, uses=10 - i) for i, ref in enumerate(HARBOR)]
+    images.append(image(BUSYBOX, uses=100))
+    w = World(nodes=[node("a")], images=images, config=config(pull_batch_size=3))
+    first = w.step()
+    # BUSYBOX ranks first but lives on docker.io: it goes alone; harbor waits for the slot.
+    assert [p.images for p in first.pulls] == [(BUSYBOX,)]
+    second = w.step()
+    assert [p.images for p in second.pulls] == [tuple(HARBOR[:3])]
+    assert second.pulls[0].size == 3 * GB
+    assert second.pulls[0].deadline_seconds == 600 + 3 * GB // 10_000_000
+    final = w.converge()
+    assert final.summary is not None and final.summary.coverage == 1.0
+    assert w.guarded("a") == set(HARBOR) | {BUSYBOX}
+    assert sum(len(p.pulls) for p in w.history) == 3
+
+
+def test_keeper_waits_for_the_nodes_batch_to_finish() -> None:
+    """While the node still pulls, a pulled image stays held by its finished puller; the
+    keeper is replaced once the node is done, or after KEEPER_BATCH_WAIT."""
+    keeper = ManagedPod(
+        name=keeper_name("a", [APP]),
+        uid="k",
+        node="a",
+        role="keeper",
+        images=(APP,),
+        phase="Running",
+        containers=(ContainerObservation("c0", APP, "running"),),
+    )
+    done = ManagedPod(
+        name=puller_name("a", [BUSYBOX]),
+        uid="p1",
+        node="a",
+        role="puller",
+        images=(BUSYBOX,),
+        phase="Succeeded",
+        created=NOW - timedelta(minutes=2),
+        containers=(
+            ContainerObservation(
+                "p", BUSYBOX, "terminated", exit_code=0, finished_at=NOW - timedelta(minutes=1)
+            ),
+        ),
+    )
+    flying = ManagedPod(
+        name=puller_name("a", [MISSING]),
+        uid="p2",
+        node="a",
+        role="puller",
+        images=(MISSING,),
+        created=NOW,
+    )
+    images = (image(APP), image(BUSYBOX), image(MISSING))
+    snap = Snapshot(now=NOW, nodes=(node("a"),), images=images, pods=(keeper, done, flying))
+    waiting = plan(snap, config())
+    assert waiting.keepers == () and waiting.deletions == ()
+    assert waiting.wake_at == NOW + timedelta(minutes=4)  # 1 min ago + KEEPER_BATCH_WAIT
+    cell = next(c for c in waiting.cells if c.image == BUSYBOX)
+    assert cell.state == "present"
+    later = plan(replace(snap, now=NOW + timedelta(minutes=4)), config())
+    assert [k.images for k in later.keepers] == [tuple(sorted((APP, BUSYBOX)))]
+    # A node that starts another puller now is still busy: the keeper keeps waiting.
+    next_batch = plan(replace(snap, pods=(keeper, done)), config())
+    assert [p.images for p in next_batch.pulls] == [(MISSING,)] and next_batch.keepers == ()
+    # A node with nothing left to pull gets its keeper at once.
+    idle = plan(replace(snap, pods=(keeper, done), images=images[:2]), config())
+    assert [k.images for k in idle.keepers] == [tuple(sorted((APP, BUSYBOX)))]
+
+
+def test_pulls_are_held_back_while_a_workload_pod_starts_on_the_node() -> None:
+    starting = StartingPod(node="a", pod="ml/train-0", since=NOW - timedelta(minutes=2))
+    snap = Snapshot(
+        now=NOW, nodes=(node("a"), node("b")), images=(image(APP),), starting=(starting,)
+    )
+    result = plan(snap, config())
+    assert [p.node for p in result.pulls] == ["b"]
+    cell = next(c for c in result.cells if c.node == "a")
+    assert cell.state == "missing" and "ml/train-0" in cell.message
+    assert result.wake_at == NOW - timedelta(minutes=2) + timedelta(seconds=HOLD_BACK_MAX)
+    # A pod that has been starting for too long (stuck on a volume, say) no longer counts.
+    late = plan(replace(snap, now=NOW + timedelta(seconds=HOLD_BACK_MAX)), config())
+    assert sorted(p.node for p in late.pulls) == ["a", "b"]
+
+
+def test_wake_at_names_the_next_retry() -> None:
+    record = PullRecord("a", APP, 1, NOW - timedelta(seconds=10), "ErrImagePull", "not found")
+    snap = Snapshot(
+        now=NOW, nodes=(node("a"),), images=(image(APP),), pull_records={("a", APP): record}
+    )
+    result = plan(snap, config())
+    assert result.pulls == ()
+    assert result.wake_at == NOW + timedelta(seconds=50)

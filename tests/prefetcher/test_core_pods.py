@@ -17,7 +17,7 @@ from prefetcher.pods import (
     pull_deadline,
     puller_name,
 )
-from tests.prefetcher.test_core_fixtures import APP, BUSYBOX, PYTORCH, config, image, node
+from tests.prefetcher.test_core_fixtures import APP, BUSYBOX, PYTORCH, config, node
 
 K8S_VERSION = "1.35.0"
 CFG = config(image_pull_secrets=("harbor-pull",), namespace="image-sync")
@@ -26,7 +26,7 @@ CFG = config(image_pull_secrets=("harbor-pull",), namespace="image-sync")
 def _pods() -> list[dict[str, Any]]:
     n = node("gpu-1", gpu=8)
     return [
-        build_puller(n, PYTORCH, image(PYTORCH), CFG, deadline_seconds=2640, attempt=2),
+        build_puller(n, [PYTORCH, APP], CFG, deadline_seconds=2640, attempt=2),
         build_keeper(n, [PYTORCH, APP, BUSYBOX], CFG),
     ]
 
@@ -40,16 +40,22 @@ def test_pods_are_valid_pod_objects(version: str) -> None:
 def test_puller_shape() -> None:
     puller = _pods()[0]
     spec = puller["spec"]
-    assert puller["metadata"]["name"] == puller_name("gpu-1", PYTORCH)
+    assert puller["metadata"]["name"] == puller_name("gpu-1", [APP, PYTORCH])
     assert puller["metadata"]["namespace"] == "image-sync"
     assert spec["nodeName"] == "gpu-1" and spec["restartPolicy"] == "Never"
     assert spec["activeDeadlineSeconds"] == 2640
     assert spec["tolerations"] == [{"operator": "Exists"}]
     assert spec["imagePullSecrets"] == [{"name": "harbor-pull"}]
     assert spec["priorityClassName"] == "image-sync-keeper"
-    main = spec["containers"][0]
-    assert main["image"] == PYTORCH and main["imagePullPolicy"] == "IfNotPresent"
-    assert main["command"] == ["/.image-sync/image-sync-sleeper", "--exit"]
+    # One container per image, in pull order (the kubelet starts them one after another).
+    assert [c["image"] for c in spec["containers"]] == [PYTORCH, APP]
+    assert len({c["name"] for c in spec["containers"]}) == 2
+    for main in spec["containers"]:
+        assert main["imagePullPolicy"] == "IfNotPresent"
+        assert main["command"] == ["/.image-sync/image-sync-sleeper", "--exit"]
+    annotations = puller["metadata"]["annotations"]
+    assert json.loads(annotations["image-sync.io/images"]) == [PYTORCH, APP]
+    assert annotations["image-sync.io/attempt"] == "2"
     init = spec["initContainers"][0]
     assert init["image"] == CFG.tools_image
     assert init["command"] == [
@@ -61,7 +67,7 @@ def test_puller_shape() -> None:
     assert labels[LABEL_MANAGED_BY] == "image-sync" and labels[LABEL_COMPONENT] == "puller"
     assert labels[LABEL_NODE] == "gpu-1"
     kinds = [o["kind"] for o in puller["metadata"]["ownerReferences"]]
-    assert kinds == ["Node", "CachedImage"]
+    assert kinds == ["Node"]
 
 
 def test_keeper_shape() -> None:
@@ -91,7 +97,8 @@ def test_every_container_is_restricted() -> None:
 
 def test_names_are_deterministic_and_distinct() -> None:
     assert _pods() == _pods()
-    assert puller_name("a", APP) != puller_name("b", APP) != puller_name("a", BUSYBOX)
+    assert puller_name("a", [APP]) != puller_name("b", [APP]) != puller_name("a", [BUSYBOX])
+    assert puller_name("a", [APP, BUSYBOX]) == puller_name("a", [BUSYBOX, APP])
     assert keeper_name("a", [APP, BUSYBOX]) == keeper_name("a", [BUSYBOX, APP, APP])
     assert keeper_name("a", [APP]) != keeper_name("a", [APP, BUSYBOX])
     assert node_label_value("x" * 70).startswith("h-") and len(node_label_value("x" * 70)) < 63

@@ -108,16 +108,19 @@ def snapshots(draw: Any) -> Snapshot:
     for _ in range(draw(st.integers(0, 10))):
         where = draw(st.sampled_from(names))
         if draw(st.booleans()):
-            ref = draw(st.sampled_from(POOL))
-            state, reason = draw(st.sampled_from(_STATES))
+            refs = tuple(draw(st.lists(st.sampled_from(POOL), min_size=1, max_size=3, unique=True)))
+            states = [draw(st.sampled_from(_STATES)) for _ in refs]
             pod = ManagedPod(
-                name=puller_name(where, ref),
+                name=puller_name(where, refs),
                 uid=f"u{len(pods)}",
                 node=where,
                 role="puller",
-                images=(ref,),
-                phase="Succeeded" if state == "terminated" else "Pending",
-                containers=(ContainerObservation("pull", ref, state, reason=reason),),
+                images=refs,
+                phase="Succeeded" if all(s == "terminated" for s, _ in states) else "Pending",
+                containers=tuple(
+                    ContainerObservation(f"p{i}", ref, state, reason=reason)
+                    for i, (ref, (state, reason)) in enumerate(zip(refs, states, strict=True))
+                ),
                 created=NOW - timedelta(minutes=draw(st.integers(0, 30))),
                 deleting=draw(st.booleans()) and draw(st.booleans()),
             )
@@ -160,6 +163,7 @@ configs = st.builds(
     max_pulls_per_registry=st.integers(1, 4),
     max_pulls_per_image=st.integers(1, 3),
     max_pulls_per_node=st.integers(1, 2),
+    pull_batch_size=st.integers(1, 4),
     quiet_hours=st.sampled_from(["", "02:00-04:00"]),
     keeper_enabled=st.booleans(),
 )
@@ -176,10 +180,22 @@ def test_never_pull_a_present_image_or_twice(snapshot: Snapshot, cfg: Config) ->
     result = plan(snapshot, cfg)
     present = observe.present_images(snapshot.pods)
     existing = {p.name for p in snapshot.pods}
+    pulling = {
+        (p.node, ref)
+        for p in snapshot.pods
+        if p.role == "puller"
+        for ref in p.images
+        if ref not in observe.puller_results(p)
+    }
+    pairs = [(p.node, ref) for p in result.pulls for ref in p.images]
     for pull in result.pulls:
-        assert pull.image not in present.get(pull.node, ())
         assert pull.pod_name not in existing
-    assert len({(p.node, p.image) for p in result.pulls}) == len(result.pulls)
+        assert 1 <= len(pull.images) <= cfg.pull_batch_size
+        assert len({ref.split("/")[0] for ref in pull.images}) == 1  # one registry
+        for ref in pull.images:
+            assert ref not in present.get(pull.node, ())
+    assert len(set(pairs)) == len(pairs)
+    assert not set(pairs) & pulling
 
 
 @SETTINGS
@@ -188,34 +204,31 @@ def test_caps_hold(snapshot: Snapshot, cfg: Config) -> None:
     result = plan(snapshot, cfg)
     deleted = {d.uid for d in result.deletions}
     names = {n.name for n in snapshot.nodes}
-    flying = [
-        p
-        for p in snapshot.pods
-        if p.role == "puller"
-        and observe.puller_result(p) is None
-        and p.uid not in deleted
-        and p.node in names  # a node that is gone pulls nothing
-    ]
+    # A puller counts once cluster-wide, on its node and per registry, and once for each
+    # image it has still to pull.
+    pullers: list[tuple[str, tuple[str, ...]]] = []
+    for p in snapshot.pods:
+        pending = tuple(i for i in p.images if i not in observe.puller_results(p))
+        if p.role == "puller" and pending and p.uid not in deleted and p.node in names:
+            pullers.append((p.node, pending))
+    pullers += [(a.node, a.images) for a in result.pulls]
     keys: list[tuple[str, str, int]] = []
-    for p in [*((f.node, f.images[0]) for f in flying), *((a.node, a.image) for a in result.pulls)]:
-        node_name, ref = p
+    for node_name, refs in pullers:
+        keys += [("all", "", cfg.max_concurrent_pulls), ("node", node_name, cfg.max_pulls_per_node)]
+        keys += [("image", ref, cfg.max_pulls_per_image) for ref in refs]
         keys += [
-            ("all", "", cfg.max_concurrent_pulls),
-            ("node", node_name, cfg.max_pulls_per_node),
-            ("image", ref, cfg.max_pulls_per_image),
-            ("registry", ref.split("/")[0], cfg.max_pulls_per_registry),
+            ("registry", registry, cfg.max_pulls_per_registry)
+            for registry in {ref.split("/")[0] for ref in refs}
         ]
     totals = Counter((kind, key) for kind, key, _ in keys)
     caps = {(kind, key): cap for kind, key, cap in keys}
     started: Counter[tuple[str, str]] = Counter()
     for a in result.pulls:
-        for kind, key in (
-            ("all", ""),
-            ("node", a.node),
-            ("image", a.image),
-            ("registry", a.image.split("/")[0]),
-        ):
-            started[(kind, key)] += 1
+        started[("all", "")] += 1
+        started[("node", a.node)] += 1
+        started[("registry", a.images[0].split("/")[0])] += 1
+        for ref in a.images:
+            started[("image", ref)] += 1
     for dimension, count in started.items():
         assert totals[dimension] <= caps[dimension], (dimension, totals[dimension])
         assert count >= 1
@@ -227,7 +240,7 @@ def test_gpu_only_images_never_on_cpu_nodes(snapshot: Snapshot, cfg: Config) -> 
     result = plan(snapshot, cfg)
     nodes = {n.name: n for n in snapshot.nodes}
     for pull in result.pulls:
-        if _gpu_only(snapshot, pull.image):
+        if any(_gpu_only(snapshot, ref) for ref in pull.images):
             assert has_gpu(nodes[pull.node])
     for keeper in result.keepers:
         for ref in keeper.images:

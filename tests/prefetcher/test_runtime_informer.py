@@ -116,3 +116,44 @@ def test_survives_dropped_watches_and_api_errors(api_server: Any, api: client.Ap
         api_server.clear_faults()
         informer.stop()
         informer.join(5)
+
+
+def test_starting_pods_source_sees_bound_pending_workload_pods_only(api: client.ApiClient) -> None:
+    """The hold-back's watch: pods bound to a node and Pending, not ours; one that starts
+    running leaves the cache (a filtered watch sends DELETED), which triggers a pass."""
+    from prefetcher.kube import Kube
+    from prefetcher.observe import starting_pod
+    from tests.prefetcher.conftest import NAMESPACE
+
+    core = untyped(client.CoreV1Api(api))
+
+    def pod(name: str, node: str = "", ours: bool = False) -> dict[str, Any]:
+        labels = {"app.kubernetes.io/managed-by": "image-sync"} if ours else {"app": "x"}
+        spec: dict[str, Any] = {"containers": [{"name": "c", "image": "busybox"}]}
+        if node:
+            spec["nodeName"] = node
+        return {"metadata": {"name": name, "labels": labels}, "spec": spec}
+
+    core.create_namespaced_pod(NAMESPACE, pod("train", node="n1"))
+    core.create_namespaced_pod(NAMESPACE, pod("unbound"))
+    core.create_namespaced_pod(NAMESPACE, pod("ours", node="n1", ours=True))
+    recorder = Recorder()
+    informer = Informer(
+        "StartingPod",
+        Kube(api, NAMESPACE).starting_pod_source(),
+        clock=SystemClock(),
+        on_event=recorder.change,
+        settings=FAST,
+    )
+    informer.start()
+    try:
+        wait_for(informer.synced.is_set, what="the first list")
+        assert names(informer) == {"train"}
+        found = starting_pod(informer.items()[0])
+        assert found is not None and (found.node, found.pod) == ("n1", f"{NAMESPACE}/train")
+        core.patch_namespaced_pod_status("train", NAMESPACE, {"status": {"phase": "Running"}})
+        wait_for(lambda: not names(informer), what="the started pod to leave")
+        assert any(c.key.endswith("train") and c.new is None for c in recorder.changes)
+    finally:
+        informer.stop()
+        informer.join(timeout=5)

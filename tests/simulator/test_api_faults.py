@@ -124,3 +124,91 @@ def test_admin_endpoint_sets_lists_and_clears(apiserver) -> None:
         f"{apiserver.url}/sim/faults", json={"rules": [{"status": 418}]}, timeout=10
     )
     assert bad.status_code == 400
+
+
+def test_409_conflict_names_the_object_like_the_real_server(core, apiserver) -> None:
+    core.create_namespaced_config_map("default", {"metadata": {"name": "cm"}})
+    apiserver.add_fault(
+        FaultRule(path="/configmaps/cm$", verbs=("update", "patch"), status=409, times=1)
+    )
+    with pytest.raises(ApiException) as err:
+        core.patch_namespaced_config_map("cm", "default", {"data": {"a": "1"}})
+    assert err.value.status == 409
+    assert json.loads(str(err.value.body)) == {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": 'Operation cannot be fulfilled on configmaps "cm": the object has been '
+        "modified; please apply your changes to the latest version and try again",
+        "reason": "Conflict",
+        "details": {"name": "cm", "kind": "configmaps"},
+        "code": 409,
+    }
+    # times=1: the retry (what a client does after a conflict) goes through.
+    core.patch_namespaced_config_map("cm", "default", {"data": {"a": "1"}})
+    assert core.read_namespaced_config_map("cm", "default").data == {"a": "1"}
+
+
+def test_409_on_a_group_resource_and_on_a_create(apiserver) -> None:
+    apiserver.add_fault(FaultRule(path="/leases", verbs=("create",), status=409))
+    url = f"{apiserver.url}/apis/coordination.k8s.io/v1/namespaces/default/leases"
+    resp = requests.post(url, json={"metadata": {"name": "l1"}, "spec": {}}, timeout=10)
+    assert resp.status_code == 409
+    body = resp.json()
+    assert body["reason"] == "Conflict"
+    assert body["message"].startswith(
+        'Operation cannot be fulfilled on leases.coordination.k8s.io "l1": '
+    )
+    assert body["details"] == {"name": "l1", "group": "coordination.k8s.io", "kind": "leases"}
+    assert "Retry-After" not in resp.headers
+
+
+def test_422_invalid_with_causes(core, apiserver) -> None:
+    apiserver.add_fault(FaultRule(path="/pods$", verbs=("create",), status=422, times=1))
+    pod = {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "x:1"}]}}
+    with pytest.raises(ApiException) as err:
+        core.create_namespaced_pod("default", pod)
+    assert err.value.status == 422
+    body = json.loads(str(err.value.body))
+    assert body["reason"] == "Invalid"
+    assert (
+        body["message"] == 'Pod "p" is invalid: metadata.name: Invalid value: "p": injected fault'
+    )
+    assert body["details"] == {
+        "name": "p",
+        "kind": "Pod",
+        "causes": [
+            {
+                "reason": "FieldValueInvalid",
+                "field": "metadata.name",
+                "message": 'Invalid value: "p": injected fault',
+            }
+        ],
+    }
+    assert core.list_namespaced_pod("default").items == []  # nothing was stored
+    core.create_namespaced_pod("default", pod)  # times=1
+    apiserver.set_faults([FaultRule(path="/deployments/", verbs=("patch",), status=422)])
+    resp = requests.patch(
+        f"{apiserver.url}/apis/apps/v1/namespaces/default/deployments/web",
+        data="{}",
+        headers={"Content-Type": "application/merge-patch+json"},
+        timeout=10,
+    )
+    assert resp.status_code == 422
+    assert resp.json()["message"].startswith('Deployment.apps "web" is invalid: ')
+    assert resp.json()["details"]["group"] == "apps"
+
+
+def test_admin_endpoint_accepts_409_and_422(apiserver) -> None:
+    for status in (409, 422):
+        rules = {"rules": [{"path": "/configmaps", "status": status}]}
+        resp = requests.post(f"{apiserver.url}/sim/faults", json=rules, timeout=10)
+        assert resp.status_code == 200
+        got = requests.get(f"{apiserver.url}/api/v1/namespaces/default/configmaps/x", timeout=10)
+        assert got.status_code == status
+    bad = requests.post(
+        f"{apiserver.url}/sim/faults", json={"rules": [{"status": 404}]}, timeout=10
+    )
+    assert bad.status_code == 400
+    assert "409, 422, 429, 500, 503" in bad.json()["message"]

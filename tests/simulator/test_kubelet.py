@@ -243,3 +243,56 @@ def test_not_ready_marks_node_and_taints_it(cluster: SimCluster) -> None:
     del node
     cluster.set_not_ready("cpu-2", False)
     cluster.wait_nodes_ready(["cpu-2"])
+
+
+def test_final_delete_is_retried_after_429_and_500(cluster: SimCluster) -> None:
+    """The status manager deletes a terminated pod again on its next sync when the API
+    server refused (429, 5xx): the pod must not stay Terminating."""
+    from simulator.apiserver import FaultRule
+
+    core: Any = _create(cluster, pod("stuck", "busybox:1.36"))
+    wait_for(lambda: raw_pod(core, "stuck")["status"].get("phase") == "Running")
+    kubelets = cluster.kubelets
+    assert kubelets is not None
+    path = r"/namespaces/default/pods/stuck$"
+    with kubelets.lock:  # the kubelets wait: only their final deletes meet the faults
+        core.delete_namespaced_pod("stuck", "default", grace_period_seconds=30)
+        cluster.server.set_faults(
+            [
+                FaultRule(path=path, verbs=("delete",), status=500, times=2),
+                # urllib3 retries a 429 with Retry-After 3 times by itself, then gives up.
+                FaultRule(path=path, verbs=("delete",), status=429, retry_after=0, times=4),
+            ]
+        )
+
+    def deleted() -> bool:
+        return "stuck" not in [p.metadata.name for p in core.list_namespaced_pod("default").items]
+
+    wait_for(deleted)
+    rules = cluster.server.faults.to_json()["rules"]
+    assert [rule["fired"] for rule in rules] == [rule["times"] for rule in rules]
+    assert kubelets.counters["delete_retries"] >= 2
+    cluster.server.clear_faults()
+
+
+def test_api_server_stamps_metadata_in_simulated_time(cluster: SimCluster) -> None:
+    """One clock for the cluster: creation and deletion timestamps are simulated time, like
+    the times the kubelets write, not the wall clock (which the simulation runs ahead of)."""
+    import time
+
+    from simulator.clock import parse_time
+
+    wait_for(lambda: cluster.clock.now() - time.time() > 60)  # one wall second at speed 60
+    core: Any = _create(cluster, pod("timed", "busybox:1.36"))
+    obj = wait_for(lambda: (p := raw_pod(core, "timed"))["status"].get("phase") == "Running" and p)
+    created = parse_time(obj["metadata"]["creationTimestamp"])
+    assert abs(created - cluster.clock.now()) < 30
+    assert created - time.time() > 50
+    started = parse_time(obj["status"]["containerStatuses"][0]["state"]["running"]["startedAt"])
+    assert created - 1 <= parse_time(obj["status"]["startTime"]) <= started
+    assert cluster.kubelets is not None
+    with cluster.kubelets.lock:  # read it before the kubelet finishes the deletion
+        core.delete_namespaced_pod("timed", "default", grace_period_seconds=30)
+        deleting = raw_pod(core, "timed")["metadata"]
+    grace_end = parse_time(deleting["deletionTimestamp"])
+    assert abs(grace_end - (cluster.clock.now() + 30)) < 30

@@ -328,3 +328,178 @@ def test_run_duration_from_annotation_or_sleeper_command() -> None:
     assert _status(node, "keeper")["phase"] == "Running"
     assert _status(node, "sleep5")["phase"] == "Succeeded"
     assert _status(node, "job")["phase"] == "Succeeded"  # the 30 s default
+
+
+def _three_app_images(node: NodeRuntime) -> None:
+    hub = node.registries.registries["docker.io"]
+    for name in ("one", "two", "three"):
+        hub.add(catalog_image(f"{name}:1", compressed="100MB", disk="200MB"))
+
+
+def _pull_starts(events: list[Any]) -> list[tuple[float, str]]:
+    """(time, image) of every Pulling event, in order."""
+    return [(round(e.at - T0, 3), e.message.split('"')[1]) for e in events if e.reason == "Pulling"]
+
+
+def test_a_pods_images_are_pulled_one_after_another() -> None:
+    """SyncPod starts the containers in turn and each start waits for its image: a workload
+    pod arriving meanwhile waits behind the one pull in flight, not behind all of them."""
+    node = _node()  # serialized pulls; 100 MB at 100 MB/s: one second per image
+    _three_app_images(node)
+    node.sync_pod(_pod("multi", "one:1", "two:1", "three:1"))
+    node.advance(T0)
+    assert node.pulls_in_flight() == ["docker.io/library/one:1"]
+    assert node.queue == []  # two:1 and three:1 are not asked for yet
+    node.sync_pod(_pod("web", "busybox:1.36"))
+    node.advance(T0 + 0.5)
+    assert [job.reference for job in node.queue] == ["docker.io/library/busybox:1.36"]
+    status = _status(node, "multi")
+    assert [_waiting_reason(status, i) for i in range(3)] == ["ContainerCreating"] * 3
+    events: list[Any] = node.take_events()
+    for step in range(2, 20):
+        node.advance(T0 + step * 0.5)
+        events += node.take_events()
+    assert _pull_starts(events) == [
+        (0.0, "one:1"),
+        (1.0, "busybox:1.36"),  # right after the first pull, before two:1 and three:1
+        (2.0, "two:1"),
+        (3.0, "three:1"),
+    ]
+    assert _status(node, "web")["phase"] == "Running"
+    multi = _status(node, "multi")
+    assert multi["phase"] == "Running"
+    assert [c["state"].get("running") is not None for c in multi["containerStatuses"]] == [True] * 3
+    pulled = [e.message for e in events if e.reason == "Pulled" and "two:1" in e.message]
+    assert pulled == [
+        'Successfully pulled image "two:1" in 1.000s (2.000s including waiting). '
+        "Image size: 100000000 bytes."
+    ]
+    # The pod waited from its first pull asked for to its last image: 4 s; the web pod,
+    # asked for at T0 too, 1 s behind one:1 and 1 s of its own.
+    assert node.image_wait(node.pods["uid-multi"]) == 4.0
+    assert node.image_wait(node.pods["uid-web"]) == 2.0
+
+
+def test_a_failed_pull_in_the_middle_does_not_stop_the_next_container() -> None:
+    node = _node()
+    _three_app_images(node)
+    node.sync_pod(_pod("p", "one:1", "docker.io/library/nope:1", "three:1"))
+    events: list[Any] = []
+    for step in range(0, 12):
+        node.advance(T0 + step * 0.5)
+        events += node.take_events()
+    assert _pull_starts(events) == [
+        (0.0, "one:1"),
+        (1.0, "docker.io/library/nope:1"),
+        (1.0, "three:1"),
+    ]
+    status = _status(node, "p")
+    states = [c["state"] for c in status["containerStatuses"]]
+    assert "running" in states[0] and "running" in states[2]
+    assert states[1]["waiting"]["reason"] in ("ErrImagePull", "ImagePullBackOff")
+    assert "not found" in states[1]["waiting"]["message"]
+    assert status["phase"] == "Pending"
+    failed = [e.message for e in events if e.reason == "Failed"]
+    assert failed[0].startswith('Failed to pull image "docker.io/library/nope:1": ')
+    assert failed[1] == "Error: ErrImagePull"
+    # The failed image is retried after its back-off, on a later sync.
+    for step in range(12, 30):
+        node.advance(T0 + step * 0.5)
+        events += node.take_events()
+    assert [t for t, image in _pull_starts(events) if "nope" in image] == [1.0, 11.0]
+    assert node.pods["uid-p"].containers[1].backoff == 20
+    assert node.image_wait(node.pods["uid-p"]) is None  # it never got all its images
+
+
+def test_a_present_image_after_a_pulling_container_starts_once_the_pull_is_done() -> None:
+    """The SyncPod loop is blocked in the second container's EnsureImageExists."""
+    node = _node(preloaded_images=("docker.io/library/busybox:1.36",))
+    _three_app_images(node)
+    node.sync_pod(_pod("p", "busybox:1.36", "one:1", "busybox:1.36"))
+    events: list[Any] = []
+    for step in range(0, 8):
+        node.advance(T0 + step * 0.5)
+        events += node.take_events()
+        if step == 1:
+            assert _waiting_reason(_status(node, "p"), 2) == "ContainerCreating"
+    present = [round(e.at - T0, 3) for e in events if "already present" in e.message]
+    assert present == [0.0, 1.0]  # the third container's turn comes when one:1 is pulled
+    started = [(round(e.at - T0, 3), e.message) for e in events if e.reason == "Started"]
+    assert started == [
+        (1.0, "Started container c0"),
+        (2.0, "Started container c1"),
+        (2.0, "Started container c2"),
+    ]
+    assert node.image_wait(node.pods["uid-p"]) == 1.0
+
+
+def test_parallel_pulls_still_pull_one_image_of_a_pod_at_a_time() -> None:
+    node = _node(serialize_image_pulls=False)
+    _three_app_images(node)
+    node.sync_pod(_pod("multi", "one:1", "two:1"))
+    node.sync_pod(_pod("web", "busybox:1.36"))
+    node.advance(T0)
+    assert sorted(node.pulls_in_flight()) == [
+        "docker.io/library/busybox:1.36",
+        "docker.io/library/one:1",
+    ]
+
+
+def test_a_pod_seen_after_the_last_advance_starts_when_seen() -> None:
+    """The kubelet set syncs a pod at its own `now`: nothing of the pod happens earlier (its
+    startTime and container times never precede the creationTimestamp)."""
+    from simulator.clock import parse_time
+
+    node = _node()
+    node.advance(T0)
+    node.sync_pod(_pod("p", "busybox:1.36"), T0 + 5)
+    node.advance(T0 + 5)
+    node.advance(T0 + 8)
+    events = [(e.reason, e.at - T0) for e in node.take_events()]
+    assert events == [("Pulling", 5.0), ("Pulled", 6.0), ("Created", 7.0), ("Started", 7.0)]
+    status = _status(node, "p")
+    assert parse_time(status["startTime"]) == T0 + 5
+    started = status["containerStatuses"][0]["state"]["running"]["startedAt"]
+    assert parse_time(started) == T0 + 7  # pulled in 1 s, created in 1 s
+    pod = _pod("p", "busybox:1.36")
+    pod["metadata"]["deletionTimestamp"] = "2024-01-01T00:00:00Z"
+    node.sync_pod(pod, T0 + 9)
+    killing = [e for e in node.take_events() if e.reason == "Killing"]
+    assert [e.at - T0 for e in killing] == [9.0]
+    container = node.pods["uid-p"].containers[0]
+    assert container.finished_at == T0 + 9
+
+
+def test_events_of_one_pod_are_spam_filtered_like_client_go() -> None:
+    """25 events about one object at once, then one every 5 minutes (the recorder's filter)."""
+    node = _node(preloaded_images=("docker.io/library/busybox:1.36",))
+    node.sync_pod(_pod("many", *["busybox:1.36"] * 30))
+    node.sync_pod(_pod("one", "busybox:1.36"))
+    node.advance(T0)
+    node.advance(T0 + 5)
+    events = node.take_events()
+    many = [e for e in events if e.name == "many"]
+    assert len(many) == 25  # of 90: Pulled, Created, Started for each of 30 containers
+    assert [e.reason for e in events if e.name == "one"] == ["Pulled", "Created", "Started"]
+    assert all("running" in c["state"] for c in _status(node, "many")["containerStatuses"])
+    pod = _pod("many", *["busybox:1.36"] * 30)
+    pod["metadata"]["deletionTimestamp"] = "2024-01-01T00:00:00Z"
+    node.sync_pod(pod, T0 + 5 + 300)  # 30 Killing events, 5 minutes later: one gets through
+    assert len(node.take_events()) == 1
+
+
+def test_never_policy_container_starts_at_the_recheck_after_its_image_arrives() -> None:
+    node = _node()
+    never = _pod("keeper", "busybox:1.36")
+    never["spec"]["containers"][0]["imagePullPolicy"] = "Never"
+    node.sync_pod(never)
+    node.advance(T0)
+    assert _waiting_reason(_status(node, "keeper")) == "ErrImageNeverPull"
+    node.sync_pod(_pod("puller", "busybox:1.36"))  # pulls it in 1 s
+    for t in range(1, 5):
+        node.advance(T0 + t)
+    assert node.store.has("docker.io/library/busybox:1.36")
+    assert _waiting_reason(_status(node, "keeper")) == "ErrImageNeverPull"  # not looked yet
+    for t in range(5, 13):
+        node.advance(T0 + t)
+    assert _status(node, "keeper")["phase"] == "Running"  # seen at the 10 s recheck

@@ -267,3 +267,57 @@ def test_profiles_per_buffered_image_are_bounded() -> None:
     learner.flush()
     assert stored(store)["status"]["useCount"] == MAX_PENDING_PROFILES + 50
     assert len(stored(store)["spec"]["profiles"]) == 16
+
+
+def test_each_profile_keeps_the_time_it_was_last_seen() -> None:
+    """Profiles are stamped at flush time with when each was last recorded, not when flushed."""
+    store = MemoryStore()
+    now = [NOW]
+    learner = Recorder(store, Metrics(), flush_interval=3600, max_pending=10, clock=lambda: now[0])
+    learner.record(Sighting((IMAGE,), profile()))
+    learner.record(Sighting((IMAGE,), profile(namespace="research")))
+    now[0] = datetime(2026, 11, 22, 10, 5, 0, tzinfo=UTC)
+    learner.record(Sighting((IMAGE,), profile()))
+    learner.flush()
+    seen = {p["namespace"]: p["lastSeen"] for p in stored(store)["spec"]["profiles"]}
+    assert seen == {"training": "2026-11-22T10:05:00Z", "research": "2026-11-22T10:00:00Z"}
+    assert stored(store)["status"]["lastSeen"] == "2026-11-22T10:05:00Z"
+
+
+def test_a_requeued_image_keeps_the_newest_time_of_each_profile() -> None:
+    store = MemoryStore()
+    now = [NOW]
+    learner = Recorder(store, Metrics(), flush_interval=3600, max_pending=10, clock=lambda: now[0])
+    learner.record(Sighting((IMAGE,), profile()))
+    store.down = True
+    learner.flush()  # fails: the entry goes back into the buffer
+    now[0] = datetime(2026, 11, 22, 11, 0, 0, tzinfo=UTC)
+    learner.record(Sighting((IMAGE,), profile()))
+    store.down = False
+    learner.flush()
+    [written] = stored(store)["spec"]["profiles"]
+    assert written["lastSeen"] == "2026-11-22T11:00:00Z"
+    assert stored(store)["status"]["useCount"] == 2
+
+
+def test_a_profile_nested_too_deep_for_orjson_is_still_recorded() -> None:
+    deep: dict[str, Any] = {}
+    for _ in range(300):
+        deep = {"matchExpressions": [deep]}
+    odd = profile()
+    odd["requiredNodeAffinity"] = [deep]
+    learner = recorder(MemoryStore())
+    learner.record(Sighting((IMAGE,), odd))
+    learner.record(Sighting((IMAGE,), odd))
+    assert learner.pending == 1
+    assert len(learner._pending[IMAGE].profiles) == 1
+
+
+def test_the_real_clock_stamps_in_kubernetes_format() -> None:
+    from webhook.recorder import utc_now
+
+    learner = Recorder(MemoryStore(), Metrics(), flush_interval=3600, max_pending=10)
+    before = utc_now().replace(microsecond=0)
+    stamp = learner._timestamp()
+    after = utc_now()
+    assert before <= datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC) <= after
