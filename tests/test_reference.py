@@ -1,7 +1,7 @@
 """Image reference parsing, normalization and registry prefix matching."""
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from imagesync.matching import is_managed, parse_prefix
@@ -103,6 +103,8 @@ _tag = st.from_regex(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,20}", fullmatch=True)
     tag=st.none() | _tag,
 )
 def test_normalization_is_idempotent(host: str, path: list[str], tag: str | None) -> None:
+    # Without a host, a first component with a dot would be read as one (Docker's rule).
+    assume(host or "." not in path[0])
     text = host + "/".join(path) + (f":{tag}" if tag else "")
     once = normalize(text)
     assert normalize(once) == once
