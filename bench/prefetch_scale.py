@@ -1,40 +1,43 @@
 """The prefetcher at scale on the simulator: 1,000 nodes x 200 images by default.
 
-    .venv/bin/python bench/prefetch_scale.py [--nodes N] [--images M] [--speed S]
+    .venv/bin/python bench/prefetch_scale.py [--nodes N] [--images M] [--timeout S]
 
-Prints: plan time (the pure step, on the converged snapshot, and across the run), API
-requests (per pass while converging, and in one steady-state sweep), time to full coverage,
-time to warm one joining node (measured at 1x speed) against its physical floor (the bytes
-it needs / its bandwidth), and peak memory (of a standby prefetcher process that holds the whole cluster
-in its caches and plans it; and of this process, simulator included).
+The simulated cluster (API server, kubelets, scheduler, registries) runs in this process at
+real time (1x); the prefetcher is the real `image-sync prefetcher` command in a process of
+its own, as in a cluster, so each has a core of the two. Everything is measured from the
+outside: the prefetcher's /metrics and its log (one line per pass), the simulator's disks.
+
+Prints: plan time (across the run, and on the converged cluster), API requests (per pass
+while converging, and over one steady-state sweep interval), time to full coverage against
+its physical floor (the bytes ÷ the registry's or the nodes' bandwidth, whichever is less),
+time to warm one joining node against its floor (its bytes ÷ its bandwidth), the
+prefetcher's CPU use, and peak memory (the prefetcher process; this one, simulator included).
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
+import re
 import resource
 import signal
 import statistics
 import subprocess
 import sys
-import threading
+import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import requests
 from kubernetes import client
+from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from imagesync.cachedimage import object_name  # noqa: E402
-from imagesync.config import load_config  # noqa: E402
-from prefetcher.__main__ import Prefetcher  # noqa: E402
-from prefetcher.informer import InformerSettings  # noqa: E402
-from prefetcher.planner import plan  # noqa: E402
 from simulator.cluster import SimCluster  # noqa: E402
 from simulator.scenario import parse_scenario  # noqa: E402
 
@@ -42,6 +45,8 @@ NAMESPACE = "image-sync"
 REGISTRY = "harbor.example.internal"
 TOOLS = "ghcr.io/image-sync/image-sync:0.1.0"
 NODE_BANDWIDTH = 10e9  # bits/s
+REGISTRY_BANDWIDTH = 400e9  # bits/s
+SWEEP_INTERVAL = 300.0  # seconds: short, so that a steady sweep comes soon after convergence
 MB = 1_000_000
 
 
@@ -54,7 +59,7 @@ def image_sizes(count: int) -> list[tuple[str, int, int]]:
     return out
 
 
-def scenario(nodes: int, images: list[tuple[str, int, int]], speed: float) -> Any:
+def scenario(nodes: int, images: list[tuple[str, int, int]]) -> Any:
     catalogue = [
         {"image": ref.split("/", 1)[1], "compressed": size, "disk": disk, "archs": ["amd64"]}
         for ref, size, disk in images
@@ -62,9 +67,13 @@ def scenario(nodes: int, images: list[tuple[str, int, int]], speed: float) -> An
     return parse_scenario(
         {
             "name": "prefetch-scale",
-            "speed": speed,
+            "speed": 1,
             "registries": [
-                {"host": REGISTRY, "bandwidth": "400Gbps", "images": catalogue},
+                {
+                    "host": REGISTRY,
+                    "bandwidth": f"{REGISTRY_BANDWIDTH / 1e9:g}Gbps",
+                    "images": catalogue,
+                },
                 {
                     "host": "ghcr.io",
                     "bandwidth": "100Gbps",
@@ -85,7 +94,7 @@ def scenario(nodes: int, images: list[tuple[str, int, int]], speed: float) -> An
                     "cpu": "64",
                     "memory": "256Gi",
                     "disk": "2Ti",
-                    "bandwidth": "10Gbps",
+                    "bandwidth": f"{NODE_BANDWIDTH / 1e9:g}Gbps",
                     "maxPods": 500,
                     "zones": ["zone-a", "zone-b", "zone-c"],
                 }
@@ -93,40 +102,6 @@ def scenario(nodes: int, images: list[tuple[str, int, int]], speed: float) -> An
         },
         name="prefetch-scale",
     )
-
-
-class Counting:
-    """Counts every HTTP request one ApiClient sends (informers, lease and writes alike)."""
-
-    def __init__(self, api: client.ApiClient) -> None:
-        self.total = 0
-        self.by_method: dict[str, int] = {}  # the Lease's own renewals left out
-        self._lock = threading.Lock()
-        inner = api.rest_client.request
-
-        def request(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
-            with self._lock:
-                self.total += 1
-                if "/leases/" not in url:
-                    self.by_method[method] = self.by_method.get(method, 0) + 1
-            return inner(method, url, *args, **kwargs)
-
-        api.rest_client.request = request  # type: ignore[method-assign]
-
-    def snapshot(self) -> tuple[int, dict[str, int]]:
-        with self._lock:
-            return self.total, dict(self.by_method)
-
-
-class ScaledClock:
-    def __init__(self, sim_clock: Any) -> None:
-        self.sim = sim_clock
-
-    def now(self) -> float:
-        return float(self.sim.now())
-
-    def wait(self, event: threading.Event, seconds: float) -> bool:
-        return event.wait(max(0.0, float(self.sim.wall_seconds(seconds))))
 
 
 def untyped(api: Any) -> Any:
@@ -182,46 +157,119 @@ def install(api: client.ApiClient, images: list[tuple[str, int, int]]) -> None:
         )
 
 
-def standby_peak_memory(sim: SimCluster, env: dict[str, str]) -> tuple[int, float]:
-    """Peak RSS (KiB) of a standby `image-sync prefetcher` process that caches the whole
-    cluster and plans it for its report; and how long that report took."""
-    port = 18000 + os.getpid() % 1000
-    process = subprocess.Popen(
-        [
-            str(ROOT / ".venv" / "bin" / "image-sync"),
-            "prefetcher",
-            "--kubeconfig",
-            str(sim.kubeconfig),
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--identity",
-            "bench-standby",
-        ],
-        env={**os.environ, **env, "IMAGE_SYNC_LOG_LEVEL": "warning"},
-    )
-    try:
-        base = f"http://127.0.0.1:{port}"
+PASS_LINE = re.compile(
+    r"pass \((?P<trigger>[^)]*)\): (?P<writes>\d+) writes planned.* (?P<seconds>[\d.]+)s "
+    r"\(plan (?P<plan>[\d.]+)s\)"
+)
 
-        def standby() -> bool:
-            try:
-                return requests.get(f"{base}/healthz", timeout=5).text.strip() == "standby"
-            except requests.RequestException:
-                return False
 
-        wait(standby, 600, "the standby's caches")
-        started = time.perf_counter()
-        requests.get(f"{base}/report", timeout=600).raise_for_status()
-        report_seconds = time.perf_counter() - started
-        # VmHWM: the peak resident set of the process since its exec (RUSAGE_CHILDREN would
-        # count the forked copy of this process before the exec).
-        status = Path(f"/proc/{process.pid}/status").read_text()
-        peak = int(
+@dataclass(frozen=True)
+class PassLine:
+    trigger: str
+    writes: int
+    seconds: float
+    plan: float
+
+
+class PrefetcherProcess:
+    """`image-sync prefetcher` as a child process: its /metrics, its pass log, its CPU and memory."""
+
+    def __init__(self, kubeconfig: Path, env: dict[str, str], workdir: Path) -> None:
+        self.port = 18000 + os.getpid() % 1000
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = workdir / "prefetcher.log"
+        self._log = self.log_path.open("w")
+        self.process = subprocess.Popen(
+            [
+                str(ROOT / ".venv" / "bin" / "image-sync"),
+                "prefetcher",
+                "--kubeconfig",
+                str(kubeconfig),
+                "--bind",
+                f"127.0.0.1:{self.port}",
+            ],
+            env={**os.environ, **env},
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def check(self) -> None:
+        if self.process.poll() is not None:
+            tail = self.log_path.read_text().splitlines()[-20:]
+            raise SystemExit("the prefetcher exited:\n" + "\n".join(tail))
+
+    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        """Every sample of /metrics, keyed by (name, sorted labels)."""
+        self.check()
+        text = requests.get(f"{self.url}/metrics", timeout=60).text
+        return {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        }
+
+    def passes(self) -> list[PassLine]:
+        out = []
+        for line in self.log_path.read_text().splitlines():
+            match = PASS_LINE.search(line)
+            if match:
+                out.append(
+                    PassLine(
+                        match["trigger"],
+                        int(match["writes"]),
+                        float(match["seconds"]),
+                        float(match["plan"]),
+                    )
+                )
+        return out
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def peak_rss_kib(self) -> int:
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        return int(
             next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))
         )
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=60)
-    return peak, report_seconds
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        self._log.close()
+
+
+def metric(samples: dict[Any, float], name: str, **labels: str) -> float:
+    """The sum of `name` over every sample whose labels include `labels`."""
+    return sum(
+        value
+        for (sample, sample_labels), value in samples.items()
+        if sample == name and labels.items() <= dict(sample_labels).items()
+    )
+
+
+def requests_by_verb(samples: dict[Any, float]) -> dict[str, float]:
+    """API requests so far by verb, the Lease's own renewals left out."""
+    out: dict[str, float] = {}
+    for (sample, labels), value in samples.items():
+        label = dict(labels)
+        if sample == f"{PREFIX}_api_requests_total" and label["resource"] != "leases":
+            out[label["verb"]] = out.get(label["verb"], 0.0) + value
+    return out
+
+
+def delta(after: dict[str, float], before: dict[str, float]) -> dict[str, int]:
+    return {
+        k: int(v - before.get(k, 0.0)) for k, v in sorted(after.items()) if v - before.get(k, 0.0)
+    }
+
+
+PREFIX = "image_sync_prefetcher"
+WRITES = ("create", "update", "patch", "delete")
 
 
 def main() -> int:
@@ -231,176 +279,167 @@ def main() -> int:
     parser.add_argument("--nodes", type=int, default=1000)
     parser.add_argument("--images", type=int, default=200)
     parser.add_argument(
-        "--speed", type=float, default=60.0, help="simulated seconds per wall second"
-    )
-    parser.add_argument(
         "--timeout",
         type=float,
-        default=3600.0,
-        help="wall seconds to wait for full coverage; past it, the coverage reached is reported",
+        default=5400.0,
+        help="seconds to wait for full coverage; past it, the coverage reached is reported",
     )
     args = parser.parse_args()
 
     images = image_sizes(args.images)
-    say(
-        f"prefetch_scale: {args.nodes} nodes x {args.images} images, simulator speed {args.speed:g}x"
-    )
+    per_node = sum(size for _, size, _ in images)
+    total_bytes = per_node * args.nodes
+    coverage_floor = total_bytes * 8 / min(REGISTRY_BANDWIDTH, args.nodes * NODE_BANDWIDTH)
+    say(f"prefetch_scale: {args.nodes} nodes x {args.images} images, at real time")
     started = time.perf_counter()
-    with SimCluster(scenario(args.nodes, images, args.speed), speed=args.speed) as sim:
+    with (
+        tempfile.TemporaryDirectory(prefix="prefetch-scale-") as workdir,
+        SimCluster(scenario(args.nodes, images), speed=1.0) as sim,
+    ):
         say(f"  simulator up with {args.nodes} Ready nodes in {time.perf_counter() - started:.1f}s")
-        setup_api = sim.api_client()
-        install(setup_api, images)
-
+        install(sim.api_client(), images)
         env = {
             "IMAGE_SYNC_NAMESPACE": NAMESPACE,
             "IMAGE_SYNC_REGISTRIES": REGISTRY,
             "IMAGE_SYNC_MAX_CONCURRENT_PULLS": str(args.nodes),
             "IMAGE_SYNC_MAX_PULLS_PER_REGISTRY": str(args.nodes),
             "IMAGE_SYNC_MAX_PULLS_PER_IMAGE": str(args.nodes),
-            "IMAGE_SYNC_SWEEP_INTERVAL": "1000h",
-            # The default 1 s coalescing wait, in wall time: the prefetcher's clock runs at
-            # the simulator's speed, and a shorter wait only plans the same changes twice.
-            "IMAGE_SYNC_PASS_COALESCE": f"{args.speed:g}s",
-            "IMAGE_SYNC_LEASE_DURATION": "1h",
-            "IMAGE_SYNC_LEASE_RENEW_DEADLINE": "40m",
-            "IMAGE_SYNC_LEASE_RETRY_PERIOD": "5m",
+            "IMAGE_SYNC_SWEEP_INTERVAL": f"{SWEEP_INTERVAL:g}s",
+            "IMAGE_SYNC_LOG_LEVEL": "info",
         }
-        config = load_config(environ=env)
-        api = sim.api_client()
-        counter = Counting(api)
-        prefetcher = Prefetcher(
-            api,
-            config,
-            clock=ScaledClock(sim.clock),
-            identity="bench-leader",
-            bind=None,
-            informer_settings=InformerSettings(watch_timeout=300),
-        )
-        t0_wall, t0_sim = time.perf_counter(), sim.clock.now()
-        prefetcher.start()
-        controller = prefetcher.controller
-        plan_times: list[float] = []
-        seen_passes = 0
-        last_said = 0.0
+        prefetcher = PrefetcherProcess(sim.kubeconfig, env, Path(workdir))
+        try:
+            t0 = time.perf_counter()
+            wait(lambda: prefetcher.passes(), 600, "the first pass", interval=0.5)
+            first_pass = time.perf_counter() - t0
+            first = prefetcher.passes()[0]
+            first_requests = requests_by_verb(prefetcher.metrics())
+            last_said = 0.0
 
-        def coverage() -> bool:
-            nonlocal seen_passes, last_said
-            if controller.passes != seen_passes and controller.last_pass is not None:
-                seen_passes = controller.passes
-                plan_times.append(controller.last_pass.plan_seconds)
-            last = controller.last_plan
-            summary = last.summary if last is not None else None
-            if summary is not None and time.perf_counter() - last_said >= 30:
-                last_said = time.perf_counter()
-                print(
-                    f"    ... {last_said - t0_wall:6.0f}s coverage {summary.coverage:.3f}"
-                    f" pulling {summary.pulling_pairs} passes {controller.passes}"
-                    f" (last plan {plan_times[-1] if plan_times else 0:.1f}s)",
-                    flush=True,
+            def covered() -> bool:
+                nonlocal last_said
+                samples = prefetcher.metrics()
+                coverage = metric(samples, f"{PREFIX}_coverage_ratio")
+                now = time.perf_counter()
+                if now - last_said >= 60:
+                    last_said = now
+                    passes = prefetcher.passes()
+                    say(
+                        f"    ... {now - t0:5.0f}s coverage {coverage:.3f}, pulling "
+                        f"{metric(samples, f'{PREFIX}_pairs', state='pulling'):.0f}, failed "
+                        f"{metric(samples, f'{PREFIX}_pairs', state='failed'):.0f}, "
+                        f"{len(passes)} passes (last plan {passes[-1].plan:.2f}s), prefetcher CPU "
+                        f"{prefetcher.cpu_seconds() / (now - t0):.0%} of a core"
+                    )
+                return coverage >= 1.0
+
+            done = poll(covered, args.timeout, interval=2.0)
+            full = time.perf_counter() - t0
+            converging = prefetcher.passes()
+            samples = prefetcher.metrics()
+            converge_requests = requests_by_verb(samples)
+            converge_cpu = prefetcher.cpu_seconds()
+            reached = metric(samples, f"{PREFIX}_coverage_ratio")
+            conflicts = sum(
+                metric(samples, f"{PREFIX}_api_errors_total", code=code) for code in ("404", "409")
+            )
+
+            steady = steady_requests = None
+            warm = warm_metric = None
+            joined = ""
+            if done:
+                # One whole sweep interval of a converged cluster, from the end of a sweep
+                # to the end of the next: what it costs to stay converged.
+                def sweeps() -> int:
+                    return sum(p.trigger == "sweep" for p in prefetcher.passes())
+
+                wait(
+                    lambda: prefetcher.passes()[-1].writes == 0,
+                    1800,
+                    "a pass with nothing to write",
                 )
-            return summary is not None and summary.coverage >= 1.0 and summary.wanted_pairs > 0
+                seen = sweeps()
+                wait(lambda: sweeps() > seen, SWEEP_INTERVAL * 2, "a sweep", interval=0.5)
+                before = requests_by_verb(prefetcher.metrics())
+                wait(
+                    lambda: sweeps() > seen + 1, SWEEP_INTERVAL * 2, "the next sweep", interval=0.5
+                )
+                steady_requests = delta(requests_by_verb(prefetcher.metrics()), before)
+                steady = [p for p in prefetcher.passes() if p.trigger == "sweep"][-1]
 
-        first_pass = wait(lambda: controller.last_pass, 600, "the first pass", interval=0.2)
-        first_requests = counter.snapshot()[1]
-        covered = poll(coverage, args.timeout, interval=2.0)
-        full_wall, full_sim = time.perf_counter() - t0_wall, sim.clock.now() - t0_sim
-        converge_requests, converge_methods = counter.snapshot()
-        conflicts = sum(
-            sample.value
-            for metric in prefetcher.metrics.api_errors.collect()
-            for sample in metric.samples
-            if sample.name.endswith("_total") and sample.labels["code"] in ("404", "409")
-        )
-        passes = controller.passes
-        last = controller.last_plan
-        assert last is not None and last.summary is not None
-        pairs, reached = last.summary.wanted_pairs, last.summary.coverage
+                # One joining node: from its creation to every wanted image on its disk.
+                joined_at = time.perf_counter()
+                joined = sim.add_node("cpu")
+                refs = [ref for ref, _, _ in images]
 
-        snapshot = controller.snapshot()
-        timings = []
-        for _ in range(3):
-            t = time.perf_counter()
-            plan(snapshot, config)
-            timings.append(time.perf_counter() - t)
+                def warm_on_disk() -> bool:
+                    try:
+                        store = sim.image_store(joined)
+                    except KeyError:
+                        return False
+                    return all(store.has(ref) for ref in refs)
 
-        sweep = sweep_methods = None
-        warm = None
-        if covered:
-            # Let the last keeper replacements and status writes settle, then one steady sweep.
-            wait(lambda: not controller.last_plan.writes, 600, "a quiet plan")  # type: ignore[union-attr]
-            time.sleep(2)
-            _, before = counter.snapshot()
-            previous = controller.last_sweep
-            controller.request_sweep()
-            wait(
-                lambda: controller.last_sweep is not previous, 600, "the steady sweep", interval=0.2
-            )
-            _, after = counter.snapshot()
-            sweep = controller.last_sweep
-            sweep_methods = {m: after.get(m, 0) - before.get(m, 0) for m in after}
-            # One joining node: from joining to all its wanted images present, at 1x speed so
-            # that every wall-clock latency (watch, pass, kubelet) counts at its real size.
-            sim.clock.set_speed(1.0)
-            controller.config = dataclasses.replace(config, pass_coalesce=1.0)
-            joined = sim.add_node("cpu")
-            wait(
-                lambda: joined in controller.warm_times,
-                args.timeout,
-                f"{joined} warm",
-                interval=0.5,
-            )
-            warm = controller.warm_times[joined]
-
-        peak_standby, standby_report = standby_peak_memory(sim, env)
-        prefetcher.stop()
+                wait(warm_on_disk, args.timeout, f"{joined} warm", interval=0.25)
+                warm = time.perf_counter() - joined_at
+                wait(
+                    lambda: metric(prefetcher.metrics(), f"{PREFIX}_node_warm_seconds_count") >= 1,
+                    600,
+                    "the prefetcher's warm-node metric",
+                )
+                warm_metric = metric(prefetcher.metrics(), f"{PREFIX}_node_warm_seconds_sum")
+            peak_prefetcher = prefetcher.peak_rss_kib()
+        finally:
+            prefetcher.stop()
         peak_self = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
+    plans = [p.plan for p in converging]
+    passes = len(converging)
+    converge_total = sum(converge_requests.values())
     say("")
-    say(f"results ({args.nodes} nodes x {args.images} images = {pairs} wanted pairs)")
-    say(f"  plan time, full snapshot:        median {statistics.median(timings):.3f}s (of 3)")
-    if plan_times:
-        say(
-            f"  plan time across the run:        median {statistics.median(plan_times):.3f}s, "
-            f"max {max(plan_times):.3f}s"
-        )
+    say(f"results ({args.nodes} nodes x {args.images} images = {args.nodes * args.images} pairs)")
     say(
-        f"  first sweep:                     {first_pass.seconds:.2f}s, plan {first_pass.plan_seconds:.3f}s, "
-        f"{sum(first_requests.values())} API requests {first_requests}"
+        f"  first pass:                      {first.seconds:.2f}s (plan {first.plan:.3f}s), "
+        f"{first_pass:.1f}s after start; "
+        f"{sum(first_requests.values()):.0f} API requests {delta(first_requests, {})}"
     )
-    if covered:
+    say(
+        f"  plan time across the run:        median {statistics.median(plans):.3f}s, "
+        f"max {max(plans):.3f}s, over {passes} passes"
+    )
+    if done:
         say(
-            f"  time to full coverage:           {full_wall:.0f}s wall = {full_sim:.0f}s simulated, {passes} passes"
+            f"  time to full coverage:           {full:.0f}s vs physical floor {coverage_floor:.0f}s "
+            f"({total_bytes / 1e12:.1f} TB at "
+            f"{min(REGISTRY_BANDWIDTH, args.nodes * NODE_BANDWIDTH) / 1e9:g} Gbps): "
+            f"{full / coverage_floor:.2f}x"
         )
     else:
-        say(
-            f"  coverage after {full_wall:.0f}s wall = {full_sim:.0f}s simulated: {reached:.3f} "
-            f"({passes} passes; --timeout ended the wait)"
-        )
+        say(f"  coverage after {full:.0f}s: {reached:.3f} (--timeout ended the wait)")
     say(
-        f"  API requests while converging:   {sum(converge_methods.values())} "
-        f"({sum(converge_methods.values()) / max(passes, 1):.1f} per pass) {converge_methods}"
-        f"; {converge_requests} with lease renewals; {conflicts:.0f} answered 404/409 (already done)"
-    )
-    if sweep is not None and sweep_methods is not None:
-        writes = sum(sweep_methods.get(m, 0) for m in ("POST", "PUT", "PATCH", "DELETE"))
-        say(
-            f"  API requests in a steady sweep:  {sum(sweep_methods.values())} besides lease renewals, "
-            f"{writes} writes (sweep {sweep.seconds:.2f}s, actions {sweep.actions or 'none'})"
-        )
-    if warm is not None:
-        needed = sum(size for _, size, _ in images)
-        floor = needed * 8 / NODE_BANDWIDTH
-        say(
-            f"  joining node warmed in:          {warm:.0f}s at 1x vs physical floor {floor:.0f}s "
-            f"({needed / 1e9:.1f} GB at {NODE_BANDWIDTH / 1e9:g} Gbps): {warm / floor:.1f}x"
-        )
-    say(
-        f"  peak memory, standby prefetcher: {peak_standby / 1024:.0f} MiB "
-        f"(its report plan took {standby_report:.2f}s)"
+        f"  API requests while converging:   {converge_total:.0f} "
+        f"({converge_total / max(passes, 1):.1f} per pass) {delta(converge_requests, {})}; "
+        f"{conflicts:.0f} answered 404/409 (already done)"
     )
     say(
-        f"  peak memory, this process:       {peak_self / 1024:.0f} MiB (simulator + leader prefetcher)"
+        f"  prefetcher CPU while converging: {converge_cpu:.0f}s in {full:.0f}s "
+        f"({converge_cpu / full:.0%} of a core)"
     )
+    if steady is not None and steady_requests is not None:
+        writes = sum(steady_requests.get(verb, 0) for verb in WRITES)
+        say(
+            f"  one steady sweep interval ({SWEEP_INTERVAL / 60:g} min): "
+            f"{sum(steady_requests.values())} API requests besides Lease renewals, {writes} writes "
+            f"{steady_requests}; the sweep pass {steady.seconds:.2f}s, plan {steady.plan:.3f}s"
+        )
+    if warm is not None and warm_metric is not None:
+        floor = per_node * 8 / NODE_BANDWIDTH
+        say(
+            f"  joining node warmed in:          {warm:.0f}s on disk ({warm_metric:.0f}s by "
+            f"node_warm_seconds) vs physical floor {floor:.0f}s ({per_node / 1e9:.1f} GB at "
+            f"{NODE_BANDWIDTH / 1e9:g} Gbps): {warm / floor:.1f}x"
+        )
+    say(f"  peak memory, prefetcher:         {peak_prefetcher / 1024:.0f} MiB")
+    say(f"  peak memory, this process:       {peak_self / 1024:.0f} MiB (the simulated cluster)")
     return 0
 
 

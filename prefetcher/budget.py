@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from imagesync.config import Config
 from prefetcher.model import NodeInfo
@@ -24,8 +25,7 @@ from prefetcher.model import NodeInfo
 _GB = 1e9
 
 
-@dataclass(frozen=True, slots=True)
-class BudgetItem:
+class BudgetItem(NamedTuple):
     """An eligible image competing for a node's disk, in rank order."""
 
     image: str

@@ -61,6 +61,7 @@ WriteHook = Callable[[str], None]
 
 NODES, IMAGES, PODS, STARTING = "Node", "CachedImage", "Pod", "StartingPod"
 SWEEP = "sweep"
+INFORMER_RESOURCES = {NODES: "nodes", IMAGES: "cachedimages", PODS: "pods", STARTING: "pods"}
 # A chunk of at least this many writes that all failed ends the pass (the API server is
 # struggling); the next pass retries after a backoff.
 MAX_CHUNK_ERRORS = 5
@@ -223,12 +224,14 @@ class Controller:
         self.started = clock.now()
 
     def _informer(self, kind: str, source: Any, settings: InformerSettings) -> Informer:
+        resource = INFORMER_RESOURCES[kind]
         return Informer(
             kind,
             source,
             clock=self.clock,
             on_event=self._on_change,
             on_error=self._on_watch_error,
+            on_request=lambda verb: self.kube.count(verb, resource, None),
             settings=settings,
         )
 
@@ -462,13 +465,15 @@ class Controller:
             self.metrics.observe_plan(plan)
             self._observe_warm_nodes(plan)
         log.info(
-            "pass (%s): %d writes planned, done %s, %d already done, %d API errors, %.3fs",
+            "pass (%s): %d writes planned, done %s, %d already done, %d API errors, "
+            "%.3fs (plan %.3fs)",
             trigger,
             plan.writes,
             info.actions,
             info.already_done,
             info.api_errors,
             info.seconds,
+            info.plan_seconds,
         )
         return info
 

@@ -107,9 +107,11 @@ class Informer:
         clock: Clock,
         on_event: Callable[[Change], None],
         on_error: Callable[[str, KubeError], None] | None = None,
+        on_request: Callable[[str], None] | None = None,
         settings: InformerSettings | None = None,
     ) -> None:
         self.kind = kind
+        self._on_request = on_request
         self._list_call = list_call
         self._clock = clock
         self._on_event = on_event
@@ -213,6 +215,8 @@ class Informer:
 
     def _call(self, what: str, **kwargs: Any) -> Any:
         self._retry_after = 0.0
+        if self._on_request is not None:
+            self._on_request(what)
         try:
             return self._list_call(_preload_content=False, **kwargs)
         except ApiException as exc:

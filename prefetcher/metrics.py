@@ -88,7 +88,7 @@ class Metrics:
         )
         self.api_requests = Counter(
             f"{PREFIX}_api_requests",
-            "Requests to the API server (informers' list / watch not included), by verb and resource.",
+            "Requests to the API server (informers' list and watch included), by verb and resource.",
             ["verb", "resource"],
             registry=r,
         )
@@ -107,7 +107,7 @@ class Metrics:
             self.api_errors.labels(verb, str(error.status)).inc()
 
     def api_error(self, verb: str, error: KubeError) -> None:
-        """The informers' error hook (their list / watch calls are not counted)."""
+        """The informers' error hook (their requests are counted through `Kube.count`)."""
         self.api_errors.labels(verb, str(error.status)).inc()
 
     def writes(self) -> dict[tuple[str, str], float]:

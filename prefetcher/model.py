@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from imagesync.cachedimage import PlacementProfile
 
@@ -238,9 +238,9 @@ class StatusUpdate:
     patch: Mapping[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
-class CellState:
-    """The state of one (node, image) pair for the report."""
+class CellState(NamedTuple):
+    """The state of one (node, image) pair for the report (a NamedTuple: a large cluster's
+    plan builds one per node and image, and a tuple is several times cheaper to make)."""
 
     node: str
     image: str

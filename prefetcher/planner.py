@@ -222,15 +222,19 @@ def _plan_nodes(
             urgent_recent=_recent(node.ready_since or node.created, now, config.urgent_window),
         )
         items: list[budgets.BudgetItem] = []
-        seen: dict[str, str | None] = {}
+        seen: dict[str, str | None] = {}  # placement key → why not (None: fits)
+        hinted = node.hinted_images
         for image in wanted:
-            if image.placement_key not in seen:
-                seen[image.placement_key] = _placement(image, node, config)
-            why = seen[image.placement_key]
+            key = image.placement_key
+            if key in seen:
+                why = seen[key]
+            else:
+                why = seen[key] = _placement(image, node, config)
             if why is not None:
                 entry.not_placed[image.image] = why
                 continue
-            items.append(budgets.BudgetItem(image.image, _size_on(image, node), image.score))
+            ref = image.image
+            items.append(budgets.BudgetItem(ref, hinted.get(ref) or image.size, image.score))
         result = budgets.fit(budgets.node_budget(node, config, managed), items)
         entry.budget, entry.budget_used = result.budget, result.used
         entry.fitted = list(result.fitted)
@@ -283,6 +287,7 @@ class _Work:
         self.puller_held: dict[str, set[str]] = {}  # node → images live pullers pulled
         self.pulled_at: dict[PullKey, datetime] = {}
         self.in_flight: dict[str, tuple[ManagedPod, tuple[str, ...]]] = {}  # uid → pending
+        self.pulling: set[PullKey] = set()  # (node, image) of in_flight, once read_pullers ran
         self.wake_at: datetime | None = None
         self.pulls: list[PullAction] = []
         self.waiting: dict[PullKey, str] = {}
@@ -325,35 +330,30 @@ class _Work:
         self.records[key] = PullRecord(
             pod.node, image, attempts, self.now, result.reason, result.message, pod.uid
         )
+        self.outcome(pod, image, result, self.now)
+
+    def record_success(self, pod: ManagedPod, image: str, result: observe.PullResult) -> None:
+        self.records.pop((pod.node, image), None)
+        self.outcome(pod, image, result, result.finished_at)
+        self.pulled_at[(pod.node, image)] = result.finished_at or pod.created or self.now
+
+    def outcome(
+        self, pod: ManagedPod, image: str, result: observe.PullResult, end: datetime | None
+    ) -> None:
         self.outcomes.append(
             PullOutcome(
                 pod.node,
                 image,
                 pod.name,
                 pod.uid,
-                False,
+                result.succeeded,
                 result.reason,
                 result.message,
-                _seconds(pod, self.now),
+                _seconds(pod, end),
                 self.size_of(image),
                 result.kind,
             )
         )
-
-    def record_success(self, pod: ManagedPod, image: str, result: observe.PullResult) -> None:
-        self.records.pop((pod.node, image), None)
-        self.outcomes.append(
-            PullOutcome(
-                pod.node,
-                image,
-                pod.name,
-                pod.uid,
-                True,
-                seconds=_seconds(pod, result.finished_at),
-                size=self.size_of(image),
-            )
-        )
-        self.pulled_at[(pod.node, image)] = result.finished_at or pod.created or self.now
 
     def read_pullers(self) -> None:
         """Outcomes of pullers' images, which pullers still fly, and which to delete."""
@@ -396,6 +396,9 @@ class _Work:
             else:
                 self.hold(pod, results)
 
+        self.pulling = {
+            (p.node, image) for p, pending in self.in_flight.values() for image in pending
+        }
         for key in list(self.records):
             node, image = key
             if (
@@ -444,7 +447,7 @@ class _Work:
         """Candidates in order (urgent, score, node, image), batched per node, each puller
         within every cap."""
         config = self.config
-        pulling = self.pulling_pairs()
+        pulling = self.pulling
         puller_names = {p.name for p in self.pullers}
         starting = self.starting_pods()
         candidates: list[tuple[tuple[int, float, str, str], str]] = []
@@ -553,9 +556,6 @@ class _Work:
                     ),
                 )
             )
-
-    def pulling_pairs(self) -> set[PullKey]:
-        return {(pod.node, image) for pod, pending in self.in_flight.values() for image in pending}
 
     def starting_pods(self) -> dict[str, str]:
         """Node → a workload pod starting there (its pulls go first), while not stale."""
@@ -700,41 +700,50 @@ class _Work:
         return CellState(name, ref, "missing", message=self.waiting.get(key, ""), wanted=True)
 
     def fill_cells(self) -> None:
-        """Every (node, wanted image) cell. The hot path of a large cluster: most cells are
-        present or ineligible, so those are built inline."""
-        pulling = self.pulling_pairs()
+        """Every (node, wanted image) cell. The hot path of a large cluster (a cell per node
+        and image): most cells are present or ineligible, so those are built inline and
+        counted in plain integers."""
+        pulling = self.pulling
         started = {(p.node, image) for p in self.pulls for image in p.images}
-        cells, counts = self.cells, self.counts
+        cells, counts, wanted = self.cells, self.counts, self.wanted
+        present_per_image = [0] * len(wanted)
         for entry in self.node_plans.values():
             name = entry.node.name
             tally: Counter[str] = Counter()
+            self.node_counts[name] = tally
             if entry.problem is not None:
                 cells.extend(
-                    CellState(name, image.image, "ineligible", entry.problem)
-                    for image in self.wanted
+                    CellState(name, image.image, "ineligible", entry.problem) for image in wanted
                 )
-                tally["ineligible"] = len(self.wanted)
-                self.node_counts[name] = tally
+                tally["ineligible"] = len(wanted)
                 continue
             present = self.present.get(name, frozenset())
             not_placed, left_out = entry.not_placed, entry.left_out
-            for image in self.wanted:
+            ineligible = present_here = 0
+            for index, image in enumerate(wanted):
                 ref = image.image
-                if ref in not_placed:
-                    cells.append(CellState(name, ref, "ineligible", not_placed[ref]))
-                    tally["ineligible"] += 1
-                    continue
-                if ref in present and ref not in left_out:
-                    cell = CellState(name, ref, "present", wanted=True)
+                why = not_placed.get(ref)
+                if why is not None:
+                    cells.append(CellState(name, ref, "ineligible", why))
+                    ineligible += 1
+                elif ref in present and ref not in left_out:
+                    cells.append(CellState(name, ref, "present", "", "", True))
+                    present_here += 1
+                    present_per_image[index] += 1
                 else:
                     cell = self.cell(entry, image, pulling, started)
-                cells.append(cell)
-                if cell.wanted:
-                    counts[(ref, cell.state)] += 1
-                    tally[cell.state] += 1
-                else:
-                    tally["ineligible"] += 1
-            self.node_counts[name] = tally
+                    cells.append(cell)
+                    if cell.wanted:
+                        counts[(ref, cell.state)] += 1
+                        tally[cell.state] += 1
+                    else:
+                        ineligible += 1
+            if ineligible:
+                tally["ineligible"] += ineligible
+            if present_here:
+                tally["present"] += present_here
+        for image, present_count in zip(wanted, present_per_image, strict=True):
+            counts[(image.image, "present")] += present_count
 
     # --- CachedImage status and summaries -----------------------------------------------
 
@@ -808,8 +817,8 @@ class _Work:
     def result(self) -> Plan:
         status_updates, image_summaries = self.status_and_images()
         totals: Counter[str] = Counter()
-        for cell in self.cells:
-            totals[cell.state if cell.wanted else "ineligible"] += 1
+        for tally in self.node_counts.values():
+            totals.update(tally)
         wanted_pairs = sum(totals[s] for s in ("present", "pulling", "missing", "failed"))
         summary = Summary(
             nodes=len(self.nodes),

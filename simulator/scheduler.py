@@ -65,6 +65,7 @@ class Scheduler:
         self.bound = 0
         self._assumed: dict[str, str] = {}  # pod key -> node, until the watch shows the binding
         self._reported: dict[str, str] = {}  # pod key -> last unschedulable message
+        self._request_cache: dict[str, dict[str, float]] = {}  # pod uid -> its requests
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -96,31 +97,33 @@ class Scheduler:
 
     def step(self) -> int:
         """One scheduling pass over every pending pod; returns how many were bound."""
-        nodes = self.informers.nodes.snapshot()
         pods = self.informers.pods.snapshot()
-        used: dict[str, dict[str, float]] = {}
-        pending: list[JSON] = []
-        present: set[str] = set()
-        for pod in pods:
-            key = _key(pod)
-            present.add(key)
-            node = (pod.get("spec") or {}).get("nodeName") or self._assumed.get(key)
-            if node:
-                if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
-                    continue
-                totals = used.setdefault(node, {})
-                for name, value in pod_requests(pod).items():
-                    totals[name] = totals.get(name, 0.0) + value
-                if (pod.get("spec") or {}).get("nodeName"):
-                    self._assumed.pop(key, None)
-            elif _pending(pod):
-                pending.append(pod)
+        present = {_key(pod) for pod in pods}
         for key in list(self._assumed):
             if key not in present:
                 del self._assumed[key]
         for key in list(self._reported):
             if key not in present:
                 del self._reported[key]
+        pending = [pod for pod in pods if _key(pod) not in self._assumed and _pending(pod)]
+        if not pending:
+            return 0  # nothing to place: skip tallying every bound pod's requests
+        nodes = self.informers.nodes.snapshot()
+        used: dict[str, dict[str, float]] = {}
+        cache, self._request_cache = self._request_cache, {}
+        for pod in pods:
+            key = _key(pod)
+            node = (pod.get("spec") or {}).get("nodeName") or self._assumed.get(key)
+            if not node or (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+                continue
+            uid = str(pod["metadata"].get("uid") or key)
+            requests = cache.get(uid) or pod_requests(pod)  # a pod's requests do not change
+            self._request_cache[uid] = requests
+            totals = used.setdefault(node, {})
+            for name, value in requests.items():
+                totals[name] = totals.get(name, 0.0) + value
+            if (pod.get("spec") or {}).get("nodeName"):
+                self._assumed.pop(key, None)
         pending.sort(
             key=lambda p: (
                 -int((p.get("spec") or {}).get("priority") or 0),

@@ -15,8 +15,13 @@ connection. `CertificateReloader` answers from a cache keyed on the certificate 
 files' identity (inode, size, mtime), so a renewed pair — a new Secret revision swapped in
 by the kubelet, or files rewritten by `image-sync certs` — is used from the next connection
 on, in every worker, with no restart; connections already open finish with the old one.
-If the new pair cannot be loaded (say, the key is not written yet) the old context stays
-in use and the load is retried on the next connection. A SIGHUP to the arbiter also works
+If the new pair cannot be loaded (say, the key is not written yet, or the certificate does
+not match the key) the old context stays in use and the load is retried on the next
+connection. A worker never starts without a context: the arbiter loads the pair before each
+fork (`pre_fork`) and the worker inherits it, then the worker loads the current pair once
+more before its first connection (`post_worker_init`). Without that, a worker whose first
+connection came while a half-written pair was on disk had nothing to fall back on, and
+gunicorn answered that TLS client in plaintext. A SIGHUP to the arbiter also works
 (gunicorn replaces workers gracefully) but is not needed.
 """
 
@@ -111,6 +116,31 @@ def webhook_app(config: Config, options: ServerOptions) -> WsgiApp:
     return create_app(config, recorder, metrics)
 
 
+def _load_tls(conf: Any, when: str) -> None:
+    """Load the current pair through the `ssl_context` hook (the reloader), now rather than later."""
+    if not conf.is_ssl:
+        return
+    from gunicorn.sock import ssl_context
+
+    try:
+        ssl_context(conf)
+    except (OSError, ssl.SSLError) as exc:
+        # No good pair seen yet: the worker tries again on each connection.
+        log.warning("cannot load the certificate %s: %s", when, exc)
+
+
+def _pre_fork(server: Any, worker: Any) -> None:
+    """In the arbiter: the worker about to be forked inherits the newest good context."""
+    del worker
+    _load_tls(server.cfg, "before starting a worker")
+
+
+def _post_worker_init(worker: Any) -> None:
+    """In a new worker, before its first connection: use the pair on disk now, if it loads."""
+    _load_tls(worker.cfg, "at worker start")
+    log.info("worker %d ready", os.getpid())
+
+
 def _worker_exit(server: Any, worker: Any) -> None:
     """In the exiting worker: write what the learner still holds."""
     del server
@@ -173,6 +203,8 @@ class WebhookServer(BaseApplication):  # type: ignore[misc]
             "control_socket_disable": True,
             # Worker heartbeat files in memory when possible: no writable disk needed.
             "worker_tmp_dir": "/dev/shm" if os.path.isdir("/dev/shm") else None,
+            "pre_fork": _pre_fork,
+            "post_worker_init": _post_worker_init,
             "worker_exit": _worker_exit,
             "child_exit": _child_exit,
         }

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import ssl
 import threading
+import time
 from pathlib import Path
 
 import requests
@@ -26,6 +28,14 @@ def served_serial(webhook: WebhookProcess) -> int:
         der = tls_sock.getpeercert(binary_form=True)
     assert der is not None
     return x509.load_der_x509_certificate(der).serial_number
+
+
+def wait_until_workers_ready(webhook: WebhookProcess, workers: int) -> None:
+    """/healthz answers once one worker is up; a renewal test needs all of them serving."""
+    deadline = time.monotonic() + 60
+    while len(set(re.findall(r"worker (\d+) ready", webhook.log()))) < workers:
+        assert time.monotonic() < deadline, webhook.log()
+        time.sleep(0.05)
 
 
 class Load:
@@ -91,6 +101,7 @@ def test_renewed_certificate_is_picked_up_without_failed_requests(tmp_path: Path
     tls: Tls = make_tls(tmp_path / "tls")
     server = start_webhook(tmp_path, tls, workers=2)
     try:
+        wait_until_workers_ready(server, 2)
         first = served_serial(server)
         with Load(server) as load:
             load.wait_for(50)
@@ -111,5 +122,20 @@ def test_renewed_certificate_is_picked_up_without_failed_requests(tmp_path: Path
         assert load.ok >= 200
         assert first != renewed.cert.serial_number
         assert "cannot load the renewed certificate" in server.log()
+    finally:
+        assert server.stop() == 0
+
+
+def test_a_worker_that_has_served_nothing_yet_keeps_the_good_pair(tmp_path: Path) -> None:
+    tls: Tls = make_tls(tmp_path / "tls")
+    server = start_webhook(tmp_path, tls, workers=2)
+    try:
+        # Only /healthz has been served, by one worker: the other has had no connection yet,
+        # and may not even have finished booting.
+        first = x509.load_pem_x509_certificate(Path(tls.cert_file).read_bytes()).serial_number
+        Path(tls.cert_file).write_bytes(tls.ca.cert_pem)
+        wait_until_workers_ready(server, 2)
+        # Whichever worker accepts a connection answers with the good pair.
+        assert {served_serial(server) for _ in range(20)} == {first}
     finally:
         assert server.stop() == 0
