@@ -47,6 +47,7 @@ from prefetcher.model import (
     Taint,
     WantedImage,
 )
+from prefetcher.refusals import REFUSED_KIND, REFUSED_REASON
 
 # Waiting reasons with which the kubelet gives up on (or keeps failing) an image pull.
 PULL_FAILURE_REASONS = frozenset(
@@ -390,6 +391,8 @@ def failure_kind(reason: str, message: str) -> str:
     text = message.lower()
     if reason == DEADLINE_REASON:
         return "deadline"
+    if reason == REFUSED_REASON:
+        return REFUSED_KIND
     if reason == "InvalidImageName":
         return "invalid-name"
     if reason == "ErrImageNeverPull":
