@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import timedelta
+from typing import NamedTuple
 
 from prefetcher import pods
 from prefetcher.model import PullAction, PullKey
@@ -18,21 +19,32 @@ HOLD_BACK_MAX = 1200.0
 Candidate = tuple[tuple[int, float, str, str], str]  # (sort key, why)
 
 
-def starting_pods(state: PlanState) -> dict[str, str]:
-    """Node → a workload pod starting there (its pulls go first), while not stale."""
-    out: dict[str, str] = {}
+class Starting(NamedTuple):
+    """Workload pods starting now, whose pulls go first: on their node, and at the registries
+    they pull from (a prefetch elsewhere would share that registry's bandwidth)."""
+
+    by_node: dict[str, str]  # node → a pod starting there
+    by_registry: dict[str, str]  # registry → a pod waiting for an image from it
+
+
+def starting_pods(state: PlanState) -> Starting:
+    """The workload pods starting now, while not stale."""
+    by_node: dict[str, str] = {}
+    by_registry: dict[str, str] = {}
     for pod in sorted(state.snapshot.starting, key=lambda p: p.pod):
         if pod.since is not None:
             until = pod.since + timedelta(seconds=HOLD_BACK_MAX)
             if state.now >= until:
                 continue
             state.wake(until)
-        out.setdefault(pod.node, pod.pod)
-    return out
+        by_node.setdefault(pod.node, pod.pod)
+        for registry in pod.registries:
+            by_registry.setdefault(registry, pod.pod)
+    return Starting(by_node, by_registry)
 
 
 def node_candidates(
-    state: PlanState, entry: NodeTarget, missing: list[str], starting: dict[str, str]
+    state: PlanState, entry: NodeTarget, missing: list[str], starting: Starting
 ) -> list[Candidate]:
     """The pulls `entry`'s node could start now among its `missing` images (rank order);
     notes why the others wait."""
@@ -57,8 +69,14 @@ def node_candidates(
         if state.quiet and why == "routine":
             state.waiting[key] = f"quiet hours {config.quiet_hours} UTC: only urgent pulls"
             continue
-        if name in starting:
-            state.waiting[key] = f"held back while pod {starting[name]} starts on the node"
+        if name in starting.by_node:
+            state.waiting[key] = f"held back while pod {starting.by_node[name]} starts on the node"
+            continue
+        if image.registry in starting.by_registry:
+            state.waiting[key] = (
+                f"held back while pod {starting.by_registry[image.registry]} pulls from "
+                f"{image.registry}"
+            )
             continue
         out.append(((0 if why != "routine" else 1, -image.score, name, ref), why))
     return out
