@@ -353,12 +353,14 @@ class Controller:
                 failures = 0
             except Stopped:
                 if self.last_pass is not None and self.last_pass.aborted:
+                    self.metrics.pass_failures.labels("api-errors").inc()
                     failures += 1
                     self._wake_at = self.clock.now() + min(
                         RETRY_PASS_INITIAL * 2 ** (failures - 1), RETRY_PASS_MAX
                     )
             except Exception:  # the loop outlives any one bad pass
                 log.exception("pass failed")
+                self.metrics.pass_failures.labels("error").inc()
                 failures += 1
                 self._wake_at = self.clock.now() + RETRY_PASS_MAX
 
@@ -452,6 +454,7 @@ class Controller:
         self._wake_at = min(self._wake_at, wake_time(plan))
         try:
             self._execute(plan, info)
+            self.metrics.last_pass_success.set(self.clock.now())
         finally:
             info.seconds = time.perf_counter() - started_wall
             self.passes += 1
@@ -569,7 +572,7 @@ class Controller:
     def _start_pull(self, pull: PullAction) -> bool:
         created = self._create(pull.pod)
         if created:
-            self.metrics.pulls_started.labels(str(pull.urgent).lower()).inc(len(pull.images))
+            self.metrics.pull_started(pull.images, pull.urgent)
         return created
 
     def _record_error(self, what: str, error: KubeError) -> None:
@@ -604,13 +607,17 @@ class Controller:
             if key in self._reported_outcomes:
                 continue
             self._reported_outcomes.add(key)
+            self.metrics.pull_finished(outcome)
             if outcome.succeeded:
-                self.metrics.pulls_succeeded.inc()
-                self.metrics.bytes_pulled.inc(outcome.size)
-                if outcome.seconds is not None:
-                    self.metrics.pull_seconds.observe(outcome.seconds)
                 continue
-            self.metrics.pulls_failed.labels(outcome.reason or "Unknown").inc()
+            log.warning(
+                "pull of %s on %s failed: %s: %s",
+                outcome.image,
+                outcome.node,
+                outcome.reason,
+                outcome.message,
+                extra={"node": outcome.node, "image": outcome.image, "reason": outcome.reason},
+            )
             event = pull_failure_event(
                 namespace=self.kube.namespace,
                 pod=outcome.pod,
@@ -629,11 +636,13 @@ class Controller:
         return True
 
     def _observe_warm_nodes(self, plan: Plan) -> None:
-        """Time to warm: from a node joining (or turning Ready) to all its wanted images present."""
-        if not self._warming:
-            return
+        """Time to warm: from a node joining (or turning Ready) to all its wanted images present.
+
+        A node that wants nothing yet (or is not eligible) keeps its start time but is not
+        shown as waiting."""
         now = self.clock.now()
-        for node in plan.nodes:
+        waiting: dict[str, float] = {}
+        for node in plan.nodes if self._warming else ():
             since = self._warming.get(node.name)
             if since is None or not node.eligible or node.wanted == 0:
                 continue
@@ -641,6 +650,16 @@ class Controller:
                 self.metrics.node_warm_seconds.observe(now - since)
                 self.warm_times[node.name] = now - since
                 del self._warming[node.name]
+                log.info(
+                    "node %s warm after %.0fs: %d images present",
+                    node.name,
+                    now - since,
+                    node.present,
+                    extra={"node": node.name, "seconds": round(now - since, 3)},
+                )
+            else:
+                waiting[node.name] = since
+        self.metrics.observe_warming(waiting)
 
     # --- a fresh install learns from running pods -----------------------------------------
 
