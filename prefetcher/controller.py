@@ -477,6 +477,12 @@ class Controller:
             info.api_errors,
             info.seconds,
             info.plan_seconds,
+            extra={
+                "trigger": trigger,
+                "writes": sum(info.actions.values()),
+                "api_errors": info.api_errors,
+                "seconds": round(info.seconds, 4),
+            },
         )
         return info
 
@@ -514,7 +520,7 @@ class Controller:
             self._run_batch("create event", self._outcome_events(plan), info)
         except Stopped:
             if info.aborted:
-                log.warning("pass stopped early: %s", info.aborted)
+                log.warning("pass stopped early: %s", info.aborted, extra={"reason": info.aborted})
             raise
 
     def _status_writes(self, plan: Plan) -> list[StatusUpdate]:
@@ -579,7 +585,7 @@ class Controller:
         self.api_errors += 1
         stamp = format_time(datetime.fromtimestamp(self.clock.now(), UTC))
         self.errors.append(f"{stamp} {what}: {error}")
-        log.warning("%s failed: %s", what, error)
+        log.warning("%s failed: %s", what, error, extra={"action": what, "status": error.status})
 
     def _create(self, manifest: Mapping[str, Any]) -> bool:
         created = self.kube.create_pod(manifest)
