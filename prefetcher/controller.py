@@ -356,12 +356,14 @@ class Controller:
                 failures = 0
             except Stopped:
                 if self.last_pass is not None and self.last_pass.aborted:
+                    self.metrics.pass_failures.labels("api-errors").inc()
                     failures += 1
                     self._wake_at = self.clock.now() + min(
                         RETRY_PASS_INITIAL * 2 ** (failures - 1), RETRY_PASS_MAX
                     )
             except Exception:  # the loop outlives any one bad pass
                 log.exception("pass failed")
+                self.metrics.pass_failures.labels("error").inc()
                 failures += 1
                 self._wake_at = self.clock.now() + RETRY_PASS_MAX
 
@@ -455,6 +457,7 @@ class Controller:
         self._wake_at = min(self._wake_at, wake_time(plan))
         try:
             self._execute(plan, info)
+            self.metrics.last_pass_success.set(self.clock.now())
         finally:
             info.seconds = time.perf_counter() - started_wall
             self.passes += 1
@@ -477,6 +480,12 @@ class Controller:
             info.api_errors,
             info.seconds,
             info.plan_seconds,
+            extra={
+                "trigger": trigger,
+                "writes": sum(info.actions.values()),
+                "api_errors": info.api_errors,
+                "seconds": round(info.seconds, 4),
+            },
         )
         return info
 
@@ -514,7 +523,7 @@ class Controller:
             self._run_batch("create event", self._outcome_events(plan), info)
         except Stopped:
             if info.aborted:
-                log.warning("pass stopped early: %s", info.aborted)
+                log.warning("pass stopped early: %s", info.aborted, extra={"reason": info.aborted})
             raise
         finally:
             self._record_refusals(plan, info)
@@ -579,14 +588,14 @@ class Controller:
                 self._refused.append((pull, exc))  # list.append: safe from writer threads
             raise
         if created:
-            self.metrics.pulls_started.labels(str(pull.urgent).lower()).inc(len(pull.images))
+            self.metrics.pull_started(pull.images, pull.urgent)
         return created
 
     def _record_error(self, what: str, error: KubeError) -> None:
         self.api_errors += 1
         stamp = format_time(datetime.fromtimestamp(self.clock.now(), UTC))
         self.errors.append(f"{stamp} {what}: {error}")
-        log.warning("%s failed: %s", what, error)
+        log.warning("%s failed: %s", what, error, extra={"action": what, "status": error.status})
 
     def _create(self, manifest: Mapping[str, Any]) -> bool:
         created = self.kube.create_pod(manifest)
@@ -614,13 +623,17 @@ class Controller:
             if key in self._reported_outcomes:
                 continue
             self._reported_outcomes.add(key)
+            self.metrics.pull_finished(outcome)
             if outcome.succeeded:
-                self.metrics.pulls_succeeded.inc()
-                self.metrics.bytes_pulled.inc(outcome.size)
-                if outcome.seconds is not None:
-                    self.metrics.pull_seconds.observe(outcome.seconds)
                 continue
-            self.metrics.pulls_failed.labels(outcome.reason or "Unknown").inc()
+            log.warning(
+                "pull of %s on %s failed: %s: %s",
+                outcome.image,
+                outcome.node,
+                outcome.reason,
+                outcome.message,
+                extra={"node": outcome.node, "image": outcome.image, "reason": outcome.reason},
+            )
             events.append(partial(self._event, self._failure_event(outcome, plan.now)))
         return events
 
@@ -638,7 +651,8 @@ class Controller:
             )
             for record in records:
                 self.pull_records[(record.node, record.image)] = record
-            self.metrics.pulls_failed.labels(refusals.REFUSED_REASON).inc(len(outcomes))
+            for outcome in outcomes:
+                self.metrics.pull_finished(outcome)
             events.append(partial(self._event, self._failure_event(outcomes[0], plan.now)))
         log.warning(
             "%d puller(s) refused by the API server; first: %s", len(refused), refused[0][1]
@@ -664,11 +678,13 @@ class Controller:
         return True
 
     def _observe_warm_nodes(self, plan: Plan) -> None:
-        """Time to warm: from a node joining (or turning Ready) to all its wanted images present."""
-        if not self._warming:
-            return
+        """Time to warm: from a node joining (or turning Ready) to all its wanted images present.
+
+        A node that wants nothing yet (or is not eligible) keeps its start time but is not
+        shown as waiting."""
         now = self.clock.now()
-        for node in plan.nodes:
+        waiting: dict[str, float] = {}
+        for node in plan.nodes if self._warming else ():
             since = self._warming.get(node.name)
             if since is None or not node.eligible or node.wanted == 0:
                 continue
@@ -676,6 +692,16 @@ class Controller:
                 self.metrics.node_warm_seconds.observe(now - since)
                 self.warm_times[node.name] = now - since
                 del self._warming[node.name]
+                log.info(
+                    "node %s warm after %.0fs: %d images present",
+                    node.name,
+                    now - since,
+                    node.present,
+                    extra={"node": node.name, "seconds": round(now - since, 3)},
+                )
+            else:
+                waiting[node.name] = since
+        self.metrics.observe_warming(waiting)
 
     # --- a fresh install learns from running pods -----------------------------------------
 
