@@ -25,7 +25,14 @@ IMAGE_SYNC = str(Path(sys.executable).with_name("image-sync"))
 NAMESPACE = names.NAMESPACE_DEFAULT
 WEBHOOK_ACCOUNT = "image-sync-webhook"
 PREFETCHER_ACCOUNT = "image-sync-prefetcher"
-FORBIDDEN_MARKERS = ("403", "Forbidden", "forbidden")
+# How the components log an API call the server refused (KubeError: "HTTP 403 Forbidden: ...").
+FORBIDDEN = ("HTTP 403", "Forbidden")
+REFUSED = (*FORBIDDEN, "HTTP 422", " is invalid")
+
+
+def log_lines(log: str, markers: tuple[str, ...], start: int = 0) -> list[str]:
+    """Lines of `log` from character `start` on that hold one of `markers`."""
+    return [line for line in log[start:].splitlines() if any(m in line for m in markers)]
 
 
 def kubectl(
@@ -110,11 +117,6 @@ class Process:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
-
-    def forbidden_lines(self) -> list[str]:
-        return [
-            line for line in self.log().splitlines() if any(m in line for m in FORBIDDEN_MARKERS)
-        ]
 
     def alive(self) -> bool:
         return self.process.poll() is None
