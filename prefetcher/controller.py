@@ -14,6 +14,7 @@ is lost on a restart, which costs at most one early retry.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -38,7 +39,7 @@ from imagesync.cachedimage import (
 from imagesync.config import Config
 from imagesync.kubeclient import KubeError
 from imagesync.names import LABEL_MANAGED_BY, MANAGED_BY
-from prefetcher import observe
+from prefetcher import observe, refusals
 from prefetcher.informer import Change, Clock, Informer, InformerSettings, Obj, object_key
 from prefetcher.kube import Kube, pull_failure_event
 from prefetcher.metrics import Metrics
@@ -47,6 +48,7 @@ from prefetcher.model import (
     Plan,
     PullAction,
     PullKey,
+    PullOutcome,
     PullRecord,
     Snapshot,
     StatusUpdate,
@@ -205,6 +207,7 @@ class Controller:
         self._created: dict[str, tuple[dict[str, Any], float]] = {}
         self._deleted: dict[str, float] = {}
         self._reported_outcomes: set[tuple[str, str]] = set()  # (pod uid, image)
+        self._refused: list[tuple[PullAction, KubeError]] = []  # this pass's refused pullers
         self._counts_written: dict[str, float] = {}  # CachedImage → clock of the last count write
         self._warming: dict[str, float] = {}
         self.warm_times: dict[str, float] = {}
@@ -522,6 +525,8 @@ class Controller:
             if info.aborted:
                 log.warning("pass stopped early: %s", info.aborted, extra={"reason": info.aborted})
             raise
+        finally:
+            self._record_refusals(plan, info)
 
     def _status_writes(self, plan: Plan) -> list[StatusUpdate]:
         """The plan's status patches, less count-only ones written too recently (they are
@@ -576,7 +581,12 @@ class Controller:
         return self._pool
 
     def _start_pull(self, pull: PullAction) -> bool:
-        created = self._create(pull.pod)
+        try:
+            created = self._create(pull.pod)
+        except KubeError as exc:
+            if refusals.is_refusal(exc.status):
+                self._refused.append((pull, exc))  # list.append: safe from writer threads
+            raise
         if created:
             self.metrics.pull_started(pull.images, pull.urgent)
         return created
@@ -624,18 +634,44 @@ class Controller:
                 outcome.message,
                 extra={"node": outcome.node, "image": outcome.image, "reason": outcome.reason},
             )
-            event = pull_failure_event(
-                namespace=self.kube.namespace,
-                pod=outcome.pod,
-                pod_uid=outcome.pod_uid,
-                node=outcome.node,
-                image=outcome.image,
-                reason=outcome.reason,
-                message=outcome.message,
-                now=format_time(plan.now),
-            )
-            events.append(partial(self._event, event))
+            events.append(partial(self._event, self._failure_event(outcome, plan.now)))
         return events
+
+    def _record_refusals(self, plan: Plan, info: PassInfo) -> None:
+        """Refused pullers become failed pulls: backoff records (the report shows `failed`
+        with the server's reason and a hint), the failure metric, an Event each, and a pass
+        soon so the report stops saying "puller starting"."""
+        refused, self._refused = self._refused, []
+        if not refused:
+            return
+        events: list[Callable[[], bool]] = []
+        for pull, error in refused:
+            records, outcomes = refusals.refused_pull(
+                pull, error.status, str(error), self.pull_records, plan.now
+            )
+            for record in records:
+                self.pull_records[(record.node, record.image)] = record
+            for outcome in outcomes:
+                self.metrics.pull_finished(outcome)
+            events.append(partial(self._event, self._failure_event(outcomes[0], plan.now)))
+        log.warning(
+            "%d puller(s) refused by the API server; first: %s", len(refused), refused[0][1]
+        )
+        with contextlib.suppress(Stopped):
+            self._run_batch("create event", events, info)
+        self.trigger("puller refused")
+
+    def _failure_event(self, outcome: PullOutcome, now: datetime) -> dict[str, Any]:
+        return pull_failure_event(
+            namespace=self.kube.namespace,
+            pod=outcome.pod,
+            pod_uid="" if outcome.kind == refusals.REFUSED_KIND else outcome.pod_uid,
+            node=outcome.node,
+            image=outcome.image,
+            reason=outcome.reason,
+            message=outcome.message,
+            now=format_time(now),
+        )
 
     def _event(self, event: Mapping[str, Any]) -> bool:
         self.kube.create_event(event)
