@@ -40,6 +40,11 @@ def default_identity() -> str:
     return os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
 
 
+# Passes that raise this many times in a row (a defect, not an API outage: those end a pass
+# early without raising) make /healthz fail, so the liveness probe restarts the replica.
+FAILING_PASSES_UNHEALTHY = 3
+
+
 def lease_client(api_client: client.ApiClient) -> client.ApiClient:
     """A client for Lease calls that tries each request once: urllib3 would retry a timed-out
     read three times, stretching a bounded call fourfold; the elector's next round retries."""
@@ -150,6 +155,8 @@ class Prefetcher:
         thread = self._elector_thread
         if thread is not None and not thread.is_alive() and not self._stop.is_set():
             return False, "leader election stopped"
+        if self.controller.failing_passes >= FAILING_PASSES_UNHEALTHY:
+            return False, f"the last {self.controller.failing_passes} passes failed (see the log)"
         if not self.controller.synced():
             return True, "starting: filling caches"
         return True, "leader" if self.is_leader() else "standby"
@@ -170,6 +177,7 @@ class Prefetcher:
             "sweepInterval": self.config.sweep_interval,
             "apiErrors": controller.api_errors,
             "recentErrors": list(controller.errors),
+            "badObjects": {kind: dict(bad) for kind, bad in controller.bad_objects.items() if bad},
             "nodeWarmSeconds": dict(controller.warm_times),
             "watches": {
                 informer.kind: {
