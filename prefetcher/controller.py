@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any, TypeVar
 
+from imagesync.backoff import Backoff
 from imagesync.cachedimage import (
     PlacementProfile,
     format_time,
@@ -316,7 +317,7 @@ class Controller:
                 return
         self._next_sweep = self.clock.now()
         was_leader = False
-        failures = 0
+        retry = Backoff(RETRY_PASS_INITIAL, RETRY_PASS_MAX)
         while not self._stop.is_set():
             leader = self._is_leader()
             if leader and not was_leader:
@@ -355,21 +356,17 @@ class Controller:
             self._wake_at = math.inf
             try:
                 self.run_pass(trigger)
-                failures = 0
+                retry.reset()
                 self.failing_passes = 0
             except Stopped:
                 if self.last_pass is not None and self.last_pass.aborted:
                     self.metrics.pass_failures.labels("api-errors").inc()
-                    failures += 1
-                    self._wake_at = self.clock.now() + min(
-                        RETRY_PASS_INITIAL * 2 ** (failures - 1), RETRY_PASS_MAX
-                    )
+                    self._wake_at = self.clock.now() + retry.next()
             except Exception:  # the loop outlives any one bad pass
                 log.exception("pass failed")
                 self.metrics.pass_failures.labels("error").inc()
-                failures += 1
                 self.failing_passes += 1
-                self._wake_at = self.clock.now() + RETRY_PASS_MAX
+                self._wake_at = self.clock.now() + retry.next()
 
     def _take_reasons(self) -> Counter[str]:
         with self._lock:
