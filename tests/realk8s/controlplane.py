@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -131,10 +132,9 @@ class ControlPlane:
         controllers reconnect): e.g. to turn an admission plugin on or off."""
         pid_file = self.state / "run" / "kube-apiserver.pid"
         pid = int(pid_file.read_text().strip())
-        os.kill(pid, 15)
-        deadline_ok = _wait_gone(pid)
-        if not deadline_ok:
-            os.kill(pid, 9)
+        os.kill(pid, signal.SIGTERM)
+        if not _wait_gone(pid, timeout=2.0):  # its graceful shutdown can take a minute
+            os.kill(pid, signal.SIGKILL)
             _wait_gone(pid)
         self.apiserver_args = extra_args
         self.start()
