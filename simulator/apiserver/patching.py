@@ -91,15 +91,15 @@ def json_merge_patch(target: Any, patch: Any) -> Any:
     return result
 
 
-class _ReplaceOrAdd(jsonpatch.ReplaceOperation, jsonpatch.AddOperation):
+class _ReplaceOrAdd(jsonpatch.ReplaceOperation):
     """`replace` of a missing key of an existing map adds it, as kube-apiserver's JSON patch
     (evanphx/json-patch) does; a missing parent or list index still fails."""
 
-    def _apply(self, obj: Any, journal: Any) -> Any:
+    def apply(self, obj: Any) -> Any:
         parent, part = self.pointer.to_last(obj)
         if isinstance(parent, dict) and part is not None and part not in parent:
-            return jsonpatch.AddOperation._apply(self, obj, journal)
-        return jsonpatch.ReplaceOperation._apply(self, obj, journal)
+            return jsonpatch.AddOperation(self.operation, pointer_cls=self.pointer_cls).apply(obj)
+        return super().apply(obj)
 
 
 class _KubeJsonPatch(jsonpatch.JsonPatch):
