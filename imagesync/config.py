@@ -213,6 +213,11 @@ class Config:
     )
     namespace: str = _key(_text, DEFAULT_NAMESPACE, "Where image-sync's own pods and Lease live.")
     log_level: str = _key(_choice("debug", "info", "warning", "error"), "info", "Log verbosity.")
+    log_format: str = _key(
+        _choice("text", "json"),
+        "text",
+        "Log lines: text for people, or json (one object per line: time, level, logger, message, fields).",
+    )
 
     # --- webhook ------------------------------------------------------------------------
     rewrite_latest: bool = _key(

@@ -20,6 +20,7 @@ from typing import Any
 
 from kubernetes import client
 
+from imagesync import logs
 from imagesync.cachedimage import format_time
 from imagesync.config import Config, ConfigError, load_config
 from imagesync.kubeclient import KubeError, load_api_client
@@ -232,6 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m prefetcher")
     parser.add_argument("--config", metavar="FILE")
+    logs.add_argument(parser)
     cli.add_arguments(parser)
     args = parser.parse_args(argv)
     try:
@@ -239,10 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"prefetcher: configuration error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=config.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logs.configure(config.log_level, args.log_format or config.log_format)
     return serve(args, config)
 
 

@@ -14,6 +14,7 @@ is lost on a restart, which costs at most one early retry.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -38,7 +39,7 @@ from imagesync.cachedimage import (
 from imagesync.config import Config
 from imagesync.kubeclient import KubeError
 from imagesync.names import LABEL_MANAGED_BY, MANAGED_BY
-from prefetcher import observe
+from prefetcher import observe, refusals
 from prefetcher.informer import Change, Clock, Informer, InformerSettings, Obj, object_key
 from prefetcher.kube import Kube, pull_failure_event
 from prefetcher.metrics import Metrics
@@ -47,6 +48,7 @@ from prefetcher.model import (
     Plan,
     PullAction,
     PullKey,
+    PullOutcome,
     PullRecord,
     Snapshot,
     StatusUpdate,
@@ -205,6 +207,7 @@ class Controller:
         self._created: dict[str, tuple[dict[str, Any], float]] = {}
         self._deleted: dict[str, float] = {}
         self._reported_outcomes: set[tuple[str, str]] = set()  # (pod uid, image)
+        self._refused: list[tuple[PullAction, KubeError]] = []  # this pass's refused pullers
         self._counts_written: dict[str, float] = {}  # CachedImage → clock of the last count write
         self._warming: dict[str, float] = {}
         self.warm_times: dict[str, float] = {}
@@ -353,12 +356,14 @@ class Controller:
                 failures = 0
             except Stopped:
                 if self.last_pass is not None and self.last_pass.aborted:
+                    self.metrics.pass_failures.labels("api-errors").inc()
                     failures += 1
                     self._wake_at = self.clock.now() + min(
                         RETRY_PASS_INITIAL * 2 ** (failures - 1), RETRY_PASS_MAX
                     )
             except Exception:  # the loop outlives any one bad pass
                 log.exception("pass failed")
+                self.metrics.pass_failures.labels("error").inc()
                 failures += 1
                 self._wake_at = self.clock.now() + RETRY_PASS_MAX
 
@@ -452,6 +457,7 @@ class Controller:
         self._wake_at = min(self._wake_at, wake_time(plan))
         try:
             self._execute(plan, info)
+            self.metrics.last_pass_success.set(self.clock.now())
         finally:
             info.seconds = time.perf_counter() - started_wall
             self.passes += 1
@@ -474,6 +480,12 @@ class Controller:
             info.api_errors,
             info.seconds,
             info.plan_seconds,
+            extra={
+                "trigger": trigger,
+                "writes": sum(info.actions.values()),
+                "api_errors": info.api_errors,
+                "seconds": round(info.seconds, 4),
+            },
         )
         return info
 
@@ -511,8 +523,10 @@ class Controller:
             self._run_batch("create event", self._outcome_events(plan), info)
         except Stopped:
             if info.aborted:
-                log.warning("pass stopped early: %s", info.aborted)
+                log.warning("pass stopped early: %s", info.aborted, extra={"reason": info.aborted})
             raise
+        finally:
+            self._record_refusals(plan, info)
 
     def _status_writes(self, plan: Plan) -> list[StatusUpdate]:
         """The plan's status patches, less count-only ones written too recently (they are
@@ -567,16 +581,21 @@ class Controller:
         return self._pool
 
     def _start_pull(self, pull: PullAction) -> bool:
-        created = self._create(pull.pod)
+        try:
+            created = self._create(pull.pod)
+        except KubeError as exc:
+            if refusals.is_refusal(exc.status):
+                self._refused.append((pull, exc))  # list.append: safe from writer threads
+            raise
         if created:
-            self.metrics.pulls_started.labels(str(pull.urgent).lower()).inc(len(pull.images))
+            self.metrics.pull_started(pull.images, pull.urgent)
         return created
 
     def _record_error(self, what: str, error: KubeError) -> None:
         self.api_errors += 1
         stamp = format_time(datetime.fromtimestamp(self.clock.now(), UTC))
         self.errors.append(f"{stamp} {what}: {error}")
-        log.warning("%s failed: %s", what, error)
+        log.warning("%s failed: %s", what, error, extra={"action": what, "status": error.status})
 
     def _create(self, manifest: Mapping[str, Any]) -> bool:
         created = self.kube.create_pod(manifest)
@@ -604,36 +623,68 @@ class Controller:
             if key in self._reported_outcomes:
                 continue
             self._reported_outcomes.add(key)
+            self.metrics.pull_finished(outcome)
             if outcome.succeeded:
-                self.metrics.pulls_succeeded.inc()
-                self.metrics.bytes_pulled.inc(outcome.size)
-                if outcome.seconds is not None:
-                    self.metrics.pull_seconds.observe(outcome.seconds)
                 continue
-            self.metrics.pulls_failed.labels(outcome.reason or "Unknown").inc()
-            event = pull_failure_event(
-                namespace=self.kube.namespace,
-                pod=outcome.pod,
-                pod_uid=outcome.pod_uid,
-                node=outcome.node,
-                image=outcome.image,
-                reason=outcome.reason,
-                message=outcome.message,
-                now=format_time(plan.now),
+            log.warning(
+                "pull of %s on %s failed: %s: %s",
+                outcome.image,
+                outcome.node,
+                outcome.reason,
+                outcome.message,
+                extra={"node": outcome.node, "image": outcome.image, "reason": outcome.reason},
             )
-            events.append(partial(self._event, event))
+            events.append(partial(self._event, self._failure_event(outcome, plan.now)))
         return events
+
+    def _record_refusals(self, plan: Plan, info: PassInfo) -> None:
+        """Refused pullers become failed pulls: backoff records (the report shows `failed`
+        with the server's reason and a hint), the failure metric, an Event each, and a pass
+        soon so the report stops saying "puller starting"."""
+        refused, self._refused = self._refused, []
+        if not refused:
+            return
+        events: list[Callable[[], bool]] = []
+        for pull, error in refused:
+            records, outcomes = refusals.refused_pull(
+                pull, error.status, str(error), self.pull_records, plan.now
+            )
+            for record in records:
+                self.pull_records[(record.node, record.image)] = record
+            for outcome in outcomes:
+                self.metrics.pull_finished(outcome)
+            events.append(partial(self._event, self._failure_event(outcomes[0], plan.now)))
+        log.warning(
+            "%d puller(s) refused by the API server; first: %s", len(refused), refused[0][1]
+        )
+        with contextlib.suppress(Stopped):
+            self._run_batch("create event", events, info)
+        self.trigger("puller refused")
+
+    def _failure_event(self, outcome: PullOutcome, now: datetime) -> dict[str, Any]:
+        return pull_failure_event(
+            namespace=self.kube.namespace,
+            pod=outcome.pod,
+            pod_uid="" if outcome.kind == refusals.REFUSED_KIND else outcome.pod_uid,
+            node=outcome.node,
+            image=outcome.image,
+            reason=outcome.reason,
+            message=outcome.message,
+            now=format_time(now),
+        )
 
     def _event(self, event: Mapping[str, Any]) -> bool:
         self.kube.create_event(event)
         return True
 
     def _observe_warm_nodes(self, plan: Plan) -> None:
-        """Time to warm: from a node joining (or turning Ready) to all its wanted images present."""
-        if not self._warming:
-            return
+        """Time to warm: from a node joining (or turning Ready) to all its wanted images present.
+
+        A node that wants nothing yet (or is not eligible) keeps its start time but is not
+        shown as waiting."""
         now = self.clock.now()
-        for node in plan.nodes:
+        waiting: dict[str, float] = {}
+        for node in plan.nodes if self._warming else ():
             since = self._warming.get(node.name)
             if since is None or not node.eligible or node.wanted == 0:
                 continue
@@ -641,6 +692,16 @@ class Controller:
                 self.metrics.node_warm_seconds.observe(now - since)
                 self.warm_times[node.name] = now - since
                 del self._warming[node.name]
+                log.info(
+                    "node %s warm after %.0fs: %d images present",
+                    node.name,
+                    now - since,
+                    node.present,
+                    extra={"node": node.name, "seconds": round(now - since, 3)},
+                )
+            else:
+                waiting[node.name] = since
+        self.metrics.observe_warming(waiting)
 
     # --- a fresh install learns from running pods -----------------------------------------
 

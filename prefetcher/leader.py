@@ -97,10 +97,11 @@ class LeaderElector:
                 self.identity,
                 self.namespace,
                 self.settings.name,
+                extra={"identity": self.identity, "lease": self.settings.name},
             )
             self.is_leader.set()
         else:
-            log.info("%s is no longer the leader", self.identity)
+            log.info("%s is no longer the leader", self.identity, extra={"identity": self.identity})
             self.is_leader.clear()
         if self._on_change is not None:
             self._on_change(leading)

@@ -142,6 +142,9 @@ class StartingPod:
     node: str
     pod: str  # namespace/name
     since: datetime | None = None  # when it was scheduled (or created)
+    # Registries (domains) of the images its containers still wait for: prefetches from them
+    # wait, cluster-wide, so they never compete with this pod's pull for registry bandwidth.
+    registries: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,7 +35,7 @@ from imagesync.names import (
     LABEL_OS,
     MANAGED_BY,
 )
-from imagesync.reference import InvalidReference, normalize
+from imagesync.reference import InvalidReference, normalize, parse_reference
 from prefetcher.model import (
     ContainerObservation,
     ContainerStateKind,
@@ -47,6 +47,7 @@ from prefetcher.model import (
     Taint,
     WantedImage,
 )
+from prefetcher.refusals import REFUSED_KIND, REFUSED_REASON
 
 # Waiting reasons with which the kubelet gives up on (or keeps failing) an image pull.
 PULL_FAILURE_REASONS = frozenset(
@@ -354,18 +355,35 @@ def starting_pod(obj: Mapping[str, Any]) -> StartingPod | None:
         or _mapping(meta.get("labels")).get(LABEL_MANAGED_BY) == MANAGED_BY
     ):
         return None
+    started: set[str] = set()  # containers past their image pull
     for key in ("initContainerStatuses", "containerStatuses"):
         for raw in _list(status.get(key)):
-            kind, detail = _container_state(_mapping(raw))
+            raw = _mapping(raw)
+            kind, detail = _container_state(raw)
             if kind == "waiting" and str(detail.get("reason") or "") not in STARTING_REASONS:
                 return None
+            if kind in ("running", "terminated"):
+                started.add(str(raw.get("name") or ""))
+    registries: set[str] = set()
+    for key in ("initContainers", "containers"):
+        for container in _list(spec.get(key)):
+            container = _mapping(container)
+            if str(container.get("name") or "") in started:
+                continue
+            try:
+                registries.add(parse_reference(str(container.get("image") or "")).domain)
+            except InvalidReference:
+                continue
     since = parse_timestamp(meta.get("creationTimestamp"))
     for condition in _list(status.get("conditions")):
         condition = _mapping(condition)
         if condition.get("type") == "PodScheduled" and condition.get("status") == "True":
             since = parse_timestamp(condition.get("lastTransitionTime")) or since
     return StartingPod(
-        node=node, pod=f"{meta.get('namespace', '')}/{meta.get('name', '')}", since=since
+        node=node,
+        pod=f"{meta.get('namespace', '')}/{meta.get('name', '')}",
+        since=since,
+        registries=tuple(sorted(registries)),
     )
 
 
@@ -390,6 +408,8 @@ def failure_kind(reason: str, message: str) -> str:
     text = message.lower()
     if reason == DEADLINE_REASON:
         return "deadline"
+    if reason == REFUSED_REASON:
+        return REFUSED_KIND
     if reason == "InvalidImageName":
         return "invalid-name"
     if reason == "ErrImageNeverPull":

@@ -8,12 +8,15 @@ image-sync sim node add|remove|cordon|uncordon|notready|ready ... --kubeconfig F
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 import threading
 from typing import Any
 
 from imagesync.config import Config
+
+log = logging.getLogger(__name__)
 
 NODE_ACTIONS = ("add", "remove", "cordon", "uncordon", "notready", "ready")
 
@@ -167,7 +170,14 @@ def _attach(args: argparse.Namespace) -> int:
         f"image-sync sim: kubelets attached to the API server of {args.attach} (speed x{clock.speed:g})",
         flush=True,
     )
+    log.info(
+        "simulated kubelets of scenario %s attached to %s",
+        scenario.name,
+        args.attach,
+        extra={"scenario": scenario.name, "kubeconfig": args.attach, "speed": clock.speed},
+    )
     _wait_for_signal()
+    log.info("stopping the simulated kubelets")
     for part in (player, scheduler, kubelets):
         if part is not None:
             part.stop()
@@ -220,7 +230,20 @@ def _serve(args: argparse.Namespace) -> int:
             "  stop with Ctrl-C",
             flush=True,
         )
+        log.info(
+            "simulated cluster %s (%d nodes) serving on %s",
+            scenario.name,
+            nodes,
+            cluster.url,
+            extra={
+                "scenario": scenario.name,
+                "nodes": nodes,
+                "url": cluster.url,
+                "speed": cluster.clock.speed,
+            },
+        )
         _wait_for_signal()
+        log.info("stopping the simulated cluster")
     finally:
         cluster.stop()
     return 0

@@ -14,7 +14,7 @@ from certs.generate import service_dns_names
 from imagesync import config as config_module
 from imagesync import names
 from imagesync.cli import build_parser
-from tests.manifests.render import ROOT, all_of, find, render
+from tests.manifests.render import KUSTOMIZATIONS, ROOT, all_of, find, render
 
 NS = names.NAMESPACE_DEFAULT
 OUR_IMAGE = names.IMAGE
@@ -367,7 +367,7 @@ def _dockerfile_uid() -> int:
     return int(users[-1])
 
 
-@pytest.mark.parametrize("target", ["base", "overlays/cert-manager", "overlays/opt-in"])
+@pytest.mark.parametrize("target", KUSTOMIZATIONS)
 def test_every_container_is_locked_down(target: str) -> None:
     for workload in workloads(render(target)):
         spec = pod_spec(workload)
@@ -595,6 +595,7 @@ def test_documented_kustomizations_exist() -> None:
         "manifests/base",
         "manifests/overlays/cert-manager",
         "manifests/overlays/opt-in",
+        "manifests/overlays/monitoring",
     }
     for target in targets:
         assert (ROOT / target / "kustomization.yaml").exists()

@@ -545,6 +545,28 @@ def test_pulls_are_held_back_while_a_workload_pod_starts_on_the_node() -> None:
     assert sorted(p.node for p in late.pulls) == ["a", "b"]
 
 
+def test_a_workload_pull_holds_back_prefetches_from_its_registry_on_every_node() -> None:
+    # A pod on node a waits for an image from nvcr.io: prefetches from nvcr.io wait on
+    # every node (they would share nvcr.io's bandwidth), those from Harbor go on.
+    starting = StartingPod(
+        node="a", pod="ml/train-0", since=NOW - timedelta(minutes=2), registries=("nvcr.io",)
+    )
+    snap = Snapshot(
+        now=NOW,
+        nodes=(node("a"), node("b")),
+        images=(image(APP), image(CUDA)),
+        starting=(starting,),
+    )
+    result = plan(snap, config())
+    assert [(p.node, p.images) for p in result.pulls] == [("b", (APP,))]
+    cell = next(c for c in result.cells if c.node == "b" and c.image == CUDA)
+    assert cell.state == "missing"
+    assert cell.message == "held back while pod ml/train-0 pulls from nvcr.io"
+    # Once the pod has started (it leaves the snapshot), nvcr.io is free again.
+    after = plan(replace(snap, starting=(), images=(image(CUDA),)), config())
+    assert sorted((p.node, p.images) for p in after.pulls) == [("a", (CUDA,)), ("b", (CUDA,))]
+
+
 def test_wake_at_names_the_next_retry() -> None:
     record = PullRecord("a", APP, 1, NOW - timedelta(seconds=10), "ErrImagePull", "not found")
     snap = Snapshot(

@@ -10,6 +10,7 @@ import requests
 from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests import promtool
 from tests.webhook.conftest import Tls, WebhookProcess, start_webhook
 from tests.webhook.pods import HARBOR, deployment_pod, review
 
@@ -101,3 +102,14 @@ def test_metrics_aggregate_all_workers(tmp_path: Path, tls: Tls) -> None:
     finally:
         assert server.stop() == 0
     assert os.path.isdir(directory)  # a directory given by the environment is left in place
+
+
+def test_metrics_pass_promtool_check(webhook: WebhookProcess) -> None:
+    """What Prometheus scrapes from gunicorn's workers parses and follows its conventions."""
+    for index in range(6):
+        assert post_on_new_connection(webhook, index) == 200
+    assert webhook.post(None, raw=b"nope").status_code == 400
+    answer = webhook.get("/metrics")
+    assert answer.status_code == 200
+    assert "image_sync_webhook_request_duration_seconds_bucket" in answer.text
+    promtool.check_metrics(answer.text)

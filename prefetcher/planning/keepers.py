@@ -1,0 +1,106 @@
+"""Stage 5, keepers: one per node for its present target images, replaced make-before-break."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from prefetcher import observe, pods
+from prefetcher.model import KeeperAction, ManagedPod
+from prefetcher.planning.state import PlanState
+from prefetcher.planning.targets import NodeTarget
+
+# Longest a pulled image waits for the keeper while its node's puller pulls the rest.
+KEEPER_BATCH_WAIT = 300.0
+
+
+def desired_keeper(state: PlanState, entry: NodeTarget) -> tuple[list[str], str]:
+    """The images the node's keeper should run (sorted) and that keeper's name."""
+    desired = sorted(entry.fitted_set & state.present.get(entry.node.name, frozenset()))
+    return desired, pods.keeper_name(entry.node.name, desired) if desired else ""
+
+
+def plan_keepers(state: PlanState) -> None:
+    """One keeper per node for present and target images, replaced make-before-break."""
+    config = state.config
+    by_node: dict[str, list[ManagedPod]] = {}
+    for keeper in state.keepers:
+        if keeper.node not in state.node_names:
+            state.delete(keeper, "node no longer exists")
+        elif keeper.phase in ("Failed", "Succeeded"):
+            state.delete(keeper, f"keeper ended ({keeper.reason or keeper.phase})")
+        elif not config.keeper_enabled:
+            state.delete(keeper, "keepers are turned off")
+        elif not keeper.deleting:
+            by_node.setdefault(keeper.node, []).append(keeper)
+    if not config.keeper_enabled:
+        return
+    names = {k.name for k in state.keepers}
+    for entry in state.targets.values():
+        if entry.node.ready:
+            desired, name = desired_keeper(state, entry)
+            _node_keeper(state, entry, desired, name, by_node.get(entry.node.name, []), names)
+
+
+def _node_keeper(
+    state: PlanState,
+    entry: NodeTarget,
+    desired: list[str],
+    name: str,
+    active: list[ManagedPod],
+    names: set[str],
+) -> None:
+    node = entry.node
+    if not desired:
+        for keeper in active:
+            state.delete(keeper, "no cached image left to guard")
+        return
+    current = next((k for k in active if k.name == name), None)
+    guarded: frozenset[str] = frozenset()
+    if current is not None:
+        guarded = observe.keeper_running_images(current)
+    elif _defer_keeper(state, node.name, desired, active):
+        return
+    elif name not in names:  # (a namesake still terminating: wait for it)
+        state.keeper_actions.append(
+            KeeperAction(
+                node=node.name,
+                pod_name=name,
+                images=tuple(desired),
+                replaces=tuple(k.name for k in active),
+                pod=pods.build_keeper(node, desired, state.config),
+            )
+        )
+    for keeper in active:
+        if keeper is not current and (
+            observe.keeper_running_images(keeper) & set(desired) <= guarded
+        ):
+            state.delete(keeper, f"replaced by {name}")
+
+
+def _defer_keeper(
+    state: PlanState, node: str, desired: list[str], active: list[ManagedPod]
+) -> bool:
+    """Wait with a new keeper while the node is still pulling (a puller runs or starts
+    now), so a node's pulls cost one keeper replacement every KEEPER_BATCH_WAIT, not one
+    per image or per puller. Safe: every image the running keepers do not hold yet is
+    held by its finished puller's container (pullers stay until a keeper holds their
+    images), and no image waits longer than KEEPER_BATCH_WAIT."""
+    if not any(pod.node == node for pod, _ in state.in_flight.values()) and not any(
+        pull.node == node for pull in state.pulls
+    ):
+        return False
+    held: set[str] = set()
+    for keeper in active:
+        held |= observe.keeper_running_images(keeper)
+    added = set(desired) - held
+    if not added <= state.puller_held.get(node, set()):
+        return False
+    due = [
+        state.pulled_at.get((node, image), state.now) + timedelta(seconds=KEEPER_BATCH_WAIT)
+        for image in added
+    ]
+    if due and min(due) <= state.now:
+        return False
+    if due:
+        state.wake(min(due))
+    return True

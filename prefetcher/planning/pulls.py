@@ -1,0 +1,180 @@
+"""Stage 4, pulls: what each node misses, ordered (urgent, score), batched, within every cap."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import timedelta
+from typing import NamedTuple
+
+from prefetcher import pods
+from prefetcher.model import PullAction, PullKey
+from prefetcher.planning.images import registry_of, size_on
+from prefetcher.planning.state import PlanState
+from prefetcher.planning.targets import NodeTarget
+from prefetcher.planning.timing import retry_at
+
+# A workload pod starting on a node holds back new pulls there for at most this long.
+HOLD_BACK_MAX = 1200.0
+
+Candidate = tuple[tuple[int, float, str, str], str]  # (sort key, why)
+
+
+class Starting(NamedTuple):
+    """Workload pods starting now, whose pulls go first: on their node, and at the registries
+    they pull from (a prefetch elsewhere would share that registry's bandwidth)."""
+
+    by_node: dict[str, str]  # node → a pod starting there
+    by_registry: dict[str, str]  # registry → a pod waiting for an image from it
+
+
+def starting_pods(state: PlanState) -> Starting:
+    """The workload pods starting now, while not stale."""
+    by_node: dict[str, str] = {}
+    by_registry: dict[str, str] = {}
+    for pod in sorted(state.snapshot.starting, key=lambda p: p.pod):
+        if pod.since is not None:
+            until = pod.since + timedelta(seconds=HOLD_BACK_MAX)
+            if state.now >= until:
+                continue
+            state.wake(until)
+        by_node.setdefault(pod.node, pod.pod)
+        for registry in pod.registries:
+            by_registry.setdefault(registry, pod.pod)
+    return Starting(by_node, by_registry)
+
+
+def node_candidates(
+    state: PlanState, entry: NodeTarget, missing: list[str], starting: Starting
+) -> list[Candidate]:
+    """The pulls `entry`'s node could start now among its `missing` images (rank order);
+    notes why the others wait."""
+    config = state.config
+    name = entry.node.name
+    out: list[Candidate] = []
+    for ref in missing:
+        key = (name, ref)
+        if key in state.pulling:
+            continue
+        record = state.records.get(key)
+        if record is not None and state.now < retry_at(record, config):
+            state.wake(retry_at(record, config))
+            continue
+        image = state.by_image[ref]
+        if entry.urgent_recent:
+            why = "new node"
+        elif image.new_in_use:
+            why = "new image in use"
+        else:
+            why = "routine"
+        if state.quiet and why == "routine":
+            state.waiting[key] = f"quiet hours {config.quiet_hours} UTC: only urgent pulls"
+            continue
+        if name in starting.by_node:
+            state.waiting[key] = f"held back while pod {starting.by_node[name]} starts on the node"
+            continue
+        if image.registry in starting.by_registry:
+            state.waiting[key] = (
+                f"held back while pod {starting.by_registry[image.registry]} pulls from "
+                f"{image.registry}"
+            )
+            continue
+        out.append(((0 if why != "routine" else 1, -image.score, name, ref), why))
+    return out
+
+
+def missing_images(state: PlanState, entry: NodeTarget) -> list[str]:
+    """The node's target images not present there, in rank order."""
+    present = state.present.get(entry.node.name, frozenset())
+    return [ref for ref in entry.fitted if ref not in present]
+
+
+def choose_pulls(state: PlanState) -> None:
+    """Candidates in order (urgent, score, node, image), batched per node, each puller
+    within every cap."""
+    starting = starting_pods(state)
+    candidates: list[Candidate] = []
+    for entry in state.targets.values():
+        if entry.problem is None:
+            candidates += node_candidates(state, entry, missing_images(state, entry), starting)
+    start_pulls(state, candidates)
+
+
+def start_pulls(state: PlanState, candidates: list[Candidate]) -> None:
+    """Start the candidates, best first, while every cap allows, batched per node."""
+    config = state.config
+    candidates.sort()
+    by_node: dict[str, list[str]] = {}
+    for (_, _, name, ref), _why in candidates:
+        by_node.setdefault(name, []).append(ref)
+    puller_names = {p.name for p in state.pullers}
+    flying = list(state.in_flight.values())
+    per_node = Counter(pod.node for pod, _ in flying)
+    per_image = Counter(image for _, pending in flying for image in pending)
+    per_registry = Counter(
+        registry
+        for _, pending in flying
+        for registry in {
+            state.by_image[i].registry if i in state.by_image else registry_of(i)[0]
+            for i in pending
+        }
+    )
+    total = len(flying)
+    taken: set[PullKey] = set()
+    for (_, _, name, ref), why in candidates:
+        if (name, ref) in taken:
+            continue
+        image = state.by_image[ref]
+        if (
+            total >= config.max_concurrent_pulls
+            or per_node[name] >= config.max_pulls_per_node
+            or per_image[ref] >= config.max_pulls_per_image
+            or per_registry[image.registry] >= config.max_pulls_per_registry
+        ):
+            state.waiting.setdefault((name, ref), "waiting for a pull slot")
+            continue
+        record = state.records.get((name, ref))
+        batch = [ref]
+        if record is None:
+            # A retry is pulled alone; first tries share a pod with the node's next
+            # candidates from the same registry that are first tries too.
+            for other in by_node[name]:
+                if len(batch) >= config.pull_batch_size:
+                    break
+                if (
+                    other != ref
+                    and (name, other) not in taken
+                    and (name, other) not in state.records
+                    and state.by_image[other].registry == image.registry
+                    and per_image[other] < config.max_pulls_per_image
+                ):
+                    batch.append(other)
+        pod_name = pods.puller_name(name, batch)
+        if pod_name in puller_names:
+            for ref_ in batch:
+                state.waiting[(name, ref_)] = "waiting for the previous puller to be removed"
+            continue
+        taken.update((name, r) for r in batch)
+        total += 1
+        per_node[name] += 1
+        per_image.update(batch)
+        per_registry[image.registry] += 1
+        node = state.targets[name].node
+        size = sum(size_on(state.by_image[r], node) for r in batch)
+        deadline = pods.pull_deadline(size, config)
+        attempt = (record.attempts if record else 0) + 1
+        state.pulls.append(
+            PullAction(
+                node=name,
+                images=tuple(batch),
+                pod_name=pod_name,
+                urgent=why != "routine",
+                why=why,
+                score=image.score,
+                size=size,
+                deadline_seconds=deadline,
+                attempt=attempt,
+                pod=pods.build_puller(
+                    node, batch, config, deadline_seconds=deadline, attempt=attempt
+                ),
+            )
+        )

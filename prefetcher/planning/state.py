@@ -1,0 +1,97 @@
+"""The working state of one planning step, filled stage by stage and never shared."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from datetime import datetime
+
+from imagesync.config import Config
+from prefetcher.model import (
+    BudgetExclusion,
+    CellState,
+    KeeperAction,
+    ManagedPod,
+    NodeInfo,
+    PodDeletion,
+    PullAction,
+    PullKey,
+    PullOutcome,
+    PullRecord,
+    Snapshot,
+    TaintRemoval,
+)
+from prefetcher.planning.images import MergedImage
+from prefetcher.planning.targets import NodeTarget
+from prefetcher.planning.timing import in_quiet_hours
+
+
+class PlanState:
+    """Inputs sorted for determinism, the earlier stages' results, and the decisions so far."""
+
+    def __init__(
+        self,
+        snapshot: Snapshot,
+        config: Config,
+        *,
+        nodes: list[NodeInfo],
+        images: list[MergedImage],
+        targets: dict[str, NodeTarget],
+        pods: list[ManagedPod],
+        present: Mapping[str, frozenset[str]],
+    ) -> None:
+        self.config = config
+        self.now = snapshot.now
+        self.snapshot = snapshot
+        self.nodes = nodes
+        self.node_names = {n.name for n in nodes}
+        self.images = images
+        self.by_image = {i.image: i for i in images}
+        self.wanted = [i for i in images if i.wanted]
+        self.wanted_refs = {i.image for i in self.wanted}
+        self.pullers = [p for p in pods if p.role == "puller"]
+        self.keepers = [p for p in pods if p.role == "keeper"]
+        self.targets = targets
+        self.present = present
+        self.records: dict[PullKey, PullRecord] = dict(snapshot.pull_records)
+        self.deletions: list[PodDeletion] = []
+        self.deleted: set[str] = set()
+        self.outcomes: list[PullOutcome] = []
+        self.guarded: dict[str, set[str]] = {}  # node → images running keepers hold
+        self.puller_held: dict[str, set[str]] = {}  # node → images live pullers pulled
+        self.pulled_at: dict[PullKey, datetime] = {}
+        self.in_flight: dict[str, tuple[ManagedPod, tuple[str, ...]]] = {}  # uid → pending
+        self.pulling: set[PullKey] = set()  # (node, image) of in_flight, once pullers are read
+        self.wake_at: datetime | None = None
+        self.pulls: list[PullAction] = []
+        self.waiting: dict[PullKey, str] = {}
+        self.keeper_actions: list[KeeperAction] = []
+        self.taint_removals: list[TaintRemoval] = []
+        self.cells: list[CellState] = []
+        self.left_out: list[BudgetExclusion] = []
+        self.counts: Counter[tuple[str, str]] = Counter()  # (image, state), wanted pairs
+        self.node_counts: dict[str, Counter[str]] = {}
+        self.quiet = in_quiet_hours(self.now, config.quiet_hours)
+
+    def fits(self, node: str) -> frozenset[str] | set[str]:
+        """The images `node` should hold (empty for a node that is gone)."""
+        target = self.targets.get(node)
+        return target.fitted_set if target is not None else frozenset()
+
+    def wake(self, moment: datetime) -> None:
+        """Note a future moment at which this plan would change by itself."""
+        if moment > self.now and (self.wake_at is None or moment < self.wake_at):
+            self.wake_at = moment
+
+    def is_present(self, node: str, image: str) -> bool:
+        return image in self.present.get(node, ())
+
+    def delete(self, pod: ManagedPod, why: str) -> None:
+        if pod.deleting or pod.uid in self.deleted:
+            return
+        self.deleted.add(pod.uid)
+        self.deletions.append(PodDeletion(pod.name, pod.uid, pod.node, pod.role, why))
+
+    def size_of(self, image: str) -> int:
+        known = self.by_image.get(image)
+        return known.size if known else self.config.default_image_size

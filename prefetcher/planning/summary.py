@@ -1,0 +1,156 @@
+"""Stage 8, summaries: per image (with CachedImage status patches), per node, cluster-wide."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any
+
+from prefetcher import scoring
+from prefetcher.model import (
+    ImageSummary,
+    NodeSummary,
+    Plan,
+    PullKey,
+    PullRecord,
+    StatusUpdate,
+    Summary,
+    WantedImage,
+)
+from prefetcher.planning.state import PlanState
+
+LAST_ERROR_MAX = 512
+WANTED_STATES = ("present", "pulling", "missing", "failed")
+
+
+def status_and_images(state: PlanState) -> tuple[list[StatusUpdate], list[ImageSummary]]:
+    """Status patches (only changed fields) and the per-image summary."""
+    latest: dict[str, PullRecord] = {}
+    for record in state.records.values():
+        best = latest.get(record.image)
+        if best is None or (record.last_failure, record.node) > (best.last_failure, best.node):
+            latest[record.image] = record
+    updates: list[StatusUpdate] = []
+    summaries: list[ImageSummary] = []
+    for image in state.images:
+        ref = image.image
+        states = {s: state.counts[(ref, s)] for s in WANTED_STATES}
+        if not image.wanted:
+            states = dict.fromkeys(states, 0)
+        nodes_wanted = sum(states.values())
+        failure = latest.get(ref)
+        last_error = ""
+        if failure is not None:
+            last_error = f"{failure.node}: {failure.reason}: {failure.message}"
+            last_error = last_error[:LAST_ERROR_MAX]
+        for obj in image.objects:
+            patch = status_patch(
+                obj,
+                scoring.score(obj, state.now, state.config.score_half_life),
+                nodes_wanted,
+                states["present"],
+                last_error,
+            )
+            if patch:
+                updates.append(StatusUpdate(obj.name, patch))
+        summaries.append(
+            ImageSummary(
+                name=image.primary.name,
+                image=ref,
+                source=image.primary.source,
+                score=image.score,
+                wanted=image.wanted,
+                nodes_wanted=nodes_wanted,
+                nodes_present=states["present"],
+                nodes_pulling=states["pulling"],
+                nodes_failed=states["failed"],
+                last_error=last_error,
+            )
+        )
+    return updates, summaries
+
+
+def node_summaries(state: PlanState) -> list[NodeSummary]:
+    out = []
+    for entry in state.targets.values():
+        tally = state.node_counts[entry.node.name]
+        wanted_here = sum(tally[s] for s in WANTED_STATES)
+        out.append(
+            NodeSummary(
+                name=entry.node.name,
+                eligible=entry.problem is None,
+                why=entry.problem or "",
+                urgent=entry.urgent_recent and tally["present"] < wanted_here,
+                budget=entry.budget,
+                budget_used=entry.budget_used,
+                wanted=wanted_here,
+                present=tally["present"],
+                pulling=tally["pulling"],
+                failed=tally["failed"],
+            )
+        )
+    return out
+
+
+def result(state: PlanState) -> Plan:
+    """The Plan of a state whose stages have all run."""
+    status_updates, image_summaries = status_and_images(state)
+    totals: Counter[str] = Counter()
+    for tally in state.node_counts.values():
+        totals.update(tally)
+    wanted_pairs = sum(totals[s] for s in WANTED_STATES)
+    summary = Summary(
+        nodes=len(state.nodes),
+        images=len(state.wanted),
+        wanted_pairs=wanted_pairs,
+        present_pairs=totals["present"],
+        pulling_pairs=totals["pulling"],
+        failed_pairs=totals["failed"],
+        missing_pairs=totals["missing"],
+        ineligible_pairs=totals["ineligible"],
+        coverage=totals["present"] / wanted_pairs if wanted_pairs else 1.0,
+        pulls_started=len(state.pulls),
+        keepers_created=len(state.keeper_actions),
+        pods_deleted=len(state.deletions),
+        taints_removed=len(state.taint_removals),
+        status_updates=len(status_updates),
+        budget_left_out=len(state.left_out),
+        quiet_hours=state.quiet,
+    )
+    return Plan(
+        now=state.now,
+        pulls=tuple(state.pulls),
+        keepers=tuple(state.keeper_actions),
+        deletions=tuple(state.deletions),
+        taint_removals=tuple(state.taint_removals),
+        status_updates=tuple(status_updates),
+        cells=tuple(state.cells),
+        budget_left_out=tuple(state.left_out),
+        outcomes=tuple(state.outcomes),
+        pull_records=_sorted_records(state.records),
+        images=tuple(image_summaries),
+        nodes=tuple(node_summaries(state)),
+        summary=summary,
+        wake_at=state.wake_at,
+    )
+
+
+def status_patch(
+    obj: WantedImage, score: float, nodes_wanted: int, nodes_present: int, last_error: str
+) -> dict[str, Any]:
+    """The status fields whose stored value differs (a converged image gets an empty patch)."""
+    reported = obj.reported
+    patch: dict[str, Any] = {}
+    if reported.score is None or abs(reported.score - score) > 0.0005:
+        patch["score"] = score
+    if reported.nodes_wanted != nodes_wanted:
+        patch["nodesWanted"] = nodes_wanted
+    if reported.nodes_present != nodes_present:
+        patch["nodesPresent"] = nodes_present
+    if reported.last_error != last_error:
+        patch["lastError"] = last_error
+    return patch
+
+
+def _sorted_records(records: Mapping[PullKey, PullRecord]) -> dict[PullKey, PullRecord]:
+    return {key: records[key] for key in sorted(records)}
