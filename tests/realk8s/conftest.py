@@ -18,7 +18,6 @@ from imagesync import names
 from tests.manifests.render import render
 from tests.realk8s.components import (
     IMAGE_SYNC,
-    NAMESPACE,
     WEBHOOK_ACCOUNT,
     Process,
     component_environment,
@@ -34,9 +33,10 @@ from tests.webhook.conftest import Tls, WebhookProcess, make_tls, start_webhook
 # Objects whose pods would run the project's container image, which a test machine has not
 # got: their server-side dry run is checked, the components run as local processes instead.
 NEEDS_IMAGE = frozenset({"Deployment", "Job", "CronJob"})
-# Kinds another add-on defines (the cert-manager overlay's Issuer, Certificate): not
+# Kinds another add-on defines (cert-manager's Issuer and Certificate, the Prometheus
+# operator's ServiceMonitor and PrometheusRule, in the overlays): that add-on is not
 # installed here, so the real server has no schema for them.
-FOREIGN_GROUPS = ("cert-manager.io/",)
+FOREIGN_GROUPS = ("cert-manager.io/", "monitoring.coreos.com/")
 # The simulated nodes of the default scenario that the real API server gets.
 CPU_NODES = ("cpu-1", "cpu-2", "cpu-3", "cpu-4")
 GPU_NODES = ("gpu-1", "gpu-2")
@@ -189,6 +189,3 @@ def webhook(installed: Installed) -> Iterator[WebhookProcess]:
         yield server
     finally:
         server.stop()
-
-
-__all__ = ["NAMESPACE"]
