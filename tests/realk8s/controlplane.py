@@ -3,6 +3,7 @@ kube-scheduler) for one test session: found, started on free loopback ports, sto
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import signal
@@ -12,6 +13,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import requests
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
@@ -138,6 +141,19 @@ class ControlPlane:
             _wait_gone(pid)
         self.apiserver_args = extra_args
         self.start()
+
+    def compact_etcd(self) -> int:
+        """Compact etcd up to its current revision (what the API server does every 5 minutes):
+        a watch resumed from an older resourceVersion is then answered 410 Gone."""
+        gateway = f"http://127.0.0.1:{self.ports['REALK8S_ETCD_PORT']}/v3/kv"
+        key = base64.b64encode(b"/").decode()
+        header = requests.post(f"{gateway}/range", json={"key": key}, timeout=10).json()["header"]
+        revision = int(header["revision"])
+        answer = requests.post(
+            f"{gateway}/compaction", json={"revision": revision, "physical": True}, timeout=30
+        )
+        answer.raise_for_status()
+        return revision
 
     def component_log(self, name: str) -> str:
         path = self.state / "logs" / f"{name}.log"

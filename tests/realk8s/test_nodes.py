@@ -1,5 +1,7 @@
 """Nodes coming and going on a real control plane: a joining node is warmed at once (not at
-the next sweep, 30 minutes away), and a deleted node leaves the report and keeps no pods."""
+the next sweep, 30 minutes away), and a deleted node leaves the report and keeps no pods,
+also seen after the watches were answered 410 Gone by a restarted API server over a
+compacted etcd."""
 
 from __future__ import annotations
 
@@ -69,7 +71,7 @@ def live_pods_on(installed: Installed, node: str) -> list[str]:
     return [p["metadata"]["name"] for p in pods if not p["metadata"].get("deletionTimestamp")]
 
 
-def test_a_joining_node_is_warmed_and_a_deleted_node_leaves(
+def test_a_joining_node_is_warmed_and_a_deleted_node_leaves_after_a_compaction(
     installed: Installed, kubelets: Process, tmp_path: Path
 ) -> None:
     plane = installed.control_plane
@@ -93,6 +95,12 @@ def test_a_joining_node_is_warmed_and_a_deleted_node_leaves(
             what="a keeper on the joining node",
         )  # fmt: skip
         assert IMAGE in {c["image"] for c in keeper[0]["spec"]["containers"]}
+
+        # etcd compacted and the API server restarted: every watch resumes from a
+        # resourceVersion that is gone, is answered 410 and relists.
+        plane.compact_etcd()
+        plane.restart_apiserver(plane.apiserver_args)
+        wait_for(lambda: "expired; relisting" in prefetcher.process.log(), what="a relist on 410")
 
         sim_node(installed, "remove", JOINING)
         wait_for(lambda: not node_in_report(prefetcher, JOINING), what="the node out of the report")
