@@ -78,8 +78,8 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
     if binaries is None:
         pytest.fail(f"{HOW_TO_GET} ({REQUIRE_VARIABLE}=1)", pytrace=False)
     plane = ControlPlane.create(binaries, tmp_path_factory.mktemp("realk8s"))
-    plane.start()
     try:
+        plane.start()
         yield plane
     finally:
         plane.stop()
@@ -156,8 +156,8 @@ def kubelets(installed: Installed) -> Iterator[Process]:
         }
         return ready >= {*CPU_NODES, *GPU_NODES}
 
-    wait_for(all_ready, timeout=120, what="the simulated nodes Ready")
     try:
+        wait_for(all_ready, timeout=120, what="the simulated nodes Ready")
         yield process
     finally:
         process.stop()
@@ -180,12 +180,14 @@ def webhook(installed: Installed) -> Iterator[WebhookProcess]:
         IMAGE_SYNC_LEARN_FLUSH_INTERVAL="1s",
     )
     server = start_webhook(workdir, tls, env=env, kubeconfig=str(kubeconfig))
-    configuration = installed.rendered("MutatingWebhookConfiguration", names.WEBHOOK_CONFIGURATION)
-    ca_bundle = base64.b64encode(Path(tls.ca_file).read_bytes()).decode()
-    for hook in configuration["webhooks"]:
-        hook["clientConfig"] = {"url": f"{server.url}/mutate", "caBundle": ca_bundle}
-    installed.apply(configuration)
     try:
+        configuration = installed.rendered(
+            "MutatingWebhookConfiguration", names.WEBHOOK_CONFIGURATION
+        )
+        ca_bundle = base64.b64encode(Path(tls.ca_file).read_bytes()).decode()
+        for hook in configuration["webhooks"]:
+            hook["clientConfig"] = {"url": f"{server.url}/mutate", "caBundle": ca_bundle}
+        installed.apply(configuration)
         yield server
     finally:
         server.stop()

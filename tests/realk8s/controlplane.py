@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import requests
@@ -67,7 +67,6 @@ class ControlPlane:
     state: Path
     ports: dict[str, int]
     apiserver_args: str = ""
-    log: list[str] = field(default_factory=list)
 
     @classmethod
     def create(cls, binaries: Path, workdir: Path) -> ControlPlane:
@@ -118,7 +117,6 @@ class ControlPlane:
             timeout=START_TIMEOUT,
             check=False,
         )
-        self.log.append(result.stdout + result.stderr)
         if result.returncode != 0:
             raise RuntimeError(
                 f"{name} failed ({result.returncode}):\n{result.stdout}{result.stderr}"
@@ -154,10 +152,6 @@ class ControlPlane:
         )
         answer.raise_for_status()
         return revision
-
-    def component_log(self, name: str) -> str:
-        path = self.state / "logs" / f"{name}.log"
-        return path.read_text(errors="replace") if path.exists() else ""
 
 
 def _wait_gone(pid: int, timeout: float = 30.0) -> bool:
