@@ -134,7 +134,7 @@ class ControlPlane:
         pid_file = self.state / "run" / "kube-apiserver.pid"
         pid = int(pid_file.read_text().strip())
         os.kill(pid, signal.SIGTERM)
-        if not _wait_gone(pid, timeout=2.0):  # its graceful shutdown can take a minute
+        if not _wait_gone(pid, timeout=1.0):  # its graceful shutdown can take a minute
             os.kill(pid, signal.SIGKILL)
             _wait_gone(pid)
         self.apiserver_args = extra_args
