@@ -30,7 +30,7 @@ from prefetcher.informer import Clock, InformerSettings, SystemClock
 from prefetcher.kube import Kube
 from prefetcher.leader import LeaderElector, LeaseSettings
 from prefetcher.metrics import Metrics
-from prefetcher.server import ReportServer, create_app, parse_bind
+from prefetcher.server import ReportServer, create_app, metrics_only_app, parse_bind
 
 log = logging.getLogger("prefetcher")
 
@@ -64,6 +64,7 @@ class Prefetcher:
         clock: Clock | None = None,
         identity: str | None = None,
         bind: tuple[str, int] | None = ("0.0.0.0", 8080),
+        metrics_bind: tuple[str, int] | None = None,
         informer_settings: InformerSettings | None = None,
         plan_fn: PlanFn | None = None,
         before_write: WriteHook | None = None,
@@ -105,6 +106,7 @@ class Prefetcher:
             before_write=before_write,
         )
         self.server: ReportServer | None = None
+        self.metrics_server: ReportServer | None = None
         if bind is not None:
             from prefetcher.report import render_html
 
@@ -112,17 +114,22 @@ class Prefetcher:
                 report=self.report,
                 render_html=render_html,
                 healthy=self.healthy,
-                registry=self.metrics.registry,
+                registry=None if metrics_bind else self.metrics.registry,
             )
             self.server = ReportServer(app, *bind)
+        if metrics_bind is not None:
+            self.metrics_server = ReportServer(
+                metrics_only_app(self.metrics.registry), *metrics_bind, name="metrics"
+            )
         self._elector_thread: threading.Thread | None = None
 
     def is_leader(self) -> bool:
         return self.elector is None or self.elector.leading()
 
     def start(self) -> None:
-        if self.server is not None:
-            self.server.start()
+        for server in (self.server, self.metrics_server):
+            if server is not None:
+                server.start()
         if self.elector is not None:
             thread = threading.Thread(
                 target=self.elector.run, args=(self._stop,), name="leader", daemon=True
@@ -139,8 +146,9 @@ class Prefetcher:
         self.controller.stop()
         if self._elector_thread is not None:
             self._elector_thread.join(timeout=10)
-        if self.server is not None:
-            self.server.stop()
+        for server in (self.server, self.metrics_server):
+            if server is not None:
+                server.stop()
 
     def wait(self) -> None:
         self._stop.wait()
@@ -212,8 +220,9 @@ def serve(args: argparse.Namespace, config: Config) -> int:
     """Run until SIGTERM / SIGINT; then release the lease and stop cleanly."""
     try:
         host, port = parse_bind(args.bind)
+        metrics_bind = parse_bind(args.metrics_bind) if args.metrics_bind else None
     except ValueError as exc:
-        print(f"image-sync prefetcher: --bind: {exc}", file=sys.stderr)
+        print(f"image-sync prefetcher: --bind / --metrics-bind: {exc}", file=sys.stderr)
         return 2
     try:
         api_client = load_api_client(args.kubeconfig)
@@ -222,10 +231,15 @@ def serve(args: argparse.Namespace, config: Config) -> int:
         return 1
     try:
         prefetcher = Prefetcher(
-            api_client, config, identity=args.identity or None, bind=(host, port)
+            api_client,
+            config,
+            identity=args.identity or None,
+            bind=(host, port),
+            metrics_bind=metrics_bind,
         )
     except OSError as exc:
-        print(f"image-sync prefetcher: cannot listen on {args.bind}: {exc}", file=sys.stderr)
+        where = args.bind + (f" / {args.metrics_bind}" if args.metrics_bind else "")
+        print(f"image-sync prefetcher: cannot listen on {where}: {exc}", file=sys.stderr)
         return 1
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
