@@ -103,7 +103,7 @@ def synthetic_plan(nodes: int = 1000, images: int = 200, *, seed: int = 7) -> Pl
                 )
             else:
                 roll = rng.random()
-                if roll < 0.0005:
+                if roll < 0.0001:
                     cells.append(
                         CellState(
                             node,

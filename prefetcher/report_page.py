@@ -19,7 +19,7 @@ from prefetcher.report_query import ReportQuery, filter_groups
 
 NODES_PER_PAGE = 50
 IMAGES_PER_PAGE = 40
-FAILURE_GROUPS_SHOWN = 50
+FAILURE_GROUPS_SHOWN = 25
 BUDGET_ROWS_SHOWN = 100
 REFRESH_SECONDS = 60
 # One letter per state keeps 2,000 grid cells light; the legend spells them out.
@@ -42,7 +42,7 @@ table{border-collapse:collapse;background:#fff;width:100%;border:1px solid #e4e7
 th,td{border-bottom:1px solid #eef0f3;padding:6px 9px;text-align:left;vertical-align:top}
 th{background:#f9fafb;font-weight:600;font-size:13px}
 td.num,th.num{text-align:right;white-space:nowrap}
-code{font-size:12.5px;word-break:break-all}.reason{color:#b42318;font-weight:600}
+code{font-size:12.5px;overflow-wrap:anywhere}.reason{color:#b42318;font-weight:600}
 .kind{display:inline-block;background:#fef3f2;color:#b42318;border-radius:10px;padding:0 8px;font-size:12px}
 .msg{color:#475467;font-size:12.5px;max-width:420px}
 details summary{cursor:pointer;color:#175cd3;white-space:nowrap}
@@ -67,6 +67,11 @@ table.grid{width:auto;border:0;background:none}
 
 def _e(value: Any) -> str:
     return html.escape(str(value), quote=True)
+
+
+def _n(value: Any) -> str:
+    """A count with thousands separators (174,244 reads faster than 174244)."""
+    return f"{value:,}" if isinstance(value, int) else _e(value)
 
 
 def _pct(part: float, whole: float) -> str:
@@ -98,16 +103,16 @@ def _summary(report: Mapping[str, Any], query: ReportQuery) -> str:
         if value
     )
     stats = "".join(
-        f"<div><b>{_e(summary.get(key, 0))}</b><span class=muted>{label}</span></div>"
+        f"<div><b>{_n(summary.get(key, 0))}</b><span class=muted>{label}</span></div>"
         for key, label in (("nodes", "nodes"), ("images", "wanted images"))
     ) + "".join(
-        f"<div><b>{_link(query, str(summary.get(f'{state}Pairs', 0)), state=state, page=1, image_page=1)}</b>"
+        f"<div><b>{_link(query, _n(summary.get(f'{state}Pairs', 0)), state=state, page=1, image_page=1)}</b>"
         f"<span class=muted>{state}</span></div>"
         for state in CELL_STATES
     )
     if summary.get("budgetLeftOut"):
         stats += (
-            f"<div><b>{_e(summary['budgetLeftOut'])}</b>"
+            f"<div><b>{_n(summary['budgetLeftOut'])}</b>"
             "<span class=muted>left out by budget</span></div>"
         )
     quiet = (
@@ -118,7 +123,7 @@ def _summary(report: Mapping[str, Any], query: ReportQuery) -> str:
     return (
         '<section class="card" id="summary"><div class="head">'
         f'<div><span class="big">{coverage:.1%}</span> <span class="muted">coverage</span></div>'
-        f'<span class="muted">{_e(summary.get("presentPairs", 0))} of {_e(wanted)} '
+        f'<span class="muted">{_n(summary.get("presentPairs", 0))} of {_n(wanted)} '
         "wanted node &times; image pairs present</span></div>"
         f'<div class="bar">{bar}</div><div class="stats">{stats}</div>{quiet}'
         f"{_sweep(report)}</section>"
@@ -173,7 +178,7 @@ def _failures(report: Mapping[str, Any], query: ReportQuery) -> str:
             f"<td><code>{_link(query, group['image'], image=group['image'], state='failed', node='', page=1, image_page=1)}</code></td>"
             f'<td class="reason">{_e(group["reason"])}</td>'
             f'<td><span class="kind">{_e(group["kind"])}</span></td>'
-            f'<td class="num"><details><summary>{count} node{"s" if count != 1 else ""}</summary>'
+            f'<td class="num"><details><summary>{_n(count)} node{"s" if count != 1 else ""}</summary>'
             f'<div class="names">{names}</div></details></td>'
             f'<td class="msg">{_e(str(group.get("message", ""))[:400])}</td>'
             f'<td class="num">{_e(group.get("attempts", ""))}</td>'
@@ -187,7 +192,7 @@ def _failures(report: Mapping[str, Any], query: ReportQuery) -> str:
         )
     failed = sum(g["nodeCount"] for g in groups)
     return (
-        f'<p class="muted">{failed} failed pairs in {len(groups)} '
+        f'<p class="muted">{_n(failed)} failed pairs in {_n(len(groups))} '
         f"group{'s' if len(groups) != 1 else ''} (image, kind, reason), largest first.</p>"
         '<table id="failures"><tr><th>Image</th><th>Reason</th><th>Kind</th>'
         '<th class="num">Nodes</th><th>Message</th><th class="num">Attempts</th>'

@@ -1,0 +1,108 @@
+"""Headless Chromium for the page tests, and the real report server over a given plan.
+
+The browser is Debian's `chromium` (installed by `scripts/ensure-chromium`, run by
+`make install`), driven by Playwright, which never downloads a browser of its own here:
+`executable_path` points at the system one. Without it the browser tests skip, unless
+`IMAGE_SYNC_REQUIRE_BROWSER=1` (set by `.ci/run`) makes them fail.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from prefetcher.model import Plan
+from prefetcher.report_cache import ReportCache
+from prefetcher.server import ReportServer, create_app
+
+REQUIRE_ENV = "IMAGE_SYNC_REQUIRE_BROWSER"
+CHROMIUM = "/usr/bin/chromium"
+# Headless, no sandbox (tests run as root), and nothing that reaches out to the network:
+# without the background-networking flags Chromium keeps dialling Google's hosts.
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
+WIDTH, HEIGHT = 1360, 900
+
+
+def _missing(message: str) -> None:
+    if os.environ.get(REQUIRE_ENV) == "1":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def chromium() -> str:
+    """The system Chromium, or skip (fail when required)."""
+    found = CHROMIUM if os.access(CHROMIUM, os.X_OK) else shutil.which("chromium")
+    if found is None:
+        _missing("chromium not found: run scripts/ensure-chromium (Debian package chromium)")
+    assert found is not None
+    return found
+
+
+@contextmanager
+def browser(**options: Any) -> Iterator[Any]:
+    """A Playwright BrowserContext of a fresh headless Chromium with its own profile folder."""
+    executable = chromium()
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _missing("playwright is not installed: make install")
+    with (
+        tempfile.TemporaryDirectory(prefix="image-sync-chromium-") as profile,
+        sync_playwright() as playwright,
+    ):
+        context = playwright.chromium.launch_persistent_context(
+            profile,
+            executable_path=executable,
+            headless=True,
+            args=list(FLAGS),
+            viewport={"width": WIDTH, "height": HEIGHT},
+            **options,
+        )
+        try:
+            yield context
+        finally:
+            context.close()
+
+
+@contextmanager
+def serve_plan(plan: Plan) -> Iterator[str]:
+    """The prefetcher's own report server over `plan`; yields its base URL."""
+    reports = ReportCache()
+    app = create_app(
+        report_json=lambda query: reports.json(plan, None, query, {}),
+        report_html=lambda query: reports.html(plan, None, query),
+        healthy=lambda: (True, "ok"),
+        registry=CollectorRegistry(),
+    )
+    server = ReportServer(app, "127.0.0.1", 0)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{server.port}"
+    finally:
+        server.stop()
+
+
+def page_weight(page: Any) -> dict[str, float]:
+    """What the page cost: bytes transferred, DOM elements, milliseconds to the load event."""
+    timing = page.evaluate("performance.getEntriesByType('navigation')[0].toJSON()")
+    return {
+        "bytes": float(timing["decodedBodySize"]),
+        "elements": float(page.locator("*").count()),
+        "loadMs": float(timing["loadEventEnd"]),
+    }
