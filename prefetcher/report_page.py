@@ -44,9 +44,12 @@ th{background:#f9fafb;font-weight:600;font-size:13px}
 td.num,th.num{text-align:right;white-space:nowrap}
 code{font-size:12.5px;overflow-wrap:anywhere}.reason{color:#b42318;font-weight:600}
 .kind{display:inline-block;background:#fef3f2;color:#b42318;border-radius:10px;padding:0 8px;font-size:12px}
-.msg{color:#475467;font-size:12.5px;max-width:420px}
+.msg{color:#475467;font-size:12.5px;max-width:380px}.why{color:#475467}
 details summary{cursor:pointer;color:#175cd3;white-space:nowrap}
-details .names{max-height:220px;overflow:auto;font-size:12.5px;color:#475467;padding-top:4px;min-width:260px}
+details .names{max-height:240px;overflow:auto;font-size:12.5px;color:#475467;padding-top:4px;width:300px;text-align:left;display:flex;flex-wrap:wrap;gap:1px 14px;align-content:flex-start}
+.names span{white-space:nowrap}
+td.ref{min-width:250px}td.state{white-space:nowrap}.dot{display:inline-block;width:10px;height:10px;border-radius:2px;margin-right:6px}
+tr.present-images .names{width:auto;font-family:monospace}
 form.find{display:flex;flex-wrap:wrap;gap:10px;align-items:end}
 form.find label{display:flex;flex-direction:column;font-size:12px;color:#475467}
 form.find input,form.find select{font:inherit;padding:5px 8px;border:1px solid #d0d5dd;border-radius:6px;min-width:180px}
@@ -72,6 +75,16 @@ def _e(value: Any) -> str:
 def _n(value: Any) -> str:
     """A count with thousands separators (174,244 reads faster than 174244)."""
     return f"{value:,}" if isinstance(value, int) else _e(value)
+
+
+def _time(stamp: str | None) -> str:
+    """`2026-11-22T03:04:00Z` as `2026-11-22 03:04:00Z`: a line break may fall between."""
+    return (stamp or "").replace("T", " ", 1)
+
+
+def _lines(names: Iterable[str]) -> str:
+    """Names as a wrapping list that never breaks inside a name (they hold hyphens)."""
+    return "\n".join(f"<span>{_e(name)}</span>" for name in names)
 
 
 def _pct(part: float, whole: float) -> str:
@@ -172,17 +185,17 @@ def _failures(report: Mapping[str, Any], query: ReportQuery) -> str:
     rows = []
     for group in groups[:FAILURE_GROUPS_SHOWN]:
         count = group["nodeCount"]
-        names = ", ".join(_e(n) for n in group["nodes"])
+        names = _lines(group["nodes"])
         rows.append(
             '<tr class="failure">'
-            f"<td><code>{_link(query, group['image'], image=group['image'], state='failed', node='', page=1, image_page=1)}</code></td>"
-            f'<td class="reason">{_e(group["reason"])}</td>'
-            f'<td><span class="kind">{_e(group["kind"])}</span></td>'
+            f"<td class=ref><code>{_link(query, group['image'], image=group['image'], state='failed', node='', page=1, image_page=1)}</code></td>"
+            f'<td><span class="reason">{_e(group["reason"])}</span><br>'
+            f'<span class="kind">{_e(group["kind"])}</span></td>'
             f'<td class="num"><details><summary>{_n(count)} node{"s" if count != 1 else ""}</summary>'
             f'<div class="names">{names}</div></details></td>'
             f'<td class="msg">{_e(str(group.get("message", ""))[:400])}</td>'
-            f'<td class="num">{_e(group.get("attempts", ""))}</td>'
-            f'<td class="num">{_e(group.get("retryAt") or "")}</td></tr>'
+            f'<td class="num">{_e(group.get("attempts", ""))}<br>'
+            f'<span class="muted">{_e(_time(group.get("retryAt")))}</span></td></tr>'
         )
     more = ""
     if len(groups) > FAILURE_GROUPS_SHOWN:
@@ -194,33 +207,51 @@ def _failures(report: Mapping[str, Any], query: ReportQuery) -> str:
     return (
         f'<p class="muted">{_n(failed)} failed pairs in {_n(len(groups))} '
         f"group{'s' if len(groups) != 1 else ''} (image, kind, reason), largest first.</p>"
-        '<table id="failures"><tr><th>Image</th><th>Reason</th><th>Kind</th>'
-        '<th class="num">Nodes</th><th>Message</th><th class="num">Attempts</th>'
-        f'<th class="num">Next try</th></tr>{"".join(rows)}</table>{more}'
+        '<table id="failures"><tr><th>Image</th><th>Reason, kind</th>'
+        '<th class="num">Nodes</th><th>Message</th><th class="num">Attempts, next try</th>'
+        f"</tr>{''.join(rows)}</table>{more}"
     )
 
 
 # --- one node, one image --------------------------------------------------------------
 
 
+def _dot(state: str) -> str:
+    return f'<span class="dot {STATE_CLASS.get(state, "i")}"></span>{_e(state)}'
+
+
 def _one_node(node: Mapping[str, Any], query: ReportQuery) -> str:
+    """Every image of one node, worst first; the present ones folded into one row."""
     cells = sorted(
-        (node.get("images") or {}).items(),
+        (
+            (image, cell)
+            for image, cell in (node.get("images") or {}).items()
+            if query.image_matches(image) and query.state_matches(cell.get("state", ""))
+        ),
         key=lambda item: (_WORST_FIRST.get(item[1].get("state", ""), 9), item[0]),
     )
+    present = [image for image, cell in cells if cell.get("state") == "present"]
     rows = "".join(
-        f"<tr><td><code>{_link(query, image, image=image, node='', page=1)}</code></td>"
-        f'<td><span class="legend"><span class="{STATE_CLASS.get(c.get("state", ""), "i")}"></span></span>{_e(c.get("state", ""))}</td>'
-        f'<td class="reason">{_e(c.get("reason", ""))}</td><td class="msg">{_e(c.get("message", ""))}</td>'
-        f'<td class="num">{_e(c.get("attempts", ""))}</td><td class="num">{_e(c.get("retryAt", ""))}</td></tr>'
+        f"<tr><td class=ref><code>{_link(query, image, image=image, node='', page=1)}</code></td>"
+        f'<td class="state">{_dot(c.get("state", ""))}</td>'
+        f'<td class="{"reason" if c.get("state") == "failed" else "why"}">{_e(c.get("reason", ""))}</td>'
+        f'<td class="msg">{_e(c.get("message", ""))}</td><td class="num">{_e(c.get("attempts", ""))}</td>'
+        f'<td class="num">{_e(_time(c.get("retryAt")))}</td></tr>'
         for image, c in cells
-        if query.image_matches(image) and query.state_matches(c.get("state", ""))
+        if c.get("state") != "present"
     )
+    if present:
+        names = _lines(present)
+        rows += (
+            f'<tr class="present-images"><td colspan="6"><details><summary>{_n(len(present))} '
+            f"image{'s' if len(present) != 1 else ''} present</summary>"
+            f'<div class="names">{names}</div></details></td></tr>'
+        )
     why = f" — not eligible: {_e(node.get('why', ''))}" if not node.get("eligible", True) else ""
     return (
         f'<section class="card" id="node"><h3>Node {_e(node["name"])}{why}</h3>'
-        f'<p class="muted">{_e(node.get("present", 0))} of {_e(node.get("wanted", 0))} wanted images '
-        f"present, {_e(node.get('pulling', 0))} pulling, {_e(node.get('failed', 0))} failed; "
+        f'<p class="muted">{_n(node.get("present", 0))} of {_n(node.get("wanted", 0))} wanted images '
+        f"present, {_n(node.get('pulling', 0))} pulling, {_n(node.get('failed', 0))} failed; "
         f"disk budget used {_e(format_bytes(float(node.get('budgetUsedBytes') or 0)))}</p>"
         "<table><tr><th>Image</th><th>State</th><th>Reason</th><th>Message</th>"
         f'<th class="num">Attempts</th><th class="num">Next try</th></tr>{rows}</table></section>'
@@ -233,9 +264,9 @@ def _one_image(image: Mapping[str, Any], query: ReportQuery) -> str:
         if query.node_matches(node) and query.state_matches(cell.get("state", "")):
             groups.setdefault((cell.get("state", ""), cell.get("reason", "")), []).append(node)
     rows = "".join(
-        f'<tr><td><span class="legend"><span class="{STATE_CLASS.get(state, "i")}"></span></span>{_e(state)}</td>'
-        f'<td class="reason">{_e(reason)}</td><td class="num"><details><summary>{len(nodes)} nodes</summary>'
-        f'<div class="names">{", ".join(_e(n) for n in nodes)}</div></details></td></tr>'
+        f'<tr><td class="state">{_dot(state)}</td>'
+        f'<td class="{"reason" if state == "failed" else "why"}">{_e(reason)}</td><td class="num"><details><summary>{len(nodes)} nodes</summary>'
+        f'<div class="names">{_lines(nodes)}</div></details></td></tr>'
         for (state, reason), nodes in sorted(
             groups.items(), key=lambda g: (_WORST_FIRST.get(g[0][0], 9), -len(g[1]))
         )
@@ -372,7 +403,7 @@ def _images_table(report: Mapping[str, Any], query: ReportQuery) -> str:
         wanted, present = image.get("nodesWanted", 0), image.get("nodesPresent", 0)
         status = "released" if not image.get("wanted") else f"{present}/{wanted}"
         rows.append(
-            f"<tr><td><code>{_link(query, image['image'], image=image['image'], page=1, image_page=1)}</code></td>"
+            f"<tr><td class=ref><code>{_link(query, image['image'], image=image['image'], page=1, image_page=1)}</code></td>"
             f"<td>{_e(image.get('source', ''))}</td><td class=num>{_e(image.get('score', ''))}</td>"
             f"<td class=num>{_e(status)}</td><td class=num>{_e(image.get('nodesPulling', 0))}</td>"
             f"<td class=num>{_e(image.get('nodesFailed', 0))}</td>"
@@ -394,7 +425,7 @@ def _budget_table(report: Mapping[str, Any], query: ReportQuery) -> str:
     if not left_out:
         return '<p class="muted">Every eligible image fits its node\'s disk budget.</p>'
     rows = "".join(
-        f"<tr><td>{_e(b.get('node', ''))}</td><td><code>{_e(b.get('image', ''))}</code></td>"
+        f"<tr><td>{_e(b.get('node', ''))}</td><td class=ref><code>{_e(b.get('image', ''))}</code></td>"
         f"<td class=num>{_e(format_bytes(float(b.get('sizeBytes') or 0)))}</td>"
         f"<td>{_e(b.get('why', ''))}</td></tr>"
         for b in left_out[:BUDGET_ROWS_SHOWN]

@@ -1,4 +1,4 @@
-"""Headless Chromium for the page tests, and the real report server over a given plan.
+"""Headless Chromium for the page tests, and what a page weighs in it.
 
 The browser is Debian's `chromium` (installed by `scripts/ensure-chromium`, run by
 `make install`), driven by Playwright, which never downloads a browser of its own here:
@@ -16,11 +16,6 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from prometheus_client import CollectorRegistry
-
-from prefetcher.model import Plan
-from prefetcher.report_cache import ReportCache
-from prefetcher.server import ReportServer, create_app
 
 REQUIRE_ENV = "IMAGE_SYNC_REQUIRE_BROWSER"
 CHROMIUM = "/usr/bin/chromium"
@@ -78,24 +73,6 @@ def browser(**options: Any) -> Iterator[Any]:
             yield context
         finally:
             context.close()
-
-
-@contextmanager
-def serve_plan(plan: Plan) -> Iterator[str]:
-    """The prefetcher's own report server over `plan`; yields its base URL."""
-    reports = ReportCache()
-    app = create_app(
-        report_json=lambda query: reports.json(plan, None, query, {}),
-        report_html=lambda query: reports.html(plan, None, query),
-        healthy=lambda: (True, "ok"),
-        registry=CollectorRegistry(),
-    )
-    server = ReportServer(app, "127.0.0.1", 0)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{server.port}"
-    finally:
-        server.stop()
 
 
 def page_weight(page: Any) -> dict[str, float]:

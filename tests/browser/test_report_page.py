@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 import requests
 
-from bench.report_scale import image_ref, node_name, synthetic_plan
+from bench.report_scale import image_ref, node_name, serve_plan, synthetic_plan
 from prefetcher.report_page import NODES_PER_PAGE
-from tests.browser.browser import browser, page_weight, serve_plan
+from tests.browser.browser import browser, page_weight
 from tests.prefetcher.conftest import BUSYBOX, NAMESPACE, declare, install_image_sync, wait_for
 from tests.prefetcher.test_e2e_cli import free_port
 
@@ -133,15 +133,18 @@ def test_demo_sized_report_from_a_running_prefetcher(
         assert not row.locator(".names").is_visible()
         summary.click()
         assert row.locator(".names").is_visible()
-        assert set(row.locator(".names").inner_text().split(", ")) == set(nodes)
+        assert set(row.locator(".names").inner_text().split()) == set(nodes)
         assert len(_rows(page)) == len(nodes)
 
         _find(page, node=nodes[-1])
         assert f"node={nodes[-1]}" in page.url
         assert _rows(page) == [nodes[-1]]
         assert page.locator("#node h3").inner_text().startswith(f"Node {nodes[-1]}")
-        node_table = page.locator("#node").inner_text()
-        assert BUSYBOX in node_table and "present" in node_table and "ErrImagePull" in node_table
+        assert "ErrImagePull" in page.locator("#node").inner_text()
+        folded = page.locator("#node tr.present-images")
+        assert folded.locator("summary").inner_text() == "2 images present"
+        folded.locator("summary").click()
+        assert set(folded.locator(".names").inner_text().split()) == {BUSYBOX, NGINX}
 
         page.goto(f"{prefetcher_url}/")
         _find(page, image="nginx")
@@ -166,7 +169,7 @@ def test_report_at_1000_nodes_by_200_images() -> None:
         assert image_ref(3) in first.inner_text() and "not-found" in first.inner_text()
         assert first.locator("summary").inner_text().strip() == f"{len(failing):,} nodes"
         first.locator("summary").click()
-        names = first.locator(".names").inner_text().split(", ")
+        names = first.locator(".names").inner_text().split()
         assert sorted(names) == sorted(c.node for c in failing)
 
         # The grid shows one page of nodes, worst first, and pages on.
@@ -183,7 +186,10 @@ def test_report_at_1000_nodes_by_200_images() -> None:
         _find(page, node="0417")
         assert _rows(page) == [wanted]
         assert page.locator("#node h3").inner_text().startswith(f"Node {wanted}")
-        assert page.locator("#node tr").count() == 1 + 200
+        node = next(n for n in synthetic_plan(1000, 200).nodes if n.name == wanted)
+        present = page.locator("#node tr.present-images summary").inner_text()
+        assert present == f"{node.present} images present"
+        assert page.locator("#node tr").count() == 1 + 200 - node.present + 1
 
         # One image, and the nodes where it failed.
         page.goto(f"{url}/")
