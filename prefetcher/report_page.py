@@ -458,7 +458,8 @@ def render_html(report: Mapping[str, Any], query: ReportQuery | None = None) -> 
         image = _single(report.get("images") or [], "image", query.image)
         focus += _one_image(image, query) if image else ""
     legend = "".join(f'<span class="{STATE_CLASS[s]}"></span>{s}' for s in CELL_STATES)
-    json_link = "/report" + (query.params(page=1, image_page=1) if query.filtered else "")
+    # Relative links: the page also works behind a path prefix (`kubectl proxy`, an ingress).
+    json_link = "report" + (query.params(page=1, image_page=1) if query.filtered else "")
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width,initial-scale=1">
@@ -466,7 +467,7 @@ def render_html(report: Mapping[str, Any], query: ReportQuery | None = None) -> 
 <title>image-sync: {coverage:.1%} coverage</title>
 <style>{_CSS}</style></head><body><main>
 <div class="head"><h1>image-sync prefetch report</h1>
-<span class="muted">Generated {_e(report.get("generatedAt", ""))} · <a href="{_e(json_link)}">JSON</a> · <a href="/metrics">metrics</a></span></div>
+<span class="muted">Generated {_e(report.get("generatedAt", ""))} · <a href="{_e(json_link)}">JSON</a> · <a href="metrics">metrics</a></span></div>
 {_summary(report, query)}
 {_find_form(query)}
 <h2>Failures</h2>{_failures({"failureGroups": failures}, query)}
