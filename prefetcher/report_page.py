@@ -178,10 +178,10 @@ def _find_form(query: ReportQuery) -> str:
 # --- failures -------------------------------------------------------------------------
 
 
-def _failures(report: Mapping[str, Any], query: ReportQuery) -> str:
-    groups: Sequence[Mapping[str, Any]] = report.get("failureGroups") or []
+def _failures(groups: Sequence[Mapping[str, Any]], query: ReportQuery) -> str:
     if not groups:
-        return '<p class="muted" id="failures">No failed pulls.</p>'
+        matching = " match the filter" if query.filtered else ""
+        return f'<p class="muted" id="failures">No failed pulls{matching}.</p>'
     rows = []
     for group in groups[:FAILURE_GROUPS_SHOWN]:
         count = group["nodeCount"]
@@ -447,7 +447,7 @@ def render_html(report: Mapping[str, Any], query: ReportQuery | None = None) -> 
     query = query or ReportQuery()
     summary = report.get("summary") or {}
     coverage = float(summary.get("coverage", 1.0))
-    failures = report.get("failureGroups") or []
+    failures: Sequence[Mapping[str, Any]] = report.get("failureGroups") or []
     if query.filtered:
         failures = filter_groups(failures, query)
     focus = ""
@@ -470,7 +470,7 @@ def render_html(report: Mapping[str, Any], query: ReportQuery | None = None) -> 
 <span class="muted">Generated {_e(report.get("generatedAt", ""))} · <a href="{_e(json_link)}">JSON</a> · <a href="metrics">metrics</a></span></div>
 {_summary(report, query)}
 {_find_form(query)}
-<h2>Failures</h2>{_failures({"failureGroups": failures}, query)}
+<h2>Failures</h2>{_failures(failures, query)}
 {focus}
 <h2>Nodes &times; images</h2><p class="legend muted">{legend} · worst nodes first; hover a cell for its reason</p>
 {_grid(report, query)}
