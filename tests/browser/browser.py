@@ -8,6 +8,7 @@ The browser is Debian's `chromium` (installed by `scripts/ensure-chromium`, run 
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import tempfile
@@ -41,10 +42,12 @@ def _missing(message: str) -> None:
 
 
 def chromium() -> str:
-    """The system Chromium, or skip (fail when required)."""
+    """The system Chromium and Playwright to drive it, or skip (fail when required)."""
     found = CHROMIUM if os.access(CHROMIUM, os.X_OK) else shutil.which("chromium")
     if found is None:
         _missing("chromium not found: run scripts/ensure-chromium (Debian package chromium)")
+    if importlib.util.find_spec("playwright") is None:
+        _missing("playwright is not installed: make install")
     assert found is not None
     return found
 
@@ -53,10 +56,8 @@ def chromium() -> str:
 def browser(**options: Any) -> Iterator[Any]:
     """A Playwright BrowserContext of a fresh headless Chromium with its own profile folder."""
     executable = chromium()
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _missing("playwright is not installed: make install")
+    from playwright.sync_api import sync_playwright
+
     with (
         tempfile.TemporaryDirectory(prefix="image-sync-chromium-") as profile,
         sync_playwright() as playwright,

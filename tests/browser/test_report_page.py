@@ -23,7 +23,7 @@ import requests
 
 from bench.report_scale import image_ref, node_name, serve_plan, synthetic_plan
 from prefetcher.report_page import NODES_PER_PAGE
-from tests.browser.browser import browser, page_weight
+from tests.browser.browser import browser, chromium, page_weight
 from tests.prefetcher.conftest import BUSYBOX, NAMESPACE, declare, install_image_sync, wait_for
 from tests.prefetcher.test_e2e_cli import free_port
 
@@ -33,6 +33,12 @@ NGINX = "docker.io/library/nginx:1.27"
 # What "light" means here: a page a laptop on a slow link opens at once.
 LIGHT_BYTES = 400_000
 LIGHT_ELEMENTS = 10_000
+
+
+@pytest.fixture(autouse=True)
+def _chromium() -> None:
+    """Skip (or fail, in CI) before starting a cluster when there is no browser."""
+    chromium()
 
 
 @pytest.fixture
