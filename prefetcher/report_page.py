@@ -56,12 +56,12 @@ form.find input,form.find select{font:inherit;padding:5px 8px;border:1px solid #
 form.find button{font:inherit;padding:6px 14px;border:0;border-radius:6px;background:#175cd3;color:#fff;cursor:pointer}
 .scroll{overflow-x:auto}
 table.grid{width:auto;border:0;background:none}
-.grid td,.grid th{padding:0;border:1px solid #f6f7f9;text-align:center}
+.grid td,.grid th{padding:0;border:1px solid #f6f7f9;text-align:center}.grid th{background:none}
 .grid th.n{text-align:left;padding:0 8px 0 0;white-space:nowrap;font-weight:400;font-size:12.5px;background:none}
 .grid th.c{font-weight:400;font-size:11px;color:#667085;padding:0 0 0 8px;text-align:left;background:none;white-space:nowrap}
-.grid th.i{height:150px;white-space:nowrap;vertical-align:bottom;font-weight:400;font-size:12px;background:none}
+.grid th.i{height:170px;white-space:nowrap;vertical-align:bottom;font-weight:400;font-size:12px;background:none}
 .grid th.i div{transform:rotate(-55deg);transform-origin:left bottom;width:16px;position:relative;left:9px}
-.grid td{width:15px;height:15px}
+.grid td{width:15px;height:15px}.grid th.tail{min-width:130px}
 .p{background:#12b76a}.u{background:#2e90fa}.m{background:#fdb022}.f{background:#f04438}.i{background:#e4e7ec}
 .legend span{display:inline-block;width:11px;height:11px;border-radius:2px;margin:0 4px 0 12px;vertical-align:middle}
 .pager{margin:8px 0;display:flex;gap:14px;flex-wrap:wrap}
@@ -92,7 +92,9 @@ def _pct(part: float, whole: float) -> str:
 
 
 def _short(image: str) -> str:
-    return image.rsplit("/", 1)[-1][:40]
+    """The last path segment, cut to fit a grid column's slanted heading."""
+    name = image.rsplit("/", 1)[-1]
+    return name if len(name) <= 30 else name[:29] + "\u2026"
 
 
 def _link(query: ReportQuery, text: str, **changes: Any) -> str:
@@ -369,7 +371,7 @@ def _grid(report: Mapping[str, Any], query: ReportQuery) -> str:
         + _pager(
             query, "images", image_page, image_pages, len(images), IMAGES_PER_PAGE, "image_page"
         )
-        + f'<div class="scroll"><table class="grid" id="grid"><tr><th></th>{head}<th></th></tr>'
+        + f'<div class="scroll"><table class="grid" id="grid"><tr><th></th>{head}<th class="tail"></th></tr>'
         f"{''.join(rows)}</table></div>"
     )
 
