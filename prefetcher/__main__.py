@@ -30,6 +30,10 @@ from prefetcher.informer import Clock, InformerSettings, SystemClock
 from prefetcher.kube import Kube
 from prefetcher.leader import LeaderElector, LeaseSettings
 from prefetcher.metrics import Metrics
+from prefetcher.model import Plan
+from prefetcher.report import SweepInfo
+from prefetcher.report_cache import ReportCache
+from prefetcher.report_query import ReportQuery
 from prefetcher.server import ReportServer, create_app, metrics_only_app, parse_bind
 
 log = logging.getLogger("prefetcher")
@@ -105,14 +109,13 @@ class Prefetcher:
             informer_settings=informer_settings,
             before_write=before_write,
         )
+        self.reports = ReportCache()
         self.server: ReportServer | None = None
         self.metrics_server: ReportServer | None = None
         if bind is not None:
-            from prefetcher.report import render_html
-
             app = create_app(
-                report=self.report,
-                render_html=render_html,
+                report_json=self.report_json,
+                report_html=self.report_html,
                 healthy=self.healthy,
                 registry=None if metrics_bind else self.metrics.registry,
             )
@@ -197,23 +200,29 @@ class Prefetcher:
             },
         }
 
+    def _report_plan(self) -> tuple[Plan, SweepInfo | None]:
+        plan, info = self.controller.report_plan()
+        if info is None:
+            return plan, None
+        return plan, SweepInfo(
+            started=info.started,
+            seconds=info.seconds,
+            trigger=info.trigger,
+            done=dict(info.actions),
+            errors=tuple(self.controller.errors)[-5:] if info.api_errors else (),
+        )
+
     def report(self) -> dict[str, Any]:
         """The core's report of the last plan, with what the runtime did and knows."""
-        from prefetcher.report import SweepInfo, build_report
+        return {**self.reports.report(*self._report_plan()), "runtime": self.runtime()}
 
-        plan, info = self.controller.report_plan()
-        sweep = None
-        if info is not None:
-            sweep = SweepInfo(
-                started=info.started,
-                seconds=info.seconds,
-                trigger=info.trigger,
-                done=dict(info.actions),
-                errors=tuple(self.controller.errors)[-5:] if info.api_errors else (),
-            )
-        report = build_report(plan, sweep)
-        report["runtime"] = self.runtime()
-        return report
+    def report_json(self, query: ReportQuery) -> bytes:
+        """`GET /report`: the report narrowed by `query`, serialized."""
+        return self.reports.json(*self._report_plan(), query, {"runtime": self.runtime()})
+
+    def report_html(self, query: ReportQuery) -> str:
+        """`GET /`: the report page."""
+        return self.reports.html(*self._report_plan(), query)
 
 
 def serve(args: argparse.Namespace, config: Config) -> int:

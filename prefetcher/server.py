@@ -10,7 +10,6 @@ scrapes another.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Callable, Iterable
@@ -18,6 +17,8 @@ from typing import Any
 
 import waitress.server
 from prometheus_client import CollectorRegistry, make_wsgi_app
+
+from prefetcher.report_query import ReportQuery, parse_query
 
 log = logging.getLogger(__name__)
 
@@ -27,13 +28,17 @@ WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 def create_app(
     *,
-    report: Callable[[], dict[str, Any]],
-    render_html: Callable[[dict[str, Any]], str],
+    report_json: Callable[[ReportQuery], bytes],
+    report_html: Callable[[ReportQuery], str],
     healthy: Callable[[], tuple[bool, str]],
     registry: CollectorRegistry | None,
 ) -> WsgiApp:
     """GET /report (JSON), / (HTML), /metrics (Prometheus, unless `registry` is None: served
-    elsewhere), /healthz."""
+    elsewhere), /healthz.
+
+    The report endpoints take the filters of `prefetcher.report_query` from the query string;
+    a malformed one is answered with 400 and what is wrong.
+    """
     metrics_app = make_wsgi_app(registry) if registry is not None else None
 
     def respond(start: StartResponse, status: str, body: bytes, content_type: str) -> list[bytes]:
@@ -59,11 +64,14 @@ def create_app(
                 ok, why = healthy()
                 status = "200 OK" if ok else "503 Service Unavailable"
                 return respond(start, status, (why or "ok").encode() + b"\n", "text/plain")
-            if path == "/report":
-                body = json.dumps(report(), indent=1, sort_keys=False, default=str).encode()
-                return respond(start, "200 OK", body, "application/json")
-            if path in ("/", "/index.html"):
-                html = render_html(report()).encode()
+            if path in ("/report", "/", "/index.html"):
+                try:
+                    query = parse_query(environ.get("QUERY_STRING") or "")
+                except ValueError as exc:
+                    return respond(start, "400 Bad Request", f"{exc}\n".encode(), "text/plain")
+                if path == "/report":
+                    return respond(start, "200 OK", report_json(query), "application/json")
+                html = report_html(query).encode()
                 return respond(start, "200 OK", html, "text/html; charset=utf-8")
         except Exception:
             log.exception("serving %s failed", path)

@@ -68,7 +68,10 @@ def test_without_a_metrics_listener_metrics_stay_beside_the_report() -> None:
     from prometheus_client import CollectorRegistry
 
     app = create_app(
-        report=dict, render_html=str, healthy=lambda: (True, "ok"), registry=CollectorRegistry()
+        report_json=lambda query: b"{}",
+        report_html=lambda query: "",
+        healthy=lambda: (True, "ok"),
+        registry=CollectorRegistry(),
     )
     server = ReportServer(app, "127.0.0.1", 0)
     server.start()
