@@ -185,6 +185,7 @@ class Prefetcher:
             )
         report = build_report(plan, sweep)
         report["runtime"] = self.runtime()
+        report["sources"] = self.controller.sources.report()
         return report
 
 
