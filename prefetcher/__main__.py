@@ -30,6 +30,7 @@ from prefetcher.kube import Kube
 from prefetcher.leader import LeaderElector, LeaseSettings
 from prefetcher.metrics import Metrics
 from prefetcher.server import ReportServer, create_app, parse_bind
+from prefetcher.sources.catalog import CatalogReader
 
 log = logging.getLogger("prefetcher")
 
@@ -80,6 +81,17 @@ class Prefetcher:
             )
         else:
             self.metrics.leader.set(1)
+        self.catalog: CatalogReader | None = None
+        if config.sources:
+            self.catalog = CatalogReader(
+                config,
+                clock=self.clock,
+                read_secret=self.kube.read_secret,
+                wanted=lambda: self.controller.images.items(),
+                metrics=self.metrics,
+                on_change=lambda: self.controller.trigger("registry catalog read"),
+                is_leader=self.is_leader,
+            )
         self.controller = Controller(
             self.kube,
             config,
@@ -89,6 +101,7 @@ class Prefetcher:
             is_leader=self.is_leader,
             informer_settings=informer_settings,
             before_write=before_write,
+            catalog=self.catalog,
         )
         self.server: ReportServer | None = None
         if bind is not None:
@@ -116,6 +129,12 @@ class Prefetcher:
             thread.start()
             self._threads.append(thread)
         self.controller.start()
+        if self.catalog is not None:
+            thread = threading.Thread(
+                target=self.catalog.run, args=(self._stop,), name="catalog", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
 
     def stop(self, *, release: bool = True) -> None:
         """Stop every part; `release=False` leaves the Lease held, as a crash would."""

@@ -8,6 +8,7 @@ from kubernetes import client
 
 from imagesync.cachedimage import source_object_name
 from tests.prefetcher.conftest import (
+    BUSYBOX,
     CUDA,
     SMALL,
     Running,
@@ -75,3 +76,96 @@ def test_images_nodes_hold_spread_to_their_pool_only(sim: Any, prefetchers: Runn
         assert obj["status"]["nodesReporting"] >= 1 and obj["status"]["lastSeen"]
     sources = report(prefetcher)["sources"]["observed"]
     assert sources["images"] >= 2 and sources["nodesAtImageListCap"] == []
+
+
+def test_catalog_images_everywhere_and_a_failing_prefix_stops_nothing(
+    sim: Any, prefetchers: Running
+) -> None:
+    import base64
+    import dataclasses
+
+    from imagesync.sources import parse_rules
+    from prefetcher.registry.credentials import Credentials, dockerconfigjson
+
+    urls = sim.serve_registries()
+    # harbor.example.internal's API asks for credentials (as a private Harbor project does).
+    harbor = sim.registries.registries["harbor.example.internal"]
+    harbor.credentials, harbor.unauthorized = "robot$sync:s3cret", ()
+    api = sim.api_client()
+    untyped(client.CoreV1Api(api)).create_namespaced_secret(
+        "image-sync",
+        {
+            "metadata": {"name": "harbor-pull"},
+            "type": "kubernetes.io/dockerconfigjson",
+            "data": {
+                ".dockerconfigjson": base64.b64encode(
+                    dockerconfigjson(
+                        {"harbor.example.internal": Credentials("robot$sync", "s3cret")}
+                    ).encode()
+                ).decode()
+            },
+        },
+    )
+    rules = parse_rules(
+        [
+            {
+                "prefix": "harbor.example.internal/library",
+                "from": ["catalog", "learned"],
+                "tags": 1,
+                "endpoint": urls["harbor.example.internal"],
+            },
+            # No pull secret for it, and nothing listens there: reported, nothing else stops.
+            {"prefix": "nvcr.io/nvidia", "from": ["catalog"], "endpoint": "http://127.0.0.1:9"},
+            {
+                "prefix": "docker.io/library",
+                "from": ["declared"],
+                "endpoint": urls["docker.io"],
+            },
+        ],
+        float,
+    )
+    config = dataclasses.replace(
+        sim_config(), sources=rules, image_pull_secrets=("harbor-pull",), catalog_interval=600.0
+    )
+    declare_busybox(api)
+    prefetcher = prefetchers.start(config)
+    newest = [
+        "harbor.example.internal/library/app:1.1",
+        "harbor.example.internal/library/api:2.4.0",
+    ]
+    nodes = sim.node_names()
+
+    def everywhere() -> bool:
+        return all(sim.image_store(n).has(i) for n in nodes for i in newest)
+
+    wait_for(everywhere, timeout=180, interval=0.5, what="the newest Harbor tags on every node")
+    assert not any(sim.image_store(n).has(SMALL) for n in nodes)  # app:1.0 is not the newest
+    objects = cached_images(api)
+    app = objects[source_object_name(newest[0], "Catalog")]
+    assert app["status"]["compressedSize"] == 49_000_000
+    assert app["status"]["platforms"] == ["linux/amd64", "linux/arm64"]
+    busybox = objects[source_object_name(BUSYBOX, "Declared")]
+    assert busybox["status"]["compressedSize"] == 2_200_000  # a size lookup, before any pull
+    catalog = report(prefetcher)["sources"]["catalog"]["prefixes"]
+    assert catalog["harbor.example.internal/library"]["images"] == 2
+    assert catalog["harbor.example.internal/library"]["lastError"] is None
+    assert catalog["nvcr.io/nvidia"]["lastError"]["kind"] == "unreachable"
+    metrics = requests_text(f"http://127.0.0.1:{prefetcher.server.port}/metrics")
+    assert (
+        'image_sync_prefetcher_source_errors_total{kind="unreachable",prefix="nvcr.io/nvidia",'
+        'source="catalog"}' in metrics
+    )
+
+
+def declare_busybox(api: client.ApiClient) -> None:
+    from tests.prefetcher.conftest import declare
+
+    declare(api, BUSYBOX)
+
+
+def requests_text(url: str) -> str:
+    import requests
+
+    response = requests.get(url, timeout=30)
+    response.raise_for_status()
+    return response.text
