@@ -14,6 +14,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	VENV=$(VENV) scripts/ensure-kubectl
 	scripts/ensure-promtool
+	scripts/ensure-registry
 	@touch $@
 
 test: $(STAMP)

@@ -125,8 +125,9 @@ class RegistryClient:
         self.timeout = timeout
         self.session = session or requests.Session()
         self.session.headers["User-Agent"] = USER_AGENT
-        if ca_file:
-            self.session.verify = ca_file
+        # Passed on every request: REQUESTS_CA_BUNDLE in the environment would override a
+        # session-wide setting.
+        self.verify: str | bool = ca_file or True
         self._tokens: dict[str, tuple[str, float]] = {}  # scope → (token, monotonic expiry)
         self._basic = False
         self._lock = threading.Lock()
@@ -160,6 +161,7 @@ class RegistryClient:
                 params=params,
                 auth=auth,
                 timeout=self.timeout,
+                verify=self.verify,
                 allow_redirects=True,
             )
         except requests.exceptions.SSLError as exc:
