@@ -714,8 +714,10 @@ class Controller:
         brings them into the snapshot (this pass or the next)."""
         with self._snapshot_lock:
             nodes = self._converted(NODES, self.nodes.items(), observe.node_info)
+            pods = self._converted(PODS, self.pods.items(), observe.managed_pod)
+        ours = observe.present_images(pod for pod in pods if pod is not None)
         now = datetime.fromtimestamp(self.clock.now(), UTC)
-        writes = self.sources.writes(nodes, self.images.items(), now)
+        writes = self.sources.writes(nodes, self.images.items(), now, ours)
         self.metrics.observe_sources(self.sources.observed_count, len(self.sources.nodes_at_cap))
         if not writes:
             return

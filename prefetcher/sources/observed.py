@@ -6,13 +6,19 @@ placement profile that matches exactly that pool: `In` for each pool label the n
 `DoesNotExist` for each it lacks, so CPU nodes never pull an image only GPU nodes hold. The
 profile tolerates every taint: the pool's nodes already run pods that use it.
 
+Images a node holds only because image-sync put them there (its keeper guards them, or its
+puller pulled them) do not count: otherwise every prefetched image would keep itself wanted
+for ever, and a learned image pinned to a few nodes would spread to their whole pools. An
+Observed image thus lives while something else keeps it on some node (a workload, an admin's
+pre-pull), and `imageRetention` after that.
+
 `node.status.images` is capped by the kubelet (`nodeStatusMaxImages`, 50 by default, largest
 first): a node at the cap may hold more than it lists, which `nodes_at_cap` tells.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from imagesync.cachedimage import MAX_PROFILES, PlacementProfile, Toleration
@@ -59,14 +65,20 @@ def observed_images(
     rules: tuple[SourceRule, ...],
     default_sources: tuple[str, ...],
     pool_labels: tuple[str, ...],
+    ours: Mapping[str, frozenset[str]] | None = None,
 ) -> dict[str, SourcedImage]:
-    """Managed images some node lists, for prefixes where the Observed source counts."""
+    """Managed images some node lists, for prefixes where the Observed source counts, less
+    those image-sync itself holds on that node (`ours`: node → images)."""
+    ours = ours or {}
     holders: dict[str, dict[Pool, int]] = {}
     counts: dict[str, int] = {}
     allowed: dict[str, bool] = {}
     for node in nodes:
         pool = pool_of(node, pool_labels)
+        placed = ours.get(node.name, frozenset())
         for image in node.hinted_images:
+            if image in placed:
+                continue
             if image not in allowed:
                 allowed[image] = is_managed(image, registries) is not None and (
                     SOURCE_OBSERVED in sources_for(image, rules, registries, default_sources)

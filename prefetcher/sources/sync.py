@@ -76,9 +76,14 @@ class SourceSync:
         self.observed_count = 0
 
     def writes(
-        self, nodes: Iterable[NodeInfo], objects: Sequence[Obj], now: datetime
+        self,
+        nodes: Iterable[NodeInfo],
+        objects: Sequence[Obj],
+        now: datetime,
+        ours: Mapping[str, frozenset[str]] | None = None,
     ) -> SourceWrites:
-        """Every write that brings the Observed and Catalog objects (and sizes) up to date."""
+        """Every write that brings the Observed and Catalog objects (and sizes) up to date;
+        `ours`: node → images image-sync itself holds there (they are not Observed)."""
         config = self.config
         nodes = list(nodes)
         refresh = refresh_interval(config.image_retention)
@@ -89,6 +94,7 @@ class SourceSync:
             rules=config.sources,
             default_sources=config.default_sources,
             pool_labels=config.node_pool_labels,
+            ours=ours,
         )
         self.observed_count = len(observed)
         at_cap = nodes_at_cap(nodes)

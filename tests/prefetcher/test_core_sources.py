@@ -197,3 +197,16 @@ def test_compressed_size_sets_the_deadline_before_the_first_pull() -> None:
     )
     [pull] = plan.pulls
     assert pull.pod["spec"]["activeDeadlineSeconds"] >= 9_500_000_000 / 10_000_000
+
+
+def test_images_image_sync_placed_are_not_observed() -> None:
+    nodes = [node("cpu-1", (HARBOR, NGC)), node("cpu-2", (NGC,))]
+    wanted = observed_images(
+        nodes,
+        registries=REGISTRIES,
+        rules=(),
+        default_sources=("Observed",),
+        pool_labels=(),
+        ours={"cpu-1": frozenset({HARBOR, NGC})},
+    )
+    assert set(wanted) == {NGC} and wanted[NGC].status == {"nodesReporting": 1}
