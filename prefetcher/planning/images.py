@@ -102,13 +102,16 @@ def merge_group(
     registry, invalid = registry_of(image)
     created = [o.created for o in objects if o.created is not None]
     in_use = any(o.use_count > 0 or o.daily_uses for o in objects)
+    # The rank comes from the objects that still want the image (a released learned object
+    # must not lift an observed one).
+    live = [o for o in objects if scoring.is_wanted(o, now, config.image_retention)]
     return MergedImage(
         image=image,
         objects=objects,
         score=max(scores),
         declared=any(scoring.is_declared(o) for o in objects),
-        source_rank=min(source_rank(o.source, config.source_order) for o in objects),
-        wanted=any(scoring.is_wanted(o, now, config.image_retention) for o in objects),
+        source_rank=min(source_rank(o.source, config.source_order) for o in live or objects),
+        wanted=bool(live),
         size=max(sizes) if sizes else hints.get(image) or estimate,
         registry=registry,
         invalid=invalid,

@@ -21,7 +21,7 @@ from imagesync.reference import InvalidReference, parse_reference
 from imagesync.sources import sources_for
 from prefetcher.model import NodeInfo
 from prefetcher.observe import normalize_or_keep
-from prefetcher.sources.model import SourcedImage, SourceProblem
+from prefetcher.sources.model import SourcedImage
 from prefetcher.sources.observed import nodes_at_cap, observed_images
 from prefetcher.sources.reconcile import SourceWrites, reconcile
 
@@ -46,8 +46,6 @@ class CatalogView(Protocol):
     def sizes(self) -> Mapping[str, Mapping[str, Any]]:
         """Registry facts (SIZE_FIELDS) of wanted images, by normalized reference."""
         ...
-
-    def problems(self) -> list[SourceProblem]: ...
 
     def report(self) -> dict[str, Any]: ...
 
@@ -74,6 +72,10 @@ class SourceSync:
         self.catalog = catalog
         self.nodes_at_cap: list[str] = []
         self.observed_count = 0
+        # Whether any prefix counts the Observed source (else its objects are only released).
+        self.observing = SOURCE_OBSERVED in config.default_sources or any(
+            SOURCE_OBSERVED in rule.sources for rule in config.sources
+        )
 
     def writes(
         self,
@@ -88,17 +90,21 @@ class SourceSync:
         nodes = list(nodes)
         refresh = refresh_interval(config.image_retention)
         retention = config.image_retention
-        observed = observed_images(
-            nodes,
-            registries=config.registries,
-            rules=config.sources,
-            default_sources=config.default_sources,
-            pool_labels=config.node_pool_labels,
-            ours=ours,
+        observed = (
+            observed_images(
+                nodes,
+                registries=config.registries,
+                rules=config.sources,
+                default_sources=config.default_sources,
+                pool_labels=config.node_pool_labels,
+                ours=ours,
+            )
+            if self.observing
+            else {}
         )
         self.observed_count = len(observed)
         at_cap = nodes_at_cap(nodes)
-        if at_cap and at_cap != self.nodes_at_cap:
+        if self.observing and at_cap and at_cap != self.nodes_at_cap:
             log.warning(
                 "%d node(s) list as many images as the kubelet reports by default (%s): they may "
                 "hold images the Observed source cannot see; raise the kubelet's "
@@ -110,10 +116,12 @@ class SourceSync:
         self.nodes_at_cap = at_cap
 
         def release_observed(image: str, last_seen: datetime | None) -> bool:
-            if image in observed or last_seen is None:
-                return False
-            return (now - last_seen).total_seconds() > retention or not self._counts(
-                image, SOURCE_OBSERVED
+            """No node lists it: release once imageRetention has passed since one did, or
+            at once when the source no longer counts for its prefix."""
+            return (
+                last_seen is None
+                or (now - last_seen).total_seconds() > retention
+                or not self._counts(image, SOURCE_OBSERVED)
             )
 
         writes = reconcile(
