@@ -80,3 +80,22 @@ def test_budget_left_out_is_reported() -> None:
     assert report["budgetLeftOut"][0]["image"] == PYTORCH
     assert "disk budget" in report["budgetLeftOut"][0]["why"]
     assert "20.4 GB" in render_html(report)
+
+
+def test_html_shows_the_sources_and_nodes_at_the_image_list_cap() -> None:
+    report = build_report(World(nodes=[], images=[]).plan())
+    report["sources"] = {
+        "observed": {"images": 3, "nodesAtImageListCap": ["cpu-9"]},
+        "catalog": {
+            "prefixes": {
+                "harbor.example.internal/library": {
+                    "images": None,
+                    "lastSuccess": None,
+                    "lastError": {"kind": "unauthorized", "message": "HTTP 401 <x>", "at": "t"},
+                }
+            }
+        },
+    }
+    page = render_html(report)
+    assert "cpu-9" in page and "nodeStatusMaxImages" in page
+    assert "harbor.example.internal/library" in page and "unauthorized: HTTP 401 &lt;x&gt;" in page
