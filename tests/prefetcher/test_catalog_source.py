@@ -56,6 +56,9 @@ class Clock:
     def wait(self, event: Any, seconds: float) -> bool:
         return bool(event.wait(0))
 
+    def monotonic(self) -> float:
+        return self.at
+
 
 def secret(auths: dict[str, Credentials], name: str = "pull") -> dict[str, Any]:
     text = base64.b64encode(dockerconfigjson(auths).encode()).decode()

@@ -116,6 +116,9 @@ def test_reader_wants_the_newest_tags_within_the_age_limit(registry: RealRegistr
         def wait(self, event: Any, seconds: float) -> bool:
             return bool(event.wait(0))
 
+        def monotonic(self) -> float:
+            return self.now()
+
     reader = CatalogReader(
         config,
         clock=Clock(),
