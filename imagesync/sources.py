@@ -21,7 +21,8 @@ an image decides; `defaultSources` covers managed images no rule names):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import json
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,7 +82,7 @@ def parse_source_names(value: Any) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _rule(index: int, raw: Any, seconds: Any) -> SourceRule:
+def _rule(index: int, raw: Any, seconds: Callable[[Any], float]) -> SourceRule:
     if not isinstance(raw, Mapping):
         raise ValueError(f"[{index}]: expected a mapping with prefix and from, got {raw!r}")
     unknown = sorted(set(raw) - _RULE_KEYS)
@@ -117,11 +118,10 @@ def _rule(index: int, raw: Any, seconds: Any) -> SourceRule:
     )
 
 
-def parse_rules(value: Any, seconds: Any) -> tuple[SourceRule, ...]:
-    """The `sources` list (YAML, or the same as a JSON string from the environment)."""
+def parse_rules(value: Any, seconds: Callable[[Any], float]) -> tuple[SourceRule, ...]:
+    """The `sources` list (YAML, or the same as a JSON string from the environment);
+    `seconds` parses a duration (`maxAge`)."""
     if isinstance(value, str):
-        import json
-
         try:
             value = json.loads(value) if value.strip() else []
         except ValueError:

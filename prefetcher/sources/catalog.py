@@ -342,9 +342,10 @@ class CatalogReader:
                     facts = self._facts(client, ref.path, ref.tag or "latest", recheck=True)
             except RegistryError as exc:
                 self._size_failed[image] = now
-                state = self.size_problems.setdefault(
-                    str(rule.prefix), PrefixState(str(rule.prefix))
-                )
+                with self._lock:
+                    state = self.size_problems.setdefault(
+                        str(rule.prefix), PrefixState(str(rule.prefix))
+                    )
                 self._failed(state, "size", exc, now)
                 continue
             with self._lock:
