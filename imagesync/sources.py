@@ -39,6 +39,7 @@ SOURCE_NAMES: Mapping[str, str] = {
 }
 ALL_SOURCES = tuple(SOURCE_NAMES.values())
 DEFAULT_SOURCES = (SOURCE_DECLARED, SOURCE_LEARNED)
+UNMANAGED_SOURCES = (SOURCE_DECLARED, SOURCE_LEARNED)
 # Best first: a declared image outranks a learned one, which outranks what nodes merely hold.
 DEFAULT_SOURCE_ORDER = (SOURCE_DECLARED, SOURCE_LEARNED, SOURCE_OBSERVED, SOURCE_CATALOG)
 DEFAULT_CATALOG_TAGS = 3
@@ -158,15 +159,17 @@ def sources_for(
     registries: Iterable[RegistryPrefix],
     default: tuple[str, ...],
 ) -> tuple[str, ...]:
-    """The sources that count for `image`. An unmanaged image keeps every source: a person
-    may declare any image."""
+    """The sources that count for `image`. An image outside the managed registries counts
+    when declared or learned (a person may declare any image; a prefix removed from
+    `registries` leaves its learned images until they age out), never when observed or
+    listed by a catalog."""
     registries = tuple(registries)
     try:
         ref = parse_reference(image)
     except InvalidReference:
-        return ALL_SOURCES
+        return UNMANAGED_SOURCES
     if not any(p.matches(ref) for p in registries):
-        return ALL_SOURCES
+        return UNMANAGED_SOURCES
     rule = rule_for(image, rules, registries)
     return rule.sources if rule is not None else default
 
