@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml
 	VENV=$(VENV) scripts/ensure-kubectl
 	scripts/ensure-promtool
 	scripts/ensure-chromium
+	scripts/ensure-registry
 	@touch $@
 
 test: $(STAMP)

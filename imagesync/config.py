@@ -16,7 +16,22 @@ from typing import Any
 import yaml
 
 from imagesync.matching import RegistryPrefix, parse_prefix
-from imagesync.names import IMAGE, KEEPER_PRIORITY_CLASS
+from imagesync.names import (
+    GPU_PRESENT_LABEL,
+    IMAGE,
+    KEEPER_PRIORITY_CLASS,
+    LABEL_ARCH,
+    LABEL_INSTANCE_TYPE,
+)
+from imagesync.sources import (
+    DEFAULT_CATALOG_TAGS,
+    DEFAULT_SOURCE_ORDER,
+    DEFAULT_SOURCES,
+    SourceRule,
+    parse_rules,
+    parse_source_names,
+    under_registries,
+)
 
 CONFIG_ENV = "IMAGE_SYNC_CONFIG"
 ENV_PREFIX = "IMAGE_SYNC_"
@@ -191,6 +206,18 @@ def _positive_size(value: Any) -> int:
     return size
 
 
+def _source_rules(value: Any) -> tuple[SourceRule, ...]:
+    return parse_rules(value, parse_duration)
+
+
+def _source_order(value: Any) -> tuple[str, ...]:
+    order = parse_source_names(value)
+    missing = [s for s in DEFAULT_SOURCE_ORDER if s not in order]
+    if missing:
+        raise ValueError(f"must name every source; missing {', '.join(missing)}")
+    return order
+
+
 def _key(parser: Callable[[Any], Any], default: Any, doc: str) -> Any:
     """A config field; its YAML key is the camelCase of its name, its variable IMAGE_SYNC_<NAME>."""
     return field(default=default, metadata={"parse": parser, "doc": doc})
@@ -358,6 +385,61 @@ class Config:
     write_workers: int = _key(
         _integer(1), 8, "API writes of one kind a pass sends in parallel (pods, statuses)."
     )
+
+    # --- sources of wanted images ---------------------------------------------------------
+    sources: tuple[SourceRule, ...] = _key(
+        _source_rules,
+        (),
+        "Per registry prefix: which sources (declared, learned, observed, catalog) count, "
+        "and how its catalog is read (tags, maxAge, endpoint, caFile, repositories).",
+    )
+    default_sources: tuple[str, ...] = _key(
+        parse_source_names,
+        DEFAULT_SOURCES,
+        "Sources that count for managed images no `sources` rule names.",
+    )
+    source_order: tuple[str, ...] = _key(
+        _source_order,
+        DEFAULT_SOURCE_ORDER,
+        "Rank of the sources, best first: images of an earlier source are pulled first and "
+        "kept first within a disk budget.",
+    )
+    node_pool_labels: tuple[str, ...] = _key(
+        _parse_str_list,
+        (LABEL_ARCH, GPU_PRESENT_LABEL, LABEL_INSTANCE_TYPE),
+        "Node labels that make a pool: an Observed image is wanted on the nodes of the pools "
+        "whose nodes hold it.",
+    )
+    catalog_tags: int = _key(
+        _integer(1),
+        DEFAULT_CATALOG_TAGS,
+        "Newest tags of each repository a catalog source wants (a rule's `tags` overrides).",
+    )
+    catalog_max_age: float = _key(
+        parse_duration,
+        90 * 86400.0,
+        "Tags pushed longer ago than this are left out of a catalog (0: no limit).",
+    )
+    catalog_interval: float = _key(
+        parse_duration, 900.0, "How often registry catalogs are listed again."
+    )
+    registry_timeout: float = _key(
+        parse_duration, 10.0, "Timeout of one request to a registry's API."
+    )
+    registry_size_lookup: bool = _key(
+        _parse_bool,
+        True,
+        "Read the compressed size and platforms of wanted images under a `sources` prefix from "
+        "the registry (manifest requests) before their first pull, so puller deadlines fit.",
+    )
+
+    def __post_init__(self) -> None:
+        for rule in self.sources:
+            if not under_registries(rule, self.registries):
+                raise ConfigError(
+                    f"sources: prefix {rule.prefix} is not under any of registries "
+                    f"({', '.join(str(p) for p in self.registries)}): its images would not be managed"
+                )
 
 
 def yaml_key(field_name: str) -> str:

@@ -35,6 +35,7 @@ from prefetcher.report import SweepInfo
 from prefetcher.report_cache import ReportCache
 from prefetcher.report_query import ReportQuery
 from prefetcher.server import ReportServer, create_app, metrics_only_app, parse_bind
+from prefetcher.sources.catalog import CatalogReader
 
 log = logging.getLogger("prefetcher")
 
@@ -99,6 +100,17 @@ class Prefetcher:
             )
         else:
             self.metrics.leader.set(1)
+        self.catalog: CatalogReader | None = None
+        if config.sources:
+            self.catalog = CatalogReader(
+                config,
+                clock=self.clock,
+                read_secret=self.kube.read_secret,
+                wanted=lambda: self.controller.images.items(),
+                metrics=self.metrics,
+                on_change=lambda: self.controller.trigger("registry catalog read"),
+                is_leader=self.is_leader,
+            )
         self.controller = Controller(
             self.kube,
             config,
@@ -108,6 +120,7 @@ class Prefetcher:
             is_leader=self.is_leader,
             informer_settings=informer_settings,
             before_write=before_write,
+            catalog=self.catalog,
         )
         self.reports = ReportCache()
         self.server: ReportServer | None = None
@@ -125,6 +138,7 @@ class Prefetcher:
                 metrics_only_app(self.metrics.registry), *metrics_bind, name="metrics"
             )
         self._elector_thread: threading.Thread | None = None
+        self._catalog_thread: threading.Thread | None = None
 
     def is_leader(self) -> bool:
         return self.elector is None or self.elector.leading()
@@ -140,6 +154,12 @@ class Prefetcher:
             thread.start()
             self._elector_thread = thread
         self.controller.start()
+        if self.catalog is not None:
+            thread = threading.Thread(
+                target=self.catalog.run, args=(self._stop,), name="catalog", daemon=True
+            )
+            thread.start()
+            self._catalog_thread = thread
 
     def stop(self, *, release: bool = True) -> None:
         """Stop every part; `release=False` leaves the Lease held, as a crash would."""
@@ -147,8 +167,9 @@ class Prefetcher:
             self.elector.release_on_stop = release
         self._stop.set()
         self.controller.stop()
-        if self._elector_thread is not None:
-            self._elector_thread.join(timeout=10)
+        for thread in (self._elector_thread, self._catalog_thread):
+            if thread is not None:
+                thread.join(timeout=10)
         for server in (self.server, self.metrics_server):
             if server is not None:
                 server.stop()
@@ -214,15 +235,21 @@ class Prefetcher:
 
     def report(self) -> dict[str, Any]:
         """The core's report of the last plan, with what the runtime did and knows."""
-        return {**self.reports.report(*self._report_plan()), "runtime": self.runtime()}
+        return {**self.reports.report(*self._report_plan()), **self._report_extra()}
 
     def report_json(self, query: ReportQuery) -> bytes:
         """`GET /report`: the report narrowed by `query`, serialized."""
-        return self.reports.json(*self._report_plan(), query, {"runtime": self.runtime()})
+        return self.reports.json(*self._report_plan(), query, self._report_extra())
+
+    def _report_extra(self) -> dict[str, Any]:
+        """What the runtime adds to the planner's report: itself, and the image sources."""
+        return {"runtime": self.runtime(), "sources": self.controller.sources.report()}
 
     def report_html(self, query: ReportQuery) -> str:
         """`GET /`: the report page."""
-        return self.reports.html(*self._report_plan(), query)
+        return self.reports.html(
+            *self._report_plan(), query, {"sources": self.controller.sources.report()}
+        )
 
 
 def serve(args: argparse.Namespace, config: Config) -> int:

@@ -54,6 +54,7 @@ from prefetcher.model import (
     Snapshot,
     StatusUpdate,
 )
+from prefetcher.sources.sync import CatalogView, SourceSync
 
 log = logging.getLogger(__name__)
 
@@ -182,6 +183,7 @@ class Controller:
         is_leader: Callable[[], bool] = lambda: True,
         informer_settings: InformerSettings | None = None,
         before_write: WriteHook | None = None,
+        catalog: CatalogView | None = None,
     ) -> None:
         self.kube = kube
         self.config = config
@@ -190,6 +192,7 @@ class Controller:
         self._plan = plan_fn
         self._is_leader = is_leader
         self._before_write = before_write
+        self.sources = SourceSync(config, catalog)
         settings = informer_settings or InformerSettings(watch_timeout=int(config.watch_timeout))
         self.nodes = self._informer(NODES, kube.node_source(), settings)
         self.images = self._informer(IMAGES, kube.cached_image_source(), settings)
@@ -470,6 +473,7 @@ class Controller:
         info = PassInfo(trigger=trigger, started=datetime.fromtimestamp(self.clock.now(), UTC))
         if self.config.learn_running_pods and not self._learned:
             self._learn_running_pods(info)
+        self._sync_sources(info)
         snapshot = self.snapshot()
         plan_started = time.perf_counter()
         plan = self._plan(snapshot, self.config)
@@ -725,6 +729,40 @@ class Controller:
             else:
                 waiting[node.name] = since
         self.metrics.observe_warming(waiting)
+
+    # --- Observed and Catalog sources ----------------------------------------------------
+
+    def _sync_sources(self, info: PassInfo) -> None:
+        """Write the Observed and Catalog CachedImages the sources want now; the watch then
+        brings them into the snapshot (this pass or the next)."""
+        with self._snapshot_lock:
+            nodes = self._converted(NODES, self.nodes.items(), observe.node_info)
+            pods = self._converted(PODS, self.pods.items(), observe.managed_pod)
+        ours = observe.present_images(pod for pod in pods if pod is not None)
+        now = datetime.fromtimestamp(self.clock.now(), UTC)
+        writes = self.sources.writes(nodes, self.images.items(), now, ours)
+        self.metrics.observe_sources(self.sources.observed_count, len(self.sources.nodes_at_cap))
+        if not writes:
+            return
+        kube = self.kube
+        self._run_batch(
+            "create image", [partial(kube.create_cached_image, b) for b in writes.creates], info
+        )
+        self._run_batch(
+            "patch image",
+            [partial(kube.patch_cached_image_spec, n, p) for n, p in writes.spec_patches],
+            info,
+        )
+        self._run_batch(
+            "update status",
+            [partial(kube.patch_cached_image_status, n, p) for n, p in writes.status_patches],
+            info,
+        )
+        self._run_batch(
+            "delete image",
+            [partial(kube.delete_cached_image, n, u) for n, u in writes.deletes],
+            info,
+        )
 
     # --- a fresh install learns from running pods -----------------------------------------
 

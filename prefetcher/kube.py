@@ -57,7 +57,9 @@ RBAC_CALLS: frozenset[tuple[str, str, str, str]] = frozenset(
         ("", "namespaces", "list", "cluster"),  # namespaces that opted out
         (GROUP, CACHED_IMAGE_PLURAL, "list", "cluster"),
         (GROUP, CACHED_IMAGE_PLURAL, "watch", "cluster"),
-        (GROUP, CACHED_IMAGE_PLURAL, "create", "cluster"),  # learned from running pods
+        (GROUP, CACHED_IMAGE_PLURAL, "create", "cluster"),  # learned, observed, catalog
+        (GROUP, CACHED_IMAGE_PLURAL, "patch", "cluster"),  # observed pools change
+        (GROUP, CACHED_IMAGE_PLURAL, "delete", "cluster"),  # observed / catalog released
         (GROUP, f"{CACHED_IMAGE_PLURAL}/status", "patch", "cluster"),
         ("", "pods", "create", "namespace"),
         ("", "pods", "delete", "namespace"),
@@ -65,6 +67,7 @@ RBAC_CALLS: frozenset[tuple[str, str, str, str]] = frozenset(
         ("coordination.k8s.io", "leases", "get", "namespace"),
         ("coordination.k8s.io", "leases", "create", "namespace"),
         ("coordination.k8s.io", "leases", "update", "namespace"),
+        ("", "secrets", "get", "namespace"),  # imagePullSecrets, to read registry catalogs
     }
 )
 
@@ -326,6 +329,67 @@ class Kube:
                 return False
             raise
         return True
+
+    def patch_cached_image_spec(self, name: str, spec: Mapping[str, Any]) -> bool:
+        """Merge-patch `spec` of a CachedImage (null removes a key); False when it is gone."""
+        try:
+            self._call(
+                "patch",
+                CACHED_IMAGE_PLURAL,
+                f"patch cachedimage {name}",
+                self.custom.patch_cluster_custom_object,
+                GROUP,
+                VERSION,
+                CACHED_IMAGE_PLURAL,
+                name,
+                {"spec": dict(spec)},
+                _content_type=MERGE_PATCH,
+            )
+        except KubeError as exc:
+            if exc.not_found:
+                return False
+            raise
+        return True
+
+    def delete_cached_image(self, name: str, uid: str = "") -> bool:
+        """Delete a CachedImage, only if it still has `uid`; False when already gone."""
+        body: Obj = {"apiVersion": "v1", "kind": "DeleteOptions"}
+        if uid:
+            body["preconditions"] = {"uid": uid}
+        try:
+            self._call(
+                "delete",
+                CACHED_IMAGE_PLURAL,
+                f"delete cachedimage {name}",
+                self.custom.delete_cluster_custom_object,
+                GROUP,
+                VERSION,
+                CACHED_IMAGE_PLURAL,
+                name,
+                body=body,
+            )
+        except KubeError as exc:
+            if exc.not_found or exc.conflict:
+                return False
+            raise
+        return True
+
+    def read_secret(self, name: str) -> Obj | None:
+        """A Secret of our namespace (pull secrets for registry catalogs); None when absent."""
+        try:
+            response = self._call(
+                "get",
+                "secrets",
+                f"get secret {self.namespace}/{name}",
+                self.core.read_namespaced_secret,
+                name,
+                self.namespace,
+            )
+        except KubeError as exc:
+            if exc.not_found:
+                return None
+            raise
+        return dict(json.loads(response.data))
 
     def create_event(self, event: Mapping[str, Any]) -> None:
         """Record a core/v1 Event (pull failures); in our namespace unless it says otherwise."""

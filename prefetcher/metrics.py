@@ -139,6 +139,31 @@ class Metrics:
             registry=r,
         )
         self.leader = Gauge(f"{PREFIX}_leader", "1 while this replica holds the lease.", registry=r)
+        self.source_images = Gauge(
+            f"{PREFIX}_source_images",
+            "Images a source (observed, catalog) wants, by source and prefix (observed: all).",
+            ["source", "prefix"],
+            registry=r,
+        )
+        self.source_errors = Counter(
+            f"{PREFIX}_source_errors",
+            "Failed reads of a source, by source, prefix and kind (unauthorized, not-found, "
+            "rate-limited, unreachable, tls, invalid, error).",
+            ["source", "prefix", "kind"],
+            registry=r,
+        )
+        self.source_last_success = Gauge(
+            f"{PREFIX}_source_last_success_timestamp_seconds",
+            "When a source was last read in full, by source and prefix.",
+            ["source", "prefix"],
+            registry=r,
+        )
+        self.nodes_at_image_list_cap = Gauge(
+            f"{PREFIX}_nodes_at_image_list_cap",
+            "Nodes whose status.images is at the kubelet's default cap of 50 (raise "
+            "nodeStatusMaxImages so the observed source sees every image).",
+            registry=r,
+        )
         self._failing_images: set[str] = set()
         self._warming_nodes: set[str] = set()
 
@@ -161,6 +186,11 @@ class Metrics:
     def observe_warming(self, since: Mapping[str, float]) -> None:
         """The nodes still waiting for wanted images (node → epoch seconds it began)."""
         self._warming_nodes = _replace_series(self.node_warming_since, self._warming_nodes, since)
+
+    def observe_sources(self, observed: int, at_cap: int) -> None:
+        """The observed source's gauges after a pass (the catalog reader sets its own)."""
+        self.source_images.labels("observed", "").set(observed)
+        self.nodes_at_image_list_cap.set(at_cap)
 
     def api_call(self, verb: str, resource: str, error: KubeError | None) -> None:
         """`Kube`'s call hook."""

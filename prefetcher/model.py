@@ -68,6 +68,7 @@ class NodeInfo:
     image_fs_capacity: int | None = None  # bytes; None = unknown (no budget limit)
     image_fs_other_used: int | None = None  # bytes used by things we do not manage, if known
     hinted_images: Mapping[str, int] = field(default_factory=dict)
+    images_listed: int = 0  # entries in node.status.images (the kubelet caps it, 50 by default)
     created: datetime | None = None
     ready_since: datetime | None = None  # lastTransitionTime of the Ready condition
 
@@ -89,13 +90,14 @@ class WantedImage:
     name: str  # object name
     image: str  # normalized reference
     uid: str = ""
-    source: str = "Learned"  # or "Declared"
+    source: str = "Learned"  # Declared, Observed or Catalog
     node_selector: Mapping[str, str] = field(default_factory=dict)
     profiles: tuple[PlacementProfile, ...] = ()
     last_seen: datetime | None = None
     use_count: int = 0
     daily_uses: Mapping[str, int] = field(default_factory=dict)  # "YYYY-MM-DD" → uses
     size: int | None = None  # bytes on disk when known
+    compressed_size: int | None = None  # bytes a pull downloads, from the registry's manifest
     architectures: tuple[str, ...] = ()  # () = unknown (any)
     created: datetime | None = None
     reported: ReportedStatus = field(default_factory=ReportedStatus)

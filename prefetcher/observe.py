@@ -163,6 +163,7 @@ def node_info(obj: Mapping[str, Any]) -> NodeInfo:
         gpu_allocatable=int(gpus or 0),
         image_fs_capacity=int(fs_capacity) if fs_capacity else None,
         hinted_images=hinted,
+        images_listed=len(_list(status.get("images"))),
         created=parse_timestamp(meta.get("creationTimestamp")),
         ready_since=parse_timestamp(ready_condition.get("lastTransitionTime")) if ready else None,
     )
@@ -205,6 +206,15 @@ def wanted_image(obj: Mapping[str, Any]) -> WantedImage:
 
     nodes_wanted, nodes_present = number("nodesWanted"), number("nodesPresent")
     last_error = status.get("lastError")
+    compressed = number("compressedSize")
+    # Platforms as the registry lists them (`linux/amd64`, `linux/arm64/v8`): their archs.
+    architectures = sorted(
+        {
+            parts[1]
+            for parts in (str(p).split("/") for p in _list(status.get("platforms")))
+            if len(parts) >= 2 and parts[0] == "linux"
+        }
+    )
     return WantedImage(
         name=str(meta.get("name", "")),
         image=normalize_or_keep(str(spec.get("image", ""))),
@@ -216,6 +226,8 @@ def wanted_image(obj: Mapping[str, Any]) -> WantedImage:
         use_count=int(number("useCount") or 0),
         daily_uses=daily,
         created=parse_timestamp(meta.get("creationTimestamp")),
+        compressed_size=int(compressed) if compressed else None,
+        architectures=tuple(architectures),
         reported=ReportedStatus(
             score=number("score"),
             nodes_wanted=None if nodes_wanted is None else int(nodes_wanted),

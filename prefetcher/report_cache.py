@@ -49,6 +49,13 @@ class ReportCache:
         report.update(extra)
         return orjson.dumps(report, default=str)
 
-    def html(self, plan: Plan, sweep: SweepInfo | None, query: ReportQuery) -> str:
-        """`/`: the page, narrowed and paged by `query`."""
-        return render_html(self.report(plan, sweep), query)
+    def html(
+        self,
+        plan: Plan,
+        sweep: SweepInfo | None,
+        query: ReportQuery,
+        extra: Mapping[str, Any],
+    ) -> str:
+        """`/`: the page, narrowed and paged by `query`, with `extra` top-level keys (the
+        runtime's sources section)."""
+        return render_html({**self.report(plan, sweep), **extra}, query)

@@ -444,6 +444,42 @@ def _budget_table(report: Mapping[str, Any], query: ReportQuery) -> str:
     )
 
 
+def _sources_html(report: Mapping[str, Any]) -> str:
+    """The Observed and Catalog sources: images, nodes at the image-list cap, registry errors."""
+    sources = report.get("sources") or {}
+    observed = sources.get("observed") or {}
+    at_cap = observed.get("nodesAtImageListCap") or []
+    parts = [
+        f"<p>Observed: {_e(observed.get('images', 0))} images held by nodes on their own."
+        + (
+            f' <span class="reason">{_e(len(at_cap))} node(s) list 50 images, the kubelet\'s '
+            f"default cap (raise nodeStatusMaxImages): {_e(', '.join(at_cap[:10]))}</span>"
+            if at_cap
+            else ""
+        )
+        + "</p>"
+    ]
+    prefixes = (sources.get("catalog") or {}).get("prefixes") or {}
+    if prefixes:
+        rows = "".join(
+            f"<tr><td>{_e(prefix)}</td><td>{_e(state.get('images'))}</td>"
+            f"<td>{_e(state.get('lastSuccess') or 'never')}</td>"
+            f'<td class="reason">{_e(_source_error(state.get("lastError")))}</td></tr>'
+            for prefix, state in prefixes.items()
+        )
+        parts.append(
+            "<table><tr><th>Catalog prefix</th><th>Images</th><th>Last read</th>"
+            f"<th>Last error</th></tr>{rows}</table>"
+        )
+    return "".join(parts)
+
+
+def _source_error(error: Mapping[str, Any] | None) -> str:
+    if not error:
+        return ""
+    return f"{error.get('kind', '')}: {error.get('message', '')} ({error.get('at', '')})"
+
+
 def render_html(report: Mapping[str, Any], query: ReportQuery | None = None) -> str:
     """The full (unfiltered) report as a page, narrowed and paged by `query`."""
     query = query or ReportQuery()
@@ -478,5 +514,6 @@ def render_html(report: Mapping[str, Any], query: ReportQuery | None = None) -> 
 {_grid(report, query)}
 <h2>Images</h2>{_images_table(report, query)}
 <h2>Left out by the disk budget</h2>{_budget_table(report, query)}
+<h2>Sources</h2>{_sources_html(report)}
 </main></body></html>
 """

@@ -1,6 +1,7 @@
 """Command line of `image-sync sim`: arguments only; the work is imported when it runs.
 
 image-sync sim [--scenario FILE|NAME] [--bind HOST:PORT] [--kubeconfig-out FILE] [--speed X]
+               [--serve-registries]
 image-sync sim --attach KUBECONFIG [--scenario ...] [--no-scheduler]
 image-sync sim node add|remove|cordon|uncordon|notready|ready ... --kubeconfig FILE
 """
@@ -58,6 +59,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--no-nodes", action="store_true", help="with --attach: do not create the scenario's nodes"
+    )
+    parser.add_argument(
+        "--serve-registries",
+        action="store_true",
+        help="also serve each registry's OCI distribution API (/v2/...) on a loopback port, "
+        "for a `sources` rule's endpoint",
     )
     parser.add_argument(
         "node",
@@ -219,6 +226,9 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         if not args.no_workload:
             cluster.run_workload()
+        registries = cluster.serve_registries() if args.serve_registries else {}
+        for registry_host, url in sorted(registries.items()):
+            print(f"image-sync sim: registry {registry_host} serves its API at {url}", flush=True)
         scenario = cluster.scenario
         nodes = len(scenario.initial_nodes())
         print(

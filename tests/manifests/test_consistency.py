@@ -505,7 +505,10 @@ def test_prefetcher_rbac(base: list[dict[str, Any]]) -> None:
         assert not allows(cluster_role["rules"], "", "pods", verb)
     assert not any("leases" in r["resources"] for r in cluster_role["rules"])
     assert not allows(rules, "scheduling.k8s.io", "priorityclasses", "get")
-    assert not any("secrets" in r["resources"] for r in rules)
+    # Pull secrets (registry catalogs): get by name in its own namespace, nothing more.
+    assert not any("secrets" in r["resources"] for r in cluster_role["rules"])
+    secret_rules = [r for r in role["rules"] if "secrets" in r["resources"]]
+    assert [r["verbs"] for r in secret_rules] == [["get"]]
 
 
 def test_certs_rbac_is_limited_by_name(base: list[dict[str, Any]]) -> None:

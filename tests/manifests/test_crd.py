@@ -203,7 +203,12 @@ def test_spec_and_status_match_the_typed_dicts(schema: dict[str, Any]) -> None:
     spec = schema["properties"]["spec"]
     assert_typed_dict(cachedimage.CachedImageSpec, spec, "spec")
     assert set(spec["required"]) == required_keys(cachedimage.CachedImageSpec)
-    assert spec["properties"]["source"]["enum"] == [names.SOURCE_LEARNED, names.SOURCE_DECLARED]
+    assert spec["properties"]["source"]["enum"] == [
+        names.SOURCE_LEARNED,
+        names.SOURCE_DECLARED,
+        names.SOURCE_OBSERVED,
+        names.SOURCE_CATALOG,
+    ]
     assert spec["properties"]["profiles"]["maxItems"] == cachedimage.MAX_PROFILES
     assert_typed_dict(cachedimage.CachedImageStatus, schema["properties"]["status"], "status")
 

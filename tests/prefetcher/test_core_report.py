@@ -199,3 +199,22 @@ def test_large_page_finds_one_node_and_one_image(big: Big) -> None:
     pager = re.search(r'data-pager="nodes">(.*?)</div>', last)
     assert pager and "next</a>" not in pager[1] and "previous</a>" in pager[1]
     assert "nodes 951&ndash;1000 of 1000" in pager[1]
+
+
+def test_html_shows_the_sources_and_nodes_at_the_image_list_cap() -> None:
+    report = build_report(World(nodes=[], images=[]).plan())
+    report["sources"] = {
+        "observed": {"images": 3, "nodesAtImageListCap": ["cpu-9"]},
+        "catalog": {
+            "prefixes": {
+                "harbor.example.internal/library": {
+                    "images": None,
+                    "lastSuccess": None,
+                    "lastError": {"kind": "unauthorized", "message": "HTTP 401 <x>", "at": "t"},
+                }
+            }
+        },
+    }
+    page = render_html(report)
+    assert "cpu-9" in page and "nodeStatusMaxImages" in page
+    assert "harbor.example.internal/library" in page and "unauthorized: HTTP 401 &lt;x&gt;" in page

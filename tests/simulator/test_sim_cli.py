@@ -38,6 +38,7 @@ def test_sim_command_serves_a_cluster_kubectl_can_use(tmp_path: Path) -> None:
             "--speed",
             "60",
             "--no-workload",
+            "--serve-registries",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -71,6 +72,7 @@ def test_sim_command_serves_a_cluster_kubectl_can_use(tmp_path: Path) -> None:
             out, _ = process.communicate()
     assert process.returncode == 0
     assert "kubectl --kubeconfig" in out
+    assert "registry harbor.example.internal serves its API at http://127.0.0.1:" in out
 
 
 def test_attach_runs_kubelets_against_an_existing_api_server(tmp_path: Path) -> None:
