@@ -17,6 +17,7 @@ import yaml
 
 from imagesync.matching import RegistryPrefix, parse_prefix
 from imagesync.names import IMAGE, KEEPER_PRIORITY_CLASS
+from imagesync.templates import TemplateKind, parse_template_kind
 
 CONFIG_ENV = "IMAGE_SYNC_CONFIG"
 ENV_PREFIX = "IMAGE_SYNC_"
@@ -184,6 +185,25 @@ def _quiet_hours(value: Any) -> str:
     return text
 
 
+def _parse_template_kinds(value: Any) -> tuple[TemplateKind, ...]:
+    """A YAML list of `{apiVersion, kind, resource, templatePaths}` (a string from the
+    environment is read as YAML)."""
+    if isinstance(value, str):
+        try:
+            value = yaml.safe_load(value) if value.strip() else []
+        except yaml.YAMLError as exc:
+            raise ValueError(f"not valid YAML: {exc}") from None
+    if not isinstance(value, list):
+        raise ValueError(f"expected a list of kinds, got {value!r}")
+    kinds = []
+    for index, item in enumerate(value):
+        try:
+            kinds.append(parse_template_kind(item))
+        except ValueError as exc:
+            raise ValueError(f"[{index}]: {exc}") from None
+    return tuple(kinds)
+
+
 def _positive_size(value: Any) -> int:
     size = parse_size(value)
     if size <= 0:
@@ -322,6 +342,41 @@ class Config:
     )
     default_image_size: int = _key(
         parse_size, 2_000_000_000, "Size assumed for an image whose size is not known yet."
+    )
+    learn_templates: bool = _key(
+        _parse_bool,
+        True,
+        "Learn images from workload templates (Deployments, StatefulSets, DaemonSets, "
+        "ReplicaSets, Jobs, CronJobs, templateKinds) before any of their pods exists.",
+    )
+    template_kinds: tuple[TemplateKind, ...] = _key(
+        _parse_template_kinds,
+        (),
+        "Custom kinds with pod templates, learned like Deployments: a list of {apiVersion, "
+        "kind, resource, templatePaths}; grant the prefetcher list and watch on each.",
+    )
+    rollout_grace: float = _key(
+        parse_duration,
+        3600.0,
+        "An image a template stopped using is released this long after the change, once no "
+        "template or running pod uses it.",
+    )
+    cron_lead_time: float = _key(
+        parse_duration,
+        600.0,
+        "A CronJob's images turn urgent this long, plus size ÷ pullDeadlineMinBandwidth, "
+        "before its next run.",
+    )
+    node_pool_labels: tuple[str, ...] = _key(
+        _parse_str_list,
+        ("kubernetes.io/arch", "nvidia.com/gpu.present", "node.kubernetes.io/instance-type"),
+        "Node labels whose values name a node's pool: pools where an image's pods run get it first.",
+    )
+    placement: str = _key(
+        _choice("all", "demand"),
+        "all",
+        "all: every eligible node gets each image (demand first); demand: only the nodes "
+        "where it is predicted to run (a CachedImage's spec.placement overrides).",
     )
 
     # --- prefetcher runtime -------------------------------------------------------------

@@ -40,8 +40,10 @@ from imagesync.config import Config
 from imagesync.kubeclient import KubeError
 from imagesync.names import LABEL_MANAGED_BY, MANAGED_BY
 from prefetcher import observe, refusals
+from prefetcher.demandwatch import DemandWatch
 from prefetcher.informer import Change, Clock, Informer, InformerSettings, Obj, object_key
 from prefetcher.kube import Kube, pull_failure_event
+from prefetcher.learning import learn_writes
 from prefetcher.metrics import Metrics
 from prefetcher.model import (
     ManagedPod,
@@ -194,6 +196,14 @@ class Controller:
         self.images = self._informer(IMAGES, kube.cached_image_source(), settings)
         self.pods = self._informer(PODS, kube.own_pod_source(), settings)
         self.starting = self._informer(STARTING, kube.starting_pod_source(), settings)
+        self.demand = DemandWatch(
+            kube,
+            config,
+            lambda kind, source, resource, transform: self._informer(
+                kind, source, settings, resource=resource, transform=transform
+            ),
+        )
+        self._excluded_loaded = False
         self._wake = threading.Event()
         self._lock = threading.Lock()
         self._reasons: Counter[str] = Counter()
@@ -226,8 +236,16 @@ class Controller:
         self.errors: deque[str] = deque(maxlen=ERROR_LOG)
         self.started = clock.now()
 
-    def _informer(self, kind: str, source: Any, settings: InformerSettings) -> Informer:
-        resource = INFORMER_RESOURCES[kind]
+    def _informer(
+        self,
+        kind: str,
+        source: Any,
+        settings: InformerSettings,
+        *,
+        resource: str = "",
+        transform: Callable[[Obj], Obj] | None = None,
+    ) -> Informer:
+        resource = resource or INFORMER_RESOURCES[kind]
         return Informer(
             kind,
             source,
@@ -236,6 +254,7 @@ class Controller:
             on_error=self._on_watch_error,
             on_request=lambda verb: self.kube.count(verb, resource, None),
             settings=settings,
+            transform=transform,
         )
 
     # --- triggers -------------------------------------------------------------------------
@@ -253,6 +272,8 @@ class Controller:
         elif change.kind == STARTING:
             # A pod that started (or went) frees its node for pulls held back for it.
             reason = "workload pod started" if change.new is None else None
+        elif change.kind != PODS:
+            reason = self.demand.on_change(change, self.clock.now())
         else:
             # The watch has seen this pod: our own record of creating it is no longer needed.
             self._created.pop(change.key.rpartition("/")[2], None)
@@ -279,7 +300,7 @@ class Controller:
 
     @property
     def informers(self) -> tuple[Informer, ...]:
-        return (self.nodes, self.images, self.pods, self.starting)
+        return (self.nodes, self.images, self.pods, self.starting, *self.demand.informers)
 
     def start(self) -> None:
         """Start the informers and the loop thread."""
@@ -305,7 +326,10 @@ class Controller:
         return self._thread is None or self._thread.is_alive()
 
     def synced(self) -> bool:
-        return all(informer.synced.is_set() for informer in self.informers)
+        """The caches a pass needs have listed (a custom template kind whose CRD is missing
+        is not waited for)."""
+        needed = (self.nodes, self.images, self.pods, self.starting, *self.demand.required)
+        return all(informer.synced.is_set() for informer in needed)
 
     def run(self) -> None:
         """Wait for the caches, then pass on triggers, at due retries and on the sweep schedule."""
@@ -423,6 +447,7 @@ class Controller:
                 pods=tuple(pods),
                 pull_records=dict(self.pull_records),
                 starting=tuple(pod for pod in starting if pod is not None),
+                demand=self.demand.demand(datetime.fromtimestamp(now, UTC)),
             )
 
     def _converted(self, kind: str, objs: list[Obj], convert: Callable[[Obj], T]) -> list[T]:
@@ -447,6 +472,8 @@ class Controller:
         info = PassInfo(trigger=trigger, started=datetime.fromtimestamp(self.clock.now(), UTC))
         if self.config.learn_running_pods and not self._learned:
             self._learn_running_pods(info)
+        if self.config.learn_templates and (trigger == SWEEP or not self._excluded_loaded):
+            self._load_excluded(info)
         snapshot = self.snapshot()
         plan_started = time.perf_counter()
         plan = self._plan(snapshot, self.config)
@@ -457,6 +484,7 @@ class Controller:
         self._wake_at = min(self._wake_at, wake_time(plan))
         try:
             self._execute(plan, info)
+            self._learn_templates(snapshot, info)
             self.metrics.last_pass_success.set(self.clock.now())
         finally:
             info.seconds = time.perf_counter() - started_wall
@@ -702,6 +730,37 @@ class Controller:
             else:
                 waiting[node.name] = since
         self.metrics.observe_warming(waiting)
+
+    # --- images known before their pods: workload templates --------------------------------
+
+    def _load_excluded(self, info: PassInfo) -> None:
+        """The namespaces that opted out (their templates teach nothing); kept on errors."""
+        try:
+            self.demand.excluded = frozenset(self.kube.excluded_namespaces())
+            self._excluded_loaded = True
+        except KubeError as exc:
+            info.api_errors += 1
+            self._record_error("list excluded namespaces (retried next pass)", exc)
+
+    def _learn_templates(self, snapshot: Snapshot, info: PassInfo) -> None:
+        """Create or complete the CachedImages of template images (no write once known)."""
+        if not self.config.learn_templates:
+            return
+        stamp = format_time(snapshot.now)
+        actions: list[Callable[[], bool]] = []
+        for write in learn_writes(snapshot.demand.workloads, self.images.items(), stamp):
+            if write.body is not None:
+                actions.append(partial(self.kube.create_cached_image, write.body))
+            else:
+                actions.append(
+                    partial(
+                        self.kube.patch_cached_image_profiles,
+                        write.name,
+                        list(write.profiles),
+                        write.resource_version,
+                    )
+                )
+        self._run_batch("learn image", actions, info)
 
     # --- a fresh install learns from running pods -----------------------------------------
 

@@ -234,6 +234,7 @@ def wanted_image(obj: Mapping[str, Any]) -> WantedImage:
         use_count=int(number("useCount") or 0),
         daily_uses=daily,
         created=parse_timestamp(meta.get("creationTimestamp")),
+        placement=str(spec.get("placement") or ""),
         reported=ReportedStatus(
             score=number("score"),
             nodes_wanted=None if nodes_wanted is None else int(nodes_wanted),

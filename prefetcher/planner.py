@@ -39,6 +39,7 @@ from imagesync.config import Config
 from prefetcher import observe
 from prefetcher.model import Plan, Snapshot
 from prefetcher.planning.cells import fill_cells
+from prefetcher.planning.demand import demand_index
 from prefetcher.planning.images import merge_images
 from prefetcher.planning.keepers import KEEPER_BATCH_WAIT, plan_keepers
 from prefetcher.planning.pullers import STUCK_GRACE, read_pullers
@@ -64,7 +65,8 @@ __all__ = [
 def plan(snapshot: Snapshot, config: Config) -> Plan:
     """Decide the pulls, keepers, deletions, taint removals and status writes for `snapshot`."""
     nodes = sorted({n.name: n for n in snapshot.nodes}.values(), key=lambda n: n.name)
-    images = merge_images(snapshot, config)
+    demand = demand_index(snapshot.demand, nodes, config, snapshot.now)
+    images = merge_images(snapshot, config, demand)
     wanted = [i for i in images if i.wanted]
     pods = sorted(snapshot.pods, key=lambda p: (p.node, p.role, p.name, p.uid))
     state = PlanState(
@@ -72,10 +74,13 @@ def plan(snapshot: Snapshot, config: Config) -> Plan:
         config,
         nodes=nodes,
         images=images,
-        targets=plan_targets(nodes, wanted, config, snapshot.now),
+        targets=plan_targets(nodes, wanted, config, snapshot.now, demand),
         pods=pods,
         present=observe.present_images(pods),
+        demand=demand,
     )
+    for moment in demand.release_at:
+        state.wake(moment)
     run_stages(state)
     return result(state)
 

@@ -12,6 +12,7 @@ from imagesync.config import Config
 from imagesync.reference import InvalidReference, parse_reference
 from prefetcher import eligibility, scoring
 from prefetcher.model import NodeInfo, Snapshot, WantedImage
+from prefetcher.planning.demand import DemandIndex
 
 
 @dataclass
@@ -28,6 +29,7 @@ class MergedImage:
     invalid: str | None
     new_in_use: bool
     placement_key: str  # images with equal keys fit the same nodes
+    by_demand: bool = False  # placed only where its pods are predicted to run
 
     @property
     def primary(self) -> WantedImage:
@@ -60,14 +62,16 @@ def size_hints(nodes: tuple[NodeInfo, ...]) -> dict[str, int]:
     return hints
 
 
-def merge_images(snapshot: Snapshot, config: Config) -> list[MergedImage]:
+def merge_images(snapshot: Snapshot, config: Config, demand: DemandIndex) -> list[MergedImage]:
     """Group CachedImages by image; best rank first."""
     now = snapshot.now
     hints = size_hints(snapshot.nodes)
     groups: dict[str, list[WantedImage]] = {}
     for obj in snapshot.images:
         groups.setdefault(obj.image, []).append(obj)
-    merged = [merge_group(image, objects, hints, now, config) for image, objects in groups.items()]
+    merged = [
+        merge_group(image, objects, hints, now, config, demand) for image, objects in groups.items()
+    ]
     merged.sort(key=lambda i: i.rank)
     return merged
 
@@ -78,25 +82,38 @@ def merge_group(
     hints: dict[str, int],
     now: datetime,
     config: Config,
+    demand: DemandIndex,
 ) -> MergedImage:
-    """One image from the CachedImages that name it (declared first, then by name)."""
+    """One image from the CachedImages that name it (declared first, then by name).
+
+    A live workload template keeps a learned image wanted and counts as use; an image a
+    rollout left behind is released once nothing uses it (`demand.released`)."""
     objects.sort(key=lambda o: (not scoring.is_declared(o), o.name))
     scores = [scoring.score(o, now, config.score_half_life) for o in objects]
     sizes = [o.size for o in objects if o.size]
     registry, invalid = registry_of(image)
     created = [o.created for o in objects if o.created is not None]
-    in_use = any(o.use_count > 0 or o.daily_uses for o in objects)
+    need = demand.of(image)
+    templated = need is not None and need.templated
+    in_use = templated or any(o.use_count > 0 or o.daily_uses for o in objects)
+    declared = any(scoring.is_declared(o) for o in objects)
+    wanted = declared or (
+        image not in demand.released
+        and (templated or any(scoring.is_wanted(o, now, config.image_retention) for o in objects))
+    )
+    placement = objects[0].placement or config.placement
     return MergedImage(
         image=image,
         objects=objects,
         score=max(scores),
-        declared=any(scoring.is_declared(o) for o in objects),
-        wanted=any(scoring.is_wanted(o, now, config.image_retention) for o in objects),
+        declared=declared,
+        wanted=wanted,
         size=max(sizes) if sizes else hints.get(image) or config.default_image_size,
         registry=registry,
         invalid=invalid,
         new_in_use=in_use and bool(created) and recent(min(created), now, config.urgent_window),
         placement_key=placement_key(objects, invalid),
+        by_demand=placement.lower() == "demand",
     )
 
 

@@ -1,0 +1,127 @@
+"""The caches behind the planner's `Demand` input: workload templates and workload pods.
+
+Watches (list + watch, read-only) the kinds with pod templates (Deployments, StatefulSets,
+DaemonSets, ReplicaSets, Jobs, CronJobs, and the configured `templateKinds`), the workload
+pods running, and the pods not bound yet; remembers template image changes (rollouts) for
+`rolloutGrace`; and turns all of it into a `Demand` for each pass. The controller owns the
+loop; this module owns what the caches mean.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from imagesync.config import Config
+from imagesync.templates import BUILTIN_KINDS, TemplateKind
+from prefetcher import workloads
+from prefetcher.informer import Change, Informer, Obj
+from prefetcher.kube import Kube
+from prefetcher.model import Demand, Rollout, RunningPod, UnschedulablePod, Workload
+
+log = logging.getLogger(__name__)
+
+RUNNING, UNSCHEDULED = "RunningPod", "UnscheduledPod"
+# (informer kind, list call, resource for metrics, transform) → an informer wired to the
+# controller's callbacks.
+InformerFactory = Callable[[str, Any, str, Callable[[Obj], Obj] | None], Informer]
+
+
+def informer_kind(kind: TemplateKind) -> str:
+    """Informer name of a template kind (the group tells custom kinds apart)."""
+    return f"{kind.kind}.{kind.group}"
+
+
+class DemandWatch:
+    """Template and workload-pod informers, the rollouts seen, and the Demand they make."""
+
+    def __init__(self, kube: Kube, config: Config, make_informer: InformerFactory) -> None:
+        self.config = config
+        kinds = (*BUILTIN_KINDS, *config.template_kinds) if config.learn_templates else ()
+        self.kinds = {informer_kind(k): k for k in kinds}
+        self.templates = {
+            name: make_informer(name, kube.template_source(kind), kind.resource, None)
+            for name, kind in self.kinds.items()
+        }
+        self.running = make_informer(RUNNING, kube.running_pod_source(), "pods", workloads.slim_pod)
+        self.unscheduled = make_informer(
+            UNSCHEDULED, kube.unscheduled_pod_source(), "pods", workloads.slim_pod
+        )
+        self.excluded: frozenset[str] = frozenset()
+        self.rollouts: dict[str, Rollout] = {}
+
+    @property
+    def informers(self) -> tuple[Informer, ...]:
+        return (*self.templates.values(), self.running, self.unscheduled)
+
+    @property
+    def required(self) -> tuple[Informer, ...]:
+        """Those a pass waits for: a custom kind whose CRD is not installed never syncs."""
+        builtin = {informer_kind(k) for k in BUILTIN_KINDS}
+        return tuple(i for name, i in self.templates.items() if name in builtin)
+
+    def workload_of(self, kind: str, obj: Obj | None) -> Workload | None:
+        if obj is None:
+            return None
+        return workloads.workload(obj, self.kinds[kind], self.config, self.excluded)
+
+    def on_change(self, change: Change, now: float) -> str | None:
+        """Why a change needs a pass now (a template's images changed), or None; notes
+        rollouts. Pod changes feed the next pass without asking for one."""
+        if change.kind not in self.kinds:
+            return None
+        old = self.workload_of(change.kind, change.old)
+        new = self.workload_of(change.kind, change.new)
+        if (old.images if old else ()) == (new.images if new else ()):
+            return None
+        if old is not None and new is not None and not change.initial:
+            self.rollouts[new.key] = Rollout(
+                workload=new.key,
+                old_images=old.images,
+                new_images=new.images,
+                at=datetime.fromtimestamp(now, UTC),
+            )
+            log.info(
+                "rollout of %s: %s -> %s",
+                new.key,
+                ", ".join(old.images),
+                ", ".join(new.images),
+                extra={"workload": new.key},
+            )
+            return "rollout"
+        return "workload template"
+
+    def demand(self, now: datetime) -> Demand:
+        """The Demand of the caches now; forgets rollouts past their grace and urgency."""
+        keep = timedelta(seconds=max(self.config.rollout_grace, self.config.urgent_window))
+        self.rollouts = {k: r for k, r in self.rollouts.items() if now - r.at <= keep}
+        found: list[Workload] = []
+        parents: dict[str, str] = {}
+        for name, informer in self.templates.items():
+            kind = self.kinds[name]
+            for obj in informer.items():
+                link = workloads.parent_link(obj, kind.kind)
+                if link is not None:
+                    parents[link[0]] = link[1]
+                found_one = workloads.workload(obj, kind, self.config, self.excluded)
+                if found_one is not None:
+                    found.append(found_one)
+        running: list[RunningPod] = []
+        for obj in self.running.items():
+            pod = workloads.running_pod(obj)
+            if pod is not None:
+                running.append(pod)
+        waiting: list[UnschedulablePod] = []
+        for obj in self.unscheduled.items():
+            pending = workloads.unschedulable_pod(obj)
+            if pending is not None:
+                waiting.append(pending)
+        return Demand(
+            workloads=tuple(sorted(found, key=lambda w: w.key)),
+            running=tuple(sorted(running, key=lambda p: (p.node, p.workload, p.images))),
+            unschedulable=tuple(sorted(waiting, key=lambda p: p.pod)),
+            rollouts=tuple(sorted(self.rollouts.values(), key=lambda r: r.workload)),
+            parents=dict(sorted(parents.items())),
+        )

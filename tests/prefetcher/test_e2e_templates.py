@@ -1,0 +1,93 @@
+"""End to end on the simulator: a Deployment created through the API, with no pod ever made
+(the simulated API server runs no controllers), makes its image present on eligible nodes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kubernetes import client
+
+from imagesync.cachedimage import object_name
+from tests.prefetcher.conftest import (
+    BUSYBOX,
+    CUDA,
+    GPU_SELECTOR,
+    SMALL,
+    Running,
+    report,
+    untyped,
+    wait_for,
+)
+
+
+def deployment(name: str, image: str, **pod_spec: Any) -> dict[str, Any]:
+    annotations = pod_spec.pop("annotations", {})
+    labels = {"app": name}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels, "annotations": annotations},
+                "spec": {"containers": [{"name": "main", "image": image}], **pod_spec},
+            },
+        },
+    }
+
+
+def test_a_deployment_makes_its_image_present_before_any_pod(
+    sim: Any, prefetchers: Running
+) -> None:
+    api = sim.api_client()
+    apps = untyped(client.AppsV1Api(api))
+    apps.create_namespaced_deployment("default", deployment("web", SMALL))
+    apps.create_namespaced_deployment(
+        "default",
+        deployment(
+            "train",
+            CUDA,
+            nodeSelector=GPU_SELECTOR,
+            tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists"}],
+        ),
+    )
+    apps.create_namespaced_deployment(
+        "default", deployment("skip", BUSYBOX, annotations={"image-sync.io/enabled": "false"})
+    )
+    prefetcher = prefetchers.start()
+
+    nodes = sim.node_names()
+    gpu_nodes = [n for n in nodes if n.startswith("gpu")]
+    cpu_nodes = [n for n in nodes if n not in gpu_nodes]
+
+    def present_everywhere() -> bool:
+        return all(sim.image_store(n).has(SMALL) for n in cpu_nodes) and all(
+            sim.image_store(n).has(CUDA) for n in gpu_nodes
+        )
+
+    wait_for(present_everywhere, timeout=180, interval=0.5, what="template images present")
+    # The GPU nodes' taint keeps the web pods (no toleration) away; no GPU, no CUDA image.
+    assert not any(sim.image_store(n).has(CUDA) for n in cpu_nodes)
+    assert not any(sim.image_store(n).has(SMALL) for n in gpu_nodes)
+
+    custom = untyped(client.CustomObjectsApi(api))
+    learned = custom.get_cluster_custom_object(
+        "image-sync.io", "v1alpha1", "cachedimages", object_name(CUDA)
+    )
+    assert learned["spec"]["source"] == "Learned"
+    (profile,) = learned["spec"]["profiles"]
+    assert profile["nodeSelector"] == GPU_SELECTOR
+    assert profile["ownerKind"] == "ReplicaSet" and profile["namespace"] == "default"
+    names = {
+        o["spec"]["image"]
+        for o in custom.list_cluster_custom_object("image-sync.io", "v1alpha1", "cachedimages")[
+            "items"
+        ]
+    }
+    assert BUSYBOX not in names  # its pod template opted out
+    workload_pods = untyped(client.CoreV1Api(api)).list_namespaced_pod("default").items
+    assert workload_pods == []  # no pod was ever created: the templates alone taught it
+    summary = report(prefetcher)["summary"]
+    assert summary["wantedPairs"] == len(cpu_nodes) + len(gpu_nodes)
