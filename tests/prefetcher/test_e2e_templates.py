@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from kubernetes import client
@@ -14,10 +15,14 @@ from tests.prefetcher.conftest import (
     GPU_SELECTOR,
     SMALL,
     Running,
+    our_pods,
     report,
+    sim_config,
     untyped,
     wait_for,
 )
+
+NEXT = "harbor.example.internal/library/app:1.1"
 
 
 def deployment(name: str, image: str, **pod_spec: Any) -> dict[str, Any]:
@@ -91,3 +96,46 @@ def test_a_deployment_makes_its_image_present_before_any_pod(
     assert workload_pods == []  # no pod was ever created: the templates alone taught it
     summary = report(prefetcher)["summary"]
     assert summary["wantedPairs"] == len(cpu_nodes) + len(gpu_nodes)
+
+
+def test_a_rollout_brings_the_new_image_and_releases_the_old_after_the_grace(
+    sim: Any, prefetchers: Running
+) -> None:
+    api = sim.api_client()
+    apps = untyped(client.AppsV1Api(api))
+    apps.create_namespaced_deployment("default", deployment("web", SMALL))
+    prefetcher = prefetchers.start(sim_config(rollout_grace=600.0))  # 10 s of wall time at 60x
+    cpu_nodes = [n for n in sim.node_names() if not n.startswith("gpu")]
+    wait_for(
+        lambda: all(sim.image_store(n).has(SMALL) for n in cpu_nodes),
+        timeout=120,
+        interval=0.5,
+        what="the first version present",
+    )
+    apps.patch_namespaced_deployment(
+        "web",
+        "default",
+        {"spec": {"template": {"spec": {"containers": [{"name": "main", "image": NEXT}]}}}},
+    )
+    wait_for(
+        lambda: all(sim.image_store(n).has(NEXT) for n in cpu_nodes),
+        timeout=120,
+        interval=0.5,
+        what="the new version present",
+    )
+
+    def old_released() -> bool:
+        images = {i["image"]: i for i in report(prefetcher)["images"]}
+        return SMALL in images and not images[SMALL]["wanted"]
+
+    wait_for(old_released, timeout=120, interval=0.5, what="the old version released")
+
+    def keepers_hold_only_the_new_version() -> bool:
+        held = [
+            json.loads(p.metadata.annotations["image-sync.io/images"])
+            for p in our_pods(api)
+            if p.metadata.labels["app.kubernetes.io/component"] == "keeper"
+        ]
+        return len(held) == len(cpu_nodes) and all(images == [NEXT] for images in held)
+
+    wait_for(keepers_hold_only_the_new_version, timeout=120, interval=0.5, what="old unguarded")
