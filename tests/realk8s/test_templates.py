@@ -77,7 +77,9 @@ def test_a_deployment_scaled_to_zero_is_learned_and_prefetched(
 
         def present_on_gpu_nodes() -> bool:
             report = prefetcher.report() or {"images": []}
-            cells = next((i["nodes"] for i in report["images"] if i["image"] == CUDA), {})
+            cells: dict[str, Any] = next(
+                (i["nodes"] for i in report["images"] if i["image"] == CUDA), {}
+            )
             return all(cells.get(node, {}).get("state") == "present" for node in GPU_NODES)
 
         wait_for(present_on_gpu_nodes, timeout=120, interval=0.5, what="present on GPU nodes")
