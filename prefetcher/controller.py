@@ -736,15 +736,16 @@ class Controller:
     def _load_excluded(self, info: PassInfo) -> None:
         """The namespaces that opted out (their templates teach nothing); kept on errors."""
         try:
-            self.demand.excluded = frozenset(self.kube.excluded_namespaces())
+            self.demand.excluded = self.demand.left_out(self.kube.excluded_namespaces())
             self._excluded_loaded = True
         except KubeError as exc:
             info.api_errors += 1
             self._record_error("list excluded namespaces (retried next pass)", exc)
 
     def _learn_templates(self, snapshot: Snapshot, info: PassInfo) -> None:
-        """Create or complete the CachedImages of template images (no write once known)."""
-        if not self.config.learn_templates:
+        """Create or complete the CachedImages of template images (no write once known);
+        not before the namespaces that opted out are known."""
+        if not self.config.learn_templates or not self._excluded_loaded:
             return
         stamp = format_time(snapshot.now)
         actions: list[Callable[[], bool]] = []

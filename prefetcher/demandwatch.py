@@ -10,7 +10,7 @@ loop; this module owns what the caches mean.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,6 +24,8 @@ from prefetcher.model import Demand, Rollout, RunningPod, UnschedulablePod, Work
 log = logging.getLogger(__name__)
 
 RUNNING, UNSCHEDULED = "RunningPod", "UnscheduledPod"
+# Namespaces the webhook's namespaceSelector always leaves out (with image-sync's own).
+ALWAYS_LEFT_OUT = frozenset({"kube-system"})
 # (informer kind, list call, resource for metrics, transform) → an informer wired to the
 # controller's callbacks.
 InformerFactory = Callable[[str, Any, str, Callable[[Obj], Obj] | None], Informer]
@@ -49,8 +51,13 @@ class DemandWatch:
         self.unscheduled = make_informer(
             UNSCHEDULED, kube.unscheduled_pod_source(), "pods", workloads.slim_pod
         )
-        self.excluded: frozenset[str] = frozenset()
+        self.excluded = self.left_out(())
         self.rollouts: dict[str, Rollout] = {}
+
+    def left_out(self, labelled: Iterable[str]) -> frozenset[str]:
+        """Namespaces whose templates teach nothing: those labelled out, kube-system and
+        image-sync's own, as for the webhook."""
+        return frozenset({*labelled, *ALWAYS_LEFT_OUT, self.config.namespace})
 
     @property
     def informers(self) -> tuple[Informer, ...]:

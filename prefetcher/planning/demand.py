@@ -110,7 +110,9 @@ def demand_index(
     workload_nodes: dict[str, set[str]] = {}
     image_nodes: dict[str, set[str]] = {}
     for pod in demand.running:
-        workload_nodes.setdefault(top_owner(pod.workload, demand.parents), set()).add(pod.node)
+        if pod.workload:
+            owner = top_owner(pod.workload, demand.parents)
+            workload_nodes.setdefault(owner, set()).add(pod.node)
         for image in pod.images:
             of(image).nodes.add(pod.node)
             image_nodes.setdefault(image, set()).add(pod.node)

@@ -25,13 +25,15 @@ from tests.prefetcher.conftest import (
 NEXT = "harbor.example.internal/library/app:1.1"
 
 
-def deployment(name: str, image: str, **pod_spec: Any) -> dict[str, Any]:
+def deployment(
+    name: str, image: str, namespace: str = "default", **pod_spec: Any
+) -> dict[str, Any]:
     annotations = pod_spec.pop("annotations", {})
     labels = {"app": name}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {"name": name, "namespace": "default"},
+        "metadata": {"name": name, "namespace": namespace},
         "spec": {
             "replicas": 2,
             "selector": {"matchLabels": labels},
@@ -61,6 +63,11 @@ def test_a_deployment_makes_its_image_present_before_any_pod(
     apps.create_namespaced_deployment(
         "default", deployment("skip", BUSYBOX, annotations={"image-sync.io/enabled": "false"})
     )
+    core = untyped(client.CoreV1Api(api))
+    core.create_namespace(
+        {"metadata": {"name": "private", "labels": {"image-sync.io/enabled": "false"}}}
+    )
+    apps.create_namespaced_deployment("private", deployment("hidden", NEXT, "private"))
     prefetcher = prefetchers.start()
 
     nodes = sim.node_names()
@@ -92,6 +99,7 @@ def test_a_deployment_makes_its_image_present_before_any_pod(
         ]
     }
     assert BUSYBOX not in names  # its pod template opted out
+    assert NEXT not in names  # its namespace opted out
     workload_pods = untyped(client.CoreV1Api(api)).list_namespaced_pod("default").items
     assert workload_pods == []  # no pod was ever created: the templates alone taught it
     summary = report(prefetcher)["summary"]
