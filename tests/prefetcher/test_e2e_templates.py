@@ -9,6 +9,7 @@ from typing import Any
 from kubernetes import client
 
 from imagesync.cachedimage import object_name
+from imagesync.config import load_config
 from tests.prefetcher.conftest import (
     BUSYBOX,
     CUDA,
@@ -23,6 +24,7 @@ from tests.prefetcher.conftest import (
 )
 
 NEXT = "harbor.example.internal/library/app:1.1"
+GPU_TOLERATION = [{"key": "nvidia.com/gpu", "operator": "Exists"}]
 
 
 def deployment(
@@ -57,7 +59,7 @@ def test_a_deployment_makes_its_image_present_before_any_pod(
             "train",
             CUDA,
             nodeSelector=GPU_SELECTOR,
-            tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists"}],
+            tolerations=GPU_TOLERATION,
         ),
     )
     apps.create_namespaced_deployment(
@@ -147,3 +149,89 @@ def test_a_rollout_brings_the_new_image_and_releases_the_old_after_the_grace(
         return len(held) == len(cpu_nodes) and all(images == [NEXT] for images in held)
 
     wait_for(keepers_hold_only_the_new_version, timeout=120, interval=0.5, what="old unguarded")
+
+
+PYTORCH_JOB_CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "pytorchjobs.kubeflow.org"},
+    "spec": {
+        "group": "kubeflow.org",
+        "scope": "Namespaced",
+        "names": {"plural": "pytorchjobs", "singular": "pytorchjob", "kind": "PyTorchJob"},
+        "versions": [
+            {
+                "name": "v1",
+                "served": True,
+                "storage": True,
+                "schema": {
+                    "openAPIV3Schema": {
+                        "type": "object",
+                        "x-kubernetes-preserve-unknown-fields": True,
+                    }
+                },
+            }
+        ],
+    },
+}
+
+
+def test_a_configured_custom_kind_is_learned_and_a_missing_one_does_not_stop_the_rest(
+    sim: Any, prefetchers: Running
+) -> None:
+    api = sim.api_client()
+    untyped(client.ApiextensionsV1Api(api)).create_custom_resource_definition(PYTORCH_JOB_CRD)
+    worker = deployment("unused", CUDA, nodeSelector=GPU_SELECTOR, tolerations=GPU_TOLERATION)
+    worker = worker["spec"]["template"]
+    job = {
+        "apiVersion": "kubeflow.org/v1",
+        "kind": "PyTorchJob",
+        "metadata": {"name": "bert", "namespace": "default"},
+        "spec": {"pytorchReplicaSpecs": {"Worker": {"replicas": 2, "template": worker}}},
+    }
+    wait_for(
+        lambda: _create_custom(api, job), timeout=30, interval=0.2, what="the PyTorchJob created"
+    )
+    kinds = (
+        "[{apiVersion: kubeflow.org/v1, kind: PyTorchJob,"
+        " templatePaths: [spec.pytorchReplicaSpecs.*.template]},"
+        " {apiVersion: example.com/v1, kind: Missing, templatePaths: [spec.template]}]"
+    )
+    custom_kinds = load_config(environ={"IMAGE_SYNC_TEMPLATE_KINDS": kinds}).template_kinds
+    prefetchers.start(sim_config(template_kinds=custom_kinds))
+    learned = wait_for(
+        lambda: _cached(api, CUDA), timeout=60, interval=0.5, what="the PyTorchJob's image learned"
+    )
+    assert [p["ownerKind"] for p in learned["spec"]["profiles"]] == ["PyTorchJob"]
+    # Planning goes on although the other configured kind's CRD does not exist.
+    gpu_nodes = [n for n in sim.node_names() if n.startswith("gpu")]
+    wait_for(
+        lambda: all(sim.image_store(n).has(CUDA) for n in gpu_nodes),
+        timeout=120,
+        interval=0.5,
+        what="the PyTorchJob's image present on the GPU nodes",
+    )
+
+
+def _create_custom(api: Any, body: dict[str, Any]) -> bool:
+    try:
+        untyped(client.CustomObjectsApi(api)).create_namespaced_custom_object(
+            "kubeflow.org", "v1", "default", "pytorchjobs", body
+        )
+    except client.exceptions.ApiException as exc:
+        if exc.status == 404:  # the CRD is not served yet
+            return False
+        raise
+    return True
+
+
+def _cached(api: Any, image: str) -> dict[str, Any] | None:
+    try:
+        found: dict[str, Any] = untyped(client.CustomObjectsApi(api)).get_cluster_custom_object(
+            "image-sync.io", "v1alpha1", "cachedimages", object_name(image)
+        )
+    except client.exceptions.ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return found
