@@ -40,6 +40,10 @@ class Clock(Protocol):
         """Wait `seconds` of clock time or until `event` is set; True when it was set."""
         ...
 
+    def monotonic(self) -> float:
+        """Seconds from an arbitrary start that never jump (durations, deadlines)."""
+        ...
+
 
 class SystemClock:
     """Wall-clock time, for a real cluster."""
@@ -49,6 +53,9 @@ class SystemClock:
 
     def wait(self, event: threading.Event, seconds: float) -> bool:
         return event.wait(max(0.0, seconds))
+
+    def monotonic(self) -> float:
+        return time.monotonic()
 
 
 class Gone(Exception):

@@ -34,9 +34,10 @@ from tests.webhook.conftest import Tls, WebhookProcess, make_tls, start_webhook
 # Objects whose pods would run the project's container image, which a test machine has not
 # got: their server-side dry run is checked, the components run as local processes instead.
 NEEDS_IMAGE = frozenset({"Deployment", "Job", "CronJob"})
-# Kinds another add-on defines (the cert-manager overlay's Issuer, Certificate): not
-# installed here, so the real server has no schema for them.
-FOREIGN_GROUPS = ("cert-manager.io/",)
+# Kinds another add-on defines (the cert-manager overlay's Issuer, Certificate; the monitoring
+# overlay's ServiceMonitor, PrometheusRule): not installed here, so the real server has no
+# schema for them (promtool and tests/monitoring check the monitoring ones).
+FOREIGN_GROUPS = ("cert-manager.io/", "monitoring.coreos.com/")
 # The simulated nodes of the default scenario that the real API server gets.
 CPU_NODES = ("cpu-1", "cpu-2", "cpu-3", "cpu-4")
 GPU_NODES = ("gpu-1", "gpu-2")
