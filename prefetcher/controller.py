@@ -451,7 +451,7 @@ class Controller:
                 pods=tuple(pods),
                 pull_records=dict(self.pull_records),
                 starting=tuple(pod for pod in starting if pod is not None),
-                demand=self.demand.demand(datetime.fromtimestamp(now, UTC)),
+                demand=self.demand.demand(datetime.fromtimestamp(now, UTC), self._converted),
             )
 
     def _converted(self, kind: str, objs: list[Obj], convert: Callable[[Obj], T]) -> list[T]:
@@ -762,11 +762,16 @@ class Controller:
     def _load_excluded(self, info: PassInfo) -> None:
         """The namespaces that opted out (their templates teach nothing); kept on errors."""
         try:
-            self.demand.excluded = self.demand.left_out(self.kube.excluded_namespaces())
+            excluded = self.demand.left_out(self.kube.excluded_namespaces())
             self._excluded_loaded = True
         except KubeError as exc:
             info.api_errors += 1
             self._record_error("list excluded namespaces (retried next pass)", exc)
+            return
+        if excluded != self.demand.excluded:
+            self.demand.excluded = excluded
+            for kind in self.demand.templates:  # their conversions depend on the set
+                self._memo.pop(kind, None)
 
     def _learn_templates(self, snapshot: Snapshot, info: PassInfo) -> None:
         """Create or complete the CachedImages of template images (no write once known);

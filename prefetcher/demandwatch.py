@@ -12,14 +12,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from functools import partial
+from typing import Any, Protocol, TypeVar
 
 from imagesync.config import Config
 from imagesync.templates import BUILTIN_KINDS, TemplateKind
 from prefetcher import workloads
 from prefetcher.informer import Change, Informer, Obj
 from prefetcher.kube import Kube
-from prefetcher.model import Demand, Rollout, RunningPod, UnschedulablePod, Workload
+from prefetcher.model import Demand, Rollout, Workload
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,14 @@ ALWAYS_LEFT_OUT = frozenset({"kube-system"})
 # (informer kind, list call, resource for metrics, transform) → an informer wired to the
 # controller's callbacks.
 InformerFactory = Callable[[str, Any, str, Callable[[Obj], Obj] | None], Informer]
+T = TypeVar("T")
+
+
+class Converter(Protocol):
+    """The controller's `_converted`: converts a cache's objects, memoized by
+    resourceVersion, skipping (and reporting) any object that cannot be read."""
+
+    def __call__(self, kind: str, objs: list[Obj], convert: Callable[[Obj], T]) -> list[T]: ...
 
 
 def informer_kind(kind: TemplateKind) -> str:
@@ -72,7 +81,16 @@ class DemandWatch:
     def workload_of(self, kind: str, obj: Obj | None) -> Workload | None:
         if obj is None:
             return None
-        return workloads.workload(obj, self.kinds[kind], self.config, self.excluded)
+        try:
+            return workloads.workload(obj, self.kinds[kind], self.config, self.excluded)
+        except Exception:  # unreadable: the pass's conversion reports it
+            return None
+
+    def _read(self, kind: TemplateKind, obj: Obj) -> tuple[Workload | None, tuple[str, str] | None]:
+        return (
+            workloads.workload(obj, kind, self.config, self.excluded),
+            workloads.parent_link(obj, kind.kind),
+        )
 
     def on_change(self, change: Change, now: float) -> str | None:
         """Why a change needs a pass now (a template's images changed), or None; notes
@@ -100,35 +118,30 @@ class DemandWatch:
             return "rollout"
         return "workload template"
 
-    def demand(self, now: datetime) -> Demand:
+    def demand(self, now: datetime, convert: Converter) -> Demand:
         """The Demand of the caches now; forgets rollouts past their grace and urgency."""
         keep = timedelta(seconds=max(self.config.rollout_grace, self.config.urgent_window))
         self.rollouts = {k: r for k, r in self.rollouts.items() if now - r.at <= keep}
         found: list[Workload] = []
         parents: dict[str, str] = {}
         for name, informer in self.templates.items():
-            kind = self.kinds[name]
-            for obj in informer.items():
-                link = workloads.parent_link(obj, kind.kind)
+            read = partial(self._read, self.kinds[name])
+            for workload, link in convert(name, informer.items(), read):
                 if link is not None:
                     parents[link[0]] = link[1]
-                found_one = workloads.workload(obj, kind, self.config, self.excluded)
-                if found_one is not None:
-                    found.append(found_one)
-        running: list[RunningPod] = []
-        for obj in self.running.items():
-            pod = workloads.running_pod(obj)
-            if pod is not None:
-                running.append(pod)
-        waiting: list[UnschedulablePod] = []
-        for obj in self.unscheduled.items():
-            pending = workloads.unschedulable_pod(obj)
-            if pending is not None:
-                waiting.append(pending)
+                if workload is not None:
+                    found.append(workload)
+        running = convert(RUNNING, self.running.items(), workloads.running_pod)
+        waiting = convert(UNSCHEDULED, self.unscheduled.items(), workloads.unschedulable_pod)
         return Demand(
             workloads=tuple(sorted(found, key=lambda w: w.key)),
-            running=tuple(sorted(running, key=lambda p: (p.node, p.workload, p.images))),
-            unschedulable=tuple(sorted(waiting, key=lambda p: p.pod)),
+            running=tuple(
+                sorted(
+                    (p for p in running if p is not None),
+                    key=lambda p: (p.node, p.workload, p.images),
+                )
+            ),
+            unschedulable=tuple(sorted((p for p in waiting if p is not None), key=lambda p: p.pod)),
             rollouts=tuple(sorted(self.rollouts.values(), key=lambda r: r.workload)),
             parents=dict(sorted(parents.items())),
         )

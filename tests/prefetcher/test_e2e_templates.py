@@ -192,17 +192,25 @@ def test_a_configured_custom_kind_is_learned_and_a_missing_one_does_not_stop_the
     wait_for(
         lambda: _create_custom(api, job), timeout=30, interval=0.2, what="the PyTorchJob created"
     )
+    # The CRD keeps unknown fields, so nothing checks the template: one that cannot be read
+    # is skipped and listed, and the others are learned.
+    junk = json.loads(json.dumps(job))
+    junk["metadata"]["name"] = "junk"
+    junk["spec"]["pytorchReplicaSpecs"]["Worker"]["template"]["spec"]["tolerations"] = "all"
+    assert _create_custom(api, junk)
     kinds = (
         "[{apiVersion: kubeflow.org/v1, kind: PyTorchJob,"
         " templatePaths: [spec.pytorchReplicaSpecs.*.template]},"
         " {apiVersion: example.com/v1, kind: Missing, templatePaths: [spec.template]}]"
     )
     custom_kinds = load_config(environ={"IMAGE_SYNC_TEMPLATE_KINDS": kinds}).template_kinds
-    prefetchers.start(sim_config(template_kinds=custom_kinds))
+    prefetcher = prefetchers.start(sim_config(template_kinds=custom_kinds))
     learned = wait_for(
         lambda: _cached(api, CUDA), timeout=60, interval=0.5, what="the PyTorchJob's image learned"
     )
     assert [p["ownerKind"] for p in learned["spec"]["profiles"]] == ["PyTorchJob"]
+    bad = prefetcher.runtime()["badObjects"]["PyTorchJob.kubeflow.org"]
+    assert list(bad) == ["default/junk"]
     # Planning goes on although the other configured kind's CRD does not exist.
     gpu_nodes = [n for n in sim.node_names() if n.startswith("gpu")]
     wait_for(
