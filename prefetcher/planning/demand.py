@@ -20,6 +20,7 @@ from croniter import croniter
 
 from imagesync.config import Config
 from prefetcher.model import Demand, NodeInfo, Workload
+from prefetcher.planning.images import recent
 
 Pool = tuple[str, ...]
 
@@ -132,7 +133,9 @@ def demand_index(
     for waiting in demand.unschedulable:
         for image in waiting.images:
             of(image).waiting += 1
-    joined = [n.name for n in node_list if _recent(n, now, config.urgent_window)]
+    joined = [
+        n.name for n in node_list if recent(n.ready_since or n.created, now, config.urgent_window)
+    ]
     for entry in images.values():
         if entry.waiting:
             for name in joined:
@@ -148,8 +151,9 @@ def demand_index(
             for name in sorted(old_nodes):
                 of(image).urgent.setdefault(name, f"rollout of {rollout.workload}")
         when = rollout.at + timedelta(seconds=config.rollout_grace)
-        for image in set(rollout.old_images) - set(rollout.new_images):
-            if image in templated or image_nodes.get(image) or of(image).waiting:
+        for image in sorted(set(rollout.old_images) - set(rollout.new_images)):
+            known = images.get(image)
+            if image in templated or (known is not None and (known.nodes or known.waiting)):
                 continue
             if when <= now:
                 released[image] = when
@@ -158,11 +162,6 @@ def demand_index(
     for entry in images.values():
         entry.pools = {pools[name] for name in entry.nodes if name in pools}
     return DemandIndex(images, pools, released, release_at)
-
-
-def _recent(node: NodeInfo, now: datetime, window: float) -> bool:
-    moment = node.ready_since or node.created
-    return moment is not None and 0 <= (now - moment).total_seconds() <= window
 
 
 def cron_lead(size: int, config: Config) -> timedelta:

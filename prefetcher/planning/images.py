@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from imagesync.cachedimage import profile_key
 from imagesync.config import Config
 from imagesync.reference import InvalidReference, parse_reference
 from prefetcher import eligibility, scoring
 from prefetcher.model import NodeInfo, Snapshot, WantedImage
-from prefetcher.planning.demand import DemandIndex
+
+if TYPE_CHECKING:
+    from prefetcher.planning.demand import DemandIndex
 
 
 @dataclass
