@@ -86,6 +86,10 @@ REPORT_PLAN_TTL = 10.0
 # the live view. Score and lastError changes are written at once.
 STATUS_COUNTS_INTERVAL = 30.0
 COUNT_FIELDS = frozenset({"nodesWanted", "nodesPresent"})
+# Wall seconds the first pass waits for the workload template caches once the others are
+# ready: long enough for a normal list, short enough that a missing RBAC rule (403, logged)
+# or a slow list never stops prefetching.
+TEMPLATE_SYNC_WAIT = 30.0
 
 
 @dataclass
@@ -237,6 +241,7 @@ class Controller:
         self.bad_objects: dict[str, dict[str, str]] = {}  # kind → object key → why skipped
         self.failing_passes = 0  # consecutive passes that raised (a defect, not the API)
         self.started = clock.now()
+        self._started_wall = time.monotonic()
 
     def _informer(
         self,
@@ -328,9 +333,12 @@ class Controller:
         return self._thread is None or self._thread.is_alive()
 
     def synced(self) -> bool:
-        """The caches a pass needs have listed (a custom template kind whose CRD is missing
-        is not waited for)."""
-        needed = (self.nodes, self.images, self.pods, self.starting, *self.demand.required)
+        """The caches a pass needs have listed. The built-in template kinds are waited for
+        at most TEMPLATE_SYNC_WAIT (so a template's image is not released for a moment at
+        start-up); custom kinds, whose CRD may be missing, are not waited for."""
+        needed = [self.nodes, self.images, self.pods, self.starting]
+        if time.monotonic() - self._started_wall < TEMPLATE_SYNC_WAIT:
+            needed += self.demand.required
         return all(informer.synced.is_set() for informer in needed)
 
     def run(self) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 from imagesync import names
 from tests.realk8s.components import (
+    FORBIDDEN,
     PREFETCHER_ACCOUNT,
     REFUSED,
     Process,
@@ -19,10 +20,12 @@ from tests.realk8s.components import (
     wait_for,
 )
 from tests.realk8s.conftest import GPU_NODES, Installed
-from tests.realk8s.test_end_to_end import cached_images, pods
+from tests.realk8s.test_end_to_end import cached_images, declared, pods
+from tests.realk8s.test_rbac import without_verb
 
 CUDA = "nvcr.io/nvidia/cuda:12.4.1-base-ubuntu22.04"
 NAMESPACE = "templates"
+DECLARED_PROBE = "docker.io/library/busybox:1.36"
 
 
 def scaled_to_zero() -> list[dict[str, Any]]:
@@ -88,3 +91,31 @@ def test_a_deployment_scaled_to_zero_is_learned_and_prefetched(
     finally:
         prefetcher.process.stop()
         kubectl(plane, "delete", "namespace", NAMESPACE, "--wait=false")
+
+
+def test_without_the_workload_rule_the_prefetcher_says_so_and_prefetches_the_rest(
+    installed: Installed, kubelets: Process, tmp_path: Path
+) -> None:
+    """An upgrade that missed the new RBAC rule: 403s in the log, everything else works."""
+    plane = installed.control_plane
+    kubeconfig = token_kubeconfig(plane, PREFETCHER_ACCOUNT, tmp_path / "prefetcher.kubeconfig")
+    probe = declared(DECLARED_PROBE) | {"metadata": {"name": "templates-probe"}}
+    with without_verb(installed, "ClusterRole", "image-sync-prefetcher", "deployments", "list"):
+        installed.apply(probe)
+        prefetcher = start_prefetcher(kubeconfig, installed.config_file, tmp_path, "no-rule")
+        try:
+            lines = wait_for(
+                lambda: log_lines(prefetcher.process.log(), FORBIDDEN),
+                what="a 403 in the prefetcher's log",
+            )
+            assert any("deployments" in line for line in lines), lines
+
+            def present() -> bool:
+                report = prefetcher.report() or {"images": []}
+                image = next((i for i in report["images"] if i["image"] == DECLARED_PROBE), None)
+                return image is not None and image["nodesPresent"] == image["nodesWanted"] > 0
+
+            wait_for(present, timeout=150, interval=0.5, what="the declared image present")
+        finally:
+            prefetcher.process.stop()
+            kubectl(plane, "delete", names.CACHED_IMAGE_CRD, "templates-probe")
