@@ -10,6 +10,7 @@ loop; this module owns what the caches mean.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -61,7 +62,8 @@ class DemandWatch:
             UNSCHEDULED, kube.unscheduled_pod_source(), "pods", workloads.slim_pod
         )
         self.excluded = self.left_out(())
-        self.rollouts: dict[str, Rollout] = {}
+        self.rollouts: dict[str, Rollout] = {}  # noted by informer threads: under _lock
+        self._lock = threading.Lock()
 
     def left_out(self, labelled: Iterable[str]) -> frozenset[str]:
         """Namespaces whose templates teach nothing: those labelled out, kube-system and
@@ -102,12 +104,9 @@ class DemandWatch:
         if (old.images if old else ()) == (new.images if new else ()):
             return None
         if old is not None and new is not None and not change.initial:
-            self.rollouts[new.key] = Rollout(
-                workload=new.key,
-                old_images=old.images,
-                new_images=new.images,
-                at=datetime.fromtimestamp(now, UTC),
-            )
+            rollout = Rollout(new.key, old.images, new.images, datetime.fromtimestamp(now, UTC))
+            with self._lock:
+                self.rollouts[new.key] = rollout
             log.info(
                 "rollout of %s: %s -> %s",
                 new.key,
@@ -121,7 +120,9 @@ class DemandWatch:
     def demand(self, now: datetime, convert: Converter) -> Demand:
         """The Demand of the caches now; forgets rollouts past their grace and urgency."""
         keep = timedelta(seconds=max(self.config.rollout_grace, self.config.urgent_window))
-        self.rollouts = {k: r for k, r in self.rollouts.items() if now - r.at <= keep}
+        with self._lock:
+            self.rollouts = {k: r for k, r in self.rollouts.items() if now - r.at <= keep}
+            rollouts = sorted(self.rollouts.values(), key=lambda r: r.workload)
         found: list[Workload] = []
         parents: dict[str, str] = {}
         for name, informer in self.templates.items():
@@ -142,6 +143,6 @@ class DemandWatch:
                 )
             ),
             unschedulable=tuple(sorted((p for p in waiting if p is not None), key=lambda p: p.pod)),
-            rollouts=tuple(sorted(self.rollouts.values(), key=lambda r: r.workload)),
+            rollouts=tuple(rollouts),
             parents=dict(sorted(parents.items())),
         )
