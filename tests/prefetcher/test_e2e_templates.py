@@ -24,6 +24,7 @@ from tests.prefetcher.conftest import (
 )
 
 NEXT = "harbor.example.internal/library/app:1.1"
+API = "harbor.example.internal/library/api:2.4.0"
 GPU_TOLERATION = [{"key": "nvidia.com/gpu", "operator": "Exists"}]
 
 
@@ -70,6 +71,17 @@ def test_a_deployment_makes_its_image_present_before_any_pod(
         {"metadata": {"name": "private", "labels": {"image-sync.io/enabled": "false"}}}
     )
     apps.create_namespaced_deployment("private", deployment("hidden", NEXT, "private"))
+    nightly = deployment("nightly", API)["spec"]["template"]
+    nightly["spec"]["restartPolicy"] = "Never"
+    untyped(client.BatchV1Api(api)).create_namespaced_cron_job(
+        "default",
+        {
+            "apiVersion": "batch/v1",
+            "kind": "CronJob",
+            "metadata": {"name": "nightly", "namespace": "default"},
+            "spec": {"schedule": "0 2 * * *", "jobTemplate": {"spec": {"template": nightly}}},
+        },
+    )
     prefetcher = prefetchers.start()
 
     nodes = sim.node_names()
@@ -102,10 +114,12 @@ def test_a_deployment_makes_its_image_present_before_any_pod(
     }
     assert BUSYBOX not in names  # its pod template opted out
     assert NEXT not in names  # its namespace opted out
+    cron = _cached(api, API)
+    assert cron is not None and [p["ownerKind"] for p in cron["spec"]["profiles"]] == ["Job"]
     workload_pods = untyped(client.CoreV1Api(api)).list_namespaced_pod("default").items
     assert workload_pods == []  # no pod was ever created: the templates alone taught it
     summary = report(prefetcher)["summary"]
-    assert summary["wantedPairs"] == len(cpu_nodes) + len(gpu_nodes)
+    assert summary["wantedPairs"] == 2 * len(cpu_nodes) + len(gpu_nodes)  # web, nightly, train
 
 
 def test_a_rollout_brings_the_new_image_and_releases_the_old_after_the_grace(
