@@ -12,6 +12,7 @@ node as eligible when any profile could have been scheduled there.
       image: nvcr.io/nvidia/pytorch:24.08-py3      # normalized reference
       source: Learned        # Declared (by a user), Observed, Catalog (by the prefetcher)
       nodeSelector: {nvidia.com/gpu.present: "true"}  # optional, Declared images
+      placement: Demand                             # optional: All | Demand (config default)
       profiles:                                     # Learned: where pods that used it could run
       - nodeSelector: {...}
         requiredNodeAffinity: [ {matchExpressions: [...]} ]   # nodeSelectorTerms (ORed)
@@ -85,6 +86,7 @@ class CachedImageSpec(TypedDict):
     source: str
     nodeSelector: NotRequired[dict[str, str]]
     profiles: NotRequired[list[PlacementProfile]]
+    placement: NotRequired[str]
 
 
 class CachedImageStatus(TypedDict, total=False):

@@ -32,6 +32,7 @@ from imagesync.sources import (
     parse_source_names,
     under_registries,
 )
+from imagesync.templates import TemplateKind, parse_template_kind
 
 CONFIG_ENV = "IMAGE_SYNC_CONFIG"
 ENV_PREFIX = "IMAGE_SYNC_"
@@ -199,6 +200,25 @@ def _quiet_hours(value: Any) -> str:
     return text
 
 
+def _parse_template_kinds(value: Any) -> tuple[TemplateKind, ...]:
+    """A YAML list of `{apiVersion, kind, resource, templatePaths}` (a string from the
+    environment is read as YAML)."""
+    if isinstance(value, str):
+        try:
+            value = yaml.safe_load(value) if value.strip() else []
+        except yaml.YAMLError as exc:
+            raise ValueError(f"not valid YAML: {exc}") from None
+    if not isinstance(value, list):
+        raise ValueError(f"expected a list of kinds, got {value!r}")
+    kinds = []
+    for index, item in enumerate(value):
+        try:
+            kinds.append(parse_template_kind(item))
+        except ValueError as exc:
+            raise ValueError(f"[{index}]: {exc}") from None
+    return tuple(kinds)
+
+
 def _positive_size(value: Any) -> int:
     size = parse_size(value)
     if size <= 0:
@@ -350,6 +370,42 @@ class Config:
     default_image_size: int = _key(
         parse_size, 2_000_000_000, "Size assumed for an image whose size is not known yet."
     )
+    learn_templates: bool = _key(
+        _parse_bool,
+        True,
+        "Learn images from workload templates (Deployments, StatefulSets, DaemonSets, "
+        "ReplicaSets, Jobs, CronJobs, templateKinds) before any of their pods exists.",
+    )
+    template_kinds: tuple[TemplateKind, ...] = _key(
+        _parse_template_kinds,
+        (),
+        "Custom kinds with pod templates, learned like Deployments: a list of {apiVersion, "
+        "kind, resource, templatePaths}; grant the prefetcher list and watch on each.",
+    )
+    rollout_grace: float = _key(
+        parse_duration,
+        3600.0,
+        "An image a template stopped using is released this long after the change, once no "
+        "template or running pod uses it.",
+    )
+    cron_lead_time: float = _key(
+        parse_duration,
+        600.0,
+        "A CronJob's images turn urgent this long, plus size ÷ pullDeadlineMinBandwidth, "
+        "before its next run.",
+    )
+    node_pool_labels: tuple[str, ...] = _key(
+        _parse_str_list,
+        (LABEL_ARCH, GPU_PRESENT_LABEL, LABEL_INSTANCE_TYPE),
+        "Node labels whose values name a node's pool: pools where an image's pods run get it "
+        "first, and an Observed image is wanted on the pools whose nodes hold it.",
+    )
+    placement: str = _key(
+        _choice("all", "demand"),
+        "all",
+        "all: every eligible node gets each image (demand first); demand: only the nodes "
+        "where it is predicted to run (a CachedImage's spec.placement overrides).",
+    )
 
     # --- prefetcher runtime -------------------------------------------------------------
     leader_election: bool = _key(
@@ -403,12 +459,6 @@ class Config:
         DEFAULT_SOURCE_ORDER,
         "Rank of the sources, best first: images of an earlier source are pulled first and "
         "kept first within a disk budget.",
-    )
-    node_pool_labels: tuple[str, ...] = _key(
-        _parse_str_list,
-        (LABEL_ARCH, GPU_PRESENT_LABEL, LABEL_INSTANCE_TYPE),
-        "Node labels that make a pool: an Observed image is wanted on the nodes of the pools "
-        "whose nodes hold it.",
     )
     catalog_tags: int = _key(
         _integer(1),

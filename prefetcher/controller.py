@@ -41,8 +41,10 @@ from imagesync.config import Config
 from imagesync.kubeclient import KubeError
 from imagesync.names import LABEL_MANAGED_BY, MANAGED_BY
 from prefetcher import observe, refusals
+from prefetcher.demandwatch import DemandWatch
 from prefetcher.informer import Change, Clock, Informer, InformerSettings, Obj, object_key
 from prefetcher.kube import Kube, pull_failure_event
+from prefetcher.learning import learn_writes
 from prefetcher.metrics import Metrics
 from prefetcher.model import (
     ManagedPod,
@@ -86,6 +88,10 @@ REPORT_PLAN_TTL = 10.0
 # the live view. Score and lastError changes are written at once.
 STATUS_COUNTS_INTERVAL = 30.0
 COUNT_FIELDS = frozenset({"nodesWanted", "nodesPresent"})
+# Wall seconds the first pass waits for the workload template caches once the others are
+# ready: long enough for a normal list, short enough that a missing RBAC rule (403, logged)
+# or a slow list never stops prefetching.
+TEMPLATE_SYNC_WAIT = 30.0
 
 
 @dataclass
@@ -198,6 +204,14 @@ class Controller:
         self.images = self._informer(IMAGES, kube.cached_image_source(), settings)
         self.pods = self._informer(PODS, kube.own_pod_source(), settings)
         self.starting = self._informer(STARTING, kube.starting_pod_source(), settings)
+        self.demand = DemandWatch(
+            kube,
+            config,
+            lambda kind, source, resource, transform: self._informer(
+                kind, source, settings, resource=resource, transform=transform
+            ),
+        )
+        self._excluded_loaded = False
         self._wake = threading.Event()
         self._lock = threading.Lock()
         self._reasons: Counter[str] = Counter()
@@ -231,9 +245,18 @@ class Controller:
         self.bad_objects: dict[str, dict[str, str]] = {}  # kind → object key → why skipped
         self.failing_passes = 0  # consecutive passes that raised (a defect, not the API)
         self.started = clock.now()
+        self._started_wall = time.monotonic()
 
-    def _informer(self, kind: str, source: Any, settings: InformerSettings) -> Informer:
-        resource = INFORMER_RESOURCES[kind]
+    def _informer(
+        self,
+        kind: str,
+        source: Any,
+        settings: InformerSettings,
+        *,
+        resource: str = "",
+        transform: Callable[[Obj], Obj] | None = None,
+    ) -> Informer:
+        resource = resource or INFORMER_RESOURCES[kind]
         return Informer(
             kind,
             source,
@@ -242,6 +265,7 @@ class Controller:
             on_error=self._on_watch_error,
             on_request=lambda verb: self.kube.count(verb, resource, None),
             settings=settings,
+            transform=transform,
         )
 
     # --- triggers -------------------------------------------------------------------------
@@ -259,6 +283,8 @@ class Controller:
         elif change.kind == STARTING:
             # A pod that started (or went) frees its node for pulls held back for it.
             reason = "workload pod started" if change.new is None else None
+        elif change.kind != PODS:
+            reason = self.demand.on_change(change, self.clock.now())
         else:
             # The watch has seen this pod: our own record of creating it is no longer needed.
             self._created.pop(change.key.rpartition("/")[2], None)
@@ -285,7 +311,7 @@ class Controller:
 
     @property
     def informers(self) -> tuple[Informer, ...]:
-        return (self.nodes, self.images, self.pods, self.starting)
+        return (self.nodes, self.images, self.pods, self.starting, *self.demand.informers)
 
     def start(self) -> None:
         """Start the informers and the loop thread."""
@@ -311,7 +337,13 @@ class Controller:
         return self._thread is None or self._thread.is_alive()
 
     def synced(self) -> bool:
-        return all(informer.synced.is_set() for informer in self.informers)
+        """The caches a pass needs have listed. The built-in template kinds are waited for
+        at most TEMPLATE_SYNC_WAIT (so a template's image is not released for a moment at
+        start-up); custom kinds, whose CRD may be missing, are not waited for."""
+        needed = [self.nodes, self.images, self.pods, self.starting]
+        if time.monotonic() - self._started_wall < TEMPLATE_SYNC_WAIT:
+            needed += self.demand.required
+        return all(informer.synced.is_set() for informer in needed)
 
     def run(self) -> None:
         """Wait for the caches, then pass on triggers, at due retries and on the sweep schedule."""
@@ -427,6 +459,7 @@ class Controller:
                 pods=tuple(pods),
                 pull_records=dict(self.pull_records),
                 starting=tuple(pod for pod in starting if pod is not None),
+                demand=self.demand.demand(datetime.fromtimestamp(now, UTC), self._converted),
             )
 
     def _converted(self, kind: str, objs: list[Obj], convert: Callable[[Obj], T]) -> list[T]:
@@ -474,6 +507,8 @@ class Controller:
         if self.config.learn_running_pods and not self._learned:
             self._learn_running_pods(info)
         self._sync_sources(info)
+        if self.config.learn_templates and (trigger == SWEEP or not self._excluded_loaded):
+            self._load_excluded(info)
         snapshot = self.snapshot()
         plan_started = time.perf_counter()
         plan = self._plan(snapshot, self.config)
@@ -484,6 +519,7 @@ class Controller:
         self._wake_at = min(self._wake_at, wake_time(plan))
         try:
             self._execute(plan, info)
+            self._learn_templates(snapshot, info)
             self.metrics.last_pass_success.set(self.clock.now())
         finally:
             info.seconds = time.perf_counter() - started_wall
@@ -763,6 +799,43 @@ class Controller:
             [partial(kube.delete_cached_image, n, u) for n, u in writes.deletes],
             info,
         )
+
+    # --- images known before their pods: workload templates --------------------------------
+
+    def _load_excluded(self, info: PassInfo) -> None:
+        """The namespaces that opted out (their templates teach nothing); kept on errors."""
+        try:
+            excluded = self.demand.left_out(self.kube.excluded_namespaces())
+            self._excluded_loaded = True
+        except KubeError as exc:
+            info.api_errors += 1
+            self._record_error("list excluded namespaces (retried next pass)", exc)
+            return
+        if excluded != self.demand.excluded:
+            self.demand.excluded = excluded
+            for kind in self.demand.templates:  # their conversions depend on the set
+                self._memo.pop(kind, None)
+
+    def _learn_templates(self, snapshot: Snapshot, info: PassInfo) -> None:
+        """Create or complete the CachedImages of template images (no write once known);
+        not before the namespaces that opted out are known."""
+        if not self.config.learn_templates or not self._excluded_loaded:
+            return
+        stamp = format_time(snapshot.now)
+        actions: list[Callable[[], bool]] = []
+        for write in learn_writes(snapshot.demand.workloads, self.images.items(), stamp):
+            if write.body is not None:
+                actions.append(partial(self.kube.create_cached_image, write.body))
+            else:
+                actions.append(
+                    partial(
+                        self.kube.patch_cached_image_profiles,
+                        write.name,
+                        list(write.profiles),
+                        write.resource_version,
+                    )
+                )
+        self._run_batch("learn image", actions, info)
 
     # --- a fresh install learns from running pods -----------------------------------------
 

@@ -122,8 +122,12 @@ class Informer:
         on_error: Callable[[str, KubeError], None] | None = None,
         on_request: Callable[[str], None] | None = None,
         settings: InformerSettings | None = None,
+        transform: Callable[[Obj], Obj] | None = None,
     ) -> None:
+        """`transform` keeps only what the cache's readers need (a cache of every running
+        pod in a large cluster would otherwise hold megabytes nobody reads)."""
         self.kind = kind
+        self._transform = transform or _slim
         self._on_request = on_request
         self._list_call = list_call
         self._clock = clock
@@ -266,7 +270,7 @@ class Informer:
                 continue
             body = json.loads(response.data)
             for obj in body.get("items") or []:
-                items[object_key(obj)] = _slim(obj)
+                items[object_key(obj)] = self._transform(obj)
             meta = body.get("metadata") or {}
             resource_version = str(meta.get("resourceVersion") or resource_version)
             token = meta.get("continue") or None
@@ -337,7 +341,7 @@ class Informer:
             if kind == "DELETED":
                 self._items.pop(key, None)
             elif kind in ("ADDED", "MODIFIED"):
-                self._items[key] = _slim(obj)
+                obj = self._items[key] = self._transform(obj)
             else:
                 log.debug("%s: ignoring watch event %s", self.kind, kind)
                 return

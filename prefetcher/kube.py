@@ -31,6 +31,7 @@ from imagesync.names import (
     MANAGED_POD_SELECTOR,
     VERSION,
 )
+from imagesync.templates import BUILTIN_KINDS, TemplateKind
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ RBAC_CALLS: frozenset[tuple[str, str, str, str]] = frozenset(
         (GROUP, CACHED_IMAGE_PLURAL, "list", "cluster"),
         (GROUP, CACHED_IMAGE_PLURAL, "watch", "cluster"),
         (GROUP, CACHED_IMAGE_PLURAL, "create", "cluster"),  # learned, observed, catalog
-        (GROUP, CACHED_IMAGE_PLURAL, "patch", "cluster"),  # observed pools change
+        (GROUP, CACHED_IMAGE_PLURAL, "patch", "cluster"),  # template profiles, observed pools
         (GROUP, CACHED_IMAGE_PLURAL, "delete", "cluster"),  # observed / catalog released
         (GROUP, f"{CACHED_IMAGE_PLURAL}/status", "patch", "cluster"),
         ("", "pods", "create", "namespace"),
@@ -68,6 +69,12 @@ RBAC_CALLS: frozenset[tuple[str, str, str, str]] = frozenset(
         ("coordination.k8s.io", "leases", "create", "namespace"),
         ("coordination.k8s.io", "leases", "update", "namespace"),
         ("", "secrets", "get", "namespace"),  # imagePullSecrets, to read registry catalogs
+        # Workload templates: images are known before any pod exists (list + watch only).
+        *(
+            (kind.group, kind.resource, verb, "cluster")
+            for kind in BUILTIN_KINDS
+            for verb in ("list", "watch")
+        ),
     }
 )
 
@@ -152,6 +159,38 @@ class Kube:
                 field_selector="status.phase=Pending,spec.nodeName!=",
                 label_selector=f"{LABEL_MANAGED_BY}!={MANAGED_BY}",
                 **kw,
+            )
+
+        return call
+
+    def template_source(self, kind: TemplateKind) -> Callable[..., Any]:
+        """Objects of a kind with pod templates (apps/v1, batch/v1 or a custom group)."""
+
+        def call(**kw: Any) -> Any:
+            return self.custom.list_cluster_custom_object(
+                kind.group, kind.version, kind.resource, **kw
+            )
+
+        return call
+
+    def running_pod_source(self) -> Callable[..., Any]:
+        """Workload pods running, cluster-wide: where each workload and image is needed."""
+
+        def call(**kw: Any) -> Any:
+            return self.core.list_pod_for_all_namespaces(
+                field_selector="status.phase=Running",
+                label_selector=f"{LABEL_MANAGED_BY}!={MANAGED_BY}",
+                **kw,
+            )
+
+        return call
+
+    def unscheduled_pod_source(self) -> Callable[..., Any]:
+        """Pods not bound to a node yet: those the scheduler cannot place wait for capacity."""
+
+        def call(**kw: Any) -> Any:
+            return self.core.list_pod_for_all_namespaces(
+                field_selector="status.phase=Pending,spec.nodeName=", **kw
             )
 
         return call
@@ -347,6 +386,34 @@ class Kube:
             )
         except KubeError as exc:
             if exc.not_found:
+                return False
+            raise
+        return True
+
+    def patch_cached_image_profiles(
+        self, name: str, profiles: list[Any], resource_version: str
+    ) -> bool:
+        """Set `spec.profiles` of a Learned CachedImage, only if it is still at
+        `resource_version`; False when it is gone or someone else wrote it meanwhile (the
+        next pass reads it again)."""
+        body: Obj = {"spec": {"profiles": profiles}}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
+        try:
+            self._call(
+                "patch",
+                CACHED_IMAGE_PLURAL,
+                f"patch cachedimage {name} profiles",
+                self.custom.patch_cluster_custom_object,
+                GROUP,
+                VERSION,
+                CACHED_IMAGE_PLURAL,
+                name,
+                body,
+                _content_type=MERGE_PATCH,
+            )
+        except KubeError as exc:
+            if exc.not_found or exc.conflict:
                 return False
             raise
         return True

@@ -101,6 +101,7 @@ class WantedImage:
     architectures: tuple[str, ...] = ()  # () = unknown (any)
     created: datetime | None = None
     reported: ReportedStatus = field(default_factory=ReportedStatus)
+    placement: str = ""  # spec.placement: "All" | "Demand"; "" = the configured default
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +172,58 @@ PullKey = tuple[str, str]
 
 
 @dataclass(frozen=True)
+class Workload:
+    """A workload object with pod templates (Deployment, ..., a configured custom kind)."""
+
+    key: str  # Kind/namespace/name
+    images: tuple[str, ...]  # managed images of its in-scope pod templates
+    profiles: tuple[PlacementProfile, ...] = ()  # one per in-scope pod template
+    replicas: int | None = 1  # pods its templates ask for; None = one per eligible node
+    schedule: str = ""  # CronJob: spec.schedule (cron syntax)
+    time_zone: str = ""  # CronJob: spec.timeZone ("" = UTC here)
+
+
+@dataclass(frozen=True, slots=True)
+class RunningPod:
+    """A workload pod running on a node: where its workload and its images are needed."""
+
+    node: str
+    workload: str  # key of its top owner (Kind/namespace/name), "" for a bare pod
+    images: tuple[str, ...]  # normalized images of its containers
+
+
+@dataclass(frozen=True, slots=True)
+class UnschedulablePod:
+    """A pod the scheduler could not place (no capacity): a node that joins may take it."""
+
+    pod: str  # namespace/name
+    images: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Rollout:
+    """A workload whose pod template changed its images at `at` (seen by the runtime)."""
+
+    workload: str
+    old_images: tuple[str, ...]
+    new_images: tuple[str, ...]
+    at: datetime
+
+
+@dataclass(frozen=True)
+class Demand:
+    """Where images are needed now and soon: the planner pulls there first, and only there
+    with `placement: demand`."""
+
+    workloads: tuple[Workload, ...] = ()
+    running: tuple[RunningPod, ...] = ()
+    unschedulable: tuple[UnschedulablePod, ...] = ()
+    rollouts: tuple[Rollout, ...] = ()
+    # Owner links above the pods' own: ReplicaSet → Deployment, Job → CronJob (keys).
+    parents: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Snapshot:
     """Everything one planning step looks at; `now` is the clock."""
 
@@ -180,6 +233,7 @@ class Snapshot:
     pods: tuple[ManagedPod, ...] = ()
     pull_records: Mapping[PullKey, PullRecord] = field(default_factory=dict)
     starting: tuple[StartingPod, ...] = ()
+    demand: Demand = field(default_factory=Demand)
 
 
 # --------------------------------------------------------------------------------------

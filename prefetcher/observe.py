@@ -228,6 +228,7 @@ def wanted_image(obj: Mapping[str, Any]) -> WantedImage:
         created=parse_timestamp(meta.get("creationTimestamp")),
         compressed_size=int(compressed) if compressed else None,
         architectures=tuple(architectures),
+        placement=str(spec.get("placement") or ""),
         reported=ReportedStatus(
             score=number("score"),
             nodes_wanted=None if nodes_wanted is None else int(nodes_wanted),

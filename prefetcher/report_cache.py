@@ -54,8 +54,8 @@ class ReportCache:
         plan: Plan,
         sweep: SweepInfo | None,
         query: ReportQuery,
-        extra: Mapping[str, Any],
+        extra: Mapping[str, Any] | None = None,
     ) -> str:
         """`/`: the page, narrowed and paged by `query`, with `extra` top-level keys (the
         runtime's sources section)."""
-        return render_html({**self.report(plan, sweep), **extra}, query)
+        return render_html({**self.report(plan, sweep), **(extra or {})}, query)

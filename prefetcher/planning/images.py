@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from imagesync.cachedimage import profile_key
 from imagesync.config import Config
@@ -13,6 +13,9 @@ from imagesync.reference import InvalidReference, parse_reference
 from imagesync.sources import source_rank, sources_for
 from prefetcher import eligibility, scoring
 from prefetcher.model import NodeInfo, Snapshot, WantedImage
+
+if TYPE_CHECKING:
+    from prefetcher.planning.demand import DemandIndex
 
 
 @dataclass
@@ -30,6 +33,7 @@ class MergedImage:
     invalid: str | None
     new_in_use: bool
     placement_key: str  # images with equal keys fit the same nodes
+    by_demand: bool = False  # placed only where its pods are predicted to run
 
     @property
     def primary(self) -> WantedImage:
@@ -67,7 +71,7 @@ def size_hints(nodes: tuple[NodeInfo, ...]) -> dict[str, int]:
 DISK_PER_COMPRESSED_BYTE = 2.2
 
 
-def merge_images(snapshot: Snapshot, config: Config) -> list[MergedImage]:
+def merge_images(snapshot: Snapshot, config: Config, demand: DemandIndex) -> list[MergedImage]:
     """Group CachedImages by image, leaving out objects whose source does not count for the
     image's prefix (`sources`, `defaultSources`); best rank first."""
     now = snapshot.now
@@ -81,7 +85,9 @@ def merge_images(snapshot: Snapshot, config: Config) -> list[MergedImage]:
             )
         if obj.source in counted[obj.image]:
             groups.setdefault(obj.image, []).append(obj)
-    merged = [merge_group(image, objects, hints, now, config) for image, objects in groups.items()]
+    merged = [
+        merge_group(image, objects, hints, now, config, demand) for image, objects in groups.items()
+    ]
     merged.sort(key=lambda i: i.rank)
     return merged
 
@@ -92,8 +98,12 @@ def merge_group(
     hints: dict[str, int],
     now: datetime,
     config: Config,
+    demand: DemandIndex,
 ) -> MergedImage:
-    """One image from the CachedImages that name it (best source first, then by name)."""
+    """One image from the CachedImages that name it (best source first, then by name).
+
+    A live workload template keeps a learned image wanted and counts as use; an image a
+    rollout left behind is released once nothing uses it (`demand.released`)."""
     objects.sort(key=lambda o: (source_rank(o.source, config.source_order), o.name))
     scores = [scoring.score(o, now, config.score_half_life) for o in objects]
     sizes = [o.size for o in objects if o.size]
@@ -101,22 +111,28 @@ def merge_group(
     estimate = int(compressed * DISK_PER_COMPRESSED_BYTE) or config.default_image_size
     registry, invalid = registry_of(image)
     created = [o.created for o in objects if o.created is not None]
-    in_use = any(o.use_count > 0 or o.daily_uses for o in objects)
+    need = demand.of(image)
+    templated = need is not None and need.templated
+    in_use = templated or any(o.use_count > 0 or o.daily_uses for o in objects)
+    declared = any(scoring.is_declared(o) for o in objects)
     # The rank comes from the objects that still want the image (a released learned object
     # must not lift an observed one).
     live = [o for o in objects if scoring.is_wanted(o, now, config.image_retention)]
+    wanted = declared or (image not in demand.released and (templated or bool(live)))
+    placement = objects[0].placement or config.placement
     return MergedImage(
         image=image,
         objects=objects,
         score=max(scores),
-        declared=any(scoring.is_declared(o) for o in objects),
+        declared=declared,
         source_rank=min(source_rank(o.source, config.source_order) for o in live or objects),
-        wanted=bool(live),
+        wanted=wanted,
         size=max(sizes) if sizes else hints.get(image) or estimate,
         registry=registry,
         invalid=invalid,
         new_in_use=in_use and bool(created) and recent(min(created), now, config.urgent_window),
         placement_key=placement_key(objects, invalid),
+        by_demand=placement.lower() == "demand",
     )
 
 

@@ -1,4 +1,5 @@
-"""Stage 4, pulls: what each node misses, ordered (urgent, score), batched, within every cap."""
+"""Stage 4, pulls: what each node misses, ordered (urgent, demand, score), batched, within
+every cap."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from typing import NamedTuple
 
 from prefetcher import pods
 from prefetcher.model import PullAction, PullKey
-from prefetcher.planning.images import registry_of, size_on
+from prefetcher.planning.demand import cron_lead
+from prefetcher.planning.images import MergedImage, registry_of, size_on
 from prefetcher.planning.state import PlanState
 from prefetcher.planning.targets import NodeTarget
 from prefetcher.planning.timing import retry_at
@@ -16,7 +18,9 @@ from prefetcher.planning.timing import retry_at
 # A workload pod starting on a node holds back new pulls there for at most this long.
 HOLD_BACK_MAX = 1200.0
 
-Candidate = tuple[tuple[int, float, str, str], str]  # (sort key, why)
+# ((urgency, demand tier, -score, node, image), why); urgency 0: a need named by a workload
+# (rollout, CronJob run, pods waiting for capacity), 1: a new node or image, 2: routine.
+Candidate = tuple[tuple[int, int, float, str, str], str]
 
 
 class Starting(NamedTuple):
@@ -60,12 +64,7 @@ def node_candidates(
             state.wake(retry_at(record, config))
             continue
         image = state.by_image[ref]
-        if entry.urgent_recent:
-            why = "new node"
-        elif image.new_in_use:
-            why = "new image in use"
-        else:
-            why = "routine"
+        why, urgency = urgent_need(state, entry, image)
         if state.quiet and why == "routine":
             state.waiting[key] = f"quiet hours {config.quiet_hours} UTC: only urgent pulls"
             continue
@@ -78,8 +77,28 @@ def node_candidates(
                 f"{image.registry}"
             )
             continue
-        out.append(((0 if why != "routine" else 1, -image.score, name, ref), why))
+        tier = state.demand.tier(ref, name)
+        out.append(((urgency, tier, -image.score, name, ref), why))
     return out
+
+
+def urgent_need(state: PlanState, entry: NodeTarget, image: MergedImage) -> tuple[str, int]:
+    """Why pulling `image` to `entry`'s node is urgent (and how: 0 first), or routine (2)."""
+    name, ref = entry.node.name, image.image
+    demand = state.demand.of(ref)
+    if demand is not None:
+        if name in demand.urgent:
+            return demand.urgent[name], 0
+        if demand.next_run is not None:
+            start = demand.next_run - cron_lead(size_on(image, entry.node), state.config)
+            if state.now >= start:
+                return "CronJob run due", 0
+            state.wake(start)
+    if entry.urgent_recent:
+        return "new node", 1
+    if image.new_in_use:
+        return "new image in use", 1
+    return "routine", 2
 
 
 def missing_images(state: PlanState, entry: NodeTarget) -> list[str]:
@@ -89,8 +108,8 @@ def missing_images(state: PlanState, entry: NodeTarget) -> list[str]:
 
 
 def choose_pulls(state: PlanState) -> None:
-    """Candidates in order (urgent, score, node, image), batched per node, each puller
-    within every cap."""
+    """Candidates in order (urgency, demand tier, score, node, image), batched per node,
+    each puller within every cap."""
     starting = starting_pods(state)
     candidates: list[Candidate] = []
     for entry in state.targets.values():
@@ -104,8 +123,8 @@ def start_pulls(state: PlanState, candidates: list[Candidate]) -> None:
     config = state.config
     candidates.sort()
     by_node: dict[str, list[str]] = {}
-    for (_, _, name, ref), _why in candidates:
-        by_node.setdefault(name, []).append(ref)
+    for key, _why in candidates:
+        by_node.setdefault(key[-2], []).append(key[-1])
     puller_names = {p.name for p in state.pullers}
     flying = list(state.in_flight.values())
     per_node = Counter(pod.node for pod, _ in flying)
@@ -120,7 +139,8 @@ def start_pulls(state: PlanState, candidates: list[Candidate]) -> None:
     )
     total = len(flying)
     taken: set[PullKey] = set()
-    for (_, _, name, ref), why in candidates:
+    for key, why in candidates:
+        name, ref = key[-2], key[-1]
         if (name, ref) in taken:
             continue
         image = state.by_image[ref]

@@ -13,6 +13,7 @@ from imagesync.matching import parse_prefix
 from imagesync.sources import parse_rules, sources_for
 from prefetcher import eligibility, planner
 from prefetcher.model import NodeInfo, Snapshot, WantedImage
+from prefetcher.planning.demand import demand_index
 from prefetcher.planning.images import merge_images
 from prefetcher.sources.observed import nodes_at_cap, observed_images
 from prefetcher.sources.reconcile import reconcile
@@ -177,7 +178,9 @@ def test_source_rank_and_per_prefix_filter_in_planning() -> None:
         WantedImage(name="c", image=NGC, source="Observed", last_seen=NOW),
         WantedImage(name="d", image="nvcr.io/nvidia/cuda:12", source="Learned", last_seen=NOW),
     )
-    merged = merge_images(Snapshot(now=NOW, images=images), config)
+    snapshot = Snapshot(now=NOW, images=images)
+    no_demand = demand_index(snapshot.demand, [], config, NOW)
+    merged = merge_images(snapshot, config, no_demand)
     assert [m.image for m in merged] == [
         "harbor.example.internal/x/y:1",
         "nvcr.io/nvidia/cuda:12",
@@ -186,7 +189,7 @@ def test_source_rank_and_per_prefix_filter_in_planning() -> None:
     reordered = dataclasses.replace(
         config, source_order=("Observed", "Declared", "Learned", "Catalog")
     )
-    assert merge_images(Snapshot(now=NOW, images=images), reordered)[0].image == HARBOR
+    assert merge_images(snapshot, reordered, no_demand)[0].image == HARBOR
 
 
 def test_compressed_size_sets_the_deadline_before_the_first_pull() -> None:
