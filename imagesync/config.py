@@ -331,7 +331,7 @@ class Config:
         "A node that joined or turned Ready, or an image first seen, this recently is urgent.",
     )
     pull_deadline_base: float = _key(
-        parse_duration, 600.0, "Fixed part of a puller pod's activeDeadlineSeconds."
+        parse_duration, 600.0, "Fixed part of the deadline of each image a puller pulls."
     )
     pull_deadline_min_bandwidth: int = _key(
         _positive_size,

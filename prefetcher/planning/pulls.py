@@ -179,8 +179,9 @@ def start_pulls(state: PlanState, candidates: list[Candidate]) -> None:
         per_image.update(batch)
         per_registry[image.registry] += 1
         node = state.targets[name].node
-        size = sum(size_on(state.by_image[r], node) for r in batch)
-        deadline = pods.pull_deadline(size, config)
+        sizes = [size_on(state.by_image[r], node) for r in batch]
+        size = sum(sizes)
+        deadline = pods.puller_backstop(sizes, config)
         attempt = (record.attempts if record else 0) + 1
         state.pulls.append(
             PullAction(
