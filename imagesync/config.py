@@ -236,6 +236,12 @@ class Config:
         "Distinct images a webhook worker holds before a flush; beyond it new images are dropped and counted.",
     )
 
+    learn_max_pending_bytes: int = _key(
+        _positive_size,
+        8 * 1024 * 1024,
+        "Placement profiles (as JSON) a webhook worker holds before a flush; beyond it new profiles are dropped and counted, their uses still count.",
+    )
+
     # --- prefetcher ---------------------------------------------------------------------
     sweep_interval: float = _key(parse_duration, 1800.0, "Full resync sweep period.")
     image_retention: float = _key(

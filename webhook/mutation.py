@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 from imagesync.config import Config
 from imagesync.matching import is_managed
 from imagesync.names import ANNOTATION_ENABLED, ANNOTATION_PULL_POLICY, PULL_POLICY_KEEP
+from imagesync.reference import MAX_REFERENCE_LENGTH
 from webhook.review import JsonPatchOp
 
 IF_NOT_PRESENT = "IfNotPresent"
@@ -118,17 +119,24 @@ MATCH_CACHE_SIZE = 4096
 
 class ImageMatcher:
     """`is_managed` with a bounded per-instance cache: a cluster uses few distinct images,
-    and parsing a reference costs more than the rest of a review."""
+    and parsing a reference costs more than the rest of a review.
+
+    A string longer than any valid reference is neither parsed nor cached: 4096 cached
+    megabyte-long "images" would hold 4 GB.
+    """
 
     def __init__(self, config: Config, cache_size: int = MATCH_CACHE_SIZE) -> None:
         registries = config.registries
 
         @lru_cache(maxsize=cache_size)
-        def match(image: str) -> MatchedImage | None:
+        def cached(image: str) -> MatchedImage | None:
             ref = is_managed(image, registries)
             return None if ref is None else MatchedImage(ref.normalized(), ref.implicit_latest)
 
-        self.match = match
+        self.cached = cached
+
+    def match(self, image: str) -> MatchedImage | None:
+        return None if len(image) > MAX_REFERENCE_LENGTH else self.cached(image)
 
 
 # `pointer("spec", section, index, PULL_POLICY_FIELD)` without the per-token escaping: none

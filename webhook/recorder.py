@@ -13,13 +13,19 @@ object's spec belongs to the user and is never written; only its usage status is
 
 Failures never reach a request: an API server that is down or refuses a write leaves the
 images in the buffer for the next flush (with backoff), counted and logged with the reason.
-The buffer holds at most `learnMaxPending` distinct images; beyond that sightings of new
-images are dropped and counted, so memory stays bounded whatever the API server does.
+The buffer holds at most `learnMaxPending` distinct images and `learnMaxPendingBytes` of
+placement profiles (measured as their JSON); beyond that sightings of new images, and new
+profiles of known images, are dropped and counted, so memory stays bounded whatever the
+API server does and however large the pods are. A single profile over MAX_PROFILE_BYTES
+(no real pod's placement is that large) is never held. A use whose profile is not held
+still counts for an image already buffered with other profiles; a new image is not held
+without one (it would read as "wanted on every node").
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
 import threading
 import time
@@ -51,6 +57,9 @@ MAX_BACKOFF_SECONDS = 60.0
 CONFLICT_RETRIES = 8
 # Profiles one buffered image holds between flushes; merge_profiles keeps MAX_PROFILES of them.
 MAX_PENDING_PROFILES = 4 * MAX_PROFILES
+# A placement profile's JSON beyond this is not kept (real ones are well under 2 KiB).
+MAX_PROFILE_BYTES = 64 * 1024
+DEFAULT_MAX_PENDING_BYTES = 8 * 1024 * 1024
 CLOSE_JOIN_SECONDS = 15.0
 # Client errors that no retry can fix: the object we build is refused as such.
 _PERMANENT_STATUSES = frozenset({400, 422})
@@ -82,29 +91,45 @@ class PendingImage:
     stamping a copy with `lastSeen` waits for the flush, off the request path.
     """
 
-    profiles: dict[bytes, tuple[PlacementProfile, str]] = field(default_factory=dict)
+    # identity → (profile, last seen, bytes of its JSON)
+    profiles: dict[bytes, tuple[PlacementProfile, str, int]] = field(default_factory=dict)
     daily: dict[str, int] = field(default_factory=dict)
     count: int = 0
     last_seen: str = ""
 
-    def add(self, key: bytes, profile: PlacementProfile, day: str, seen: str) -> None:
-        """Count one use; keep the profile unless this image already holds too many."""
+    def add(
+        self, key: bytes, profile: PlacementProfile | None, size: int, day: str, seen: str
+    ) -> bool:
+        """Count one use; keep the profile (if any) unless this image holds too many already.
+
+        True when `profile` was stored as a new entry (the caller accounts for its bytes)."""
         profiles = self.profiles
-        if key in profiles or len(profiles) < MAX_PENDING_PROFILES:
-            profiles[key] = (profile, seen)
+        added = False
+        if profile is not None:
+            if key in profiles:
+                profiles[key] = (profile, seen, profiles[key][2])
+            elif len(profiles) < MAX_PENDING_PROFILES:
+                profiles[key] = (profile, seen, size)
+                added = True
         daily = self.daily
         daily[day] = daily.get(day, 0) + 1
         self.count += 1
         if seen > self.last_seen:
             self.last_seen = seen
+        return added
+
+    @property
+    def size(self) -> int:
+        """Bytes of profile JSON this entry accounts for."""
+        return sum(entry[2] for entry in self.profiles.values())
 
     def absorb(self, other: PendingImage) -> None:
-        for key, (profile, seen) in other.profiles.items():
+        for key, (profile, seen, size) in other.profiles.items():
             mine = self.profiles.get(key)
             if mine is None and len(self.profiles) >= MAX_PENDING_PROFILES:
                 continue
             if mine is None or seen > mine[1]:
-                self.profiles[key] = (profile, seen)
+                self.profiles[key] = (profile, seen, size)
         for day, uses in other.daily.items():
             self.daily[day] = self.daily.get(day, 0) + uses
         self.count += other.count
@@ -112,7 +137,7 @@ class PendingImage:
 
     def profile_list(self) -> list[PlacementProfile]:
         stamped: list[PlacementProfile] = []
-        for profile, seen in self.profiles.values():
+        for profile, seen, _ in self.profiles.values():
             with_time = profile.copy()
             with_time["lastSeen"] = seen
             stamped.append(with_time)
@@ -160,12 +185,15 @@ class Recorder:
         *,
         flush_interval: float,
         max_pending: int,
+        max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
         clock: Clock = utc_now,
     ) -> None:
         self._store = store
         self._metrics = metrics
         self._flush_interval = max(flush_interval, 0.05)
         self._max_pending = max_pending
+        self._max_pending_bytes = max_pending_bytes
+        self._pending_bytes = 0
         self._clock = clock
         self._pending: dict[str, PendingImage] = {}
         # Counted under the lock and published by the flusher: the request path touches no
@@ -185,27 +213,39 @@ class Recorder:
         seen = self._timestamp()
         day = seen[:10]
         profile = sighting.profile
-        # A cheap key: equal pods build equal dicts in the same order. Profiles that are equal
-        # but ordered differently are merged into one when written (merge_profiles).
+        # The identity of a profile: a digest of its JSON (equal pods build equal dicts in the
+        # same order; profiles equal but ordered differently are merged when written).
         try:
-            key = orjson.dumps(profile)
+            encoded = orjson.dumps(profile)
         except TypeError:  # deeper than orjson nests (255): rare enough for the slow way
-            key = repr(profile).encode()
+            encoded = repr(profile).encode()
+        size = len(encoded)
+        key = hashlib.blake2b(encoded, digest_size=16).digest()
         images = sighting.images
-        dropped = 0
+        dropped = dropped_profiles = 0
         with self._lock:
+            fits = size <= MAX_PROFILE_BYTES
             pending = self._pending
             for image in images:
                 entry = pending.get(image)
+                room = fits and self._pending_bytes + size <= self._max_pending_bytes
                 if entry is None:
-                    if len(pending) >= self._max_pending:
+                    # A new image is held only with its profile: one without any would read
+                    # as "wanted on every node".
+                    if len(pending) >= self._max_pending or not room:
                         dropped += 1
+                        dropped_profiles += not room
                         continue
                     entry = pending[image] = PendingImage()
-                entry.add(key, profile, day, seen)
+                keep = profile if room or key in entry.profiles else None
+                dropped_profiles += keep is None
+                if entry.add(key, keep, size, day, seen):
+                    self._pending_bytes += size
             self._seen_unpublished += len(images) - dropped
         if dropped:
             self._metrics.dropped.inc(dropped)
+        if dropped_profiles:
+            self._metrics.dropped_profiles.inc(dropped_profiles)
         self._ensure_started()
 
     def _timestamp(self) -> str:
@@ -234,6 +274,11 @@ class Recorder:
         with self._lock:
             return len(self._pending)
 
+    @property
+    def pending_bytes(self) -> int:
+        with self._lock:
+            return self._pending_bytes
+
     # --- flushing ---------------------------------------------------------------------
 
     def flush(self) -> FlushResult:
@@ -241,6 +286,7 @@ class Recorder:
         with self._flush_lock:
             with self._lock:
                 batch, self._pending = self._pending, {}
+                self._pending_bytes = 0
             written = failed = 0
             error = ""
             # After a failure to reach the API server (or a 5xx) the rest waits for the next flush.
@@ -304,6 +350,7 @@ class Recorder:
                     self._pending[image] = entry
                 else:
                     dropped += entry.count
+            self._pending_bytes = sum(entry.size for entry in self._pending.values())
         if dropped:
             self._metrics.dropped.inc(dropped)
         self.publish_metrics()
@@ -472,4 +519,5 @@ def build_recorder(config: Config, kubeconfig: str | None, metrics: Metrics) -> 
         metrics,
         flush_interval=config.learn_flush_interval,
         max_pending=config.learn_max_pending,
+        max_pending_bytes=config.learn_max_pending_bytes,
     )

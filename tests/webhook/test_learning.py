@@ -308,6 +308,30 @@ def test_webhook_learns_through_gunicorn_and_flushes_on_shutdown(
     assert "LEARNING IS OFF" not in server.log()
 
 
+def test_a_pod_the_learner_cannot_read_is_still_patched(
+    apiserver: ApiServer, tmp_path: Path, tls: Tls
+) -> None:
+    kubeconfig = apiserver.write_kubeconfig(tmp_path / "kubeconfig")
+    server = start_webhook(
+        tmp_path,
+        tls,
+        workers=1,
+        kubeconfig=str(kubeconfig),
+        env={"IMAGE_SYNC_LEARN_FLUSH_INTERVAL": "1h"},
+    )
+    try:
+        odd = deployment_pod(f"{HARBOR}/shop/odd:1", "Always")
+        odd["metadata"]["ownerReferences"] = {"kind": "ReplicaSet", "name": "odd-1"}
+        answer = server.post(review(odd)).json()["response"]
+        assert answer.get("patchType") == "JSONPatch", answer
+        assert "warnings" not in answer
+        exposition = server.get("/metrics").text
+        assert 'image_sync_webhook_requests_total{outcome="patched"} 1.0' in exposition
+        assert "image_sync_webhook_learn_errors_total 1.0" in exposition
+    finally:
+        assert server.stop() == 0
+
+
 def webhook_configuration(tls: Tls) -> dict[str, Any]:
     """As the manifests install it: the Service image-sync/image-sync-webhook, path /mutate."""
     return {

@@ -22,7 +22,7 @@ from tests.webhook.pods import (
     review,
 )
 from webhook.learning import sighting_for
-from webhook.mutation import decide, escape_pointer_token, pointer
+from webhook.mutation import ImageMatcher, decide, escape_pointer_token, pointer
 from webhook.review import parse_review
 
 CONFIG = load_config(environ={"IMAGE_SYNC_REGISTRIES": REGISTRIES})
@@ -294,3 +294,13 @@ def test_patch_always_applies_and_only_touches_managed_pull_policies(
     check_only_pull_policies_of_managed_containers(before, after)
     # Applying the webhook to its own output changes nothing (reinvocationPolicy: IfNeeded).
     assert decide(after, config).patch == ()
+
+
+def test_strings_longer_than_any_reference_are_neither_parsed_nor_cached() -> None:
+    matcher = ImageMatcher(CONFIG)
+    for index in range(150):
+        long_image = f"{HARBOR}/a/b:{index}" + "x" * 1_000_000
+        obj = pod([container("app", long_image, "Always")])
+        assert decide(obj, CONFIG, matcher).patch == ()
+    assert matcher.cached.cache_info().currsize == 0
+    assert matcher.match(f"{HARBOR}/a/b:1") is not None

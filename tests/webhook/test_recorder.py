@@ -321,3 +321,45 @@ def test_the_real_clock_stamps_in_kubernetes_format() -> None:
     stamp = learner._timestamp()
     after = utc_now()
     assert before <= datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC) <= after
+
+
+def huge_profile(namespace: str, tolerations: int) -> PlacementProfile:
+    bulky = profile(namespace)
+    bulky["tolerations"] = [
+        {"key": f"example.com/taint-{index:06d}", "operator": "Exists"}
+        for index in range(tolerations)
+    ]
+    return bulky
+
+
+def test_profiles_are_bounded_in_bytes_and_uses_still_count() -> None:
+    store = MemoryStore()
+    learner = Recorder(
+        store,
+        Metrics(),
+        flush_interval=3600,
+        max_pending=100,
+        max_pending_bytes=64 * 1024,
+        clock=lambda: NOW,
+    )
+    # Each profile about 25 KiB of JSON: two fit the 64 KiB budget, the rest do not.
+    for index in range(64):
+        learner.record(Sighting((IMAGE,), huge_profile(f"ns-{index}", 500)))
+    assert learner.pending_bytes <= 64 * 1024
+    assert learner._metrics.dropped_profiles._value.get() == 62
+    learner.flush()
+    assert learner.pending_bytes == 0
+    assert stored(store)["status"]["useCount"] == 64
+    assert len(stored(store)["spec"]["profiles"]) == 2
+
+
+def test_a_single_oversized_profile_is_never_held() -> None:
+    store = MemoryStore()
+    learner = recorder(store)
+    # About 1.5 MB of tolerations, as a forged review can send.
+    learner.record(Sighting((IMAGE,), huge_profile("training", 30_000)))
+    assert (learner.pending, learner.pending_bytes) == (0, 0)
+    assert learner._metrics.dropped_profiles._value.get() == 1
+    assert learner._metrics.dropped._value.get() == 1
+    learner.flush()
+    assert store.objects == {}  # without a profile it would be wanted on every node
