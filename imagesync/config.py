@@ -21,6 +21,8 @@ from imagesync.names import IMAGE, KEEPER_PRIORITY_CLASS
 CONFIG_ENV = "IMAGE_SYNC_CONFIG"
 ENV_PREFIX = "IMAGE_SYNC_"
 DEFAULT_NAMESPACE = "image-sync"
+EXPLICIT_ALWAYS_REWRITE = "rewrite"
+EXPLICIT_ALWAYS_KEEP = "keep"
 
 
 class ConfigError(ValueError):
@@ -224,6 +226,11 @@ class Config:
         _parse_bool,
         False,
         "Also rewrite an unset pull policy on :latest or untagged images (Kubernetes treats it as Always).",
+    )
+    explicit_always: str = _key(
+        _choice(EXPLICIT_ALWAYS_REWRITE, EXPLICIT_ALWAYS_KEEP),
+        EXPLICIT_ALWAYS_REWRITE,
+        "An Always written on a tagged, non-latest image without a digest: rewrite it to IfNotPresent (tags under your registries are immutable), or keep it (tags get rebuilt).",
     )
     learn_flush_interval: float = _key(
         parse_duration,

@@ -219,6 +219,19 @@ def test_property_patch_from_server_applies_and_touches_only_managed(
     check_only_pull_policies_of_managed_containers(before, after)
 
 
+def test_explicit_always_keep_through_the_server(tmp_path: Path, tls: Tls) -> None:
+    server = start_webhook(tmp_path, tls, workers=1, env={"IMAGE_SYNC_EXPLICIT_ALWAYS": "keep"})
+    try:
+        tagged = deployment_pod(f"{HARBOR}/shop/frontend:2.3.1", "Always")
+        assert "patch" not in admit(server, tagged)["response"]
+        pinned = deployment_pod(f"{HARBOR}/shop/frontend:2.3.1@{DIGEST}", "Always")
+        assert policies(apply_response(pinned, admit(server, pinned))) == {
+            "containers/app": "IfNotPresent"
+        }
+    finally:
+        assert server.stop() == 0
+
+
 def test_opt_in_mode_server(tmp_path: Path, tls: Tls) -> None:
     server = start_webhook(
         tmp_path,

@@ -6,10 +6,11 @@ import copy
 from typing import Any
 
 import jsonpatch
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from imagesync.config import Config, load_config
+from imagesync.config import Config, ConfigError, load_config
 from tests.webhook.pods import (
     DIGEST,
     HARBOR,
@@ -114,6 +115,54 @@ def test_latest_and_untagged_follow_rewrite_latest() -> None:
         f"{HARBOR}/team/api:latest",
         f"{HARBOR}/team/api:latest@{DIGEST}",
     )
+
+
+def explicit_always_pod() -> dict[str, Any]:
+    return pod(
+        [
+            container("tagged", f"{HARBOR}/team/api:1.4", "Always"),
+            container("pinned", f"{HARBOR}/team/api:1.4@{DIGEST}", "Always"),
+            container("unset", f"{HARBOR}/team/api:1.5", None),
+            container("latest", f"{HARBOR}/team/api:latest", "Always"),
+        ],
+        init=[container("init", f"{HARBOR}/team/init:2", "Always")],
+    )
+
+
+def test_explicit_always_on_a_tag_is_rewritten_by_default_and_kept_on_request() -> None:
+    obj = explicit_always_pod()
+    assert policies(patched(obj)) == {
+        "initContainers/init": "IfNotPresent",
+        "containers/tagged": "IfNotPresent",
+        "containers/pinned": "IfNotPresent",
+        "containers/unset": "IfNotPresent",
+        "containers/latest": "Always",
+    }
+    keep = load_config(
+        environ={"IMAGE_SYNC_REGISTRIES": REGISTRIES, "IMAGE_SYNC_EXPLICIT_ALWAYS": "keep"}
+    )
+    assert policies(patched(obj, keep)) == {
+        "initContainers/init": "Always",  # a tag that may be rebuilt: re-pulled
+        "containers/tagged": "Always",
+        "containers/pinned": "IfNotPresent",  # a digest cannot change: nothing to re-pull
+        "containers/unset": "IfNotPresent",
+        "containers/latest": "Always",
+    }
+    keep_latest = load_config(
+        environ={
+            "IMAGE_SYNC_REGISTRIES": REGISTRIES,
+            "IMAGE_SYNC_EXPLICIT_ALWAYS": "keep",
+            "IMAGE_SYNC_REWRITE_LATEST": "true",
+        }
+    )
+    assert policies(patched(obj, keep_latest))["containers/latest"] == "IfNotPresent"
+    # Kept or not, every managed image is learned.
+    assert len(decide(obj, keep).images) == 5
+
+
+def test_explicit_always_accepts_only_its_two_values() -> None:
+    with pytest.raises(ConfigError, match=r"IMAGE_SYNC_EXPLICIT_ALWAYS"):
+        load_config(environ={"IMAGE_SYNC_EXPLICIT_ALWAYS": "sometimes"})
 
 
 def test_init_containers_are_rewritten_ephemeral_never() -> None:
