@@ -28,6 +28,9 @@ node as eligible when any profile could have been scheduled there.
       nodesWanted: 2
       nodesPresent: 2
       lastError: ""
+      confirmedNamespaces: [training]           # prefetcher: namespaces where a stored
+      confirmedAt: "2026-11-22T10:00:05Z"       #   pod used it (Learned images only)
+      learnerWrites: {webhook-7d9-12-a1b2c3: {sequence: 41, at: "..."}}  # see usage.py
 """
 
 from __future__ import annotations
@@ -42,6 +45,8 @@ from typing import Any, NotRequired, TypedDict
 from imagesync.names import API_VERSION, CACHED_IMAGE_KIND, GPU_RESOURCE, SOURCE_LEARNED
 
 MAX_PROFILES = 16
+# Namespaces a Learned image is confirmed in; beyond it the oldest confirmations are kept.
+MAX_CONFIRMED_NAMESPACES = 64
 DAILY_USES_DAYS = 30
 _NAME_CHARS = re.compile(r"[^a-z0-9.-]+")
 
@@ -81,6 +86,9 @@ class CachedImageStatus(TypedDict, total=False):
     nodesWanted: int
     nodesPresent: int
     lastError: str
+    confirmedNamespaces: list[str]
+    confirmedAt: str
+    learnerWrites: dict[str, dict[str, Any]]
 
 
 def object_name(image: str) -> str:

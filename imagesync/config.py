@@ -368,6 +368,16 @@ class Config:
         True,
         "On start, create Learned CachedImages for managed images of pods already running.",
     )
+    max_learned_images: int = _key(
+        _integer(1),
+        2000,
+        "Learned images prefetched at most, cluster-wide (best score first); Declared images do not count.",
+    )
+    max_learned_images_per_namespace: int = _key(
+        _integer(1),
+        300,
+        "Learned images one namespace's pods can have prefetched (best score first).",
+    )
     write_workers: int = _key(
         _integer(1), 8, "API writes of one kind a pass sends in parallel (pods, statuses)."
     )

@@ -171,7 +171,7 @@ class Prefetcher:
 
     def report(self) -> dict[str, Any]:
         """The core's report of the last plan, with what the runtime did and knows."""
-        from prefetcher.report import SweepInfo, build_report
+        from prefetcher.report import SweepInfo, build_report, learning_section
 
         plan, info = self.controller.report_plan()
         sweep = None
@@ -184,6 +184,7 @@ class Prefetcher:
                 errors=tuple(self.controller.errors)[-5:] if info.api_errors else (),
             )
         report = build_report(plan, sweep)
+        report["learning"] = learning_section(self.controller.learned_selection, self.config)
         report["runtime"] = self.runtime()
         return report
 

@@ -99,6 +99,8 @@ class WantedImage:
     architectures: tuple[str, ...] = ()  # () = unknown (any)
     created: datetime | None = None
     reported: ReportedStatus = field(default_factory=ReportedStatus)
+    # Learned: namespaces where a pod the API server stored used it (status.confirmedNamespaces).
+    confirmed_namespaces: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)

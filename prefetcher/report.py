@@ -15,7 +15,15 @@ from datetime import datetime
 from typing import Any
 
 from imagesync.cachedimage import format_time
+from imagesync.config import Config
 from prefetcher.budget import format_bytes
+from prefetcher.learnlimits import (
+    LEFT_OUT_REASONS,
+    NAMESPACE_LIMIT,
+    TOTAL_LIMIT,
+    UNCONFIRMED,
+    LearnedSelection,
+)
 from prefetcher.model import CellState, Plan
 
 GRID_MAX_NODES = 300
@@ -138,6 +146,39 @@ def build_report(plan: Plan, sweep: SweepInfo | None = None) -> dict[str, Any]:
         ],
     }
     return report
+
+
+LEFT_OUT_SHOWN = 20
+
+
+def learning_section(selection: LearnedSelection, config: Config) -> dict[str, Any]:
+    """`report["learning"]`: learned images left out, and a line when a bound bites."""
+    counts = {reason: selection.count(reason) for reason in LEFT_OUT_REASONS}
+    lines = []
+    if counts[NAMESPACE_LIMIT]:
+        lines.append(
+            f"{counts[NAMESPACE_LIMIT]} learned image(s) not prefetched: namespace(s) "
+            f"{', '.join(selection.full_namespaces)} reached maxLearnedImagesPerNamespace "
+            f"({config.max_learned_images_per_namespace}); the best-scored images are kept"
+        )
+    if counts[TOTAL_LIMIT]:
+        lines.append(
+            f"{counts[TOTAL_LIMIT]} learned image(s) not prefetched: the cluster reached "
+            f"maxLearnedImages ({config.max_learned_images}); the best-scored images are kept"
+        )
+    return {
+        "maxLearnedImages": config.max_learned_images,
+        "maxLearnedImagesPerNamespace": config.max_learned_images_per_namespace,
+        "unconfirmed": counts[UNCONFIRMED],
+        "overNamespaceLimit": counts[NAMESPACE_LIMIT],
+        "overTotalLimit": counts[TOTAL_LIMIT],
+        "fullNamespaces": list(selection.full_namespaces),
+        "leftOut": {
+            reason: list(selection.left_out.get(reason, ())[:LEFT_OUT_SHOWN])
+            for reason in LEFT_OUT_REASONS
+        },
+        "boundReached": lines,
+    }
 
 
 def _sweep(plan: Plan, sweep: SweepInfo | None) -> dict[str, Any]:
@@ -321,6 +362,20 @@ def _sweep_html(report: Mapping[str, Any]) -> str:
     )
 
 
+def _learning_html(report: Mapping[str, Any]) -> str:
+    learning = report.get("learning") or {}
+    lines = "".join(
+        f'<p class="reason">{_e(line)}</p>' for line in learning.get("boundReached") or []
+    )
+    unconfirmed = learning.get("unconfirmed") or 0
+    if unconfirmed:
+        lines += (
+            f'<p class="muted">{_e(unconfirmed)} learned image(s) wait for a stored pod that '
+            "uses them before they are prefetched.</p>"
+        )
+    return lines
+
+
 def render_html(report: Mapping[str, Any]) -> str:
     """The report as one self-contained HTML page."""
     summary = report.get("summary") or {}
@@ -358,7 +413,7 @@ def render_html(report: Mapping[str, Any]) -> str:
 <div class="card"><div style="display:flex;justify-content:space-between">
 <b>Coverage {_e(f"{coverage:.1%}")}</b>
 <span class="muted">{_e(summary.get("presentPairs", 0))} of {_e(summary.get("wantedPairs", 0))} node &times; image pairs present</span>
-</div>{_coverage_bar(summary)}<div class="stats">{stats}</div>{quiet}
+</div>{_coverage_bar(summary)}<div class="stats">{stats}</div>{quiet}{_learning_html(report)}
 {_sweep_html(report)}</div>
 <h2>Failures</h2>{_failures(report)}
 <h2>Nodes &times; images</h2><p class="legend">{legend}</p>{_grid(report)}

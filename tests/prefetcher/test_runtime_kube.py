@@ -67,8 +67,8 @@ def test_errors_become_kube_errors(kube: Kube) -> None:
 
 def test_cached_image_create_and_status(kube: Kube) -> None:
     body = new_cached_image(IMAGE, [])
-    assert kube.create_cached_image(body) is True
-    assert kube.create_cached_image(body) is False
+    assert kube.create_cached_image(body)  # its resourceVersion
+    assert kube.create_cached_image(body) is None
     name = object_name(IMAGE)
     assert kube.patch_cached_image_status(name, {"score": 1.5, "nodesWanted": 2}) is True
     assert kube.patch_cached_image_status(name, {"nodesPresent": 1}) is True  # a merge patch
