@@ -73,6 +73,8 @@ DEFAULT_MAX_PENDING_BYTES = 8 * 1024 * 1024
 CLOSE_JOIN_SECONDS = 15.0
 # A flush stops early after this many images in a row could not reach the API server.
 MAX_UNREACHABLE_IN_A_ROW = 3
+# Writes in doubt kept per image; beyond it the oldest is forgotten (an undercount at worst).
+MAX_DOUBTS = 32
 # Client errors that no retry can fix: the object we build is refused as such.
 _PERMANENT_STATUSES = frozenset({400, 422})
 
@@ -160,6 +162,14 @@ class ImageRetry:
 
     failures: int = 0
     due: float = 0.0
+
+
+class LostAnswer(Exception):
+    """A status write that may have landed (a timeout, a 5xx, a failure mid-call)."""
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
 
 
 class InDoubt(NamedTuple):
@@ -324,10 +334,12 @@ class Recorder:
                     action = self._write_one(image, entry)
                 except Exception as exc:  # the flusher must never die
                     failed += 1
-                    error, retry = self._failed(image, entry, exc)
+                    lost = isinstance(exc, LostAnswer)
+                    cause = exc.cause if isinstance(exc, LostAnswer) else exc
+                    error, retry = self._failed(image, cause, in_doubt=lost)
                     if retry:
                         leftovers.append((image, entry))
-                    unreachable = isinstance(exc, KubeError) and exc.status == 0
+                    unreachable = isinstance(cause, KubeError) and cause.status == 0
                     unreachable_in_a_row = unreachable_in_a_row + 1 if unreachable else 0
                     if unreachable_in_a_row >= MAX_UNREACHABLE_IN_A_ROW:
                         leftovers.extend(images)  # the API server is down: the rest waits
@@ -339,6 +351,12 @@ class Recorder:
                     self.reached_api = True
                     self._metrics.images_learned.labels(action=action).inc()
             self._requeue(leftovers)
+            with self._lock:  # forget the backoff of images no longer waiting
+                self._retry = {
+                    image: retry
+                    for image, retry in self._retry.items()
+                    if image in self._pending or image in self._in_doubt
+                }
             self.last_error = error
             return FlushResult(
                 written=written,
@@ -355,15 +373,17 @@ class Recorder:
         doubts = self._in_doubt.get(image, [])
         try:
             action = self._write(image, entry, doubts, sequence)
-        except Exception as exc:
-            if _may_have_landed(exc) and entry.count:
-                self._in_doubt[image] = [*doubts, InDoubt(sequence, entry)]
+        except LostAnswer:
+            if entry.count:
+                self._in_doubt[image] = [*doubts, InDoubt(sequence, entry)][-MAX_DOUBTS:]
             raise
         self._in_doubt.pop(image, None)
         return action
 
-    def _failed(self, image: str, entry: PendingImage, exc: Exception) -> tuple[str, bool]:
-        """Count, log and schedule the retry of one failed image; (error text, requeue?)."""
+    def _failed(self, image: str, exc: Exception, *, in_doubt: bool) -> tuple[str, bool]:
+        """Count, log and schedule the retry of one failed image; (error text, requeue?).
+
+        Uses sent in a write that may have landed are in doubt, not requeued."""
         retry = self._retry.setdefault(image, ImageRetry())
         retry.failures += 1
         delay = min(self._flush_interval * 2**retry.failures, MAX_BACKOFF_SECONDS)
@@ -377,7 +397,7 @@ class Recorder:
                 exc_info=exc,
                 extra={"image": image, "reason": "internal"},
             )
-            return f"unexpected {type(exc).__name__}: {exc}", not _may_have_landed(exc)
+            return f"unexpected {type(exc).__name__}: {exc}", not in_doubt
         reason = _reason(exc)
         self._metrics.flush_errors.labels(reason=reason).inc()
         if exc.status in _PERMANENT_STATUSES:
@@ -387,8 +407,6 @@ class Recorder:
                 exc,
                 extra={"image": image, "reason": reason},
             )
-            self._in_doubt.pop(image, None)
-            self._retry.pop(image, None)
             return str(exc), False
         log.warning(
             "learning %s failed, retrying in %.0fs: %s",
@@ -397,8 +415,7 @@ class Recorder:
             exc,
             extra={"image": image, "reason": reason},
         )
-        # Uses sent in a write that may have landed are in doubt, not requeued.
-        return str(exc), not _may_have_landed(exc)
+        return str(exc), not in_doubt
 
     def _requeue(self, leftovers: Iterable[tuple[str, PendingImage]]) -> None:
         dropped = 0
@@ -460,12 +477,20 @@ class Recorder:
                     sequence=sequence,
                     now=self._clock(),
                 )
-                self._store.replace_status(body)
             except KubeError as exc:
                 if exc.conflict:  # stale resourceVersion: read again, merge again
                     self._metrics.conflicts.inc()
                     continue
                 raise
+            try:
+                self._store.replace_status(body)
+            except KubeError as exc:
+                if exc.conflict:
+                    self._metrics.conflicts.inc()
+                    continue
+                raise LostAnswer(exc) if _may_have_landed(exc) else exc from None
+            except Exception as exc:
+                raise LostAnswer(exc) from exc
             return "created" if created else "updated"
         raise KubeError(
             f"writing CachedImage {name}: still conflicting after {CONFLICT_RETRIES} tries",
@@ -518,10 +543,10 @@ class Recorder:
 _NOT_FAILING = ImageRetry()
 
 
-def _may_have_landed(exc: Exception) -> bool:
-    """A lost answer (timeout, connection drop), a 5xx or a bug mid-write: the write may
-    have been applied. A 4xx answer means it was not."""
-    return not isinstance(exc, KubeError) or exc.status == 0 or exc.status >= 500
+def _may_have_landed(exc: KubeError) -> bool:
+    """A lost answer (timeout, connection drop) or a 5xx: the write may have been applied.
+    A 4xx answer means it was not."""
+    return exc.status == 0 or exc.status >= 500
 
 
 def _reason(exc: KubeError) -> str:

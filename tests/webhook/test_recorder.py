@@ -229,8 +229,9 @@ def test_api_down_is_counted_and_retried_without_losing_or_doubling_uses() -> No
     learner.record(Sighting(tuple(images), profile()))
     store.down = True
     result = learner.flush()
-    # Three images in a row could not reach it: the rest waits, without a try.
-    assert (result.written, result.failed, result.requeued, result.aborted) == (0, 3, 2, True)
+    # Three images in a row could not reach it: the rest waits, without a try. Nothing was
+    # sent (the reads failed), so every use goes back into the buffer.
+    assert (result.written, result.failed, result.requeued, result.aborted) == (0, 3, 5, True)
     assert "unreachable" in result.last_error
     errors = learner._metrics.flush_errors.labels(reason="unreachable")._value.get()
     assert errors == 3
