@@ -440,4 +440,22 @@ def load_config(path: str | None = None, environ: Mapping[str, str] | None = Non
             values[fields[key].name] = fields[key].metadata["parse"](value)
         except ValueError as exc:
             raise ConfigError(f"{sources[key]}: {exc}") from None
-    return Config(**values)
+    config = Config(**values)
+    _check_lease_timings(config)
+    return config
+
+
+def _check_lease_timings(config: Config) -> None:
+    """client-go's rule: leaseDuration > renewDeadline > retryPeriod. Otherwise a standby
+    could take over while the leader still believes it leads, or the leader would step down
+    between two renewals."""
+    duration, deadline, retry = (
+        config.lease_duration,
+        config.lease_renew_deadline,
+        config.lease_retry_period,
+    )
+    if not duration > deadline > retry > 0:
+        raise ConfigError(
+            f"lease timings must satisfy leaseDuration ({duration:g}s) > leaseRenewDeadline "
+            f"({deadline:g}s) > leaseRetryPeriod ({retry:g}s) > 0"
+        )

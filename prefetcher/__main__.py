@@ -7,6 +7,7 @@ benchmark build a `Prefetcher` directly, with their own API client, clock and bi
 from __future__ import annotations
 
 import argparse
+import copy
 import logging
 import os
 import signal
@@ -29,7 +30,7 @@ from prefetcher.informer import Clock, InformerSettings, SystemClock
 from prefetcher.kube import Kube
 from prefetcher.leader import LeaderElector, LeaseSettings
 from prefetcher.metrics import Metrics
-from prefetcher.server import ReportServer, create_app, parse_bind
+from prefetcher.server import ReportServer, create_app, metrics_only_app, parse_bind
 
 log = logging.getLogger("prefetcher")
 
@@ -37,6 +38,19 @@ log = logging.getLogger("prefetcher")
 def default_identity() -> str:
     """The pod name in a cluster (Downward API), else host and process id."""
     return os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+
+
+# Passes that raise this many times in a row (a defect, not an API outage: those end a pass
+# early without raising) make /healthz fail, so the liveness probe restarts the replica.
+FAILING_PASSES_UNHEALTHY = 3
+
+
+def lease_client(api_client: client.ApiClient) -> client.ApiClient:
+    """A client for Lease calls that tries each request once: urllib3 would retry a timed-out
+    read three times, stretching a bounded call fourfold; the elector's next round retries."""
+    configuration = copy.deepcopy(api_client.configuration)
+    configuration.retries = 0
+    return client.ApiClient(configuration)
 
 
 class Prefetcher:
@@ -50,6 +64,7 @@ class Prefetcher:
         clock: Clock | None = None,
         identity: str | None = None,
         bind: tuple[str, int] | None = ("0.0.0.0", 8080),
+        metrics_bind: tuple[str, int] | None = None,
         informer_settings: InformerSettings | None = None,
         plan_fn: PlanFn | None = None,
         before_write: WriteHook | None = None,
@@ -67,7 +82,7 @@ class Prefetcher:
         self.elector: LeaderElector | None = None
         if config.leader_election:
             self.elector = LeaderElector(
-                self.kube,
+                Kube(lease_client(api_client), config.namespace, on_call=self.metrics.api_call),
                 self.identity,
                 clock=self.clock,
                 settings=LeaseSettings(
@@ -91,6 +106,7 @@ class Prefetcher:
             before_write=before_write,
         )
         self.server: ReportServer | None = None
+        self.metrics_server: ReportServer | None = None
         if bind is not None:
             from prefetcher.report import render_html
 
@@ -98,23 +114,28 @@ class Prefetcher:
                 report=self.report,
                 render_html=render_html,
                 healthy=self.healthy,
-                registry=self.metrics.registry,
+                registry=None if metrics_bind else self.metrics.registry,
             )
             self.server = ReportServer(app, *bind)
-        self._threads: list[threading.Thread] = []
+        if metrics_bind is not None:
+            self.metrics_server = ReportServer(
+                metrics_only_app(self.metrics.registry), *metrics_bind, name="metrics"
+            )
+        self._elector_thread: threading.Thread | None = None
 
     def is_leader(self) -> bool:
-        return self.elector is None or self.elector.is_leader.is_set()
+        return self.elector is None or self.elector.leading()
 
     def start(self) -> None:
-        if self.server is not None:
-            self.server.start()
+        for server in (self.server, self.metrics_server):
+            if server is not None:
+                server.start()
         if self.elector is not None:
             thread = threading.Thread(
                 target=self.elector.run, args=(self._stop,), name="leader", daemon=True
             )
             thread.start()
-            self._threads.append(thread)
+            self._elector_thread = thread
         self.controller.start()
 
     def stop(self, *, release: bool = True) -> None:
@@ -123,10 +144,11 @@ class Prefetcher:
             self.elector.release_on_stop = release
         self._stop.set()
         self.controller.stop()
-        for thread in self._threads:
-            thread.join(timeout=10)
-        if self.server is not None:
-            self.server.stop()
+        if self._elector_thread is not None:
+            self._elector_thread.join(timeout=10)
+        for server in (self.server, self.metrics_server):
+            if server is not None:
+                server.stop()
 
     def wait(self) -> None:
         self._stop.wait()
@@ -138,6 +160,11 @@ class Prefetcher:
         """Alive unless the loop died; says what it is doing."""
         if not self.controller.alive() and not self._stop.is_set():
             return False, "controller loop stopped"
+        thread = self._elector_thread
+        if thread is not None and not thread.is_alive() and not self._stop.is_set():
+            return False, "leader election stopped"
+        if self.controller.failing_passes >= FAILING_PASSES_UNHEALTHY:
+            return False, f"the last {self.controller.failing_passes} passes failed (see the log)"
         if not self.controller.synced():
             return True, "starting: filling caches"
         return True, "leader" if self.is_leader() else "standby"
@@ -158,6 +185,7 @@ class Prefetcher:
             "sweepInterval": self.config.sweep_interval,
             "apiErrors": controller.api_errors,
             "recentErrors": list(controller.errors),
+            "badObjects": {kind: dict(bad) for kind, bad in controller.bad_objects.items() if bad},
             "nodeWarmSeconds": dict(controller.warm_times),
             "watches": {
                 informer.kind: {
@@ -193,8 +221,9 @@ def serve(args: argparse.Namespace, config: Config) -> int:
     """Run until SIGTERM / SIGINT; then release the lease and stop cleanly."""
     try:
         host, port = parse_bind(args.bind)
+        metrics_bind = parse_bind(args.metrics_bind) if args.metrics_bind else None
     except ValueError as exc:
-        print(f"image-sync prefetcher: --bind: {exc}", file=sys.stderr)
+        print(f"image-sync prefetcher: --bind / --metrics-bind: {exc}", file=sys.stderr)
         return 2
     try:
         api_client = load_api_client(args.kubeconfig)
@@ -203,10 +232,15 @@ def serve(args: argparse.Namespace, config: Config) -> int:
         return 1
     try:
         prefetcher = Prefetcher(
-            api_client, config, identity=args.identity or None, bind=(host, port)
+            api_client,
+            config,
+            identity=args.identity or None,
+            bind=(host, port),
+            metrics_bind=metrics_bind,
         )
     except OSError as exc:
-        print(f"image-sync prefetcher: cannot listen on {args.bind}: {exc}", file=sys.stderr)
+        where = args.bind + (f" / {args.metrics_bind}" if args.metrics_bind else "")
+        print(f"image-sync prefetcher: cannot listen on {where}: {exc}", file=sys.stderr)
         return 1
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

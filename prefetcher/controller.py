@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any, TypeVar
 
+from imagesync.backoff import Backoff
 from imagesync.cachedimage import (
     PlacementProfile,
     format_time,
@@ -230,6 +231,8 @@ class Controller:
         self.passes = 0
         self.api_errors = 0
         self.errors: deque[str] = deque(maxlen=ERROR_LOG)
+        self.bad_objects: dict[str, dict[str, str]] = {}  # kind → object key → why skipped
+        self.failing_passes = 0  # consecutive passes that raised (a defect, not the API)
         self.started = clock.now()
 
     def _informer(self, kind: str, source: Any, settings: InformerSettings) -> Informer:
@@ -323,7 +326,7 @@ class Controller:
                 return
         self._next_sweep = self.clock.now()
         was_leader = False
-        failures = 0
+        retry = Backoff(RETRY_PASS_INITIAL, RETRY_PASS_MAX)
         while not self._stop.is_set():
             leader = self._is_leader()
             if leader and not was_leader:
@@ -362,19 +365,17 @@ class Controller:
             self._wake_at = math.inf
             try:
                 self.run_pass(trigger)
-                failures = 0
+                retry.reset()
+                self.failing_passes = 0
             except Stopped:
                 if self.last_pass is not None and self.last_pass.aborted:
                     self.metrics.pass_failures.labels("api-errors").inc()
-                    failures += 1
-                    self._wake_at = self.clock.now() + min(
-                        RETRY_PASS_INITIAL * 2 ** (failures - 1), RETRY_PASS_MAX
-                    )
+                    self._wake_at = self.clock.now() + retry.next()
             except Exception:  # the loop outlives any one bad pass
                 log.exception("pass failed")
                 self.metrics.pass_failures.labels("error").inc()
-                failures += 1
-                self._wake_at = self.clock.now() + RETRY_PASS_MAX
+                self.failing_passes += 1
+                self._wake_at = self.clock.now() + retry.next()
 
     def _take_reasons(self) -> Counter[str]:
         with self._lock:
@@ -462,15 +463,37 @@ class Controller:
         memo: dict[str, tuple[str, Any]] = self._memo.setdefault(kind, {})
         fresh: dict[str, tuple[str, Any]] = {}
         out: list[T] = []
+        bad: dict[str, str] = {}
         for obj in objs:
             key = object_key(obj)
             version = str((obj.get("metadata") or {}).get("resourceVersion") or "")
             hit = memo.get(key)
-            value = hit[1] if hit is not None and version and hit[0] == version else convert(obj)
+            if hit is not None and version and hit[0] == version:
+                value = hit[1]
+            else:
+                try:
+                    value = convert(obj)
+                except Exception as exc:  # one bad object must not stop the others
+                    bad[key] = f"{type(exc).__name__}: {exc}"
+                    continue
             fresh[key] = (version, value)
             out.append(value)
         self._memo[kind] = fresh
+        self._note_bad_objects(kind, bad)
         return out
+
+    def _note_bad_objects(self, kind: str, bad: Mapping[str, str]) -> None:
+        """Log each object that cannot be read once (until it changes or goes), keep the list
+        for the report, and count them."""
+        previous = self.bad_objects.get(kind, {})
+        for key, why in bad.items():
+            if previous.get(key) != why:
+                log.error(
+                    "skipping %s %s: %s", kind, key, why, extra={"object": key, "reason": why}
+                )
+                self._record_error(f"read {kind} {key}", KubeError(why))
+        self.bad_objects[kind] = dict(bad)
+        self.metrics.bad_objects.labels(kind).set(len(bad))
 
     def run_pass(self, trigger: str) -> PassInfo:
         """Snapshot, plan, execute; keep what the report shows."""

@@ -93,12 +93,19 @@ class Kube:
     # --- plumbing ------------------------------------------------------------------------
 
     def _call(
-        self, verb: str, resource: str, what: str, fn: Callable[..., Any], *args: Any, **kw: Any
+        self,
+        verb: str,
+        resource: str,
+        what: str,
+        fn: Callable[..., Any],
+        *args: Any,
+        timeout: float | tuple[float, float] = REQUEST_TIMEOUT,
+        **kw: Any,
     ) -> Any:
         """Call the client; count it; turn any failure into KubeError."""
         error: KubeError | None = None
         try:
-            return fn(*args, _preload_content=False, _request_timeout=REQUEST_TIMEOUT, **kw)
+            return fn(*args, _preload_content=False, _request_timeout=timeout, **kw)
         except ApiException as exc:
             error = from_api_exception(exc, what)
             raise error from None
@@ -184,8 +191,8 @@ class Kube:
 
     # --- the leader-election Lease --------------------------------------------------------
 
-    def read_lease(self, name: str) -> Obj | None:
-        """Our Lease, or None when it does not exist yet."""
+    def read_lease(self, name: str, timeout: float | None = None) -> Obj | None:
+        """Our Lease, or None when it does not exist yet; `timeout` bounds the whole call."""
         try:
             response = self._call(
                 "get",
@@ -194,6 +201,7 @@ class Kube:
                 self.coordination.read_namespaced_lease,
                 name,
                 self.namespace,
+                timeout=timeout or REQUEST_TIMEOUT,
             )
         except KubeError as exc:
             if exc.not_found:
@@ -202,9 +210,12 @@ class Kube:
         lease: Obj = json.loads(response.data)
         return lease
 
-    def write_lease(self, lease: Mapping[str, Any], create: bool) -> bool:
+    def write_lease(
+        self, lease: Mapping[str, Any], create: bool, timeout: float | None = None
+    ) -> bool:
         """Create or replace (with the resourceVersion it carries); False when we lost the race."""
         name = str(lease["metadata"]["name"])
+        bound = timeout or REQUEST_TIMEOUT
         try:
             if create:
                 self._call(
@@ -214,6 +225,7 @@ class Kube:
                     self.coordination.create_namespaced_lease,
                     self.namespace,
                     dict(lease),
+                    timeout=bound,
                 )
             else:
                 self._call(
@@ -224,6 +236,7 @@ class Kube:
                     name,
                     self.namespace,
                     dict(lease),
+                    timeout=bound,
                 )
         except KubeError as exc:
             if exc.conflict:

@@ -109,6 +109,12 @@ class Metrics:
             buckets=SWEEP_BUCKETS,
             registry=r,
         )
+        self.bad_objects = Gauge(
+            f"{PREFIX}_bad_objects",
+            "Objects the prefetcher cannot read and skips (see the report's runtime.badObjects).",
+            ["kind"],
+            registry=r,
+        )
         self.pass_failures = Counter(
             f"{PREFIX}_pass_failures",
             "Passes that ended early: api-errors (a chunk of writes all failed) or error (a bug).",

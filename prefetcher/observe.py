@@ -13,11 +13,13 @@ datetimes.
 from __future__ import annotations
 
 import json
-import re
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+from kubernetes.utils.quantity import parse_quantity as kube_quantity
 
 from imagesync.cachedimage import PlacementProfile
 from imagesync.names import (
@@ -63,40 +65,20 @@ PULL_FAILURE_REASONS = frozenset(
 )
 DEADLINE_REASON = "DeadlineExceeded"
 
-_QUANTITY_RE = re.compile(
-    r"^([+-]?\d+(?:\.\d+)?)(?:([eE][+-]?\d+)|(Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E))?$"
-)
-_QUANTITY_SUFFIX = {
-    None: 1.0,
-    "m": 0.001,
-    "k": 1e3,
-    "M": 1e6,
-    "G": 1e9,
-    "T": 1e12,
-    "P": 1e15,
-    "E": 1e18,
-    "Ki": 2.0**10,
-    "Mi": 2.0**20,
-    "Gi": 2.0**30,
-    "Ti": 2.0**40,
-    "Pi": 2.0**50,
-    "Ei": 2.0**60,
-}
+# Larger than any disk or count a node reports; a value past it is a typo or an attack.
+QUANTITY_MAX = 2.0**63
 
 
 def parse_quantity(value: Any) -> float | None:
-    """A Kubernetes quantity (`100Gi`, `2`, `1500m`, `1e9`) as a number; None if unreadable."""
+    """A Kubernetes quantity (`100Gi`, `2`, `1500m`, `1e9`) as a number; None if unreadable or
+    out of any sane range (`1e400`), so one odd annotation never breaks a pass."""
     if value is None or isinstance(value, bool):
         return None
-    if isinstance(value, int | float):
-        return float(value)
-    match = _QUANTITY_RE.match(str(value).strip())
-    if not match:
+    try:
+        number = float(kube_quantity(str(value).strip()))
+    except (ValueError, ArithmeticError):
         return None
-    number = float(match.group(1))
-    if match.group(2):
-        return number * 10.0 ** int(match.group(2)[1:])
-    return number * _QUANTITY_SUFFIX[match.group(3)]
+    return number if math.isfinite(number) and abs(number) < QUANTITY_MAX else None
 
 
 def parse_timestamp(value: Any) -> datetime | None:

@@ -95,7 +95,7 @@ def test_webhook_configuration(base: list[dict[str, Any]]) -> None:
     assert hook["timeoutSeconds"] <= 5
     assert hook["sideEffects"] == "NoneOnDryRun"
     assert hook["admissionReviewVersions"] == ["v1"]
-    assert hook["reinvocationPolicy"] == "IfNeeded"
+    assert hook["reinvocationPolicy"] == "Never"  # IfNeeded: AlwaysPullImages refuses pods
     assert hook["rules"] == [
         {
             "operations": ["CREATE"],

@@ -35,6 +35,7 @@ def test_dashboard_identity_and_datasource_variable() -> None:
 
 def test_every_panel_queries_the_chosen_prometheus() -> None:
     for panel in panels():
+        assert panel["type"] in {"stat", "timeseries", "table"}, "core panel types only"
         assert panel["datasource"] == {"type": "prometheus", "uid": DATASOURCE}, panel["title"]
         assert panel["targets"], panel["title"]
         for target in panel["targets"]:

@@ -86,24 +86,28 @@ def test_the_operator_and_grafana_find_the_objects() -> None:
     assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
 
 
-def test_the_component_adds_monitoring_to_another_overlay(tmp_path: Path) -> None:
-    """An admin's own overlay: cert-manager certificates plus the monitoring component."""
+def kustomize(directory: Path, kustomization: dict[str, Any]) -> list[dict[str, Any]]:
+    """Render an admin's own kustomization (paths relative to `directory`)."""
     kubectl = shutil.which("kubectl")
     if kubectl is None:
         skip_without("kubectl", "run scripts/ensure-kubectl (make install does)")
-    (tmp_path / "kustomization.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "resources": [os.path.relpath(MANIFESTS / "overlays/cert-manager", tmp_path)],
-                "components": [os.path.relpath(MANIFESTS / COMPONENT, tmp_path)],
-            }
-        )
-    )
+    (directory / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
     result = subprocess.run(
-        [kubectl, "kustomize", str(tmp_path)], capture_output=True, text=True, timeout=120
+        [kubectl, "kustomize", str(directory)], capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stderr
-    objects = [o for o in yaml.safe_load_all(result.stdout) if o]
+    return [o for o in yaml.safe_load_all(result.stdout) if o]
+
+
+def test_the_component_adds_monitoring_to_another_overlay(tmp_path: Path) -> None:
+    """An admin's own overlay: cert-manager certificates plus the monitoring component."""
+    objects = kustomize(
+        tmp_path,
+        {
+            "resources": [os.path.relpath(MANIFESTS / "overlays/cert-manager", tmp_path)],
+            "components": [os.path.relpath(MANIFESTS / COMPONENT, tmp_path)],
+        },
+    )
     cert_manager = render("overlays/cert-manager")
     assert [o for o in objects if o in cert_manager] == cert_manager
     assert sorted(o["kind"] for o in objects if o not in cert_manager) == [
@@ -114,3 +118,21 @@ def test_the_component_adds_monitoring_to_another_overlay(tmp_path: Path) -> Non
     ]
     for obj in objects:
         assert obj["metadata"].get("namespace", "image-sync") == "image-sync"
+
+
+def test_the_readme_patches_change_a_duration_and_the_release_label(tmp_path: Path) -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("Change a threshold or a duration") :]
+    block = section[section.index("```yaml") + len("```yaml") : section.index("```\n", 10)]
+    patches = yaml.safe_load(block)["patches"]
+    objects = kustomize(
+        tmp_path,
+        {"resources": [os.path.relpath(MANIFESTS / OVERLAY, tmp_path)], "patches": patches},
+    )
+    rule = find(objects, "PrometheusRule")
+    [coverage] = [
+        r for r in rule["spec"]["groups"][0]["rules"] if r["alert"] == "ImageSyncCoverageLow"
+    ]
+    assert coverage["for"] == "3h"
+    for obj in [*all_of(objects, "ServiceMonitor"), rule]:
+        assert obj["metadata"]["labels"][RELEASE_LABEL] == "monitoring"

@@ -107,11 +107,13 @@ class FakeLeases:
         self.version = 0
         self.lock = threading.Lock()
 
-    def read_lease(self, name: str) -> dict[str, Any] | None:
+    def read_lease(self, name: str, timeout: float | None = None) -> dict[str, Any] | None:
         with self.lock:
             return json.loads(json.dumps(self.lease)) if self.lease else None
 
-    def write_lease(self, lease: dict[str, Any], create: bool) -> bool:
+    def write_lease(
+        self, lease: dict[str, Any], create: bool, timeout: float | None = None
+    ) -> bool:
         with self.lock:
             if create and self.lease is not None:
                 return False
@@ -135,6 +137,9 @@ class StepClock:
 
     def wait(self, event: threading.Event, seconds: float) -> bool:
         return event.is_set()
+
+    def monotonic(self) -> float:
+        return self.t
 
 
 def test_lease_election_takeover_only_after_expiry() -> None:

@@ -209,10 +209,14 @@ def start_prefetcher(
     environment = component_environment(config_file, **{**FAST_LEASE, **env})
     process = start_process(f"prefetcher-{identity}", command, environment, log_dir)
     prefetcher = Prefetcher(process, port, identity)
-    wait_for(
-        lambda: prefetcher.get("/healthz") is not None or not process.alive(),
-        timeout=90,
-        what=f"prefetcher {identity} serving",
-    )
-    assert process.alive(), f"prefetcher {identity} exited:\n{process.log()}"
+    try:
+        wait_for(
+            lambda: prefetcher.get("/healthz") is not None or not process.alive(),
+            timeout=90,
+            what=f"prefetcher {identity} serving",
+        )
+        assert process.alive(), f"prefetcher {identity} exited:\n{process.log()}"
+    except BaseException:
+        process.stop()
+        raise
     return prefetcher

@@ -18,7 +18,6 @@ from imagesync import names
 from tests.manifests.render import render
 from tests.realk8s.components import (
     IMAGE_SYNC,
-    NAMESPACE,
     WEBHOOK_ACCOUNT,
     Process,
     component_environment,
@@ -35,9 +34,10 @@ from tests.webhook.conftest import Tls, WebhookProcess, make_tls, start_webhook
 # Objects whose pods would run the project's container image, which a test machine has not
 # got: their server-side dry run is checked, the components run as local processes instead.
 NEEDS_IMAGE = frozenset({"Deployment", "Job", "CronJob"})
-# Kinds another add-on defines (the cert-manager overlay's Issuer, Certificate): not
+# Kinds another add-on defines (cert-manager's Issuer and Certificate, the Prometheus
+# operator's ServiceMonitor and PrometheusRule, in the overlays): that add-on is not
 # installed here, so the real server has no schema for them.
-FOREIGN_GROUPS = ("cert-manager.io/",)
+FOREIGN_GROUPS = ("cert-manager.io/", "monitoring.coreos.com/")
 # The simulated nodes of the default scenario that the real API server gets.
 CPU_NODES = ("cpu-1", "cpu-2", "cpu-3", "cpu-4")
 GPU_NODES = ("gpu-1", "gpu-2")
@@ -81,8 +81,8 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
     if binaries is None:
         pytest.fail(f"{HOW_TO_GET} ({REQUIRE_VARIABLE}=1)", pytrace=False)
     plane = ControlPlane.create(binaries, tmp_path_factory.mktemp("realk8s"))
-    plane.start()
     try:
+        plane.start()
         yield plane
     finally:
         plane.stop()
@@ -159,8 +159,8 @@ def kubelets(installed: Installed) -> Iterator[Process]:
         }
         return ready >= {*CPU_NODES, *GPU_NODES}
 
-    wait_for(all_ready, timeout=120, what="the simulated nodes Ready")
     try:
+        wait_for(all_ready, timeout=120, what="the simulated nodes Ready")
         yield process
     finally:
         process.stop()
@@ -183,15 +183,14 @@ def webhook(installed: Installed) -> Iterator[WebhookProcess]:
         IMAGE_SYNC_LEARN_FLUSH_INTERVAL="1s",
     )
     server = start_webhook(workdir, tls, env=env, kubeconfig=str(kubeconfig))
-    configuration = installed.rendered("MutatingWebhookConfiguration", names.WEBHOOK_CONFIGURATION)
-    ca_bundle = base64.b64encode(Path(tls.ca_file).read_bytes()).decode()
-    for hook in configuration["webhooks"]:
-        hook["clientConfig"] = {"url": f"{server.url}/mutate", "caBundle": ca_bundle}
-    installed.apply(configuration)
     try:
+        configuration = installed.rendered(
+            "MutatingWebhookConfiguration", names.WEBHOOK_CONFIGURATION
+        )
+        ca_bundle = base64.b64encode(Path(tls.ca_file).read_bytes()).decode()
+        for hook in configuration["webhooks"]:
+            hook["clientConfig"] = {"url": f"{server.url}/mutate", "caBundle": ca_bundle}
+        installed.apply(configuration)
         yield server
     finally:
         server.stop()
-
-
-__all__ = ["NAMESPACE"]

@@ -172,7 +172,8 @@ def test_pods_are_mutated_learned_and_prefetched_everywhere_eligible(
         )
         for node, keeper in guards.items():
             images = {c["image"] for c in keeper["spec"]["containers"]}
-            assert images == {i for i, states in expected.items() if states[node] == "present"}
+            wanted = {image for image, states in expected.items() if states[node] == "present"}
+            assert wanted <= images and not (set(expected) - wanted) & images, (node, images)
             assert keeper["spec"]["priorityClassName"] == "image-sync-keeper"
             assert (
                 keeper["spec"]["priority"]

@@ -106,6 +106,13 @@ def test_metrics_aggregate_all_workers(tmp_path: Path, tls: Tls) -> None:
 
 def test_metrics_pass_promtool_check(webhook: WebhookProcess) -> None:
     """What Prometheus scrapes from gunicorn's workers parses and follows its conventions."""
+    # Before any review: every outcome is there at 0 (ImageSyncWebhookDown alerts on absence).
+    fresh = samples(webhook)
+    assert {
+        dict(labels)["outcome"]
+        for (name, labels), value in fresh.items()
+        if name == "image_sync_webhook_requests_total" and value == 0
+    } == {"patched", "unchanged", "skipped", "invalid", "error"}
     for index in range(6):
         assert post_on_new_connection(webhook, index) == 200
     assert webhook.post(None, raw=b"nope").status_code == 400
