@@ -45,7 +45,7 @@ from typing import Any, NotRequired, TypedDict
 from imagesync.names import API_VERSION, CACHED_IMAGE_KIND, GPU_RESOURCE, SOURCE_LEARNED
 
 MAX_PROFILES = 16
-# Namespaces a Learned image is confirmed in; beyond it the oldest confirmations are kept.
+# Namespaces a Learned image is confirmed in, at most (the CRD's maxItems); no more are added.
 MAX_CONFIRMED_NAMESPACES = 64
 DAILY_USES_DAYS = 30
 _NAME_CHARS = re.compile(r"[^a-z0-9.-]+")

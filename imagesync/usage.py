@@ -1,7 +1,6 @@
 """Usage counts on a CachedImage's status, added exactly once by every writer.
 
-Several learners (webhook workers, and the prefetcher on a fresh install) add uses to the
-same `status`. A count is added to what is stored, never overwritten, and each writer
+Every worker of every webhook replica adds uses to the same `status`. A count is added to what is stored, never overwritten, and each writer
 stamps its write with its own increasing sequence number in `status.learnerWrites`, in the
 same replace as the counts. A write whose answer was lost (a timeout, a 5xx) may or may
 not have landed: the writer reads its stamp back and resends only what did not land, so a
