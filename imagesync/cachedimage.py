@@ -32,6 +32,9 @@ node as eligible when any profile could have been scheduled there.
       compressedSize: 9500000000   # from the registry: Catalog, and any image under a
       platforms: [linux/amd64]     # `sources` prefix when registrySizeLookup is on
       digest: sha256:...
+      confirmedNamespaces: [training]           # prefetcher: namespaces where a stored
+      confirmedAt: "2026-11-22T10:00:05Z"       #   pod used it (Learned images only)
+      learnerWrites: {webhook-7d9-12-a1b2c3: {sequence: 41, at: "..."}}  # see usage.py
 
 Observed and Catalog objects are the prefetcher's own: it names them `observed-...` and
 `catalog-...` (`source_object_name`) so they never collide with the webhook's object for the
@@ -57,6 +60,8 @@ from imagesync.names import (
 )
 
 MAX_PROFILES = 16
+# Namespaces a Learned image is confirmed in, at most (the CRD's maxItems); no more are added.
+MAX_CONFIRMED_NAMESPACES = 64
 DAILY_USES_DAYS = 30
 _NAME_CHARS = re.compile(r"[^a-z0-9.-]+")
 
@@ -102,6 +107,9 @@ class CachedImageStatus(TypedDict, total=False):
     compressedSize: int
     platforms: list[str]
     imageCreated: str
+    confirmedNamespaces: list[str]
+    confirmedAt: str
+    learnerWrites: dict[str, dict[str, Any]]
 
 
 def object_name(image: str) -> str:

@@ -37,6 +37,8 @@ from imagesync.templates import TemplateKind, parse_template_kind
 CONFIG_ENV = "IMAGE_SYNC_CONFIG"
 ENV_PREFIX = "IMAGE_SYNC_"
 DEFAULT_NAMESPACE = "image-sync"
+EXPLICIT_ALWAYS_REWRITE = "rewrite"
+EXPLICIT_ALWAYS_KEEP = "keep"
 
 
 class ConfigError(ValueError):
@@ -272,6 +274,11 @@ class Config:
         False,
         "Also rewrite an unset pull policy on :latest or untagged images (Kubernetes treats it as Always).",
     )
+    explicit_always: str = _key(
+        _choice(EXPLICIT_ALWAYS_REWRITE, EXPLICIT_ALWAYS_KEEP),
+        EXPLICIT_ALWAYS_REWRITE,
+        "An Always written on a tagged, non-latest image without a digest: rewrite it to IfNotPresent (tags under your registries are immutable), or keep it (tags get rebuilt).",
+    )
     learn_flush_interval: float = _key(
         parse_duration,
         2.0,
@@ -281,6 +288,12 @@ class Config:
         _integer(1),
         5000,
         "Distinct images a webhook worker holds before a flush; beyond it new images are dropped and counted.",
+    )
+
+    learn_max_pending_bytes: int = _key(
+        _positive_size,
+        8 * 1024 * 1024,
+        "Placement profiles (as JSON) a webhook worker holds before a flush; beyond it new profiles are dropped and counted, their uses still count.",
     )
 
     # --- prefetcher ---------------------------------------------------------------------
@@ -437,6 +450,16 @@ class Config:
         _parse_bool,
         True,
         "On start, create Learned CachedImages for managed images of pods already running.",
+    )
+    max_learned_images: int = _key(
+        _integer(1),
+        2000,
+        "Learned images prefetched at most, cluster-wide (best score first); Declared images do not count.",
+    )
+    max_learned_images_per_namespace: int = _key(
+        _integer(1),
+        300,
+        "Learned images one namespace's pods can have prefetched (best score first).",
     )
     write_workers: int = _key(
         _integer(1), 8, "API writes of one kind a pass sends in parallel (pods, statuses)."

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from imagesync.reference import (
     DEFAULT_DOMAIN,
     LEGACY_DEFAULT_DOMAIN,
+    MAX_REFERENCE_LENGTH,
     ImageReference,
     InvalidReference,
     parse_reference,
@@ -72,3 +74,21 @@ def is_managed(image: str, prefixes: Iterable[RegistryPrefix]) -> ImageReference
     except InvalidReference:
         return None
     return ref if matching_prefix(ref, prefixes) is not None else None
+
+
+def pod_images(pod: Mapping[str, Any], prefixes: Iterable[RegistryPrefix]) -> set[str]:
+    """The normalized managed images of a pod's init and regular containers."""
+    spec = pod.get("spec")
+    if not isinstance(spec, Mapping):
+        return set()
+    prefixes = tuple(prefixes)
+    images: set[str] = set()
+    for section in ("initContainers", "containers"):
+        containers = spec.get(section)
+        for container in containers if isinstance(containers, list) else ():
+            image = container.get("image") if isinstance(container, Mapping) else None
+            if isinstance(image, str) and len(image) <= MAX_REFERENCE_LENGTH:
+                ref = is_managed(image, prefixes)
+                if ref is not None:
+                    images.add(ref.normalized())
+    return images

@@ -31,7 +31,7 @@ from prefetcher.kube import Kube
 from prefetcher.leader import LeaderElector, LeaseSettings
 from prefetcher.metrics import Metrics
 from prefetcher.model import Plan
-from prefetcher.report import SweepInfo
+from prefetcher.report import SweepInfo, learning_section
 from prefetcher.report_cache import ReportCache
 from prefetcher.report_query import ReportQuery
 from prefetcher.server import ReportServer, create_app, metrics_only_app, parse_bind
@@ -242,13 +242,19 @@ class Prefetcher:
         return self.reports.json(*self._report_plan(), query, self._report_extra())
 
     def _report_extra(self) -> dict[str, Any]:
-        """What the runtime adds to the planner's report: itself, and the image sources."""
-        return {"runtime": self.runtime(), "sources": self.controller.sources.report()}
+        """What the runtime adds to the planner's report: itself, the image sources, and
+        what the learning bounds left out."""
+        return {
+            "runtime": self.runtime(),
+            "sources": self.controller.sources.report(),
+            "learning": learning_section(self.controller.learned_selection, self.config),
+        }
 
     def report_html(self, query: ReportQuery) -> str:
         """`GET /`: the report page."""
+        extra = self._report_extra()
         return self.reports.html(
-            *self._report_plan(), query, {"sources": self.controller.sources.report()}
+            *self._report_plan(), query, {k: extra[k] for k in ("sources", "learning")}
         )
 
 

@@ -21,7 +21,7 @@ import math
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -41,10 +41,12 @@ from imagesync.config import Config
 from imagesync.kubeclient import KubeError
 from imagesync.names import LABEL_MANAGED_BY, MANAGED_BY
 from prefetcher import observe, refusals
+from prefetcher.confirmation import StoredPodImages, confirmation_patches
 from prefetcher.demandwatch import DemandWatch
 from prefetcher.informer import Change, Clock, Informer, InformerSettings, Obj, object_key
 from prefetcher.kube import Kube, pull_failure_event
 from prefetcher.learning import learn_writes
+from prefetcher.learnlimits import LearnedSelection, select_learned
 from prefetcher.metrics import Metrics
 from prefetcher.model import (
     ManagedPod,
@@ -55,6 +57,8 @@ from prefetcher.model import (
     PullRecord,
     Snapshot,
     StatusUpdate,
+    WantedImage,
+    Workload,
 )
 from prefetcher.sources.sync import CatalogView, SourceSync
 
@@ -231,7 +235,12 @@ class Controller:
         self.warm_times: dict[str, float] = {}
         self._next_sweep = 0.0
         self._wake_at = math.inf  # the next pull retry that falls due, from the last plan
-        self._learned = False
+        self._scanned_running = False
+        # Where stored pods used managed images: what confirms a Learned image.
+        self.stored_pods = StoredPodImages(config.registries)
+        self.learned_selection = LearnedSelection(images=(), left_out={})
+        # image → namespaces whose stored pods or templates use it, as of the last snapshot.
+        self._confirming: dict[str, set[str]] = {}
         # For the report.
         self.last_plan: Plan | None = None
         self._report_lock = threading.Lock()
@@ -281,8 +290,11 @@ class Controller:
         elif change.kind == IMAGES:
             reason = image_trigger(change)
         elif change.kind == STARTING:
-            # A pod that started (or went) frees its node for pulls held back for it.
+            # A pod that started (or went) frees its node for pulls held back for it; a pod
+            # bound to a node was stored by the API server: it confirms the images it uses.
             reason = "workload pod started" if change.new is None else None
+            if change.new is not None and self.stored_pods.observe(change.new, self.clock.now()):
+                reason = "image used by a stored pod"
         elif change.kind != PODS:
             reason = self.demand.on_change(change, self.clock.now())
         else:
@@ -429,7 +441,13 @@ class Controller:
         with self._snapshot_lock:
             now = self.clock.now()
             nodes = self._converted(NODES, self.nodes.items(), observe.node_info)
-            images = self._converted(IMAGES, self.images.items(), observe.wanted_image)
+            moment = datetime.fromtimestamp(now, UTC)
+            demand = self.demand.demand(moment, self._converted)
+            images = self._learned_within_bounds(
+                self._converted(IMAGES, self.images.items(), observe.wanted_image),
+                now,
+                demand.workloads,
+            )
             pods: list[ManagedPod] = []
             seen: set[str] = set()
             for pod in self._converted(PODS, self.pods.items(), observe.managed_pod):
@@ -455,12 +473,37 @@ class Controller:
             return Snapshot(
                 now=datetime.fromtimestamp(now, UTC),
                 nodes=tuple(nodes),
-                images=tuple(images),
+                images=images,
                 pods=tuple(pods),
                 pull_records=dict(self.pull_records),
                 starting=tuple(pod for pod in starting if pod is not None),
-                demand=self.demand.demand(datetime.fromtimestamp(now, UTC), self._converted),
+                demand=demand,
             )
+
+    def _learned_within_bounds(
+        self, images: list[WantedImage], now: float, workloads: Iterable[Workload]
+    ) -> tuple[WantedImage, ...]:
+        """Learned images confirmed by stored pods (in their status, or seen by this process
+        and not written yet) or by stored workload templates, within the configured bounds;
+        the selection is kept for the report and the metrics."""
+        seen = self.stored_pods.namespaces(now)
+        for workload in workloads:  # a stored template confirms its images, as a pod does
+            namespace = workload.key.split("/")[1]
+            for image in workload.images:
+                seen.setdefault(image, set()).add(namespace)
+        self._confirming = seen
+        confirmed = [
+            dataclasses.replace(
+                image, confirmed_namespaces=image.confirmed_namespaces | seen[image.image]
+            )
+            if image.image in seen and not seen[image.image] <= image.confirmed_namespaces
+            else image
+            for image in images
+        ]
+        selection = select_learned(confirmed, datetime.fromtimestamp(now, UTC), self.config)
+        self.learned_selection = selection
+        self.metrics.observe_learned(selection)
+        return selection.images
 
     def _converted(self, kind: str, objs: list[Obj], convert: Callable[[Obj], T]) -> list[T]:
         """`convert` of each object, reusing the last result while its resourceVersion holds
@@ -504,12 +547,13 @@ class Controller:
         """Snapshot, plan, execute; keep what the report shows."""
         started_wall = time.perf_counter()
         info = PassInfo(trigger=trigger, started=datetime.fromtimestamp(self.clock.now(), UTC))
-        if self.config.learn_running_pods and not self._learned:
-            self._learn_running_pods(info)
+        if not self._scanned_running:
+            self._scan_running_pods(info)
         self._sync_sources(info)
         if self.config.learn_templates and (trigger == SWEEP or not self._excluded_loaded):
             self._load_excluded(info)
         snapshot = self.snapshot()
+        self._confirm_learned(info)
         plan_started = time.perf_counter()
         plan = self._plan(snapshot, self.config)
         info.plan_seconds = time.perf_counter() - plan_started
@@ -666,6 +710,10 @@ class Controller:
         self._created[name] = (dict(manifest), time.monotonic())
         return created
 
+    def _create_image(self, body: Mapping[str, Any]) -> bool:
+        """Create a CachedImage; False when it already exists."""
+        return self.kube.create_cached_image(body) is not None
+
     def _delete(self, name: str, uid: str) -> bool:
         deleted = self.kube.delete_pod(name, uid)
         if uid:
@@ -782,7 +830,7 @@ class Controller:
             return
         kube = self.kube
         self._run_batch(
-            "create image", [partial(kube.create_cached_image, b) for b in writes.creates], info
+            "create image", [partial(self._create_image, b) for b in writes.creates], info
         )
         self._run_batch(
             "patch image",
@@ -825,7 +873,7 @@ class Controller:
         actions: list[Callable[[], bool]] = []
         for write in learn_writes(snapshot.demand.workloads, self.images.items(), stamp):
             if write.body is not None:
-                actions.append(partial(self.kube.create_cached_image, write.body))
+                actions.append(partial(self._create_image, write.body))
             else:
                 actions.append(
                     partial(
@@ -837,10 +885,26 @@ class Controller:
                 )
         self._run_batch("learn image", actions, info)
 
-    # --- a fresh install learns from running pods -----------------------------------------
+    # --- learned images: confirmed by stored pods; a fresh install learns from running pods
 
-    def _learn_running_pods(self, info: PassInfo) -> None:
-        """Create Learned CachedImages for managed images of pods already running.
+    def _confirm_learned(self, info: PassInfo) -> None:
+        """Write the namespaces where stored pods or stored workload templates (as the last
+        snapshot found them) used each Learned image into its status, so the image stays
+        confirmed after a rollout drops it (it is then released, not forgotten) and a
+        restarted or new leader knows them too."""
+        stamp = format_time(datetime.fromtimestamp(self.clock.now(), UTC))
+        seen = self._confirming
+        patches = confirmation_patches(self.images.items(), seen, stamp) if seen else []
+        with contextlib.suppress(Stopped):
+            self._run_batch(
+                "confirm image",
+                [partial(self.kube.patch_cached_image_status, name, p) for name, p in patches],
+                info,
+            )
+
+    def _scan_running_pods(self, info: PassInfo) -> None:
+        """Once: running pods confirm the images they use (an upgrade keeps every image in
+        use); with `learnRunningPods`, images without a CachedImage are created as well.
 
         The webhook learns from pods as they are created; pods that started before image-sync
         was installed would otherwise stay unknown until they are re-created. An image that
@@ -848,14 +912,18 @@ class Controller:
         """
         from webhook.mutation import decide  # the webhook's own rule for what is managed
 
+        now = self.clock.now()
         try:
             excluded = self.kube.excluded_namespaces()
             sightings: dict[str, list[PlacementProfile]] = {}
             for pod in self.kube.running_pods():
+                self.stored_pods.observe(pod, now)
                 meta = pod.get("metadata") or {}
                 namespace = str(meta.get("namespace") or "")
                 labels = meta.get("labels") or {}
                 if namespace in excluded or labels.get(LABEL_MANAGED_BY) == MANAGED_BY:
+                    continue
+                if not self.config.learn_running_pods:
                     continue
                 images = decide(pod, self.config).images
                 if not images:
@@ -865,13 +933,13 @@ class Controller:
                     sightings.setdefault(image, []).append(profile)
         except KubeError as exc:
             info.api_errors += 1
-            self._record_error("learn from running pods (retried next pass)", exc)
+            self._record_error("scan running pods (retried next pass)", exc)
             return
         known = {str((obj.get("spec") or {}).get("image") or "") for obj in self.images.items()} | {
             str(obj["metadata"]["name"]) for obj in self.images.items()
         }
-        now = datetime.fromtimestamp(self.clock.now(), UTC)
-        stamp = format_time(now)
+        moment = datetime.fromtimestamp(now, UTC)
+        stamp = format_time(moment)
         for image, profiles in sorted(sightings.items()):
             if image in known or object_name(image) in known:
                 continue
@@ -883,18 +951,31 @@ class Controller:
             body = new_cached_image(image, merge_profiles([], seen))
             try:
                 self._guard("learn image")
-                if self.kube.create_cached_image(body):
+                version = self.kube.create_cached_image(body)
+                if version:
                     info.actions["learn image"] = info.actions.get("learn image", 0) + 1
-                    self.kube.patch_cached_image_status(
-                        object_name(image),
-                        {
-                            "lastSeen": stamp,
-                            "useCount": len(profiles),
-                            "dailyUses": {now.strftime("%Y-%m-%d"): len(profiles)},
-                        },
-                    )
+                    self._seed_usage(image, version, len(profiles), moment)
             except KubeError as exc:
                 info.api_errors += 1
                 self._record_error(f"learn {image}", exc)
                 return
-        self._learned = True
+        self._scanned_running = True
+
+    def _seed_usage(self, image: str, version: str, uses: int, now: datetime) -> None:
+        """The first counts of an image just created, only onto the version created: if the
+        webhook has written counts since, they stand (never overwritten)."""
+        stamp = format_time(now)
+        try:
+            self.kube.patch_cached_image_status(
+                object_name(image),
+                {
+                    "lastSeen": stamp,
+                    "useCount": uses,
+                    "dailyUses": {now.strftime("%Y-%m-%d"): uses},
+                },
+                resource_version=version,
+            )
+        except KubeError as exc:
+            if not exc.conflict:
+                raise
+            log.info("not seeding the counts of %s: the webhook has written them", image)

@@ -328,8 +328,15 @@ class Kube:
             raise
         return True
 
-    def patch_cached_image_status(self, name: str, status: Mapping[str, Any]) -> bool:
-        """Merge-patch `status` of a CachedImage; False when the object is gone."""
+    def patch_cached_image_status(
+        self, name: str, status: Mapping[str, Any], resource_version: str = ""
+    ) -> bool:
+        """Merge-patch `status` of a CachedImage; False when the object is gone.
+
+        With `resource_version` the patch applies only to that version (409 otherwise)."""
+        patch: Obj = {"status": dict(status)}
+        if resource_version:
+            patch["metadata"] = {"resourceVersion": resource_version}
         try:
             self._call(
                 "patch",
@@ -340,7 +347,7 @@ class Kube:
                 VERSION,
                 CACHED_IMAGE_PLURAL,
                 name,
-                {"status": dict(status)},
+                patch,
                 _content_type=MERGE_PATCH,
             )
         except KubeError as exc:
@@ -349,11 +356,12 @@ class Kube:
             raise
         return True
 
-    def create_cached_image(self, body: Mapping[str, Any]) -> bool:
-        """Create a CachedImage; False when it exists already (the webhook may have won)."""
+    def create_cached_image(self, body: Mapping[str, Any]) -> str | None:
+        """Create a CachedImage; its resourceVersion, or None when it exists already (the
+        webhook may have won)."""
         name = (body.get("metadata") or {}).get("name", "")
         try:
-            self._call(
+            response = self._call(
                 "create",
                 CACHED_IMAGE_PLURAL,
                 f"create cachedimage {name}",
@@ -365,9 +373,10 @@ class Kube:
             )
         except KubeError as exc:
             if exc.conflict:
-                return False
+                return None
             raise
-        return True
+        created = json.loads(response.data)
+        return str((created.get("metadata") or {}).get("resourceVersion") or "")
 
     def patch_cached_image_spec(self, name: str, spec: Mapping[str, Any]) -> bool:
         """Merge-patch `spec` of a CachedImage (null removes a key); False when it is gone."""

@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from imagesync.kubeclient import KubeError
 from imagesync.reference import InvalidReference, parse_reference
+from prefetcher.learnlimits import LEFT_OUT_REASONS, LearnedSelection
 from prefetcher.model import Plan, PullOutcome
 
 PREFIX = "image_sync_prefetcher"
@@ -39,6 +40,13 @@ class Metrics:
         )
         self.nodes = Gauge(f"{PREFIX}_nodes", "Nodes seen.", registry=r)
         self.images = Gauge(f"{PREFIX}_images", "CachedImages seen.", registry=r)
+        self.learned_left_out = Gauge(
+            f"{PREFIX}_learned_images_left_out",
+            "Learned images not prefetched: unconfirmed (no stored pod used them yet), or over "
+            "maxLearnedImagesPerNamespace (namespace_limit) or maxLearnedImages (total_limit).",
+            ["reason"],
+            registry=r,
+        )
         self.pulls_started = Counter(
             f"{PREFIX}_pulls_started",
             "Image pulls started (one puller pod pulls up to pullBatchSize images), by registry.",
@@ -216,6 +224,10 @@ class Metrics:
                 ):
                     out[(verb, sample.labels["resource"])] = sample.value
         return out
+
+    def observe_learned(self, selection: LearnedSelection) -> None:
+        for reason in LEFT_OUT_REASONS:
+            self.learned_left_out.labels(reason).set(selection.count(reason))
 
     def observe_plan(self, plan: Plan) -> None:
         """Gauges from a plan's summary."""

@@ -102,6 +102,8 @@ class WantedImage:
     created: datetime | None = None
     reported: ReportedStatus = field(default_factory=ReportedStatus)
     placement: str = ""  # spec.placement: "All" | "Demand"; "" = the configured default
+    # Learned: namespaces where a pod the API server stored used it (status.confirmedNamespaces).
+    confirmed_namespaces: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)

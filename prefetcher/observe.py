@@ -235,6 +235,9 @@ def wanted_image(obj: Mapping[str, Any]) -> WantedImage:
             nodes_present=None if nodes_present is None else int(nodes_present),
             last_error=None if last_error is None else str(last_error),
         ),
+        confirmed_namespaces=frozenset(
+            str(ns) for ns in _list(status.get("confirmedNamespaces")) if isinstance(ns, str)
+        ),
     )
 
 

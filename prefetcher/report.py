@@ -14,6 +14,14 @@ from datetime import datetime
 from typing import Any
 
 from imagesync.cachedimage import format_time
+from imagesync.config import Config
+from prefetcher.learnlimits import (
+    LEFT_OUT_REASONS,
+    NAMESPACE_LIMIT,
+    TOTAL_LIMIT,
+    UNCONFIRMED,
+    LearnedSelection,
+)
 from prefetcher.model import CellState, Plan
 
 
@@ -142,6 +150,39 @@ def build_report(plan: Plan, sweep: SweepInfo | None = None) -> dict[str, Any]:
         ],
     }
     return report
+
+
+LEFT_OUT_SHOWN = 20
+
+
+def learning_section(selection: LearnedSelection, config: Config) -> dict[str, Any]:
+    """`report["learning"]`: learned images left out, and a line when a bound bites."""
+    counts = {reason: selection.count(reason) for reason in LEFT_OUT_REASONS}
+    lines = []
+    if counts[NAMESPACE_LIMIT]:
+        lines.append(
+            f"{counts[NAMESPACE_LIMIT]} learned image(s) not prefetched: namespace(s) "
+            f"{', '.join(selection.full_namespaces)} reached maxLearnedImagesPerNamespace "
+            f"({config.max_learned_images_per_namespace}); the best-scored images are kept"
+        )
+    if counts[TOTAL_LIMIT]:
+        lines.append(
+            f"{counts[TOTAL_LIMIT]} learned image(s) not prefetched: the cluster reached "
+            f"maxLearnedImages ({config.max_learned_images}); the best-scored images are kept"
+        )
+    return {
+        "maxLearnedImages": config.max_learned_images,
+        "maxLearnedImagesPerNamespace": config.max_learned_images_per_namespace,
+        "unconfirmed": counts[UNCONFIRMED],
+        "overNamespaceLimit": counts[NAMESPACE_LIMIT],
+        "overTotalLimit": counts[TOTAL_LIMIT],
+        "fullNamespaces": list(selection.full_namespaces),
+        "leftOut": {
+            reason: list(selection.left_out.get(reason, ())[:LEFT_OUT_SHOWN])
+            for reason in LEFT_OUT_REASONS
+        },
+        "boundReached": lines,
+    }
 
 
 def _sweep(plan: Plan, sweep: SweepInfo | None) -> dict[str, Any]:

@@ -444,6 +444,21 @@ def _budget_table(report: Mapping[str, Any], query: ReportQuery) -> str:
     )
 
 
+def _learning_html(report: Mapping[str, Any]) -> str:
+    """What the learning bounds left out, and learned images no stored pod confirmed yet."""
+    learning = report.get("learning") or {}
+    lines = "".join(
+        f'<p class="reason">{_e(line)}</p>' for line in learning.get("boundReached") or []
+    )
+    unconfirmed = learning.get("unconfirmed") or 0
+    if unconfirmed:
+        lines += (
+            f'<p class="muted">{_e(unconfirmed)} learned image(s) wait for a stored pod that '
+            "uses them before they are prefetched.</p>"
+        )
+    return lines
+
+
 def _sources_html(report: Mapping[str, Any]) -> str:
     """The Observed and Catalog sources: images, nodes at the image-list cap, registry errors."""
     sources = report.get("sources") or {}
@@ -507,6 +522,7 @@ def render_html(report: Mapping[str, Any], query: ReportQuery | None = None) -> 
 <div class="head"><h1>image-sync prefetch report</h1>
 <span class="muted">Generated {_e(report.get("generatedAt", ""))} · <a href="{_e(json_link)}">JSON</a> · <a href="metrics">metrics</a></span></div>
 {_summary(report, query)}
+{_learning_html(report)}
 {_find_form(query)}
 <h2>Failures</h2>{_failures(failures, query)}
 {focus}

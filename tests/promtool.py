@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.skips import skip_without
+
 REQUIRE_ENV = "IMAGE_SYNC_REQUIRE_PROMTOOL"
 
 
@@ -24,7 +26,7 @@ def promtool() -> str:
         message = "promtool not found: run scripts/ensure-promtool (Debian package prometheus)"
         if os.environ.get(REQUIRE_ENV) == "1":
             pytest.fail(message)
-        pytest.skip(message)
+        skip_without("promtool", message)
     return found
 
 

@@ -26,8 +26,7 @@ pytestmark = pytest.mark.timeout(900)
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, dict[str, object]]]:
     """One `demo --once` run, shared by the checks below (it takes a couple of minutes)."""
-    if not SCRIPT.exists():
-        pytest.skip("the image-sync console script is not installed")
+    assert SCRIPT.exists(), "the image-sync console script is not installed: run make install"
     workdir = tmp_path_factory.mktemp("demo")
     summary = workdir / "summary.json"
     result = subprocess.run(

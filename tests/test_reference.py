@@ -109,3 +109,63 @@ def test_normalization_is_idempotent(host: str, path: list[str], tag: str | None
     once = normalize(text)
     assert normalize(once) == once
     assert once.endswith(f":{tag or 'latest'}")
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "x:tést",
+        "x:日本",
+        "x\n:1",
+        "x:1\n",
+        "nvcr.io/nvidia/cuda:12\n",
+        "nvcr.io/nvidia/cud\u0430:12",  # a Cyrillic a
+        "nvcr.io/nvidia/cuda:1\u00b2",  # a superscript digit is a Unicode digit
+        "nvcr.io/nvidia/cuda:\uff11",  # a full-width digit
+        "nvcr.io/nvidia/cuda:1\x00",
+        "nvcr.io\n/nvidia/cuda:1",
+        "nvcr.io/nvidia\t/cuda:1",
+        f"nginx@{DIGEST}\n",
+        "x:" + "1" * 2000,
+    ],
+)
+def test_refuses_non_ascii_control_characters_and_trailing_newlines(bad: str) -> None:
+    with pytest.raises(InvalidReference):
+        parse_reference(bad)
+    assert is_managed(bad, [parse_prefix("nvcr.io/nvidia"), parse_prefix("docker.io")]) is None
+
+
+# Everything the grammar allows anywhere in a reference; any other character is refused.
+_GRAMMAR_CHARACTERS = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-/:@[]+"
+)
+_valid_reference = st.builds(
+    lambda host, path, tag: host + "/".join(path) + (f":{tag}" if tag else ""),
+    st.sampled_from(["", "nvcr.io/", "harbor.example.internal:8443/", "localhost/"]),
+    st.lists(_component, min_size=1, max_size=4),
+    st.none() | _tag,
+).filter(lambda text: "." not in text.split("/")[0] or "/" in text)
+_foreign = st.characters(
+    blacklist_characters=sorted(_GRAMMAR_CHARACTERS), blacklist_categories=()
+) | st.sampled_from(["\n", "\r", "\t", "\x00", "\x7f", "é", "日", "\u0660", "\uff11"])
+
+
+@given(reference=_valid_reference, foreign=_foreign, data=st.data())
+def test_any_foreign_character_anywhere_is_refused(
+    reference: str, foreign: str, data: st.DataObject
+) -> None:
+    position = data.draw(st.integers(min_value=0, max_value=len(reference)))
+    spoiled = reference[:position] + foreign + reference[position:]
+    with pytest.raises(InvalidReference):
+        parse_reference(spoiled)
+
+
+@given(text=st.text(min_size=1, max_size=80))
+def test_whatever_parses_is_ascii_and_normalizes_to_itself(text: str) -> None:
+    try:
+        once = normalize(text)
+    except InvalidReference:
+        return
+    assert text.isascii() and set(text) <= _GRAMMAR_CHARACTERS
+    assert once.isascii() and "\n" not in once
+    assert normalize(once) == once

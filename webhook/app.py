@@ -15,17 +15,19 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
-from flask import Flask, Response, request
+from flask import Flask, Response, abort, request
 
 from imagesync.config import Config
 from webhook import metrics as metrics_module
 from webhook.learning import sighting_for
-from webhook.mutation import ImageMatcher, decide
+from webhook.mutation import ImageMatcher, PodDecision, decide
 from webhook.recorder import Recorder
 from webhook.review import (
+    MAX_BODY_BYTES,
     AdmissionRequest,
     AdmissionReviewResponse,
     ReviewError,
@@ -36,7 +38,6 @@ from webhook.review import (
 log = logging.getLogger(__name__)
 
 EXTENSION = "image_sync"
-MAX_BODY_BYTES = 16 * 1024 * 1024
 INTERNAL_ERROR_WARNING = "image-sync webhook: internal error; the pod was admitted unchanged"
 
 
@@ -56,21 +57,24 @@ class Webhook:
         self.matcher = ImageMatcher(config)
 
     def review(self, admission: AdmissionRequest) -> tuple[AdmissionReviewResponse, str]:
-        """The AdmissionReview answer and the metrics outcome; never raises."""
+        """The AdmissionReview answer and the metrics outcome; never raises.
+
+        The answer is decided first; learning runs after it under its own guard, so a pod
+        that the learner cannot read (say, `ownerReferences` sent as an object) still gets
+        its patch.
+        """
         try:
             if not admission.is_pod_create or admission.obj is None:
                 return build_response(admission.uid), metrics_module.OUTCOME_SKIPPED
             pod = admission.obj
             decision = decide(pod, self.config, self.matcher)
-            if self.recorder is not None:
-                sighting = sighting_for(admission, pod, decision)
-                if sighting is not None:
-                    self.recorder.record(sighting)
-            if not decision.patch:
-                return build_response(admission.uid), metrics_module.OUTCOME_UNCHANGED
-            self.metrics.patches.inc()
-            self.metrics.containers_rewritten.inc(len(decision.patch))
-            return build_response(admission.uid, decision.patch), metrics_module.OUTCOME_PATCHED
+            if decision.patch:
+                self.metrics.patches.inc()
+                self.metrics.containers_rewritten.inc(len(decision.patch))
+                answer = build_response(admission.uid, decision.patch)
+                outcome = metrics_module.OUTCOME_PATCHED
+            else:
+                answer, outcome = build_response(admission.uid), metrics_module.OUTCOME_UNCHANGED
         except Exception:
             log.warning(
                 "admitting %s/%s unchanged after an internal error",
@@ -83,10 +87,36 @@ class Webhook:
                 build_response(admission.uid, warnings=[INTERNAL_ERROR_WARNING]),
                 metrics_module.OUTCOME_ERROR,
             )
+        self.learn(admission, pod, decision)
+        return answer, outcome
+
+    def learn(
+        self, admission: AdmissionRequest, pod: Mapping[str, Any], decision: PodDecision
+    ) -> None:
+        """Hand the pod's managed images to the learner; an error here is counted, never raised."""
+        if self.recorder is None:
+            return
+        try:
+            sighting = sighting_for(admission, pod, decision)
+            if sighting is not None:
+                self.recorder.record(sighting)
+        except Exception:
+            self.metrics.learn_errors.inc()
+            log.warning(
+                "not learning from %s/%s after an internal error (the pod was answered)",
+                admission.namespace,
+                admission.name or "(generated name)",
+                exc_info=True,
+                extra={"namespace": admission.namespace, "pod": admission.name},
+            )
 
     def mutate(self) -> Response:
         started = time.perf_counter()
-        body = request.get_data(cache=False)  # too large: 413 from Flask, before parsing
+        # A Content-Length over MAX_BODY_BYTES: 413 from Flask, unread. A chunked body is
+        # read up to the limit only; one that reaches it is refused as too large.
+        body = request.get_data(cache=False)
+        if request.content_length is None and len(body) >= MAX_BODY_BYTES:
+            abort(413)
         try:
             admission = parse_review(body)
         except ReviewError as exc:

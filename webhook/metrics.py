@@ -92,6 +92,11 @@ class Metrics:
             ["reason"],
             registry=registry,
         )
+        self.learn_errors = Counter(
+            f"{PREFIX}_learn_errors",
+            "Admitted pods the learner could not read (the pod was still answered and patched).",
+            registry=registry,
+        )
         self.conflicts = Counter(
             f"{PREFIX}_learn_conflicts",
             "CachedImage writes that met a newer resourceVersion (another writer) and were redone.",
@@ -100,6 +105,11 @@ class Metrics:
         self.dropped = Counter(
             f"{PREFIX}_learn_dropped",
             "Image sightings dropped because the learner's buffer was full.",
+            registry=registry,
+        )
+        self.dropped_profiles = Counter(
+            f"{PREFIX}_learn_profiles_dropped",
+            "Placement profiles not kept (over learnMaxPendingBytes, or one profile over 64 KiB); the use still counts.",
             registry=registry,
         )
         self.pending = Gauge(

@@ -12,7 +12,12 @@ Rules (docs/webhook.md has the table):
 - images Kubernetes treats as `:latest` (no tag or tag `latest`, no digest) are rewritten only
   with `rewriteLatest: true`. That covers `Always` as well as unset: the API server applies
   defaults before admission, so an untagged image with no policy reaches the webhook as
-  `Always`, and the two cannot be told apart.
+  `Always`, and the two cannot be told apart;
+- on any other tagged image without a digest, Kubernetes defaults an unset policy to
+  `IfNotPresent`, so an `Always` there was written on purpose (a tag that gets rebuilt).
+  `explicitAlways: rewrite` (the default) rewrites it all the same: the registries image-sync
+  manages are ones whose tags the admin treats as immutable. `explicitAlways: keep` leaves it.
+  A digest pins the content, so `Always` on a digest is rewritten in both modes.
 """
 
 from __future__ import annotations
@@ -21,9 +26,10 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any, NamedTuple
 
-from imagesync.config import Config
+from imagesync.config import EXPLICIT_ALWAYS_KEEP, Config
 from imagesync.matching import is_managed
 from imagesync.names import ANNOTATION_ENABLED, ANNOTATION_PULL_POLICY, PULL_POLICY_KEEP
+from imagesync.reference import MAX_REFERENCE_LENGTH
 from webhook.review import JsonPatchOp
 
 IF_NOT_PRESENT = "IfNotPresent"
@@ -65,6 +71,7 @@ class MatchedImage(NamedTuple):
 
     normalized: str
     implicit_latest: bool
+    pinned: bool  # has a digest
 
 
 def escape_pointer_token(token: str) -> str:
@@ -104,11 +111,15 @@ def pod_in_scope(pod: Mapping[str, Any], mode: str) -> bool:
     return _in_scope(_annotations(pod), mode)
 
 
-def new_pull_policy(policy: str | None, implicit_latest: bool, rewrite_latest: bool) -> str | None:
+def new_pull_policy(
+    policy: str | None, image: MatchedImage, rewrite_latest: bool, keep_explicit_always: bool
+) -> str | None:
     """The policy to set for a managed container, or None to leave it as it is."""
     if policy not in (None, ALWAYS):
         return None
-    if implicit_latest and not rewrite_latest:
+    if image.implicit_latest:
+        return IF_NOT_PRESENT if rewrite_latest else None
+    if policy == ALWAYS and keep_explicit_always and not image.pinned:
         return None
     return IF_NOT_PRESENT
 
@@ -118,17 +129,26 @@ MATCH_CACHE_SIZE = 4096
 
 class ImageMatcher:
     """`is_managed` with a bounded per-instance cache: a cluster uses few distinct images,
-    and parsing a reference costs more than the rest of a review."""
+    and parsing a reference costs more than the rest of a review.
+
+    A string longer than any valid reference is neither parsed nor cached: 4096 cached
+    megabyte-long "images" would hold 4 GB.
+    """
 
     def __init__(self, config: Config, cache_size: int = MATCH_CACHE_SIZE) -> None:
         registries = config.registries
 
         @lru_cache(maxsize=cache_size)
-        def match(image: str) -> MatchedImage | None:
+        def cached(image: str) -> MatchedImage | None:
             ref = is_managed(image, registries)
-            return None if ref is None else MatchedImage(ref.normalized(), ref.implicit_latest)
+            if ref is None:
+                return None
+            return MatchedImage(ref.normalized(), ref.implicit_latest, ref.digest is not None)
 
-        self.match = match
+        self.cached = cached
+
+    def match(self, image: str) -> MatchedImage | None:
+        return None if len(image) > MAX_REFERENCE_LENGTH else self.cached(image)
 
 
 # `pointer("spec", section, index, PULL_POLICY_FIELD)` without the per-token escaping: none
@@ -150,6 +170,7 @@ def decide(
     if not in_scope or not isinstance(spec, dict):
         return PodDecision(in_scope=in_scope, keep=keep, containers=(), patch=())
     rewrite_latest = config.rewrite_latest
+    keep_explicit_always = config.explicit_always == EXPLICIT_ALWAYS_KEEP
     managed: list[ManagedContainer] = []
     patch: list[JsonPatchOp] = []
     images: dict[str, None] = {}
@@ -169,7 +190,7 @@ def decide(
             policy = raw_policy if isinstance(raw_policy, str) and raw_policy else None
             new = None
             if not keep and (raw_policy is None or isinstance(raw_policy, str)):
-                new = new_pull_policy(policy, matched.implicit_latest, rewrite_latest)
+                new = new_pull_policy(policy, matched, rewrite_latest, keep_explicit_always)
             name = container.get("name")
             managed.append(
                 ManagedContainer(

@@ -8,25 +8,40 @@ Several workers of several replicas write the same objects at once, so every wri
 conditional: the main resource (spec.profiles) and the /status subresource (lastSeen,
 useCount, dailyUses) are replaced with the `resourceVersion` just read, and a 409 Conflict
 means "someone else wrote first": read again, merge again, write again. Counts are added
-to what is stored, never overwritten, so no use is lost or counted twice. A Declared
-object's spec belongs to the user and is never written; only its usage status is.
+to what is stored, never overwritten, so no use is lost or counted twice. A write whose
+answer was lost (a timeout, a 5xx: it may have landed) is kept "in doubt" with its sequence
+number; the next write reads the writer's stamp back (`imagesync.usage`) and resends only
+what did not land. A Declared object's spec belongs to the user and is never written;
+only its usage status is.
 
-Failures never reach a request: an API server that is down or refuses a write leaves the
-images in the buffer for the next flush (with backoff), counted and logged with the reason.
-The buffer holds at most `learnMaxPending` distinct images; beyond that sightings of new
-images are dropped and counted, so memory stays bounded whatever the API server does.
+Failures never reach a request, and they stay with their image: an image whose write
+fails waits out its own backoff while the others are written. Only an API server that
+cannot be reached several times in a row ends a flush early. Every failure is counted
+and logged with the reason.
+The buffer holds at most `learnMaxPending` distinct images and `learnMaxPendingBytes` of
+placement profiles (measured as their JSON); beyond that sightings of new images, and new
+profiles of known images, are dropped and counted, so memory stays bounded whatever the
+API server does and however large the pods are. A single profile over MAX_PROFILE_BYTES
+(no real pod's placement is that large) is never held. A use whose profile is not held
+still counts for an image already buffered with other profiles; a new image is not held
+without one (it would read as "wanted on every node").
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
+import itertools
 import logging
+import os
+import secrets
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -34,7 +49,6 @@ from imagesync.cachedimage import (
     MAX_PROFILES,
     PlacementProfile,
     format_time,
-    merge_daily_uses,
     merge_profiles,
     new_cached_image,
     object_name,
@@ -42,8 +56,10 @@ from imagesync.cachedimage import (
 from imagesync.config import Config
 from imagesync.kubeclient import KubeError
 from imagesync.names import SOURCE_LEARNED
+from imagesync.usage import add_usage, applied_sequence
 from webhook.learning import Sighting
 from webhook.metrics import Metrics
+from webhook.store import CachedImageStore, KubeCachedImageStore
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +67,14 @@ MAX_BACKOFF_SECONDS = 60.0
 CONFLICT_RETRIES = 8
 # Profiles one buffered image holds between flushes; merge_profiles keeps MAX_PROFILES of them.
 MAX_PENDING_PROFILES = 4 * MAX_PROFILES
+# A placement profile's JSON beyond this is not kept (real ones are well under 2 KiB).
+MAX_PROFILE_BYTES = 64 * 1024
+DEFAULT_MAX_PENDING_BYTES = 8 * 1024 * 1024
 CLOSE_JOIN_SECONDS = 15.0
+# A flush stops early after this many images in a row could not reach the API server.
+MAX_UNREACHABLE_IN_A_ROW = 3
+# Writes in doubt kept per image; beyond it the oldest is forgotten (an undercount at worst).
+MAX_DOUBTS = 32
 # Client errors that no retry can fix: the object we build is refused as such.
 _PERMANENT_STATUSES = frozenset({400, 422})
 
@@ -62,18 +85,6 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class CachedImageStore(Protocol):
-    """The four calls the learner makes; each raises KubeError (status 0: not reached)."""
-
-    def get(self, name: str) -> dict[str, Any] | None: ...
-
-    def create(self, body: dict[str, Any]) -> dict[str, Any]: ...
-
-    def replace(self, body: dict[str, Any]) -> dict[str, Any]: ...
-
-    def replace_status(self, body: dict[str, Any]) -> dict[str, Any]: ...
-
-
 @dataclass
 class PendingImage:
     """Usage of one image not yet written: profiles by identity, uses per day, last seen.
@@ -82,29 +93,45 @@ class PendingImage:
     stamping a copy with `lastSeen` waits for the flush, off the request path.
     """
 
-    profiles: dict[bytes, tuple[PlacementProfile, str]] = field(default_factory=dict)
+    # identity → (profile, last seen, bytes of its JSON)
+    profiles: dict[bytes, tuple[PlacementProfile, str, int]] = field(default_factory=dict)
     daily: dict[str, int] = field(default_factory=dict)
     count: int = 0
     last_seen: str = ""
 
-    def add(self, key: bytes, profile: PlacementProfile, day: str, seen: str) -> None:
-        """Count one use; keep the profile unless this image already holds too many."""
+    def add(
+        self, key: bytes, profile: PlacementProfile | None, size: int, day: str, seen: str
+    ) -> bool:
+        """Count one use; keep the profile (if any) unless this image holds too many already.
+
+        True when `profile` was stored as a new entry (the caller accounts for its bytes)."""
         profiles = self.profiles
-        if key in profiles or len(profiles) < MAX_PENDING_PROFILES:
-            profiles[key] = (profile, seen)
+        added = False
+        if profile is not None:
+            if key in profiles:
+                profiles[key] = (profile, seen, profiles[key][2])
+            elif len(profiles) < MAX_PENDING_PROFILES:
+                profiles[key] = (profile, seen, size)
+                added = True
         daily = self.daily
         daily[day] = daily.get(day, 0) + 1
         self.count += 1
         if seen > self.last_seen:
             self.last_seen = seen
+        return added
+
+    @property
+    def size(self) -> int:
+        """Bytes of profile JSON this entry accounts for."""
+        return sum(entry[2] for entry in self.profiles.values())
 
     def absorb(self, other: PendingImage) -> None:
-        for key, (profile, seen) in other.profiles.items():
+        for key, (profile, seen, size) in other.profiles.items():
             mine = self.profiles.get(key)
             if mine is None and len(self.profiles) >= MAX_PENDING_PROFILES:
                 continue
             if mine is None or seen > mine[1]:
-                self.profiles[key] = (profile, seen)
+                self.profiles[key] = (profile, seen, size)
         for day, uses in other.daily.items():
             self.daily[day] = self.daily.get(day, 0) + uses
         self.count += other.count
@@ -112,7 +139,7 @@ class PendingImage:
 
     def profile_list(self) -> list[PlacementProfile]:
         stamped: list[PlacementProfile] = []
-        for profile, seen in self.profiles.values():
+        for profile, seen, _ in self.profiles.values():
             with_time = profile.copy()
             with_time["lastSeen"] = seen
             stamped.append(with_time)
@@ -125,15 +152,32 @@ class FlushResult:
     failed: int = 0
     requeued: int = 0
     last_error: str = ""
+    deferred: int = 0  # images waiting out their own backoff
+    aborted: bool = False  # the API server could not be reached: the rest waits
 
 
-def usage_status(status: dict[str, Any], pending: PendingImage, now: datetime) -> dict[str, Any]:
-    """`status` with the pending usage added; fields the prefetcher owns are kept as they are."""
-    out = dict(status)
-    out["lastSeen"] = max(str(status.get("lastSeen") or ""), pending.last_seen)
-    out["useCount"] = int(status.get("useCount") or 0) + pending.count
-    out["dailyUses"] = merge_daily_uses(status.get("dailyUses") or {}, pending.daily, now)
-    return out
+@dataclass
+class ImageRetry:
+    """One image's failures in a row, and the monotonic time its next write is due."""
+
+    failures: int = 0
+    due: float = 0.0
+
+
+class LostAnswer(Exception):
+    """A status write that may have landed (a timeout, a 5xx, a failure mid-call)."""
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+class InDoubt(NamedTuple):
+    """Uses sent in a write whose answer was lost: they landed if the writer's stamp on the
+    object reached `sequence`."""
+
+    sequence: int
+    entry: PendingImage
 
 
 def learned_spec_update(obj: dict[str, Any], pending: PendingImage) -> dict[str, Any] | None:
@@ -160,13 +204,18 @@ class Recorder:
         *,
         flush_interval: float,
         max_pending: int,
+        max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
         clock: Clock = utc_now,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
         self._metrics = metrics
         self._flush_interval = max(flush_interval, 0.05)
         self._max_pending = max_pending
+        self._max_pending_bytes = max_pending_bytes
+        self._pending_bytes = 0
         self._clock = clock
+        self._monotonic = monotonic  # per-image backoff
         self._pending: dict[str, PendingImage] = {}
         # Counted under the lock and published by the flusher: the request path touches no
         # metric files for learning.
@@ -178,6 +227,11 @@ class Recorder:
         self._thread: threading.Thread | None = None
         self.reached_api = False
         self.last_error = ""
+        # Flusher state, under _flush_lock.
+        self.writer_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        self._sequence = itertools.count(1)
+        self._in_doubt: dict[str, list[InDoubt]] = {}
+        self._retry: dict[str, ImageRetry] = {}
 
     # --- request path -----------------------------------------------------------------
 
@@ -185,27 +239,39 @@ class Recorder:
         seen = self._timestamp()
         day = seen[:10]
         profile = sighting.profile
-        # A cheap key: equal pods build equal dicts in the same order. Profiles that are equal
-        # but ordered differently are merged into one when written (merge_profiles).
+        # The identity of a profile: a digest of its JSON (equal pods build equal dicts in the
+        # same order; profiles equal but ordered differently are merged when written).
         try:
-            key = orjson.dumps(profile)
+            encoded = orjson.dumps(profile)
         except TypeError:  # deeper than orjson nests (255): rare enough for the slow way
-            key = repr(profile).encode()
+            encoded = repr(profile).encode()
+        size = len(encoded)
+        key = hashlib.blake2b(encoded, digest_size=16).digest()
         images = sighting.images
-        dropped = 0
+        dropped = dropped_profiles = 0
         with self._lock:
+            fits = size <= MAX_PROFILE_BYTES
             pending = self._pending
             for image in images:
                 entry = pending.get(image)
+                room = fits and self._pending_bytes + size <= self._max_pending_bytes
                 if entry is None:
-                    if len(pending) >= self._max_pending:
+                    # A new image is held only with its profile: one without any would read
+                    # as "wanted on every node".
+                    if len(pending) >= self._max_pending or not room:
                         dropped += 1
+                        dropped_profiles += not room
                         continue
                     entry = pending[image] = PendingImage()
-                entry.add(key, profile, day, seen)
+                keep = profile if room or key in entry.profiles else None
+                dropped_profiles += keep is None
+                if entry.add(key, keep, size, day, seen):
+                    self._pending_bytes += size
             self._seen_unpublished += len(images) - dropped
         if dropped:
             self._metrics.dropped.inc(dropped)
+        if dropped_profiles:
+            self._metrics.dropped_profiles.inc(dropped_profiles)
         self._ensure_started()
 
     def _timestamp(self) -> str:
@@ -234,69 +300,129 @@ class Recorder:
         with self._lock:
             return len(self._pending)
 
+    @property
+    def pending_bytes(self) -> int:
+        with self._lock:
+            return self._pending_bytes
+
     # --- flushing ---------------------------------------------------------------------
 
     def flush(self) -> FlushResult:
-        """Write everything buffered now; what fails goes back into the buffer."""
+        """Write everything buffered now whose image is not backing off; what fails goes
+        back into the buffer (or stays in doubt) with that image's own backoff."""
         with self._flush_lock:
+            now = self._monotonic()
             with self._lock:
-                batch, self._pending = self._pending, {}
-            written = failed = 0
+                due = {
+                    image: entry
+                    for image, entry in self._pending.items()
+                    if self._retry.get(image, _NOT_FAILING).due <= now
+                }
+                for image in due:
+                    del self._pending[image]
+                self._pending_bytes = sum(entry.size for entry in self._pending.values())
+                deferred = len(self._pending)
+            for image in self._in_doubt:
+                if image not in due and self._retry.get(image, _NOT_FAILING).due <= now:
+                    due[image] = PendingImage()
+            written = failed = unreachable_in_a_row = 0
             error = ""
-            # After a failure to reach the API server (or a 5xx) the rest waits for the next flush.
-            abort = False
             leftovers: list[tuple[str, PendingImage]] = []
-            for image, entry in batch.items():
-                if abort:
-                    leftovers.append((image, entry))
-                    continue
+            images = iter(due.items())
+            for image, entry in images:
                 try:
-                    action = self._write(image, entry)
-                except KubeError as exc:
+                    action = self._write_one(image, entry)
+                except Exception as exc:  # the flusher must never die
                     failed += 1
-                    error = str(exc)
-                    self._metrics.flush_errors.labels(reason=_reason(exc)).inc()
-                    abort = exc.status == 0 or exc.status >= 500
-                    if exc.status in _PERMANENT_STATUSES:
-                        log.error(
-                            "learning %s: giving up, the API server refuses it: %s",
-                            image,
-                            exc,
-                            extra={"image": image, "reason": _reason(exc)},
-                        )
-                    else:
-                        log.warning(
-                            "learning %s failed, retrying on a later flush: %s",
-                            image,
-                            exc,
-                            extra={"image": image, "reason": _reason(exc)},
-                        )
+                    lost = isinstance(exc, LostAnswer)
+                    cause = exc.cause if isinstance(exc, LostAnswer) else exc
+                    error, retry = self._failed(image, cause, in_doubt=lost)
+                    if retry:
                         leftovers.append((image, entry))
-                except Exception as exc:  # never let the flusher die
-                    failed += 1
-                    error = f"unexpected {type(exc).__name__}: {exc}"
-                    self._metrics.flush_errors.labels(reason="internal").inc()
-                    log.exception(
-                        "learning %s failed unexpectedly; retrying later",
-                        image,
-                        extra={"image": image, "reason": "internal"},
-                    )
-                    leftovers.append((image, entry))
-                    abort = True
+                    unreachable = isinstance(cause, KubeError) and cause.status == 0
+                    unreachable_in_a_row = unreachable_in_a_row + 1 if unreachable else 0
+                    if unreachable_in_a_row >= MAX_UNREACHABLE_IN_A_ROW:
+                        leftovers.extend(images)  # the API server is down: the rest waits
+                        break
                 else:
                     written += 1
+                    unreachable_in_a_row = 0
+                    self._retry.pop(image, None)
                     self.reached_api = True
                     self._metrics.images_learned.labels(action=action).inc()
             self._requeue(leftovers)
+            with self._lock:  # forget the backoff of images no longer waiting
+                self._retry = {
+                    image: retry
+                    for image, retry in self._retry.items()
+                    if image in self._pending or image in self._in_doubt
+                }
             self.last_error = error
             return FlushResult(
-                written=written, failed=failed, requeued=len(leftovers), last_error=error
+                written=written,
+                failed=failed,
+                requeued=len(leftovers),
+                last_error=error,
+                deferred=deferred,
+                aborted=unreachable_in_a_row >= MAX_UNREACHABLE_IN_A_ROW,
             )
+
+    def _write_one(self, image: str, entry: PendingImage) -> str:
+        """One image's write with a fresh sequence number; a lost answer leaves it in doubt."""
+        sequence = next(self._sequence)
+        doubts = self._in_doubt.get(image, [])
+        try:
+            action = self._write(image, entry, doubts, sequence)
+        except LostAnswer:
+            if entry.count:
+                self._in_doubt[image] = [*doubts, InDoubt(sequence, entry)][-MAX_DOUBTS:]
+            raise
+        self._in_doubt.pop(image, None)
+        return action
+
+    def _failed(self, image: str, exc: Exception, *, in_doubt: bool) -> tuple[str, bool]:
+        """Count, log and schedule the retry of one failed image; (error text, requeue?).
+
+        Uses sent in a write that may have landed are in doubt, not requeued."""
+        retry = self._retry.setdefault(image, ImageRetry())
+        retry.failures += 1
+        delay = min(self._flush_interval * 2**retry.failures, MAX_BACKOFF_SECONDS)
+        retry.due = self._monotonic() + delay
+        if not isinstance(exc, KubeError):
+            self._metrics.flush_errors.labels(reason="internal").inc()
+            log.error(
+                "learning %s failed unexpectedly; retrying in %.0fs",
+                image,
+                delay,
+                exc_info=exc,
+                extra={"image": image, "reason": "internal"},
+            )
+            return f"unexpected {type(exc).__name__}: {exc}", not in_doubt
+        reason = _reason(exc)
+        self._metrics.flush_errors.labels(reason=reason).inc()
+        if exc.status in _PERMANENT_STATUSES:
+            log.error(
+                "learning %s: giving up, the API server refuses it: %s",
+                image,
+                exc,
+                extra={"image": image, "reason": reason},
+            )
+            return str(exc), False
+        log.warning(
+            "learning %s failed, retrying in %.0fs: %s",
+            image,
+            delay,
+            exc,
+            extra={"image": image, "reason": reason},
+        )
+        return str(exc), not in_doubt
 
     def _requeue(self, leftovers: Iterable[tuple[str, PendingImage]]) -> None:
         dropped = 0
         with self._lock:
             for image, entry in leftovers:
+                if not entry.count:
+                    continue
                 current = self._pending.get(image)
                 if current is not None:
                     current.absorb(entry)
@@ -304,19 +430,33 @@ class Recorder:
                     self._pending[image] = entry
                 else:
                     dropped += entry.count
+            self._pending_bytes = sum(entry.size for entry in self._pending.values())
         if dropped:
             self._metrics.dropped.inc(dropped)
         self.publish_metrics()
 
-    def _write(self, image: str, entry: PendingImage) -> str:
-        """Create or update one CachedImage; returns "created" or "updated"."""
+    def _write(self, image: str, entry: PendingImage, doubts: list[InDoubt], sequence: int) -> str:
+        """Create or update one CachedImage; returns "created" or "updated".
+
+        What is sent: `entry`, plus every write in doubt that the object's stamp shows did
+        not land. A 409 means another writer was first: read again, merge again.
+        """
         name = object_name(image)
         created = False
         for _ in range(CONFLICT_RETRIES):
             obj = self._store.get(name)
+            status = dict((obj or {}).get("status") or {})
+            landed = applied_sequence(status, self.writer_id)
+            payload = PendingImage()
+            for doubt in doubts:
+                if doubt.sequence > landed:
+                    payload.absorb(doubt.entry)
+            payload.absorb(entry)
+            if not payload.count:
+                return "updated"  # everything in doubt had landed
             if obj is None:
                 try:
-                    obj = self._store.create(new_cached_image(image, entry.profile_list()))
+                    obj = self._store.create(new_cached_image(image, payload.profile_list()))
                     created = True
                 except KubeError as exc:
                     if exc.conflict:  # AlreadyExists: another writer won; update theirs
@@ -324,17 +464,33 @@ class Recorder:
                         continue
                     raise
             try:
-                updated = learned_spec_update(obj, entry)
+                updated = learned_spec_update(obj, payload)
                 if updated is not None:
                     obj = self._store.replace(updated)
                 body = copy.deepcopy(obj)
-                body["status"] = usage_status(dict(obj.get("status") or {}), entry, self._clock())
-                self._store.replace_status(body)
+                body["status"] = add_usage(
+                    dict(obj.get("status") or {}),
+                    uses=payload.count,
+                    daily=payload.daily,
+                    last_seen=payload.last_seen,
+                    writer=self.writer_id,
+                    sequence=sequence,
+                    now=self._clock(),
+                )
             except KubeError as exc:
                 if exc.conflict:  # stale resourceVersion: read again, merge again
                     self._metrics.conflicts.inc()
                     continue
                 raise
+            try:
+                self._store.replace_status(body)
+            except KubeError as exc:
+                if exc.conflict:
+                    self._metrics.conflicts.inc()
+                    continue
+                raise LostAnswer(exc) if _may_have_landed(exc) else exc from None
+            except Exception as exc:
+                raise LostAnswer(exc) from exc
             return "created" if created else "updated"
         raise KubeError(
             f"writing CachedImage {name}: still conflicting after {CONFLICT_RETRIES} tries",
@@ -363,11 +519,11 @@ class Recorder:
             )
         ):
             try:
-                if not self.pending:
+                if not self.pending and not self._in_doubt:
                     self.publish_metrics()
                     continue
                 result = self.flush()
-                failures = min(failures + 1, 10) if result.failed else 0
+                failures = min(failures + 1, 10) if result.aborted else 0
             except Exception:  # the flusher must outlive any bug: requests keep recording
                 log.exception("learner flush loop error; continuing")
                 failures = min(failures + 1, 10)
@@ -379,9 +535,18 @@ class Recorder:
             # The thread is either waiting (it wakes at once) or in a flush, which the client's
             # request timeouts bound; gunicorn's graceful timeout bounds the rest.
             self._thread.join(timeout=CLOSE_JOIN_SECONDS)
-        if not self.pending:
+        if not self.pending and not self._in_doubt:
             return FlushResult()
         return self.flush()
+
+
+_NOT_FAILING = ImageRetry()
+
+
+def _may_have_landed(exc: KubeError) -> bool:
+    """A lost answer (timeout, connection drop) or a 5xx: the write may have been applied.
+    A 4xx answer means it was not."""
+    return exc.status == 0 or exc.status >= 500
 
 
 def _reason(exc: KubeError) -> str:
@@ -392,67 +557,6 @@ def _reason(exc: KubeError) -> str:
     if exc.status >= 500:
         return "server_error"
     return f"http_{exc.status}"
-
-
-class KubeCachedImageStore:
-    """CachedImageStore over the real `kubernetes` client (CustomObjectsApi)."""
-
-    def __init__(self, api_client: Any, request_timeout: tuple[float, float] = (3.0, 10.0)) -> None:
-        from kubernetes import client
-
-        self._api = client.CustomObjectsApi(api_client)
-        self._timeout = request_timeout
-
-    def _call(self, what: str, method: Callable[..., Any], *args: Any) -> Any:
-        from kubernetes.client.exceptions import ApiException
-        from urllib3.exceptions import HTTPError
-
-        from imagesync.kubeclient import from_api_exception
-        from imagesync.names import CACHED_IMAGE_PLURAL, GROUP, VERSION
-
-        try:
-            return method(
-                GROUP, VERSION, CACHED_IMAGE_PLURAL, *args, _request_timeout=self._timeout
-            )
-        except ApiException as exc:
-            raise from_api_exception(exc, what) from None
-        except (HTTPError, OSError) as exc:
-            raise KubeError(f"unreachable: {what}: {exc}", status=0) from None
-
-    def get(self, name: str) -> dict[str, Any] | None:
-        try:
-            result: dict[str, Any] = self._call(
-                f"get CachedImage {name}", self._api.get_cluster_custom_object, name
-            )
-        except KubeError as exc:
-            if exc.not_found:
-                return None
-            raise
-        return result
-
-    def create(self, body: dict[str, Any]) -> dict[str, Any]:
-        name = body["metadata"]["name"]
-        result: dict[str, Any] = self._call(
-            f"create CachedImage {name}", self._api.create_cluster_custom_object, body
-        )
-        return result
-
-    def replace(self, body: dict[str, Any]) -> dict[str, Any]:
-        name = body["metadata"]["name"]
-        result: dict[str, Any] = self._call(
-            f"update CachedImage {name}", self._api.replace_cluster_custom_object, name, body
-        )
-        return result
-
-    def replace_status(self, body: dict[str, Any]) -> dict[str, Any]:
-        name = body["metadata"]["name"]
-        result: dict[str, Any] = self._call(
-            f"update CachedImage {name} status",
-            self._api.replace_cluster_custom_object_status,
-            name,
-            body,
-        )
-        return result
 
 
 def build_recorder(config: Config, kubeconfig: str | None, metrics: Metrics) -> Recorder | None:
@@ -472,4 +576,5 @@ def build_recorder(config: Config, kubeconfig: str | None, metrics: Metrics) -> 
         metrics,
         flush_interval=config.learn_flush_interval,
         max_pending=config.learn_max_pending,
+        max_pending_bytes=config.learn_max_pending_bytes,
     )

@@ -6,6 +6,11 @@ raw JSON envelopes and a malformed review is refused in one place with a reason.
 
 The body is parsed and the patch encoded with `orjson`: decoding a 2-3 KB review was the
 largest single cost of a request with the standard library's `json`.
+
+Parsing is bounded before it starts. The API server accepts no request body over 3 MiB,
+so no genuine review is larger, and a body is refused unparsed when it holds more JSON
+containers and elements than any pod has: 3 MiB of `[],` decodes into a million lists
+(about 88 MiB), which a handful of concurrent requests would turn into an out-of-memory kill.
 """
 
 from __future__ import annotations
@@ -21,6 +26,12 @@ ADMISSION_REVIEW_KIND = "AdmissionReview"
 OPERATIONS = frozenset({"CREATE", "UPDATE", "DELETE", "CONNECT"})
 # DELETE and CONNECT reviews legitimately carry `object: null`.
 _OBJECT_OPTIONAL = frozenset({"DELETE", "CONNECT"})
+# The API server's own limit on a request body (apiserver MaxRequestBodyBytes).
+MAX_BODY_BYTES = 3 * 1024 * 1024
+# `[`, `{` and `,` bytes: an upper bound on the values a body decodes into, counted at C
+# speed. A large real pod (hundreds of env entries, volumes, a last-applied annotation)
+# has a few thousand.
+MAX_JSON_PUNCTUATION = 100_000
 
 
 class ReviewError(ValueError):
@@ -132,8 +143,17 @@ def _json_error(exc: ValueError) -> str:
 
 def parse_review(body: bytes | str) -> AdmissionRequest:
     """Parse a request body; raise ReviewError with a reason fit for the caller's eyes."""
+    raw = body.encode() if isinstance(body, str) else body
+    if len(raw) > MAX_BODY_BYTES:
+        raise ReviewError(f"body larger than {MAX_BODY_BYTES} bytes, the API server's own limit")
+    punctuation = raw.count(b"[") + raw.count(b"{") + raw.count(b",")
+    if punctuation > MAX_JSON_PUNCTUATION:
+        raise ReviewError(
+            f"body holds more than {MAX_JSON_PUNCTUATION} JSON containers and elements; "
+            "no pod has that many"
+        )
     try:
-        document = orjson.loads(body)
+        document = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise ReviewError(_json_error(exc)) from None
     review = _mapping(document, "body")

@@ -31,6 +31,7 @@ from certs.generate import (
     service_dns_names,
     split_sans,
 )
+from tests.skips import OPTIONAL
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 DNS = service_dns_names("image-sync-webhook", "image-sync")
@@ -77,7 +78,7 @@ def test_chain_verifies_for_every_service_name(ca: KeyPair, serving: KeyPair) ->
         _verify(other_ca.cert, serving.cert, DNS[0], NOW + timedelta(days=1))
 
 
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
+@pytest.mark.skipif(shutil.which("openssl") is None, reason=f"{OPTIONAL}openssl: install it")
 def test_openssl_verifies_the_chain(tmp_path: Path, ca: KeyPair, serving: KeyPair) -> None:
     (tmp_path / "ca.crt").write_bytes(ca.cert_pem)
     (tmp_path / "tls.crt").write_bytes(serving.cert_pem)

@@ -8,8 +8,9 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
+
+from tests.skips import skip_without
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "manifests"
@@ -20,7 +21,7 @@ KUSTOMIZATIONS = ("base", "overlays/cert-manager", "overlays/opt-in", "overlays/
 def _render(target: str) -> tuple[dict[str, Any], ...]:
     kubectl = shutil.which("kubectl")
     if kubectl is None:
-        pytest.skip("kubectl (with kustomize) is not installed")
+        skip_without("kubectl", "run scripts/ensure-kubectl (make install does)")
     result = subprocess.run(
         [kubectl, "kustomize", str(MANIFESTS / target)],
         capture_output=True,

@@ -12,19 +12,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from imagesync import names
 from tests.manifests.render import ROOT, find, render
+from tests.skips import skip_without
 
 SCRIPT = Path(sys.executable).parent / "image-sync"
 
 
 def test_install_bootstrap_reapply_and_declare(tmp_path: Path) -> None:
-    testing = pytest.importorskip("simulator.testing", reason="the simulator is not available")
+    from simulator import testing
+
     kubectl_path = shutil.which("kubectl")
     if kubectl_path is None:
-        pytest.skip("kubectl is not installed")
+        skip_without("kubectl", "run scripts/ensure-kubectl (make install does)")
     with testing.running_apiserver() as server:
         kubeconfig = server.write_kubeconfig(tmp_path / "kubeconfig")
 

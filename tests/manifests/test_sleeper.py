@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.manifests.render import ROOT
+from tests.skips import skip_without
 
 SOURCE = ROOT / "tools" / "sleeper.c"
 
@@ -30,7 +31,7 @@ def dockerfile_gcc_flags() -> list[str]:
 def sleeper(tmp_path_factory: pytest.TempPathFactory) -> Path:
     gcc = shutil.which("gcc")
     if gcc is None:
-        pytest.skip("gcc is not installed")
+        skip_without("gcc", "install a C compiler")
     flags = dockerfile_gcc_flags()
     assert {"-static", "-Os"} <= set(flags)
     out = tmp_path_factory.mktemp("sleeper") / "image-sync-sleeper"
@@ -95,10 +96,10 @@ def test_stops_on_sigterm_as_pid_1(sleeper: Path) -> None:
     """In a container it is PID 1, which ignores signals it has no handler for."""
     unshare = shutil.which("unshare")
     if unshare is None:
-        pytest.skip("unshare is not installed")
+        skip_without("unshare", "util-linux")
     probe = subprocess.run([unshare, "--pid", "--fork", "true"], capture_output=True, check=False)
     if probe.returncode != 0:
-        pytest.skip("cannot create a PID namespace here")
+        skip_without("unshare --pid", "this machine cannot create a PID namespace")
     process = subprocess.Popen([unshare, "--pid", "--fork", "--kill-child", str(sleeper)])
     try:
         child = None

@@ -10,13 +10,13 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 from certs.generate import service_dns_names
 from imagesync import names
 from tests.manifests.render import MANIFESTS, ROOT, all_of, find, render
 from tests.monitoring.shipped import COMPONENT, DASHBOARD_CONFIGMAP, OVERLAY
+from tests.skips import skip_without
 
 RELEASE_LABEL = "release"
 
@@ -90,7 +90,7 @@ def kustomize(directory: Path, kustomization: dict[str, Any]) -> list[dict[str, 
     """Render an admin's own kustomization (paths relative to `directory`)."""
     kubectl = shutil.which("kubectl")
     if kubectl is None:
-        pytest.skip("kubectl (with kustomize) is not installed")
+        skip_without("kubectl", "run scripts/ensure-kubectl (make install does)")
     (directory / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
     result = subprocess.run(
         [kubectl, "kustomize", str(directory)], capture_output=True, text=True, timeout=120

@@ -67,8 +67,8 @@ def test_errors_become_kube_errors(kube: Kube) -> None:
 
 def test_cached_image_create_and_status(kube: Kube) -> None:
     body = new_cached_image(IMAGE, [])
-    assert kube.create_cached_image(body) is True
-    assert kube.create_cached_image(body) is False
+    assert kube.create_cached_image(body)  # its resourceVersion
+    assert kube.create_cached_image(body) is None
     name = object_name(IMAGE)
     assert kube.patch_cached_image_status(name, {"score": 1.5, "nodesWanted": 2}) is True
     assert kube.patch_cached_image_status(name, {"nodesPresent": 1}) is True  # a merge patch
@@ -192,4 +192,61 @@ def test_status_counts_are_written_at_most_every_interval(kube: Kube) -> None:
     patches.append({"nodesPresent": 3})
     controller.run_pass("test")
     assert stored()["nodesPresent"] == 3
+    controller.stop(timeout=1)
+
+
+def test_seeded_counts_of_running_pods_never_overwrite_the_webhooks(kube: Kube) -> None:
+    """A fresh install seeds the counts of an image it created from running pods, only onto
+    the version it created: counts the webhook wrote in between stand."""
+    from datetime import UTC, datetime
+
+    from imagesync.cachedimage import PlacementProfile
+    from imagesync.config import Config
+    from prefetcher.controller import Controller
+    from prefetcher.metrics import Metrics
+    from prefetcher.model import Plan
+    from webhook.learning import Sighting
+    from webhook.metrics import Metrics as WebhookMetrics
+    from webhook.recorder import Recorder
+    from webhook.store import KubeCachedImageStore
+
+    controller = Controller(
+        kube,
+        Config(namespace=NAMESPACE),
+        clock=StepClock(),
+        metrics=Metrics(),
+        plan_fn=lambda snapshot, config: Plan(now=snapshot.now),
+    )
+    now = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
+    custom = untyped(client.CustomObjectsApi(kube.api_client))
+
+    def use_count(image: str) -> int:
+        obj = custom.get_cluster_custom_object(
+            "image-sync.io", "v1alpha1", "cachedimages", object_name(image)
+        )
+        return int((obj.get("status") or {}).get("useCount") or 0)
+
+    version = kube.create_cached_image(new_cached_image(IMAGE, []))
+    assert version
+    webhook = Recorder(
+        KubeCachedImageStore(kube.api_client), WebhookMetrics(), flush_interval=3600, max_pending=10
+    )
+    profile = PlacementProfile(
+        nodeSelector={},
+        requiredNodeAffinity=[],
+        tolerations=[],
+        gpu=False,
+        namespace="ml",
+        ownerKind="Job",
+    )
+    webhook.record(Sighting((IMAGE,), profile))
+    assert webhook.flush().written == 1
+    controller._seed_usage(IMAGE, version, 3, now)
+    assert use_count(IMAGE) == 1  # the webhook's count stands
+
+    other = "nvcr.io/nvidia/other:1"
+    version = kube.create_cached_image(new_cached_image(other, []))
+    assert version
+    controller._seed_usage(other, version, 3, now)
+    assert use_count(other) == 3  # nothing in between: the seed lands
     controller.stop(timeout=1)

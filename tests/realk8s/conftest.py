@@ -28,6 +28,7 @@ from tests.realk8s.components import (
     wait_for,
 )
 from tests.realk8s.controlplane import HOW_TO_GET, REQUIRE_VARIABLE, ControlPlane, find_binaries
+from tests.skips import skip_without
 from tests.webhook.conftest import Tls, WebhookProcess, make_tls, start_webhook
 
 # Objects whose pods would run the project's container image, which a test machine has not
@@ -50,7 +51,9 @@ class _Unavailable(pytest.Module):
     """A test module of this folder when there is no control plane to run it on."""
 
     def collect(self) -> list[Any]:
-        pytest.skip(HOW_TO_GET)  # one place, so the summary shows one line for every module
+        skip_without(
+            "a Kubernetes control plane", HOW_TO_GET
+        )  # one place, so the summary shows one line for every module
 
 
 def pytest_pycollect_makemodule(module_path: Path, parent: Any) -> pytest.Module | None:

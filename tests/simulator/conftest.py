@@ -19,6 +19,7 @@ from kubernetes import client
 
 from simulator.apiserver import ApiServer
 from simulator.testing import kube_client, running_apiserver
+from tests.skips import skip_without
 
 
 @pytest.fixture
@@ -77,7 +78,7 @@ def find_kubectl() -> str | None:
 def kubectl(kubeconfig: Path) -> Kubectl:
     binary = find_kubectl()
     if binary is None:
-        pytest.skip("kubectl is not installed: run scripts/ensure-kubectl (make install does)")
+        skip_without("kubectl", "run scripts/ensure-kubectl (make install does)")
     return Kubectl(binary, kubeconfig)
 
 

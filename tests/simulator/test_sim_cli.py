@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.simulator.sim_fixtures import wait_for
+from tests.skips import OPTIONAL
 
 
 def _kubectl(kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -23,7 +24,9 @@ def _kubectl(kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+@pytest.mark.skipif(
+    shutil.which("kubectl") is None, reason=f"{OPTIONAL}kubectl: run scripts/ensure-kubectl"
+)
 def test_sim_command_serves_a_cluster_kubectl_can_use(tmp_path: Path) -> None:
     kubeconfig = tmp_path / "kubeconfig"
     image_sync = Path(sys.executable).parent / "image-sync"

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import copy
 import json
+import socket
+import ssl
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -216,6 +219,19 @@ def test_property_patch_from_server_applies_and_touches_only_managed(
     check_only_pull_policies_of_managed_containers(before, after)
 
 
+def test_explicit_always_keep_through_the_server(tmp_path: Path, tls: Tls) -> None:
+    server = start_webhook(tmp_path, tls, workers=1, env={"IMAGE_SYNC_EXPLICIT_ALWAYS": "keep"})
+    try:
+        tagged = deployment_pod(f"{HARBOR}/shop/frontend:2.3.1", "Always")
+        assert "patch" not in admit(server, tagged)["response"]
+        pinned = deployment_pod(f"{HARBOR}/shop/frontend:2.3.1@{DIGEST}", "Always")
+        assert policies(apply_response(pinned, admit(server, pinned))) == {
+            "containers/app": "IfNotPresent"
+        }
+    finally:
+        assert server.stop() == 0
+
+
 def test_opt_in_mode_server(tmp_path: Path, tls: Tls) -> None:
     server = start_webhook(
         tmp_path,
@@ -235,3 +251,60 @@ def test_opt_in_mode_server(tmp_path: Path, tls: Tls) -> None:
         assert "LEARNING IS OFF" in server.log()
     finally:
         assert server.stop() == 0
+
+
+def worker_peak_memory(webhook: WebhookProcess) -> dict[int, int]:
+    """Peak resident memory (VmHWM, KiB) of each gunicorn worker."""
+    pid = webhook.process.pid
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    peaks = {}
+    for child in children:
+        for line in Path(f"/proc/{child}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                peaks[int(child)] = int(line.split()[1])
+    return peaks
+
+
+def test_a_body_over_the_api_servers_limit_is_refused_unread(webhook: WebhookProcess) -> None:
+    # Only the headers are sent: the answer comes without the body being read.
+    context = ssl.create_default_context(cafile=webhook.tls.ca_file)
+    with (
+        socket.create_connection(("127.0.0.1", webhook.port), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname="localhost") as tls_sock,
+    ):
+        tls_sock.sendall(
+            b"POST /mutate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 3145729\r\n\r\n"
+        )
+        answer = b""
+        while b'"}' not in answer:
+            received = tls_sock.recv(65536)
+            assert received, answer
+            answer += received
+    assert answer.startswith(b"HTTP/1.1 413"), answer
+    assert b"larger than 3145728 bytes" in answer
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: read up to the limit only
+        yield b'{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "pad": "'
+        for _ in range(64):
+            yield b"x" * 65536
+        yield b'"}'
+
+    chunked = webhook.session.post(
+        f"{webhook.url}/mutate", data=chunks(), verify=webhook.tls.ca_file, timeout=10
+    )
+    assert chunked.status_code == 413
+
+
+def test_a_body_of_a_million_empty_arrays_is_refused_unparsed(webhook: WebhookProcess) -> None:
+    before = worker_peak_memory(webhook)
+    body = b'{"apiVersion": "admission.k8s.io/v1", "x": [' + b"[]," * 1_000_000 + b"[]]}"
+    assert len(body) <= 3 * 1024 * 1024
+    for _ in range(4):
+        answer = webhook.post(None, raw=body)
+        assert answer.status_code == 400
+        assert "JSON containers and elements" in answer.json()["error"]
+    after = worker_peak_memory(webhook)
+    # Parsing it would take about 88 MiB; refused unparsed, a worker holds the body twice.
+    growth = {pid: after[pid] - before.get(pid, after[pid]) for pid in after}
+    assert max(growth.values()) < 20 * 1024, growth

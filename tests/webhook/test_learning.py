@@ -24,8 +24,9 @@ from tests.webhook.pods import HARBOR, REGISTRIES, deployment_pod, gpu_job_pod, 
 from webhook.learning import sighting_for
 from webhook.metrics import Metrics
 from webhook.mutation import decide
-from webhook.recorder import KubeCachedImageStore, Recorder
+from webhook.recorder import Recorder
 from webhook.review import parse_review
+from webhook.store import KubeCachedImageStore
 
 CRD_MANIFEST = Path(__file__).resolve().parents[2] / "manifests" / "base" / "crd-cachedimages.yaml"
 CONFIG = load_config(environ={"IMAGE_SYNC_REGISTRIES": REGISTRIES})
@@ -92,12 +93,16 @@ def objects(server: ApiServer) -> dict[str, dict[str, Any]]:
     return {item["spec"]["image"]: item for item in listed["items"]}
 
 
-def make_recorder(server: ApiServer, metrics: Metrics | None = None) -> Recorder:
+def make_recorder(
+    server: ApiServer, metrics: Metrics | None = None, ticks: list[float] | None = None
+) -> Recorder:
+    clock = ticks if ticks is not None else [0.0]
     return Recorder(
         KubeCachedImageStore(kube_client(server)),
         metrics or Metrics(),
         flush_interval=3600,
         max_pending=1000,
+        monotonic=lambda: clock[0],
     )
 
 
@@ -230,16 +235,19 @@ def test_declared_objects_keep_their_spec(apiserver: ApiServer) -> None:
 
 def test_api_errors_are_counted_retried_and_never_raised(apiserver: ApiServer) -> None:
     metrics = Metrics()
-    recorder = make_recorder(apiserver, metrics)
+    ticks = [0.0]
+    recorder = make_recorder(apiserver, metrics, ticks)
     apiserver.add_fault(FaultRule(path="cachedimages", status=503))
     see(recorder, gpu_job_pod())
     result = recorder.flush()
-    assert result.written == 0 and result.failed == 1 and result.requeued == 2
+    # Each image fails on its own; nothing was written, so the uses go back into the buffer.
+    assert (result.written, result.failed, result.requeued) == (0, 2, 2)
     assert "503" in result.last_error
-    assert metrics.flush_errors.labels(reason="server_error")._value.get() == 1
+    assert metrics.flush_errors.labels(reason="server_error")._value.get() == 2
     see(recorder, gpu_job_pod())  # requests keep recording while the API fails
 
     apiserver.clear_faults()
+    ticks[0] += 3600  # past each image's backoff
     assert recorder.flush().written == 2
     assert objects(apiserver)[PYTORCH]["status"]["useCount"] == 2
 
@@ -260,9 +268,9 @@ def test_unreachable_api_server(apiserver: ApiServer) -> None:
     )
     see(recorder, gpu_job_pod())
     result = recorder.flush()
-    assert (result.written, result.failed, result.requeued) == (0, 1, 2)
+    assert (result.written, result.failed, result.aborted) == (0, 2, False)
     assert result.last_error.startswith("unreachable")
-    assert metrics.flush_errors.labels(reason="unreachable")._value.get() == 1
+    assert metrics.flush_errors.labels(reason="unreachable")._value.get() == 2
     assert not recorder.reached_api
 
 
@@ -306,6 +314,30 @@ def test_webhook_learns_through_gunicorn_and_flushes_on_shutdown(
     assert set(stored) == {PYTORCH, FETCHER, f"{HARBOR}/shop/kept:1"}
     assert stored[PYTORCH]["status"]["useCount"] == 5
     assert "LEARNING IS OFF" not in server.log()
+
+
+def test_a_pod_the_learner_cannot_read_is_still_patched(
+    apiserver: ApiServer, tmp_path: Path, tls: Tls
+) -> None:
+    kubeconfig = apiserver.write_kubeconfig(tmp_path / "kubeconfig")
+    server = start_webhook(
+        tmp_path,
+        tls,
+        workers=1,
+        kubeconfig=str(kubeconfig),
+        env={"IMAGE_SYNC_LEARN_FLUSH_INTERVAL": "1h"},
+    )
+    try:
+        odd = deployment_pod(f"{HARBOR}/shop/odd:1", "Always")
+        odd["metadata"]["ownerReferences"] = {"kind": "ReplicaSet", "name": "odd-1"}
+        answer = server.post(review(odd)).json()["response"]
+        assert answer.get("patchType") == "JSONPatch", answer
+        assert "warnings" not in answer
+        exposition = server.get("/metrics").text
+        assert 'image_sync_webhook_requests_total{outcome="patched"} 1.0' in exposition
+        assert "image_sync_webhook_learn_errors_total 1.0" in exposition
+    finally:
+        assert server.stop() == 0
 
 
 def webhook_configuration(tls: Tls) -> dict[str, Any]:

@@ -6,10 +6,11 @@ import copy
 from typing import Any
 
 import jsonpatch
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from imagesync.config import Config, load_config
+from imagesync.config import Config, ConfigError, load_config
 from tests.webhook.pods import (
     DIGEST,
     HARBOR,
@@ -22,7 +23,7 @@ from tests.webhook.pods import (
     review,
 )
 from webhook.learning import sighting_for
-from webhook.mutation import decide, escape_pointer_token, pointer
+from webhook.mutation import ImageMatcher, decide, escape_pointer_token, pointer
 from webhook.review import parse_review
 
 CONFIG = load_config(environ={"IMAGE_SYNC_REGISTRIES": REGISTRIES})
@@ -114,6 +115,54 @@ def test_latest_and_untagged_follow_rewrite_latest() -> None:
         f"{HARBOR}/team/api:latest",
         f"{HARBOR}/team/api:latest@{DIGEST}",
     )
+
+
+def explicit_always_pod() -> dict[str, Any]:
+    return pod(
+        [
+            container("tagged", f"{HARBOR}/team/api:1.4", "Always"),
+            container("pinned", f"{HARBOR}/team/api:1.4@{DIGEST}", "Always"),
+            container("unset", f"{HARBOR}/team/api:1.5", None),
+            container("latest", f"{HARBOR}/team/api:latest", "Always"),
+        ],
+        init=[container("init", f"{HARBOR}/team/init:2", "Always")],
+    )
+
+
+def test_explicit_always_on_a_tag_is_rewritten_by_default_and_kept_on_request() -> None:
+    obj = explicit_always_pod()
+    assert policies(patched(obj)) == {
+        "initContainers/init": "IfNotPresent",
+        "containers/tagged": "IfNotPresent",
+        "containers/pinned": "IfNotPresent",
+        "containers/unset": "IfNotPresent",
+        "containers/latest": "Always",
+    }
+    keep = load_config(
+        environ={"IMAGE_SYNC_REGISTRIES": REGISTRIES, "IMAGE_SYNC_EXPLICIT_ALWAYS": "keep"}
+    )
+    assert policies(patched(obj, keep)) == {
+        "initContainers/init": "Always",  # a tag that may be rebuilt: re-pulled
+        "containers/tagged": "Always",
+        "containers/pinned": "IfNotPresent",  # a digest cannot change: nothing to re-pull
+        "containers/unset": "IfNotPresent",
+        "containers/latest": "Always",
+    }
+    keep_latest = load_config(
+        environ={
+            "IMAGE_SYNC_REGISTRIES": REGISTRIES,
+            "IMAGE_SYNC_EXPLICIT_ALWAYS": "keep",
+            "IMAGE_SYNC_REWRITE_LATEST": "true",
+        }
+    )
+    assert policies(patched(obj, keep_latest))["containers/latest"] == "IfNotPresent"
+    # Kept or not, every managed image is learned.
+    assert len(decide(obj, keep).images) == 5
+
+
+def test_explicit_always_accepts_only_its_two_values() -> None:
+    with pytest.raises(ConfigError, match=r"IMAGE_SYNC_EXPLICIT_ALWAYS"):
+        load_config(environ={"IMAGE_SYNC_EXPLICIT_ALWAYS": "sometimes"})
 
 
 def test_init_containers_are_rewritten_ephemeral_never() -> None:
@@ -294,3 +343,13 @@ def test_patch_always_applies_and_only_touches_managed_pull_policies(
     check_only_pull_policies_of_managed_containers(before, after)
     # Applying the webhook to its own output changes nothing (safe to call it again).
     assert decide(after, config).patch == ()
+
+
+def test_strings_longer_than_any_reference_are_neither_parsed_nor_cached() -> None:
+    matcher = ImageMatcher(CONFIG)
+    for index in range(150):
+        long_image = f"{HARBOR}/a/b:{index}" + "x" * 1_000_000
+        obj = pod([container("app", long_image, "Always")])
+        assert decide(obj, CONFIG, matcher).patch == ()
+    assert matcher.cached.cache_info().currsize == 0
+    assert matcher.match(f"{HARBOR}/a/b:1") is not None

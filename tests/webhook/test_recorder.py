@@ -94,10 +94,33 @@ class MemoryStore:
         return self._write(body, "status")
 
 
-def recorder(store: MemoryStore, max_pending: int = 100) -> Recorder:
+class Ticks:
+    """A monotonic clock the test moves: per-image backoff without waiting."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def pass_backoff(self) -> None:
+        self.now += 3600
+
+
+def recorder(store: MemoryStore, max_pending: int = 100, ticks: Ticks | None = None) -> Recorder:
     return Recorder(
-        store, Metrics(), flush_interval=3600, max_pending=max_pending, clock=lambda: NOW
+        store,
+        Metrics(),
+        flush_interval=3600,
+        max_pending=max_pending,
+        clock=lambda: NOW,
+        monotonic=ticks or Ticks(),
     )
+
+
+def usage(obj: dict[str, Any]) -> dict[str, Any]:
+    """The status without the learners' write stamps."""
+    return {k: v for k, v in obj["status"].items() if k != "learnerWrites"}
 
 
 def stored(store: MemoryStore, image: str = IMAGE) -> dict[str, Any]:
@@ -117,7 +140,7 @@ def test_sightings_are_deduplicated_and_written_once() -> None:
     assert obj["spec"]["image"] == IMAGE and obj["spec"]["source"] == "Learned"
     assert sorted(p["namespace"] for p in obj["spec"]["profiles"]) == ["research", "training"]
     assert all(p["lastSeen"] == "2026-11-22T10:00:00Z" for p in obj["spec"]["profiles"])
-    assert obj["status"] == {
+    assert usage(obj) == {
         "lastSeen": "2026-11-22T10:00:00Z",
         "useCount": 6,
         "dailyUses": {"2026-11-22": 6},
@@ -198,21 +221,25 @@ def test_create_race_turns_into_update() -> None:
     assert stored(store)["status"]["useCount"] == 2
 
 
-def test_api_down_is_counted_requeued_and_retried() -> None:
+def test_api_down_is_counted_and_retried_without_losing_or_doubling_uses() -> None:
     store = MemoryStore()
-    learner = recorder(store)
-    learner.record(Sighting((IMAGE, "nvcr.io/nvidia/cuda:12.4.1-base-ubuntu22.04"), profile()))
+    ticks = Ticks()
+    learner = recorder(store, ticks=ticks)
+    images = [f"nvcr.io/nvidia/img{index}:1" for index in range(5)]
+    learner.record(Sighting(tuple(images), profile()))
     store.down = True
     result = learner.flush()
-    assert (result.written, result.failed, result.requeued) == (0, 1, 2)
+    # Three images in a row could not reach it: the rest waits, without a try. Nothing was
+    # sent (the reads failed), so every use goes back into the buffer.
+    assert (result.written, result.failed, result.requeued, result.aborted) == (0, 3, 5, True)
     assert "unreachable" in result.last_error
-    assert learner.pending == 2
     errors = learner._metrics.flush_errors.labels(reason="unreachable")._value.get()
-    assert errors == 1
-    learner.record(Sighting((IMAGE,), profile()))  # recording still works while it is down
+    assert errors == 3
+    learner.record(Sighting((images[0],), profile()))  # recording still works while it is down
     store.down = False
-    assert learner.flush().written == 2
-    assert stored(store)["status"]["useCount"] == 2
+    ticks.pass_backoff()
+    assert learner.flush().written == 5
+    assert [stored(store, image)["status"]["useCount"] for image in images] == [2, 1, 1, 1, 1]
     assert learner.pending == 0
 
 
@@ -287,13 +314,22 @@ def test_each_profile_keeps_the_time_it_was_last_seen() -> None:
 def test_a_requeued_image_keeps_the_newest_time_of_each_profile() -> None:
     store = MemoryStore()
     now = [NOW]
-    learner = Recorder(store, Metrics(), flush_interval=3600, max_pending=10, clock=lambda: now[0])
+    ticks = Ticks()
+    learner = Recorder(
+        store,
+        Metrics(),
+        flush_interval=3600,
+        max_pending=10,
+        clock=lambda: now[0],
+        monotonic=ticks,
+    )
     learner.record(Sighting((IMAGE,), profile()))
     store.down = True
-    learner.flush()  # fails: the entry goes back into the buffer
+    learner.flush()  # fails: the entry is kept (in doubt) for a later flush
     now[0] = datetime(2026, 11, 22, 11, 0, 0, tzinfo=UTC)
     learner.record(Sighting((IMAGE,), profile()))
     store.down = False
+    ticks.pass_backoff()
     learner.flush()
     [written] = stored(store)["spec"]["profiles"]
     assert written["lastSeen"] == "2026-11-22T11:00:00Z"
@@ -321,3 +357,146 @@ def test_the_real_clock_stamps_in_kubernetes_format() -> None:
     stamp = learner._timestamp()
     after = utc_now()
     assert before <= datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC) <= after
+
+
+def huge_profile(namespace: str, tolerations: int) -> PlacementProfile:
+    bulky = profile(namespace)
+    bulky["tolerations"] = [
+        {"key": f"example.com/taint-{index:06d}", "operator": "Exists"}
+        for index in range(tolerations)
+    ]
+    return bulky
+
+
+def test_profiles_are_bounded_in_bytes_and_uses_still_count() -> None:
+    store = MemoryStore()
+    learner = Recorder(
+        store,
+        Metrics(),
+        flush_interval=3600,
+        max_pending=100,
+        max_pending_bytes=64 * 1024,
+        clock=lambda: NOW,
+    )
+    # Each profile about 25 KiB of JSON: two fit the 64 KiB budget, the rest do not.
+    for index in range(64):
+        learner.record(Sighting((IMAGE,), huge_profile(f"ns-{index}", 500)))
+    assert learner.pending_bytes <= 64 * 1024
+    assert learner._metrics.dropped_profiles._value.get() == 62
+    learner.flush()
+    assert learner.pending_bytes == 0
+    assert stored(store)["status"]["useCount"] == 64
+    assert len(stored(store)["spec"]["profiles"]) == 2
+
+
+def test_a_single_oversized_profile_is_never_held() -> None:
+    store = MemoryStore()
+    learner = recorder(store)
+    # About 1.5 MB of tolerations, as a forged review can send.
+    learner.record(Sighting((IMAGE,), huge_profile("training", 30_000)))
+    assert (learner.pending, learner.pending_bytes) == (0, 0)
+    assert learner._metrics.dropped_profiles._value.get() == 1
+    assert learner._metrics.dropped._value.get() == 1
+    learner.flush()
+    assert store.objects == {}  # without a profile it would be wanted on every node
+
+
+class FlakyStore(MemoryStore):
+    """A MemoryStore whose status writes can land and then lose their answer, and whose
+    calls for chosen objects always fail."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lose_answers: list[KubeError] = []  # next status writes: applied, then raise
+        self.drop_writes: list[KubeError] = []  # next status writes: not applied, raise
+        self.broken: dict[str, Exception] = {}  # object name → error on every call
+
+    def get(self, name: str) -> dict[str, Any] | None:
+        if name in self.broken:
+            raise self.broken[name]
+        return super().get(name)
+
+    def replace_status(self, body: dict[str, Any]) -> dict[str, Any]:
+        if self.drop_writes:
+            raise self.drop_writes.pop(0)
+        written = super().replace_status(body)
+        if self.lose_answers:
+            raise self.lose_answers.pop(0)
+        return written
+
+
+@pytest.mark.parametrize(
+    "lost",
+    [
+        KubeError("unreachable: read timed out", status=0),
+        KubeError("the server was unable to return a response in time", status=504),
+    ],
+)
+def test_a_status_write_that_landed_but_lost_its_answer_is_not_applied_twice(
+    lost: KubeError,
+) -> None:
+    store = FlakyStore()
+    ticks = Ticks()
+    learner = recorder(store, ticks=ticks)
+    for _ in range(3):
+        learner.record(Sighting((IMAGE,), profile()))
+    store.lose_answers.append(lost)
+    assert learner.flush().failed == 1
+    assert stored(store)["status"]["useCount"] == 3  # it landed
+    learner.record(Sighting((IMAGE,), profile()))
+    ticks.pass_backoff()
+    assert learner.flush().written == 1
+    assert stored(store)["status"]["useCount"] == 4
+    ticks.pass_backoff()
+    learner.flush()
+    assert stored(store)["status"]["useCount"] == 4
+
+
+def test_a_status_write_that_did_not_land_is_sent_again() -> None:
+    store = FlakyStore()
+    ticks = Ticks()
+    learner = recorder(store, ticks=ticks)
+    for _ in range(3):
+        learner.record(Sighting((IMAGE,), profile()))
+    store.drop_writes += [KubeError("unreachable: read timed out", status=0)] * 2
+    learner.flush()
+    ticks.pass_backoff()
+    learner.record(Sighting((IMAGE,), profile()))
+    learner.flush()  # lost again: two writes in doubt now
+    assert stored(store).get("status") in (None, {})
+    ticks.pass_backoff()
+    assert learner.flush().written == 1
+    assert stored(store)["status"]["useCount"] == 4
+    assert stored(store)["status"]["learnerWrites"][learner.writer_id]["sequence"] == 3
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        KubeError("Internal error: etcdserver: request is too large", status=500),
+        RuntimeError("bug"),
+    ],
+)
+def test_a_persistent_error_on_one_image_does_not_hold_back_the_others(error: Exception) -> None:
+    store = FlakyStore()
+    ticks = Ticks()
+    learner = recorder(store, ticks=ticks)
+    bad, good = "nvcr.io/nvidia/bad:1", [f"nvcr.io/nvidia/good{index}:1" for index in range(4)]
+    store.broken[object_name(bad)] = error
+    for _ in range(3):
+        learner.record(Sighting((bad, *good), profile()))
+        result = learner.flush()
+        assert result.failed <= 1 and not result.aborted
+        ticks.pass_backoff()
+    assert [stored(store, image)["status"]["useCount"] for image in good] == [3, 3, 3, 3]
+    assert object_name(bad) not in store.objects
+    # The bad image waits out its own backoff: between two tries it is not written at all.
+    learner.record(Sighting((bad, good[0]), profile()))
+    learner.flush()
+    learner.record(Sighting((bad, good[0]), profile()))
+    result = learner.flush()
+    assert (result.written, result.failed, result.deferred) == (1, 0, 1)
+    del store.broken[object_name(bad)]
+    ticks.pass_backoff()
+    learner.flush()
+    assert stored(store, bad)["status"]["useCount"] == 5
