@@ -137,6 +137,7 @@ def fill_cells(state: PlanState) -> None:
 
 def add_node_cells(state: PlanState, name: str, result: NodeCells) -> None:
     """Add one node's cells and counts to the plan's."""
+    assert isinstance(state.cells, list)
     state.cells.extend(result.cells)
     state.left_out.extend(result.left_out)
     state.node_counts[name] = result.tally

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -14,12 +15,29 @@ from prefetcher import eligibility, scoring
 from prefetcher.model import NodeInfo, Snapshot, WantedImage
 
 
+@dataclass(frozen=True)
+class ImageFacts:
+    """What the CachedImages of one image say, fixed for a UTC day (scores change daily)."""
+
+    image: str
+    objects: tuple[WantedImage, ...]  # declared first, then by name
+    scores: tuple[float, ...]  # per object, for the day
+    declared: bool
+    size: int
+    registry: str
+    invalid: str | None
+    placement_key: str
+    last_used: tuple[datetime | None, ...]  # per learned object (declared ones: always wanted)
+    in_use_since: datetime | None  # first creation, when in use (for "new image in use")
+
+
 @dataclass
 class MergedImage:
     """The CachedImage objects that name one image, merged for planning."""
 
     image: str
-    objects: list[WantedImage]
+    objects: tuple[WantedImage, ...]
+    scores: tuple[float, ...]  # per object
     score: float
     declared: bool
     wanted: bool
@@ -51,7 +69,7 @@ def recent(moment: datetime | None, now: datetime, window: float) -> bool:
     return moment is not None and 0 <= (now - moment).total_seconds() <= window
 
 
-def size_hints(nodes: tuple[NodeInfo, ...]) -> dict[str, int]:
+def size_hints(nodes: Iterable[NodeInfo]) -> dict[str, int]:
     """The largest size any node's image list gives for each image."""
     hints: dict[str, int] = {}
     for node in nodes:
@@ -60,47 +78,76 @@ def size_hints(nodes: tuple[NodeInfo, ...]) -> dict[str, int]:
     return hints
 
 
+def group_images(images: Iterable[WantedImage]) -> dict[str, list[WantedImage]]:
+    """The CachedImages by the image they name."""
+    groups: dict[str, list[WantedImage]] = {}
+    for obj in images:
+        groups.setdefault(obj.image, []).append(obj)
+    return groups
+
+
 def merge_images(snapshot: Snapshot, config: Config) -> list[MergedImage]:
     """Group CachedImages by image; best rank first."""
     now = snapshot.now
     hints = size_hints(snapshot.nodes)
-    groups: dict[str, list[WantedImage]] = {}
-    for obj in snapshot.images:
-        groups.setdefault(obj.image, []).append(obj)
-    merged = [merge_group(image, objects, hints, now, config) for image, objects in groups.items()]
-    merged.sort(key=lambda i: i.rank)
-    return merged
+    day = scoring.day_start(now)
+    merged = [
+        merged_image(image_facts(image, objects, hints.get(image), day, config), now, config)
+        for image, objects in group_images(snapshot.images).items()
+    ]
+    return ranked(merged)
 
 
-def merge_group(
-    image: str,
-    objects: list[WantedImage],
-    hints: dict[str, int],
-    now: datetime,
-    config: Config,
-) -> MergedImage:
-    """One image from the CachedImages that name it (declared first, then by name)."""
-    objects.sort(key=lambda o: (not scoring.is_declared(o), o.name))
-    scores = [scoring.score(o, now, config.score_half_life) for o in objects]
-    sizes = [o.size for o in objects if o.size]
+def ranked(images: list[MergedImage]) -> list[MergedImage]:
+    """`images` in rank order, best first."""
+    images.sort(key=lambda i: i.rank)
+    return images
+
+
+def image_facts(
+    image: str, objects: list[WantedImage], hint: int | None, day: datetime, config: Config
+) -> ImageFacts:
+    """The facts of one image from the CachedImages that name it, on `day`."""
+    ordered = tuple(sorted(objects, key=lambda o: (not scoring.is_declared(o), o.name)))
+    sizes = [o.size for o in ordered if o.size]
     registry, invalid = registry_of(image)
-    created = [o.created for o in objects if o.created is not None]
-    in_use = any(o.use_count > 0 or o.daily_uses for o in objects)
-    return MergedImage(
+    created = [o.created for o in ordered if o.created is not None]
+    in_use = any(o.use_count > 0 or o.daily_uses for o in ordered)
+    return ImageFacts(
         image=image,
-        objects=objects,
-        score=max(scores),
-        declared=any(scoring.is_declared(o) for o in objects),
-        wanted=any(scoring.is_wanted(o, now, config.image_retention) for o in objects),
-        size=max(sizes) if sizes else hints.get(image) or config.default_image_size,
+        objects=ordered,
+        scores=tuple(scoring.score(o, day, config.score_half_life) for o in ordered),
+        declared=any(scoring.is_declared(o) for o in ordered),
+        size=max(sizes) if sizes else hint or config.default_image_size,
         registry=registry,
         invalid=invalid,
-        new_in_use=in_use and bool(created) and recent(min(created), now, config.urgent_window),
-        placement_key=placement_key(objects, invalid),
+        placement_key=placement_key(ordered, invalid),
+        last_used=tuple(scoring.last_used(o) for o in ordered if not scoring.is_declared(o)),
+        in_use_since=min(created) if in_use and created else None,
     )
 
 
-def placement_key(objects: list[WantedImage], invalid: str | None) -> str:
+def merged_image(facts: ImageFacts, now: datetime, config: Config) -> MergedImage:
+    """The image as planned at `now` (wanted, newly in use)."""
+    wanted = facts.declared or any(
+        scoring.used_within(used, now, config.image_retention) for used in facts.last_used
+    )
+    return MergedImage(
+        image=facts.image,
+        objects=facts.objects,
+        scores=facts.scores,
+        score=max(facts.scores),
+        declared=facts.declared,
+        wanted=wanted,
+        size=facts.size,
+        registry=facts.registry,
+        invalid=facts.invalid,
+        new_in_use=recent(facts.in_use_since, now, config.urgent_window),
+        placement_key=facts.placement_key,
+    )
+
+
+def placement_key(objects: Iterable[WantedImage], invalid: str | None) -> str:
     """Everything about the objects that decides which nodes fit them."""
     parts: list[Any] = [invalid]
     for o in objects:

@@ -34,15 +34,17 @@ def node_target(
     managed: Collection[str],
     config: Config,
     now: datetime,
+    placements: dict[str, str | None] | None = None,
 ) -> NodeTarget:
-    """The target of `node` for the wanted images in rank order (`managed`: their refs)."""
+    """The target of `node` for the wanted images in rank order (`managed`: their refs).
+    `placements` (placement key → why not, None: fits) is filled as the images are placed."""
     entry = NodeTarget(
         node=node,
         problem=eligibility.node_problem(node, config),
         urgent_recent=recent(node.ready_since or node.created, now, config.urgent_window),
     )
     items: list[budgets.BudgetItem] = []
-    seen: dict[str, str | None] = {}  # placement key → why not (None: fits)
+    seen = {} if placements is None else placements
     hinted = node.hinted_images
     for image in wanted:
         key = image.placement_key

@@ -1,0 +1,640 @@
+"""Planning in proportion to what changed: each pass reuses the previous pass's per-node and
+per-image work wherever its inputs are the same, and returns the Plan `plan()` would.
+
+What is kept between passes, and what makes it stale:
+
+- per image: the merged facts of its CachedImages (same objects, same size hint, same UTC
+  day) — a new, re-specified or re-scored image is merged again;
+- per pod: a keeper's running images, a puller's results (same object);
+- per node: its target (placement and disk budget), the keeper it should run, the images
+  it misses, and its report cells with their counts. A node that joined or changed is
+  planned from scratch; an image added, removed or re-ranked is patched into every node
+  (its cells inserted or removed in place) unless the node's disk budget is under
+  pressure; a node's cells are rebuilt only for the images whose inputs changed there
+  (present, pulling, started, failed, waiting).
+
+The stages that decide writes (pullers, pulls, keepers, taints) run every pass over the
+remembered per-node results, so their cost follows the pods and the missing images, not
+nodes x images. `full()` forgets everything first: the controller runs it at every sweep.
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from itertools import chain
+from types import MappingProxyType
+
+from imagesync.config import Config
+from prefetcher import budget as budgets
+from prefetcher import observe, pods, scoring
+from prefetcher.model import (
+    BudgetExclusion,
+    CellState,
+    ManagedPod,
+    NodeInfo,
+    NodeSummary,
+    Plan,
+    PullKey,
+    Snapshot,
+    WantedImage,
+)
+from prefetcher.planning.cells import cell, node_cells
+from prefetcher.planning.images import (
+    ImageFacts,
+    MergedImage,
+    group_images,
+    image_facts,
+    merged_image,
+    placement,
+    ranked,
+    recent,
+    size_hints,
+    size_on,
+)
+from prefetcher.planning.keepers import plan_keepers
+from prefetcher.planning.pullers import read_pullers
+from prefetcher.planning.pulls import choose_pulls
+from prefetcher.planning.state import PlanState
+from prefetcher.planning.summary import node_summary, result
+from prefetcher.planning.taints import plan_startup_taints
+from prefetcher.planning.targets import NodeTarget, node_target
+
+# Past this share of the wanted images changed, every node is planned from scratch.
+PATCH_LIMIT = 0.25
+_EMPTY: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class _Edit:
+    """How the ranked wanted images differ from the previous pass's."""
+
+    refs: list[str]  # rank order
+    position: dict[str, int]
+    changed: list[str]  # new, or re-ranked / resized / re-placed, in rank order
+    removed: set[str]  # no longer wanted, or changed (their old cells go)
+    old_position: dict[str, int]
+    old_size: dict[str, int]  # of the removed ones
+    everything: bool  # too much changed: plan every node from scratch
+
+    @property
+    def empty(self) -> bool:
+        return not self.changed and not self.removed
+
+
+@dataclass
+class _NodeMemo:
+    """What one node's previous pass computed, with the inputs it was computed from."""
+
+    node: NodeInfo
+    target: NodeTarget
+    placements: dict[str, str | None]  # placement key → why not
+    rebuild: bool = True  # the target was planned anew: so are the cells
+    present: frozenset[str] = _EMPTY
+    fitted_seen: frozenset[str] | None = None  # the target images `missing` was made for
+    desired: frozenset[str] = _EMPTY  # target images present: what its keeper holds
+    keeper: tuple[list[str], str] = field(default_factory=lambda: ([], ""))
+    missing: list[str] = field(default_factory=list)
+    # The cells, and what they were built from besides the target.
+    cells: list[CellState] = field(default_factory=list)
+    cells_present: frozenset[str] = _EMPTY
+    inputs: tuple[NodeInputs, ...] = ()
+    counted: frozenset[str] = _EMPTY  # images with a present cell
+    others: dict[str, str] = field(default_factory=dict)  # image → state, other wanted cells
+    tally: Counter[str] = field(default_factory=Counter)
+    left_out: list[BudgetExclusion] = field(default_factory=list)
+    summary: tuple[NodeTarget, Counter[str], NodeSummary] | None = None
+
+
+NodeInputs = frozenset[str] | Mapping[str, object]
+SharedLists = tuple[list[str], frozenset[str], dict[str, str]]
+PodFacts = tuple[frozenset[str], Mapping[str, observe.PullResult], frozenset[str]]
+_PLACEHOLDER = CellState("", "", "ineligible")
+_NO_ENTRIES: Mapping[str, object] = MappingProxyType({})
+_QUIET: tuple[NodeInputs, ...] = (_EMPTY, _EMPTY, _NO_ENTRIES, _NO_ENTRIES)  # nothing going on
+
+
+class _MemoState(PlanState):
+    """A PlanState whose pod and per-node answers come from the planner's memory."""
+
+    def __init__(
+        self,
+        planner: IncrementalPlanner,
+        snapshot: Snapshot,
+        *,
+        nodes: list[NodeInfo],
+        images: list[MergedImage],
+        targets: dict[str, NodeTarget],
+        pods: list[ManagedPod],
+        present: Mapping[str, frozenset[str]],
+    ) -> None:
+        super().__init__(
+            snapshot,
+            planner.config,
+            nodes=nodes,
+            images=images,
+            targets=targets,
+            pods=pods,
+            present=present,
+        )
+        self._planner = planner
+
+    def running_images(self, pod: ManagedPod) -> frozenset[str]:
+        return self._planner.pod_facts(pod)[0]
+
+    def puller_results(self, pod: ManagedPod) -> Mapping[str, observe.PullResult]:
+        return self._planner.pod_facts(pod)[1]
+
+    def keeper_for(self, entry: NodeTarget) -> tuple[list[str], str]:
+        return self._planner.memo[entry.node.name].keeper
+
+    def missing(self, entry: NodeTarget) -> list[str]:
+        return self._planner.memo[entry.node.name].missing
+
+
+class IncrementalPlanner:
+    """`plan(snapshot)` equals `prefetcher.planner.plan(snapshot, config)`, computed from
+    the previous pass's results where they still hold. One caller at a time."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.memo: dict[str, _NodeMemo] = {}
+        self._forget()
+
+    def _forget(self) -> None:
+        self.memo = {}
+        self._facts: dict[str, tuple[tuple[WantedImage, ...], int | None, datetime, ImageFacts]]
+        self._facts = {}
+        self._hint_nodes: dict[str, NodeInfo] = {}
+        self._hints: dict[str, int] = {}
+        self._pods: dict[tuple[str, str], tuple[ManagedPod, PodFacts]] = {}
+        self._seen_pods: dict[tuple[str, str], tuple[ManagedPod, PodFacts]] = {}
+        self._refs: list[str] = []
+        self._info: dict[str, tuple[tuple[int, float, str], str, int]] = {}
+        self._present_counts: Counter[str] = Counter()
+        self._other_counts: Counter[tuple[str, str]] = Counter()
+        # Image lists shared by equal targets, and this pass's results made once for all
+        # nodes that share their inputs (keyed by the inputs' ids; the values hold them).
+        self._interned: dict[tuple[tuple[str, ...], tuple[tuple[str, str], ...]], SharedLists] = {}
+        self._sets: dict[frozenset[str], frozenset[str]] = {}
+        self._patches: dict[
+            tuple[int, int, tuple[str | None, ...]], tuple[object, object, SharedLists]
+        ] = {}
+        self._pod_sets: dict[
+            tuple[int, int], tuple[frozenset[str], frozenset[str], frozenset[str], list[str]]
+        ] = {}
+
+    def full(self, snapshot: Snapshot) -> Plan:
+        """Forget every remembered result and plan from scratch."""
+        self._forget()
+        return self.plan(snapshot)
+
+    def plan(self, snapshot: Snapshot) -> Plan:
+        """The plan of `snapshot`, reusing what the previous pass computed."""
+        nodes = sorted({n.name: n for n in snapshot.nodes}.values(), key=lambda n: n.name)
+        images = self._merge(snapshot, nodes)
+        wanted = [i for i in images if i.wanted]
+        edit = self._edit(wanted)
+        self._patches, self._pod_sets = {}, {}
+        if len(self._interned) > 4 * len(nodes) + 64:
+            self._interned = {}
+        if len(self._sets) > 4 * len(snapshot.pods) + 64:
+            self._sets = {}
+        ordered = sorted(snapshot.pods, key=lambda p: (p.node, p.role, p.name, p.uid))
+        self._seen_pods = {}
+        present = self._present(ordered)
+        targets = self._targets(nodes, wanted, edit, present, snapshot.now)
+        state = _MemoState(
+            self,
+            snapshot,
+            nodes=nodes,
+            images=images,
+            targets=targets,
+            pods=ordered,
+            present=present,
+        )
+        read_pullers(state)
+        choose_pulls(state)
+        plan_keepers(state)
+        plan_startup_taints(state)
+        self._cells(state, edit)
+        self._pods = self._seen_pods
+        return result(state, [self._node_summary(memo) for memo in self.memo.values()])
+
+    # --- images ---------------------------------------------------------------------------
+
+    def _merge(self, snapshot: Snapshot, nodes: list[NodeInfo]) -> list[MergedImage]:
+        """merge_images(), reusing each image's facts while its objects, hint and day hold."""
+        config, now = self.config, snapshot.now
+        hints = self._size_hints(nodes)
+        day = scoring.day_start(now)
+        known, self._facts = self._facts, {}
+        merged: list[MergedImage] = []
+        for image, objects in group_images(snapshot.images).items():
+            key = tuple(objects)
+            hint = hints.get(image)
+            hit = known.get(image)
+            if (
+                hit is not None
+                and hit[1] == hint
+                and hit[2] == day
+                and len(hit[0]) == len(key)
+                and all(a is b for a, b in zip(hit[0], key, strict=True))
+            ):
+                facts = hit[3]
+            else:
+                facts = image_facts(image, objects, hint, day, config)
+            self._facts[image] = (key, hint, day, facts)
+            merged.append(merged_image(facts, now, config))
+        return ranked(merged)
+
+    def _size_hints(self, nodes: list[NodeInfo]) -> dict[str, int]:
+        """size_hints() of the nodes; nodes that joined only add their own."""
+        known = self._hint_nodes
+        current = {n.name: n for n in nodes}
+        for name, node in known.items():
+            now = current.get(name)
+            if now is None or (
+                now.hinted_images is not node.hinted_images
+                and now.hinted_images != node.hinted_images
+            ):
+                self._hints = size_hints(nodes)
+                break
+        else:
+            joined = [n for name, n in current.items() if name not in known]
+            for image, size in size_hints(joined).items():
+                self._hints[image] = max(self._hints.get(image, 0), size)
+        self._hint_nodes = current
+        return self._hints
+
+    def _edit(self, wanted: list[MergedImage]) -> _Edit:
+        refs = [i.image for i in wanted]
+        info = {i.image: (i.rank, i.placement_key, i.size) for i in wanted}
+        old = self._info
+        changed = [ref for ref in refs if old.get(ref) != info[ref]]
+        removed = {ref for ref in old if info.get(ref) != old[ref]}
+        everything = not old or len(changed) + len(removed) > max(4, PATCH_LIMIT * len(refs))
+        edit = _Edit(
+            refs=refs,
+            position={ref: index for index, ref in enumerate(refs)},
+            changed=changed,
+            removed=removed,
+            old_position={ref: index for index, ref in enumerate(self._refs)},
+            old_size={ref: old[ref][2] for ref in removed},
+            everything=everything,
+        )
+        self._refs, self._info = refs, info
+        return edit
+
+    # --- pods -----------------------------------------------------------------------------
+
+    def pod_facts(self, pod: ManagedPod) -> PodFacts:
+        """A pod's running images (keeper), results and pulled images (puller), remembered
+        while the pod object is the same."""
+        key = (pod.name, pod.uid)
+        hit = self._seen_pods.get(key) or self._pods.get(key)
+        if hit is None or hit[0] is not pod:
+            if pod.role == "keeper":
+                running = observe.keeper_running_images(pod)
+                facts: PodFacts = (self._sets.setdefault(running, running), {}, _EMPTY)
+            else:
+                results = observe.puller_results(pod)
+                pulled = frozenset(image for image, r in results.items() if r.succeeded)
+                facts = (_EMPTY, results, self._sets.setdefault(pulled, pulled))
+            hit = (pod, facts)
+        self._seen_pods[key] = hit
+        return hit[1]
+
+    def _present(self, ordered: list[ManagedPod]) -> dict[str, frozenset[str]]:
+        """observe.present_images(), sharing one pod's set when a node has only that."""
+        present: dict[str, frozenset[str]] = {}
+        for pod in ordered:
+            running, _, pulled = self.pod_facts(pod)
+            images = running if pod.role == "keeper" else pulled
+            if images:
+                before = present.get(pod.node)
+                present[pod.node] = images if before is None else before | images
+        return present
+
+    # --- targets --------------------------------------------------------------------------
+
+    def _targets(
+        self,
+        nodes: list[NodeInfo],
+        wanted: list[MergedImage],
+        edit: _Edit,
+        present: Mapping[str, frozenset[str]],
+        now: datetime,
+    ) -> dict[str, NodeTarget]:
+        """Every node's target: kept, patched for the images that changed, or planned anew;
+        with the keeper it should run and the images it misses."""
+        config = self.config
+        managed = set(edit.refs)
+        by_image = {i.image: i for i in wanted}
+        fresh: dict[str, _NodeMemo] = {}
+        for node in nodes:
+            memo = self.memo.get(node.name)
+            if memo is None:
+                placements: dict[str, str | None] = {}
+                target = self._shared(node_target(node, wanted, managed, config, now, placements))
+                memo = _NodeMemo(node=node, target=target, placements=placements)
+            elif edit.everything or (memo.node is not node and memo.node != node):
+                memo.node, memo.placements, memo.rebuild = node, {}, True
+                memo.target = self._shared(
+                    node_target(node, wanted, managed, config, now, memo.placements)
+                )
+            else:
+                memo.node = node
+                if not edit.empty:
+                    memo.target = self._patch_target(memo, wanted, by_image, managed, edit, now)
+                urgent = recent(node.ready_since or node.created, now, config.urgent_window)
+                if memo.target.urgent_recent != urgent:
+                    memo.target = dataclasses.replace(memo.target, urgent_recent=urgent)
+            self._node_pods(memo, present.get(node.name, _EMPTY), edit)
+            fresh[node.name] = memo
+        for name, memo in self.memo.items():
+            if name not in fresh:
+                self._count(memo, _EMPTY, {})
+        self.memo = fresh
+        return {name: memo.target for name, memo in fresh.items()}
+
+    def _patch_target(
+        self,
+        memo: _NodeMemo,
+        wanted: list[MergedImage],
+        by_image: Mapping[str, MergedImage],
+        managed: set[str],
+        edit: _Edit,
+        now: datetime,
+    ) -> NodeTarget:
+        """The node's target with the changed images placed in or taken out, when its disk
+        budget keeps every placed image (else planned anew: what fits may shift)."""
+        old, node, config = memo.target, memo.node, self.config
+        if not old.left_out:
+            placements = memo.placements
+            whys: list[str | None] = []
+            for ref in edit.changed:
+                key = by_image[ref].placement_key
+                if key not in placements:
+                    placements[key] = placement(by_image[ref], node, config)
+                whys.append(placements[key])
+            fitted, fitted_set, not_placed = self._patched(old, tuple(whys), edit)
+            hinted = node.hinted_images
+            used = old.budget_used
+            for ref in edit.removed:
+                if ref in old.fitted_set:
+                    used -= hinted.get(ref) or edit.old_size[ref]
+            for ref, why in zip(edit.changed, whys, strict=True):
+                if why is None:
+                    used += size_on(by_image[ref], node)
+            budget = old.budget
+            if (
+                node.image_fs_capacity
+                and node.image_fs_other_used is None
+                and any(ref in hinted for ref in chain(edit.removed, edit.changed))
+            ):
+                budget = budgets.node_budget(node, config, managed)
+            if budget is None or used <= budget:
+                return NodeTarget(
+                    node=node,
+                    problem=old.problem,
+                    urgent_recent=old.urgent_recent,
+                    budget=budget,
+                    budget_used=used,
+                    fitted=fitted,
+                    not_placed=not_placed,
+                    fitted_set=fitted_set,
+                )
+        memo.rebuild = True
+        return self._shared(node_target(node, wanted, managed, config, now, memo.placements))
+
+    def _patched(
+        self, old: NodeTarget, whys: tuple[str | None, ...], edit: _Edit
+    ) -> tuple[list[str], frozenset[str], dict[str, str]]:
+        """A target's images with the edit applied (`whys`: where the changed ones may not
+        go), made once for every node that shared the same ones before."""
+        key = (id(old.fitted), id(old.not_placed), whys)
+        hit = self._patches.get(key)
+        if hit is not None and hit[0] is old.fitted and hit[1] is old.not_placed:
+            return hit[2]
+        not_placed = dict(old.not_placed)
+        fitted = list(old.fitted)
+        for ref in edit.removed:
+            not_placed.pop(ref, None)
+            if ref in old.fitted_set:
+                fitted.remove(ref)
+        for ref, why in zip(edit.changed, whys, strict=True):
+            if why is not None:
+                not_placed[ref] = why
+            else:
+                bisect.insort(fitted, ref, key=edit.position.__getitem__)
+        made = (fitted, frozenset(fitted), not_placed)
+        self._patches[key] = (old.fitted, old.not_placed, made)
+        return made
+
+    def _shared(self, target: NodeTarget) -> NodeTarget:
+        """`target` holding the same image lists as an equal one planned before (nodes of
+        one pool then share them, and a later patch is made once for all of them)."""
+        key = (tuple(target.fitted), tuple(target.not_placed.items()))
+        known = self._interned.setdefault(
+            key, (target.fitted, target.fitted_set, target.not_placed)
+        )
+        target.fitted, target.fitted_set, target.not_placed = known
+        return target
+
+    def _node_pods(self, memo: _NodeMemo, present: frozenset[str], edit: _Edit) -> None:
+        """The node's keeper images and missing images, for its present images."""
+        target = memo.target
+        if target.fitted_set is memo.fitted_seen and present is memo.present:
+            return
+        key = (id(target.fitted_set), id(present))
+        hit = self._pod_sets.get(key)
+        if hit is None or hit[0] is not target.fitted_set or hit[1] is not present:
+            missing = target.fitted_set - present
+            ordered = sorted(missing, key=edit.position.__getitem__) if missing else []
+            hit = self._pod_sets[key] = (
+                target.fitted_set,
+                present,
+                target.fitted_set & present,
+                ordered,
+            )
+        desired = hit[2]
+        if desired != memo.desired:
+            ordered = sorted(desired)
+            memo.keeper = (ordered, pods.keeper_name(target.node.name, ordered) if ordered else "")
+        memo.desired, memo.missing = desired, hit[3]
+        memo.present, memo.fitted_seen = present, target.fitted_set
+
+    def _node_summary(self, memo: _NodeMemo) -> NodeSummary:
+        """node_summary(), kept while the node's target and counts are the same objects."""
+        made = memo.summary
+        if made is None or made[0] is not memo.target or made[1] is not memo.tally:
+            made = memo.summary = (memo.target, memo.tally, node_summary(memo.target, memo.tally))
+        return made[2]
+
+    # --- cells ----------------------------------------------------------------------------
+
+    def _cells(self, state: PlanState, edit: _Edit) -> None:
+        """fill_cells(): each node's cells patched where their inputs changed."""
+        config, wanted = self.config, state.wanted
+        started_keys = {(p.node, image) for p in state.pulls for image in p.images}
+        pulling = _by_node(state.pulling)
+        started = _by_node(started_keys)
+        records = _by_node_map(state.records)
+        waiting = _by_node_map(state.waiting)
+        removed_at = sorted((edit.old_position[r] for r in edit.removed), reverse=True)
+        busy = pulling.keys() | started.keys() | records.keys() | waiting.keys()
+        for name, memo in self.memo.items():
+            entry = memo.target
+            if name in busy:
+                inputs: tuple[NodeInputs, ...] = (
+                    pulling.get(name, _EMPTY),
+                    started.get(name, _EMPTY),
+                    records.get(name, _NO_ENTRIES),
+                    waiting.get(name, _NO_ENTRIES),
+                )
+            elif (
+                memo.inputs is _QUIET
+                and edit.empty
+                and not memo.rebuild
+                and memo.cells_present is memo.present
+            ):
+                continue  # nothing this node's cells depend on changed
+            else:
+                inputs = _QUIET
+            previous, memo.inputs = memo.inputs, inputs
+            others = memo.others
+            if memo.rebuild:
+                built = node_cells(
+                    entry,
+                    wanted,
+                    memo.present,
+                    state.pulling,
+                    started_keys,
+                    state.records,
+                    state.waiting,
+                    config,
+                )
+                memo.cells, memo.left_out = built.cells, built.left_out
+                others = dict(built.other_states)
+                memo.rebuild = False
+            else:
+                touched = set(edit.changed)
+                if previous != inputs:
+                    for old, new in zip(previous, inputs, strict=True):
+                        if old is not new and old != new:
+                            touched |= _differences(old, new)
+                if memo.cells_present is not memo.present:
+                    touched |= memo.cells_present ^ memo.present
+                if touched or removed_at:
+                    others = self._patch_cells(memo, touched, edit, removed_at, state, started_keys)
+            memo.cells_present = memo.present
+            counted = memo.desired if entry.problem is None else _EMPTY
+            if others is not memo.others:
+                memo.tally = _tally(len(wanted), counted, others)
+            self._count(memo, counted, others)
+        state.cells = tuple(chain.from_iterable(m.cells for m in self.memo.values()))
+        state.left_out = list(chain.from_iterable(m.left_out for m in self.memo.values()))
+        state.node_counts = {name: m.tally for name, m in self.memo.items()}
+        counts: Counter[tuple[str, str]] = Counter(
+            {(ref, "present"): n for ref, n in self._present_counts.items()}
+        )
+        counts.update(self._other_counts)
+        state.counts = counts
+
+    def _patch_cells(
+        self,
+        memo: _NodeMemo,
+        touched: set[str],
+        edit: _Edit,
+        removed_at: list[int],
+        state: PlanState,
+        started_keys: set[PullKey],
+    ) -> dict[str, str]:
+        """The node's cells with the removed images' taken out, the changed ones' put in,
+        and the touched ones' rebuilt; returns its other (not present) wanted states. (Its
+        budget exclusions stay: a target with any is planned anew when images change.)"""
+        cells = memo.cells.copy()
+        for index in removed_at:
+            del cells[index]
+        for ref in edit.changed:
+            cells.insert(edit.position[ref], _PLACEHOLDER)
+        others = dict(memo.others)
+        for ref in edit.removed & others.keys():
+            del others[ref]
+        for ref in touched:
+            at = edit.position.get(ref)
+            if at is None:
+                continue
+            fresh = cell(
+                memo.target,
+                state.by_image[ref],
+                memo.present,
+                state.pulling,
+                started_keys,
+                state.records,
+                state.waiting,
+                self.config,
+            )
+            cells[at] = fresh
+            others.pop(ref, None)
+            if fresh.wanted and fresh.state != "present":
+                others[ref] = fresh.state
+        memo.cells = cells
+        return others
+
+    def _count(self, memo: _NodeMemo, counted: frozenset[str], others: dict[str, str]) -> None:
+        """Move the node's share of the per-image counts from the last pass's to this one's."""
+        if counted is not memo.counted and counted != memo.counted:
+            present_counts = self._present_counts
+            for ref in counted - memo.counted:
+                present_counts[ref] += 1
+            for ref in memo.counted - counted:
+                present_counts[ref] -= 1
+        if others is not memo.others and others != memo.others:
+            other_counts = self._other_counts
+            for pair in memo.others.items() - others.items():
+                other_counts[pair] -= 1
+            for pair in others.items() - memo.others.items():
+                other_counts[pair] += 1
+        memo.counted, memo.others = counted, others
+
+
+def _by_node(keys: set[PullKey]) -> dict[str, frozenset[str]]:
+    """(node, image) pairs as node → images."""
+    out: dict[str, set[str]] = {}
+    for node, image in keys:
+        out.setdefault(node, set()).add(image)
+    return {node: frozenset(images) for node, images in out.items()}
+
+
+def _by_node_map(values: Mapping[PullKey, object]) -> dict[str, dict[str, object]]:
+    """(node, image) → value as node → image → value."""
+    out: dict[str, dict[str, object]] = {}
+    for (node, image), value in values.items():
+        out.setdefault(node, {})[image] = value
+    return out
+
+
+def _differences(old: NodeInputs, new: NodeInputs) -> set[str]:
+    """The images whose entry differs between two of a node's inputs."""
+    if type(old) is frozenset and type(new) is frozenset:
+        return set(old ^ new)
+    assert isinstance(old, Mapping) and isinstance(new, Mapping)
+    if not old or not new:
+        return set(old or new)
+    return {key for key in old.keys() | new.keys() if old.get(key) != new.get(key)}
+
+
+def _tally(wanted: int, counted: frozenset[str], others: Mapping[str, str]) -> Counter[str]:
+    """A node's cells by state: present, the other wanted states, the rest ineligible."""
+    tally: Counter[str] = Counter()
+    for kind in others.values():
+        tally[kind] += 1
+    tally["present"] = len(counted)
+    tally["ineligible"] = wanted - len(counted) - len(others)
+    return tally
