@@ -22,28 +22,22 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
-from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import chain
-from types import MappingProxyType
 
 from imagesync.config import Config
 from prefetcher import budget as budgets
 from prefetcher import observe, pods, scoring
 from prefetcher.model import (
-    BudgetExclusion,
-    CellState,
     ManagedPod,
     NodeInfo,
     NodeSummary,
     Plan,
-    PullKey,
     Snapshot,
     WantedImage,
 )
-from prefetcher.planning.cells import cell, node_cells
+from prefetcher.planning.cellbook import CellBook
 from prefetcher.planning.images import (
     ImageFacts,
     MergedImage,
@@ -57,6 +51,7 @@ from prefetcher.planning.images import (
     size_on,
 )
 from prefetcher.planning.keepers import plan_keepers
+from prefetcher.planning.memo import EMPTY, ImageEdit, NodeMemo
 from prefetcher.planning.pullers import read_pullers
 from prefetcher.planning.pulls import choose_pulls
 from prefetcher.planning.state import PlanState
@@ -66,56 +61,10 @@ from prefetcher.planning.targets import NodeTarget, node_target
 
 # Past this share of the wanted images changed, every node is planned from scratch.
 PATCH_LIMIT = 0.25
-_EMPTY: frozenset[str] = frozenset()
 
 
-@dataclass(frozen=True)
-class _Edit:
-    """How the ranked wanted images differ from the previous pass's."""
-
-    refs: list[str]  # rank order
-    position: dict[str, int]
-    changed: list[str]  # new, or re-ranked / resized / re-placed, in rank order
-    removed: set[str]  # no longer wanted, or changed (their old cells go)
-    old_position: dict[str, int]
-    old_size: dict[str, int]  # of the removed ones
-    everything: bool  # too much changed: plan every node from scratch
-
-    @property
-    def empty(self) -> bool:
-        return not self.changed and not self.removed
-
-
-@dataclass
-class _NodeMemo:
-    """What one node's previous pass computed, with the inputs it was computed from."""
-
-    node: NodeInfo
-    target: NodeTarget
-    placements: dict[str, str | None]  # placement key → why not
-    rebuild: bool = True  # the target was planned anew: so are the cells
-    present: frozenset[str] = _EMPTY
-    fitted_seen: frozenset[str] | None = None  # the target images `missing` was made for
-    desired: frozenset[str] = _EMPTY  # target images present: what its keeper holds
-    keeper: tuple[list[str], str] = field(default_factory=lambda: ([], ""))
-    missing: list[str] = field(default_factory=list)
-    # The cells, and what they were built from besides the target.
-    cells: list[CellState] = field(default_factory=list)
-    cells_present: frozenset[str] = _EMPTY
-    inputs: tuple[NodeInputs, ...] = ()
-    counted: frozenset[str] = _EMPTY  # images with a present cell
-    others: dict[str, str] = field(default_factory=dict)  # image → state, other wanted cells
-    tally: Counter[str] = field(default_factory=Counter)
-    left_out: list[BudgetExclusion] = field(default_factory=list)
-    summary: tuple[NodeTarget, Counter[str], NodeSummary] | None = None
-
-
-NodeInputs = frozenset[str] | Mapping[str, object]
 SharedLists = tuple[list[str], frozenset[str], dict[str, str]]
 PodFacts = tuple[frozenset[str], Mapping[str, observe.PullResult], frozenset[str]]
-_PLACEHOLDER = CellState("", "", "ineligible")
-_NO_ENTRIES: Mapping[str, object] = MappingProxyType({})
-_QUIET: tuple[NodeInputs, ...] = (_EMPTY, _EMPTY, _NO_ENTRIES, _NO_ENTRIES)  # nothing going on
 
 
 class _MemoState(PlanState):
@@ -162,7 +111,7 @@ class IncrementalPlanner:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.memo: dict[str, _NodeMemo] = {}
+        self.memo: dict[str, NodeMemo] = {}
         self._forget()
 
     def _forget(self) -> None:
@@ -175,8 +124,7 @@ class IncrementalPlanner:
         self._seen_pods: dict[tuple[str, str], tuple[ManagedPod, PodFacts]] = {}
         self._refs: list[str] = []
         self._info: dict[str, tuple[tuple[int, float, str], str, int]] = {}
-        self._present_counts: Counter[str] = Counter()
-        self._other_counts: Counter[tuple[str, str]] = Counter()
+        self.cellbook = CellBook()
         # Image lists shared by equal targets, and this pass's results made once for all
         # nodes that share their inputs (keyed by the inputs' ids; the values hold them).
         self._interned: dict[tuple[tuple[str, ...], tuple[tuple[str, str], ...]], SharedLists] = {}
@@ -221,7 +169,7 @@ class IncrementalPlanner:
         choose_pulls(state)
         plan_keepers(state)
         plan_startup_taints(state)
-        self._cells(state, edit)
+        self.cellbook.fill(self.memo, state, edit)
         self._pods = self._seen_pods
         return result(state, [self._node_summary(memo) for memo in self.memo.values()])
 
@@ -271,14 +219,14 @@ class IncrementalPlanner:
         self._hint_nodes = current
         return self._hints
 
-    def _edit(self, wanted: list[MergedImage]) -> _Edit:
+    def _edit(self, wanted: list[MergedImage]) -> ImageEdit:
         refs = [i.image for i in wanted]
         info = {i.image: (i.rank, i.placement_key, i.size) for i in wanted}
         old = self._info
         changed = [ref for ref in refs if old.get(ref) != info[ref]]
         removed = {ref for ref in old if info.get(ref) != old[ref]}
         everything = not old or len(changed) + len(removed) > max(4, PATCH_LIMIT * len(refs))
-        edit = _Edit(
+        edit = ImageEdit(
             refs=refs,
             position={ref: index for index, ref in enumerate(refs)},
             changed=changed,
@@ -300,11 +248,11 @@ class IncrementalPlanner:
         if hit is None or hit[0] is not pod:
             if pod.role == "keeper":
                 running = observe.keeper_running_images(pod)
-                facts: PodFacts = (self._sets.setdefault(running, running), {}, _EMPTY)
+                facts: PodFacts = (self._sets.setdefault(running, running), {}, EMPTY)
             else:
                 results = observe.puller_results(pod)
                 pulled = frozenset(image for image, r in results.items() if r.succeeded)
-                facts = (_EMPTY, results, self._sets.setdefault(pulled, pulled))
+                facts = (EMPTY, results, self._sets.setdefault(pulled, pulled))
             hit = (pod, facts)
         self._seen_pods[key] = hit
         return hit[1]
@@ -326,7 +274,7 @@ class IncrementalPlanner:
         self,
         nodes: list[NodeInfo],
         wanted: list[MergedImage],
-        edit: _Edit,
+        edit: ImageEdit,
         present: Mapping[str, frozenset[str]],
         now: datetime,
     ) -> dict[str, NodeTarget]:
@@ -335,13 +283,13 @@ class IncrementalPlanner:
         config = self.config
         managed = set(edit.refs)
         by_image = {i.image: i for i in wanted}
-        fresh: dict[str, _NodeMemo] = {}
+        fresh: dict[str, NodeMemo] = {}
         for node in nodes:
             memo = self.memo.get(node.name)
             if memo is None:
                 placements: dict[str, str | None] = {}
                 target = self._shared(node_target(node, wanted, managed, config, now, placements))
-                memo = _NodeMemo(node=node, target=target, placements=placements)
+                memo = NodeMemo(node=node, target=target, placements=placements)
             elif edit.everything or (memo.node is not node and memo.node != node):
                 memo.node, memo.placements, memo.rebuild = node, {}, True
                 memo.target = self._shared(
@@ -354,21 +302,21 @@ class IncrementalPlanner:
                 urgent = recent(node.ready_since or node.created, now, config.urgent_window)
                 if memo.target.urgent_recent != urgent:
                     memo.target = dataclasses.replace(memo.target, urgent_recent=urgent)
-            self._node_pods(memo, present.get(node.name, _EMPTY), edit)
+            self._node_pods(memo, present.get(node.name, EMPTY), edit)
             fresh[node.name] = memo
         for name, memo in self.memo.items():
             if name not in fresh:
-                self._count(memo, _EMPTY, {})
+                self.cellbook.drop(memo)
         self.memo = fresh
         return {name: memo.target for name, memo in fresh.items()}
 
     def _patch_target(
         self,
-        memo: _NodeMemo,
+        memo: NodeMemo,
         wanted: list[MergedImage],
         by_image: Mapping[str, MergedImage],
         managed: set[str],
-        edit: _Edit,
+        edit: ImageEdit,
         now: datetime,
     ) -> NodeTarget:
         """The node's target with the changed images placed in or taken out, when its disk
@@ -413,7 +361,7 @@ class IncrementalPlanner:
         return self._shared(node_target(node, wanted, managed, config, now, memo.placements))
 
     def _patched(
-        self, old: NodeTarget, whys: tuple[str | None, ...], edit: _Edit
+        self, old: NodeTarget, whys: tuple[str | None, ...], edit: ImageEdit
     ) -> tuple[list[str], frozenset[str], dict[str, str]]:
         """A target's images with the edit applied (`whys`: where the changed ones may not
         go), made once for every node that shared the same ones before."""
@@ -446,7 +394,7 @@ class IncrementalPlanner:
         target.fitted, target.fitted_set, target.not_placed = known
         return target
 
-    def _node_pods(self, memo: _NodeMemo, present: frozenset[str], edit: _Edit) -> None:
+    def _node_pods(self, memo: NodeMemo, present: frozenset[str], edit: ImageEdit) -> None:
         """The node's keeper images and missing images, for its present images."""
         target = memo.target
         if target.fitted_set is memo.fitted_seen and present is memo.present:
@@ -469,172 +417,9 @@ class IncrementalPlanner:
         memo.desired, memo.missing = desired, hit[3]
         memo.present, memo.fitted_seen = present, target.fitted_set
 
-    def _node_summary(self, memo: _NodeMemo) -> NodeSummary:
+    def _node_summary(self, memo: NodeMemo) -> NodeSummary:
         """node_summary(), kept while the node's target and counts are the same objects."""
         made = memo.summary
         if made is None or made[0] is not memo.target or made[1] is not memo.tally:
             made = memo.summary = (memo.target, memo.tally, node_summary(memo.target, memo.tally))
         return made[2]
-
-    # --- cells ----------------------------------------------------------------------------
-
-    def _cells(self, state: PlanState, edit: _Edit) -> None:
-        """fill_cells(): each node's cells patched where their inputs changed."""
-        config, wanted = self.config, state.wanted
-        started_keys = {(p.node, image) for p in state.pulls for image in p.images}
-        pulling = _by_node(state.pulling)
-        started = _by_node(started_keys)
-        records = _by_node_map(state.records)
-        waiting = _by_node_map(state.waiting)
-        removed_at = sorted((edit.old_position[r] for r in edit.removed), reverse=True)
-        busy = pulling.keys() | started.keys() | records.keys() | waiting.keys()
-        for name, memo in self.memo.items():
-            entry = memo.target
-            if name in busy:
-                inputs: tuple[NodeInputs, ...] = (
-                    pulling.get(name, _EMPTY),
-                    started.get(name, _EMPTY),
-                    records.get(name, _NO_ENTRIES),
-                    waiting.get(name, _NO_ENTRIES),
-                )
-            elif (
-                memo.inputs is _QUIET
-                and edit.empty
-                and not memo.rebuild
-                and memo.cells_present is memo.present
-            ):
-                continue  # nothing this node's cells depend on changed
-            else:
-                inputs = _QUIET
-            previous, memo.inputs = memo.inputs, inputs
-            others = memo.others
-            if memo.rebuild:
-                built = node_cells(
-                    entry,
-                    wanted,
-                    memo.present,
-                    state.pulling,
-                    started_keys,
-                    state.records,
-                    state.waiting,
-                    config,
-                )
-                memo.cells, memo.left_out = built.cells, built.left_out
-                others = dict(built.other_states)
-                memo.rebuild = False
-            else:
-                touched = set(edit.changed)
-                if previous != inputs:
-                    for old, new in zip(previous, inputs, strict=True):
-                        if old is not new and old != new:
-                            touched |= _differences(old, new)
-                if memo.cells_present is not memo.present:
-                    touched |= memo.cells_present ^ memo.present
-                if touched or removed_at:
-                    others = self._patch_cells(memo, touched, edit, removed_at, state, started_keys)
-            memo.cells_present = memo.present
-            counted = memo.desired if entry.problem is None else _EMPTY
-            if others is not memo.others:
-                memo.tally = _tally(len(wanted), counted, others)
-            self._count(memo, counted, others)
-        state.cells = tuple(chain.from_iterable(m.cells for m in self.memo.values()))
-        state.left_out = list(chain.from_iterable(m.left_out for m in self.memo.values()))
-        state.node_counts = {name: m.tally for name, m in self.memo.items()}
-        counts: Counter[tuple[str, str]] = Counter(
-            {(ref, "present"): n for ref, n in self._present_counts.items()}
-        )
-        counts.update(self._other_counts)
-        state.counts = counts
-
-    def _patch_cells(
-        self,
-        memo: _NodeMemo,
-        touched: set[str],
-        edit: _Edit,
-        removed_at: list[int],
-        state: PlanState,
-        started_keys: set[PullKey],
-    ) -> dict[str, str]:
-        """The node's cells with the removed images' taken out, the changed ones' put in,
-        and the touched ones' rebuilt; returns its other (not present) wanted states. (Its
-        budget exclusions stay: a target with any is planned anew when images change.)"""
-        cells = memo.cells.copy()
-        for index in removed_at:
-            del cells[index]
-        for ref in edit.changed:
-            cells.insert(edit.position[ref], _PLACEHOLDER)
-        others = dict(memo.others)
-        for ref in edit.removed & others.keys():
-            del others[ref]
-        for ref in touched:
-            at = edit.position.get(ref)
-            if at is None:
-                continue
-            fresh = cell(
-                memo.target,
-                state.by_image[ref],
-                memo.present,
-                state.pulling,
-                started_keys,
-                state.records,
-                state.waiting,
-                self.config,
-            )
-            cells[at] = fresh
-            others.pop(ref, None)
-            if fresh.wanted and fresh.state != "present":
-                others[ref] = fresh.state
-        memo.cells = cells
-        return others
-
-    def _count(self, memo: _NodeMemo, counted: frozenset[str], others: dict[str, str]) -> None:
-        """Move the node's share of the per-image counts from the last pass's to this one's."""
-        if counted is not memo.counted and counted != memo.counted:
-            present_counts = self._present_counts
-            for ref in counted - memo.counted:
-                present_counts[ref] += 1
-            for ref in memo.counted - counted:
-                present_counts[ref] -= 1
-        if others is not memo.others and others != memo.others:
-            other_counts = self._other_counts
-            for pair in memo.others.items() - others.items():
-                other_counts[pair] -= 1
-            for pair in others.items() - memo.others.items():
-                other_counts[pair] += 1
-        memo.counted, memo.others = counted, others
-
-
-def _by_node(keys: set[PullKey]) -> dict[str, frozenset[str]]:
-    """(node, image) pairs as node → images."""
-    out: dict[str, set[str]] = {}
-    for node, image in keys:
-        out.setdefault(node, set()).add(image)
-    return {node: frozenset(images) for node, images in out.items()}
-
-
-def _by_node_map(values: Mapping[PullKey, object]) -> dict[str, dict[str, object]]:
-    """(node, image) → value as node → image → value."""
-    out: dict[str, dict[str, object]] = {}
-    for (node, image), value in values.items():
-        out.setdefault(node, {})[image] = value
-    return out
-
-
-def _differences(old: NodeInputs, new: NodeInputs) -> set[str]:
-    """The images whose entry differs between two of a node's inputs."""
-    if type(old) is frozenset and type(new) is frozenset:
-        return set(old ^ new)
-    assert isinstance(old, Mapping) and isinstance(new, Mapping)
-    if not old or not new:
-        return set(old or new)
-    return {key for key in old.keys() | new.keys() if old.get(key) != new.get(key)}
-
-
-def _tally(wanted: int, counted: frozenset[str], others: Mapping[str, str]) -> Counter[str]:
-    """A node's cells by state: present, the other wanted states, the rest ineligible."""
-    tally: Counter[str] = Counter()
-    for kind in others.values():
-        tally[kind] += 1
-    tally["present"] = len(counted)
-    tally["ineligible"] = wanted - len(counted) - len(others)
-    return tally

@@ -204,3 +204,26 @@ def test_incremental_planner_follows_a_fleet_through_joins_and_new_images() -> N
     final = w.converge()
     assert final.summary is not None and final.summary.coverage == 1.0
     assert w.passes > 4
+
+
+def test_a_joining_node_or_a_new_image_reuses_the_other_nodes_work() -> None:
+    cfg = Config()
+    w = TwinWorld(
+        nodes=[node(f"n{i:02d}", gpu=8 if i % 3 == 0 else 0) for i in range(9)],
+        images=[image(ref, uses=10 + i, gpu=i == 2) for i, ref in enumerate(POOL)],
+        config=cfg,
+    )
+    w.planner = planner = IncrementalPlanner(cfg)
+    w.converge()
+    kept = {name: (m.target, m.cells) for name, m in planner.memo.items()}
+
+    w.nodes.append(node("n99", age=timedelta(0)))
+    w.plan()
+    for name, (target, cells) in kept.items():
+        assert planner.memo[name].target is target, name
+        assert planner.memo[name].cells is cells, name
+
+    w.images.append(image(EXTRA[0], uses=3, age=timedelta(0)))
+    w.plan()
+    # Nodes of one kind share their image lists: the new image was placed once per kind.
+    assert len({id(m.target.fitted) for m in planner.memo.values()}) == 2

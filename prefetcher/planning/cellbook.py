@@ -1,0 +1,189 @@
+"""Each node's report cells, kept between passes and patched where their inputs changed,
+and the per-image counts they add up to (the incremental form of the cells stage)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from itertools import chain
+
+from prefetcher.model import CellState, PullKey
+from prefetcher.planning.cells import cell, node_cells
+from prefetcher.planning.memo import EMPTY, NO_ENTRIES, QUIET, ImageEdit, NodeInputs, NodeMemo
+from prefetcher.planning.state import PlanState
+
+_PLACEHOLDER = CellState("", "", "ineligible")
+
+
+class CellBook:
+    """The per-image counts of every node's cells (the cells themselves live in each
+    node's memo), updated node by node."""
+
+    def __init__(self) -> None:
+        self._present_counts: Counter[str] = Counter()
+        self._other_counts: Counter[tuple[str, str]] = Counter()
+
+    def drop(self, memo: NodeMemo) -> None:
+        """A node left: its cells no longer count."""
+        self._count(memo, EMPTY, {})
+
+    def fill(self, memos: Mapping[str, NodeMemo], state: PlanState, edit: ImageEdit) -> None:
+        """fill_cells(): each node's cells patched where their inputs changed."""
+        config, wanted = state.config, state.wanted
+        started_keys = {(p.node, image) for p in state.pulls for image in p.images}
+        pulling = _by_node(state.pulling)
+        started = _by_node(started_keys)
+        records = _by_node_map(state.records)
+        waiting = _by_node_map(state.waiting)
+        removed_at = sorted((edit.old_position[r] for r in edit.removed), reverse=True)
+        busy = pulling.keys() | started.keys() | records.keys() | waiting.keys()
+        for name, memo in memos.items():
+            entry = memo.target
+            if name in busy:
+                inputs: tuple[NodeInputs, ...] = (
+                    pulling.get(name, EMPTY),
+                    started.get(name, EMPTY),
+                    records.get(name, NO_ENTRIES),
+                    waiting.get(name, NO_ENTRIES),
+                )
+            elif (
+                memo.inputs is QUIET
+                and edit.empty
+                and not memo.rebuild
+                and memo.cells_present is memo.present
+            ):
+                continue  # nothing this node's cells depend on changed
+            else:
+                inputs = QUIET
+            previous, memo.inputs = memo.inputs, inputs
+            others = memo.others
+            if memo.rebuild:
+                built = node_cells(
+                    entry,
+                    wanted,
+                    memo.present,
+                    state.pulling,
+                    started_keys,
+                    state.records,
+                    state.waiting,
+                    config,
+                )
+                memo.cells, memo.left_out = built.cells, built.left_out
+                others = dict(built.other_states)
+                memo.rebuild = False
+            else:
+                touched = set(edit.changed)
+                if previous != inputs:
+                    for old, new in zip(previous, inputs, strict=True):
+                        if old is not new and old != new:
+                            touched |= _differences(old, new)
+                if memo.cells_present is not memo.present:
+                    touched |= memo.cells_present ^ memo.present
+                if touched or removed_at:
+                    others = self._patch_cells(memo, touched, edit, removed_at, state, started_keys)
+            memo.cells_present = memo.present
+            counted = memo.desired if entry.problem is None else EMPTY
+            if others is not memo.others:
+                memo.tally = _tally(len(wanted), counted, others)
+            self._count(memo, counted, others)
+        state.cells = tuple(chain.from_iterable(m.cells for m in memos.values()))
+        state.left_out = list(chain.from_iterable(m.left_out for m in memos.values()))
+        state.node_counts = {name: m.tally for name, m in memos.items()}
+        counts: Counter[tuple[str, str]] = Counter(
+            {(ref, "present"): n for ref, n in self._present_counts.items()}
+        )
+        counts.update(self._other_counts)
+        state.counts = counts
+
+    def _patch_cells(
+        self,
+        memo: NodeMemo,
+        touched: set[str],
+        edit: ImageEdit,
+        removed_at: list[int],
+        state: PlanState,
+        started_keys: set[PullKey],
+    ) -> dict[str, str]:
+        """The node's cells with the removed images' taken out, the changed ones' put in,
+        and the touched ones' rebuilt; returns its other (not present) wanted states. (Its
+        budget exclusions stay: a target with any is planned anew when images change.)"""
+        cells = memo.cells.copy()
+        for index in removed_at:
+            del cells[index]
+        for ref in edit.changed:
+            cells.insert(edit.position[ref], _PLACEHOLDER)
+        others = dict(memo.others)
+        for ref in edit.removed & others.keys():
+            del others[ref]
+        for ref in touched:
+            at = edit.position.get(ref)
+            if at is None:
+                continue
+            fresh = cell(
+                memo.target,
+                state.by_image[ref],
+                memo.present,
+                state.pulling,
+                started_keys,
+                state.records,
+                state.waiting,
+                state.config,
+            )
+            cells[at] = fresh
+            others.pop(ref, None)
+            if fresh.wanted and fresh.state != "present":
+                others[ref] = fresh.state
+        memo.cells = cells
+        return others
+
+    def _count(self, memo: NodeMemo, counted: frozenset[str], others: dict[str, str]) -> None:
+        """Move the node's share of the per-image counts from the last pass's to this one's."""
+        if counted is not memo.counted and counted != memo.counted:
+            present_counts = self._present_counts
+            for ref in counted - memo.counted:
+                present_counts[ref] += 1
+            for ref in memo.counted - counted:
+                present_counts[ref] -= 1
+        if others is not memo.others and others != memo.others:
+            other_counts = self._other_counts
+            for pair in memo.others.items() - others.items():
+                other_counts[pair] -= 1
+            for pair in others.items() - memo.others.items():
+                other_counts[pair] += 1
+        memo.counted, memo.others = counted, others
+
+
+def _by_node(keys: set[PullKey]) -> dict[str, frozenset[str]]:
+    """(node, image) pairs as node → images."""
+    out: dict[str, set[str]] = {}
+    for node, image in keys:
+        out.setdefault(node, set()).add(image)
+    return {node: frozenset(images) for node, images in out.items()}
+
+
+def _by_node_map(values: Mapping[PullKey, object]) -> dict[str, dict[str, object]]:
+    """(node, image) → value as node → image → value."""
+    out: dict[str, dict[str, object]] = {}
+    for (node, image), value in values.items():
+        out.setdefault(node, {})[image] = value
+    return out
+
+
+def _differences(old: NodeInputs, new: NodeInputs) -> set[str]:
+    """The images whose entry differs between two of a node's inputs."""
+    if type(old) is frozenset and type(new) is frozenset:
+        return set(old ^ new)
+    assert isinstance(old, Mapping) and isinstance(new, Mapping)
+    if not old or not new:
+        return set(old or new)
+    return {key for key in old.keys() | new.keys() if old.get(key) != new.get(key)}
+
+
+def _tally(wanted: int, counted: frozenset[str], others: Mapping[str, str]) -> Counter[str]:
+    """A node's cells by state: present, the other wanted states, the rest ineligible."""
+    tally: Counter[str] = Counter()
+    for kind in others.values():
+        tally[kind] += 1
+    tally["present"] = len(counted)
+    tally["ineligible"] = wanted - len(counted) - len(others)
+    return tally
