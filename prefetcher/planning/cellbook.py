@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping
 from itertools import chain
+from operator import is_not
 
 from prefetcher.model import CellState, PullKey
 from prefetcher.planning.cells import cell, node_cells
@@ -22,6 +23,8 @@ class CellBook:
     def __init__(self) -> None:
         self._present_counts: Counter[str] = Counter()
         self._other_counts: Counter[tuple[str, str]] = Counter()
+        self._rows: list[list[CellState]] = []  # every node's cells, in node order
+        self._all: tuple[CellState, ...] = ()  # the same, as one tuple
 
     def drop(self, memo: NodeMemo) -> None:
         """A node left: its cells no longer count."""
@@ -86,7 +89,11 @@ class CellBook:
             if others is not memo.others:
                 memo.tally = _tally(len(wanted), counted, others)
             self._count(memo, counted, others)
-        state.cells = tuple(chain.from_iterable(m.cells for m in memos.values()))
+        rows = [m.cells for m in memos.values()]
+        if len(rows) != len(self._rows) or any(map(is_not, rows, self._rows)):
+            self._all = tuple(chain.from_iterable(rows))  # some node's row changed
+            self._rows = rows
+        state.cells = self._all
         state.left_out = list(chain.from_iterable(m.left_out for m in memos.values()))
         state.node_counts = {name: m.tally for name, m in memos.items()}
         counts: Counter[tuple[str, str]] = Counter(

@@ -108,7 +108,7 @@ class PlanState:
                     held |= self.running_images(keeper)
         return held
 
-    def fits(self, node: str) -> frozenset[str] | set[str]:
+    def fits(self, node: str) -> frozenset[str]:
         """The images `node` should hold (empty for a node that is gone)."""
         target = self.targets.get(node)
         return target.fitted_set if target is not None else frozenset()
