@@ -7,8 +7,9 @@ from collections import Counter
 from collections.abc import Mapping
 from itertools import chain
 from operator import is_not
+from typing import cast
 
-from prefetcher.model import CellState, PullKey
+from prefetcher.model import CELL_STATES, CellState, PullKey
 from prefetcher.planning.cells import cell, node_cells
 from prefetcher.planning.memo import EMPTY, NO_ENTRIES, QUIET, ImageEdit, NodeInputs, NodeMemo
 from prefetcher.planning.state import PlanState
@@ -180,15 +181,17 @@ def _differences(old: NodeInputs, new: NodeInputs) -> set[str]:
     """The images whose entry differs between two of a node's inputs."""
     if type(old) is frozenset and type(new) is frozenset:
         return set(old ^ new)
-    assert isinstance(old, Mapping) and isinstance(new, Mapping)
-    if not old or not new:
-        return set(old or new)
-    return {key for key in old.keys() | new.keys() if old.get(key) != new.get(key)}
+    before, after = cast(Mapping[str, object], old), cast(Mapping[str, object], new)
+    if not before or not after:
+        return set(before or after)
+    return {key for key in before.keys() | after.keys() if before.get(key) != after.get(key)}
 
 
 def _tally(wanted: int, counted: frozenset[str], others: Mapping[str, str]) -> Counter[str]:
     """A node's cells by state: present, the other wanted states, the rest ineligible."""
     tally: Counter[str] = Counter()
+    for state in CELL_STATES:
+        tally[state] = 0  # every state present: summaries read them without __missing__
     for kind in others.values():
         tally[kind] += 1
     tally["present"] = len(counted)

@@ -98,7 +98,8 @@ def result(state: PlanState, nodes: list[NodeSummary] | None = None) -> Plan:
     status_updates, image_summaries = status_and_images(state)
     totals: Counter[str] = Counter()
     for tally in state.node_counts.values():
-        totals.update(tally)
+        for kind, count in tally.items():
+            totals[kind] += count
     wanted_pairs = sum(totals[s] for s in WANTED_STATES)
     summary = Summary(
         nodes=len(state.nodes),
