@@ -7,11 +7,11 @@ from collections import Counter
 from collections.abc import Mapping
 from itertools import chain
 from operator import is_not
-from typing import cast
+from typing import NamedTuple
 
-from prefetcher.model import CELL_STATES, CellState, PullKey
+from prefetcher.model import CELL_STATES, CellState, PullKey, PullRecord
 from prefetcher.planning.cells import cell, node_cells
-from prefetcher.planning.memo import EMPTY, NO_ENTRIES, QUIET, ImageEdit, NodeInputs, NodeMemo
+from prefetcher.planning.memo import EMPTY, ImageEdit, NodeMemo
 from prefetcher.planning.state import PlanState
 
 _PLACEHOLDER = CellState("", "", "ineligible")
@@ -24,6 +24,7 @@ class CellBook:
     def __init__(self) -> None:
         self._present_counts: Counter[str] = Counter()
         self._other_counts: Counter[tuple[str, str]] = Counter()
+        self._inputs = _Inputs(frozenset(), frozenset(), {}, {})  # the last pass's
         self._rows: list[list[CellState]] = []  # every node's cells, in node order
         self._all: tuple[CellState, ...] = ()  # the same, as one tuple
 
@@ -34,32 +35,15 @@ class CellBook:
     def fill(self, memos: Mapping[str, NodeMemo], state: PlanState, edit: ImageEdit) -> None:
         """fill_cells(): each node's cells patched where their inputs changed."""
         config, wanted = state.config, state.wanted
-        started_keys = {(p.node, image) for p in state.pulls for image in p.images}
-        pulling = _by_node(state.pulling)
-        started = _by_node(started_keys)
-        records = _by_node_map(state.records)
-        waiting = _by_node_map(state.waiting)
+        started = {(p.node, image) for p in state.pulls for image in p.images}
+        inputs = _Inputs(
+            frozenset(state.pulling), frozenset(started), dict(state.records), dict(state.waiting)
+        )
+        touched_on = inputs.differences(self._inputs)
+        self._inputs = inputs
         removed_at = sorted((edit.old_position[r] for r in edit.removed), reverse=True)
-        busy = pulling.keys() | started.keys() | records.keys() | waiting.keys()
         for name, memo in memos.items():
             entry = memo.target
-            if name in busy:
-                inputs: tuple[NodeInputs, ...] = (
-                    pulling.get(name, EMPTY),
-                    started.get(name, EMPTY),
-                    records.get(name, NO_ENTRIES),
-                    waiting.get(name, NO_ENTRIES),
-                )
-            elif (
-                memo.inputs is QUIET
-                and edit.empty
-                and not memo.rebuild
-                and memo.cells_present is memo.present
-            ):
-                continue  # nothing this node's cells depend on changed
-            else:
-                inputs = QUIET
-            previous, memo.inputs = memo.inputs, inputs
             others = memo.others
             if memo.rebuild:
                 built = node_cells(
@@ -67,7 +51,7 @@ class CellBook:
                     wanted,
                     memo.present,
                     state.pulling,
-                    started_keys,
+                    started,
                     state.records,
                     state.waiting,
                     config,
@@ -76,19 +60,16 @@ class CellBook:
                 others = dict(built.other_states)
                 memo.rebuild = False
             else:
-                touched = set(edit.changed)
-                if previous != inputs:
-                    for old, new in zip(previous, inputs, strict=True):
-                        if old is not new and old != new:
-                            touched |= _differences(old, new)
+                touched = touched_on.get(name, set())
                 if memo.cells_present is not memo.present:
                     touched |= memo.cells_present ^ memo.present
-                if touched or removed_at:
-                    others = self._patch_cells(memo, touched, edit, removed_at, state, started_keys)
+                if not touched and edit.empty:
+                    continue  # nothing this node's cells depend on changed
+                touched.update(edit.changed)
+                others = self._patch_cells(memo, touched, edit, removed_at, state, started)
             memo.cells_present = memo.present
             counted = memo.desired if entry.problem is None else EMPTY
-            if others is not memo.others:
-                memo.tally = _tally(len(wanted), counted, others)
+            memo.tally = _tally(len(wanted), counted, others)
             self._count(memo, counted, others)
         rows = [m.cells for m in memos.values()]
         if len(rows) != len(self._rows) or any(map(is_not, rows, self._rows)):
@@ -161,30 +142,25 @@ class CellBook:
         memo.counted, memo.others = counted, others
 
 
-def _by_node(keys: set[PullKey]) -> dict[str, frozenset[str]]:
-    """(node, image) pairs as node → images."""
-    out: dict[str, set[str]] = {}
-    for node, image in keys:
-        out.setdefault(node, set()).add(image)
-    return {node: frozenset(images) for node, images in out.items()}
+class _Inputs(NamedTuple):
+    """What cells depend on besides the targets and present images: pulls running, pulls
+    starting, failure records, why a missing image waits."""
 
+    pulling: frozenset[PullKey]
+    started: frozenset[PullKey]
+    records: dict[PullKey, PullRecord]
+    waiting: dict[PullKey, str]
 
-def _by_node_map(values: Mapping[PullKey, object]) -> dict[str, dict[str, object]]:
-    """(node, image) → value as node → image → value."""
-    out: dict[str, dict[str, object]] = {}
-    for (node, image), value in values.items():
-        out.setdefault(node, {})[image] = value
-    return out
-
-
-def _differences(old: NodeInputs, new: NodeInputs) -> set[str]:
-    """The images whose entry differs between two of a node's inputs."""
-    if type(old) is frozenset and type(new) is frozenset:
-        return set(old ^ new)
-    before, after = cast(Mapping[str, object], old), cast(Mapping[str, object], new)
-    if not before or not after:
-        return set(before or after)
-    return {key for key in before.keys() | after.keys() if before.get(key) != after.get(key)}
+    def differences(self, before: _Inputs) -> dict[str, set[str]]:
+        """Node → the images whose inputs differ from `before`'s."""
+        keys: set[PullKey] = set(self.pulling ^ before.pulling)
+        keys |= self.started ^ before.started
+        keys.update(key for key, _ in self.records.items() ^ before.records.items())
+        keys.update(key for key, _ in self.waiting.items() ^ before.waiting.items())
+        out: dict[str, set[str]] = {}
+        for node, image in keys:
+            out.setdefault(node, set()).add(image)
+        return out
 
 
 def _tally(wanted: int, counted: frozenset[str], others: Mapping[str, str]) -> Counter[str]:

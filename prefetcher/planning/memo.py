@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
 
 from prefetcher.model import BudgetExclusion, CellState, NodeInfo, NodeSummary
 from prefetcher.planning.targets import NodeTarget
@@ -43,17 +41,11 @@ class NodeMemo:
     desired: frozenset[str] = EMPTY  # target images present: what its keeper holds
     keeper: tuple[list[str], str] = field(default_factory=lambda: ([], ""))
     missing: list[str] = field(default_factory=list)
-    # The cells, and what they were built from besides the target.
+    # The cells, and the present images they were built with.
     cells: list[CellState] = field(default_factory=list)
     cells_present: frozenset[str] = EMPTY
-    inputs: tuple[NodeInputs, ...] = ()
     counted: frozenset[str] = EMPTY  # images with a present cell
     others: dict[str, str] = field(default_factory=dict)  # image → state, other wanted cells
     tally: Counter[str] = field(default_factory=Counter)
     left_out: list[BudgetExclusion] = field(default_factory=list)
     summary: tuple[NodeTarget, Counter[str], NodeSummary] | None = None
-
-
-NodeInputs = frozenset[str] | Mapping[str, object]
-NO_ENTRIES: Mapping[str, object] = MappingProxyType({})
-QUIET: tuple[NodeInputs, ...] = (EMPTY, EMPTY, NO_ENTRIES, NO_ENTRIES)  # nothing going on there

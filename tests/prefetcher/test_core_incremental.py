@@ -174,7 +174,7 @@ def _apply(w: TwinWorld, event: str, pick: int, data: Any) -> None:
         assert w.planner.full(w.snapshot()) == plan(w.snapshot(), w.config)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
 @given(nodes_st(), images_st(), configs, st.data())
 def test_incremental_plans_equal_full_plans(
     nodes: Any, images: Any, cfg: Config, data: Any
@@ -227,3 +227,28 @@ def test_a_joining_node_or_a_new_image_reuses_the_other_nodes_work() -> None:
     w.plan()
     # Nodes of one kind share their image lists: the new image was placed once per kind.
     assert len({id(m.target.fitted) for m in planner.memo.values()}) == 2
+
+
+def test_cells_follow_changes_to_their_messages_and_failures_alone() -> None:
+    """A hold-back that starts and ends, a failure, a retry falling due: each changes only the
+    affected cells' message or state, which the incremental plan must pick up."""
+    cfg = Config(max_concurrent_pulls=1, pull_batch_size=1)
+    w = TwinWorld(
+        nodes=[node("a"), node("b")],
+        images=[image(POOL[0], uses=5), image(POOL[4], uses=3)],
+        config=cfg,
+    )
+    w.planner = IncrementalPlanner(cfg)
+    first = w.plan()  # one pull starts; the other images wait for a slot
+    assert len(first.pulls) == 1
+    w.starting.append(StartingPod("b", "default/app", w.now))
+    held = w.plan()
+    assert any(c.message.startswith("held back") for c in held.cells if c.node == "b")
+    w.starting.clear()
+    w.plan()
+    w.fail[POOL[0]] = ("ErrImagePull", "not found")
+    for _ in range(3):
+        w.step()
+    assert any(c.state == "failed" for c in w.plan().cells)
+    w.now += timedelta(hours=3)
+    w.plan()
