@@ -16,6 +16,7 @@ What is kept between passes, and what makes it stale:
 The stages that decide writes (pullers, pulls, keepers, taints) run every pass over the
 remembered per-node results, so their cost follows the pods and the missing images, not
 nodes x images. `full()` forgets everything first: the controller runs it at every sweep.
+What is kept per node is `memo.NodeMemo`; the cells and their counts, `cellbook.CellBook`.
 """
 
 from __future__ import annotations
