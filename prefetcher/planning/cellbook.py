@@ -163,11 +163,10 @@ class _Inputs(NamedTuple):
         return out
 
 
-def _tally(wanted: int, counted: frozenset[str], others: Mapping[str, str]) -> Counter[str]:
-    """A node's cells by state: present, the other wanted states, the rest ineligible."""
-    tally: Counter[str] = Counter()
-    for state in CELL_STATES:
-        tally[state] = 0  # every state present: summaries read them without __missing__
+def _tally(wanted: int, counted: frozenset[str], others: Mapping[str, str]) -> dict[str, int]:
+    """A node's cells by state (every state, 0 when none): present, the other wanted states,
+    the rest ineligible."""
+    tally: dict[str, int] = dict.fromkeys(CELL_STATES, 0)
     for kind in others.values():
         tally[kind] += 1
     tally["present"] = len(counted)

@@ -25,7 +25,6 @@ import bisect
 import dataclasses
 from collections.abc import Mapping
 from datetime import datetime
-from itertools import chain
 
 from imagesync.config import Config
 from prefetcher import budget as budgets
@@ -234,6 +233,7 @@ class IncrementalPlanner:
             removed=removed,
             old_position={ref: index for index, ref in enumerate(self._refs)},
             old_size={ref: old[ref][2] for ref in removed},
+            touched=removed.union(changed),
             everything=everything,
         )
         self._refs, self._info = refs, info
@@ -344,7 +344,7 @@ class IncrementalPlanner:
             if (
                 node.image_fs_capacity
                 and node.image_fs_other_used is None
-                and any(ref in hinted for ref in chain(edit.removed, edit.changed))
+                and not edit.touched.isdisjoint(hinted.keys())
             ):
                 budget = budgets.node_budget(node, config, managed)
             if budget is None or used <= budget:

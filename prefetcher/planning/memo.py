@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from prefetcher.model import BudgetExclusion, CellState, NodeInfo, NodeSummary
@@ -21,6 +21,7 @@ class ImageEdit:
     removed: set[str]  # no longer wanted, or changed (their old cells go)
     old_position: dict[str, int]
     old_size: dict[str, int]  # of the removed ones
+    touched: set[str]  # removed or changed
     everything: bool  # too much changed: plan every node from scratch
 
     @property
@@ -46,6 +47,6 @@ class NodeMemo:
     cells_present: frozenset[str] = EMPTY
     counted: frozenset[str] = EMPTY  # images with a present cell
     others: dict[str, str] = field(default_factory=dict)  # image → state, other wanted cells
-    tally: Counter[str] = field(default_factory=Counter)
+    tally: Mapping[str, int] = field(default_factory=dict)
     left_out: list[BudgetExclusion] = field(default_factory=list)
-    summary: tuple[NodeTarget, Counter[str], NodeSummary] | None = None
+    summary: tuple[NodeTarget, Mapping[str, int], NodeSummary] | None = None

@@ -74,7 +74,7 @@ class PlanState:
         self.cells: list[CellState] | tuple[CellState, ...] = []
         self.left_out: list[BudgetExclusion] = []
         self.counts: Counter[tuple[str, str]] = Counter()  # (image, state), wanted pairs
-        self.node_counts: dict[str, Counter[str]] = {}
+        self.node_counts: dict[str, Mapping[str, int]] = {}  # node → cells by state
         self.quiet = in_quiet_hours(self.now, config.quiet_hours)
 
     # --- what pods say; the incremental planner remembers these between passes -----------

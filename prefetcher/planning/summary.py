@@ -74,8 +74,8 @@ def node_summaries(state: PlanState) -> list[NodeSummary]:
     return [node_summary(e, state.node_counts[e.node.name]) for e in state.targets.values()]
 
 
-def node_summary(entry: NodeTarget, tally: Counter[str]) -> NodeSummary:
-    """One node's eligibility, budget and counts."""
+def node_summary(entry: NodeTarget, tally: Mapping[str, int]) -> NodeSummary:
+    """One node's eligibility, budget and counts (`tally`: its cells by state)."""
     present, pulling, failed = tally["present"], tally["pulling"], tally["failed"]
     wanted_here = present + pulling + failed + tally["missing"]
     return NodeSummary(
