@@ -143,6 +143,13 @@ class IncrementalPlanner:
 
     def plan(self, snapshot: Snapshot) -> Plan:
         """The plan of `snapshot`, reusing what the previous pass computed."""
+        try:
+            return self._plan(snapshot)
+        except BaseException:
+            self._forget()  # half-updated memory must not shape the next pass
+            raise
+
+    def _plan(self, snapshot: Snapshot) -> Plan:
         nodes = sorted({n.name: n for n in snapshot.nodes}.values(), key=lambda n: n.name)
         images = self._merge(snapshot, nodes)
         wanted = [i for i in images if i.wanted]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from imagesync.config import Config
@@ -71,7 +71,7 @@ class PlanState:
         self.waiting: dict[PullKey, str] = {}
         self.keeper_actions: list[KeeperAction] = []
         self.taint_removals: list[TaintRemoval] = []
-        self.cells: list[CellState] | tuple[CellState, ...] = []
+        self.cells: Sequence[CellState] = ()
         self.left_out: list[BudgetExclusion] = []
         self.counts: Counter[tuple[str, str]] = Counter()  # (image, state), wanted pairs
         self.node_counts: dict[str, Mapping[str, int]] = {}  # node → cells by state
