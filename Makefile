@@ -13,6 +13,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	VENV=$(VENV) scripts/ensure-kubectl
+	scripts/ensure-promtool
+	scripts/ensure-chromium
+	scripts/ensure-registry
 	@touch $@
 
 test: $(STAMP)

@@ -37,14 +37,6 @@ if __package__ in (None, ""):
     # Run as a script: make the checkout importable (bench/, simulator/, imagesync/).
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.metrics import (
-    cumulative_hit_rate,
-    fmt_bytes,
-    fmt_seconds,
-    fmt_share,
-    spread,
-    warmup_curve,
-)
 from simulator.demo import (
     Baseline,
     DemoError,
@@ -56,6 +48,14 @@ from simulator.demo import (
     load_run_scenario,
     managed_prefixes,
     scenario_extra,
+)
+from simulator.outcomes import (
+    cumulative_hit_rate,
+    fmt_bytes,
+    fmt_seconds,
+    fmt_share,
+    spread,
+    warmup_curve,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -196,6 +196,23 @@ def scenario_path(name: str) -> str:
     return str(candidate) if candidate.exists() else name
 
 
+def is_shipped(name: str) -> bool:
+    """A scenario of bench/scenarios/ named as such (not a file of the user's)."""
+    return (HERE / "scenarios" / f"{name}.yaml").exists()
+
+
+def plot_dir(scenarios: Sequence[str], json_file: str | None, cwd: Path) -> Path:
+    """Where the PNGs go without --img: docs/img/ only for the shipped scenarios (the figures
+    the docs show); for a scenario of the user's, beside the --json results, else in
+    ./evaluation-img, so evaluating one's own scenario never overwrites the committed plots."""
+    if all(is_shipped(s) for s in scenarios):
+        return HERE.parent / "docs" / "img"
+    if json_file:
+        results = Path(json_file)
+        return results.parent / f"{results.stem}-img"
+    return cwd / "evaluation-img"
+
+
 def everything_images(path: str) -> list[str]:
     """Every image the managed registries serve: the upper bound a copy-everything tool pulls."""
     prefixes = managed_prefixes()
@@ -291,6 +308,15 @@ def table(rows: Sequence[Row]) -> str:
             f"| {_median(group, 'disk_used', fmt_bytes, False)} | {peak} |"
         )
     return "\n".join(lines)
+
+
+def lag_warnings(rows: Sequence[Row]) -> list[str]:
+    """One warning per run whose binding fell behind pod creation (its waits are bent)."""
+    return [
+        row.result.lag.warning(f"{row.result.scenario}/{row.result.policy}#{row.repeat + 1}")
+        for row in rows
+        if row.result.lag is not None and row.result.lag.behind
+    ]
 
 
 def warm_table(rows: Sequence[Row]) -> str:
@@ -409,7 +435,11 @@ def main(argv: Sequence[str] | None = None, clock: Callable[[], float] = time.mo
     parser.add_argument("--scenario", action="append", help="scenario name or file (repeatable)")
     parser.add_argument("--policy", action="append", choices=POLICIES, help="(repeatable)")
     parser.add_argument("--speed", type=float, help="simulated seconds per wall second")
-    parser.add_argument("--img", default=str(HERE.parent / "docs" / "img"), help="PNG directory")
+    parser.add_argument(
+        "--img",
+        help="PNG directory (default: docs/img for the shipped scenarios; otherwise beside "
+        "the --json file, or ./evaluation-img)",
+    )
     parser.add_argument("--json", metavar="FILE", help="also write every figure as JSON")
     parser.add_argument(
         "--repeat", type=int, default=1, metavar="N", help="run everything N times; medians"
@@ -430,7 +460,11 @@ def main(argv: Sequence[str] | None = None, clock: Callable[[], float] = time.mo
     print(table(rows))
     print()
     print(warm_table(rows))
-    for path in plot(rows, Path(args.img)):
+    behind = lag_warnings(rows)
+    for line in behind:
+        print(f"\nWARNING {line}")
+    img = Path(args.img) if args.img else plot_dir(scenarios, args.json, Path.cwd())
+    for path in plot(rows, img):
         print(f"\nwrote {path}")
     if args.json:
         Path(args.json).write_text(

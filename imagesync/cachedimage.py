@@ -10,8 +10,9 @@ node as eligible when any profile could have been scheduled there.
     metadata: {name: nvcr.io-nvidia-pytorch-24.08-py3-3f2a9c1e0b}
     spec:
       image: nvcr.io/nvidia/pytorch:24.08-py3      # normalized reference
-      source: Learned                               # or Declared (written by a user)
+      source: Learned        # Declared (by a user), Observed, Catalog (by the prefetcher)
       nodeSelector: {nvidia.com/gpu.present: "true"}  # optional, Declared images
+      placement: Demand                             # optional: All | Demand (config default)
       profiles:                                     # Learned: where pods that used it could run
       - nodeSelector: {...}
         requiredNodeAffinity: [ {matchExpressions: [...]} ]   # nodeSelectorTerms (ORed)
@@ -28,6 +29,13 @@ node as eligible when any profile could have been scheduled there.
       nodesWanted: 2
       nodesPresent: 2
       lastError: ""
+      compressedSize: 9500000000   # from the registry: Catalog, and any image under a
+      platforms: [linux/amd64]     # `sources` prefix when registrySizeLookup is on
+      digest: sha256:...
+
+Observed and Catalog objects are the prefetcher's own: it names them `observed-...` and
+`catalog-...` (`source_object_name`) so they never collide with the webhook's object for the
+same image, and deletes them when their source no longer lists the image.
 """
 
 from __future__ import annotations
@@ -39,7 +47,14 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, NotRequired, TypedDict
 
-from imagesync.names import API_VERSION, CACHED_IMAGE_KIND, GPU_RESOURCE, SOURCE_LEARNED
+from imagesync.names import (
+    API_VERSION,
+    CACHED_IMAGE_KIND,
+    GPU_RESOURCE,
+    SOURCE_CATALOG,
+    SOURCE_LEARNED,
+    SOURCE_OBSERVED,
+)
 
 MAX_PROFILES = 16
 DAILY_USES_DAYS = 30
@@ -71,6 +86,7 @@ class CachedImageSpec(TypedDict):
     source: str
     nodeSelector: NotRequired[dict[str, str]]
     profiles: NotRequired[list[PlacementProfile]]
+    placement: NotRequired[str]
 
 
 class CachedImageStatus(TypedDict, total=False):
@@ -81,6 +97,11 @@ class CachedImageStatus(TypedDict, total=False):
     nodesWanted: int
     nodesPresent: int
     lastError: str
+    nodesReporting: int
+    digest: str
+    compressedSize: int
+    platforms: list[str]
+    imageCreated: str
 
 
 def object_name(image: str) -> str:
@@ -92,6 +113,14 @@ def object_name(image: str) -> str:
     readable = _NAME_CHARS.sub("-", image.lower().replace("/", "-").replace(":", "-"))
     readable = readable.replace("@", "-").strip("-.")[:50].strip("-.")
     return f"{readable}-{digest}" if readable else f"image-{digest}"
+
+
+def source_object_name(image: str, source: str) -> str:
+    """The name of the prefetcher's object for `image` from `source` (Observed, Catalog);
+    Learned and Declared images keep `object_name`."""
+    if source in (SOURCE_OBSERVED, SOURCE_CATALOG):
+        return f"{source.lower()}-{object_name(image)}"
+    return object_name(image)
 
 
 def format_time(moment: datetime) -> str:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 from collections.abc import Sequence
 
+from imagesync import logs
 from imagesync.config import ConfigError, load_config
 
 # subcommand -> (module providing add_arguments(parser) and run(args, config) -> int, help)
@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
             metavar="FILE",
             help="YAML config file (default: $IMAGE_SYNC_CONFIG); IMAGE_SYNC_* variables override it",
         )
+        logs.add_argument(command)
         module.add_arguments(command)
         command.set_defaults(_module=module)
     return parser
@@ -46,10 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"image-sync {args.command}: configuration error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=config.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logs.configure(config.log_level, args.log_format or config.log_format)
     result: int = args._module.run(args, config)
     return result
 

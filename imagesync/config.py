@@ -16,7 +16,23 @@ from typing import Any
 import yaml
 
 from imagesync.matching import RegistryPrefix, parse_prefix
-from imagesync.names import IMAGE, KEEPER_PRIORITY_CLASS
+from imagesync.names import (
+    GPU_PRESENT_LABEL,
+    IMAGE,
+    KEEPER_PRIORITY_CLASS,
+    LABEL_ARCH,
+    LABEL_INSTANCE_TYPE,
+)
+from imagesync.sources import (
+    DEFAULT_CATALOG_TAGS,
+    DEFAULT_SOURCE_ORDER,
+    DEFAULT_SOURCES,
+    SourceRule,
+    parse_rules,
+    parse_source_names,
+    under_registries,
+)
+from imagesync.templates import TemplateKind, parse_template_kind
 
 CONFIG_ENV = "IMAGE_SYNC_CONFIG"
 ENV_PREFIX = "IMAGE_SYNC_"
@@ -184,11 +200,42 @@ def _quiet_hours(value: Any) -> str:
     return text
 
 
+def _parse_template_kinds(value: Any) -> tuple[TemplateKind, ...]:
+    """A YAML list of `{apiVersion, kind, resource, templatePaths}` (a string from the
+    environment is read as YAML)."""
+    if isinstance(value, str):
+        try:
+            value = yaml.safe_load(value) if value.strip() else []
+        except yaml.YAMLError as exc:
+            raise ValueError(f"not valid YAML: {exc}") from None
+    if not isinstance(value, list):
+        raise ValueError(f"expected a list of kinds, got {value!r}")
+    kinds = []
+    for index, item in enumerate(value):
+        try:
+            kinds.append(parse_template_kind(item))
+        except ValueError as exc:
+            raise ValueError(f"[{index}]: {exc}") from None
+    return tuple(kinds)
+
+
 def _positive_size(value: Any) -> int:
     size = parse_size(value)
     if size <= 0:
         raise ValueError(f"expected a size above zero, got {value!r}")
     return size
+
+
+def _source_rules(value: Any) -> tuple[SourceRule, ...]:
+    return parse_rules(value, parse_duration)
+
+
+def _source_order(value: Any) -> tuple[str, ...]:
+    order = parse_source_names(value)
+    missing = [s for s in DEFAULT_SOURCE_ORDER if s not in order]
+    if missing:
+        raise ValueError(f"must name every source; missing {', '.join(missing)}")
+    return order
 
 
 def _key(parser: Callable[[Any], Any], default: Any, doc: str) -> Any:
@@ -213,6 +260,11 @@ class Config:
     )
     namespace: str = _key(_text, DEFAULT_NAMESPACE, "Where image-sync's own pods and Lease live.")
     log_level: str = _key(_choice("debug", "info", "warning", "error"), "info", "Log verbosity.")
+    log_format: str = _key(
+        _choice("text", "json"),
+        "text",
+        "Log lines: text for people, or json (one object per line: time, level, logger, message, fields).",
+    )
 
     # --- webhook ------------------------------------------------------------------------
     rewrite_latest: bool = _key(
@@ -279,7 +331,7 @@ class Config:
         "A node that joined or turned Ready, or an image first seen, this recently is urgent.",
     )
     pull_deadline_base: float = _key(
-        parse_duration, 600.0, "Fixed part of a puller pod's activeDeadlineSeconds."
+        parse_duration, 600.0, "Fixed part of the deadline of each image a puller pulls."
     )
     pull_deadline_min_bandwidth: int = _key(
         _positive_size,
@@ -318,6 +370,42 @@ class Config:
     default_image_size: int = _key(
         parse_size, 2_000_000_000, "Size assumed for an image whose size is not known yet."
     )
+    learn_templates: bool = _key(
+        _parse_bool,
+        True,
+        "Learn images from workload templates (Deployments, StatefulSets, DaemonSets, "
+        "ReplicaSets, Jobs, CronJobs, templateKinds) before any of their pods exists.",
+    )
+    template_kinds: tuple[TemplateKind, ...] = _key(
+        _parse_template_kinds,
+        (),
+        "Custom kinds with pod templates, learned like Deployments: a list of {apiVersion, "
+        "kind, resource, templatePaths}; grant the prefetcher list and watch on each.",
+    )
+    rollout_grace: float = _key(
+        parse_duration,
+        3600.0,
+        "An image a template stopped using is released this long after the change, once no "
+        "template or running pod uses it.",
+    )
+    cron_lead_time: float = _key(
+        parse_duration,
+        600.0,
+        "A CronJob's images turn urgent this long, plus size ÷ pullDeadlineMinBandwidth, "
+        "before its next run.",
+    )
+    node_pool_labels: tuple[str, ...] = _key(
+        _parse_str_list,
+        (LABEL_ARCH, GPU_PRESENT_LABEL, LABEL_INSTANCE_TYPE),
+        "Node labels whose values name a node's pool: pools where an image's pods run get it "
+        "first, and an Observed image is wanted on the pools whose nodes hold it.",
+    )
+    placement: str = _key(
+        _choice("all", "demand"),
+        "all",
+        "all: every eligible node gets each image (demand first); demand: only the nodes "
+        "where it is predicted to run (a CachedImage's spec.placement overrides).",
+    )
 
     # --- prefetcher runtime -------------------------------------------------------------
     leader_election: bool = _key(
@@ -353,6 +441,55 @@ class Config:
     write_workers: int = _key(
         _integer(1), 8, "API writes of one kind a pass sends in parallel (pods, statuses)."
     )
+
+    # --- sources of wanted images ---------------------------------------------------------
+    sources: tuple[SourceRule, ...] = _key(
+        _source_rules,
+        (),
+        "Per registry prefix: which sources (declared, learned, observed, catalog) count, "
+        "and how its catalog is read (tags, maxAge, endpoint, caFile, repositories).",
+    )
+    default_sources: tuple[str, ...] = _key(
+        parse_source_names,
+        DEFAULT_SOURCES,
+        "Sources that count for managed images no `sources` rule names.",
+    )
+    source_order: tuple[str, ...] = _key(
+        _source_order,
+        DEFAULT_SOURCE_ORDER,
+        "Rank of the sources, best first: images of an earlier source are pulled first and "
+        "kept first within a disk budget.",
+    )
+    catalog_tags: int = _key(
+        _integer(1),
+        DEFAULT_CATALOG_TAGS,
+        "Newest tags of each repository a catalog source wants (a rule's `tags` overrides).",
+    )
+    catalog_max_age: float = _key(
+        parse_duration,
+        90 * 86400.0,
+        "Tags pushed longer ago than this are left out of a catalog (0: no limit).",
+    )
+    catalog_interval: float = _key(
+        parse_duration, 900.0, "How often registry catalogs are listed again."
+    )
+    registry_timeout: float = _key(
+        parse_duration, 10.0, "Timeout of one request to a registry's API."
+    )
+    registry_size_lookup: bool = _key(
+        _parse_bool,
+        True,
+        "Read the compressed size and platforms of wanted images under a `sources` prefix from "
+        "the registry (manifest requests) before their first pull, so puller deadlines fit.",
+    )
+
+    def __post_init__(self) -> None:
+        for rule in self.sources:
+            if not under_registries(rule, self.registries):
+                raise ConfigError(
+                    f"sources: prefix {rule.prefix} is not under any of registries "
+                    f"({', '.join(str(p) for p in self.registries)}): its images would not be managed"
+                )
 
 
 def yaml_key(field_name: str) -> str:
@@ -412,4 +549,22 @@ def load_config(path: str | None = None, environ: Mapping[str, str] | None = Non
             values[fields[key].name] = fields[key].metadata["parse"](value)
         except ValueError as exc:
             raise ConfigError(f"{sources[key]}: {exc}") from None
-    return Config(**values)
+    config = Config(**values)
+    _check_lease_timings(config)
+    return config
+
+
+def _check_lease_timings(config: Config) -> None:
+    """client-go's rule: leaseDuration > renewDeadline > retryPeriod. Otherwise a standby
+    could take over while the leader still believes it leads, or the leader would step down
+    between two renewals."""
+    duration, deadline, retry = (
+        config.lease_duration,
+        config.lease_renew_deadline,
+        config.lease_retry_period,
+    )
+    if not duration > deadline > retry > 0:
+        raise ConfigError(
+            f"lease timings must satisfy leaseDuration ({duration:g}s) > leaseRenewDeadline "
+            f"({deadline:g}s) > leaseRetryPeriod ({retry:g}s) > 0"
+        )

@@ -11,6 +11,8 @@ CACHED_IMAGE_CRD: Final = f"{CACHED_IMAGE_PLURAL}.{GROUP}"
 
 SOURCE_LEARNED: Final = "Learned"
 SOURCE_DECLARED: Final = "Declared"
+SOURCE_OBSERVED: Final = "Observed"  # held by some node (node.status.images)
+SOURCE_CATALOG: Final = "Catalog"  # listed by the registry (newest tags of each repository)
 
 # Pod annotation: "true" opts a pod in (needed in opt-in mode), "false" opts it out.
 ANNOTATION_ENABLED: Final = "image-sync.io/enabled"
@@ -55,6 +57,7 @@ MANAGED_POD_SELECTOR: Final = (
 # Well-known node labels the prefetcher reads.
 LABEL_ARCH: Final = "kubernetes.io/arch"
 LABEL_OS: Final = "kubernetes.io/os"
+LABEL_INSTANCE_TYPE: Final = "node.kubernetes.io/instance-type"
 # Node annotation: the image filesystem's capacity in bytes when ephemeral-storage does not say.
 ANNOTATION_IMAGE_FS_CAPACITY: Final = "image-sync.io/image-fs-capacity"
 

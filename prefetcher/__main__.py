@@ -7,6 +7,7 @@ benchmark build a `Prefetcher` directly, with their own API client, clock and bi
 from __future__ import annotations
 
 import argparse
+import copy
 import logging
 import os
 import signal
@@ -20,6 +21,7 @@ from typing import Any
 
 from kubernetes import client
 
+from imagesync import logs
 from imagesync.cachedimage import format_time
 from imagesync.config import Config, ConfigError, load_config
 from imagesync.kubeclient import KubeError, load_api_client
@@ -28,7 +30,12 @@ from prefetcher.informer import Clock, InformerSettings, SystemClock
 from prefetcher.kube import Kube
 from prefetcher.leader import LeaderElector, LeaseSettings
 from prefetcher.metrics import Metrics
-from prefetcher.server import ReportServer, create_app, parse_bind
+from prefetcher.model import Plan
+from prefetcher.report import SweepInfo
+from prefetcher.report_cache import ReportCache
+from prefetcher.report_query import ReportQuery
+from prefetcher.server import ReportServer, create_app, metrics_only_app, parse_bind
+from prefetcher.sources.catalog import CatalogReader
 
 log = logging.getLogger("prefetcher")
 
@@ -36,6 +43,19 @@ log = logging.getLogger("prefetcher")
 def default_identity() -> str:
     """The pod name in a cluster (Downward API), else host and process id."""
     return os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+
+
+# Passes that raise this many times in a row (a defect, not an API outage: those end a pass
+# early without raising) make /healthz fail, so the liveness probe restarts the replica.
+FAILING_PASSES_UNHEALTHY = 3
+
+
+def lease_client(api_client: client.ApiClient) -> client.ApiClient:
+    """A client for Lease calls that tries each request once: urllib3 would retry a timed-out
+    read three times, stretching a bounded call fourfold; the elector's next round retries."""
+    configuration = copy.deepcopy(api_client.configuration)
+    configuration.retries = 0
+    return client.ApiClient(configuration)
 
 
 class Prefetcher:
@@ -49,6 +69,7 @@ class Prefetcher:
         clock: Clock | None = None,
         identity: str | None = None,
         bind: tuple[str, int] | None = ("0.0.0.0", 8080),
+        metrics_bind: tuple[str, int] | None = None,
         informer_settings: InformerSettings | None = None,
         plan_fn: PlanFn | None = None,
         before_write: WriteHook | None = None,
@@ -62,7 +83,7 @@ class Prefetcher:
         self.elector: LeaderElector | None = None
         if config.leader_election:
             self.elector = LeaderElector(
-                self.kube,
+                Kube(lease_client(api_client), config.namespace, on_call=self.metrics.api_call),
                 self.identity,
                 clock=self.clock,
                 settings=LeaseSettings(
@@ -75,6 +96,17 @@ class Prefetcher:
             )
         else:
             self.metrics.leader.set(1)
+        self.catalog: CatalogReader | None = None
+        if config.sources:
+            self.catalog = CatalogReader(
+                config,
+                clock=self.clock,
+                read_secret=self.kube.read_secret,
+                wanted=lambda: self.controller.images.items(),
+                metrics=self.metrics,
+                on_change=lambda: self.controller.trigger("registry catalog read"),
+                is_leader=self.is_leader,
+            )
         self.controller = Controller(
             self.kube,
             config,
@@ -84,33 +116,46 @@ class Prefetcher:
             is_leader=self.is_leader,
             informer_settings=informer_settings,
             before_write=before_write,
+            catalog=self.catalog,
         )
+        self.reports = ReportCache()
         self.server: ReportServer | None = None
+        self.metrics_server: ReportServer | None = None
         if bind is not None:
-            from prefetcher.report import render_html
-
             app = create_app(
-                report=self.report,
-                render_html=render_html,
+                report_json=self.report_json,
+                report_html=self.report_html,
                 healthy=self.healthy,
-                registry=self.metrics.registry,
+                registry=None if metrics_bind else self.metrics.registry,
             )
             self.server = ReportServer(app, *bind)
-        self._threads: list[threading.Thread] = []
+        if metrics_bind is not None:
+            self.metrics_server = ReportServer(
+                metrics_only_app(self.metrics.registry), *metrics_bind, name="metrics"
+            )
+        self._elector_thread: threading.Thread | None = None
+        self._catalog_thread: threading.Thread | None = None
 
     def is_leader(self) -> bool:
-        return self.elector is None or self.elector.is_leader.is_set()
+        return self.elector is None or self.elector.leading()
 
     def start(self) -> None:
-        if self.server is not None:
-            self.server.start()
+        for server in (self.server, self.metrics_server):
+            if server is not None:
+                server.start()
         if self.elector is not None:
             thread = threading.Thread(
                 target=self.elector.run, args=(self._stop,), name="leader", daemon=True
             )
             thread.start()
-            self._threads.append(thread)
+            self._elector_thread = thread
         self.controller.start()
+        if self.catalog is not None:
+            thread = threading.Thread(
+                target=self.catalog.run, args=(self._stop,), name="catalog", daemon=True
+            )
+            thread.start()
+            self._catalog_thread = thread
 
     def stop(self, *, release: bool = True) -> None:
         """Stop every part; `release=False` leaves the Lease held, as a crash would."""
@@ -118,10 +163,12 @@ class Prefetcher:
             self.elector.release_on_stop = release
         self._stop.set()
         self.controller.stop()
-        for thread in self._threads:
-            thread.join(timeout=10)
-        if self.server is not None:
-            self.server.stop()
+        for thread in (self._elector_thread, self._catalog_thread):
+            if thread is not None:
+                thread.join(timeout=10)
+        for server in (self.server, self.metrics_server):
+            if server is not None:
+                server.stop()
 
     def wait(self) -> None:
         self._stop.wait()
@@ -133,6 +180,11 @@ class Prefetcher:
         """Alive unless the loop died; says what it is doing."""
         if not self.controller.alive() and not self._stop.is_set():
             return False, "controller loop stopped"
+        thread = self._elector_thread
+        if thread is not None and not thread.is_alive() and not self._stop.is_set():
+            return False, "leader election stopped"
+        if self.controller.failing_passes >= FAILING_PASSES_UNHEALTHY:
+            return False, f"the last {self.controller.failing_passes} passes failed (see the log)"
         if not self.controller.synced():
             return True, "starting: filling caches"
         return True, "leader" if self.is_leader() else "standby"
@@ -153,6 +205,7 @@ class Prefetcher:
             "sweepInterval": self.config.sweep_interval,
             "apiErrors": controller.api_errors,
             "recentErrors": list(controller.errors),
+            "badObjects": {kind: dict(bad) for kind, bad in controller.bad_objects.items() if bad},
             "nodeWarmSeconds": dict(controller.warm_times),
             "watches": {
                 informer.kind: {
@@ -164,31 +217,44 @@ class Prefetcher:
             },
         }
 
+    def _report_plan(self) -> tuple[Plan, SweepInfo | None]:
+        plan, info = self.controller.report_plan()
+        if info is None:
+            return plan, None
+        return plan, SweepInfo(
+            started=info.started,
+            seconds=info.seconds,
+            trigger=info.trigger,
+            done=dict(info.actions),
+            errors=tuple(self.controller.errors)[-5:] if info.api_errors else (),
+        )
+
     def report(self) -> dict[str, Any]:
         """The core's report of the last plan, with what the runtime did and knows."""
-        from prefetcher.report import SweepInfo, build_report
+        return {**self.reports.report(*self._report_plan()), **self._report_extra()}
 
-        plan, info = self.controller.report_plan()
-        sweep = None
-        if info is not None:
-            sweep = SweepInfo(
-                started=info.started,
-                seconds=info.seconds,
-                trigger=info.trigger,
-                done=dict(info.actions),
-                errors=tuple(self.controller.errors)[-5:] if info.api_errors else (),
-            )
-        report = build_report(plan, sweep)
-        report["runtime"] = self.runtime()
-        return report
+    def report_json(self, query: ReportQuery) -> bytes:
+        """`GET /report`: the report narrowed by `query`, serialized."""
+        return self.reports.json(*self._report_plan(), query, self._report_extra())
+
+    def _report_extra(self) -> dict[str, Any]:
+        """What the runtime adds to the planner's report: itself, and the image sources."""
+        return {"runtime": self.runtime(), "sources": self.controller.sources.report()}
+
+    def report_html(self, query: ReportQuery) -> str:
+        """`GET /`: the report page."""
+        return self.reports.html(
+            *self._report_plan(), query, {"sources": self.controller.sources.report()}
+        )
 
 
 def serve(args: argparse.Namespace, config: Config) -> int:
     """Run until SIGTERM / SIGINT; then release the lease and stop cleanly."""
     try:
         host, port = parse_bind(args.bind)
+        metrics_bind = parse_bind(args.metrics_bind) if args.metrics_bind else None
     except ValueError as exc:
-        print(f"image-sync prefetcher: --bind: {exc}", file=sys.stderr)
+        print(f"image-sync prefetcher: --bind / --metrics-bind: {exc}", file=sys.stderr)
         return 2
     try:
         api_client = load_api_client(args.kubeconfig)
@@ -197,10 +263,15 @@ def serve(args: argparse.Namespace, config: Config) -> int:
         return 1
     try:
         prefetcher = Prefetcher(
-            api_client, config, identity=args.identity or None, bind=(host, port)
+            api_client,
+            config,
+            identity=args.identity or None,
+            bind=(host, port),
+            metrics_bind=metrics_bind,
         )
     except OSError as exc:
-        print(f"image-sync prefetcher: cannot listen on {args.bind}: {exc}", file=sys.stderr)
+        where = args.bind + (f" / {args.metrics_bind}" if args.metrics_bind else "")
+        print(f"image-sync prefetcher: cannot listen on {where}: {exc}", file=sys.stderr)
         return 1
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -228,6 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m prefetcher")
     parser.add_argument("--config", metavar="FILE")
+    logs.add_argument(parser)
     cli.add_arguments(parser)
     args = parser.parse_args(argv)
     try:
@@ -235,10 +307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"prefetcher: configuration error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=config.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logs.configure(config.log_level, args.log_format or config.log_format)
     return serve(args, config)
 
 

@@ -22,6 +22,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"where to serve /report, /, /metrics and /healthz (default: {DEFAULT_BIND})",
     )
     parser.add_argument(
+        "--metrics-bind",
+        metavar="HOST:PORT",
+        help="serve /metrics on this listener instead (e.g. 0.0.0.0:9090 for Prometheus, with "
+        "--bind 127.0.0.1:8080 keeping the report off the pod network)",
+    )
+    parser.add_argument(
         "--identity",
         metavar="NAME",
         help="leader-election identity (default: $POD_NAME, else hostname and process id)",

@@ -16,6 +16,7 @@ is lost on a restart, which costs at most one early retry.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -29,6 +30,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any, TypeVar
 
+from imagesync.backoff import Backoff
 from imagesync.cachedimage import (
     PlacementProfile,
     format_time,
@@ -40,20 +42,24 @@ from imagesync.cachedimage import (
 from imagesync.config import Config
 from imagesync.kubeclient import KubeError
 from imagesync.names import LABEL_MANAGED_BY, MANAGED_BY
-from prefetcher import observe
+from prefetcher import observe, refusals
+from prefetcher.demandwatch import DemandWatch
 from prefetcher.informer import Change, Clock, Informer, InformerSettings, Obj, object_key
 from prefetcher.kube import Kube, pull_failure_event
+from prefetcher.learning import learn_writes
 from prefetcher.metrics import Metrics
 from prefetcher.model import (
     ManagedPod,
     Plan,
     PullAction,
     PullKey,
+    PullOutcome,
     PullRecord,
     Snapshot,
     StatusUpdate,
 )
 from prefetcher.planning.incremental import IncrementalPlanner
+from prefetcher.sources.sync import CatalogView, SourceSync
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +91,10 @@ REPORT_PLAN_TTL = 10.0
 # the live view. Score and lastError changes are written at once.
 STATUS_COUNTS_INTERVAL = 30.0
 COUNT_FIELDS = frozenset({"nodesWanted", "nodesPresent"})
+# Wall seconds the first pass waits for the workload template caches once the others are
+# ready: long enough for a normal list, short enough that a missing RBAC rule (403, logged)
+# or a slow list never stops prefetching.
+TEMPLATE_SYNC_WAIT = 30.0
 
 
 @dataclass
@@ -182,6 +192,7 @@ class Controller:
         is_leader: Callable[[], bool] = lambda: True,
         informer_settings: InformerSettings | None = None,
         before_write: WriteHook | None = None,
+        catalog: CatalogView | None = None,
     ) -> None:
         self.kube = kube
         self.config = config
@@ -192,11 +203,20 @@ class Controller:
         self._planner_lock = threading.Lock()
         self._is_leader = is_leader
         self._before_write = before_write
+        self.sources = SourceSync(config, catalog)
         settings = informer_settings or InformerSettings(watch_timeout=int(config.watch_timeout))
         self.nodes = self._informer(NODES, kube.node_source(), settings)
         self.images = self._informer(IMAGES, kube.cached_image_source(), settings)
         self.pods = self._informer(PODS, kube.own_pod_source(), settings)
         self.starting = self._informer(STARTING, kube.starting_pod_source(), settings)
+        self.demand = DemandWatch(
+            kube,
+            config,
+            lambda kind, source, resource, transform: self._informer(
+                kind, source, settings, resource=resource, transform=transform
+            ),
+        )
+        self._excluded_loaded = False
         self._wake = threading.Event()
         self._lock = threading.Lock()
         self._reasons: Counter[str] = Counter()
@@ -210,6 +230,7 @@ class Controller:
         self._created: dict[str, tuple[dict[str, Any], float]] = {}
         self._deleted: dict[str, float] = {}
         self._reported_outcomes: set[tuple[str, str]] = set()  # (pod uid, image)
+        self._refused: list[tuple[PullAction, KubeError]] = []  # this pass's refused pullers
         self._counts_written: dict[str, float] = {}  # CachedImage → clock of the last count write
         self._warming: dict[str, float] = {}
         self.warm_times: dict[str, float] = {}
@@ -226,10 +247,21 @@ class Controller:
         self.passes = 0
         self.api_errors = 0
         self.errors: deque[str] = deque(maxlen=ERROR_LOG)
+        self.bad_objects: dict[str, dict[str, str]] = {}  # kind → object key → why skipped
+        self.failing_passes = 0  # consecutive passes that raised (a defect, not the API)
         self.started = clock.now()
+        self._started_wall = time.monotonic()
 
-    def _informer(self, kind: str, source: Any, settings: InformerSettings) -> Informer:
-        resource = INFORMER_RESOURCES[kind]
+    def _informer(
+        self,
+        kind: str,
+        source: Any,
+        settings: InformerSettings,
+        *,
+        resource: str = "",
+        transform: Callable[[Obj], Obj] | None = None,
+    ) -> Informer:
+        resource = resource or INFORMER_RESOURCES[kind]
         return Informer(
             kind,
             source,
@@ -238,6 +270,7 @@ class Controller:
             on_error=self._on_watch_error,
             on_request=lambda verb: self.kube.count(verb, resource, None),
             settings=settings,
+            transform=transform,
         )
 
     # --- triggers -------------------------------------------------------------------------
@@ -255,6 +288,8 @@ class Controller:
         elif change.kind == STARTING:
             # A pod that started (or went) frees its node for pulls held back for it.
             reason = "workload pod started" if change.new is None else None
+        elif change.kind != PODS:
+            reason = self.demand.on_change(change, self.clock.now())
         else:
             # The watch has seen this pod: our own record of creating it is no longer needed.
             self._created.pop(change.key.rpartition("/")[2], None)
@@ -281,7 +316,7 @@ class Controller:
 
     @property
     def informers(self) -> tuple[Informer, ...]:
-        return (self.nodes, self.images, self.pods, self.starting)
+        return (self.nodes, self.images, self.pods, self.starting, *self.demand.informers)
 
     def start(self) -> None:
         """Start the informers and the loop thread."""
@@ -307,7 +342,13 @@ class Controller:
         return self._thread is None or self._thread.is_alive()
 
     def synced(self) -> bool:
-        return all(informer.synced.is_set() for informer in self.informers)
+        """The caches a pass needs have listed. The built-in template kinds are waited for
+        at most TEMPLATE_SYNC_WAIT (so a template's image is not released for a moment at
+        start-up); custom kinds, whose CRD may be missing, are not waited for."""
+        needed = [self.nodes, self.images, self.pods, self.starting]
+        if time.monotonic() - self._started_wall < TEMPLATE_SYNC_WAIT:
+            needed += self.demand.required
+        return all(informer.synced.is_set() for informer in needed)
 
     def run(self) -> None:
         """Wait for the caches, then pass on triggers, at due retries and on the sweep schedule."""
@@ -316,7 +357,7 @@ class Controller:
                 return
         self._next_sweep = self.clock.now()
         was_leader = False
-        failures = 0
+        retry = Backoff(RETRY_PASS_INITIAL, RETRY_PASS_MAX)
         while not self._stop.is_set():
             leader = self._is_leader()
             if leader and not was_leader:
@@ -355,17 +396,17 @@ class Controller:
             self._wake_at = math.inf
             try:
                 self.run_pass(trigger)
-                failures = 0
+                retry.reset()
+                self.failing_passes = 0
             except Stopped:
                 if self.last_pass is not None and self.last_pass.aborted:
-                    failures += 1
-                    self._wake_at = self.clock.now() + min(
-                        RETRY_PASS_INITIAL * 2 ** (failures - 1), RETRY_PASS_MAX
-                    )
+                    self.metrics.pass_failures.labels("api-errors").inc()
+                    self._wake_at = self.clock.now() + retry.next()
             except Exception:  # the loop outlives any one bad pass
                 log.exception("pass failed")
-                failures += 1
-                self._wake_at = self.clock.now() + RETRY_PASS_MAX
+                self.metrics.pass_failures.labels("error").inc()
+                self.failing_passes += 1
+                self._wake_at = self.clock.now() + retry.next()
 
     def _take_reasons(self) -> Counter[str]:
         with self._lock:
@@ -430,6 +471,7 @@ class Controller:
                 pods=tuple(pods),
                 pull_records=dict(self.pull_records),
                 starting=tuple(pod for pod in starting if pod is not None),
+                demand=self.demand.demand(datetime.fromtimestamp(now, UTC), self._converted),
             )
 
     def _converted(self, kind: str, objs: list[Obj], convert: Callable[[Obj], T]) -> list[T]:
@@ -438,15 +480,37 @@ class Controller:
         memo: dict[str, tuple[str, Any]] = self._memo.setdefault(kind, {})
         fresh: dict[str, tuple[str, Any]] = {}
         out: list[T] = []
+        bad: dict[str, str] = {}
         for obj in objs:
             key = object_key(obj)
             version = str((obj.get("metadata") or {}).get("resourceVersion") or "")
             hit = memo.get(key)
-            value = hit[1] if hit is not None and version and hit[0] == version else convert(obj)
+            if hit is not None and version and hit[0] == version:
+                value = hit[1]
+            else:
+                try:
+                    value = convert(obj)
+                except Exception as exc:  # one bad object must not stop the others
+                    bad[key] = f"{type(exc).__name__}: {exc}"
+                    continue
             fresh[key] = (version, value)
             out.append(value)
         self._memo[kind] = fresh
+        self._note_bad_objects(kind, bad)
         return out
+
+    def _note_bad_objects(self, kind: str, bad: Mapping[str, str]) -> None:
+        """Log each object that cannot be read once (until it changes or goes), keep the list
+        for the report, and count them."""
+        previous = self.bad_objects.get(kind, {})
+        for key, why in bad.items():
+            if previous.get(key) != why:
+                log.error(
+                    "skipping %s %s: %s", kind, key, why, extra={"object": key, "reason": why}
+                )
+                self._record_error(f"read {kind} {key}", KubeError(why))
+        self.bad_objects[kind] = dict(bad)
+        self.metrics.bad_objects.labels(kind).set(len(bad))
 
     def run_pass(self, trigger: str) -> PassInfo:
         """Snapshot, plan, execute; keep what the report shows."""
@@ -454,6 +518,9 @@ class Controller:
         info = PassInfo(trigger=trigger, started=datetime.fromtimestamp(self.clock.now(), UTC))
         if self.config.learn_running_pods and not self._learned:
             self._learn_running_pods(info)
+        self._sync_sources(info)
+        if self.config.learn_templates and (trigger == SWEEP or not self._excluded_loaded):
+            self._load_excluded(info)
         snapshot = self.snapshot()
         plan_started = time.perf_counter()
         plan = self._planned(snapshot, full=trigger == SWEEP)
@@ -464,6 +531,8 @@ class Controller:
         self._wake_at = min(self._wake_at, wake_time(plan))
         try:
             self._execute(plan, info)
+            self._learn_templates(snapshot, info)
+            self.metrics.last_pass_success.set(self.clock.now())
         finally:
             info.seconds = time.perf_counter() - started_wall
             self.passes += 1
@@ -486,6 +555,12 @@ class Controller:
             info.api_errors,
             info.seconds,
             info.plan_seconds,
+            extra={
+                "trigger": trigger,
+                "writes": sum(info.actions.values()),
+                "api_errors": info.api_errors,
+                "seconds": round(info.seconds, 4),
+            },
         )
         return info
 
@@ -523,8 +598,10 @@ class Controller:
             self._run_batch("create event", self._outcome_events(plan), info)
         except Stopped:
             if info.aborted:
-                log.warning("pass stopped early: %s", info.aborted)
+                log.warning("pass stopped early: %s", info.aborted, extra={"reason": info.aborted})
             raise
+        finally:
+            self._record_refusals(plan, info)
 
     def _status_writes(self, plan: Plan) -> list[StatusUpdate]:
         """The plan's status patches, less count-only ones written too recently (they are
@@ -579,16 +656,21 @@ class Controller:
         return self._pool
 
     def _start_pull(self, pull: PullAction) -> bool:
-        created = self._create(pull.pod)
+        try:
+            created = self._create(pull.pod)
+        except KubeError as exc:
+            if refusals.is_refusal(exc.status):
+                self._refused.append((pull, exc))  # list.append: safe from writer threads
+            raise
         if created:
-            self.metrics.pulls_started.labels(str(pull.urgent).lower()).inc(len(pull.images))
+            self.metrics.pull_started(pull.images, pull.urgent)
         return created
 
     def _record_error(self, what: str, error: KubeError) -> None:
         self.api_errors += 1
         stamp = format_time(datetime.fromtimestamp(self.clock.now(), UTC))
         self.errors.append(f"{stamp} {what}: {error}")
-        log.warning("%s failed: %s", what, error)
+        log.warning("%s failed: %s", what, error, extra={"action": what, "status": error.status})
 
     def _create(self, manifest: Mapping[str, Any]) -> bool:
         created = self.kube.create_pod(manifest)
@@ -616,36 +698,68 @@ class Controller:
             if key in self._reported_outcomes:
                 continue
             self._reported_outcomes.add(key)
+            self.metrics.pull_finished(outcome)
             if outcome.succeeded:
-                self.metrics.pulls_succeeded.inc()
-                self.metrics.bytes_pulled.inc(outcome.size)
-                if outcome.seconds is not None:
-                    self.metrics.pull_seconds.observe(outcome.seconds)
                 continue
-            self.metrics.pulls_failed.labels(outcome.reason or "Unknown").inc()
-            event = pull_failure_event(
-                namespace=self.kube.namespace,
-                pod=outcome.pod,
-                pod_uid=outcome.pod_uid,
-                node=outcome.node,
-                image=outcome.image,
-                reason=outcome.reason,
-                message=outcome.message,
-                now=format_time(plan.now),
+            log.warning(
+                "pull of %s on %s failed: %s: %s",
+                outcome.image,
+                outcome.node,
+                outcome.reason,
+                outcome.message,
+                extra={"node": outcome.node, "image": outcome.image, "reason": outcome.reason},
             )
-            events.append(partial(self._event, event))
+            events.append(partial(self._event, self._failure_event(outcome, plan.now)))
         return events
+
+    def _record_refusals(self, plan: Plan, info: PassInfo) -> None:
+        """Refused pullers become failed pulls: backoff records (the report shows `failed`
+        with the server's reason and a hint), the failure metric, an Event each, and a pass
+        soon so the report stops saying "puller starting"."""
+        refused, self._refused = self._refused, []
+        if not refused:
+            return
+        events: list[Callable[[], bool]] = []
+        for pull, error in refused:
+            records, outcomes = refusals.refused_pull(
+                pull, error.status, str(error), self.pull_records, plan.now
+            )
+            for record in records:
+                self.pull_records[(record.node, record.image)] = record
+            for outcome in outcomes:
+                self.metrics.pull_finished(outcome)
+            events.append(partial(self._event, self._failure_event(outcomes[0], plan.now)))
+        log.warning(
+            "%d puller(s) refused by the API server; first: %s", len(refused), refused[0][1]
+        )
+        with contextlib.suppress(Stopped):
+            self._run_batch("create event", events, info)
+        self.trigger("puller refused")
+
+    def _failure_event(self, outcome: PullOutcome, now: datetime) -> dict[str, Any]:
+        return pull_failure_event(
+            namespace=self.kube.namespace,
+            pod=outcome.pod,
+            pod_uid="" if outcome.kind == refusals.REFUSED_KIND else outcome.pod_uid,
+            node=outcome.node,
+            image=outcome.image,
+            reason=outcome.reason,
+            message=outcome.message,
+            now=format_time(now),
+        )
 
     def _event(self, event: Mapping[str, Any]) -> bool:
         self.kube.create_event(event)
         return True
 
     def _observe_warm_nodes(self, plan: Plan) -> None:
-        """Time to warm: from a node joining (or turning Ready) to all its wanted images present."""
-        if not self._warming:
-            return
+        """Time to warm: from a node joining (or turning Ready) to all its wanted images present.
+
+        A node that wants nothing yet (or is not eligible) keeps its start time but is not
+        shown as waiting."""
         now = self.clock.now()
-        for node in plan.nodes:
+        waiting: dict[str, float] = {}
+        for node in plan.nodes if self._warming else ():
             since = self._warming.get(node.name)
             if since is None or not node.eligible or node.wanted == 0:
                 continue
@@ -653,6 +767,87 @@ class Controller:
                 self.metrics.node_warm_seconds.observe(now - since)
                 self.warm_times[node.name] = now - since
                 del self._warming[node.name]
+                log.info(
+                    "node %s warm after %.0fs: %d images present",
+                    node.name,
+                    now - since,
+                    node.present,
+                    extra={"node": node.name, "seconds": round(now - since, 3)},
+                )
+            else:
+                waiting[node.name] = since
+        self.metrics.observe_warming(waiting)
+
+    # --- Observed and Catalog sources ----------------------------------------------------
+
+    def _sync_sources(self, info: PassInfo) -> None:
+        """Write the Observed and Catalog CachedImages the sources want now; the watch then
+        brings them into the snapshot (this pass or the next)."""
+        with self._snapshot_lock:
+            nodes = self._converted(NODES, self.nodes.items(), observe.node_info)
+            pods = self._converted(PODS, self.pods.items(), observe.managed_pod)
+        ours = observe.present_images(pod for pod in pods if pod is not None)
+        now = datetime.fromtimestamp(self.clock.now(), UTC)
+        writes = self.sources.writes(nodes, self.images.items(), now, ours)
+        self.metrics.observe_sources(self.sources.observed_count, len(self.sources.nodes_at_cap))
+        if not writes:
+            return
+        kube = self.kube
+        self._run_batch(
+            "create image", [partial(kube.create_cached_image, b) for b in writes.creates], info
+        )
+        self._run_batch(
+            "patch image",
+            [partial(kube.patch_cached_image_spec, n, p) for n, p in writes.spec_patches],
+            info,
+        )
+        self._run_batch(
+            "update status",
+            [partial(kube.patch_cached_image_status, n, p) for n, p in writes.status_patches],
+            info,
+        )
+        self._run_batch(
+            "delete image",
+            [partial(kube.delete_cached_image, n, u) for n, u in writes.deletes],
+            info,
+        )
+
+    # --- images known before their pods: workload templates --------------------------------
+
+    def _load_excluded(self, info: PassInfo) -> None:
+        """The namespaces that opted out (their templates teach nothing); kept on errors."""
+        try:
+            excluded = self.demand.left_out(self.kube.excluded_namespaces())
+            self._excluded_loaded = True
+        except KubeError as exc:
+            info.api_errors += 1
+            self._record_error("list excluded namespaces (retried next pass)", exc)
+            return
+        if excluded != self.demand.excluded:
+            self.demand.excluded = excluded
+            for kind in self.demand.templates:  # their conversions depend on the set
+                self._memo.pop(kind, None)
+
+    def _learn_templates(self, snapshot: Snapshot, info: PassInfo) -> None:
+        """Create or complete the CachedImages of template images (no write once known);
+        not before the namespaces that opted out are known."""
+        if not self.config.learn_templates or not self._excluded_loaded:
+            return
+        stamp = format_time(snapshot.now)
+        actions: list[Callable[[], bool]] = []
+        for write in learn_writes(snapshot.demand.workloads, self.images.items(), stamp):
+            if write.body is not None:
+                actions.append(partial(self.kube.create_cached_image, write.body))
+            else:
+                actions.append(
+                    partial(
+                        self.kube.patch_cached_image_profiles,
+                        write.name,
+                        list(write.profiles),
+                        write.resource_version,
+                    )
+                )
+        self._run_batch("learn image", actions, info)
 
     # --- a fresh install learns from running pods -----------------------------------------
 

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
+from imagesync.backoff import Backoff
 from imagesync.kubeclient import KubeError, from_api_exception
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,10 @@ class Clock(Protocol):
         """Wait `seconds` of clock time or until `event` is set; True when it was set."""
         ...
 
+    def monotonic(self) -> float:
+        """Seconds from an arbitrary start that never jump (durations, deadlines)."""
+        ...
+
 
 class SystemClock:
     """Wall-clock time, for a real cluster."""
@@ -49,6 +54,14 @@ class SystemClock:
 
     def wait(self, event: threading.Event, seconds: float) -> bool:
         return event.wait(max(0.0, seconds))
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+
+# A watch that delivered nothing and lasted less than this (clock seconds) ended "at once":
+# the next one waits a backoff instead of following in a tight loop.
+EMPTY_WATCH_MIN = 1.0
 
 
 class Gone(Exception):
@@ -109,8 +122,12 @@ class Informer:
         on_error: Callable[[str, KubeError], None] | None = None,
         on_request: Callable[[str], None] | None = None,
         settings: InformerSettings | None = None,
+        transform: Callable[[Obj], Obj] | None = None,
     ) -> None:
+        """`transform` keeps only what the cache's readers need (a cache of every running
+        pod in a large cluster would otherwise hold megabytes nobody reads)."""
         self.kind = kind
+        self._transform = transform or _slim
         self._on_request = on_request
         self._list_call = list_call
         self._clock = clock
@@ -172,8 +189,9 @@ class Informer:
             self._thread.join(timeout)
 
     def run(self) -> None:
-        """List, then watch forever; relist on 410; back off on errors."""
-        delay = self._settings.backoff_initial
+        """List, then watch forever; relist on 410; back off on errors, and after a watch
+        that ended at once with nothing in it (a server or proxy that closes streams)."""
+        backoff = Backoff(self._settings.backoff_initial, self._settings.backoff_max)
         while not self._stop.is_set():
             try:
                 if self._resync:
@@ -181,9 +199,16 @@ class Informer:
                     self._resource_version = None
                 if self._resource_version is None:
                     self._relist()
-                    delay = self._settings.backoff_initial
-                if self._watch():
-                    delay = self._settings.backoff_initial
+                    backoff.reset()
+                began = self._clock.monotonic()
+                if self._watch() or self._clock.monotonic() - began >= EMPTY_WATCH_MIN:
+                    backoff.reset()
+                else:
+                    pause = backoff.next()
+                    log.info(
+                        "%s: the watch ended at once; watching again in %.1fs", self.kind, pause
+                    )
+                    self._clock.wait(self._stop, pause)
                 continue
             except Gone:
                 log.info(
@@ -195,7 +220,7 @@ class Informer:
                 if self._stop.is_set():
                     break
                 self._report(exc)
-                pause = max(delay, self._retry_after)
+                pause = max(backoff.next(), self._retry_after)
             except Exception as exc:
                 if self._stop.is_set():
                     break
@@ -203,10 +228,9 @@ class Informer:
                     continue  # we closed the watch ourselves, to relist
                 error = KubeError(f"watch {self.kind}: connection lost: {exc!r}")
                 self._report(error)
-                pause = delay
+                pause = backoff.next()
             log.warning("%s: retrying in %.1fs", self.kind, pause)
             self._clock.wait(self._stop, pause)
-            delay = min(delay * 2, self._settings.backoff_max)
 
     def _report(self, error: KubeError) -> None:
         log.warning("%s: %s", self.kind, error)
@@ -246,7 +270,7 @@ class Informer:
                 continue
             body = json.loads(response.data)
             for obj in body.get("items") or []:
-                items[object_key(obj)] = _slim(obj)
+                items[object_key(obj)] = self._transform(obj)
             meta = body.get("metadata") or {}
             resource_version = str(meta.get("resourceVersion") or resource_version)
             token = meta.get("continue") or None
@@ -317,7 +341,7 @@ class Informer:
             if kind == "DELETED":
                 self._items.pop(key, None)
             elif kind in ("ADDED", "MODIFIED"):
-                self._items[key] = _slim(obj)
+                obj = self._items[key] = self._transform(obj)
             else:
                 log.debug("%s: ignoring watch event %s", self.kind, kind)
                 return

@@ -31,6 +31,7 @@ from imagesync.names import (
     MANAGED_POD_SELECTOR,
     VERSION,
 )
+from imagesync.templates import BUILTIN_KINDS, TemplateKind
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,9 @@ RBAC_CALLS: frozenset[tuple[str, str, str, str]] = frozenset(
         ("", "namespaces", "list", "cluster"),  # namespaces that opted out
         (GROUP, CACHED_IMAGE_PLURAL, "list", "cluster"),
         (GROUP, CACHED_IMAGE_PLURAL, "watch", "cluster"),
-        (GROUP, CACHED_IMAGE_PLURAL, "create", "cluster"),  # learned from running pods
+        (GROUP, CACHED_IMAGE_PLURAL, "create", "cluster"),  # learned, observed, catalog
+        (GROUP, CACHED_IMAGE_PLURAL, "patch", "cluster"),  # template profiles, observed pools
+        (GROUP, CACHED_IMAGE_PLURAL, "delete", "cluster"),  # observed / catalog released
         (GROUP, f"{CACHED_IMAGE_PLURAL}/status", "patch", "cluster"),
         ("", "pods", "create", "namespace"),
         ("", "pods", "delete", "namespace"),
@@ -65,6 +68,13 @@ RBAC_CALLS: frozenset[tuple[str, str, str, str]] = frozenset(
         ("coordination.k8s.io", "leases", "get", "namespace"),
         ("coordination.k8s.io", "leases", "create", "namespace"),
         ("coordination.k8s.io", "leases", "update", "namespace"),
+        ("", "secrets", "get", "namespace"),  # imagePullSecrets, to read registry catalogs
+        # Workload templates: images are known before any pod exists (list + watch only).
+        *(
+            (kind.group, kind.resource, verb, "cluster")
+            for kind in BUILTIN_KINDS
+            for verb in ("list", "watch")
+        ),
     }
 )
 
@@ -93,12 +103,19 @@ class Kube:
     # --- plumbing ------------------------------------------------------------------------
 
     def _call(
-        self, verb: str, resource: str, what: str, fn: Callable[..., Any], *args: Any, **kw: Any
+        self,
+        verb: str,
+        resource: str,
+        what: str,
+        fn: Callable[..., Any],
+        *args: Any,
+        timeout: float | tuple[float, float] = REQUEST_TIMEOUT,
+        **kw: Any,
     ) -> Any:
         """Call the client; count it; turn any failure into KubeError."""
         error: KubeError | None = None
         try:
-            return fn(*args, _preload_content=False, _request_timeout=REQUEST_TIMEOUT, **kw)
+            return fn(*args, _preload_content=False, _request_timeout=timeout, **kw)
         except ApiException as exc:
             error = from_api_exception(exc, what)
             raise error from None
@@ -146,6 +163,38 @@ class Kube:
 
         return call
 
+    def template_source(self, kind: TemplateKind) -> Callable[..., Any]:
+        """Objects of a kind with pod templates (apps/v1, batch/v1 or a custom group)."""
+
+        def call(**kw: Any) -> Any:
+            return self.custom.list_cluster_custom_object(
+                kind.group, kind.version, kind.resource, **kw
+            )
+
+        return call
+
+    def running_pod_source(self) -> Callable[..., Any]:
+        """Workload pods running, cluster-wide: where each workload and image is needed."""
+
+        def call(**kw: Any) -> Any:
+            return self.core.list_pod_for_all_namespaces(
+                field_selector="status.phase=Running",
+                label_selector=f"{LABEL_MANAGED_BY}!={MANAGED_BY}",
+                **kw,
+            )
+
+        return call
+
+    def unscheduled_pod_source(self) -> Callable[..., Any]:
+        """Pods not bound to a node yet: those the scheduler cannot place wait for capacity."""
+
+        def call(**kw: Any) -> Any:
+            return self.core.list_pod_for_all_namespaces(
+                field_selector="status.phase=Pending,spec.nodeName=", **kw
+            )
+
+        return call
+
     # --- one-shot reads -------------------------------------------------------------------
 
     def running_pods(self, page_size: int = 500) -> Iterator[Obj]:
@@ -184,8 +233,8 @@ class Kube:
 
     # --- the leader-election Lease --------------------------------------------------------
 
-    def read_lease(self, name: str) -> Obj | None:
-        """Our Lease, or None when it does not exist yet."""
+    def read_lease(self, name: str, timeout: float | None = None) -> Obj | None:
+        """Our Lease, or None when it does not exist yet; `timeout` bounds the whole call."""
         try:
             response = self._call(
                 "get",
@@ -194,6 +243,7 @@ class Kube:
                 self.coordination.read_namespaced_lease,
                 name,
                 self.namespace,
+                timeout=timeout or REQUEST_TIMEOUT,
             )
         except KubeError as exc:
             if exc.not_found:
@@ -202,9 +252,12 @@ class Kube:
         lease: Obj = json.loads(response.data)
         return lease
 
-    def write_lease(self, lease: Mapping[str, Any], create: bool) -> bool:
+    def write_lease(
+        self, lease: Mapping[str, Any], create: bool, timeout: float | None = None
+    ) -> bool:
         """Create or replace (with the resourceVersion it carries); False when we lost the race."""
         name = str(lease["metadata"]["name"])
+        bound = timeout or REQUEST_TIMEOUT
         try:
             if create:
                 self._call(
@@ -214,6 +267,7 @@ class Kube:
                     self.coordination.create_namespaced_lease,
                     self.namespace,
                     dict(lease),
+                    timeout=bound,
                 )
             else:
                 self._call(
@@ -224,6 +278,7 @@ class Kube:
                     name,
                     self.namespace,
                     dict(lease),
+                    timeout=bound,
                 )
         except KubeError as exc:
             if exc.conflict:
@@ -313,6 +368,95 @@ class Kube:
                 return False
             raise
         return True
+
+    def patch_cached_image_spec(self, name: str, spec: Mapping[str, Any]) -> bool:
+        """Merge-patch `spec` of a CachedImage (null removes a key); False when it is gone."""
+        try:
+            self._call(
+                "patch",
+                CACHED_IMAGE_PLURAL,
+                f"patch cachedimage {name}",
+                self.custom.patch_cluster_custom_object,
+                GROUP,
+                VERSION,
+                CACHED_IMAGE_PLURAL,
+                name,
+                {"spec": dict(spec)},
+                _content_type=MERGE_PATCH,
+            )
+        except KubeError as exc:
+            if exc.not_found:
+                return False
+            raise
+        return True
+
+    def patch_cached_image_profiles(
+        self, name: str, profiles: list[Any], resource_version: str
+    ) -> bool:
+        """Set `spec.profiles` of a Learned CachedImage, only if it is still at
+        `resource_version`; False when it is gone or someone else wrote it meanwhile (the
+        next pass reads it again)."""
+        body: Obj = {"spec": {"profiles": profiles}}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
+        try:
+            self._call(
+                "patch",
+                CACHED_IMAGE_PLURAL,
+                f"patch cachedimage {name} profiles",
+                self.custom.patch_cluster_custom_object,
+                GROUP,
+                VERSION,
+                CACHED_IMAGE_PLURAL,
+                name,
+                body,
+                _content_type=MERGE_PATCH,
+            )
+        except KubeError as exc:
+            if exc.not_found or exc.conflict:
+                return False
+            raise
+        return True
+
+    def delete_cached_image(self, name: str, uid: str = "") -> bool:
+        """Delete a CachedImage, only if it still has `uid`; False when already gone."""
+        body: Obj = {"apiVersion": "v1", "kind": "DeleteOptions"}
+        if uid:
+            body["preconditions"] = {"uid": uid}
+        try:
+            self._call(
+                "delete",
+                CACHED_IMAGE_PLURAL,
+                f"delete cachedimage {name}",
+                self.custom.delete_cluster_custom_object,
+                GROUP,
+                VERSION,
+                CACHED_IMAGE_PLURAL,
+                name,
+                body=body,
+            )
+        except KubeError as exc:
+            if exc.not_found or exc.conflict:
+                return False
+            raise
+        return True
+
+    def read_secret(self, name: str) -> Obj | None:
+        """A Secret of our namespace (pull secrets for registry catalogs); None when absent."""
+        try:
+            response = self._call(
+                "get",
+                "secrets",
+                f"get secret {self.namespace}/{name}",
+                self.core.read_namespaced_secret,
+                name,
+                self.namespace,
+            )
+        except KubeError as exc:
+            if exc.not_found:
+                return None
+            raise
+        return dict(json.loads(response.data))
 
     def create_event(self, event: Mapping[str, Any]) -> None:
         """Record a core/v1 Event (pull failures); in our namespace unless it says otherwise."""

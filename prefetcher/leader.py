@@ -6,6 +6,11 @@ clocks need not agree); every write carries the resourceVersion it read, so of t
 candidates exactly one wins (the other gets 409). The holder renews every `retry_period`
 and stops acting when it could not renew for `renew_deadline`, which is shorter than the
 lease, so it has stopped before anyone else can take over.
+
+`leading()` is what the controller asks before every write, and it holds only while the last
+renewal is younger than `renew_deadline` on a monotonic clock: a Lease call that hangs cannot
+stretch the leadership (each call is also bounded, so the elector thread comes back to renew
+or step down), and a Lease that shows another holder ends it at once.
 """
 
 from __future__ import annotations
@@ -35,6 +40,12 @@ class LeaseSettings:
     renew_deadline: float = 10.0
     retry_period: float = 2.0
 
+    @property
+    def call_timeout(self) -> float:
+        """Bound of one Lease call: a round (a read and a write) fits in the time left
+        between a renewal that is due and the renew deadline."""
+        return max(0.1, (self.renew_deadline - self.retry_period) / 2)
+
 
 def micro_time(moment: float) -> str:
     """A Kubernetes MicroTime: RFC 3339 with microseconds, in UTC."""
@@ -63,23 +74,38 @@ class LeaderElector:
         self._on_error = on_error
         self.is_leader = threading.Event()
         self._observed: tuple[Any, ...] | None = None
-        self._observed_at = 0.0
-        self._renewed_at = 0.0
+        self._observed_at = 0.0  # monotonic
+        self._renewed_at = 0.0  # monotonic
         self.holder = ""
         # False makes a stop look like a crash (tests): the lease is left to expire.
         self.release_on_stop = True
 
+    def leading(self) -> bool:
+        """True while we hold the lease and renewed it less than `renew_deadline` ago."""
+        return (
+            self.is_leader.is_set()
+            and self._clock.monotonic() - self._renewed_at < self.settings.renew_deadline
+        )
+
     def run(self, stop: threading.Event) -> None:
         """Try to acquire, then renew, until `stop`; release the lease on the way out."""
         while not stop.is_set():
+            started = self._clock.monotonic()
             ok = self.try_acquire_or_renew()
-            now = self._clock.now()
+            now = self._clock.monotonic()
             if ok:
-                self._renewed_at = now
+                # The renewal counts from when the round began: the write may have landed then.
+                self._renewed_at = started
                 self._set_leader(True)
-            elif self.is_leader.is_set() and now - self._renewed_at >= self.settings.renew_deadline:
+            elif self.is_leader.is_set() and (
+                self.holder not in ("", self.identity)
+                or now - self._renewed_at >= self.settings.renew_deadline
+            ):
                 log.error(
-                    "could not renew the lease for %.0fs; stepping down", now - self._renewed_at
+                    "lost the lease (holder %r, last renewal %.1fs ago); stepping down",
+                    self.holder,
+                    now - self._renewed_at,
+                    extra={"identity": self.identity, "lease": self.settings.name},
                 )
                 self._set_leader(False)
             self._clock.wait(stop, self.settings.retry_period)
@@ -97,10 +123,11 @@ class LeaderElector:
                 self.identity,
                 self.namespace,
                 self.settings.name,
+                extra={"identity": self.identity, "lease": self.settings.name},
             )
             self.is_leader.set()
         else:
-            log.info("%s is no longer the leader", self.identity)
+            log.info("%s is no longer the leader", self.identity, extra={"identity": self.identity})
             self.is_leader.clear()
         if self._on_change is not None:
             self._on_change(leading)
@@ -108,6 +135,7 @@ class LeaderElector:
     def try_acquire_or_renew(self) -> bool:
         """One round of the algorithm; True when we hold the lease afterwards."""
         now = self._clock.now()
+        observed_now = self._clock.monotonic()
         try:
             lease = self._read()
         except KubeError as exc:
@@ -125,9 +153,9 @@ class LeaderElector:
             spec.get("leaseTransitions"),
         )
         if observed != self._observed:
-            self._observed, self._observed_at = observed, now
+            self._observed, self._observed_at = observed, observed_now
         duration = float(spec.get("leaseDurationSeconds") or self.settings.lease_duration)
-        if holder and holder != self.identity and now < self._observed_at + duration:
+        if holder and holder != self.identity and observed_now < self._observed_at + duration:
             return False
         return self._write("replace", self._record(lease, now))
 
@@ -167,11 +195,13 @@ class LeaderElector:
         self._write("replace", body)
 
     def _read(self) -> dict[str, Any] | None:
-        return self._kube.read_lease(self.settings.name)
+        return self._kube.read_lease(self.settings.name, timeout=self.settings.call_timeout)
 
     def _write(self, verb: str, body: dict[str, Any]) -> bool:
         try:
-            written = self._kube.write_lease(body, create=verb == "create")
+            written = self._kube.write_lease(
+                body, create=verb == "create", timeout=self.settings.call_timeout
+            )
         except KubeError as exc:
             self._error(verb, exc)
             return False

@@ -5,10 +5,14 @@ Names are part of the operations contract (docs/prefetcher-operations.md lists t
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Iterable, Mapping
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from imagesync.kubeclient import KubeError
-from prefetcher.model import Plan
+from imagesync.reference import InvalidReference, parse_reference
+from prefetcher.model import Plan, PullOutcome
 
 PREFIX = "image_sync_prefetcher"
 # Pulls range from a 5 MB busybox to a 20 GB NGC image over a slow link.
@@ -37,21 +41,40 @@ class Metrics:
         self.images = Gauge(f"{PREFIX}_images", "CachedImages seen.", registry=r)
         self.pulls_started = Counter(
             f"{PREFIX}_pulls_started",
-            "Image pulls started (one puller pod pulls up to pullBatchSize images).",
-            ["urgent"],
+            "Image pulls started (one puller pod pulls up to pullBatchSize images), by registry.",
+            ["registry", "urgent"],
             registry=r,
         )
         self.pulls_succeeded = Counter(
-            f"{PREFIX}_pulls_succeeded", "Pulls that left the image on the node.", registry=r
+            f"{PREFIX}_pulls_succeeded",
+            "Pulls that left the image on the node, by registry.",
+            ["registry"],
+            registry=r,
         )
         self.pulls_failed = Counter(
             f"{PREFIX}_pulls_failed",
-            "Pulls that failed, by the kubelet's reason.",
-            ["reason"],
+            "Pulls that failed, by registry and the kubelet's reason.",
+            ["registry", "reason"],
             registry=r,
         )
         self.bytes_pulled = Counter(
-            f"{PREFIX}_pulled_bytes", "Estimated on-disk bytes of images pulled.", registry=r
+            f"{PREFIX}_pulled_bytes",
+            "Estimated on-disk bytes of images pulled, by registry.",
+            ["registry"],
+            registry=r,
+        )
+        self.image_failed_nodes = Gauge(
+            f"{PREFIX}_image_failed_nodes",
+            "Nodes where the image's last pull failed, after the last pass (only failing images).",
+            ["image"],
+            registry=r,
+        )
+        self.node_warming_since = Gauge(
+            f"{PREFIX}_node_warming_since_timestamp_seconds",
+            "When a node that joined or turned Ready while running began waiting for its wanted "
+            "images; present only until they are all there.",
+            ["node"],
+            registry=r,
         )
         self.pull_seconds = Histogram(
             f"{PREFIX}_pull_seconds",
@@ -78,6 +101,23 @@ class Metrics:
             buckets=SWEEP_BUCKETS,
             registry=r,
         )
+        self.bad_objects = Gauge(
+            f"{PREFIX}_bad_objects",
+            "Objects the prefetcher cannot read and skips (see the report's runtime.badObjects).",
+            ["kind"],
+            registry=r,
+        )
+        self.pass_failures = Counter(
+            f"{PREFIX}_pass_failures",
+            "Passes that ended early: api-errors (a chunk of writes all failed) or error (a bug).",
+            ["reason"],
+            registry=r,
+        )
+        self.last_pass_success = Gauge(
+            f"{PREFIX}_last_successful_pass_timestamp_seconds",
+            "When the last pass that carried out its whole plan finished (leader only).",
+            registry=r,
+        )
         self.last_sweep = Gauge(
             f"{PREFIX}_last_sweep_timestamp_seconds",
             "When the last full resync sweep finished.",
@@ -99,6 +139,58 @@ class Metrics:
             registry=r,
         )
         self.leader = Gauge(f"{PREFIX}_leader", "1 while this replica holds the lease.", registry=r)
+        self.source_images = Gauge(
+            f"{PREFIX}_source_images",
+            "Images a source (observed, catalog) wants, by source and prefix (observed: all).",
+            ["source", "prefix"],
+            registry=r,
+        )
+        self.source_errors = Counter(
+            f"{PREFIX}_source_errors",
+            "Failed reads of a source, by source, prefix and kind (unauthorized, not-found, "
+            "rate-limited, unreachable, tls, invalid, error).",
+            ["source", "prefix", "kind"],
+            registry=r,
+        )
+        self.source_last_success = Gauge(
+            f"{PREFIX}_source_last_success_timestamp_seconds",
+            "When a source was last read in full, by source and prefix.",
+            ["source", "prefix"],
+            registry=r,
+        )
+        self.nodes_at_image_list_cap = Gauge(
+            f"{PREFIX}_nodes_at_image_list_cap",
+            "Nodes whose status.images is at the kubelet's default cap of 50 (raise "
+            "nodeStatusMaxImages so the observed source sees every image).",
+            registry=r,
+        )
+        self._failing_images: set[str] = set()
+        self._warming_nodes: set[str] = set()
+
+    def pull_started(self, images: Iterable[str], urgent: bool) -> None:
+        """One puller pod created for `images`."""
+        for image in images:
+            self.pulls_started.labels(registry_of(image), str(urgent).lower()).inc()
+
+    def pull_finished(self, outcome: PullOutcome) -> None:
+        """One image of a finished puller, counted once."""
+        registry = registry_of(outcome.image)
+        if outcome.succeeded:
+            self.pulls_succeeded.labels(registry).inc()
+            self.bytes_pulled.labels(registry).inc(outcome.size)
+            if outcome.seconds is not None:
+                self.pull_seconds.observe(outcome.seconds)
+        else:
+            self.pulls_failed.labels(registry, outcome.reason or "Unknown").inc()
+
+    def observe_warming(self, since: Mapping[str, float]) -> None:
+        """The nodes still waiting for wanted images (node → epoch seconds it began)."""
+        self._warming_nodes = _replace_series(self.node_warming_since, self._warming_nodes, since)
+
+    def observe_sources(self, observed: int, at_cap: int) -> None:
+        """The observed source's gauges after a pass (the catalog reader sets its own)."""
+        self.source_images.labels("observed", "").set(observed)
+        self.nodes_at_image_list_cap.set(at_cap)
 
     def api_call(self, verb: str, resource: str, error: KubeError | None) -> None:
         """`Kube`'s call hook."""
@@ -141,3 +233,25 @@ class Metrics:
             ("ineligible", summary.ineligible_pairs),
         ):
             self.pairs.labels(state).set(value)
+        failing = {i.image: float(i.nodes_failed) for i in plan.images if i.nodes_failed}
+        self._failing_images = _replace_series(
+            self.image_failed_nodes, self._failing_images, failing
+        )
+
+
+@functools.lru_cache(maxsize=4096)
+def registry_of(image: str) -> str:
+    """The registry (host[:port]) of a normalized reference: the `registry` label."""
+    try:
+        return parse_reference(image).domain
+    except InvalidReference:
+        return "invalid"
+
+
+def _replace_series(gauge: Gauge, shown: set[str], values: Mapping[str, float]) -> set[str]:
+    """Set one labelled series per key of `values` and drop the ones no longer there."""
+    for key in shown - values.keys():
+        gauge.remove(key)
+    for key, value in values.items():
+        gauge.labels(key).set(value)
+    return set(values)

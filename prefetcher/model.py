@@ -68,6 +68,7 @@ class NodeInfo:
     image_fs_capacity: int | None = None  # bytes; None = unknown (no budget limit)
     image_fs_other_used: int | None = None  # bytes used by things we do not manage, if known
     hinted_images: Mapping[str, int] = field(default_factory=dict)
+    images_listed: int = 0  # entries in node.status.images (the kubelet caps it, 50 by default)
     created: datetime | None = None
     ready_since: datetime | None = None  # lastTransitionTime of the Ready condition
 
@@ -89,16 +90,18 @@ class WantedImage:
     name: str  # object name
     image: str  # normalized reference
     uid: str = ""
-    source: str = "Learned"  # or "Declared"
+    source: str = "Learned"  # Declared, Observed or Catalog
     node_selector: Mapping[str, str] = field(default_factory=dict)
     profiles: tuple[PlacementProfile, ...] = ()
     last_seen: datetime | None = None
     use_count: int = 0
     daily_uses: Mapping[str, int] = field(default_factory=dict)  # "YYYY-MM-DD" → uses
     size: int | None = None  # bytes on disk when known
+    compressed_size: int | None = None  # bytes a pull downloads, from the registry's manifest
     architectures: tuple[str, ...] = ()  # () = unknown (any)
     created: datetime | None = None
     reported: ReportedStatus = field(default_factory=ReportedStatus)
+    placement: str = ""  # spec.placement: "All" | "Demand"; "" = the configured default
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +145,9 @@ class StartingPod:
     node: str
     pod: str  # namespace/name
     since: datetime | None = None  # when it was scheduled (or created)
+    # Registries (domains) of the images its containers still wait for: prefetches from them
+    # wait, cluster-wide, so they never compete with this pod's pull for registry bandwidth.
+    registries: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +172,58 @@ PullKey = tuple[str, str]
 
 
 @dataclass(frozen=True)
+class Workload:
+    """A workload object with pod templates (Deployment, ..., a configured custom kind)."""
+
+    key: str  # Kind/namespace/name
+    images: tuple[str, ...]  # managed images of its in-scope pod templates
+    profiles: tuple[PlacementProfile, ...] = ()  # one per in-scope pod template
+    replicas: int | None = 1  # pods its templates ask for; None = one per eligible node
+    schedule: str = ""  # CronJob: spec.schedule (cron syntax)
+    time_zone: str = ""  # CronJob: spec.timeZone ("" = UTC here)
+
+
+@dataclass(frozen=True, slots=True)
+class RunningPod:
+    """A workload pod running on a node: where its workload and its images are needed."""
+
+    node: str
+    workload: str  # key of its top owner (Kind/namespace/name), "" for a bare pod
+    images: tuple[str, ...]  # normalized images of its containers
+
+
+@dataclass(frozen=True, slots=True)
+class UnschedulablePod:
+    """A pod the scheduler could not place (no capacity): a node that joins may take it."""
+
+    pod: str  # namespace/name
+    images: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Rollout:
+    """A workload whose pod template changed its images at `at` (seen by the runtime)."""
+
+    workload: str
+    old_images: tuple[str, ...]
+    new_images: tuple[str, ...]
+    at: datetime
+
+
+@dataclass(frozen=True)
+class Demand:
+    """Where images are needed now and soon: the planner pulls there first, and only there
+    with `placement: demand`."""
+
+    workloads: tuple[Workload, ...] = ()
+    running: tuple[RunningPod, ...] = ()
+    unschedulable: tuple[UnschedulablePod, ...] = ()
+    rollouts: tuple[Rollout, ...] = ()
+    # Owner links above the pods' own: ReplicaSet → Deployment, Job → CronJob (keys).
+    parents: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Snapshot:
     """Everything one planning step looks at; `now` is the clock."""
 
@@ -175,6 +233,7 @@ class Snapshot:
     pods: tuple[ManagedPod, ...] = ()
     pull_records: Mapping[PullKey, PullRecord] = field(default_factory=dict)
     starting: tuple[StartingPod, ...] = ()
+    demand: Demand = field(default_factory=Demand)
 
 
 # --------------------------------------------------------------------------------------

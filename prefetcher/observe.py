@@ -13,11 +13,13 @@ datetimes.
 from __future__ import annotations
 
 import json
-import re
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+from kubernetes.utils.quantity import parse_quantity as kube_quantity
 
 from imagesync.cachedimage import PlacementProfile
 from imagesync.names import (
@@ -35,7 +37,7 @@ from imagesync.names import (
     LABEL_OS,
     MANAGED_BY,
 )
-from imagesync.reference import InvalidReference, normalize
+from imagesync.reference import InvalidReference, normalize, parse_reference
 from prefetcher.model import (
     ContainerObservation,
     ContainerStateKind,
@@ -47,6 +49,7 @@ from prefetcher.model import (
     Taint,
     WantedImage,
 )
+from prefetcher.refusals import REFUSED_KIND, REFUSED_REASON
 
 # Waiting reasons with which the kubelet gives up on (or keeps failing) an image pull.
 PULL_FAILURE_REASONS = frozenset(
@@ -62,40 +65,20 @@ PULL_FAILURE_REASONS = frozenset(
 )
 DEADLINE_REASON = "DeadlineExceeded"
 
-_QUANTITY_RE = re.compile(
-    r"^([+-]?\d+(?:\.\d+)?)(?:([eE][+-]?\d+)|(Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E))?$"
-)
-_QUANTITY_SUFFIX = {
-    None: 1.0,
-    "m": 0.001,
-    "k": 1e3,
-    "M": 1e6,
-    "G": 1e9,
-    "T": 1e12,
-    "P": 1e15,
-    "E": 1e18,
-    "Ki": 2.0**10,
-    "Mi": 2.0**20,
-    "Gi": 2.0**30,
-    "Ti": 2.0**40,
-    "Pi": 2.0**50,
-    "Ei": 2.0**60,
-}
+# Larger than any disk or count a node reports; a value past it is a typo or an attack.
+QUANTITY_MAX = 2.0**63
 
 
 def parse_quantity(value: Any) -> float | None:
-    """A Kubernetes quantity (`100Gi`, `2`, `1500m`, `1e9`) as a number; None if unreadable."""
+    """A Kubernetes quantity (`100Gi`, `2`, `1500m`, `1e9`) as a number; None if unreadable or
+    out of any sane range (`1e400`), so one odd annotation never breaks a pass."""
     if value is None or isinstance(value, bool):
         return None
-    if isinstance(value, int | float):
-        return float(value)
-    match = _QUANTITY_RE.match(str(value).strip())
-    if not match:
+    try:
+        number = float(kube_quantity(str(value).strip()))
+    except (ValueError, ArithmeticError):
         return None
-    number = float(match.group(1))
-    if match.group(2):
-        return number * 10.0 ** int(match.group(2)[1:])
-    return number * _QUANTITY_SUFFIX[match.group(3)]
+    return number if math.isfinite(number) and abs(number) < QUANTITY_MAX else None
 
 
 def parse_timestamp(value: Any) -> datetime | None:
@@ -180,6 +163,7 @@ def node_info(obj: Mapping[str, Any]) -> NodeInfo:
         gpu_allocatable=int(gpus or 0),
         image_fs_capacity=int(fs_capacity) if fs_capacity else None,
         hinted_images=hinted,
+        images_listed=len(_list(status.get("images"))),
         created=parse_timestamp(meta.get("creationTimestamp")),
         ready_since=parse_timestamp(ready_condition.get("lastTransitionTime")) if ready else None,
     )
@@ -222,6 +206,15 @@ def wanted_image(obj: Mapping[str, Any]) -> WantedImage:
 
     nodes_wanted, nodes_present = number("nodesWanted"), number("nodesPresent")
     last_error = status.get("lastError")
+    compressed = number("compressedSize")
+    # Platforms as the registry lists them (`linux/amd64`, `linux/arm64/v8`): their archs.
+    architectures = sorted(
+        {
+            parts[1]
+            for parts in (str(p).split("/") for p in _list(status.get("platforms")))
+            if len(parts) >= 2 and parts[0] == "linux"
+        }
+    )
     return WantedImage(
         name=str(meta.get("name", "")),
         image=normalize_or_keep(str(spec.get("image", ""))),
@@ -233,6 +226,9 @@ def wanted_image(obj: Mapping[str, Any]) -> WantedImage:
         use_count=int(number("useCount") or 0),
         daily_uses=daily,
         created=parse_timestamp(meta.get("creationTimestamp")),
+        compressed_size=int(compressed) if compressed else None,
+        architectures=tuple(architectures),
+        placement=str(spec.get("placement") or ""),
         reported=ReportedStatus(
             score=number("score"),
             nodes_wanted=None if nodes_wanted is None else int(nodes_wanted),
@@ -354,18 +350,35 @@ def starting_pod(obj: Mapping[str, Any]) -> StartingPod | None:
         or _mapping(meta.get("labels")).get(LABEL_MANAGED_BY) == MANAGED_BY
     ):
         return None
+    started: set[str] = set()  # containers past their image pull
     for key in ("initContainerStatuses", "containerStatuses"):
         for raw in _list(status.get(key)):
-            kind, detail = _container_state(_mapping(raw))
+            raw = _mapping(raw)
+            kind, detail = _container_state(raw)
             if kind == "waiting" and str(detail.get("reason") or "") not in STARTING_REASONS:
                 return None
+            if kind in ("running", "terminated"):
+                started.add(str(raw.get("name") or ""))
+    registries: set[str] = set()
+    for key in ("initContainers", "containers"):
+        for container in _list(spec.get(key)):
+            container = _mapping(container)
+            if str(container.get("name") or "") in started:
+                continue
+            try:
+                registries.add(parse_reference(str(container.get("image") or "")).domain)
+            except InvalidReference:
+                continue
     since = parse_timestamp(meta.get("creationTimestamp"))
     for condition in _list(status.get("conditions")):
         condition = _mapping(condition)
         if condition.get("type") == "PodScheduled" and condition.get("status") == "True":
             since = parse_timestamp(condition.get("lastTransitionTime")) or since
     return StartingPod(
-        node=node, pod=f"{meta.get('namespace', '')}/{meta.get('name', '')}", since=since
+        node=node,
+        pod=f"{meta.get('namespace', '')}/{meta.get('name', '')}",
+        since=since,
+        registries=tuple(sorted(registries)),
     )
 
 
@@ -390,6 +403,8 @@ def failure_kind(reason: str, message: str) -> str:
     text = message.lower()
     if reason == DEADLINE_REASON:
         return "deadline"
+    if reason == REFUSED_REASON:
+        return REFUSED_KIND
     if reason == "InvalidImageName":
         return "invalid-name"
     if reason == "ErrImageNeverPull":

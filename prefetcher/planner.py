@@ -2,15 +2,20 @@
 
     plan(snapshot, config) -> Plan
 
-1. Wanted: every CachedImage not released (`scoring.is_wanted`); objects naming the same
+0. Demand: where each image is needed now and soon, from `Snapshot.demand` (workload
+   templates, the pods running and waiting, rollouts; `planning.demand`).
+1. Wanted: every CachedImage not released (`scoring.is_wanted`; a live template keeps a
+   learned image, a rollout releases the image it dropped); objects naming the same
    image are merged (declared wins, highest score).
-2. Target: for each node, the wanted images whose placement fits (`eligibility`), taken
+2. Target: for each node, the wanted images whose placement fits (`eligibility`; with
+   `placement: demand`, and on a predicted node), taken
    in rank order while they fit the node's disk budget (`budget`). Only nodes without a
    node problem (not Ready, cordoned, DiskPressure, not Linux) get pulls.
 3. Present: keepers' running containers + puller containers that ran (`observe`).
-4. Pulls: target - present - pulling - in backoff, ordered urgent first (a node that
-   joined or turned Ready within `urgent_window`; an image first seen that recently and
-   in use), then by score, then node and image. A puller takes up to `pull_batch_size`
+4. Pulls: target - present - pulling - in backoff, ordered urgent first (a workload's
+   need: a rollout, a CronJob's next run, pods waiting for capacity; then a node that
+   joined or turned Ready within `urgent_window`, an image first seen that recently and
+   in use), then by demand tier, then by score, then node and image. A puller takes up to `pull_batch_size`
    first-try images of one registry (a retry goes alone); each start must fit every cap
    (per node, per registry, per image, cluster-wide), counting pullers already running.
    In quiet hours only urgent pulls start; on a node where a workload pod is starting
@@ -41,6 +46,7 @@ from imagesync.config import Config
 from prefetcher import observe
 from prefetcher.model import Plan, Snapshot
 from prefetcher.planning.cells import fill_cells
+from prefetcher.planning.demand import demand_index
 from prefetcher.planning.images import merge_images
 from prefetcher.planning.keepers import KEEPER_BATCH_WAIT, plan_keepers
 from prefetcher.planning.pullers import STUCK_GRACE, read_pullers
@@ -66,7 +72,8 @@ __all__ = [
 def plan(snapshot: Snapshot, config: Config) -> Plan:
     """Decide the pulls, keepers, deletions, taint removals and status writes for `snapshot`."""
     nodes = sorted({n.name: n for n in snapshot.nodes}.values(), key=lambda n: n.name)
-    images = merge_images(snapshot, config)
+    demand = demand_index(snapshot.demand, nodes, config, snapshot.now)
+    images = merge_images(snapshot, config, demand)
     wanted = [i for i in images if i.wanted]
     pods = sorted(snapshot.pods, key=lambda p: (p.node, p.role, p.name, p.uid))
     state = PlanState(
@@ -74,10 +81,13 @@ def plan(snapshot: Snapshot, config: Config) -> Plan:
         config,
         nodes=nodes,
         images=images,
-        targets=plan_targets(nodes, wanted, config, snapshot.now),
+        targets=plan_targets(nodes, wanted, config, snapshot.now, demand),
         pods=pods,
         present=observe.present_images(pods),
+        demand=demand,
     )
+    for moment in demand.release_at:
+        state.wake(moment)
     run_stages(state)
     return result(state)
 

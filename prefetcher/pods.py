@@ -98,8 +98,21 @@ def node_label_value(node: str) -> str:
 
 
 def pull_deadline(size: int, config: Config) -> int:
-    """activeDeadlineSeconds: a base plus the time `size` bytes take at the slowest bandwidth."""
+    """Seconds one image of `size` bytes may take once its pull can start: a base plus the
+    time its bytes take at the slowest expected bandwidth. The planner holds each image of a
+    puller to this, counted from when that image could start."""
     return int(config.pull_deadline_base + size / config.pull_deadline_min_bandwidth)
+
+
+# activeDeadlineSeconds is a backstop for when no prefetcher watches (the kubelet's clock
+# runs from pod start and counts queueing behind other pulls): this many times the images'
+# own deadlines, so under contention the planner's per-image clock decides, not the kubelet.
+BACKSTOP_FACTOR = 4
+
+
+def puller_backstop(sizes: Sequence[int], config: Config) -> int:
+    """activeDeadlineSeconds of a puller pulling images of `sizes` one after another."""
+    return BACKSTOP_FACTOR * sum(pull_deadline(size, config) for size in sizes)
 
 
 def _security() -> dict[str, Any]:

@@ -1,26 +1,20 @@
-"""The prefetch report: a JSON-able dict built from a Plan, and an HTML page built from that dict.
+"""The prefetch report: a JSON-able dict built from a Plan, the one source of `/report` and `/`.
 
-`GET /report` serves `build_report(...)`, `GET /` serves `render_html(build_report(...))`.
 The JSON keeps camelCase keys like the Kubernetes API; its shape is documented in
-docs/prefetcher.md ("The report"). The page is self-contained (inline CSS, no scripts,
-no external assets) and every value is escaped.
+docs/prefetcher.md ("The report"). Failures are also grouped: one image failing on a thousand
+nodes for one reason is one group with the node list, which is what a person acts on.
+`prefetcher.report_query` filters it, `prefetcher.report_page` renders it as HTML.
 """
 
 from __future__ import annotations
 
-import html
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from imagesync.cachedimage import format_time
-from prefetcher.budget import format_bytes
 from prefetcher.model import CellState, Plan
-
-GRID_MAX_NODES = 300
-GRID_MAX_IMAGES = 80
-_STATE_ORDER = {"failed": 0, "pulling": 1, "missing": 2, "present": 3, "ineligible": 4}
 
 
 @dataclass(frozen=True)
@@ -34,8 +28,15 @@ class SweepInfo:
     errors: tuple[str, ...] = ()
 
 
-def _cell(cell: CellState) -> dict[str, Any]:
-    out: dict[str, Any] = {"state": cell.state}
+def _cell(cell: CellState, shared: dict[tuple[Any, ...], dict[str, Any]]) -> dict[str, Any]:
+    """The JSON of a cell. Equal cells share one dict (most of a large fleet's pairs are a
+    plain `present`), which makes building the report several times cheaper; the report is
+    read-only."""
+    key = cell[2:]
+    out = shared.get(key)
+    if out is not None:
+        return out
+    out = {"state": cell.state}
     if cell.reason:
         out["reason"] = cell.reason
     if cell.message:
@@ -46,6 +47,7 @@ def _cell(cell: CellState) -> dict[str, Any]:
         out["attempts"] = cell.attempts
     if cell.retry_at is not None:
         out["retryAt"] = format_time(cell.retry_at)
+    shared[key] = out
     return out
 
 
@@ -55,8 +57,9 @@ def build_report(plan: Plan, sweep: SweepInfo | None = None) -> dict[str, Any]:
     per_node: dict[str, dict[str, Any]] = {n.name: {} for n in plan.nodes}
     per_image: dict[str, dict[str, Any]] = {i.image: {} for i in plan.images if i.wanted}
     failures = []
+    shared: dict[tuple[Any, ...], dict[str, Any]] = {}
     for cell in plan.cells:
-        entry = _cell(cell)
+        entry = _cell(cell, shared)
         per_node.setdefault(cell.node, {})[cell.image] = entry
         per_image.setdefault(cell.image, {})[cell.node] = entry
         if cell.state == "failed":
@@ -80,6 +83,7 @@ def build_report(plan: Plan, sweep: SweepInfo | None = None) -> dict[str, Any]:
         },
         "lastSweep": _sweep(plan, sweep),
         "failures": failures,
+        "failureGroups": group_failures(failures),
         "nodes": [
             {
                 "name": n.name,
@@ -158,211 +162,31 @@ def _sweep(plan: Plan, sweep: SweepInfo | None) -> dict[str, Any]:
     return out
 
 
-# --------------------------------------------------------------------------------------
-# HTML
-# --------------------------------------------------------------------------------------
+def group_failures(failures: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Failed pairs grouped by (image, kind, reason), the largest group first.
 
-_CSS = """
-body{font:14px/1.4 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#1d2430;background:#f6f7f9}
-h1{font-size:22px;margin:0 0 4px}h2{font-size:16px;margin:28px 0 8px}
-.muted{color:#667085}.card{background:#fff;border:1px solid #e4e7ec;border-radius:8px;padding:16px;margin:12px 0}
-.bar{height:22px;background:#e4e7ec;border-radius:11px;overflow:hidden;display:flex}
-.bar span{display:block;height:100%}
-.stats{display:flex;flex-wrap:wrap;gap:18px;margin-top:10px}.stats b{font-size:18px;display:block}
-table{border-collapse:collapse;background:#fff;width:100%}
-th,td{border-bottom:1px solid #eef0f3;padding:5px 8px;text-align:left;vertical-align:top}
-th{background:#f9fafb;font-weight:600}
-.grid td,.grid th{padding:0;border:1px solid #fff;text-align:center}
-.grid th.n{text-align:left;padding:0 6px;white-space:nowrap;font-weight:400}
-.grid th.i{height:140px;white-space:nowrap;vertical-align:bottom;font-weight:400}
-.grid th.i div{transform:rotate(-60deg);transform-origin:left bottom;width:18px;position:relative;left:10px}
-.grid td{width:16px;height:16px}
-.present{background:#12b76a}.pulling{background:#2e90fa}.missing{background:#fdb022}
-.failed{background:#f04438}.ineligible{background:#eaecf0}
-.legend span{display:inline-block;width:12px;height:12px;border-radius:2px;margin:0 4px 0 12px;vertical-align:middle}
-code{font-size:12px}.reason{color:#b42318;font-weight:600}
-"""
-
-
-def _e(value: Any) -> str:
-    return html.escape(str(value), quote=True)
-
-
-def _pct(part: float, whole: float) -> str:
-    return f"{100.0 * part / whole:.1f}%" if whole else "0%"
-
-
-def _coverage_bar(summary: Mapping[str, Any]) -> str:
-    wanted = summary.get("wantedPairs", 0) or 0
-    parts = []
-    for key, css in (
-        ("presentPairs", "present"),
-        ("pullingPairs", "pulling"),
-        ("missingPairs", "missing"),
-        ("failedPairs", "failed"),
-    ):
-        value = summary.get(key, 0) or 0
-        if value:
-            parts.append(
-                f'<span class="{css}" style="width:{_pct(value, wanted)}" '
-                f'title="{_e(css)}: {_e(value)}"></span>'
-            )
-    return f'<div class="bar">{"".join(parts)}</div>'
-
-
-def _failures(report: Mapping[str, Any]) -> str:
-    failures: Sequence[Mapping[str, Any]] = report.get("failures") or []
-    if not failures:
-        return '<p class="muted">No failed pulls.</p>'
-    rows = "".join(
-        "<tr>"
-        f"<td><code>{_e(f.get('image', ''))}</code></td><td>{_e(f.get('node', ''))}</td>"
-        f'<td class="reason">{_e(f.get("reason", ""))}</td><td>{_e(f.get("kind", ""))}</td>'
-        f"<td>{_e(f.get('message', ''))}</td><td>{_e(f.get('attempts', ''))}</td>"
-        f"<td>{_e(f.get('retryAt', ''))}</td></tr>"
-        for f in failures
-    )
-    return (
-        "<table><tr><th>Image</th><th>Node</th><th>Reason</th><th>Kind</th><th>Message</th>"
-        f"<th>Attempts</th><th>Next try</th></tr>{rows}</table>"
-    )
-
-
-def _grid(report: Mapping[str, Any]) -> str:
-    images = [i for i in report.get("images") or [] if i.get("wanted")]
-    nodes = list(report.get("nodes") or [])
-    if not images or not nodes:
-        return '<p class="muted">No wanted images or no nodes yet.</p>'
-
-    def worst(node: Mapping[str, Any]) -> tuple[int, str]:
-        states = [c.get("state", "") for c in (node.get("images") or {}).values()]
-        return (min((_STATE_ORDER.get(s, 9) for s in states), default=9), node.get("name", ""))
-
-    nodes.sort(key=worst)
-    shown_nodes, shown_images = nodes[:GRID_MAX_NODES], images[:GRID_MAX_IMAGES]
-    head = "".join(
-        f'<th class="i" title="{_e(i["image"])}"><div>{_e(_short(i["image"]))}</div></th>'
-        for i in shown_images
-    )
-    rows = []
-    for node in shown_nodes:
-        cells = node.get("images") or {}
-        tds = []
-        for image in shown_images:
-            cell = cells.get(image["image"], {"state": "ineligible"})
-            state = str(cell.get("state", "ineligible"))
-            detail = " — ".join(str(cell[k]) for k in ("reason", "message") if cell.get(k))
-            title = f"{node['name']} · {image['image']}: {state}" + (
-                f" ({detail})" if detail else ""
-            )
-            tds.append(f'<td class="{_e(state)}" title="{_e(title)}"></td>')
-        label = node["name"] + ("" if node.get("eligible", True) else f" ({node.get('why', '')})")
-        rows.append(f'<tr><th class="n">{_e(label)}</th>{"".join(tds)}</tr>')
-    note = ""
-    if len(nodes) > len(shown_nodes) or len(images) > len(shown_images):
-        note = (
-            f'<p class="muted">Showing {len(shown_nodes)} of {len(nodes)} nodes and '
-            f"{len(shown_images)} of {len(images)} images; the JSON report has all.</p>"
-        )
-    return f'<table class="grid"><tr><th></th>{head}</tr>{"".join(rows)}</table>{note}'
-
-
-def _short(image: str) -> str:
-    return image.rsplit("/", 1)[-1][:40]
-
-
-def _images_table(report: Mapping[str, Any]) -> str:
-    rows = []
-    for image in report.get("images") or []:
-        wanted = image.get("nodesWanted", 0)
-        present = image.get("nodesPresent", 0)
-        status = "released" if not image.get("wanted") else f"{present}/{wanted}"
-        rows.append(
-            f"<tr><td><code>{_e(image.get('image', ''))}</code></td>"
-            f"<td>{_e(image.get('source', ''))}</td><td>{_e(image.get('score', ''))}</td>"
-            f"<td>{_e(status)}</td><td>{_e(image.get('nodesPulling', 0))}</td>"
-            f'<td class="reason">{_e(image.get("lastError", ""))}</td></tr>'
-        )
-    return (
-        "<table><tr><th>Image</th><th>Source</th><th>Score</th><th>Present / wanted nodes</th>"
-        f"<th>Pulling</th><th>Last error</th></tr>{''.join(rows)}</table>"
-    )
-
-
-def _budget_table(report: Mapping[str, Any]) -> str:
-    left_out = report.get("budgetLeftOut") or []
-    if not left_out:
-        return '<p class="muted">Every eligible image fits its node\'s disk budget.</p>'
-    rows = "".join(
-        f"<tr><td>{_e(b.get('node', ''))}</td><td><code>{_e(b.get('image', ''))}</code></td>"
-        f"<td>{_e(format_bytes(float(b.get('sizeBytes') or 0)))}</td>"
-        f"<td>{_e(b.get('why', ''))}</td></tr>"
-        for b in left_out[:500]
-    )
-    return f"<table><tr><th>Node</th><th>Image</th><th>Size</th><th>Why</th></tr>{rows}</table>"
-
-
-def _sweep_html(report: Mapping[str, Any]) -> str:
-    sweep = report.get("lastSweep") or {}
-    planned = sweep.get("planned") or {}
-    done = sweep.get("done") or {}
-    seconds = sweep.get("seconds")
-    took = f" in {seconds:.2f} s" if isinstance(seconds, int | float) else ""
-    trigger = f" ({sweep['trigger']})" if sweep.get("trigger") else ""
-    planned_text = ", ".join(f"{k} {v}" for k, v in planned.items())
-    done_text = ", ".join(f"{k} {v}" for k, v in done.items())
-    errors = "".join(f'<li class="reason">{_e(e)}</li>' for e in sweep.get("errors") or [])
-    return (
-        f"<p>Last sweep at {_e(sweep.get('at', ''))}{_e(took)}{_e(trigger)}.<br>"
-        f"Planned: {_e(planned_text)}"
-        + (f"<br>Done: {_e(done_text)}" if done_text else "")
-        + "</p>"
-        + (f"<ul>{errors}</ul>" if errors else "")
-    )
-
-
-def render_html(report: Mapping[str, Any]) -> str:
-    """The report as one self-contained HTML page."""
-    summary = report.get("summary") or {}
-    coverage = float(summary.get("coverage", 1.0))
-    stats = "".join(
-        f"<div><b>{_e(summary.get(key, 0))}</b><span class=muted>{_e(label)}</span></div>"
-        for key, label in (
-            ("nodes", "nodes"),
-            ("images", "wanted images"),
-            ("presentPairs", "present"),
-            ("pullingPairs", "pulling"),
-            ("missingPairs", "missing"),
-            ("failedPairs", "failed"),
-            ("ineligiblePairs", "ineligible"),
-            ("budgetLeftOut", "left out by budget"),
-        )
-    )
-    quiet = (
-        '<p class="muted">Quiet hours: only urgent pulls start.</p>'
-        if summary.get("quietHours")
-        else ""
-    )
-    legend = "".join(
-        f'<span class="{s}"></span>{s}'
-        for s in ("present", "pulling", "missing", "failed", "ineligible")
-    )
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width,initial-scale=1">
-<meta http-equiv="refresh" content="30">
-<title>image-sync: {_e(f"{coverage:.1%}")} coverage</title>
-<style>{_CSS}</style></head><body>
-<h1>image-sync prefetch report</h1>
-<p class="muted">Generated {_e(report.get("generatedAt", ""))}</p>
-<div class="card"><div style="display:flex;justify-content:space-between">
-<b>Coverage {_e(f"{coverage:.1%}")}</b>
-<span class="muted">{_e(summary.get("presentPairs", 0))} of {_e(summary.get("wantedPairs", 0))} node &times; image pairs present</span>
-</div>{_coverage_bar(summary)}<div class="stats">{stats}</div>{quiet}
-{_sweep_html(report)}</div>
-<h2>Failures</h2>{_failures(report)}
-<h2>Nodes &times; images</h2><p class="legend">{legend}</p>{_grid(report)}
-<h2>Images</h2>{_images_table(report)}
-<h2>Left out by the disk budget</h2>{_budget_table(report)}
-</body></html>
-"""
+    Each group holds the count and names of its nodes, the message of its first node, the
+    most attempts any node made and the earliest next try.
+    """
+    groups: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for failure in failures:
+        key = (failure["image"], failure.get("kind", ""), failure.get("reason", ""))
+        group = groups.get(key)
+        if group is None:
+            group = groups[key] = {
+                "image": key[0],
+                "kind": key[1],
+                "reason": key[2],
+                "message": failure.get("message", ""),
+                "nodeCount": 0,
+                "nodes": [],
+                "attempts": 0,
+                "retryAt": None,
+            }
+        group["nodeCount"] += 1
+        group["nodes"].append(failure["node"])
+        group["attempts"] = max(group["attempts"], failure.get("attempts", 0))
+        retry_at = failure.get("retryAt")
+        if retry_at and (group["retryAt"] is None or retry_at < group["retryAt"]):
+            group["retryAt"] = retry_at  # RFC 3339 UTC strings sort in time order
+    return sorted(groups.values(), key=lambda g: (-g["nodeCount"], g["image"], g["kind"]))

@@ -3,8 +3,9 @@
 score = sum over days d of uses(d) * 0.5 ** (age(d) / half_life), with the age counted in
 whole days from the start of today (UTC). Scores therefore change once a day, not on every
 sweep, so a converged cluster does not rewrite CachedImage status each time it looks.
-Learned images unused for `image_retention` are released (no longer wanted); declared
-images stay wanted until their CachedImage is deleted.
+Learned images unused for `image_retention` are released (no longer wanted), and so are
+Observed and Catalog images no node (registry) has listed for that long; declared images
+stay wanted until their CachedImage is deleted.
 """
 
 from __future__ import annotations
@@ -76,6 +77,7 @@ def used_within(used: datetime | None, now: datetime, retention: float) -> bool:
     return used is None or (now - used).total_seconds() <= retention
 
 
-def rank_key(image: str, declared: bool, image_score: float) -> tuple[int, float, str]:
-    """Sort key, best first: declared images, then higher score, then the reference."""
-    return (0 if declared else 1, -image_score, image)
+def rank_key(image: str, source_rank: int, image_score: float) -> tuple[int, float, str]:
+    """Sort key, best first: the best source (`sourceOrder`: declared, learned, observed,
+    catalog by default), then higher score, then the reference."""
+    return (source_rank, -image_score, image)

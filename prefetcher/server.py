@@ -1,20 +1,24 @@
 """The prefetcher's HTTP face: the report (JSON and HTML), Prometheus metrics and a health check.
 
-A plain WSGI app on a threaded stdlib server: four read-only GET endpoints need no framework,
-and a scrape or a browser never waits behind another request.
+A plain WSGI app (four read-only GET endpoints need no framework) served by waitress, a
+production WSGI server that runs in this process beside the controller: a bounded pool of
+worker threads, a cap on open connections, and idle connections closed after a timeout, so a
+slow or hostile client cannot pile up threads or memory. Metrics may get a listener of their
+own (`--metrics-bind`), so the report can stay on an internal interface while Prometheus
+scrapes another.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Callable, Iterable
-from socketserver import ThreadingMixIn
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
+import waitress.server
 from prometheus_client import CollectorRegistry, make_wsgi_app
+
+from prefetcher.report_query import ReportQuery, parse_query
 
 log = logging.getLogger(__name__)
 
@@ -24,13 +28,18 @@ WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 def create_app(
     *,
-    report: Callable[[], dict[str, Any]],
-    render_html: Callable[[dict[str, Any]], str],
+    report_json: Callable[[ReportQuery], bytes],
+    report_html: Callable[[ReportQuery], str],
     healthy: Callable[[], tuple[bool, str]],
-    registry: CollectorRegistry,
+    registry: CollectorRegistry | None,
 ) -> WsgiApp:
-    """GET /report (JSON), / (HTML), /metrics (Prometheus), /healthz."""
-    metrics_app = make_wsgi_app(registry)
+    """GET /report (JSON), / (HTML), /metrics (Prometheus, unless `registry` is None: served
+    elsewhere), /healthz.
+
+    The report endpoints take the filters of `prefetcher.report_query` from the query string;
+    a malformed one is answered with 400 and what is wrong.
+    """
+    metrics_app = make_wsgi_app(registry) if registry is not None else None
 
     def respond(start: StartResponse, status: str, body: bytes, content_type: str) -> list[bytes]:
         start(
@@ -49,17 +58,20 @@ def create_app(
         if method not in ("GET", "HEAD"):
             return respond(start, "405 Method Not Allowed", b"GET only\n", "text/plain")
         try:
-            if path == "/metrics":
+            if path == "/metrics" and metrics_app is not None:
                 return metrics_app(environ, start)  # type: ignore[no-any-return]
             if path == "/healthz":
                 ok, why = healthy()
                 status = "200 OK" if ok else "503 Service Unavailable"
                 return respond(start, status, (why or "ok").encode() + b"\n", "text/plain")
-            if path == "/report":
-                body = json.dumps(report(), indent=1, sort_keys=False, default=str).encode()
-                return respond(start, "200 OK", body, "application/json")
-            if path in ("/", "/index.html"):
-                html = render_html(report()).encode()
+            if path in ("/report", "/", "/index.html"):
+                try:
+                    query = parse_query(environ.get("QUERY_STRING") or "")
+                except ValueError as exc:
+                    return respond(start, "400 Bad Request", f"{exc}\n".encode(), "text/plain")
+                if path == "/report":
+                    return respond(start, "200 OK", report_json(query), "application/json")
+                html = report_html(query).encode()
                 return respond(start, "200 OK", html, "text/html; charset=utf-8")
         except Exception:
             log.exception("serving %s failed", path)
@@ -69,36 +81,60 @@ def create_app(
     return app
 
 
-class _ThreadingServer(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-    allow_reuse_address = True
+def metrics_only_app(registry: CollectorRegistry) -> WsgiApp:
+    """GET /metrics alone, for a listener of its own."""
+    metrics_app = make_wsgi_app(registry)
+
+    def app(environ: dict[str, Any], start: StartResponse) -> Iterable[bytes]:
+        if (environ.get("PATH_INFO") or "/") == "/metrics":
+            return metrics_app(environ, start)  # type: ignore[no-any-return]
+        start("404 Not Found", [("Content-Type", "text/plain")])
+        return [b"not found: this listener serves /metrics only\n"]
+
+    return app
 
 
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s - %s", self.address_string(), format % args)
+# Worker threads, open connections and idle seconds per connection: a browser, a scrape and
+# a probe at once need a few threads; nothing here needs long-lived connections.
+THREADS = 4
+CONNECTION_LIMIT = 64
+CHANNEL_TIMEOUT = 30
 
 
 class ReportServer:
     """The app on a background thread; `port` is the bound one (useful with port 0)."""
 
-    def __init__(self, app: WsgiApp, host: str, port: int) -> None:
-        self._server = make_server(
-            host, port, app, server_class=_ThreadingServer, handler_class=_QuietHandler
+    def __init__(
+        self,
+        app: WsgiApp,
+        host: str,
+        port: int,
+        name: str = "report",
+        channel_timeout: int = CHANNEL_TIMEOUT,
+    ) -> None:
+        self._server = waitress.server.create_server(
+            app,
+            host=host,
+            port=port,
+            threads=THREADS,
+            connection_limit=CONNECTION_LIMIT,
+            channel_timeout=channel_timeout,
+            cleanup_interval=max(1, channel_timeout // 3),
+            ident="image-sync",
+            clear_untrusted_proxy_headers=True,
         )
+        self.name = name
         self.host = host
-        self.port = int(self._server.server_address[1])
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="report-server", daemon=True
-        )
+        self.port = int(self._server.effective_port)
+        self._thread = threading.Thread(target=self._server.run, name=f"{name}-server", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
-        log.info("serving the report on http://%s:%d/", self.host, self.port)
+        log.info("serving the %s on http://%s:%d/", self.name, self.host, self.port)
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._server.close()
+        self._thread.join(timeout=5)
 
 
 def parse_bind(text: str) -> tuple[str, int]:

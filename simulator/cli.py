@@ -1,6 +1,7 @@
 """Command line of `image-sync sim`: arguments only; the work is imported when it runs.
 
 image-sync sim [--scenario FILE|NAME] [--bind HOST:PORT] [--kubeconfig-out FILE] [--speed X]
+               [--serve-registries]
 image-sync sim --attach KUBECONFIG [--scenario ...] [--no-scheduler]
 image-sync sim node add|remove|cordon|uncordon|notready|ready ... --kubeconfig FILE
 """
@@ -8,12 +9,15 @@ image-sync sim node add|remove|cordon|uncordon|notready|ready ... --kubeconfig F
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 import threading
 from typing import Any
 
 from imagesync.config import Config
+
+log = logging.getLogger(__name__)
 
 NODE_ACTIONS = ("add", "remove", "cordon", "uncordon", "notready", "ready")
 
@@ -55,6 +59,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--no-nodes", action="store_true", help="with --attach: do not create the scenario's nodes"
+    )
+    parser.add_argument(
+        "--serve-registries",
+        action="store_true",
+        help="also serve each registry's OCI distribution API (/v2/...) on a loopback port, "
+        "for a `sources` rule's endpoint",
     )
     parser.add_argument(
         "node",
@@ -167,7 +177,14 @@ def _attach(args: argparse.Namespace) -> int:
         f"image-sync sim: kubelets attached to the API server of {args.attach} (speed x{clock.speed:g})",
         flush=True,
     )
+    log.info(
+        "simulated kubelets of scenario %s attached to %s",
+        scenario.name,
+        args.attach,
+        extra={"scenario": scenario.name, "kubeconfig": args.attach, "speed": clock.speed},
+    )
     _wait_for_signal()
+    log.info("stopping the simulated kubelets")
     for part in (player, scheduler, kubelets):
         if part is not None:
             part.stop()
@@ -209,6 +226,9 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         if not args.no_workload:
             cluster.run_workload()
+        registries = cluster.serve_registries() if args.serve_registries else {}
+        for registry_host, url in sorted(registries.items()):
+            print(f"image-sync sim: registry {registry_host} serves its API at {url}", flush=True)
         scenario = cluster.scenario
         nodes = len(scenario.initial_nodes())
         print(
@@ -220,7 +240,20 @@ def _serve(args: argparse.Namespace) -> int:
             "  stop with Ctrl-C",
             flush=True,
         )
+        log.info(
+            "simulated cluster %s (%d nodes) serving on %s",
+            scenario.name,
+            nodes,
+            cluster.url,
+            extra={
+                "scenario": scenario.name,
+                "nodes": nodes,
+                "url": cluster.url,
+                "speed": cluster.clock.speed,
+            },
+        )
         _wait_for_signal()
+        log.info("stopping the simulated cluster")
     finally:
         cluster.stop()
     return 0

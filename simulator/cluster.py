@@ -31,6 +31,7 @@ from simulator.kubelet import KubeletSet
 from simulator.nodes import NodeConfig
 from simulator.rawapi import call
 from simulator.registry import RegistrySet
+from simulator.registryserver import RegistryServers
 from simulator.scenario import Scenario, load_scenario
 from simulator.scheduler import Scheduler
 from simulator.testing import kube_client
@@ -78,6 +79,7 @@ class SimCluster:
         self._informers: Informers | None = None
         self._next_index: dict[str, int] = {}
         self._lock = threading.Lock()
+        self._registry_servers: RegistryServers | None = None
 
     # -- lifecycle -------------------------------------------------------------------
     def __enter__(self) -> SimCluster:
@@ -139,7 +141,18 @@ class SimCluster:
         if wait_ready:
             self.wait_nodes_ready(timeout=timeout)
 
+    def serve_registries(self) -> dict[str, str]:
+        """Serve the registries' distribution API (`/v2/...`) over HTTP on loopback, one port
+        each, until the cluster stops; registry host → base URL."""
+        if self._registry_servers is None:
+            self._registry_servers = RegistryServers(self.registries, self.clock.now, self.host)
+            self._registry_servers.start()
+        return dict(self._registry_servers.urls)
+
     def stop(self) -> None:
+        if self._registry_servers is not None:
+            self._registry_servers.stop()
+            self._registry_servers = None
         for part in (self.player, self.scheduler, self.kubelets):
             if part is not None:
                 part.stop()

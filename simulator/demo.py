@@ -33,16 +33,19 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import yaml
 
-from bench.metrics import (
+from simulator.clock import parse_time
+from simulator.outcomes import (
     HIT_WAIT_SECONDS,
     Interval,
     PodOutcome,
+    SchedulingLag,
     fmt_bytes,
     fmt_seconds,
     fmt_share,
     hit_rate,
     peak_concurrency,
     percentile,
+    scheduling_lag,
     time_to_warm,
 )
 
@@ -387,6 +390,8 @@ class PodRecord:
     bound_at: float | None = None
     phase: str = "Pending"
     image_wait: float | None = None
+    created_at: float | None = None  # the API server's creationTimestamp (simulated clock)
+    unschedulable: bool = False  # the scheduler once found no room: its wait is legitimate
 
 
 @dataclass
@@ -413,6 +418,7 @@ class RunResult:
     transfers: list[Transfer]
     disk_used: int
     joined: list[JoinedNode]
+    lag: SchedulingLag | None = None
 
     @property
     def started(self) -> int:
@@ -455,6 +461,9 @@ class RunResult:
             "scenario": self.scenario,
             "policy": self.policy,
             "pods_created": self.created,
+            "sched_lag_p50": self.lag.p50 if self.lag else None,
+            "sched_lag_p95": self.lag.p95 if self.lag else None,
+            "sched_lag_bound": self.lag.bound if self.lag else None,
             "pods_bound": len(self.pods),
             "pods_started": self.started,
             "hit_rate": hit_rate(self.pods),
@@ -724,6 +733,11 @@ class Run:
                                 for c in (spec.get("initContainers") or [])
                                 + (spec.get("containers") or [])
                             ]
+                        if record.created_at is None and meta.get("creationTimestamp"):
+                            record.created_at = (
+                                parse_time(str(meta["creationTimestamp"])) - self.workload_start
+                            )
+                        record.unschedulable = record.unschedulable or _unschedulable(pod)
                         node = spec.get("nodeName")
                         if node and record.bound_at is None:
                             record.node = str(node)
@@ -758,6 +772,14 @@ class Run:
                     started=started,
                 )
             )
+        lag = scheduling_lag(
+            [
+                max(0.0, r.bound_at - r.created_at)
+                for r in records
+                if r.bound_at is not None and r.created_at is not None and not r.unschedulable
+            ],
+            pace=cluster.tick * self.options.speed,
+        )
         metered: Any = cluster.registries
         transfers = [
             Transfer(host, s - start, (e if e is not None else cluster.clock.now()) - start, size)
@@ -808,7 +830,15 @@ class Run:
             transfers=transfers,
             disk_used=disk,
             joined=joined,
+            lag=lag,
         )
+
+
+def _unschedulable(pod: Mapping[str, Any]) -> bool:
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return any(
+        c.get("type") == "PodScheduled" and c.get("reason") == "Unschedulable" for c in conditions
+    )
 
 
 def _normalize(image: str) -> str:
@@ -876,6 +906,9 @@ def format_summary(without: RunResult, with_: RunResult, speed: float) -> str:
         f"  {'':<{width}}  {'without image-sync':<{col}}  with image-sync",
     ]
     lines += [f"  {name:<{width}}  {left:<{col}}  {right}" for name, left, right in rows]
+    for result in (without, with_):
+        if result.lag is not None and result.lag.behind:
+            lines += ["", "  WARNING " + result.lag.warning(result.policy)]
     return "\n".join(lines)
 
 

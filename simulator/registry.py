@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from imagesync.config import parse_size
+from imagesync.config import parse_duration, parse_size
 from imagesync.reference import ImageReference, InvalidReference, parse_reference
 
 _BANDWIDTH_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?)(b|bps|B|Bps)?(?:/s)?\s*$", re.I)
@@ -74,6 +74,7 @@ class CatalogImage:
     tag: str
     digest: str
     platforms: tuple[Platform, ...]
+    created: float | None = None  # epoch seconds it was built (served in its config)
 
     @property
     def reference(self) -> str:
@@ -93,6 +94,7 @@ def catalog_image(
     disk: Any,
     archs: Iterable[str] = ("amd64",),
     digest: str | None = None,
+    created: float | None = None,
 ) -> CatalogImage:
     """A catalogue entry from a reference and sizes (`9.5GB`); same sizes for every arch."""
     ref = parse_reference(reference)
@@ -112,6 +114,7 @@ def catalog_image(
         tag=tag,
         digest=digest or fake_digest(repository, tag),
         platforms=platforms,
+        created=created,
     )
 
 
@@ -156,6 +159,11 @@ class Registry:
     unauthorized: tuple[str, ...] = ()
     pull_secrets: tuple[str, ...] = ()
     latency: float = 0.3
+    # Its HTTP API (simulator.registryserver): "user:password" it asks for (every request, or
+    # only `unauthorized` repositories when some are named), how, and requests per minute.
+    credentials: str = ""
+    auth: str = "bearer"
+    rate_limit: int = 0
 
     def add(self, image: CatalogImage) -> None:
         self.images[image.reference] = image
@@ -301,6 +309,15 @@ class RegistrySet:
         return registry.bandwidth / max(1, self._active.get(host, 0))
 
 
+def _credentials(value: Any) -> str:
+    """`{username, password}` as "user:password"; "" for none."""
+    if not value:
+        return ""
+    if not isinstance(value, Mapping) or not value.get("username"):
+        raise ValueError(f"registry credentials must be {{username, password}}, got {value!r}")
+    return f"{value['username']}:{value.get('password', '')}"
+
+
 def registries_from_spec(specs: Iterable[Mapping[str, Any]], *, epoch: float = 0.0) -> RegistrySet:
     """Build registries from scenario entries (see docs/simulator.md for the format)."""
     result = RegistrySet(epoch=epoch)
@@ -312,7 +329,14 @@ def registries_from_spec(specs: Iterable[Mapping[str, Any]], *, epoch: float = 0
             unauthorized=tuple(str(p) for p in spec.get("unauthorized", ()) or ()),
             pull_secrets=tuple(str(p) for p in spec.get("pullSecrets", ()) or ()),
             latency=float(spec.get("latency", 0.3)),
+            credentials=_credentials(spec.get("credentials")),
+            auth=str(spec.get("auth", "bearer")),
+            rate_limit=int(spec.get("rateLimit", 0)),
         )
+        if registry.auth not in ("bearer", "basic"):
+            raise ValueError(
+                f"registry {host}: auth must be bearer or basic, got {registry.auth!r}"
+            )
         for outage in spec.get("outages", ()) or ():
             start = float(outage["start"])
             registry.outages.append((start, start + float(outage["duration"])))
@@ -327,6 +351,7 @@ def registries_from_spec(specs: Iterable[Mapping[str, Any]], *, epoch: float = 0
                     disk=image.get("disk", image["compressed"]),
                     archs=tuple(image.get("archs", ("amd64",))),
                     digest=image.get("digest"),
+                    created=epoch - parse_duration(image["age"]) if "age" in image else None,
                 )
             )
         result.add(registry)

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from bench.metrics import (
+from simulator.outcomes import (
     Interval,
     PodOutcome,
     cumulative_hit_rate,
@@ -107,3 +107,28 @@ def test_spread_of_repeated_runs() -> None:
     assert spread([1.0, 3.0]) == (2.0, 1.0, 3.0)
     assert spread([math.nan, 2.0]) == (2.0, 2.0, 2.0)
     assert all(math.isnan(v) for v in spread([]))
+
+
+def test_plots_of_a_users_scenario_never_go_to_docs(tmp_path) -> None:
+    from bench.evaluate import HERE, plot_dir
+
+    docs = HERE.parent / "docs" / "img"
+    assert plot_dir(["gpu-day", "mixed"], None, tmp_path) == docs
+    mine = str(tmp_path / "mine.yaml")
+    assert plot_dir([mine], None, tmp_path) == tmp_path / "evaluation-img"
+    assert plot_dir(["gpu-day", mine], str(tmp_path / "out" / "run.json"), tmp_path) == (
+        tmp_path / "out" / "run-img"
+    )
+
+
+def test_scheduling_lag_flags_a_simulator_that_fell_behind() -> None:
+    from simulator.outcomes import LAG_FLOOR_SECONDS, scheduling_lag
+
+    steady = scheduling_lag([1.0, 2.0, 3.0, 12.0], pace=12.0)  # 120x clock, 0.1 s ticks
+    assert steady.bound == 36.0 and not steady.behind
+    slow = scheduling_lag([1.0, 30.0, 120.0, 150.0], pace=12.0)
+    assert slow.behind
+    assert "fell behind" in slow.warning("gpu-day/image-sync#1")
+    # A slow clock still allows the floor (creation timestamps have one-second resolution).
+    assert scheduling_lag([5.0], pace=0.1).bound == LAG_FLOOR_SECONDS
+    assert not scheduling_lag([], pace=1.0).behind

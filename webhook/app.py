@@ -77,6 +77,7 @@ class Webhook:
                 admission.namespace,
                 admission.name or "(generated name)",
                 exc_info=True,
+                extra={"namespace": admission.namespace, "pod": admission.name},
             )
             return (
                 build_response(admission.uid, warnings=[INTERNAL_ERROR_WARNING]),

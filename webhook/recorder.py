@@ -259,16 +259,28 @@ class Recorder:
                     abort = exc.status == 0 or exc.status >= 500
                     if exc.status in _PERMANENT_STATUSES:
                         log.error(
-                            "learning %s: giving up, the API server refuses it: %s", image, exc
+                            "learning %s: giving up, the API server refuses it: %s",
+                            image,
+                            exc,
+                            extra={"image": image, "reason": _reason(exc)},
                         )
                     else:
-                        log.warning("learning %s failed, retrying on a later flush: %s", image, exc)
+                        log.warning(
+                            "learning %s failed, retrying on a later flush: %s",
+                            image,
+                            exc,
+                            extra={"image": image, "reason": _reason(exc)},
+                        )
                         leftovers.append((image, entry))
                 except Exception as exc:  # never let the flusher die
                     failed += 1
                     error = f"unexpected {type(exc).__name__}: {exc}"
                     self._metrics.flush_errors.labels(reason="internal").inc()
-                    log.exception("learning %s failed unexpectedly; retrying later", image)
+                    log.exception(
+                        "learning %s failed unexpectedly; retrying later",
+                        image,
+                        extra={"image": image, "reason": "internal"},
+                    )
                     leftovers.append((image, entry))
                     abort = True
                 else:

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
+from gunicorn.glogging import Logger as GunicornLogger
 
 from imagesync.config import Config
 
@@ -103,6 +104,18 @@ class CertificateReloader:
                 log.info("loaded the renewed certificate %s", conf.certfile)
             self._context, self._stamps = context, stamps
             return context
+
+
+class RootLogger(GunicornLogger):  # type: ignore[misc]
+    """gunicorn's own messages (booting, workers, errors) through the root handler, so every
+    line of the webhook has one format: text, or JSON with `--log-format json`."""
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        for logger in (self.error_log, self.access_log):
+            for handler in list(logger.handlers):
+                logger.removeHandler(handler)
+            logger.propagate = True
 
 
 def webhook_app(config: Config, options: ServerOptions) -> WsgiApp:
@@ -195,7 +208,7 @@ class WebhookServer(BaseApplication):  # type: ignore[misc]
             "ssl_context": CertificateReloader(),
             "preload_app": False,
             "accesslog": None,
-            "errorlog": "-",
+            "logger_class": RootLogger,
             "loglevel": self.config.log_level,
             "proc_name": "image-sync-webhook",
             # No runtime control socket: nothing uses it, and a read-only root filesystem

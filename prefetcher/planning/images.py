@@ -6,13 +6,21 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from imagesync.cachedimage import profile_key
 from imagesync.config import Config
 from imagesync.reference import InvalidReference, parse_reference
+from imagesync.sources import source_rank, sources_for
 from prefetcher import eligibility, scoring
 from prefetcher.model import NodeInfo, Snapshot, WantedImage
+
+if TYPE_CHECKING:
+    from prefetcher.planning.demand import DemandIndex
+
+# A pull unpacks about this many bytes on disk per compressed byte (NGC pytorch: 20.4 GB
+# from 9.5 GB); used while the registry's compressed size is all that is known.
+DISK_PER_COMPRESSED_BYTE = 2.2
 
 
 @dataclass(frozen=True)
@@ -20,15 +28,18 @@ class ImageFacts:
     """What the CachedImages of one image say, fixed for a UTC day (scores change daily)."""
 
     image: str
-    objects: tuple[WantedImage, ...]  # declared first, then by name
+    objects: tuple[WantedImage, ...]  # best source first, then by name
     scores: tuple[float, ...]  # per object, for the day
+    ranks: tuple[int, ...]  # per object: its source's place in `sourceOrder`
+    last_used: tuple[datetime | None, ...]  # per object; None for a declared one
     declared: bool
     size: int
     registry: str
     invalid: str | None
     placement_key: str
-    last_used: tuple[datetime | None, ...]  # per learned object (declared ones: always wanted)
-    in_use_since: datetime | None  # first creation, when in use (for "new image in use")
+    used: bool  # its objects count uses
+    first_created: datetime | None
+    by_demand: bool  # placed only where its pods are predicted to run
 
 
 @dataclass
@@ -40,12 +51,14 @@ class MergedImage:
     scores: tuple[float, ...]  # per object
     score: float
     declared: bool
+    source_rank: int  # of its best source in `sourceOrder`
     wanted: bool
     size: int
     registry: str
     invalid: str | None
     new_in_use: bool
     placement_key: str  # images with equal keys fit the same nodes
+    by_demand: bool = False  # placed only where its pods are predicted to run
 
     @property
     def primary(self) -> WantedImage:
@@ -53,7 +66,7 @@ class MergedImage:
 
     @property
     def rank(self) -> tuple[int, float, str]:
-        return scoring.rank_key(self.image, self.declared, self.score)
+        return scoring.rank_key(self.image, self.source_rank, self.score)
 
 
 def registry_of(image: str) -> tuple[str, str | None]:
@@ -78,22 +91,31 @@ def size_hints(nodes: Iterable[NodeInfo]) -> dict[str, int]:
     return hints
 
 
-def group_images(images: Iterable[WantedImage]) -> dict[str, list[WantedImage]]:
-    """The CachedImages by the image they name."""
+def group_images(images: Iterable[WantedImage], config: Config) -> dict[str, list[WantedImage]]:
+    """The CachedImages by the image they name, leaving out objects whose source does not
+    count for the image's prefix (`sources`, `defaultSources`)."""
     groups: dict[str, list[WantedImage]] = {}
+    counted: dict[str, tuple[str, ...]] = {}
     for obj in images:
-        groups.setdefault(obj.image, []).append(obj)
+        if obj.image not in counted:
+            counted[obj.image] = sources_for(
+                obj.image, config.sources, config.registries, config.default_sources
+            )
+        if obj.source in counted[obj.image]:
+            groups.setdefault(obj.image, []).append(obj)
     return groups
 
 
-def merge_images(snapshot: Snapshot, config: Config) -> list[MergedImage]:
+def merge_images(snapshot: Snapshot, config: Config, demand: DemandIndex) -> list[MergedImage]:
     """Group CachedImages by image; best rank first."""
     now = snapshot.now
     hints = size_hints(snapshot.nodes)
     day = scoring.day_start(now)
     merged = [
-        merged_image(image_facts(image, objects, hints.get(image), day, config), now, config)
-        for image, objects in group_images(snapshot.images).items()
+        merged_image(
+            image_facts(image, objects, hints.get(image), day, config), now, config, demand
+        )
+        for image, objects in group_images(snapshot.images, config).items()
     ]
     return ranked(merged)
 
@@ -108,42 +130,63 @@ def image_facts(
     image: str, objects: list[WantedImage], hint: int | None, day: datetime, config: Config
 ) -> ImageFacts:
     """The facts of one image from the CachedImages that name it, on `day`."""
-    ordered = tuple(sorted(objects, key=lambda o: (not scoring.is_declared(o), o.name)))
+    ordered = tuple(
+        sorted(objects, key=lambda o: (source_rank(o.source, config.source_order), o.name))
+    )
     sizes = [o.size for o in ordered if o.size]
+    compressed = max((o.compressed_size or 0 for o in ordered), default=0)
+    estimate = int(compressed * DISK_PER_COMPRESSED_BYTE) or config.default_image_size
     registry, invalid = registry_of(image)
     created = [o.created for o in ordered if o.created is not None]
-    in_use = any(o.use_count > 0 or o.daily_uses for o in ordered)
+    placed = ordered[0].placement or config.placement
     return ImageFacts(
         image=image,
         objects=ordered,
         scores=tuple(scoring.score(o, day, config.score_half_life) for o in ordered),
+        ranks=tuple(source_rank(o.source, config.source_order) for o in ordered),
+        last_used=tuple(None if scoring.is_declared(o) else scoring.last_used(o) for o in ordered),
         declared=any(scoring.is_declared(o) for o in ordered),
-        size=max(sizes) if sizes else hint or config.default_image_size,
+        size=max(sizes) if sizes else hint or estimate,
         registry=registry,
         invalid=invalid,
         placement_key=placement_key(ordered, invalid),
-        last_used=tuple(scoring.last_used(o) for o in ordered if not scoring.is_declared(o)),
-        in_use_since=min(created) if in_use and created else None,
+        used=any(o.use_count > 0 or o.daily_uses for o in ordered),
+        first_created=min(created) if created else None,
+        by_demand=placed.lower() == "demand",
     )
 
 
-def merged_image(facts: ImageFacts, now: datetime, config: Config) -> MergedImage:
-    """The image as planned at `now` (wanted, newly in use)."""
-    wanted = facts.declared or any(
-        scoring.used_within(used, now, config.image_retention) for used in facts.last_used
-    )
+def merged_image(
+    facts: ImageFacts, now: datetime, config: Config, demand: DemandIndex
+) -> MergedImage:
+    """The image as planned at `now`: a live workload template keeps a learned image wanted
+    and counts as use; an image a rollout left behind is released once nothing uses it
+    (`demand.released`)."""
+    need = demand.of(facts.image)
+    templated = need is not None and need.templated
+    in_use = templated or facts.used
+    # The rank comes from the objects that still want the image (a released learned object
+    # must not lift an observed one).
+    live = [
+        rank
+        for obj, rank, used in zip(facts.objects, facts.ranks, facts.last_used, strict=True)
+        if scoring.is_declared(obj) or scoring.used_within(used, now, config.image_retention)
+    ]
+    wanted = facts.declared or (facts.image not in demand.released and (templated or bool(live)))
     return MergedImage(
         image=facts.image,
         objects=facts.objects,
         scores=facts.scores,
         score=max(facts.scores),
         declared=facts.declared,
+        source_rank=min(live or facts.ranks),
         wanted=wanted,
         size=facts.size,
         registry=facts.registry,
         invalid=facts.invalid,
-        new_in_use=recent(facts.in_use_since, now, config.urgent_window),
+        new_in_use=in_use and recent(facts.first_created, now, config.urgent_window),
         placement_key=facts.placement_key,
+        by_demand=facts.by_demand,
     )
 
 

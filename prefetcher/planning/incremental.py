@@ -38,6 +38,7 @@ from prefetcher.model import (
     WantedImage,
 )
 from prefetcher.planning.cellbook import CellBook
+from prefetcher.planning.demand import DemandIndex, demand_index
 from prefetcher.planning.images import (
     ImageFacts,
     MergedImage,
@@ -57,7 +58,7 @@ from prefetcher.planning.pulls import choose_pulls
 from prefetcher.planning.state import PlanState
 from prefetcher.planning.summary import node_summary, result
 from prefetcher.planning.taints import plan_startup_taints
-from prefetcher.planning.targets import NodeTarget, node_target
+from prefetcher.planning.targets import NOT_PREDICTED, NodeTarget, limited_nodes, node_target
 
 # Past this share of the wanted images changed, every node is planned from scratch.
 PATCH_LIMIT = 0.25
@@ -80,6 +81,7 @@ class _MemoState(PlanState):
         targets: dict[str, NodeTarget],
         pods: list[ManagedPod],
         present: Mapping[str, frozenset[str]],
+        demand: DemandIndex,
     ) -> None:
         super().__init__(
             snapshot,
@@ -89,6 +91,7 @@ class _MemoState(PlanState):
             targets=targets,
             pods=pods,
             present=present,
+            demand=demand,
         )
         self._planner = planner
 
@@ -123,7 +126,8 @@ class IncrementalPlanner:
         self._pods: dict[tuple[str, str], tuple[ManagedPod, PodFacts]] = {}
         self._seen_pods: dict[tuple[str, str], tuple[ManagedPod, PodFacts]] = {}
         self._refs: list[str] = []
-        self._info: dict[str, tuple[tuple[int, float, str], str, int]] = {}
+        self._info: dict[str, tuple[tuple[int, float, str], str, int, frozenset[str] | None]]
+        self._info = {}
         self.cellbook = CellBook()
         # Image lists shared by equal targets, and this pass's results made once for all
         # nodes that share their inputs (keyed by the inputs' ids; the values hold them).
@@ -150,10 +154,12 @@ class IncrementalPlanner:
             raise
 
     def _plan(self, snapshot: Snapshot) -> Plan:
+        config, now = self.config, snapshot.now
         nodes = sorted({n.name: n for n in snapshot.nodes}.values(), key=lambda n: n.name)
-        images = self._merge(snapshot, nodes)
+        demand = demand_index(snapshot.demand, nodes, config, now)
+        images = self._merge(snapshot, nodes, demand)
         wanted = [i for i in images if i.wanted]
-        edit = self._edit(wanted)
+        edit = self._edit(wanted, limited_nodes(nodes, wanted, config, demand))
         self._patches, self._pod_sets = {}, {}
         if len(self._interned) > 4 * len(nodes) + 64:
             self._interned = {}
@@ -171,7 +177,10 @@ class IncrementalPlanner:
             targets=targets,
             pods=ordered,
             present=present,
+            demand=demand,
         )
+        for moment in demand.release_at:
+            state.wake(moment)
         read_pullers(state)
         choose_pulls(state)
         plan_keepers(state)
@@ -182,14 +191,16 @@ class IncrementalPlanner:
 
     # --- images ---------------------------------------------------------------------------
 
-    def _merge(self, snapshot: Snapshot, nodes: list[NodeInfo]) -> list[MergedImage]:
+    def _merge(
+        self, snapshot: Snapshot, nodes: list[NodeInfo], demand: DemandIndex
+    ) -> list[MergedImage]:
         """merge_images(), reusing each image's facts while its objects, hint and day hold."""
         config, now = self.config, snapshot.now
         hints = self._size_hints(nodes)
         day = scoring.day_start(now)
         known, self._facts = self._facts, {}
         merged: list[MergedImage] = []
-        for image, objects in group_images(snapshot.images).items():
+        for image, objects in group_images(snapshot.images, config).items():
             key = tuple(objects)
             hint = hints.get(image)
             hit = known.get(image)
@@ -204,7 +215,7 @@ class IncrementalPlanner:
             else:
                 facts = image_facts(image, objects, hint, day, config)
             self._facts[image] = (key, hint, day, facts)
-            merged.append(merged_image(facts, now, config))
+            merged.append(merged_image(facts, now, config, demand))
         return ranked(merged)
 
     def _size_hints(self, nodes: list[NodeInfo]) -> dict[str, int]:
@@ -226,9 +237,9 @@ class IncrementalPlanner:
         self._hint_nodes = current
         return self._hints
 
-    def _edit(self, wanted: list[MergedImage]) -> ImageEdit:
+    def _edit(self, wanted: list[MergedImage], limited: Mapping[str, frozenset[str]]) -> ImageEdit:
         refs = [i.image for i in wanted]
-        info = {i.image: (i.rank, i.placement_key, i.size) for i in wanted}
+        info = {i.image: (i.rank, i.placement_key, i.size, limited.get(i.image)) for i in wanted}
         old = self._info
         changed = [ref for ref in refs if old.get(ref) != info[ref]]
         removed = {ref for ref in old if info.get(ref) != old[ref]}
@@ -241,6 +252,7 @@ class IncrementalPlanner:
             old_position={ref: index for index, ref in enumerate(self._refs)},
             old_size={ref: old[ref][2] for ref in removed},
             touched=removed.union(changed),
+            limited=limited,
             everything=everything,
         )
         self._refs, self._info = refs, info
@@ -296,12 +308,14 @@ class IncrementalPlanner:
             memo = self.memo.get(node.name)
             if memo is None:
                 placements: dict[str, str | None] = {}
-                target = self._shared(node_target(node, wanted, managed, config, now, placements))
+                target = self._shared(
+                    node_target(node, wanted, managed, config, now, edit.limited, placements)
+                )
                 memo = NodeMemo(node=node, target=target, placements=placements)
             elif edit.everything or (memo.node is not node and memo.node != node):
                 memo.node, memo.placements, memo.rebuild = node, {}, True
                 memo.target = self._shared(
-                    node_target(node, wanted, managed, config, now, memo.placements)
+                    node_target(node, wanted, managed, config, now, edit.limited, memo.placements)
                 )
             else:
                 memo.node = node
@@ -337,7 +351,11 @@ class IncrementalPlanner:
                 key = by_image[ref].placement_key
                 if key not in placements:
                     placements[key] = placement(by_image[ref], node, config)
-                whys.append(placements[key])
+                why = placements[key]
+                only = edit.limited.get(ref)
+                if why is None and only is not None and node.name not in only:
+                    why = NOT_PREDICTED
+                whys.append(why)
             fitted, fitted_set, not_placed = self._patched(old, tuple(whys), edit)
             hinted = node.hinted_images
             used = old.budget_used
@@ -366,7 +384,9 @@ class IncrementalPlanner:
                     fitted_set=fitted_set,
                 )
         memo.rebuild = True
-        return self._shared(node_target(node, wanted, managed, config, now, memo.placements))
+        return self._shared(
+            node_target(node, wanted, managed, config, now, edit.limited, memo.placements)
+        )
 
     def _patched(
         self, old: NodeTarget, whys: tuple[str | None, ...], edit: ImageEdit

@@ -22,6 +22,7 @@ class ImageEdit:
     old_position: dict[str, int]
     old_size: dict[str, int]  # of the removed ones
     touched: set[str]  # removed or changed
+    limited: Mapping[str, frozenset[str]]  # image placed by demand → the nodes it may go to
     everything: bool  # too much changed: plan every node from scratch
 
     @property

@@ -33,7 +33,7 @@ def read_pullers(state: PlanState) -> None:
                 _record_failure(state, pod, image, result)
         pending = tuple(i for i in pod.images if i not in results)
         if pending:
-            _read_unfinished(state, pod, pending)
+            _read_unfinished(state, pod, pending, results)
             _hold(state, pod, results)
             continue
         # Finished: keep it while it is the only guard of an image it pulled.
@@ -124,22 +124,46 @@ def _hold(state: PlanState, pod: ManagedPod, results: Mapping[str, observe.PullR
     held.update(image for image, result in results.items() if result.succeeded)
 
 
-def _read_unfinished(state: PlanState, pod: ManagedPod, pending: tuple[str, ...]) -> None:
-    """A puller with images still to pull: flying, stuck past its deadline, or unwanted."""
+def pull_clock_start(
+    state: PlanState, pod: ManagedPod, results: Mapping[str, observe.PullResult]
+) -> datetime:
+    """When the puller's current image could start pulling: after the pod's creation, after
+    its previous image was ready (the kubelet pulls a pod's images one after another), and
+    after any workload pod starting on the node began (the kubelet pulls in arrival order, so
+    time spent behind that pod's pulls is not this image's)."""
+    moments = [pod.created or state.now]
+    moments += [r.finished_at for r in results.values() if r.finished_at is not None]
+    moments += [
+        s.since for s in state.snapshot.starting if s.node == pod.node and s.since is not None
+    ]
+    return min(max(moments), state.now)
+
+
+def _read_unfinished(
+    state: PlanState,
+    pod: ManagedPod,
+    pending: tuple[str, ...],
+    results: Mapping[str, observe.PullResult],
+) -> None:
+    """A puller with images still to pull: flying, stuck past its current image's deadline
+    (counted from when that image could start, not from the pod's creation), or unwanted."""
     if pod.deleting:
         state.in_flight[pod.uid or pod.name] = (pod, pending)  # the kubelet may still be pulling
         return
     now = state.now
-    deadline = pod.active_deadline or pods.pull_deadline(
-        sum(state.size_of(i) for i in pod.images), state.config
-    )
-    stuck_at = (pod.created or now) + timedelta(seconds=deadline + STUCK_GRACE)
+    current = pending[0]
+    allowed = pods.pull_deadline(state.size_of(current), state.config)
+    began = pull_clock_start(state, pod, results)
+    stuck_at = began + timedelta(seconds=allowed + STUCK_GRACE)
     if now > stuck_at:
-        age = int((now - pod.created).total_seconds()) if pod.created else 0
+        waited = int((now - began).total_seconds())
         stuck = observe.PullResult(
             succeeded=False,
             reason=observe.DEADLINE_REASON,
-            message=f"puller still unfinished {age} s after creation",
+            message=(
+                f"{current} still not pulled {waited} s after its pull could start "
+                f"(allowed {allowed} s for {state.size_of(current)} bytes)"
+            ),
             kind="deadline",
         )
         for image in pending:

@@ -1,13 +1,16 @@
-"""Stage 4, pulls: what each node misses, ordered (urgent, score), batched, within every cap."""
+"""Stage 4, pulls: what each node misses, ordered (urgent, demand, score), batched, within
+every cap."""
 
 from __future__ import annotations
 
 from collections import Counter
 from datetime import timedelta
+from typing import NamedTuple
 
 from prefetcher import pods
 from prefetcher.model import PullAction, PullKey
-from prefetcher.planning.images import registry_of, size_on
+from prefetcher.planning.demand import cron_lead
+from prefetcher.planning.images import MergedImage, registry_of, size_on
 from prefetcher.planning.state import PlanState
 from prefetcher.planning.targets import NodeTarget
 from prefetcher.planning.timing import retry_at
@@ -15,24 +18,37 @@ from prefetcher.planning.timing import retry_at
 # A workload pod starting on a node holds back new pulls there for at most this long.
 HOLD_BACK_MAX = 1200.0
 
-Candidate = tuple[tuple[int, float, str, str], str]  # (sort key, why)
+# ((urgency, demand tier, -score, node, image), why); urgency 0: a need named by a workload
+# (rollout, CronJob run, pods waiting for capacity), 1: a new node or image, 2: routine.
+Candidate = tuple[tuple[int, int, float, str, str], str]
 
 
-def starting_pods(state: PlanState) -> dict[str, str]:
-    """Node → a workload pod starting there (its pulls go first), while not stale."""
-    out: dict[str, str] = {}
+class Starting(NamedTuple):
+    """Workload pods starting now, whose pulls go first: on their node, and at the registries
+    they pull from (a prefetch elsewhere would share that registry's bandwidth)."""
+
+    by_node: dict[str, str]  # node → a pod starting there
+    by_registry: dict[str, str]  # registry → a pod waiting for an image from it
+
+
+def starting_pods(state: PlanState) -> Starting:
+    """The workload pods starting now, while not stale."""
+    by_node: dict[str, str] = {}
+    by_registry: dict[str, str] = {}
     for pod in sorted(state.snapshot.starting, key=lambda p: p.pod):
         if pod.since is not None:
             until = pod.since + timedelta(seconds=HOLD_BACK_MAX)
             if state.now >= until:
                 continue
             state.wake(until)
-        out.setdefault(pod.node, pod.pod)
-    return out
+        by_node.setdefault(pod.node, pod.pod)
+        for registry in pod.registries:
+            by_registry.setdefault(registry, pod.pod)
+    return Starting(by_node, by_registry)
 
 
 def node_candidates(
-    state: PlanState, entry: NodeTarget, missing: list[str], starting: dict[str, str]
+    state: PlanState, entry: NodeTarget, missing: list[str], starting: Starting
 ) -> list[Candidate]:
     """The pulls `entry`'s node could start now among its `missing` images (rank order);
     notes why the others wait."""
@@ -48,25 +64,46 @@ def node_candidates(
             state.wake(retry_at(record, config))
             continue
         image = state.by_image[ref]
-        if entry.urgent_recent:
-            why = "new node"
-        elif image.new_in_use:
-            why = "new image in use"
-        else:
-            why = "routine"
+        why, urgency = urgent_need(state, entry, image)
         if state.quiet and why == "routine":
             state.waiting[key] = f"quiet hours {config.quiet_hours} UTC: only urgent pulls"
             continue
-        if name in starting:
-            state.waiting[key] = f"held back while pod {starting[name]} starts on the node"
+        if name in starting.by_node:
+            state.waiting[key] = f"held back while pod {starting.by_node[name]} starts on the node"
             continue
-        out.append(((0 if why != "routine" else 1, -image.score, name, ref), why))
+        if image.registry in starting.by_registry:
+            state.waiting[key] = (
+                f"held back while pod {starting.by_registry[image.registry]} pulls from "
+                f"{image.registry}"
+            )
+            continue
+        tier = state.demand.tier(ref, name)
+        out.append(((urgency, tier, -image.score, name, ref), why))
     return out
 
 
+def urgent_need(state: PlanState, entry: NodeTarget, image: MergedImage) -> tuple[str, int]:
+    """Why pulling `image` to `entry`'s node is urgent (and how: 0 first), or routine (2)."""
+    name, ref = entry.node.name, image.image
+    demand = state.demand.of(ref)
+    if demand is not None:
+        if name in demand.urgent:
+            return demand.urgent[name], 0
+        if demand.next_run is not None:
+            start = demand.next_run - cron_lead(size_on(image, entry.node), state.config)
+            if state.now >= start:
+                return "CronJob run due", 0
+            state.wake(start)
+    if entry.urgent_recent:
+        return "new node", 1
+    if image.new_in_use:
+        return "new image in use", 1
+    return "routine", 2
+
+
 def choose_pulls(state: PlanState) -> None:
-    """Candidates in order (urgent, score, node, image), batched per node, each puller
-    within every cap."""
+    """Candidates in order (urgency, demand tier, score, node, image), batched per node,
+    each puller within every cap."""
     starting = starting_pods(state)
     candidates: list[Candidate] = []
     for entry in state.targets.values():
@@ -80,8 +117,8 @@ def start_pulls(state: PlanState, candidates: list[Candidate]) -> None:
     config = state.config
     candidates.sort()
     by_node: dict[str, list[str]] = {}
-    for (_, _, name, ref), _why in candidates:
-        by_node.setdefault(name, []).append(ref)
+    for key, _why in candidates:
+        by_node.setdefault(key[-2], []).append(key[-1])
     puller_names = {p.name for p in state.pullers}
     flying = list(state.in_flight.values())
     per_node = Counter(pod.node for pod, _ in flying)
@@ -96,7 +133,8 @@ def start_pulls(state: PlanState, candidates: list[Candidate]) -> None:
     )
     total = len(flying)
     taken: set[PullKey] = set()
-    for (_, _, name, ref), why in candidates:
+    for key, why in candidates:
+        name, ref = key[-2], key[-1]
         if (name, ref) in taken:
             continue
         image = state.by_image[ref]
@@ -135,8 +173,9 @@ def start_pulls(state: PlanState, candidates: list[Candidate]) -> None:
         per_image.update(batch)
         per_registry[image.registry] += 1
         node = state.targets[name].node
-        size = sum(size_on(state.by_image[r], node) for r in batch)
-        deadline = pods.pull_deadline(size, config)
+        sizes = [size_on(state.by_image[r], node) for r in batch]
+        size = sum(sizes)
+        deadline = pods.puller_backstop(sizes, config)
         attempt = (record.attempts if record else 0) + 1
         state.pulls.append(
             PullAction(

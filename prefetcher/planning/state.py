@@ -22,6 +22,7 @@ from prefetcher.model import (
     Snapshot,
     TaintRemoval,
 )
+from prefetcher.planning.demand import DemandIndex
 from prefetcher.planning.images import MergedImage
 from prefetcher.planning.targets import NodeTarget
 from prefetcher.planning.timing import in_quiet_hours
@@ -40,8 +41,10 @@ class PlanState:
         targets: dict[str, NodeTarget],
         pods: list[ManagedPod],
         present: Mapping[str, frozenset[str]],
+        demand: DemandIndex,
     ) -> None:
         self.config = config
+        self.demand = demand
         self.now = snapshot.now
         self.snapshot = snapshot
         self.nodes = nodes

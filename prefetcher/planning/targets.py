@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -10,7 +10,10 @@ from imagesync.config import Config
 from prefetcher import budget as budgets
 from prefetcher import eligibility
 from prefetcher.model import NodeInfo
+from prefetcher.planning.demand import DemandIndex, demand_nodes
 from prefetcher.planning.images import MergedImage, placement, recent
+
+NOT_PREDICTED = "placement Demand: not where its pods are predicted to run"
 
 
 @dataclass
@@ -34,10 +37,12 @@ def node_target(
     managed: Collection[str],
     config: Config,
     now: datetime,
+    limited: Mapping[str, frozenset[str]] | None = None,
     placements: dict[str, str | None] | None = None,
 ) -> NodeTarget:
-    """The target of `node` for the wanted images in rank order (`managed`: their refs).
-    `placements` (placement key → why not, None: fits) is filled as the images are placed."""
+    """The target of `node` for the wanted images in rank order (`managed`: their refs;
+    `limited`: the nodes images placed by demand are limited to). `placements` (placement
+    key → why not, None: fits) is filled as the images are placed."""
     entry = NodeTarget(
         node=node,
         problem=eligibility.node_problem(node, config),
@@ -52,10 +57,12 @@ def node_target(
             why = seen[key]
         else:
             why = seen[key] = placement(image, node, config)
-        if why is not None:
-            entry.not_placed[image.image] = why
-            continue
         ref = image.image
+        if why is None and limited and ref in limited and node.name not in limited[ref]:
+            why = NOT_PREDICTED
+        if why is not None:
+            entry.not_placed[ref] = why
+            continue
         items.append(budgets.BudgetItem(ref, hinted.get(ref) or image.size, image.score))
     result = budgets.fit(budgets.node_budget(node, config, managed), items)
     entry.budget, entry.budget_used = result.budget, result.used
@@ -66,8 +73,28 @@ def node_target(
 
 
 def plan_targets(
-    nodes: list[NodeInfo], wanted: list[MergedImage], config: Config, now: datetime
+    nodes: list[NodeInfo],
+    wanted: list[MergedImage],
+    config: Config,
+    now: datetime,
+    demand: DemandIndex,
 ) -> dict[str, NodeTarget]:
     """Every node's target, by node name."""
     managed = {i.image for i in wanted}
-    return {node.name: node_target(node, wanted, managed, config, now) for node in nodes}
+    limited = limited_nodes(nodes, wanted, config, demand)
+    return {node.name: node_target(node, wanted, managed, config, now, limited) for node in nodes}
+
+
+def limited_nodes(
+    nodes: list[NodeInfo], wanted: list[MergedImage], config: Config, demand: DemandIndex
+) -> dict[str, frozenset[str]]:
+    """For each image placed by demand, the eligible nodes it is limited to."""
+    usable = [n for n in nodes if eligibility.node_problem(n, config) is None]
+    out: dict[str, frozenset[str]] = {}
+    for image in wanted:
+        if image.by_demand:
+            eligible = [n.name for n in usable if placement(image, n, config) is None]
+            chosen = demand_nodes(demand, image.image, eligible)
+            if chosen is not None:
+                out[image.image] = chosen
+    return out

@@ -8,6 +8,7 @@ kinds the project and kubectl touch; every list not in it is replaced, like a me
 from __future__ import annotations
 
 import copy
+from types import MappingProxyType
 from typing import Any
 
 import jsonpatch
@@ -90,12 +91,30 @@ def json_merge_patch(target: Any, patch: Any) -> Any:
     return result
 
 
+class _ReplaceOrAdd(jsonpatch.ReplaceOperation):
+    """`replace` of a missing key of an existing map adds it, as kube-apiserver's JSON patch
+    (evanphx/json-patch) does; a missing parent or list index still fails."""
+
+    def apply(self, obj: Any) -> Any:
+        parent, part = self.pointer.to_last(obj)
+        if isinstance(parent, dict) and part is not None and part not in parent:
+            return jsonpatch.AddOperation(self.operation, pointer_cls=self.pointer_cls).apply(obj)
+        return super().apply(obj)
+
+
+class _KubeJsonPatch(jsonpatch.JsonPatch):
+    """RFC 6902 as the real API server applies it."""
+
+    operations = MappingProxyType({**jsonpatch.JsonPatch.operations, "replace": _ReplaceOrAdd})
+
+
 def json_patch(target: Obj, patch: Any) -> Obj:
-    """RFC 6902; a failing `test` or a bad path is 422 like the real server, junk is 400."""
+    """RFC 6902 as the real server applies it; a failing `test` or a bad path is 422 like the
+    real server, junk is 400."""
     if not isinstance(patch, list):
         raise bad_request("json patch must be a list of operations")
     try:
-        result = jsonpatch.JsonPatch(patch).apply(target)
+        result = _KubeJsonPatch(patch).apply(target)
     except jsonpatch.JsonPatchTestFailed as e:
         raise ApiError(
             422, "Invalid", f"the server rejected our request due to an error in our request: {e}"

@@ -13,7 +13,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "manifests"
-KUSTOMIZATIONS = ("base", "overlays/cert-manager", "overlays/opt-in")
+KUSTOMIZATIONS = ("base", "overlays/cert-manager", "overlays/opt-in", "overlays/monitoring")
 
 
 @functools.cache

@@ -14,7 +14,7 @@ from certs.generate import service_dns_names
 from imagesync import config as config_module
 from imagesync import names
 from imagesync.cli import build_parser
-from tests.manifests.render import ROOT, all_of, find, render
+from tests.manifests.render import KUSTOMIZATIONS, ROOT, all_of, find, render
 
 NS = names.NAMESPACE_DEFAULT
 OUR_IMAGE = names.IMAGE
@@ -95,7 +95,7 @@ def test_webhook_configuration(base: list[dict[str, Any]]) -> None:
     assert hook["timeoutSeconds"] <= 5
     assert hook["sideEffects"] == "NoneOnDryRun"
     assert hook["admissionReviewVersions"] == ["v1"]
-    assert hook["reinvocationPolicy"] == "IfNeeded"
+    assert hook["reinvocationPolicy"] == "Never"  # IfNeeded: AlwaysPullImages refuses pods
     assert hook["rules"] == [
         {
             "operations": ["CREATE"],
@@ -367,7 +367,7 @@ def _dockerfile_uid() -> int:
     return int(users[-1])
 
 
-@pytest.mark.parametrize("target", ["base", "overlays/cert-manager", "overlays/opt-in"])
+@pytest.mark.parametrize("target", KUSTOMIZATIONS)
 def test_every_container_is_locked_down(target: str) -> None:
     for workload in workloads(render(target)):
         spec = pod_spec(workload)
@@ -505,7 +505,10 @@ def test_prefetcher_rbac(base: list[dict[str, Any]]) -> None:
         assert not allows(cluster_role["rules"], "", "pods", verb)
     assert not any("leases" in r["resources"] for r in cluster_role["rules"])
     assert not allows(rules, "scheduling.k8s.io", "priorityclasses", "get")
-    assert not any("secrets" in r["resources"] for r in rules)
+    # Pull secrets (registry catalogs): get by name in its own namespace, nothing more.
+    assert not any("secrets" in r["resources"] for r in cluster_role["rules"])
+    secret_rules = [r for r in role["rules"] if "secrets" in r["resources"]]
+    assert [r["verbs"] for r in secret_rules] == [["get"]]
 
 
 def test_certs_rbac_is_limited_by_name(base: list[dict[str, Any]]) -> None:
@@ -595,6 +598,7 @@ def test_documented_kustomizations_exist() -> None:
         "manifests/base",
         "manifests/overlays/cert-manager",
         "manifests/overlays/opt-in",
+        "manifests/overlays/monitoring",
     }
     for target in targets:
         assert (ROOT / target / "kustomization.yaml").exists()

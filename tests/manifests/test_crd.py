@@ -203,8 +203,14 @@ def test_spec_and_status_match_the_typed_dicts(schema: dict[str, Any]) -> None:
     spec = schema["properties"]["spec"]
     assert_typed_dict(cachedimage.CachedImageSpec, spec, "spec")
     assert set(spec["required"]) == required_keys(cachedimage.CachedImageSpec)
-    assert spec["properties"]["source"]["enum"] == [names.SOURCE_LEARNED, names.SOURCE_DECLARED]
+    assert spec["properties"]["source"]["enum"] == [
+        names.SOURCE_LEARNED,
+        names.SOURCE_DECLARED,
+        names.SOURCE_OBSERVED,
+        names.SOURCE_CATALOG,
+    ]
     assert spec["properties"]["profiles"]["maxItems"] == cachedimage.MAX_PROFILES
+    assert spec["properties"]["placement"]["enum"] == ["All", "Demand"]
     assert_typed_dict(cachedimage.CachedImageStatus, schema["properties"]["status"], "status")
 
 
@@ -255,6 +261,13 @@ def test_learned_and_declared_samples_are_accepted(schema: dict[str, Any]) -> No
         assert len(name) <= 253 and DNS_SUBDOMAIN.match(name), name
 
 
+def test_placement_is_optional_and_either_all_or_demand(schema: dict[str, Any]) -> None:
+    for placement in ("All", "Demand"):
+        sample = declared_sample()
+        sample["spec"]["placement"] = placement
+        validate(schema, sample)
+
+
 def test_samples_pass_the_generic_validator_too() -> None:
     """kubernetes-validate does not know our kind: it must say so rather than pass silently."""
     with pytest.raises(kubernetes_validate.utils.SchemaNotFoundError):
@@ -273,6 +286,7 @@ def test_samples_pass_the_generic_validator_too() -> None:
         (lambda o: o["status"].update(lastSeen="yesterday"), "lastSeen not RFC 3339"),
         (lambda o: o["spec"].update(pullSecret="x"), "unknown spec field (pruned in a cluster)"),
         (lambda o: o["spec"]["profiles"][0].update(gpu="yes"), "gpu not a boolean"),
+        (lambda o: o["spec"].update(placement="Some"), "placement outside the enum"),
         (lambda o: o.pop("spec"), "spec missing"),
     ],
 )

@@ -29,6 +29,9 @@ class ScaledClock:
     def wait(self, event: threading.Event, seconds: float) -> bool:
         return event.wait(max(0.0, float(self.sim.wall_seconds(seconds))))
 
+    def monotonic(self) -> float:
+        return float(self.sim.now())
+
 
 def untyped(api: Any) -> Any:
     """A kubernetes API object as Any: tests send plain dict bodies, which the client accepts."""

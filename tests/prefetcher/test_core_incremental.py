@@ -10,7 +10,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from imagesync.config import Config
-from prefetcher.model import Plan, Snapshot, StartingPod, Taint
+from prefetcher.model import (
+    Demand,
+    Plan,
+    Rollout,
+    RunningPod,
+    Snapshot,
+    StartingPod,
+    Taint,
+    UnschedulablePod,
+    Workload,
+)
 from prefetcher.planner import plan
 from prefetcher.planning.incremental import IncrementalPlanner
 from tests.prefetcher.test_core_fixtures import GB, World, image, node, profile
@@ -39,6 +49,12 @@ EVENTS = [
     "time",
     "day",
     "sweep",
+    "workload",
+    "workload gone",
+    "pod runs",
+    "pod stops",
+    "rollout",
+    "unschedulable",
 ]
 
 
@@ -48,10 +64,11 @@ class TwinWorld(World):
 
     planner: IncrementalPlanner | None = None
     starting: list[StartingPod] = field(default_factory=list)
+    demand: Demand = field(default_factory=Demand)
     passes: int = 0
 
     def snapshot(self) -> Snapshot:
-        return replace(super().snapshot(), starting=tuple(self.starting))
+        return replace(super().snapshot(), starting=tuple(self.starting), demand=self.demand)
 
     def plan(self) -> Plan:
         snapshot = self.snapshot()
@@ -169,9 +186,52 @@ def _apply(w: TwinWorld, event: str, pick: int, data: Any) -> None:
         w.now += timedelta(minutes=data.draw(st.sampled_from([2, 7, 30, 90])))
     elif event == "day":
         w.now += timedelta(days=1)
+    elif event in DEMAND_EVENTS:
+        _change_demand(w, event, pick, data)
     elif event == "sweep":
         assert w.planner is not None
         assert w.planner.full(w.snapshot()) == plan(w.snapshot(), w.config)
+
+
+DEMAND_EVENTS = ("workload", "workload gone", "pod runs", "pod stops", "rollout", "unschedulable")
+
+
+def _change_demand(w: TwinWorld, event: str, pick: int, data: Any) -> None:
+    """Workloads come and go, their pods run and stop, a rollout swaps an image."""
+    d = w.demand
+    refs = POOL + EXTRA
+    if event == "workload":
+        images = tuple(data.draw(st.lists(st.sampled_from(refs), min_size=1, max_size=2)))
+        workload = Workload(
+            key=f"Deployment/team/w{pick % 4}",
+            images=images,
+            replicas=data.draw(st.sampled_from([None, 1, 3])),
+            schedule=data.draw(st.sampled_from(["", "*/30 * * * *"])),
+        )
+        kept = tuple(x for x in d.workloads if x.key != workload.key)
+        w.demand = replace(d, workloads=(*kept, workload))
+    elif event == "workload gone" and d.workloads:
+        w.demand = replace(d, workloads=d.workloads[1:])
+    elif event == "pod runs" and w.nodes:
+        where = w.nodes[pick % len(w.nodes)].name
+        owner = d.workloads[pick % len(d.workloads)] if d.workloads else None
+        images = owner.images if owner else (refs[pick % len(refs)],)
+        pod = RunningPod(where, owner.key if owner else "", images)
+        w.demand = replace(d, running=(*d.running, pod))
+    elif event == "pod stops" and d.running:
+        w.demand = replace(d, running=d.running[1:])
+    elif event == "rollout" and d.workloads:
+        old = d.workloads[0]
+        new = (refs[pick % len(refs)],)
+        rollout = Rollout(old.key, old.images, new, w.now)
+        w.demand = replace(
+            d,
+            workloads=(replace(old, images=new), *d.workloads[1:]),
+            rollouts=(*d.rollouts, rollout),
+        )
+    elif event == "unschedulable":
+        waiting = UnschedulablePod(f"team/p{pick}", (refs[pick % len(refs)],))
+        w.demand = replace(d, unschedulable=(*d.unschedulable, waiting))
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
@@ -179,6 +239,7 @@ def _apply(w: TwinWorld, event: str, pick: int, data: Any) -> None:
 def test_incremental_plans_equal_full_plans(
     nodes: Any, images: Any, cfg: Config, data: Any
 ) -> None:
+    cfg = replace(cfg, placement=data.draw(st.sampled_from(["all", "demand"])))
     w = TwinWorld(nodes=list(nodes), images=list(images), config=cfg)
     w.planner = IncrementalPlanner(cfg)
     for _ in range(data.draw(st.integers(1, 14))):

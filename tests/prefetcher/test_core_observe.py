@@ -264,6 +264,32 @@ def test_starting_workload_pods() -> None:
     assert observe.starting_pod(ours) is None
 
 
+def test_a_starting_pod_names_the_registries_of_the_images_it_still_waits_for() -> None:
+    obj = {
+        "metadata": {"name": "w", "namespace": "ml"},
+        "spec": {
+            "nodeName": "gpu-1",
+            "initContainers": [{"name": "init", "image": "busybox:1.36"}],
+            "containers": [
+                {"name": "main", "image": "nvcr.io/nvidia/pytorch:24.08-py3"},
+                {"name": "side", "image": "harbor.example.internal/library/app:1.0"},
+            ],
+        },
+        "status": {
+            "phase": "Pending",
+            "initContainerStatuses": [{"name": "init", "state": {"terminated": {"exitCode": 0}}}],
+            "containerStatuses": [
+                {"name": "main", "state": {"waiting": {"reason": "ContainerCreating"}}},
+                {"name": "side", "state": {"waiting": {"reason": "ContainerCreating"}}},
+            ],
+        },
+    }
+    starting = observe.starting_pod(obj)
+    assert starting is not None
+    # The init container ran: its image (docker.io) is pulled; the others are not.
+    assert starting.registries == ("harbor.example.internal", "nvcr.io")
+
+
 def test_presence_is_keepers_running_plus_successful_pullers() -> None:
     keeper = ManagedPod(
         name="k",

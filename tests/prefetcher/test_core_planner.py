@@ -394,8 +394,51 @@ def test_deadline_grows_with_size() -> None:
         ),
         config(),
     )
-    assert result.pulls[0].deadline_seconds == 600 + 2040
-    assert result.pulls[0].pod["spec"]["activeDeadlineSeconds"] == 2640
+    # The image may take 600 + 2040 s once its pull can start; the pod's own
+    # activeDeadlineSeconds is only a backstop, four times that.
+    assert result.pulls[0].deadline_seconds == 4 * (600 + 2040)
+    assert result.pulls[0].pod["spec"]["activeDeadlineSeconds"] == 4 * 2640
+
+
+def test_each_image_of_a_puller_is_timed_from_when_its_pull_could_start() -> None:
+    big = 20_400_000_000  # 600 + 2040 s allowed
+    created = NOW - timedelta(hours=2)
+    puller = ManagedPod(
+        name=puller_name("g", [CUDA, PYTORCH]),
+        uid="p",
+        node="g",
+        role="puller",
+        images=(CUDA, PYTORCH),
+        phase="Running",
+        created=created,
+        containers=(
+            # CUDA was ready only 90 min after creation: the kubelet was busy with other pulls.
+            ContainerObservation(
+                "c0", CUDA, "terminated", exit_code=0, started_at=created + timedelta(minutes=90)
+            ),
+            ContainerObservation("c1", PYTORCH, "waiting", reason="ContainerCreating"),
+        ),
+    )
+    images = (image(CUDA, gpu=True), image(PYTORCH, gpu=True, size=big))
+    snap = Snapshot(now=NOW, nodes=(node("g", gpu=1),), images=images, pods=(puller,))
+    # Two hours after creation, 30 minutes into PYTORCH's own pull: not stuck.
+    result = plan(snap, config())
+    assert result.deletions == () and ("g", PYTORCH) not in result.pull_records
+    began = created + timedelta(minutes=90)
+    assert result.wake_at == began + timedelta(seconds=2640 + 300)
+    # Past its own allowance (plus the grace), it is.
+    late = plan(replace(snap, now=began + timedelta(seconds=2640 + 301)), config())
+    assert [d.why for d in late.deletions] == ["stuck past its deadline"]
+    record = late.pull_records[("g", PYTORCH)]
+    assert record.reason == "DeadlineExceeded"
+    assert "after its pull could start (allowed 2640 s" in record.message
+    # A workload pod that began starting on the node meanwhile: its pulls go first, and the
+    # time behind them does not count.
+    workload = StartingPod(node="g", pod="ml/train-0", since=began + timedelta(minutes=30))
+    held = plan(
+        replace(snap, now=began + timedelta(seconds=2640 + 301), starting=(workload,)), config()
+    )
+    assert held.deletions == ()
 
 
 def test_unknown_size_uses_hint_then_default() -> None:
@@ -472,7 +515,7 @@ def test_a_puller_pulls_a_batch_of_one_registry_in_rank_order() -> None:
     second = w.step()
     assert [p.images for p in second.pulls] == [tuple(HARBOR[:3])]
     assert second.pulls[0].size == 3 * GB
-    assert second.pulls[0].deadline_seconds == 600 + 3 * GB // 10_000_000
+    assert second.pulls[0].deadline_seconds == 4 * 3 * (600 + GB // 10_000_000)
     final = w.converge()
     assert final.summary is not None and final.summary.coverage == 1.0
     assert w.guarded("a") == set(HARBOR) | {BUSYBOX}
@@ -543,6 +586,28 @@ def test_pulls_are_held_back_while_a_workload_pod_starts_on_the_node() -> None:
     # A pod that has been starting for too long (stuck on a volume, say) no longer counts.
     late = plan(replace(snap, now=NOW + timedelta(seconds=HOLD_BACK_MAX)), config())
     assert sorted(p.node for p in late.pulls) == ["a", "b"]
+
+
+def test_a_workload_pull_holds_back_prefetches_from_its_registry_on_every_node() -> None:
+    # A pod on node a waits for an image from nvcr.io: prefetches from nvcr.io wait on
+    # every node (they would share nvcr.io's bandwidth), those from Harbor go on.
+    starting = StartingPod(
+        node="a", pod="ml/train-0", since=NOW - timedelta(minutes=2), registries=("nvcr.io",)
+    )
+    snap = Snapshot(
+        now=NOW,
+        nodes=(node("a"), node("b")),
+        images=(image(APP), image(CUDA)),
+        starting=(starting,),
+    )
+    result = plan(snap, config())
+    assert [(p.node, p.images) for p in result.pulls] == [("b", (APP,))]
+    cell = next(c for c in result.cells if c.node == "b" and c.image == CUDA)
+    assert cell.state == "missing"
+    assert cell.message == "held back while pod ml/train-0 pulls from nvcr.io"
+    # Once the pod has started (it leaves the snapshot), nvcr.io is free again.
+    after = plan(replace(snap, starting=(), images=(image(CUDA),)), config())
+    assert sorted((p.node, p.images) for p in after.pulls) == [("a", (CUDA,)), ("b", (CUDA,))]
 
 
 def test_wake_at_names_the_next_retry() -> None:

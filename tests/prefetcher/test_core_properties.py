@@ -16,12 +16,17 @@ from prefetcher import observe
 from prefetcher.eligibility import has_gpu
 from prefetcher.model import (
     ContainerObservation,
+    Demand,
     ManagedPod,
     NodeInfo,
     PullRecord,
+    Rollout,
+    RunningPod,
     Snapshot,
     Taint,
+    UnschedulablePod,
     WantedImage,
+    Workload,
 )
 from prefetcher.planner import plan
 from prefetcher.pods import keeper_name, puller_name
@@ -153,8 +158,52 @@ def snapshots(draw: Any) -> Snapshot:
             "not found",
         )
     return Snapshot(
-        now=NOW, nodes=nodes, images=images, pods=tuple(pods.values()), pull_records=records
+        now=NOW,
+        nodes=nodes,
+        images=images,
+        pods=tuple(pods.values()),
+        pull_records=records,
+        demand=draw(demand_st(names)),
     )
+
+
+@st.composite
+def demand_st(draw: Any, names: list[str], rollouts: bool = True) -> Demand:
+    """Workloads over the image pool, their pods on the nodes, waiting pods, rollouts."""
+    keys = [f"Deployment/team/w{i}" for i in range(3)]
+    refs = st.lists(st.sampled_from(POOL), min_size=1, max_size=2, unique=True)
+    workloads = tuple(
+        Workload(
+            key=key,
+            images=tuple(draw(refs)),
+            replicas=draw(st.sampled_from([None, 0, 1, 3])),
+            schedule=draw(st.sampled_from(["", "0 4 * * *", "*/5 * * * *"])),
+        )
+        for key in keys[: draw(st.integers(0, 3))]
+    )
+    running = tuple(
+        RunningPod(
+            draw(st.sampled_from(names)), draw(st.sampled_from(["", *keys])), tuple(draw(refs))
+        )
+        for _ in range(draw(st.integers(0, 5)))
+    )
+    waiting = tuple(
+        UnschedulablePod(f"team/p{i}", tuple(draw(refs))) for i in range(draw(st.integers(0, 2)))
+    )
+    changes = (
+        tuple(
+            Rollout(
+                key,
+                tuple(draw(refs)),
+                tuple(draw(refs)),
+                NOW - timedelta(hours=draw(st.integers(0, 3))),
+            )
+            for key in keys[: draw(st.integers(0, 2))]
+        )
+        if rollouts
+        else ()
+    )
+    return Demand(workloads=workloads, running=running, unschedulable=waiting, rollouts=changes)
 
 
 configs = st.builds(
@@ -166,7 +215,32 @@ configs = st.builds(
     pull_batch_size=st.integers(1, 4),
     quiet_hours=st.sampled_from(["", "02:00-04:00"]),
     keeper_enabled=st.booleans(),
+    placement=st.sampled_from(["all", "demand"]),
 )
+
+
+def _wanted_cells(result: Any) -> set[tuple[str, str]]:
+    return {(c.node, c.image) for c in result.cells if c.wanted}
+
+
+@SETTINGS
+@given(nodes_st(), images_st(), configs, st.data())
+def test_demand_orders_but_by_default_every_eligible_node_still_gets_the_image(
+    nodes: tuple[NodeInfo, ...], images: tuple[WantedImage, ...], cfg: Config, data: Any
+) -> None:
+    """With `placement: all`, demand changes the order of pulls, not where images go (a live
+    template may only keep an old image wanted); `placement: demand` only narrows that.
+    Without a disk limit, so a freed budget does not let another image in."""
+    nodes = tuple(replace(n, image_fs_capacity=None) for n in nodes)
+    demand = data.draw(demand_st([n.name for n in nodes] + ["gone"], rollouts=False))
+    bare = Snapshot(now=NOW, nodes=nodes, images=images)
+    everywhere = _wanted_cells(plan(bare, replace(cfg, placement="all")))
+    with_demand = replace(bare, demand=demand)
+    by_default = _wanted_cells(plan(with_demand, replace(cfg, placement="all")))
+    templated = {ref for w in demand.workloads for ref in w.images}
+    assert by_default >= everywhere
+    assert {ref for _, ref in by_default - everywhere} <= templated
+    assert _wanted_cells(plan(with_demand, replace(cfg, placement="demand"))) <= by_default
 
 
 def _gpu_only(snapshot: Snapshot, ref: str) -> bool:

@@ -1,11 +1,22 @@
-"""The report: JSON shape from DESIGN.md, and an escaped, self-contained HTML page."""
+"""The report: JSON shape from DESIGN.md, failures grouped, filters and pages, and an escaped,
+self-contained HTML page that stays light at 1,000 nodes x 200 images."""
 
 from __future__ import annotations
 
 import json
+import re
 from datetime import timedelta
+from typing import NamedTuple
 
-from prefetcher.report import SweepInfo, build_report, render_html
+import orjson
+import pytest
+
+from bench.report_scale import image_ref, node_name, synthetic_plan
+from prefetcher.model import Plan
+from prefetcher.report import SweepInfo, build_report
+from prefetcher.report_cache import ReportCache
+from prefetcher.report_page import NODES_PER_PAGE, render_html
+from prefetcher.report_query import ReportQuery, filter_report, parse_query
 from tests.prefetcher.test_core_fixtures import (
     APP,
     MISSING,
@@ -60,7 +71,7 @@ def test_html_is_escaped_self_contained_and_failures_first() -> None:
     assert "<nope>" not in page and "&lt;nope&gt;" in page
     assert "http://" not in page and "https://" not in page and "<script" not in page
     assert page.index("Failures") < page.index("Nodes &times; images")
-    assert 'class="failed"' in page and 'class="present"' in page
+    assert '<td class="f" title="failed: ErrImagePull' in page and '<td class="p">' in page
 
 
 def test_empty_cluster_report() -> None:
@@ -80,3 +91,130 @@ def test_budget_left_out_is_reported() -> None:
     assert report["budgetLeftOut"][0]["image"] == PYTORCH
     assert "disk budget" in report["budgetLeftOut"][0]["why"]
     assert "20.4 GB" in render_html(report)
+
+
+def test_one_image_failing_everywhere_is_one_group() -> None:
+    w = _failing_world()
+    for _ in range(12):
+        w.step()
+    report = build_report(w.plan())
+    failing_nodes = sorted(f["node"] for f in report["failures"])
+    assert len(failing_nodes) > 1
+    (group,) = report["failureGroups"]
+    assert group["image"] == MISSING and group["kind"] == "not-found"
+    assert group["reason"] == "ErrImagePull" and "not found" in group["message"]
+    assert group["nodeCount"] == len(failing_nodes) and sorted(group["nodes"]) == failing_nodes
+    assert group["retryAt"] == min(f["retryAt"] for f in report["failures"])
+    page = render_html(report)
+    assert page.count('<tr class="failure">') == 1
+    assert f"<summary>{len(failing_nodes)} nodes</summary>" in page
+
+
+def test_parse_query() -> None:
+    assert parse_query("") == ReportQuery()
+    query = parse_query("node=+gpu-1+&image=cuda&state=failed&page=3&imagePage=2")
+    assert query == ReportQuery(node="gpu-1", image="cuda", state="failed", page=3, image_page=2)
+    assert query.params(page=1) == "?node=gpu-1&image=cuda&state=failed&imagePage=2"
+    for bad in ("state=gone", "page=0", "page=-1", "imagePage=two"):
+        with pytest.raises(ValueError):
+            parse_query(bad)
+
+
+def test_filters_narrow_the_json_and_keep_its_keys() -> None:
+    w = _failing_world()
+    for _ in range(12):
+        w.step()
+    full = build_report(w.plan())
+    one = filter_report(full, ReportQuery(node="cpu-1"))
+    assert set(full) <= set(one) and one["summary"] == full["summary"]
+    assert [n["name"] for n in one["nodes"]] == ["cpu-1"]
+    cpu_1 = next(n for n in full["nodes"] if n["name"] == "cpu-1")
+    assert one["nodes"][0]["images"] == cpu_1["images"]
+    assert {f["node"] for f in one["failures"]} == {"cpu-1"}
+    assert all(set(i["nodes"]) == {"cpu-1"} for i in one["images"])
+    failed = filter_report(full, ReportQuery(state="failed"))
+    assert {i["image"] for i in failed["images"]} == {MISSING}
+    assert all(c["state"] == "failed" for n in failed["nodes"] for c in n["images"].values())
+    assert failed["failureGroups"] == full["failureGroups"]
+    present = filter_report(full, ReportQuery(state="present", image="app"))
+    assert present["failures"] == [] and present["failureGroups"] == []
+    assert {i["image"] for i in present["images"]} == {APP}
+
+
+# --- at 1,000 nodes x 200 images ------------------------------------------------------
+
+LIGHT_PAGE_BYTES = 400_000
+
+
+class Big(NamedTuple):
+    cache: ReportCache
+    plan: Plan
+
+
+@pytest.fixture(scope="module")
+def big() -> Big:
+    return Big(ReportCache(), synthetic_plan(1000, 200))
+
+
+def _page(big: Big, query: ReportQuery) -> str:
+    return big.cache.html(big.plan, None, query)
+
+
+def test_large_report_groups_failures_and_keeps_every_pair(big: Big) -> None:
+    body = big.cache.json(big.plan, None, ReportQuery(), {"runtime": {}})
+    report = orjson.loads(body)
+    assert sum(len(n["images"]) for n in report["nodes"]) == 200_000
+    top = report["failureGroups"][0]
+    assert top["image"] == image_ref(3) and top["kind"] == "not-found"
+    assert top["nodeCount"] == len(top["nodes"]) > 900
+    assert report["runtime"] == {}
+
+
+def test_large_page_is_light_and_shows_failures_first(big: Big) -> None:
+    page = _page(big, ReportQuery())
+    assert len(page.encode()) < LIGHT_PAGE_BYTES
+    assert page.index('id="summary"') < page.index('id="failures"') < page.index('id="grid"')
+    assert page.count("<td") < 60 * (NODES_PER_PAGE + 1) * 12
+    first_row = page[page.index('<tr class="failure">') :]
+    assert image_ref(3) in first_row[: first_row.index("</tr>")]
+    rows = re.findall(r'<tr><th class="n">.*?</tr>', page)
+    assert len(rows) == NODES_PER_PAGE
+    assert 'class="f"' in rows[0], "the worst nodes come first"
+    pager = re.search(r'data-pager="nodes">(.*?)</div>', page)
+    assert pager and "next</a>" in pager[1] and "nodes 1&ndash;50 of 1000" in pager[1]
+
+
+def test_large_page_finds_one_node_and_one_image(big: Big) -> None:
+    name = node_name(17)
+    page = _page(big, ReportQuery(node=name))
+    assert len(page.encode()) < LIGHT_PAGE_BYTES
+    assert f"<h3>Node {name}" in page
+    assert len(re.findall(r'<tr><th class="n">', page)) == 1
+    image = image_ref(42)
+    page = _page(big, ReportQuery(image=image))
+    assert "<h3>Image <code>" + image in page
+    assert len(re.findall(r'<th class="i"', page)) == 1
+    last = _page(big, ReportQuery(page=20))
+    assert len(re.findall(r'<tr><th class="n">', last)) == NODES_PER_PAGE
+    pager = re.search(r'data-pager="nodes">(.*?)</div>', last)
+    assert pager and "next</a>" not in pager[1] and "previous</a>" in pager[1]
+    assert "nodes 951&ndash;1000 of 1000" in pager[1]
+
+
+def test_html_shows_the_sources_and_nodes_at_the_image_list_cap() -> None:
+    report = build_report(World(nodes=[], images=[]).plan())
+    report["sources"] = {
+        "observed": {"images": 3, "nodesAtImageListCap": ["cpu-9"]},
+        "catalog": {
+            "prefixes": {
+                "harbor.example.internal/library": {
+                    "images": None,
+                    "lastSuccess": None,
+                    "lastError": {"kind": "unauthorized", "message": "HTTP 401 <x>", "at": "t"},
+                }
+            }
+        },
+    }
+    page = render_html(report)
+    assert "cpu-9" in page and "nodeStatusMaxImages" in page
+    assert "harbor.example.internal/library" in page and "unauthorized: HTTP 401 &lt;x&gt;" in page

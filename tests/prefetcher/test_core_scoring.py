@@ -32,8 +32,8 @@ def test_recent_and_frequent_rank_first() -> None:
     busy = score(image(APP, uses=40), NOW, 3 * DAY)
     quiet = score(image(APP, uses=2), NOW, 3 * DAY)
     assert busy > quiet
-    assert rank_key("b", True, 0.0) < rank_key("a", False, 99.0)  # declared first
-    assert rank_key("a", False, 5.0) < rank_key("b", False, 1.0)
+    assert rank_key("b", 0, 0.0) < rank_key("a", 1, 99.0)  # the better source first
+    assert rank_key("a", 1, 5.0) < rank_key("b", 1, 1.0)
 
 
 def test_retention() -> None:

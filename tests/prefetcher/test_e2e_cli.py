@@ -104,3 +104,57 @@ def test_cli_serves_converges_and_hands_back_the_lease_on_sigterm(realtime_sim: 
         "image-sync-prefetcher", NAMESPACE
     )
     assert not lease.spec.holder_identity, "a clean stop hands the Lease back"
+
+
+def test_cli_logs_json_with_the_node_image_and_reason_of_a_failed_pull(
+    realtime_sim: Any, tmp_path: Path
+) -> None:
+    from tests.jsonlogs import records
+
+    missing = "docker.io/library/does-not-exist:1.0"
+    api = realtime_sim.api_client()
+    declare(api, missing, {"kubernetes.io/hostname": "cpu-1"})
+    log_path = tmp_path / "prefetcher.log"
+    env = {
+        **os.environ,
+        "POD_NAMESPACE": NAMESPACE,
+        "IMAGE_SYNC_REGISTRIES": "docker.io/library",
+        "IMAGE_SYNC_LOG_FORMAT": "text",  # the flag wins over the configuration
+    }
+    with log_path.open("w") as log_file:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "imagesync.cli",
+                "prefetcher",
+                "--log-format",
+                "json",
+                "--kubeconfig",
+                str(realtime_sim.kubeconfig),
+                "--bind",
+                f"127.0.0.1:{free_port()}",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_for(
+                lambda: missing in log_path.read_text(),
+                timeout=120,
+                interval=0.5,
+                what="a failed pull logged",
+            )
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=60)
+    assert process.returncode == 0
+    lines = records(log_path.read_text())
+    failed = next(r for r in lines if r.get("image") == missing)
+    assert failed["level"] == "WARNING" and failed["logger"] == "prefetcher.controller"
+    assert failed["node"] == "cpu-1"
+    assert failed["reason"] in ("ErrImagePull", "ImagePullBackOff")
+    passes = [r for r in lines if "trigger" in r]
+    assert passes and all(isinstance(r["seconds"], float) for r in passes)

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from imagesync.names import CACHED_IMAGE_PLURAL
+from imagesync.templates import BUILTIN_KINDS
 from prefetcher import kube
 
 BASE = Path(__file__).resolve().parents[2] / "manifests" / "base"
@@ -74,7 +75,8 @@ def _calls_in_adapter() -> set[tuple[str, str]]:
             verb = eval(compile(ast.Expression(node.args[0]), "kube.py", "eval"), namespace)
             resource = eval(compile(ast.Expression(node.args[1]), "kube.py", "eval"), namespace)
             calls.add((resource, verb))
-    for resource in ("nodes", CACHED_IMAGE_PLURAL, "pods"):  # the three informer sources
+    sources = ["nodes", CACHED_IMAGE_PLURAL, "pods", *(k.resource for k in BUILTIN_KINDS)]
+    for resource in sources:  # the informer sources
         calls |= {(resource, "list"), (resource, "watch")}
     return calls
 
@@ -82,6 +84,17 @@ def _calls_in_adapter() -> set[tuple[str, str]]:
 def test_declared_calls_match_the_adapter() -> None:
     declared = {(resource, verb) for _, resource, verb, _ in kube.RBAC_CALLS}
     assert declared == _calls_in_adapter()
+
+
+def test_templates_are_only_listed_and_watched() -> None:
+    """Read-only on workload kinds: learning from templates never writes them."""
+    template_groups = {k.group for k in BUILTIN_KINDS}
+    verbs = {verb for group, _, verb, _ in kube.RBAC_CALLS if group in template_groups}
+    assert verbs == {"list", "watch"}
+    resources = {res for group, res, _, _ in kube.RBAC_CALLS if group in template_groups}
+    assert resources == {
+        "deployments", "statefulsets", "daemonsets", "replicasets", "jobs", "cronjobs",
+    }  # fmt: skip
 
 
 def test_manifests_grant_exactly_the_calls() -> None:

@@ -157,3 +157,32 @@ def test_starting_pods_source_sees_bound_pending_workload_pods_only(api: client.
     finally:
         informer.stop()
         informer.join(timeout=5)
+
+
+def test_a_watch_that_ends_at_once_is_not_retried_in_a_tight_loop(
+    api_server: Any, api: client.ApiClient
+) -> None:
+    import time
+
+    from simulator.apiserver import FaultRule
+
+    # Every node watch ends at once, with no event (a proxy that closes streams, say).
+    api_server.set_faults([FaultRule(path="/api/v1/nodes", verbs=("watch",), drop_watch_after=0)])
+    informer = Informer(
+        "Node",
+        untyped(client.CoreV1Api(api)).list_node,
+        clock=SystemClock(),
+        on_event=Recorder().change,
+        settings=InformerSettings(watch_timeout=5, backoff_initial=0.2, backoff_max=0.4),
+    )
+    informer.start()
+    try:
+        wait_for(informer.synced.is_set, what="first list")
+        time.sleep(2.0)
+    finally:
+        informer.stop()
+        informer.join(timeout=5)
+        api_server.clear_faults()
+    # Waiting 0.2 s, then at most 0.4 s (plus jitter) between watches: a handful in 2 s, where
+    # a tight loop makes hundreds.
+    assert 2 <= informer.watches <= 12, informer.watches

@@ -122,6 +122,9 @@ class StepClock:
     def wait(self, event: threading.Event, seconds: float) -> bool:
         return event.is_set()
 
+    def monotonic(self) -> float:
+        return self.t
+
 
 def test_two_replicas_elect_one_leader_on_a_real_lease(kube: Kube, api: client.ApiClient) -> None:
     clock = StepClock()

@@ -72,8 +72,8 @@ def test_http_endpoints() -> None:
     Counter("probe", "a probe", registry=registry).inc()
     healthy = {"ok": True}
     app = create_app(
-        report=lambda: {"summary": {"coverage": 0.5}},
-        render_html=lambda report: f"<p>{report['summary']['coverage']}</p>",
+        report_json=lambda query: json.dumps({"node": query.node, "page": query.page}).encode(),
+        report_html=lambda query: f"<p>{query.state}</p>",
         healthy=lambda: (healthy["ok"], "fine" if healthy["ok"] else "broken"),
         registry=registry,
     )
@@ -84,9 +84,15 @@ def test_http_endpoints() -> None:
         report = requests.get(f"{base}/report", timeout=5)
         assert report.status_code == 200
         assert report.headers["Content-Type"] == "application/json"
-        assert json.loads(report.text)["summary"]["coverage"] == 0.5
-        page = requests.get(f"{base}/", timeout=5)
-        assert page.status_code == 200 and "<p>0.5</p>" in page.text
+        assert json.loads(report.text) == {"node": "", "page": 1}
+        narrowed = requests.get(f"{base}/report?node=gpu-1&page=3", timeout=5).json()
+        assert narrowed == {"node": "gpu-1", "page": 3}
+        page = requests.get(f"{base}/?state=failed", timeout=5)
+        assert page.status_code == 200 and "<p>failed</p>" in page.text
+        for bad in ("state=broken", "page=0", "page=x"):
+            answer = requests.get(f"{base}/?{bad}", timeout=5)
+            assert answer.status_code == 400, bad
+            assert answer.headers["Content-Type"] == "text/plain"
         assert "probe_total 1.0" in requests.get(f"{base}/metrics", timeout=5).text
         assert requests.get(f"{base}/healthz", timeout=5).status_code == 200
         healthy["ok"] = False
@@ -107,11 +113,13 @@ class FakeLeases:
         self.version = 0
         self.lock = threading.Lock()
 
-    def read_lease(self, name: str) -> dict[str, Any] | None:
+    def read_lease(self, name: str, timeout: float | None = None) -> dict[str, Any] | None:
         with self.lock:
             return json.loads(json.dumps(self.lease)) if self.lease else None
 
-    def write_lease(self, lease: dict[str, Any], create: bool) -> bool:
+    def write_lease(
+        self, lease: dict[str, Any], create: bool, timeout: float | None = None
+    ) -> bool:
         with self.lock:
             if create and self.lease is not None:
                 return False
@@ -135,6 +143,9 @@ class StepClock:
 
     def wait(self, event: threading.Event, seconds: float) -> bool:
         return event.is_set()
+
+    def monotonic(self) -> float:
+        return self.t
 
 
 def test_lease_election_takeover_only_after_expiry() -> None:

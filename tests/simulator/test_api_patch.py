@@ -10,6 +10,7 @@ import requests
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from tests.apiserver_facts import JSON_PATCH_CASES, JsonPatchCase, check_json_patch
 from tests.simulator.conftest import pod_body
 
 PATCH = "application/strategic-merge-patch+json"
@@ -199,3 +200,8 @@ def test_server_side_apply_creates_then_merges(apiserver) -> None:
     )
     assert again.status_code == 200
     assert again.json()["data"] == {"a": "2"}
+
+
+@pytest.mark.parametrize("case", JSON_PATCH_CASES, ids=lambda c: c.why)
+def test_json_patch_answers_like_the_real_server(api, case: JsonPatchCase) -> None:
+    check_json_patch(api, "default", case)

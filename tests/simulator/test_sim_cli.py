@@ -38,6 +38,7 @@ def test_sim_command_serves_a_cluster_kubectl_can_use(tmp_path: Path) -> None:
             "--speed",
             "60",
             "--no-workload",
+            "--serve-registries",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -71,6 +72,7 @@ def test_sim_command_serves_a_cluster_kubectl_can_use(tmp_path: Path) -> None:
             out, _ = process.communicate()
     assert process.returncode == 0
     assert "kubectl --kubeconfig" in out
+    assert "registry harbor.example.internal serves its API at http://127.0.0.1:" in out
 
 
 def test_attach_runs_kubelets_against_an_existing_api_server(tmp_path: Path) -> None:
@@ -133,3 +135,40 @@ def test_attach_runs_kubelets_against_an_existing_api_server(tmp_path: Path) -> 
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=30)
         assert process.returncode == 0
+
+
+def test_sim_logs_json_lines_on_request(tmp_path: Path) -> None:
+    from tests.jsonlogs import records
+
+    kubeconfig = tmp_path / "kubeconfig"
+    log_path = tmp_path / "stderr"
+    image_sync = Path(sys.executable).parent / "image-sync"
+    with log_path.open("w") as stderr:
+        process = subprocess.Popen(
+            [
+                str(image_sync),
+                "sim",
+                "--log-format",
+                "json",
+                "--bind",
+                "127.0.0.1:0",
+                "--kubeconfig-out",
+                str(kubeconfig),
+                "--no-workload",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            env={**os.environ, "IMAGE_SYNC_CONFIG": ""},
+        )
+        try:
+            wait_for(lambda: "serving on" in log_path.read_text(), timeout=60)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=30)
+    assert process.returncode == 0
+    lines = records(log_path.read_text())
+    [serving] = [r for r in lines if "url" in r]
+    assert serving["logger"] == "simulator.cli"
+    assert serving["scenario"] == "gpu-cluster" and serving["nodes"] == 6
+    assert serving["url"].startswith("http://127.0.0.1:")
+    assert lines[-1]["message"] == "stopping the simulated cluster"

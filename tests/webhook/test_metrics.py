@@ -10,6 +10,7 @@ import requests
 from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests import promtool
 from tests.webhook.conftest import Tls, WebhookProcess, start_webhook
 from tests.webhook.pods import HARBOR, deployment_pod, review
 
@@ -101,3 +102,21 @@ def test_metrics_aggregate_all_workers(tmp_path: Path, tls: Tls) -> None:
     finally:
         assert server.stop() == 0
     assert os.path.isdir(directory)  # a directory given by the environment is left in place
+
+
+def test_metrics_pass_promtool_check(webhook: WebhookProcess) -> None:
+    """What Prometheus scrapes from gunicorn's workers parses and follows its conventions."""
+    # Before any review: every outcome is there at 0 (ImageSyncWebhookDown alerts on absence).
+    fresh = samples(webhook)
+    assert {
+        dict(labels)["outcome"]
+        for (name, labels), value in fresh.items()
+        if name == "image_sync_webhook_requests_total" and value == 0
+    } == {"patched", "unchanged", "skipped", "invalid", "error"}
+    for index in range(6):
+        assert post_on_new_connection(webhook, index) == 200
+    assert webhook.post(None, raw=b"nope").status_code == 400
+    answer = webhook.get("/metrics")
+    assert answer.status_code == 200
+    assert "image_sync_webhook_request_duration_seconds_bucket" in answer.text
+    promtool.check_metrics(answer.text)

@@ -292,5 +292,5 @@ def test_patch_always_applies_and_only_touches_managed_pull_policies(
     assert obj == before  # the input is never modified
     after = jsonpatch.apply_patch(obj, list(decision.patch))
     check_only_pull_policies_of_managed_containers(before, after)
-    # Applying the webhook to its own output changes nothing (reinvocationPolicy: IfNeeded).
+    # Applying the webhook to its own output changes nothing (safe to call it again).
     assert decide(after, config).patch == ()

@@ -1,8 +1,8 @@
-"""The evaluation's figures as pure functions, so the numbers in the docs can be unit-tested.
+"""What a replay measured, as pure functions, so the numbers in the docs can be unit-tested.
 
 Everything here works on plain records (seconds on the simulated clock, byte counts) taken
 from a finished run; nothing talks to the simulator, so the same functions serve the demo's
-summary and `bench/evaluate.py`'s table.
+summary and `bench/evaluate.py`'s table (which build on the simulator, never the reverse).
 """
 
 from __future__ import annotations
@@ -26,6 +26,49 @@ class PodOutcome:
     image_wait: float | None
     hit: bool
     started: bool = True
+
+
+@dataclass(frozen=True)
+class SchedulingLag:
+    """How far binding fell behind pod creation, among pods that never waited for room.
+
+    A pod that the scheduler found no room for waits legitimately; any other pod should be
+    bound within a scheduler round (`pace`). When the simulator's processes cannot keep up
+    with the clock (a busy machine, a fast clock), this lag grows and every wait measured
+    after it is bent, differently per policy: the run's figures cannot be trusted."""
+
+    pods: int
+    p50: float
+    p95: float
+    pace: float  # simulated seconds one scheduler round may take
+
+    @property
+    def bound(self) -> float:
+        """The p95 beyond which a run is reported as fallen behind."""
+        return max(LAG_FLOOR_SECONDS, LAG_ROUNDS * self.pace)
+
+    @property
+    def behind(self) -> bool:
+        return self.p95 > self.bound
+
+    def warning(self, label: str) -> str:
+        return (
+            f"{label}: the simulator fell behind: pods that had room waited {self.p95:.0f} s "
+            f"(p95, median {self.p50:.0f} s) to be bound, against {self.bound:.0f} s allowed "
+            "at this clock; its waits are bent. Run again with a slower --speed, or use the "
+            "virtual-time evaluation."
+        )
+
+
+# Scheduling lag allowed: LAG_ROUNDS scheduler rounds, and never less than the floor (the
+# API server's creation timestamps have a resolution of one second).
+LAG_ROUNDS = 3
+LAG_FLOOR_SECONDS = 10.0
+
+
+def scheduling_lag(delays: Sequence[float], pace: float) -> SchedulingLag:
+    """`delays`: creation → bound (simulated seconds) of pods never reported unschedulable."""
+    return SchedulingLag(len(delays), percentile(delays, 50), percentile(delays, 95), pace)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""Talking to container registries: credentials from pull secrets, the OCI distribution API."""

@@ -1,0 +1,1 @@
+"""Sources of wanted images besides the webhook: what nodes hold, what registries list."""

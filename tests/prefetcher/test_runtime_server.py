@@ -1,0 +1,81 @@
+"""The report server: idle connections closed, bounded resources, metrics on a listener of their own."""
+
+from __future__ import annotations
+
+import socket
+import time
+from typing import Any
+
+import requests
+
+from prefetcher.server import ReportServer, create_app
+from tests.prefetcher.conftest import Running
+
+
+def hello(environ: dict[str, Any], start: Any) -> list[bytes]:
+    start("200 OK", [("Content-Type", "text/plain")])
+    return [b"ok\n"]
+
+
+def test_an_idle_connection_is_closed_and_never_holds_a_worker() -> None:
+    server = ReportServer(hello, "127.0.0.1", 0, channel_timeout=1)
+    server.start()
+    try:
+        # More silent clients than worker threads: a half-sent request each.
+        idle = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(10)]
+        for sock in idle:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        # Others are still served at once.
+        assert requests.get(f"http://127.0.0.1:{server.port}/", timeout=5).text == "ok\n"
+        # And the silent ones are cut after the channel timeout (a few cleanup rounds).
+        deadline = time.monotonic() + 15
+        for sock in idle:
+            sock.settimeout(max(0.1, deadline - time.monotonic()))
+            while sock.recv(1024):  # a timeout here (socket.timeout) fails the test
+                pass
+            sock.close()
+    finally:
+        server.stop()
+
+
+def test_metrics_can_have_a_listener_of_their_own(sim: Any) -> None:
+    from prefetcher.__main__ import Prefetcher
+    from tests.prefetcher.conftest import sim_config
+
+    running = Running(sim)
+    prefetcher = Prefetcher(
+        sim.api_client(),
+        sim_config(),
+        bind=("127.0.0.1", 0),
+        metrics_bind=("127.0.0.1", 0),
+    )
+    running.started.append(prefetcher)
+    prefetcher.start()
+    try:
+        assert prefetcher.server is not None and prefetcher.metrics_server is not None
+        report_url = f"http://127.0.0.1:{prefetcher.server.port}"
+        metrics_url = f"http://127.0.0.1:{prefetcher.metrics_server.port}"
+        assert requests.get(f"{report_url}/metrics", timeout=10).status_code == 404
+        assert requests.get(f"{report_url}/healthz", timeout=10).status_code == 200
+        scrape = requests.get(f"{metrics_url}/metrics", timeout=10)
+        assert scrape.status_code == 200 and "image_sync_prefetcher_leader" in scrape.text
+        assert requests.get(f"{metrics_url}/report", timeout=10).status_code == 404
+    finally:
+        running.stop_all()
+
+
+def test_without_a_metrics_listener_metrics_stay_beside_the_report() -> None:
+    from prometheus_client import CollectorRegistry
+
+    app = create_app(
+        report_json=lambda query: b"{}",
+        report_html=lambda query: "",
+        healthy=lambda: (True, "ok"),
+        registry=CollectorRegistry(),
+    )
+    server = ReportServer(app, "127.0.0.1", 0)
+    server.start()
+    try:
+        assert requests.get(f"http://127.0.0.1:{server.port}/metrics", timeout=5).status_code == 200
+    finally:
+        server.stop()
