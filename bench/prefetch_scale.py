@@ -1,6 +1,7 @@
 """The prefetcher at scale on the simulator: 1,000 nodes x 200 images by default.
 
     .venv/bin/python bench/prefetch_scale.py [--nodes N] [--images M] [--timeout S]
+    .venv/bin/python bench/prefetch_scale.py --planner-only [--sizes 100x20,1000x200,...]
 
 The simulated cluster (API server, kubelets, scheduler, registries) runs in this process at
 real time (1x); the prefetcher is the real `image-sync prefetcher` command in a process of
@@ -12,6 +13,9 @@ while converging, and over one steady-state sweep interval), time to full covera
 its physical floor (the bytes ÷ the registry's or the nodes' bandwidth, whichever is less),
 time to warm one joining node against its floor (its bytes ÷ its bandwidth), the
 prefetcher's CPU use, and peak memory (the prefetcher process; this one, simulator included).
+
+`--planner-only` times the planner alone on converged snapshots of each size, full and
+incremental (see bench/planner_scale.py); it takes about a minute.
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ from prometheus_client.parser import text_string_to_metric_families
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.planner_scale import SIZES  # noqa: E402
+from bench.planner_scale import run as run_planner_only  # noqa: E402
 from imagesync.cachedimage import object_name  # noqa: E402
 from simulator.cluster import SimCluster  # noqa: E402
 from simulator.scenario import parse_scenario  # noqa: E402
@@ -279,12 +285,28 @@ def main() -> int:
     parser.add_argument("--nodes", type=int, default=1000)
     parser.add_argument("--images", type=int, default=200)
     parser.add_argument(
+        "--planner-only",
+        action="store_true",
+        help="time only the planner, full and incremental, on converged snapshots of --sizes",
+    )
+    parser.add_argument(
+        "--sizes",
+        default=",".join(f"{n}x{m}" for n, m in SIZES),
+        help="NODESxIMAGES,... for --planner-only (default: %(default)s)",
+    )
+    parser.add_argument(
         "--timeout",
         type=float,
         default=5400.0,
         help="seconds to wait for full coverage; past it, the coverage reached is reported",
     )
     args = parser.parse_args()
+    if args.planner_only:
+        sizes = tuple(
+            (int(nodes), int(images))
+            for nodes, images in (size.split("x") for size in args.sizes.split(","))
+        )
+        return run_planner_only(sizes, say)
 
     images = image_sizes(args.images)
     per_node = sum(size for _, size, _ in images)

@@ -74,10 +74,6 @@ class Prefetcher:
         plan_fn: PlanFn | None = None,
         before_write: WriteHook | None = None,
     ) -> None:
-        if plan_fn is None:
-            from prefetcher.planner import plan
-
-            plan_fn = plan
         self.config = config
         self.clock = clock or SystemClock()
         self.identity = identity or default_identity()

@@ -1,9 +1,11 @@
 """The prefetcher's loop, kept apart from its work: when to plan, then plan and carry it out.
 
-A *pass* is: snapshot of the informer caches → the pure `plan()` → execute the plan's writes.
+A *pass* is: snapshot of the informer caches → the plan → execute the plan's writes.
 Passes run when something that matters changed (a node joined, turned Ready or left; a
 CachedImage appeared or its spec changed; one of our pods changed) after a short coalescing
-wait, and as a full resync *sweep* every `sweep_interval`. Only the leader writes; a standby
+wait, and as a full resync *sweep* every `sweep_interval`. A sweep plans from scratch; the
+passes between sweeps plan incrementally (`IncrementalPlanner`: work in proportion to what
+changed, the same Plan as the pure `plan()`). Only the leader writes; a standby
 keeps its caches warm so it can take over at once.
 
 What survives a restart lives in the cluster (our pods carry labels, annotations and
@@ -60,6 +62,7 @@ from prefetcher.model import (
     WantedImage,
     Workload,
 )
+from prefetcher.planning.incremental import IncrementalPlanner
 from prefetcher.sources.sync import CatalogView, SourceSync
 
 log = logging.getLogger(__name__)
@@ -189,7 +192,7 @@ class Controller:
         *,
         clock: Clock,
         metrics: Metrics,
-        plan_fn: PlanFn,
+        plan_fn: PlanFn | None = None,
         is_leader: Callable[[], bool] = lambda: True,
         informer_settings: InformerSettings | None = None,
         before_write: WriteHook | None = None,
@@ -199,7 +202,9 @@ class Controller:
         self.config = config
         self.clock = clock
         self.metrics = metrics
-        self._plan = plan_fn
+        self._plan_fn = plan_fn
+        self._planner = IncrementalPlanner(config)
+        self._planner_lock = threading.Lock()
         self._is_leader = is_leader
         self._before_write = before_write
         self.sources = SourceSync(config, catalog)
@@ -430,11 +435,18 @@ class Controller:
                 return self.last_plan, self.last_pass
             now = self.clock.now()
             if self._report_plan is None or now - self._report_planned_at > REPORT_PLAN_TTL:
-                self._report_plan = self._plan(self.snapshot(), self.config)
+                self._report_plan = self._planned(self.snapshot(), full=False)
                 self._report_planned_at = now
             return self._report_plan, None
 
     # --- one pass -------------------------------------------------------------------------
+
+    def _planned(self, snapshot: Snapshot, *, full: bool) -> Plan:
+        """The plan of `snapshot`: from scratch at a sweep, else from the previous pass's."""
+        if self._plan_fn is not None:
+            return self._plan_fn(snapshot, self.config)
+        with self._planner_lock:
+            return self._planner.full(snapshot) if full else self._planner.plan(snapshot)
 
     def snapshot(self) -> Snapshot:
         """The caches (plus our writes the watch has not shown yet) as the planner's input."""
@@ -555,7 +567,7 @@ class Controller:
         snapshot = self.snapshot()
         self._confirm_learned(info)
         plan_started = time.perf_counter()
-        plan = self._plan(snapshot, self.config)
+        plan = self._planned(snapshot, full=trigger == SWEEP)
         info.plan_seconds = time.perf_counter() - plan_started
         self.metrics.plan_seconds.observe(info.plan_seconds)
         self.pull_records = dict(plan.pull_records)

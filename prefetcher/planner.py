@@ -35,7 +35,9 @@
 
 The runtime calls it with a fresh Snapshot after watch events, on every sweep and at
 `Plan.wake_at`, carries out the Plan, and keeps `Plan.pull_records` for the next call. The same Snapshot always
-gives the same Plan. Each stage lives in its own module under `prefetcher.planning`.
+gives the same Plan. Each stage lives in its own module under `prefetcher.planning`;
+`prefetcher.planning.incremental` runs them on what the previous pass computed, for the
+passes between sweeps, and returns the same Plan.
 """
 
 from __future__ import annotations

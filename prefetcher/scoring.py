@@ -19,7 +19,8 @@ from prefetcher.observe import parse_timestamp
 _DAY = 86400.0
 
 
-def _day_start(moment: datetime) -> datetime:
+def day_start(moment: datetime) -> datetime:
+    """The start of the UTC day of `moment`: scores change only when it does."""
     moment = moment.astimezone(UTC)
     return moment.replace(hour=0, minute=0, second=0, microsecond=0)
 
@@ -32,7 +33,7 @@ def _decay(age_days: float, half_life: float) -> float:
 
 def score(image: WantedImage, now: datetime, half_life: float) -> float:
     """Decayed use count, rounded to 3 decimals; stable within a UTC day."""
-    today = _day_start(now)
+    today = day_start(now)
     total = 0.0
     if image.daily_uses:
         for day, uses in image.daily_uses.items():
@@ -43,7 +44,7 @@ def score(image: WantedImage, now: datetime, half_life: float) -> float:
             total += max(uses, 0) * _decay((today - moment) / timedelta(days=1), half_life)
     elif image.use_count > 0 and image.last_seen is not None:
         # Older objects without per-day counts: all uses dated to the last use.
-        age = (today - _day_start(image.last_seen)) / timedelta(days=1)
+        age = (today - day_start(image.last_seen)) / timedelta(days=1)
         total = image.use_count * _decay(age, half_life)
     return round(total, 3)
 
@@ -68,7 +69,11 @@ def is_wanted(image: WantedImage, now: datetime, retention: float) -> bool:
     """Declared: always. Learned: used within `retention` (or of unknown age)."""
     if is_declared(image):
         return True
-    used = last_used(image)
+    return used_within(last_used(image), now, retention)
+
+
+def used_within(used: datetime | None, now: datetime, retention: float) -> bool:
+    """A learned image last used at `used` is still wanted at `now` (unknown age: yes)."""
     return used is None or (now - used).total_seconds() <= retention
 
 

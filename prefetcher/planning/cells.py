@@ -120,6 +120,7 @@ def fill_cells(state: PlanState) -> None:
     """Every (node, wanted image) cell, with the counts per node and per image."""
     started = {(p.node, image) for p in state.pulls for image in p.images}
     empty: frozenset[str] = frozenset()
+    cells: list[CellState] = []
     for entry in state.targets.values():
         name = entry.node.name
         result = node_cells(
@@ -132,13 +133,9 @@ def fill_cells(state: PlanState) -> None:
             state.waiting,
             state.config,
         )
-        add_node_cells(state, name, result)
-
-
-def add_node_cells(state: PlanState, name: str, result: NodeCells) -> None:
-    """Add one node's cells and counts to the plan's."""
-    state.cells.extend(result.cells)
-    state.left_out.extend(result.left_out)
-    state.node_counts[name] = result.tally
-    state.counts.update(result.other_states)
-    state.counts.update((ref, "present") for ref in result.present_refs)
+        cells += result.cells
+        state.left_out += result.left_out
+        state.node_counts[name] = result.tally
+        state.counts.update(result.other_states)
+        state.counts.update((ref, "present") for ref in result.present_refs)
+    state.cells = cells

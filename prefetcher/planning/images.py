@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -17,13 +18,37 @@ from prefetcher.model import NodeInfo, Snapshot, WantedImage
 if TYPE_CHECKING:
     from prefetcher.planning.demand import DemandIndex
 
+# A pull unpacks about this many bytes on disk per compressed byte (NGC pytorch: 20.4 GB
+# from 9.5 GB); used while the registry's compressed size is all that is known.
+DISK_PER_COMPRESSED_BYTE = 2.2
+
+
+@dataclass(frozen=True)
+class ImageFacts:
+    """What the CachedImages of one image say, fixed for a UTC day (scores change daily)."""
+
+    image: str
+    objects: tuple[WantedImage, ...]  # best source first, then by name
+    scores: tuple[float, ...]  # per object, for the day
+    ranks: tuple[int, ...]  # per object: its source's place in `sourceOrder`
+    last_used: tuple[datetime | None, ...]  # per object; None for a declared one
+    declared: bool
+    size: int
+    registry: str
+    invalid: str | None
+    placement_key: str
+    used: bool  # its objects count uses
+    first_created: datetime | None
+    by_demand: bool  # placed only where its pods are predicted to run
+
 
 @dataclass
 class MergedImage:
     """The CachedImage objects that name one image, merged for planning."""
 
     image: str
-    objects: list[WantedImage]
+    objects: tuple[WantedImage, ...]
+    scores: tuple[float, ...]  # per object
     score: float
     declared: bool
     source_rank: int  # of its best source in `sourceOrder`
@@ -57,7 +82,7 @@ def recent(moment: datetime | None, now: datetime, window: float) -> bool:
     return moment is not None and 0 <= (now - moment).total_seconds() <= window
 
 
-def size_hints(nodes: tuple[NodeInfo, ...]) -> dict[str, int]:
+def size_hints(nodes: Iterable[NodeInfo]) -> dict[str, int]:
     """The largest size any node's image list gives for each image."""
     hints: dict[str, int] = {}
     for node in nodes:
@@ -66,77 +91,106 @@ def size_hints(nodes: tuple[NodeInfo, ...]) -> dict[str, int]:
     return hints
 
 
-# A pull unpacks about this many bytes on disk per compressed byte (NGC pytorch: 20.4 GB
-# from 9.5 GB); used while the registry's compressed size is all that is known.
-DISK_PER_COMPRESSED_BYTE = 2.2
-
-
-def merge_images(snapshot: Snapshot, config: Config, demand: DemandIndex) -> list[MergedImage]:
-    """Group CachedImages by image, leaving out objects whose source does not count for the
-    image's prefix (`sources`, `defaultSources`); best rank first."""
-    now = snapshot.now
-    hints = size_hints(snapshot.nodes)
+def group_images(images: Iterable[WantedImage], config: Config) -> dict[str, list[WantedImage]]:
+    """The CachedImages by the image they name, leaving out objects whose source does not
+    count for the image's prefix (`sources`, `defaultSources`)."""
     groups: dict[str, list[WantedImage]] = {}
     counted: dict[str, tuple[str, ...]] = {}
-    for obj in snapshot.images:
+    for obj in images:
         if obj.image not in counted:
             counted[obj.image] = sources_for(
                 obj.image, config.sources, config.registries, config.default_sources
             )
         if obj.source in counted[obj.image]:
             groups.setdefault(obj.image, []).append(obj)
+    return groups
+
+
+def merge_images(snapshot: Snapshot, config: Config, demand: DemandIndex) -> list[MergedImage]:
+    """Group CachedImages by image; best rank first."""
+    now = snapshot.now
+    hints = size_hints(snapshot.nodes)
+    day = scoring.day_start(now)
     merged = [
-        merge_group(image, objects, hints, now, config, demand) for image, objects in groups.items()
+        merged_image(
+            image_facts(image, objects, hints.get(image), day, config), now, config, demand
+        )
+        for image, objects in group_images(snapshot.images, config).items()
     ]
-    merged.sort(key=lambda i: i.rank)
-    return merged
+    return ranked(merged)
 
 
-def merge_group(
-    image: str,
-    objects: list[WantedImage],
-    hints: dict[str, int],
-    now: datetime,
-    config: Config,
-    demand: DemandIndex,
-) -> MergedImage:
-    """One image from the CachedImages that name it (best source first, then by name).
+def ranked(images: list[MergedImage]) -> list[MergedImage]:
+    """`images` in rank order, best first."""
+    images.sort(key=lambda i: i.rank)
+    return images
 
-    A live workload template keeps a learned image wanted and counts as use; an image a
-    rollout left behind is released once nothing uses it (`demand.released`)."""
-    objects.sort(key=lambda o: (source_rank(o.source, config.source_order), o.name))
-    scores = [scoring.score(o, now, config.score_half_life) for o in objects]
-    sizes = [o.size for o in objects if o.size]
-    compressed = max((o.compressed_size or 0 for o in objects), default=0)
+
+def image_facts(
+    image: str, objects: list[WantedImage], hint: int | None, day: datetime, config: Config
+) -> ImageFacts:
+    """The facts of one image from the CachedImages that name it, on `day`."""
+    ordered = tuple(
+        sorted(objects, key=lambda o: (source_rank(o.source, config.source_order), o.name))
+    )
+    sizes = [o.size for o in ordered if o.size]
+    compressed = max((o.compressed_size or 0 for o in ordered), default=0)
     estimate = int(compressed * DISK_PER_COMPRESSED_BYTE) or config.default_image_size
     registry, invalid = registry_of(image)
-    created = [o.created for o in objects if o.created is not None]
-    need = demand.of(image)
-    templated = need is not None and need.templated
-    in_use = templated or any(o.use_count > 0 or o.daily_uses for o in objects)
-    declared = any(scoring.is_declared(o) for o in objects)
-    # The rank comes from the objects that still want the image (a released learned object
-    # must not lift an observed one).
-    live = [o for o in objects if scoring.is_wanted(o, now, config.image_retention)]
-    wanted = declared or (image not in demand.released and (templated or bool(live)))
-    placement = objects[0].placement or config.placement
-    return MergedImage(
+    created = [o.created for o in ordered if o.created is not None]
+    placed = ordered[0].placement or config.placement
+    return ImageFacts(
         image=image,
-        objects=objects,
-        score=max(scores),
-        declared=declared,
-        source_rank=min(source_rank(o.source, config.source_order) for o in live or objects),
-        wanted=wanted,
-        size=max(sizes) if sizes else hints.get(image) or estimate,
+        objects=ordered,
+        scores=tuple(scoring.score(o, day, config.score_half_life) for o in ordered),
+        ranks=tuple(source_rank(o.source, config.source_order) for o in ordered),
+        last_used=tuple(None if scoring.is_declared(o) else scoring.last_used(o) for o in ordered),
+        declared=any(scoring.is_declared(o) for o in ordered),
+        size=max(sizes) if sizes else hint or estimate,
         registry=registry,
         invalid=invalid,
-        new_in_use=in_use and bool(created) and recent(min(created), now, config.urgent_window),
-        placement_key=placement_key(objects, invalid),
-        by_demand=placement.lower() == "demand",
+        placement_key=placement_key(ordered, invalid),
+        used=any(o.use_count > 0 or o.daily_uses for o in ordered),
+        first_created=min(created) if created else None,
+        by_demand=placed.lower() == "demand",
     )
 
 
-def placement_key(objects: list[WantedImage], invalid: str | None) -> str:
+def merged_image(
+    facts: ImageFacts, now: datetime, config: Config, demand: DemandIndex
+) -> MergedImage:
+    """The image as planned at `now`: a live workload template keeps a learned image wanted
+    and counts as use; an image a rollout left behind is released once nothing uses it
+    (`demand.released`)."""
+    need = demand.of(facts.image)
+    templated = need is not None and need.templated
+    in_use = templated or facts.used
+    # The rank comes from the objects that still want the image (a released learned object
+    # must not lift an observed one).
+    live = [
+        rank
+        for obj, rank, used in zip(facts.objects, facts.ranks, facts.last_used, strict=True)
+        if scoring.is_declared(obj) or scoring.used_within(used, now, config.image_retention)
+    ]
+    wanted = facts.declared or (facts.image not in demand.released and (templated or bool(live)))
+    return MergedImage(
+        image=facts.image,
+        objects=facts.objects,
+        scores=facts.scores,
+        score=max(facts.scores),
+        declared=facts.declared,
+        source_rank=min(live or facts.ranks),
+        wanted=wanted,
+        size=facts.size,
+        registry=facts.registry,
+        invalid=facts.invalid,
+        new_in_use=in_use and recent(facts.first_created, now, config.urgent_window),
+        placement_key=facts.placement_key,
+        by_demand=facts.by_demand,
+    )
+
+
+def placement_key(objects: Iterable[WantedImage], invalid: str | None) -> str:
     """Everything about the objects that decides which nodes fit them."""
     parts: list[Any] = [invalid]
     for o in objects:

@@ -4,19 +4,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from prefetcher import observe, pods
+from prefetcher import pods
 from prefetcher.model import KeeperAction, ManagedPod
 from prefetcher.planning.state import PlanState
 from prefetcher.planning.targets import NodeTarget
 
 # Longest a pulled image waits for the keeper while its node's puller pulls the rest.
 KEEPER_BATCH_WAIT = 300.0
-
-
-def desired_keeper(state: PlanState, entry: NodeTarget) -> tuple[list[str], str]:
-    """The images the node's keeper should run (sorted) and that keeper's name."""
-    desired = sorted(entry.fitted_set & state.present.get(entry.node.name, frozenset()))
-    return desired, pods.keeper_name(entry.node.name, desired) if desired else ""
 
 
 def plan_keepers(state: PlanState) -> None:
@@ -35,10 +29,13 @@ def plan_keepers(state: PlanState) -> None:
     if not config.keeper_enabled:
         return
     names = {k.name for k in state.keepers}
+    # Nodes still pulling: a puller flies there or starts now.
+    busy = {pod.node for pod, _ in state.in_flight.values()} | {p.node for p in state.pulls}
     for entry in state.targets.values():
         if entry.node.ready:
-            desired, name = desired_keeper(state, entry)
-            _node_keeper(state, entry, desired, name, by_node.get(entry.node.name, []), names)
+            desired, name = state.keeper_for(entry)
+            active = by_node.get(entry.node.name, [])
+            _node_keeper(state, entry, desired, name, active, names, busy)
 
 
 def _node_keeper(
@@ -48,6 +45,7 @@ def _node_keeper(
     name: str,
     active: list[ManagedPod],
     names: set[str],
+    busy: set[str],
 ) -> None:
     node = entry.node
     if not desired:
@@ -57,8 +55,8 @@ def _node_keeper(
     current = next((k for k in active if k.name == name), None)
     guarded: frozenset[str] = frozenset()
     if current is not None:
-        guarded = observe.keeper_running_images(current)
-    elif _defer_keeper(state, node.name, desired, active):
+        guarded = state.running_images(current)
+    elif node.name in busy and _defer_keeper(state, node.name, desired, active):
         return
     elif name not in names:  # (a namesake still terminating: wait for it)
         state.keeper_actions.append(
@@ -71,27 +69,21 @@ def _node_keeper(
             )
         )
     for keeper in active:
-        if keeper is not current and (
-            observe.keeper_running_images(keeper) & set(desired) <= guarded
-        ):
+        if keeper is not current and (state.running_images(keeper) & set(desired) <= guarded):
             state.delete(keeper, f"replaced by {name}")
 
 
 def _defer_keeper(
     state: PlanState, node: str, desired: list[str], active: list[ManagedPod]
 ) -> bool:
-    """Wait with a new keeper while the node is still pulling (a puller runs or starts
-    now), so a node's pulls cost one keeper replacement every KEEPER_BATCH_WAIT, not one
-    per image or per puller. Safe: every image the running keepers do not hold yet is
+    """Wait with a new keeper while the node is still pulling (a puller runs or starts now),
+    so a node's pulls cost one keeper replacement every KEEPER_BATCH_WAIT, not one per
+    image or per puller. Safe: every image the running keepers do not hold yet is
     held by its finished puller's container (pullers stay until a keeper holds their
     images), and no image waits longer than KEEPER_BATCH_WAIT."""
-    if not any(pod.node == node for pod, _ in state.in_flight.values()) and not any(
-        pull.node == node for pull in state.pulls
-    ):
-        return False
     held: set[str] = set()
     for keeper in active:
-        held |= observe.keeper_running_images(keeper)
+        held |= state.running_images(keeper)
     added = set(desired) - held
     if not added <= state.puller_held.get(node, set()):
         return False

@@ -21,16 +21,11 @@ def _seconds(pod: ManagedPod, finished: datetime | None) -> float | None:
 def read_pullers(state: PlanState) -> None:
     """Outcomes of pullers' images, which pullers still fly, and which to delete."""
     config = state.config
-    for keeper in state.keepers:
-        if not keeper.deleting:
-            state.guarded.setdefault(keeper.node, set()).update(
-                observe.keeper_running_images(keeper)
-            )
     for pod in state.pullers:
         if pod.node not in state.node_names:
             state.delete(pod, "node no longer exists")
             continue
-        results = observe.puller_results(pod)
+        results = state.puller_results(pod)
         for image, result in results.items():
             if result.succeeded:
                 _record_success(state, pod, image, result)
@@ -49,7 +44,7 @@ def read_pullers(state: PlanState) -> None:
             for image, result in results.items()
             if result.succeeded
             and image in fitted
-            and not (config.keeper_enabled and image in state.guarded.get(pod.node, ()))
+            and not (config.keeper_enabled and image in state.guarded(pod.node))
         ]
         if not unguarded:
             why = "pulled; the keeper holds the image" if not failed else "pull failed"

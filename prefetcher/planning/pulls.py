@@ -101,12 +101,6 @@ def urgent_need(state: PlanState, entry: NodeTarget, image: MergedImage) -> tupl
     return "routine", 2
 
 
-def missing_images(state: PlanState, entry: NodeTarget) -> list[str]:
-    """The node's target images not present there, in rank order."""
-    present = state.present.get(entry.node.name, frozenset())
-    return [ref for ref in entry.fitted if ref not in present]
-
-
 def choose_pulls(state: PlanState) -> None:
     """Candidates in order (urgency, demand tier, score, node, image), batched per node,
     each puller within every cap."""
@@ -114,7 +108,7 @@ def choose_pulls(state: PlanState) -> None:
     candidates: list[Candidate] = []
     for entry in state.targets.values():
         if entry.problem is None:
-            candidates += node_candidates(state, entry, missing_images(state, entry), starting)
+            candidates += node_candidates(state, entry, state.missing(entry), starting)
     start_pulls(state, candidates)
 
 

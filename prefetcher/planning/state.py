@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from imagesync.config import Config
+from prefetcher import observe, pods
 from prefetcher.model import (
     BudgetExclusion,
     CellState,
@@ -54,13 +55,16 @@ class PlanState:
         self.wanted_refs = {i.image for i in self.wanted}
         self.pullers = [p for p in pods if p.role == "puller"]
         self.keepers = [p for p in pods if p.role == "keeper"]
+        self.keepers_on: dict[str, list[ManagedPod]] = {}
+        for keeper in self.keepers:
+            self.keepers_on.setdefault(keeper.node, []).append(keeper)
         self.targets = targets
         self.present = present
         self.records: dict[PullKey, PullRecord] = dict(snapshot.pull_records)
         self.deletions: list[PodDeletion] = []
         self.deleted: set[str] = set()
         self.outcomes: list[PullOutcome] = []
-        self.guarded: dict[str, set[str]] = {}  # node → images running keepers hold
+        self._guarded: dict[str, set[str]] = {}  # node → images running keepers hold
         self.puller_held: dict[str, set[str]] = {}  # node → images live pullers pulled
         self.pulled_at: dict[PullKey, datetime] = {}
         self.in_flight: dict[str, tuple[ManagedPod, tuple[str, ...]]] = {}  # uid → pending
@@ -70,13 +74,44 @@ class PlanState:
         self.waiting: dict[PullKey, str] = {}
         self.keeper_actions: list[KeeperAction] = []
         self.taint_removals: list[TaintRemoval] = []
-        self.cells: list[CellState] = []
+        self.cells: Sequence[CellState] = ()
         self.left_out: list[BudgetExclusion] = []
         self.counts: Counter[tuple[str, str]] = Counter()  # (image, state), wanted pairs
-        self.node_counts: dict[str, Counter[str]] = {}
+        self.node_counts: dict[str, Mapping[str, int]] = {}  # node → cells by state
         self.quiet = in_quiet_hours(self.now, config.quiet_hours)
 
-    def fits(self, node: str) -> frozenset[str] | set[str]:
+    # --- what pods say; the incremental planner remembers these between passes -----------
+
+    def running_images(self, pod: ManagedPod) -> frozenset[str]:
+        """The images a keeper's running containers hold."""
+        return observe.keeper_running_images(pod)
+
+    def puller_results(self, pod: ManagedPod) -> Mapping[str, observe.PullResult]:
+        """The outcome of each image of a puller that has one."""
+        return observe.puller_results(pod)
+
+    def keeper_for(self, entry: NodeTarget) -> tuple[list[str], str]:
+        """The images the node's keeper should run (sorted: present target images) and that
+        keeper's name ("" when there are none)."""
+        desired = sorted(entry.fitted_set & self.present.get(entry.node.name, frozenset()))
+        return desired, pods.keeper_name(entry.node.name, desired) if desired else ""
+
+    def missing(self, entry: NodeTarget) -> list[str]:
+        """The node's target images not present there, in rank order."""
+        present = self.present.get(entry.node.name, frozenset())
+        return [ref for ref in entry.fitted if ref not in present]
+
+    def guarded(self, node: str) -> set[str]:
+        """The images the node's running keepers (not being deleted) hold."""
+        held = self._guarded.get(node)
+        if held is None:
+            held = self._guarded[node] = set()
+            for keeper in self.keepers_on.get(node, ()):
+                if not keeper.deleting:
+                    held |= self.running_images(keeper)
+        return held
+
+    def fits(self, node: str) -> frozenset[str]:
         """The images `node` should hold (empty for a node that is gone)."""
         target = self.targets.get(node)
         return target.fitted_set if target is not None else frozenset()

@@ -6,7 +6,6 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
-from prefetcher import scoring
 from prefetcher.model import (
     ImageSummary,
     NodeSummary,
@@ -18,6 +17,7 @@ from prefetcher.model import (
     WantedImage,
 )
 from prefetcher.planning.state import PlanState
+from prefetcher.planning.targets import NodeTarget
 
 LAST_ERROR_MAX = 512
 WANTED_STATES = ("present", "pulling", "missing", "failed")
@@ -43,10 +43,10 @@ def status_and_images(state: PlanState) -> tuple[list[StatusUpdate], list[ImageS
         if failure is not None:
             last_error = f"{failure.node}: {failure.reason}: {failure.message}"
             last_error = last_error[:LAST_ERROR_MAX]
-        for obj in image.objects:
+        for obj, score in zip(image.objects, image.scores, strict=True):
             patch = status_patch(
                 obj,
-                scoring.score(obj, state.now, state.config.score_half_life),
+                score,
                 nodes_wanted,
                 states["present"],
                 last_error,
@@ -71,33 +71,35 @@ def status_and_images(state: PlanState) -> tuple[list[StatusUpdate], list[ImageS
 
 
 def node_summaries(state: PlanState) -> list[NodeSummary]:
-    out = []
-    for entry in state.targets.values():
-        tally = state.node_counts[entry.node.name]
-        wanted_here = sum(tally[s] for s in WANTED_STATES)
-        out.append(
-            NodeSummary(
-                name=entry.node.name,
-                eligible=entry.problem is None,
-                why=entry.problem or "",
-                urgent=entry.urgent_recent and tally["present"] < wanted_here,
-                budget=entry.budget,
-                budget_used=entry.budget_used,
-                wanted=wanted_here,
-                present=tally["present"],
-                pulling=tally["pulling"],
-                failed=tally["failed"],
-            )
-        )
-    return out
+    return [node_summary(e, state.node_counts[e.node.name]) for e in state.targets.values()]
 
 
-def result(state: PlanState) -> Plan:
-    """The Plan of a state whose stages have all run."""
+def node_summary(entry: NodeTarget, tally: Mapping[str, int]) -> NodeSummary:
+    """One node's eligibility, budget and counts (`tally`: its cells by state)."""
+    present, pulling, failed = tally["present"], tally["pulling"], tally["failed"]
+    wanted_here = present + pulling + failed + tally["missing"]
+    return NodeSummary(
+        name=entry.node.name,
+        eligible=entry.problem is None,
+        why=entry.problem or "",
+        urgent=entry.urgent_recent and present < wanted_here,
+        budget=entry.budget,
+        budget_used=entry.budget_used,
+        wanted=wanted_here,
+        present=present,
+        pulling=pulling,
+        failed=failed,
+    )
+
+
+def result(state: PlanState, nodes: list[NodeSummary] | None = None) -> Plan:
+    """The Plan of a state whose stages have all run (`nodes`: its node summaries, when
+    already made)."""
     status_updates, image_summaries = status_and_images(state)
     totals: Counter[str] = Counter()
     for tally in state.node_counts.values():
-        totals.update(tally)
+        for kind, count in tally.items():
+            totals[kind] += count
     wanted_pairs = sum(totals[s] for s in WANTED_STATES)
     summary = Summary(
         nodes=len(state.nodes),
@@ -129,7 +131,7 @@ def result(state: PlanState) -> Plan:
         outcomes=tuple(state.outcomes),
         pull_records=_sorted_records(state.records),
         images=tuple(image_summaries),
-        nodes=tuple(node_summaries(state)),
+        nodes=tuple(node_summaries(state) if nodes is None else nodes),
         summary=summary,
         wake_at=state.wake_at,
     )

@@ -38,16 +38,18 @@ def node_target(
     config: Config,
     now: datetime,
     limited: Mapping[str, frozenset[str]] | None = None,
+    placements: dict[str, str | None] | None = None,
 ) -> NodeTarget:
     """The target of `node` for the wanted images in rank order (`managed`: their refs;
-    `limited`: the nodes images placed by demand are limited to)."""
+    `limited`: the nodes images placed by demand are limited to). `placements` (placement
+    key → why not, None: fits) is filled as the images are placed."""
     entry = NodeTarget(
         node=node,
         problem=eligibility.node_problem(node, config),
         urgent_recent=recent(node.ready_since or node.created, now, config.urgent_window),
     )
     items: list[budgets.BudgetItem] = []
-    seen: dict[str, str | None] = {}  # placement key → why not (None: fits)
+    seen = {} if placements is None else placements
     hinted = node.hinted_images
     for image in wanted:
         key = image.placement_key

@@ -1,0 +1,174 @@
+"""Each node's report cells, kept between passes and patched where their inputs changed,
+and the per-image counts they add up to (the incremental form of the cells stage)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from itertools import chain
+from operator import is_not
+from typing import NamedTuple
+
+from prefetcher.model import CELL_STATES, CellState, PullKey, PullRecord
+from prefetcher.planning.cells import cell, node_cells
+from prefetcher.planning.memo import EMPTY, ImageEdit, NodeMemo
+from prefetcher.planning.state import PlanState
+
+_PLACEHOLDER = CellState("", "", "ineligible")
+
+
+class CellBook:
+    """The per-image counts of every node's cells (the cells themselves live in each
+    node's memo), updated node by node."""
+
+    def __init__(self) -> None:
+        self._present_counts: Counter[str] = Counter()
+        self._other_counts: Counter[tuple[str, str]] = Counter()
+        self._inputs = _Inputs(frozenset(), frozenset(), {}, {})  # the last pass's
+        self._rows: list[list[CellState]] = []  # every node's cells, in node order
+        self._all: tuple[CellState, ...] = ()  # the same, as one tuple
+
+    def drop(self, memo: NodeMemo) -> None:
+        """A node left: its cells no longer count."""
+        self._count(memo, EMPTY, {})
+
+    def fill(self, memos: Mapping[str, NodeMemo], state: PlanState, edit: ImageEdit) -> None:
+        """fill_cells(): each node's cells patched where their inputs changed."""
+        config, wanted = state.config, state.wanted
+        started = {(p.node, image) for p in state.pulls for image in p.images}
+        inputs = _Inputs(
+            frozenset(state.pulling), frozenset(started), dict(state.records), dict(state.waiting)
+        )
+        touched_on = inputs.differences(self._inputs)
+        self._inputs = inputs
+        removed_at = sorted((edit.old_position[r] for r in edit.removed), reverse=True)
+        for name, memo in memos.items():
+            entry = memo.target
+            others = memo.others
+            if memo.rebuild:
+                built = node_cells(
+                    entry,
+                    wanted,
+                    memo.present,
+                    state.pulling,
+                    started,
+                    state.records,
+                    state.waiting,
+                    config,
+                )
+                memo.cells, memo.left_out = built.cells, built.left_out
+                others = dict(built.other_states)
+                memo.rebuild = False
+            else:
+                touched = touched_on.get(name, set())
+                if memo.cells_present is not memo.present:
+                    touched |= memo.cells_present ^ memo.present
+                if not touched and edit.empty:
+                    continue  # nothing this node's cells depend on changed
+                touched.update(edit.changed)
+                others = self._patch_cells(memo, touched, edit, removed_at, state, started)
+            memo.cells_present = memo.present
+            counted = memo.desired if entry.problem is None else EMPTY
+            memo.tally = _tally(len(wanted), counted, others)
+            self._count(memo, counted, others)
+        rows = [m.cells for m in memos.values()]
+        if len(rows) != len(self._rows) or any(map(is_not, rows, self._rows)):
+            self._all = tuple(chain.from_iterable(rows))  # some node's row changed
+            self._rows = rows
+        state.cells = self._all
+        state.left_out = list(chain.from_iterable(m.left_out for m in memos.values()))
+        state.node_counts = {name: m.tally for name, m in memos.items()}
+        counts: Counter[tuple[str, str]] = Counter(
+            {(ref, "present"): n for ref, n in self._present_counts.items()}
+        )
+        counts.update(self._other_counts)
+        state.counts = counts
+
+    def _patch_cells(
+        self,
+        memo: NodeMemo,
+        touched: set[str],
+        edit: ImageEdit,
+        removed_at: list[int],
+        state: PlanState,
+        started_keys: set[PullKey],
+    ) -> dict[str, str]:
+        """The node's cells with the removed images' taken out, the changed ones' put in,
+        and the touched ones' rebuilt; returns its other (not present) wanted states. (Its
+        budget exclusions stay: a target with any is planned anew when images change.)"""
+        cells = memo.cells.copy()
+        for index in removed_at:
+            del cells[index]
+        for ref in edit.changed:
+            cells.insert(edit.position[ref], _PLACEHOLDER)
+        others = dict(memo.others)
+        for ref in edit.removed & others.keys():
+            del others[ref]
+        for ref in touched:
+            at = edit.position.get(ref)
+            if at is None:
+                continue
+            fresh = cell(
+                memo.target,
+                state.by_image[ref],
+                memo.present,
+                state.pulling,
+                started_keys,
+                state.records,
+                state.waiting,
+                state.config,
+            )
+            cells[at] = fresh
+            others.pop(ref, None)
+            if fresh.wanted and fresh.state != "present":
+                others[ref] = fresh.state
+        memo.cells = cells
+        return others
+
+    def _count(self, memo: NodeMemo, counted: frozenset[str], others: dict[str, str]) -> None:
+        """Move the node's share of the per-image counts from the last pass's to this one's."""
+        if counted is not memo.counted and counted != memo.counted:
+            present_counts = self._present_counts
+            for ref in counted - memo.counted:
+                present_counts[ref] += 1
+            for ref in memo.counted - counted:
+                present_counts[ref] -= 1
+        if others is not memo.others and others != memo.others:
+            other_counts = self._other_counts
+            for pair in memo.others.items() - others.items():
+                other_counts[pair] -= 1
+            for pair in others.items() - memo.others.items():
+                other_counts[pair] += 1
+        memo.counted, memo.others = counted, others
+
+
+class _Inputs(NamedTuple):
+    """What cells depend on besides the targets and present images: pulls running, pulls
+    starting, failure records, why a missing image waits."""
+
+    pulling: frozenset[PullKey]
+    started: frozenset[PullKey]
+    records: dict[PullKey, PullRecord]
+    waiting: dict[PullKey, str]
+
+    def differences(self, before: _Inputs) -> dict[str, set[str]]:
+        """Node → the images whose inputs differ from `before`'s."""
+        keys: set[PullKey] = set(self.pulling ^ before.pulling)
+        keys |= self.started ^ before.started
+        keys.update(key for key, _ in self.records.items() ^ before.records.items())
+        keys.update(key for key, _ in self.waiting.items() ^ before.waiting.items())
+        out: dict[str, set[str]] = {}
+        for node, image in keys:
+            out.setdefault(node, set()).add(image)
+        return out
+
+
+def _tally(wanted: int, counted: frozenset[str], others: Mapping[str, str]) -> dict[str, int]:
+    """A node's cells by state (every state, 0 when none): present, the other wanted states,
+    the rest ineligible."""
+    tally: dict[str, int] = dict.fromkeys(CELL_STATES, 0)
+    for kind in others.values():
+        tally[kind] += 1
+    tally["present"] = len(counted)
+    tally["ineligible"] = wanted - len(counted) - len(others)
+    return tally

@@ -1,0 +1,315 @@
+"""The incremental planner equals plan() on every pass of random change sequences."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from imagesync.config import Config
+from prefetcher.model import (
+    Demand,
+    Plan,
+    Rollout,
+    RunningPod,
+    Snapshot,
+    StartingPod,
+    Taint,
+    UnschedulablePod,
+    Workload,
+)
+from prefetcher.planner import plan
+from prefetcher.planning.incremental import IncrementalPlanner
+from tests.prefetcher.test_core_fixtures import GB, World, image, node, profile
+from tests.prefetcher.test_core_properties import POOL, configs, images_st, nodes_st
+
+EXTRA = [f"harbor.example.internal/team/svc-{i}:1.0" for i in range(6)]
+EVENTS = [
+    "join",
+    "leave",
+    "label",
+    "taint",
+    "ready",
+    "cordon",
+    "capacity",
+    "hints",
+    "add image",
+    "remove image",
+    "rescore",
+    "pin image",
+    "fail",
+    "heal",
+    "starting",
+    "started",
+    "kill keeper",
+    "gc",
+    "time",
+    "day",
+    "sweep",
+    "workload",
+    "workload gone",
+    "pod runs",
+    "pod stops",
+    "rollout",
+    "unschedulable",
+]
+
+
+@dataclass
+class TwinWorld(World):
+    """A World whose every pass is planned twice: incrementally and by plan()."""
+
+    planner: IncrementalPlanner | None = None
+    starting: list[StartingPod] = field(default_factory=list)
+    demand: Demand = field(default_factory=Demand)
+    passes: int = 0
+
+    def snapshot(self) -> Snapshot:
+        return replace(super().snapshot(), starting=tuple(self.starting), demand=self.demand)
+
+    def plan(self) -> Plan:
+        snapshot = self.snapshot()
+        expected = plan(snapshot, self.config)
+        assert self.planner is not None
+        got = self.planner.plan(snapshot)
+        self.passes += 1
+        assert got == expected, _first_difference(got, expected)
+        return got
+
+
+def _first_difference(got: Plan, expected: Plan) -> str:
+    for name in Plan.__dataclass_fields__:
+        a, b = getattr(got, name), getattr(expected, name)
+        if a != b:
+            if isinstance(a, tuple) and isinstance(b, tuple):
+                for x, y in zip(a, b, strict=False):
+                    if x != y:
+                        return f"{name}: {x!r} != {y!r}"
+                return f"{name}: {len(a)} != {len(b)} items"
+            return f"{name}: {a!r} != {b!r}"
+    return "equal"
+
+
+def _apply(w: TwinWorld, event: str, pick: int, data: Any) -> None:
+    """One change to the cluster, of the kind named by `event`."""
+    nodes, images = w.nodes, w.images
+    if event == "join":
+        name = f"new-{w.uid_counter}-{pick}"
+        w.nodes = [
+            *nodes,
+            node(
+                name,
+                gpu=pick % 2 * 8,
+                capacity=[None, 40 * GB, 500 * GB][pick % 3],
+                age=timedelta(0),
+            ),
+        ]
+        w.uid_counter += 1
+    elif not nodes and event in ("leave", "label", "taint", "ready", "cordon", "capacity", "hints"):
+        return
+    elif event == "leave":
+        del w.nodes[pick % len(nodes)]
+    elif event in ("label", "taint", "ready", "cordon", "capacity", "hints"):
+        i = pick % len(nodes)
+        n = nodes[i]
+        if event == "label":
+            labels = dict(n.labels)
+            if labels.pop("pool", None) is None:
+                labels["pool"] = "a"
+            n = replace(n, labels=labels)
+        elif event == "taint":
+            taints = () if n.taints else (Taint("dedicated", "infer", "NoSchedule"),)
+            n = replace(n, taints=taints)
+        elif event == "ready":
+            n = replace(n, ready=not n.ready, ready_since=w.now if not n.ready else None)
+        elif event == "cordon":
+            n = replace(n, unschedulable=not n.unschedulable)
+        elif event == "capacity":
+            n = replace(
+                n, image_fs_capacity=data.draw(st.sampled_from([None, 10 * GB, 25 * GB, 500 * GB]))
+            )
+        else:
+            refs = data.draw(st.lists(st.sampled_from(POOL + EXTRA), max_size=4, unique=True))
+            n = replace(n, hinted_images={ref: (1 + len(ref) % 7) * GB for ref in refs})
+        w.nodes[i] = n
+    elif event == "add image":
+        known = {i.image for i in images}
+        free = [ref for ref in POOL + EXTRA if ref not in known]
+        if free:
+            ref = free[pick % len(free)]
+            w.images = [
+                *images,
+                image(
+                    ref,
+                    uses=pick % 40,
+                    size=data.draw(st.sampled_from([None, 5_000_000, GB, 12 * GB])),
+                    source=data.draw(st.sampled_from(["Learned", "Declared"])),
+                    profiles=(profile(gpu=pick % 3 == 0),),
+                    age=timedelta(0),
+                ),
+            ]
+    elif not images and event in ("remove image", "rescore", "pin image", "fail", "heal"):
+        return
+    elif event == "remove image":
+        del w.images[pick % len(images)]
+    elif event == "rescore":
+        i = pick % len(images)
+        day = w.now.strftime("%Y-%m-%d")
+        w.images[i] = replace(images[i], daily_uses={day: data.draw(st.integers(0, 80))})
+    elif event == "pin image":
+        i = pick % len(images)
+        selector = {} if images[i].node_selector else {"pool": "a"}
+        w.images[i] = replace(images[i], node_selector=selector)
+    elif event == "fail":
+        ref = images[pick % len(images)].image
+        w.fail[ref] = ("ErrImagePull", f"{ref}: not found")
+    elif event == "heal":
+        w.fail.clear()
+    elif event == "starting":
+        if nodes:
+            where = nodes[pick % len(nodes)].name
+            w.starting.append(StartingPod(where, f"default/app-{pick}", w.now))
+    elif event == "started":
+        if w.starting:
+            del w.starting[pick % len(w.starting)]
+    elif event == "kill keeper":
+        keepers = [name for name, p in w.pods.items() if p.role == "keeper"]
+        if keepers:
+            name = keepers[pick % len(keepers)]
+            w.pods[name] = replace(w.pods[name], phase="Failed", reason="Evicted")
+    elif event == "gc":
+        w.gc()
+    elif event == "time":
+        w.now += timedelta(minutes=data.draw(st.sampled_from([2, 7, 30, 90])))
+    elif event == "day":
+        w.now += timedelta(days=1)
+    elif event in DEMAND_EVENTS:
+        _change_demand(w, event, pick, data)
+    elif event == "sweep":
+        assert w.planner is not None
+        assert w.planner.full(w.snapshot()) == plan(w.snapshot(), w.config)
+
+
+DEMAND_EVENTS = ("workload", "workload gone", "pod runs", "pod stops", "rollout", "unschedulable")
+
+
+def _change_demand(w: TwinWorld, event: str, pick: int, data: Any) -> None:
+    """Workloads come and go, their pods run and stop, a rollout swaps an image."""
+    d = w.demand
+    refs = POOL + EXTRA
+    if event == "workload":
+        images = tuple(data.draw(st.lists(st.sampled_from(refs), min_size=1, max_size=2)))
+        workload = Workload(
+            key=f"Deployment/team/w{pick % 4}",
+            images=images,
+            replicas=data.draw(st.sampled_from([None, 1, 3])),
+            schedule=data.draw(st.sampled_from(["", "*/30 * * * *"])),
+        )
+        kept = tuple(x for x in d.workloads if x.key != workload.key)
+        w.demand = replace(d, workloads=(*kept, workload))
+    elif event == "workload gone" and d.workloads:
+        w.demand = replace(d, workloads=d.workloads[1:])
+    elif event == "pod runs" and w.nodes:
+        where = w.nodes[pick % len(w.nodes)].name
+        owner = d.workloads[pick % len(d.workloads)] if d.workloads else None
+        images = owner.images if owner else (refs[pick % len(refs)],)
+        pod = RunningPod(where, owner.key if owner else "", images)
+        w.demand = replace(d, running=(*d.running, pod))
+    elif event == "pod stops" and d.running:
+        w.demand = replace(d, running=d.running[1:])
+    elif event == "rollout" and d.workloads:
+        old = d.workloads[0]
+        new = (refs[pick % len(refs)],)
+        rollout = Rollout(old.key, old.images, new, w.now)
+        w.demand = replace(
+            d,
+            workloads=(replace(old, images=new), *d.workloads[1:]),
+            rollouts=(*d.rollouts, rollout),
+        )
+    elif event == "unschedulable":
+        waiting = UnschedulablePod(f"team/p{pick}", (refs[pick % len(refs)],))
+        w.demand = replace(d, unschedulable=(*d.unschedulable, waiting))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(nodes_st(), images_st(), configs, st.data())
+def test_incremental_plans_equal_full_plans(
+    nodes: Any, images: Any, cfg: Config, data: Any
+) -> None:
+    cfg = replace(cfg, placement=data.draw(st.sampled_from(["all", "demand"])))
+    w = TwinWorld(nodes=list(nodes), images=list(images), config=cfg)
+    w.planner = IncrementalPlanner(cfg)
+    for _ in range(data.draw(st.integers(1, 14))):
+        events = data.draw(st.lists(st.sampled_from(EVENTS), max_size=3))
+        for event in events:
+            _apply(w, event, data.draw(st.integers(0, 1000)), data)
+        w.step(advance=timedelta(minutes=data.draw(st.sampled_from([0, 1, 5]))))
+    assert w.passes >= 1
+
+
+def test_incremental_planner_follows_a_fleet_through_joins_and_new_images() -> None:
+    """A larger converged fleet: one node joins, one image arrives, both are pulled."""
+    cfg = Config(max_concurrent_pulls=20)
+    w = TwinWorld(
+        nodes=[node(f"n{i:02d}", gpu=8 if i % 4 == 0 else 0) for i in range(24)],
+        images=[image(ref, uses=10 + i, gpu=i == 2) for i, ref in enumerate(POOL)],
+        config=cfg,
+    )
+    w.planner = IncrementalPlanner(cfg)
+    w.converge()
+    w.nodes.append(node("n99", age=timedelta(0)))
+    w.images.append(image(EXTRA[0], uses=3, age=timedelta(0)))
+    final = w.converge()
+    assert final.summary is not None and final.summary.coverage == 1.0
+    assert w.passes > 4
+
+
+def test_a_joining_node_or_a_new_image_reuses_the_other_nodes_work() -> None:
+    cfg = Config()
+    w = TwinWorld(
+        nodes=[node(f"n{i:02d}", gpu=8 if i % 3 == 0 else 0) for i in range(9)],
+        images=[image(ref, uses=10 + i, gpu=i == 2) for i, ref in enumerate(POOL)],
+        config=cfg,
+    )
+    w.planner = planner = IncrementalPlanner(cfg)
+    w.converge()
+    kept = {name: (m.target, m.cells) for name, m in planner.memo.items()}
+
+    w.nodes.append(node("n99", age=timedelta(0)))
+    w.plan()
+    for name, (target, cells) in kept.items():
+        assert planner.memo[name].target is target, name
+        assert planner.memo[name].cells is cells, name
+
+    w.images.append(image(EXTRA[0], uses=3, age=timedelta(0)))
+    w.plan()
+    # Nodes of one kind share their image lists: the new image was placed once per kind.
+    assert len({id(m.target.fitted) for m in planner.memo.values()}) == 2
+
+
+def test_cells_follow_changes_to_their_messages_and_failures_alone() -> None:
+    """A hold-back that starts and ends, a failure, a retry falling due: each changes only the
+    affected cells' message or state, which the incremental plan must pick up."""
+    cfg = Config(max_concurrent_pulls=1, pull_batch_size=1)
+    w = TwinWorld(
+        nodes=[node("a"), node("b")],
+        images=[image(POOL[0], uses=5), image(POOL[4], uses=3)],
+        config=cfg,
+    )
+    w.planner = IncrementalPlanner(cfg)
+    first = w.plan()  # one pull starts; the other images wait for a slot
+    assert len(first.pulls) == 1
+    w.starting.append(StartingPod("b", "default/app", w.now))
+    held = w.plan()
+    assert any(c.message.startswith("held back") for c in held.cells if c.node == "b")
+    w.starting.clear()
+    w.plan()
+    w.fail[POOL[0]] = ("ErrImagePull", "not found")
+    for _ in range(3):
+        w.step()
+    assert any(c.state == "failed" for c in w.plan().cells)
+    w.now += timedelta(hours=3)
+    w.plan()
