@@ -51,7 +51,6 @@ RBAC_CALLS: frozenset[tuple[str, str, str, str]] = frozenset(
     {
         ("", "nodes", "list", "cluster"),
         ("", "nodes", "watch", "cluster"),
-        ("", "nodes", "patch", "cluster"),  # remove the startup taint
         ("", "pods", "list", "cluster"),  # running pods once at start; starting pods; ours
         ("", "pods", "watch", "cluster"),
         ("", "namespaces", "list", "cluster"),  # namespaces that opted out
@@ -66,6 +65,10 @@ RBAC_CALLS: frozenset[tuple[str, str, str, str]] = frozenset(
         ("coordination.k8s.io", "leases", "create", "namespace"),
         ("coordination.k8s.io", "leases", "update", "namespace"),
     }
+)
+# Only with `startupTaint`: patching Nodes, granted by manifests/components/startup-taint.
+STARTUP_TAINT_CALLS: frozenset[tuple[str, str, str, str]] = frozenset(
+    {("", "nodes", "patch", "cluster")}  # remove the startup taint
 )
 
 

@@ -13,7 +13,13 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "manifests"
-KUSTOMIZATIONS = ("base", "overlays/cert-manager", "overlays/opt-in", "overlays/monitoring")
+KUSTOMIZATIONS = (
+    "base",
+    "overlays/cert-manager",
+    "overlays/opt-in",
+    "overlays/monitoring",
+    "overlays/startup-taint",
+)
 
 
 @functools.cache
