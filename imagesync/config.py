@@ -16,11 +16,12 @@ from typing import Any
 import yaml
 
 from imagesync.matching import RegistryPrefix, parse_prefix
-from imagesync.names import IMAGE, KEEPER_PRIORITY_CLASS
+from imagesync.names import IMAGE, KEEPER_PRIORITY_CLASS, POD_NAMESPACE_DEFAULT
 
 CONFIG_ENV = "IMAGE_SYNC_CONFIG"
 ENV_PREFIX = "IMAGE_SYNC_"
 DEFAULT_NAMESPACE = "image-sync"
+DEFAULT_POD_NAMESPACE = POD_NAMESPACE_DEFAULT
 
 
 class ConfigError(ValueError):
@@ -211,7 +212,9 @@ class Config:
         "opt-out",
         "opt-out: every pod unless it opts out; opt-in: only pods annotated image-sync.io/enabled=true.",
     )
-    namespace: str = _key(_text, DEFAULT_NAMESPACE, "Where image-sync's own pods and Lease live.")
+    namespace: str = _key(
+        _text, DEFAULT_NAMESPACE, "Where image-sync's components and the prefetcher's Lease live."
+    )
     log_level: str = _key(_choice("debug", "info", "warning", "error"), "info", "Log verbosity.")
     log_format: str = _key(
         _choice("text", "json"),
@@ -295,8 +298,15 @@ class Config:
         parse_duration, 60.0, "First retry delay after a failed pull; doubles per failure."
     )
     pull_backoff_max: float = _key(parse_duration, 6 * 3600.0, "Longest retry delay.")
+    pod_namespace: str = _key(
+        _text,
+        DEFAULT_POD_NAMESPACE,
+        "Where puller and keeper pods run: a namespace holding nothing but their pull secrets.",
+    )
     image_pull_secrets: tuple[str, ...] = _key(
-        _parse_str_list, (), "Secrets (in the prefetcher's namespace) that puller pods use."
+        _parse_str_list,
+        (),
+        "Secrets in podNamespace that puller and keeper pods name as imagePullSecrets.",
     )
     keeper_enabled: bool = _key(
         _parse_bool, True, "Run one keeper pod per node that guards cached images from image GC."

@@ -214,6 +214,7 @@ class Controller:
         self._next_sweep = 0.0
         self._wake_at = math.inf  # the next pull retry that falls due, from the last plan
         self._learned = False
+        self._legacy_cleared = False
         # For the report.
         self.last_plan: Plan | None = None
         self._report_lock = threading.Lock()
@@ -447,6 +448,8 @@ class Controller:
         info = PassInfo(trigger=trigger, started=datetime.fromtimestamp(self.clock.now(), UTC))
         if self.config.learn_running_pods and not self._learned:
             self._learn_running_pods(info)
+        if not self._legacy_cleared:
+            self._clear_legacy_pods(info)
         snapshot = self.snapshot()
         plan_started = time.perf_counter()
         plan = self._plan(snapshot, self.config)
@@ -663,7 +666,7 @@ class Controller:
 
     def _failure_event(self, outcome: PullOutcome, now: datetime) -> dict[str, Any]:
         return pull_failure_event(
-            namespace=self.kube.namespace,
+            namespace=self.kube.pod_namespace,
             pod=outcome.pod,
             pod_uid="" if outcome.kind == refusals.REFUSED_KIND else outcome.pod_uid,
             node=outcome.node,
@@ -702,6 +705,41 @@ class Controller:
             else:
                 waiting[node.name] = since
         self.metrics.observe_warming(waiting)
+
+    # --- an upgrade leaves no pods in the old namespace -----------------------------------
+
+    def _clear_legacy_pods(self, info: PassInfo) -> None:
+        """Delete the puller and keeper pods an older release ran in our own namespace.
+
+        Releases before the pod namespace created them next to the prefetcher; nothing else
+        would ever delete them (their names are not planned any more, and a Node's deletion
+        only collects the pods of that node). Their images stay on the nodes and are found
+        present again by the new keepers' and pullers' no-op pulls. Once none is left, never
+        looked at again.
+        """
+        try:
+            pods = self.kube.legacy_pods()
+            for pod in pods:
+                meta = pod["metadata"]
+                if meta.get("deletionTimestamp"):
+                    continue
+                self._guard("delete legacy pod")
+                if self.kube.delete_pod(
+                    str(meta["name"]), str(meta.get("uid") or ""), namespace=self.kube.namespace
+                ):
+                    info.actions["delete legacy pod"] = info.actions.get("delete legacy pod", 0) + 1
+        except KubeError as exc:
+            info.api_errors += 1
+            self._record_error("delete pods left in the old namespace (retried next pass)", exc)
+            return
+        if not pods:
+            self._legacy_cleared = True
+        else:
+            log.info(
+                "deleted %d puller / keeper pod(s) left in %s by an older release",
+                len(pods),
+                self.kube.namespace,
+            )
 
     # --- a fresh install learns from running pods -----------------------------------------
 

@@ -44,9 +44,10 @@ JSON_PATCH = "application/json-patch+json"
 MERGE_PATCH = "application/merge-patch+json"
 
 # Every API call this module makes, as RBAC sees it: (apiGroup, resource, verb, scope), where
-# scope is "cluster" (a ClusterRole) or "namespace" (a Role in our namespace: we only write
-# pods, events and the Lease there). tests/prefetcher/test_rbac.py holds the manifests and
-# the calls in this module to exactly this set.
+# scope is "cluster" (a ClusterRole), "namespace" (a Role in our own namespace: the Lease, and
+# deleting pods an older release left there) or "pods" (a Role in the pod namespace: its
+# puller and keeper pods and the Events about them). tests/prefetcher/test_rbac.py holds the
+# manifests and the calls in this module to exactly this set.
 RBAC_CALLS: frozenset[tuple[str, str, str, str]] = frozenset(
     {
         ("", "nodes", "list", "cluster"),
@@ -58,9 +59,10 @@ RBAC_CALLS: frozenset[tuple[str, str, str, str]] = frozenset(
         (GROUP, CACHED_IMAGE_PLURAL, "watch", "cluster"),
         (GROUP, CACHED_IMAGE_PLURAL, "create", "cluster"),  # learned from running pods
         (GROUP, f"{CACHED_IMAGE_PLURAL}/status", "patch", "cluster"),
-        ("", "pods", "create", "namespace"),
-        ("", "pods", "delete", "namespace"),
-        ("", "events", "create", "namespace"),
+        ("", "pods", "create", "pods"),
+        ("", "pods", "delete", "pods"),
+        ("", "events", "create", "pods"),
+        ("", "pods", "delete", "namespace"),  # pods an older release ran here (upgrade)
         ("coordination.k8s.io", "leases", "get", "namespace"),
         ("coordination.k8s.io", "leases", "create", "namespace"),
         ("coordination.k8s.io", "leases", "update", "namespace"),
@@ -77,17 +79,20 @@ def _transport_error(exc: Exception, what: str) -> KubeError:
 
 
 class Kube:
-    """Reads and writes against one API server, for one namespace of our own."""
+    """Reads and writes against one API server: our own namespace holds the Lease, the pod
+    namespace (`pod_namespace`, the same one unless given) the puller and keeper pods."""
 
     def __init__(
         self,
         api_client: client.ApiClient,
         namespace: str,
         *,
+        pod_namespace: str = "",
         on_call: CallHook | None = None,
     ) -> None:
         self.api_client = api_client
         self.namespace = namespace
+        self.pod_namespace = pod_namespace or namespace
         self.core = client.CoreV1Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)
         self.coordination = client.CoordinationV1Api(api_client)
@@ -131,7 +136,7 @@ class Kube:
     def own_pod_source(self) -> Callable[..., Any]:
         def call(**kw: Any) -> Any:
             return self.core.list_namespaced_pod(
-                self.namespace, label_selector=MANAGED_POD_SELECTOR, **kw
+                self.pod_namespace, label_selector=MANAGED_POD_SELECTOR, **kw
             )
 
         return call
@@ -172,6 +177,22 @@ class Kube:
             token = (body.get("metadata") or {}).get("continue") or None
             if not token:
                 return
+
+    def legacy_pods(self) -> list[Obj]:
+        """Our puller and keeper pods in our own namespace, where releases before the pod
+        namespace ran them (none once they are cleared, or when the two are one)."""
+        if self.pod_namespace == self.namespace:
+            return []
+        response = self._call(
+            "list",
+            "pods",
+            f"list pods left in {self.namespace}",
+            self.core.list_namespaced_pod,
+            self.namespace,
+            label_selector=MANAGED_POD_SELECTOR,
+        )
+        items: list[Obj] = json.loads(response.data).get("items") or []
+        return items
 
     def excluded_namespaces(self) -> set[str]:
         """Namespaces labelled `image-sync.io/enabled=false` (left out, as by the webhook)."""
@@ -243,9 +264,9 @@ class Kube:
             self._call(
                 "create",
                 "pods",
-                f"create pod {self.namespace}/{name}",
+                f"create pod {self.pod_namespace}/{name}",
                 self.core.create_namespaced_pod,
-                self.namespace,
+                self.pod_namespace,
                 dict(manifest),
             )
         except KubeError as exc:
@@ -254,8 +275,10 @@ class Kube:
             raise
         return True
 
-    def delete_pod(self, name: str, uid: str = "") -> bool:
-        """Delete one of our pods, only if it still has `uid`; False when already gone."""
+    def delete_pod(self, name: str, uid: str = "", namespace: str = "") -> bool:
+        """Delete one of our pods (in the pod namespace unless `namespace`), only if it still
+        has `uid`; False when already gone."""
+        namespace = namespace or self.pod_namespace
         body: Obj = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Background"}
         if uid:
             body["preconditions"] = {"uid": uid}
@@ -263,10 +286,10 @@ class Kube:
             self._call(
                 "delete",
                 "pods",
-                f"delete pod {self.namespace}/{name}",
+                f"delete pod {namespace}/{name}",
                 self.core.delete_namespaced_pod,
                 name,
-                self.namespace,
+                namespace,
                 body=body,
             )
         except KubeError as exc:
@@ -318,8 +341,8 @@ class Kube:
         return True
 
     def create_event(self, event: Mapping[str, Any]) -> None:
-        """Record a core/v1 Event (pull failures); in our namespace unless it says otherwise."""
-        namespace = (event.get("metadata") or {}).get("namespace") or self.namespace
+        """Record a core/v1 Event (pull failures); in the pod namespace unless it says otherwise."""
+        namespace = (event.get("metadata") or {}).get("namespace") or self.pod_namespace
         self._call(
             "create",
             "events",

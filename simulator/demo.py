@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import yaml
 
+from imagesync.names import POD_NAMESPACE_DEFAULT
 from simulator.clock import parse_time
 from simulator.outcomes import (
     HIT_WAIT_SECONDS,
@@ -61,7 +62,9 @@ WEBHOOK_SERVICE = "image-sync-webhook"
 NAMESPACE = "image-sync"
 MANAGED_REGISTRIES = "harbor.example.internal,nvcr.io/nvidia"
 # Namespaces whose pods are infrastructure, not workload, in every measurement.
-TOOL_NAMESPACES = frozenset({NAMESPACE, "kube-system", "kube-node-lease", "cache-baseline"})
+TOOL_NAMESPACES = frozenset(
+    {NAMESPACE, POD_NAMESPACE_DEFAULT, "kube-system", "kube-node-lease", "cache-baseline"}
+)
 
 
 def repo_root() -> Path:
@@ -278,8 +281,9 @@ def install_image_sync(api_client: Any, ca_file: Path) -> None:
                     f"{exc.reason}: {str(exc.body)[:300]}"
                 ) from None
 
-    for doc in manifest_documents("namespace.yaml"):
-        create(core.create_namespace, doc)
+    for doc in manifest_documents("namespace.yaml") + manifest_documents("cache-namespace.yaml"):
+        if doc.get("kind") == "Namespace":
+            create(core.create_namespace, doc)
     for doc in manifest_documents("crd-cachedimages.yaml"):
         create(extensions.create_custom_resource_definition, doc)
     for doc in manifest_documents("priorityclass.yaml"):

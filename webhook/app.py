@@ -22,6 +22,7 @@ from flask import Flask, Response, request
 
 from imagesync.config import Config
 from webhook import metrics as metrics_module
+from webhook import podguard
 from webhook.learning import sighting_for
 from webhook.mutation import ImageMatcher, decide
 from webhook.recorder import Recorder
@@ -125,6 +126,10 @@ def create_app(
     @app.post("/mutate")
     def mutate() -> Response:
         return webhook.mutate()
+
+    @app.post("/validate-pods")
+    def validate_pods() -> Response:
+        return podguard.validate_pods(webhook.metrics)
 
     @app.get("/healthz")
     def healthz() -> Response:

@@ -80,7 +80,7 @@ def base() -> list[dict[str, Any]]:
 
 
 def test_namespace(base: list[dict[str, Any]]) -> None:
-    namespace = find(base, "Namespace")
+    namespace = find(base, "Namespace", NS)
     assert namespace["metadata"]["name"] == NS == config_module.DEFAULT_NAMESPACE
     assert namespace["metadata"]["labels"][names.LABEL_ENABLED] == "false"
     # Every pod image-sync runs there is non-root without capabilities (checked below).
@@ -389,15 +389,54 @@ def test_every_container_is_locked_down(target: str) -> None:
 
 
 def test_service_accounts_exist(base: list[dict[str, Any]]) -> None:
-    accounts = {o["metadata"]["name"] for o in all_of(base, "ServiceAccount")}
+    accounts = {
+        o["metadata"]["name"]
+        for o in all_of(base, "ServiceAccount")
+        if o["metadata"]["namespace"] == NS
+    }
     used = {pod_spec(w)["serviceAccountName"] for w in workloads(base)}
     assert used == accounts
     for binding in all_of(base, "RoleBinding") + all_of(base, "ClusterRoleBinding"):
         for subject in binding["subjects"]:
             assert subject["kind"] == "ServiceAccount"
             assert subject["name"] in accounts and subject["namespace"] == NS
-        kind, name = binding["roleRef"]["kind"], binding["roleRef"]["name"]
-        find(base, kind, name)
+        bound_role(base, binding)
+
+
+def test_the_pod_namespace_holds_nothing_that_could_change_image_sync(
+    base: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    pod_namespace = names.POD_NAMESPACE_DEFAULT
+    assert load_shipped_config(base, tmp_path).pod_namespace == pod_namespace
+    namespace = find(base, "Namespace", pod_namespace)
+    assert namespace["metadata"]["labels"][names.LABEL_ENABLED] == "false"
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    inside = sorted(
+        (o["kind"], o["metadata"]["name"])
+        for o in base
+        if o["metadata"].get("namespace") == pod_namespace
+    )
+    assert inside == [
+        ("Role", "image-sync-prefetcher"),
+        ("RoleBinding", "image-sync-prefetcher"),
+        ("ServiceAccount", names.POD_SERVICE_ACCOUNT),
+    ]
+    account = find(base, "ServiceAccount", names.POD_SERVICE_ACCOUNT)
+    assert account["automountServiceAccountToken"] is False
+    # The pods' ServiceAccount is bound to nothing.
+    for binding in all_of(base, "RoleBinding") + all_of(base, "ClusterRoleBinding"):
+        assert names.POD_SERVICE_ACCOUNT not in {s["name"] for s in binding["subjects"]}
+    # The prefetcher's Role there holds only its pods and their Events.
+    [rules] = [
+        bound_role(base, b)["rules"]
+        for b in all_of(base, "RoleBinding")
+        if b["metadata"]["namespace"] == pod_namespace
+    ]
+    assert {(r, v) for rule in rules for r in rule["resources"] for v in rule["verbs"]} == {
+        ("pods", "create"),
+        ("pods", "delete"),
+        ("events", "create"),
+    }
 
 
 # --- RBAC against the code ------------------------------------------------------------------
@@ -430,12 +469,28 @@ def used_permissions(package: str) -> set[tuple[str, str, str]]:
     return found
 
 
-def granted(objects: list[dict[str, Any]], account: str) -> list[dict[str, Any]]:
+def bound_role(objects: list[dict[str, Any]], binding: dict[str, Any]) -> dict[str, Any]:
+    """The Role (in the binding's namespace) or ClusterRole a binding grants."""
+    kind, name = binding["roleRef"]["kind"], binding["roleRef"]["name"]
+    namespace = binding["metadata"].get("namespace") if kind == "Role" else None
+    [role] = [
+        o
+        for o in all_of(objects, kind)
+        if o["metadata"]["name"] == name and o["metadata"].get("namespace") == namespace
+    ]
+    return role
+
+
+def granted(
+    objects: list[dict[str, Any]], account: str, namespace: str | None = None
+) -> list[dict[str, Any]]:
+    """The rules `account` holds (only those of Roles in `namespace`, when given)."""
     rules = []
     for binding in all_of(objects, "RoleBinding") + all_of(objects, "ClusterRoleBinding"):
+        if namespace is not None and binding["metadata"].get("namespace") != namespace:
+            continue
         if any(s["name"] == account for s in binding["subjects"]):
-            role = find(objects, binding["roleRef"]["kind"], binding["roleRef"]["name"])
-            rules += role["rules"]
+            rules += bound_role(objects, binding)["rules"]
     return rules
 
 
@@ -503,12 +558,14 @@ def test_prefetcher_rbac(base: list[dict[str, Any]]) -> None:
     for group, resource in [("", "nodes"), ("", "pods"), (names.GROUP, names.CACHED_IMAGE_PLURAL)]:
         for verb in ("list", "watch"):
             assert allows(rules, group, resource, verb), (resource, verb)
-    # Pod writes and the Lease only in its own namespace.
-    role = find(base, "Role", "image-sync-prefetcher")
-    assert allows(role["rules"], "", "pods", "create") and allows(
-        role["rules"], "", "pods", "delete"
-    )
-    assert allows(role["rules"], "coordination.k8s.io", "leases", "update")
+    # Pods are created only in the pod namespace; in its own: the Lease, and deleting pods an
+    # older release left there.
+    pod_rules = granted(base, "image-sync-prefetcher", names.POD_NAMESPACE_DEFAULT)
+    assert allows(pod_rules, "", "pods", "create") and allows(pod_rules, "", "pods", "delete")
+    assert not any("leases" in r["resources"] for r in pod_rules)
+    own_rules = granted(base, "image-sync-prefetcher", NS)
+    assert allows(own_rules, "coordination.k8s.io", "leases", "update")
+    assert allows(own_rules, "", "pods", "delete") and not allows(own_rules, "", "pods", "create")
     cluster_role = find(base, "ClusterRole", "image-sync-prefetcher")
     for verb in ("create", "delete", "update"):
         assert not allows(cluster_role["rules"], "", "pods", verb)

@@ -7,7 +7,7 @@ import inspect
 
 import pytest
 
-from imagesync.names import CACHED_IMAGE_PLURAL
+from imagesync.names import CACHED_IMAGE_PLURAL, NAMESPACE_DEFAULT, POD_NAMESPACE_DEFAULT
 from prefetcher import kube
 from tests.manifests.render import render
 
@@ -19,10 +19,11 @@ def _granted(target: str = "base") -> set[tuple[str, str, str, str]]:
     objects `kubectl apply -k manifests/<target>` applies."""
     docs = render(target)
     roles = {
-        (d["kind"], d["metadata"]["name"]): d
+        (d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"]): d
         for d in docs
         if d.get("kind") in ("Role", "ClusterRole")
     }
+    scopes = {NAMESPACE_DEFAULT: "namespace", POD_NAMESPACE_DEFAULT: "pods"}
     granted: set[tuple[str, str, str, str]] = set()
     for binding in docs:
         if binding.get("kind") not in ("RoleBinding", "ClusterRoleBinding"):
@@ -33,11 +34,12 @@ def _granted(target: str = "base") -> set[tuple[str, str, str, str]]:
         ):
             continue
         ref = binding["roleRef"]
-        role = roles.get((ref["kind"], ref["name"]))
+        namespace = binding["metadata"].get("namespace")
+        role = roles.get((ref["kind"], namespace if ref["kind"] == "Role" else None, ref["name"]))
         assert role is not None, (
             f"{binding['metadata']['name']} refers to a missing {ref['kind']} {ref['name']}"
         )
-        scope = "cluster" if binding["kind"] == "ClusterRoleBinding" else "namespace"
+        scope = "cluster" if binding["kind"] == "ClusterRoleBinding" else scopes[namespace]
         for rule in role.get("rules") or []:
             for group in rule.get("apiGroups") or [""]:
                 for resource in rule.get("resources") or []:
