@@ -70,6 +70,9 @@ WEBHOOK_SERVICE: Final = "image-sync-webhook"
 WEBHOOK_TLS_SECRET: Final = "image-sync-webhook-tls"
 WEBHOOK_CONFIGURATION: Final = "image-sync"
 WEBHOOK_NAME: Final = "pods.image-sync.io"
+# The pod namespace's admission guard: a ValidatingWebhookConfiguration calling
+# /validate-pods, or (the admission-policy overlay) a ValidatingAdmissionPolicy.
+POD_GUARD_CONFIGURATION: Final = "image-sync-pod-guard"
 WEBHOOK_PORT: Final = 8443
 PREFETCHER_PORT: Final = 8080
 # PriorityClass of keeper and puller pods: the lowest, never preempting, first to be evicted.

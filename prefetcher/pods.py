@@ -15,7 +15,10 @@ Keeper (`isync-keep-<hash(node, sorted images)>`): one long-lived pod per node w
 container per cached image, each running the sleeper, so the kubelet's image GC never
 deletes those images (a running container's image is in use). It uses
 `imagePullPolicy: Never`: a keeper never pulls; a container whose image vanished waits
-with ErrImageNeverPull, which the planner reads as "not present". It runs in the lowest
+with ErrImageNeverPull, which the planner reads as "not present". It carries the pullers'
+`imagePullSecrets`: with KEP-2535 (`KubeletEnsureSecretPulledImages`, on by default from
+Kubernetes 1.35) the kubelet starts a container from an image pulled with credentials only
+for a pod that names the same pull secret. It runs in the lowest
 PriorityClass, so under real disk or memory pressure it is the first pod to go.
 
 Tolerations: exactly the node's taints that the images' placement allows there (every image
@@ -200,6 +203,10 @@ def _pod_spec(node: NodeInfo, config: Config) -> dict[str, Any]:
         "volumes": [{"name": VOLUME, "emptyDir": {"sizeLimit": "16Mi"}}],
         "initContainers": [_install_container(config)],
     }
+    if config.image_pull_secrets:
+        # The keeper names the secrets its images were pulled with: with KEP-2535 the
+        # kubelet lets an image pulled with credentials run only for pods that bring them.
+        spec["imagePullSecrets"] = [{"name": name} for name in config.image_pull_secrets]
     return spec
 
 
@@ -237,8 +244,6 @@ def build_puller(
     spec = _pod_spec(node, config)
     spec["restartPolicy"] = "Never"
     spec["activeDeadlineSeconds"] = max(1, int(deadline_seconds))
-    if config.image_pull_secrets:
-        spec["imagePullSecrets"] = [{"name": name} for name in config.image_pull_secrets]
     spec["containers"] = [
         {
             "name": puller_container_name(image),

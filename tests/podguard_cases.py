@@ -108,7 +108,13 @@ BREACHES: list[tuple[str, int, Callable[[Pod], None]]] = [
         lambda p: _spec(p)["initContainers"][0].update(command=["/bin/sh"]),
     ),
     ("a port", 6, lambda p: _main(p).update(ports=[{"containerPort": 22, "hostPort": 22}])),
-    ("privileged", 7, lambda p: _main(p)["securityContext"].update(privileged=True)),
+    (
+        "privileged",
+        7,
+        lambda p: _main(p)["securityContext"].update(
+            privileged=True, allowPrivilegeEscalation=True
+        ),
+    ),
     ("tolerates everything", 8, lambda p: _spec(p).update(tolerations=[{"operator": "Exists"}])),
     (
         "tolerates disk pressure",

@@ -19,6 +19,7 @@ KUSTOMIZATIONS = (
     "overlays/opt-in",
     "overlays/monitoring",
     "overlays/startup-taint",
+    "overlays/admission-policy",
 )
 
 

@@ -141,6 +141,11 @@ def test_webhook_serves_the_paths_the_manifests_use(base: list[dict[str, Any]]) 
     routes = {rule.rule: rule.methods for rule in app.url_map.iter_rules()}
     hook = find(base, "MutatingWebhookConfiguration")["webhooks"][0]
     assert "POST" in routes[hook["clientConfig"]["service"]["path"]]
+    [guard] = find(base, "ValidatingWebhookConfiguration")["webhooks"]
+    assert "POST" in routes[guard["clientConfig"]["service"]["path"]]
+    assert guard["clientConfig"]["service"] | {"path": ""} == hook["clientConfig"]["service"] | {
+        "path": ""
+    }
     probes = container(base, "Deployment", "image-sync-webhook")
     for probe in ("livenessProbe", "readinessProbe"):
         path = probes[probe]["httpGet"]["path"]
@@ -223,6 +228,8 @@ def test_certificate_job_arguments(base: list[dict[str, Any]], kind: str) -> Non
     assert args.namespace == NS
     assert args.secret_name == names.WEBHOOK_TLS_SECRET
     assert args.webhook_config == names.WEBHOOK_CONFIGURATION
+    assert args.validating_webhook_config == [names.POD_GUARD_CONFIGURATION]
+    find(base, "ValidatingWebhookConfiguration", names.POD_GUARD_CONFIGURATION)
     assert args.out is None and args.secret_manifest is None
     # The names it will put in the certificate are the ones the API server dials.
     hook = find(base, "MutatingWebhookConfiguration")["webhooks"][0]["clientConfig"]["service"]
@@ -453,6 +460,7 @@ RESOURCES = {
     "cluster_custom_object": (names.GROUP, names.CACHED_IMAGE_PLURAL),
     "cluster_custom_object_status": (names.GROUP, f"{names.CACHED_IMAGE_PLURAL}/status"),
     "mutating_webhook_configuration": ("admissionregistration.k8s.io", "mutatingwebhookconfigurations"),
+    "validating_webhook_configuration": ("admissionregistration.k8s.io", "validatingwebhookconfigurations"),
 }  # fmt: skip
 VERBS = {"read": "get", "get": "get", "list": "list", "create": "create", "patch": "patch",
          "replace": "update", "delete": "delete"}  # fmt: skip
@@ -524,6 +532,7 @@ def test_rbac_grants_every_call_the_code_makes(
     names_by_resource = {
         "secrets": names.WEBHOOK_TLS_SECRET,
         "mutatingwebhookconfigurations": names.WEBHOOK_CONFIGURATION,
+        "validatingwebhookconfigurations": names.POD_GUARD_CONFIGURATION,
     }
     # Patching Nodes (the startup taint) is granted by an overlay (tests/prefetcher/test_rbac.py).
     optional = {(g, r, v) for g, r, v, _ in STARTUP_TAINT_CALLS}
@@ -583,9 +592,12 @@ def test_certs_rbac_is_limited_by_name(base: list[dict[str, Any]]) -> None:
                 names.WEBHOOK_TLS_SECRET,
                 f"{names.WEBHOOK_TLS_SECRET}-ca",
             ]
-    [rule] = find(base, "ClusterRole", "image-sync-certs")["rules"]
-    assert rule["resourceNames"] == [names.WEBHOOK_CONFIGURATION]
-    assert sorted(rule["verbs"]) == ["get", "patch"]
+    mutating, validating = find(base, "ClusterRole", "image-sync-certs")["rules"]
+    assert mutating["resources"] == ["mutatingwebhookconfigurations"]
+    assert mutating["resourceNames"] == [names.WEBHOOK_CONFIGURATION]
+    assert validating["resources"] == ["validatingwebhookconfigurations"]
+    assert validating["resourceNames"] == [names.POD_GUARD_CONFIGURATION]
+    assert sorted(mutating["verbs"]) == sorted(validating["verbs"]) == ["get", "patch"]
     # The webhook's own account cannot read the CA key.
     assert not any("secrets" in r["resources"] for r in granted(base, "image-sync-webhook"))
 

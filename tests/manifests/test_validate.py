@@ -32,6 +32,9 @@ CLUSTER_SCOPED = {
     "ClusterRoleBinding",
     "PriorityClass",
     "MutatingWebhookConfiguration",
+    "ValidatingWebhookConfiguration",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
 }
 
 
@@ -103,6 +106,7 @@ def test_base_holds_what_an_admin_needs() -> None:
         "Service": 2,
         "PodDisruptionBudget": 1,
         "MutatingWebhookConfiguration": 1,
+        "ValidatingWebhookConfiguration": 1,
         "Job": 1,
         "CronJob": 1,
     }

@@ -120,6 +120,8 @@ def test_keeper_shape() -> None:
     assert all(c["imagePullPolicy"] == "Never" for c in spec["containers"])
     assert all(c["command"] == ["/.image-sync/image-sync-sleeper"] for c in spec["containers"])
     assert spec["restartPolicy"] == "Always" and "activeDeadlineSeconds" not in spec
+    # The secrets its images were pulled with (KEP-2535), the pullers' own.
+    assert spec["imagePullSecrets"] == _pods()[0]["spec"]["imagePullSecrets"]
     assert json.loads(keeper["metadata"]["annotations"]["image-sync.io/images"]) == images
     assert [o["kind"] for o in keeper["metadata"]["ownerReferences"]] == ["Node"]
     assert keeper["metadata"]["name"] == keeper_name("gpu-1", [BUSYBOX, APP, PYTORCH])

@@ -167,8 +167,9 @@ def kubelets(installed: Installed) -> Iterator[Process]:
 @pytest.fixture(scope="session")
 def webhook(installed: Installed) -> Iterator[WebhookProcess]:
     """The real webhook (gunicorn over TLS) under the webhook ServiceAccount's token, called by
-    the real API server through the shipped MutatingWebhookConfiguration, registered by URL
-    and caBundle (a `service` reference goes to a ClusterIP nothing answers here)."""
+    the real API server through the shipped MutatingWebhookConfiguration and the pod guard's
+    ValidatingWebhookConfiguration, registered by URL and caBundle (a `service` reference
+    goes to a ClusterIP nothing answers here)."""
     workdir = installed.workdir
     tls: Tls = make_tls(workdir / "tls")
     kubeconfig = token_kubeconfig(
@@ -183,9 +184,12 @@ def webhook(installed: Installed) -> Iterator[WebhookProcess]:
     server = start_webhook(workdir, tls, env=env, kubeconfig=str(kubeconfig))
     configuration = installed.rendered("MutatingWebhookConfiguration", names.WEBHOOK_CONFIGURATION)
     ca_bundle = base64.b64encode(Path(tls.ca_file).read_bytes()).decode()
-    for hook in configuration["webhooks"]:
-        hook["clientConfig"] = {"url": f"{server.url}/mutate", "caBundle": ca_bundle}
-    installed.apply(configuration)
+    guard = installed.rendered("ValidatingWebhookConfiguration", names.POD_GUARD_CONFIGURATION)
+    for config, path in ((configuration, "/mutate"), (guard, "/validate-pods")):
+        for hook in config["webhooks"]:
+            assert hook["clientConfig"]["service"]["path"] == path
+            hook["clientConfig"] = {"url": f"{server.url}{path}", "caBundle": ca_bundle}
+    installed.apply(configuration, guard)
     try:
         yield server
     finally:
