@@ -67,7 +67,6 @@ from prefetcher.eligibility import BLOCKING_EFFECTS, HEALTH_TAINTS
 from prefetcher.model import NodeInfo, PodManifest
 
 RUN_AS: Final = 65534
-VOLUME: Final = SLEEPER_VOLUME
 # The sleeper is a static binary of 0.7 MB whose resident set stays under 1 MiB
 # (docs/prefetcher.md, "Overhead"); these leave ample room while packing hundreds per node.
 SLEEPER_RESOURCES: Final[dict[str, dict[str, str]]] = {
@@ -146,7 +145,7 @@ def _install_container(config: Config) -> dict[str, Any]:
         "command": [SLEEPER_PATH, "--install", SLEEPER_COPY],
         "resources": INSTALL_RESOURCES,
         "securityContext": _security(),
-        "volumeMounts": [{"name": VOLUME, "mountPath": SLEEPER_DIR}],
+        "volumeMounts": [{"name": SLEEPER_VOLUME, "mountPath": SLEEPER_DIR}],
     }
 
 
@@ -200,7 +199,7 @@ def _pod_spec(node: NodeInfo, config: Config) -> dict[str, Any]:
             "runAsGroup": RUN_AS,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "volumes": [{"name": VOLUME, "emptyDir": {"sizeLimit": "16Mi"}}],
+        "volumes": [{"name": SLEEPER_VOLUME, "emptyDir": {"sizeLimit": "16Mi"}}],
         "initContainers": [_install_container(config)],
     }
     if config.image_pull_secrets:
@@ -252,7 +251,7 @@ def build_puller(
             "command": [SLEEPER_COPY, "--exit"],
             "resources": SLEEPER_RESOURCES,
             "securityContext": _security(),
-            "volumeMounts": [{"name": VOLUME, "mountPath": SLEEPER_DIR, "readOnly": True}],
+            "volumeMounts": [{"name": SLEEPER_VOLUME, "mountPath": SLEEPER_DIR, "readOnly": True}],
         }
         for image in ordered
     ]
@@ -284,7 +283,7 @@ def build_keeper(node: NodeInfo, images: Iterable[str], config: Config) -> PodMa
             "command": [SLEEPER_COPY],
             "resources": SLEEPER_RESOURCES,
             "securityContext": _security(),
-            "volumeMounts": [{"name": VOLUME, "mountPath": SLEEPER_DIR, "readOnly": True}],
+            "volumeMounts": [{"name": SLEEPER_VOLUME, "mountPath": SLEEPER_DIR, "readOnly": True}],
         }
         for image in ordered
     ]

@@ -675,6 +675,7 @@ def test_documented_kustomizations_exist() -> None:
         "manifests/overlays/opt-in",
         "manifests/overlays/monitoring",
         "manifests/overlays/startup-taint",
+        "manifests/overlays/admission-policy",
     }
     for target in targets:
         assert (ROOT / target / "kustomization.yaml").exists()

@@ -95,8 +95,15 @@ class Installed:
     config_file: Path
     workdir: Path
 
-    def rendered(self, kind: str, name: str) -> dict[str, Any]:
-        [found] = [o for o in self.objects if o["kind"] == kind and o["metadata"]["name"] == name]
+    def rendered(self, kind: str, name: str, namespace: str | None = None) -> dict[str, Any]:
+        """The rendered object (in `namespace`, where two of the name exist)."""
+        [found] = [
+            o
+            for o in self.objects
+            if o["kind"] == kind
+            and o["metadata"]["name"] == name
+            and namespace in (None, o["metadata"].get("namespace"))
+        ]
         return copy.deepcopy(found)
 
     def apply(self, *objects: dict[str, Any]) -> None:
