@@ -261,7 +261,8 @@ def make_certs(out: Path, script: str) -> Path:
 
 
 def install_image_sync(api_client: Any, ca_file: Path) -> None:
-    """Namespace, CRD, PriorityClass and the MutatingWebhookConfiguration (with its caBundle)."""
+    """Namespaces, CRD, PriorityClass, the MutatingWebhookConfiguration and the pod guard's
+    ValidatingWebhookConfiguration (with their caBundle)."""
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
 
@@ -294,6 +295,10 @@ def install_image_sync(api_client: Any, ca_file: Path) -> None:
         for hook in doc.get("webhooks") or []:
             hook.setdefault("clientConfig", {})["caBundle"] = ca_bundle
         create(admission.create_mutating_webhook_configuration, doc)
+    for doc in manifest_documents("pod-guard.yaml"):
+        for hook in doc.get("webhooks") or []:
+            hook.setdefault("clientConfig", {})["caBundle"] = ca_bundle
+        create(admission.create_validating_webhook_configuration, doc)
 
 
 # -- scenarios -------------------------------------------------------------------------
