@@ -717,6 +717,7 @@ class Controller:
         present again by the new keepers' and pullers' no-op pulls. Once none is left, never
         looked at again.
         """
+        deleted = 0
         try:
             pods = self.kube.legacy_pods()
             for pod in pods:
@@ -727,19 +728,20 @@ class Controller:
                 if self.kube.delete_pod(
                     str(meta["name"]), str(meta.get("uid") or ""), namespace=self.kube.namespace
                 ):
-                    info.actions["delete legacy pod"] = info.actions.get("delete legacy pod", 0) + 1
+                    deleted += 1
         except KubeError as exc:
             info.api_errors += 1
             self._record_error("delete pods left in the old namespace (retried next pass)", exc)
             return
-        if not pods:
-            self._legacy_cleared = True
-        else:
-            log.info(
-                "deleted %d puller / keeper pod(s) left in %s by an older release",
-                len(pods),
-                self.kube.namespace,
-            )
+        finally:
+            if deleted:
+                info.actions["delete legacy pod"] = deleted
+                log.info(
+                    "deleted %d puller / keeper pod(s) left in %s by an older release",
+                    deleted,
+                    self.kube.namespace,
+                )
+        self._legacy_cleared = not pods
 
     # --- a fresh install learns from running pods -----------------------------------------
 
