@@ -44,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 from bench.planner_scale import SIZES  # noqa: E402
 from bench.planner_scale import run as run_planner_only  # noqa: E402
 from imagesync.cachedimage import object_name  # noqa: E402
+from imagesync.names import POD_NAMESPACE_DEFAULT  # noqa: E402
 from simulator.cluster import SimCluster  # noqa: E402
 from simulator.scenario import parse_scenario  # noqa: E402
 
@@ -144,7 +145,8 @@ def install(api: client.ApiClient, images: list[tuple[str, int, int]]) -> None:
     untyped(client.ApiextensionsV1Api(api)).create_custom_resource_definition(
         yaml.safe_load((base / "crd-cachedimages.yaml").read_text())
     )
-    untyped(client.CoreV1Api(api)).create_namespace({"metadata": {"name": NAMESPACE}})
+    for namespace in (NAMESPACE, POD_NAMESPACE_DEFAULT):
+        untyped(client.CoreV1Api(api)).create_namespace({"metadata": {"name": namespace}})
     untyped(client.SchedulingV1Api(api)).create_priority_class(
         yaml.safe_load((base / "priorityclass.yaml").read_text())
     )

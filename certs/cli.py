@@ -61,6 +61,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"MutatingWebhookConfiguration whose webhooks get the caBundle (default {DEFAULT_WEBHOOK_CONFIG})",
     )
     parser.add_argument(
+        "--validating-webhook-config",
+        metavar="NAME",
+        action="append",
+        default=[],
+        help="also a ValidatingWebhookConfiguration whose webhooks get the caBundle, when it "
+        "exists (repeatable; the base names image-sync-pod-guard)",
+    )
+    parser.add_argument(
         "--renew-before",
         metavar="DURATION",
         default="30d",

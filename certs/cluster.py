@@ -93,6 +93,9 @@ class Target:
     ip_addresses: tuple[IPAddress, ...] = ()
     renew_before: RenewBefore = DEFAULT_RENEW_BEFORE
     key_type: str = "ec"
+    # ValidatingWebhookConfigurations served by the same webhook (the pod guard); one that
+    # does not exist (an install that uses the admission policy instead) is left out.
+    validating_configurations: tuple[str, ...] = ()
 
 
 def apply(api_client: client.ApiClient, target: Target, now: datetime) -> Applied:
@@ -174,4 +177,28 @@ def _apply_once(api_client: client.ApiClient, target: Target, now: datetime) -> 
                 f"patching caBundle into MutatingWebhookConfiguration {webhook_configuration}",
             ) from None
         patched = sum(1 for op in ops if op["op"] == "test")
+    for name in target.validating_configurations:
+        patched += _patch_validating(admission, name, material.bundle_pem)
     return Applied(outcome=outcome, secrets_written=tuple(written), webhooks_patched=patched)
+
+
+def _patch_validating(
+    admission: client.AdmissionregistrationV1Api, name: str, bundle: bytes
+) -> int:
+    """Set caBundle on the webhooks of ValidatingWebhookConfiguration `name` that lack it;
+    how many it changed (0 when it is absent)."""
+    what = f"ValidatingWebhookConfiguration {name}"
+    config = _read(admission.read_validating_webhook_configuration, f"reading {what}", name)
+    if config is None:
+        log.info("%s not found; its caBundle is left alone", what)
+        return 0
+    ops = ca_bundle_patch(config, bundle)
+    if not ops:
+        return 0
+    try:
+        admission.patch_validating_webhook_configuration(
+            name, ops, _content_type="application/json-patch+json", _preload_content=False
+        )
+    except ApiException as exc:
+        raise from_api_exception(exc, f"patching caBundle into {what}") from None
+    return sum(1 for op in ops if op["op"] == "test")

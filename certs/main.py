@@ -134,6 +134,7 @@ def _apply(
             namespace=namespace,
             secret_name=args.secret_name,
             webhook_configuration=args.webhook_config,
+            validating_configurations=tuple(args.validating_webhook_config),
             dns_names=tuple(dns_names),
             ip_addresses=tuple(ip_addresses),
             renew_before=renew_before,

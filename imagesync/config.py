@@ -22,6 +22,7 @@ from imagesync.names import (
     KEEPER_PRIORITY_CLASS,
     LABEL_ARCH,
     LABEL_INSTANCE_TYPE,
+    POD_NAMESPACE_DEFAULT,
 )
 from imagesync.sources import (
     DEFAULT_CATALOG_TAGS,
@@ -39,6 +40,7 @@ ENV_PREFIX = "IMAGE_SYNC_"
 DEFAULT_NAMESPACE = "image-sync"
 EXPLICIT_ALWAYS_REWRITE = "rewrite"
 EXPLICIT_ALWAYS_KEEP = "keep"
+DEFAULT_POD_NAMESPACE = POD_NAMESPACE_DEFAULT
 
 
 class ConfigError(ValueError):
@@ -260,7 +262,9 @@ class Config:
         "opt-out",
         "opt-out: every pod unless it opts out; opt-in: only pods annotated image-sync.io/enabled=true.",
     )
-    namespace: str = _key(_text, DEFAULT_NAMESPACE, "Where image-sync's own pods and Lease live.")
+    namespace: str = _key(
+        _text, DEFAULT_NAMESPACE, "Where image-sync's components and the prefetcher's Lease live."
+    )
     log_level: str = _key(_choice("debug", "info", "warning", "error"), "info", "Log verbosity.")
     log_format: str = _key(
         _choice("text", "json"),
@@ -355,8 +359,16 @@ class Config:
         parse_duration, 60.0, "First retry delay after a failed pull; doubles per failure."
     )
     pull_backoff_max: float = _key(parse_duration, 6 * 3600.0, "Longest retry delay.")
+    pod_namespace: str = _key(
+        _text,
+        DEFAULT_POD_NAMESPACE,
+        "Where puller and keeper pods run: a namespace holding nothing but their pull secrets.",
+    )
     image_pull_secrets: tuple[str, ...] = _key(
-        _parse_str_list, (), "Secrets (in the prefetcher's namespace) that puller pods use."
+        _parse_str_list,
+        (),
+        "Secrets in podNamespace that puller and keeper pods name as imagePullSecrets; their "
+        "credentials also read registry catalogs and image sizes.",
     )
     keeper_enabled: bool = _key(
         _parse_bool, True, "Run one keeper pod per node that guards cached images from image GC."

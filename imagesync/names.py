@@ -50,6 +50,8 @@ KEEPER_NAME_PREFIX: Final = "isync-keep-"
 SLEEPER_PATH: Final = "/usr/local/bin/image-sync-sleeper"
 SLEEPER_DIR: Final = "/.image-sync"
 SLEEPER_COPY: Final = f"{SLEEPER_DIR}/image-sync-sleeper"
+# The one volume of puller and keeper pods: the emptyDir the sleeper is copied into.
+SLEEPER_VOLUME: Final = "image-sync-bin"
 # Label selector for every pod the prefetcher owns.
 MANAGED_POD_SELECTOR: Final = (
     f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_COMPONENT} in ({COMPONENT_PULLER},{COMPONENT_KEEPER})"
@@ -63,10 +65,17 @@ ANNOTATION_IMAGE_FS_CAPACITY: Final = "image-sync.io/image-fs-capacity"
 
 # Installed objects (manifests/, certs): the webhook's Service, TLS Secret and configuration.
 NAMESPACE_DEFAULT: Final = "image-sync"
+# Where puller and keeper pods run, under a ServiceAccount with no rights and no token: a
+# namespace of their own, holding nothing but the pull secrets they name.
+POD_NAMESPACE_DEFAULT: Final = "image-sync-cache"
+POD_SERVICE_ACCOUNT: Final = "image-sync-cache"
 WEBHOOK_SERVICE: Final = "image-sync-webhook"
 WEBHOOK_TLS_SECRET: Final = "image-sync-webhook-tls"
 WEBHOOK_CONFIGURATION: Final = "image-sync"
 WEBHOOK_NAME: Final = "pods.image-sync.io"
+# The pod namespace's admission guard: a ValidatingWebhookConfiguration calling
+# /validate-pods, or (the admission-policy overlay) a ValidatingAdmissionPolicy.
+POD_GUARD_CONFIGURATION: Final = "image-sync-pod-guard"
 WEBHOOK_PORT: Final = 8443
 PREFETCHER_PORT: Final = 8080
 # PriorityClass of keeper and puller pods: the lowest, never preempting, first to be evicted.

@@ -78,7 +78,12 @@ class Prefetcher:
         self.clock = clock or SystemClock()
         self.identity = identity or default_identity()
         self.metrics = Metrics()
-        self.kube = Kube(api_client, config.namespace, on_call=self.metrics.api_call)
+        self.kube = Kube(
+            api_client,
+            config.namespace,
+            pod_namespace=config.pod_namespace,
+            on_call=self.metrics.api_call,
+        )
         self._stop = threading.Event()
         self.elector: LeaderElector | None = None
         if config.leader_election:
@@ -288,9 +293,10 @@ def serve(args: argparse.Namespace, config: Config) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     log.info(
-        "prefetcher %s starting in namespace %s (leader election %s)",
+        "prefetcher %s starting in namespace %s, pods in %s (leader election %s)",
         prefetcher.identity,
         config.namespace,
+        config.pod_namespace,
         "on" if config.leader_election else "off",
     )
     prefetcher.start()

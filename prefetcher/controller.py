@@ -246,6 +246,7 @@ class Controller:
         self.learned_selection = LearnedSelection(images=(), left_out={})
         # image → namespaces whose stored pods or templates use it, as of the last snapshot.
         self._confirming: dict[str, set[str]] = {}
+        self._legacy_cleared = False
         # For the report.
         self.last_plan: Plan | None = None
         self._report_lock = threading.Lock()
@@ -564,6 +565,8 @@ class Controller:
         self._sync_sources(info)
         if self.config.learn_templates and (trigger == SWEEP or not self._excluded_loaded):
             self._load_excluded(info)
+        if not self._legacy_cleared:
+            self._clear_legacy_pods(info)
         snapshot = self.snapshot()
         self._confirm_learned(info)
         plan_started = time.perf_counter()
@@ -786,7 +789,7 @@ class Controller:
 
     def _failure_event(self, outcome: PullOutcome, now: datetime) -> dict[str, Any]:
         return pull_failure_event(
-            namespace=self.kube.namespace,
+            namespace=self.kube.pod_namespace,
             pod=outcome.pod,
             pod_uid="" if outcome.kind == refusals.REFUSED_KIND else outcome.pod_uid,
             node=outcome.node,
@@ -825,6 +828,43 @@ class Controller:
             else:
                 waiting[node.name] = since
         self.metrics.observe_warming(waiting)
+
+    # --- an upgrade leaves no pods in the old namespace -----------------------------------
+
+    def _clear_legacy_pods(self, info: PassInfo) -> None:
+        """Delete the puller and keeper pods an older release ran in our own namespace.
+
+        Releases before the pod namespace created them next to the prefetcher; nothing else
+        would ever delete them (their names are not planned any more, and a Node's deletion
+        only collects the pods of that node). Their images stay on the nodes and are found
+        present again by the new keepers' and pullers' no-op pulls. Once none is left, never
+        looked at again.
+        """
+        deleted = 0
+        try:
+            pods = self.kube.legacy_pods()
+            for pod in pods:
+                meta = pod["metadata"]
+                if meta.get("deletionTimestamp"):
+                    continue
+                self._guard("delete legacy pod")
+                if self.kube.delete_pod(
+                    str(meta["name"]), str(meta.get("uid") or ""), namespace=self.kube.namespace
+                ):
+                    deleted += 1
+        except KubeError as exc:
+            info.api_errors += 1
+            self._record_error("delete pods left in the old namespace (retried next pass)", exc)
+            return
+        finally:
+            if deleted:
+                info.actions["delete legacy pod"] = deleted
+                log.info(
+                    "deleted %d puller / keeper pod(s) left in %s by an older release",
+                    deleted,
+                    self.kube.namespace,
+                )
+        self._legacy_cleared = not pods
 
     # --- Observed and Catalog sources ----------------------------------------------------
 

@@ -14,6 +14,12 @@ Two questions, each answered with None (yes) or a reason a person can read:
 Taints that Kubernetes itself manages for node health (not-ready, unreachable,
 unschedulable) and the startup taint are left out of the prediction: readiness and
 cordoning are answered by `node_problem`, and the startup taint exists to be removed.
+
+Control-plane nodes (role label `node-role.kubernetes.io/control-plane`) hold only images
+whose placement says so: a profile whose pods tolerate the control-plane taint or select
+the role label, or a declared nodeSelector on it. Puller and keeper pods are bound to their
+node, past the scheduler, so nothing else would keep them off a control-plane node whose
+taint a cluster left out.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ HEALTH_TAINTS = frozenset(
     }
 )
 BLOCKING_EFFECTS = frozenset({"NoSchedule", "NoExecute"})
+CONTROL_PLANE_ROLES = ("node-role.kubernetes.io/control-plane", "node-role.kubernetes.io/master")
 
 
 def node_problem(node: NodeInfo, config: Config) -> str | None:
@@ -146,10 +153,38 @@ def describe_taint(taint: Taint) -> str:
     return f"{taint.key}{value}:{taint.effect}"
 
 
+def is_control_plane(node: NodeInfo) -> bool:
+    """A node with a control-plane role label (or taint)."""
+    return any(role in node.labels for role in CONTROL_PLANE_ROLES) or any(
+        t.key in CONTROL_PLANE_ROLES for t in node.taints
+    )
+
+
+def _selects_control_plane(selector: Mapping[str, str], terms: Sequence[Mapping[str, Any]]) -> bool:
+    keys = set(selector) | {
+        str(e.get("key")) for term in terms for e in term.get("matchExpressions") or []
+    }
+    return bool(keys & set(CONTROL_PLANE_ROLES))
+
+
+def allows_control_plane(profile: PlacementProfile) -> bool:
+    """Pods with this profile tolerate the control-plane taint or select the role label."""
+    tolerations = profile.get("tolerations") or []
+    return any(
+        tolerates(t, Taint(role, "", "NoSchedule"))
+        for t in tolerations
+        for role in CONTROL_PLANE_ROLES
+    ) or _selects_control_plane(
+        profile.get("nodeSelector") or {}, profile.get("requiredNodeAffinity") or []
+    )
+
+
 def profile_problem(
     profile: PlacementProfile, node: NodeInfo, taints: Sequence[Taint]
 ) -> str | None:
     """Why a pod with this profile could not be scheduled on `node`, or None."""
+    if is_control_plane(node) and not allows_control_plane(profile):
+        return "control-plane node: the pods using this image neither tolerate nor select it"
     missing = selector_mismatch(profile.get("nodeSelector") or {}, node.labels)
     if missing:
         return f"nodeSelector {missing} does not match the node"
@@ -171,6 +206,8 @@ def placement_problem(image: WantedImage, node: NodeInfo, config: Config) -> str
     if image.architectures and node.arch and node.arch not in image.architectures:
         return f"image has no {node.arch} build ({', '.join(image.architectures)} only)"
     if not image.profiles:
+        if is_control_plane(node) and not _selects_control_plane(image.node_selector, []):
+            return "control-plane node: the image's nodeSelector does not select it"
         return None
     taints = blocking_taints(node, config)
     reasons: list[str] = []

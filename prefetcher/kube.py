@@ -45,14 +45,14 @@ JSON_PATCH = "application/json-patch+json"
 MERGE_PATCH = "application/merge-patch+json"
 
 # Every API call this module makes, as RBAC sees it: (apiGroup, resource, verb, scope), where
-# scope is "cluster" (a ClusterRole) or "namespace" (a Role in our namespace: we only write
-# pods, events and the Lease there). tests/prefetcher/test_rbac.py holds the manifests and
-# the calls in this module to exactly this set.
+# scope is "cluster" (a ClusterRole), "namespace" (a Role in our own namespace: the Lease, and
+# deleting pods an older release left there) or "pods" (a Role in the pod namespace: its
+# puller and keeper pods and the Events about them). tests/prefetcher/test_rbac.py holds the
+# manifests and the calls in this module to exactly this set.
 RBAC_CALLS: frozenset[tuple[str, str, str, str]] = frozenset(
     {
         ("", "nodes", "list", "cluster"),
         ("", "nodes", "watch", "cluster"),
-        ("", "nodes", "patch", "cluster"),  # remove the startup taint
         ("", "pods", "list", "cluster"),  # running pods once at start; starting pods; ours
         ("", "pods", "watch", "cluster"),
         ("", "namespaces", "list", "cluster"),  # namespaces that opted out
@@ -62,13 +62,14 @@ RBAC_CALLS: frozenset[tuple[str, str, str, str]] = frozenset(
         (GROUP, CACHED_IMAGE_PLURAL, "patch", "cluster"),  # template profiles, observed pools
         (GROUP, CACHED_IMAGE_PLURAL, "delete", "cluster"),  # observed / catalog released
         (GROUP, f"{CACHED_IMAGE_PLURAL}/status", "patch", "cluster"),
-        ("", "pods", "create", "namespace"),
-        ("", "pods", "delete", "namespace"),
-        ("", "events", "create", "namespace"),
+        ("", "pods", "create", "pods"),
+        ("", "pods", "delete", "pods"),
+        ("", "events", "create", "pods"),
+        ("", "pods", "delete", "namespace"),  # pods an older release ran here (upgrade)
         ("coordination.k8s.io", "leases", "get", "namespace"),
         ("coordination.k8s.io", "leases", "create", "namespace"),
         ("coordination.k8s.io", "leases", "update", "namespace"),
-        ("", "secrets", "get", "namespace"),  # imagePullSecrets, to read registry catalogs
+        ("", "secrets", "get", "pods"),  # imagePullSecrets (they live beside the pods)
         # Workload templates: images are known before any pod exists (list + watch only).
         *(
             (kind.group, kind.resource, verb, "cluster")
@@ -77,6 +78,10 @@ RBAC_CALLS: frozenset[tuple[str, str, str, str]] = frozenset(
         ),
     }
 )
+# Only with `startupTaint`: patching Nodes, granted by manifests/components/startup-taint.
+STARTUP_TAINT_CALLS: frozenset[tuple[str, str, str, str]] = frozenset(
+    {("", "nodes", "patch", "cluster")}  # remove the startup taint
+)
 
 
 def _transport_error(exc: Exception, what: str) -> KubeError:
@@ -84,17 +89,20 @@ def _transport_error(exc: Exception, what: str) -> KubeError:
 
 
 class Kube:
-    """Reads and writes against one API server, for one namespace of our own."""
+    """Reads and writes against one API server: our own namespace holds the Lease, the pod
+    namespace (`pod_namespace`, the same one unless given) the puller and keeper pods."""
 
     def __init__(
         self,
         api_client: client.ApiClient,
         namespace: str,
         *,
+        pod_namespace: str = "",
         on_call: CallHook | None = None,
     ) -> None:
         self.api_client = api_client
         self.namespace = namespace
+        self.pod_namespace = pod_namespace or namespace
         self.core = client.CoreV1Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)
         self.coordination = client.CoordinationV1Api(api_client)
@@ -145,7 +153,7 @@ class Kube:
     def own_pod_source(self) -> Callable[..., Any]:
         def call(**kw: Any) -> Any:
             return self.core.list_namespaced_pod(
-                self.namespace, label_selector=MANAGED_POD_SELECTOR, **kw
+                self.pod_namespace, label_selector=MANAGED_POD_SELECTOR, **kw
             )
 
         return call
@@ -218,6 +226,22 @@ class Kube:
             token = (body.get("metadata") or {}).get("continue") or None
             if not token:
                 return
+
+    def legacy_pods(self) -> list[Obj]:
+        """Our puller and keeper pods in our own namespace, where releases before the pod
+        namespace ran them (none once they are cleared, or when the two are one)."""
+        if self.pod_namespace == self.namespace:
+            return []
+        response = self._call(
+            "list",
+            "pods",
+            f"list pods left in {self.namespace}",
+            self.core.list_namespaced_pod,
+            self.namespace,
+            label_selector=MANAGED_POD_SELECTOR,
+        )
+        items: list[Obj] = json.loads(response.data).get("items") or []
+        return items
 
     def excluded_namespaces(self) -> set[str]:
         """Namespaces labelled `image-sync.io/enabled=false` (left out, as by the webhook)."""
@@ -295,9 +319,9 @@ class Kube:
             self._call(
                 "create",
                 "pods",
-                f"create pod {self.namespace}/{name}",
+                f"create pod {self.pod_namespace}/{name}",
                 self.core.create_namespaced_pod,
-                self.namespace,
+                self.pod_namespace,
                 dict(manifest),
             )
         except KubeError as exc:
@@ -306,8 +330,10 @@ class Kube:
             raise
         return True
 
-    def delete_pod(self, name: str, uid: str = "") -> bool:
-        """Delete one of our pods, only if it still has `uid`; False when already gone."""
+    def delete_pod(self, name: str, uid: str = "", namespace: str = "") -> bool:
+        """Delete one of our pods (in the pod namespace unless `namespace`), only if it still
+        has `uid`; False when already gone."""
+        namespace = namespace or self.pod_namespace
         body: Obj = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Background"}
         if uid:
             body["preconditions"] = {"uid": uid}
@@ -315,10 +341,10 @@ class Kube:
             self._call(
                 "delete",
                 "pods",
-                f"delete pod {self.namespace}/{name}",
+                f"delete pod {namespace}/{name}",
                 self.core.delete_namespaced_pod,
                 name,
-                self.namespace,
+                namespace,
                 body=body,
             )
         except KubeError as exc:
@@ -451,15 +477,16 @@ class Kube:
         return True
 
     def read_secret(self, name: str) -> Obj | None:
-        """A Secret of our namespace (pull secrets for registry catalogs); None when absent."""
+        """A pull secret (in the pod namespace, where the pullers use it too), to read
+        registry catalogs; None when absent."""
         try:
             response = self._call(
                 "get",
                 "secrets",
-                f"get secret {self.namespace}/{name}",
+                f"get secret {self.pod_namespace}/{name}",
                 self.core.read_namespaced_secret,
                 name,
-                self.namespace,
+                self.pod_namespace,
             )
         except KubeError as exc:
             if exc.not_found:
@@ -468,8 +495,8 @@ class Kube:
         return dict(json.loads(response.data))
 
     def create_event(self, event: Mapping[str, Any]) -> None:
-        """Record a core/v1 Event (pull failures); in our namespace unless it says otherwise."""
-        namespace = (event.get("metadata") or {}).get("namespace") or self.namespace
+        """Record a core/v1 Event (pull failures); in the pod namespace unless it says otherwise."""
+        namespace = (event.get("metadata") or {}).get("namespace") or self.pod_namespace
         self._call(
             "create",
             "events",

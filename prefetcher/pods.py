@@ -15,12 +15,23 @@ Keeper (`isync-keep-<hash(node, sorted images)>`): one long-lived pod per node w
 container per cached image, each running the sleeper, so the kubelet's image GC never
 deletes those images (a running container's image is in use). It uses
 `imagePullPolicy: Never`: a keeper never pulls; a container whose image vanished waits
-with ErrImageNeverPull, which the planner reads as "not present". It runs in the lowest
+with ErrImageNeverPull, which the planner reads as "not present". It carries the pullers'
+`imagePullSecrets`: with KEP-2535 (`KubeletEnsureSecretPulledImages`, on by default from
+Kubernetes 1.35) the kubelet starts a container from an image pulled with credentials only
+for a pod that names the same pull secret. It runs in the lowest
 PriorityClass, so under real disk or memory pressure it is the first pod to go.
 
-Both: restricted security (non-root 65534, no privilege escalation, all capabilities
-dropped, read-only root filesystem, RuntimeDefault seccomp, no service account token),
-tolerate every taint, tiny requests, ownerReference to the Node (garbage-collected with
+Tolerations: exactly the node's taints that the images' placement allows there (every image
+in a pod is eligible on its node, so its pods tolerate them), the startup taint, and the
+NoExecute not-ready / unreachable taints for the same 5 minutes as any pod; never a
+node-pressure taint (under memory, disk or pid pressure these pods are the first to go) and
+never "everything": a pod bound to a node passes no scheduler, so a toleration is the only
+say the node's taints have.
+
+Both: in the pod namespace (`podNamespace`), under its ServiceAccount, which has no
+permissions, and without its token; restricted security (non-root 65534, no privilege
+escalation, all capabilities dropped, read-only root filesystem, RuntimeDefault seccomp),
+tiny requests, ownerReference to the Node (garbage-collected with
 it). Names from a hash make creation idempotent: a 409 on create means it is already there.
 """
 
@@ -44,15 +55,18 @@ from imagesync.names import (
     LABEL_MANAGED_BY,
     LABEL_NODE,
     MANAGED_BY,
+    POD_SERVICE_ACCOUNT,
     PULLER_NAME_PREFIX,
     SLEEPER_COPY,
     SLEEPER_DIR,
     SLEEPER_PATH,
+    SLEEPER_VOLUME,
 )
+from imagesync.podguard import PRESSURE_TAINTS
+from prefetcher.eligibility import BLOCKING_EFFECTS, HEALTH_TAINTS
 from prefetcher.model import NodeInfo, PodManifest
 
 RUN_AS: Final = 65534
-VOLUME: Final = "image-sync-bin"
 # The sleeper is a static binary of 0.7 MB whose resident set stays under 1 MiB
 # (docs/prefetcher.md, "Overhead"); these leave ample room while packing hundreds per node.
 SLEEPER_RESOURCES: Final[dict[str, dict[str, str]]] = {
@@ -63,6 +77,10 @@ INSTALL_RESOURCES: Final[dict[str, dict[str, str]]] = {
     "requests": {"cpu": "1m", "memory": "4Mi"},
     "limits": {"cpu": "100m", "memory": "32Mi"},
 }
+# A node that stops answering: pods stay this long before the taint evicts them, as the
+# API server's DefaultTolerationSeconds gives every pod.
+SURVIVED_TAINTS: Final = ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable")
+DEFAULT_TOLERATION_SECONDS: Final = 300
 _LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 
 
@@ -140,15 +158,51 @@ def _install_container(config: Config) -> dict[str, Any]:
         "command": [SLEEPER_PATH, "--install", SLEEPER_COPY],
         "resources": INSTALL_RESOURCES,
         "securityContext": _security(),
-        "volumeMounts": [{"name": VOLUME, "mountPath": SLEEPER_DIR}],
+        "volumeMounts": [{"name": SLEEPER_VOLUME, "mountPath": SLEEPER_DIR}],
     }
+
+
+def tolerations(node: NodeInfo, config: Config) -> list[dict[str, Any]]:
+    """The node's taints its eligible images' pods tolerate, the startup taint, and the
+    not-ready / unreachable NoExecute taints for DEFAULT_TOLERATION_SECONDS."""
+    out: list[dict[str, Any]] = []
+    for taint in node.taints:
+        if (
+            taint.key in HEALTH_TAINTS
+            or taint.key in PRESSURE_TAINTS
+            or taint.effect not in BLOCKING_EFFECTS
+            or taint.key == config.startup_taint
+        ):
+            continue
+        toleration: dict[str, Any] = {
+            "key": taint.key,
+            "operator": "Exists",
+            "effect": taint.effect,
+        }
+        if taint.value:
+            toleration.update(operator="Equal", value=taint.value)
+        if toleration not in out:
+            out.append(toleration)
+    if config.startup_taint:
+        out.append({"key": config.startup_taint, "operator": "Exists"})
+    out += [
+        {
+            "key": key,
+            "operator": "Exists",
+            "effect": "NoExecute",
+            "tolerationSeconds": DEFAULT_TOLERATION_SECONDS,
+        }
+        for key in SURVIVED_TAINTS
+    ]
+    return out
 
 
 def _pod_spec(node: NodeInfo, config: Config) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "nodeName": node.name,
         "priorityClassName": config.keeper_priority_class,
-        "tolerations": [{"operator": "Exists"}],
+        "tolerations": tolerations(node, config),
+        "serviceAccountName": POD_SERVICE_ACCOUNT,
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": 5,
@@ -158,9 +212,13 @@ def _pod_spec(node: NodeInfo, config: Config) -> dict[str, Any]:
             "runAsGroup": RUN_AS,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "volumes": [{"name": VOLUME, "emptyDir": {"sizeLimit": "16Mi"}}],
+        "volumes": [{"name": SLEEPER_VOLUME, "emptyDir": {"sizeLimit": "16Mi"}}],
         "initContainers": [_install_container(config)],
     }
+    if config.image_pull_secrets:
+        # The keeper names the secrets its images were pulled with: with KEP-2535 the
+        # kubelet lets an image pulled with credentials run only for pods that bring them.
+        spec["imagePullSecrets"] = [{"name": name} for name in config.image_pull_secrets]
     return spec
 
 
@@ -184,7 +242,7 @@ def build_puller(
     ordered = list(dict.fromkeys(images))
     metadata: dict[str, Any] = {
         "name": puller_name(node.name, ordered),
-        "namespace": config.namespace,
+        "namespace": config.pod_namespace,
         "labels": _labels(node.name, COMPONENT_PULLER),
         "annotations": {
             ANNOTATION_NODE: node.name,
@@ -198,8 +256,6 @@ def build_puller(
     spec = _pod_spec(node, config)
     spec["restartPolicy"] = "Never"
     spec["activeDeadlineSeconds"] = max(1, int(deadline_seconds))
-    if config.image_pull_secrets:
-        spec["imagePullSecrets"] = [{"name": name} for name in config.image_pull_secrets]
     spec["containers"] = [
         {
             "name": puller_container_name(image),
@@ -208,7 +264,7 @@ def build_puller(
             "command": [SLEEPER_COPY, "--exit"],
             "resources": SLEEPER_RESOURCES,
             "securityContext": _security(),
-            "volumeMounts": [{"name": VOLUME, "mountPath": SLEEPER_DIR, "readOnly": True}],
+            "volumeMounts": [{"name": SLEEPER_VOLUME, "mountPath": SLEEPER_DIR, "readOnly": True}],
         }
         for image in ordered
     ]
@@ -220,7 +276,7 @@ def build_keeper(node: NodeInfo, images: Iterable[str], config: Config) -> PodMa
     ordered = sorted(set(images))
     metadata: dict[str, Any] = {
         "name": keeper_name(node.name, ordered),
-        "namespace": config.namespace,
+        "namespace": config.pod_namespace,
         "labels": _labels(node.name, COMPONENT_KEEPER),
         "annotations": {
             ANNOTATION_NODE: node.name,
@@ -240,7 +296,7 @@ def build_keeper(node: NodeInfo, images: Iterable[str], config: Config) -> PodMa
             "command": [SLEEPER_COPY],
             "resources": SLEEPER_RESOURCES,
             "securityContext": _security(),
-            "volumeMounts": [{"name": VOLUME, "mountPath": SLEEPER_DIR, "readOnly": True}],
+            "volumeMounts": [{"name": SLEEPER_VOLUME, "mountPath": SLEEPER_DIR, "readOnly": True}],
         }
         for image in ordered
     ]

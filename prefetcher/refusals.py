@@ -41,8 +41,23 @@ _HINTS: tuple[tuple[str, str], ...] = (
         "manifests/base",
     ),
     (
+        "image-sync pod guard",
+        "image-sync's pod guard refused the puller: the prefetcher and the webhook (or the "
+        "admission policy) come from different releases; apply one release's manifests",
+    ),
+    (
+        "image-sync-pod-guard",
+        "image-sync's admission policy refused the puller: the prefetcher and the policy come "
+        "from different releases; apply one release's manifests",
+    ),
+    (
         "admission webhook",
         "an admission webhook refused the puller: exempt image-sync's namespace from it",
+    ),
+    (
+        'namespaces "',
+        "the pod namespace is missing: apply manifests/base (cache-namespace.yaml), or set "
+        "podNamespace to an existing namespace",
     ),
     (
         "limitrange",

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import yaml
 
+from imagesync.names import POD_NAMESPACE_DEFAULT
 from simulator.clock import parse_time
 from simulator.outcomes import (
     HIT_WAIT_SECONDS,
@@ -61,7 +62,9 @@ WEBHOOK_SERVICE = "image-sync-webhook"
 NAMESPACE = "image-sync"
 MANAGED_REGISTRIES = "harbor.example.internal,nvcr.io/nvidia"
 # Namespaces whose pods are infrastructure, not workload, in every measurement.
-TOOL_NAMESPACES = frozenset({NAMESPACE, "kube-system", "kube-node-lease", "cache-baseline"})
+TOOL_NAMESPACES = frozenset(
+    {NAMESPACE, POD_NAMESPACE_DEFAULT, "kube-system", "kube-node-lease", "cache-baseline"}
+)
 
 
 def repo_root() -> Path:
@@ -258,7 +261,8 @@ def make_certs(out: Path, script: str) -> Path:
 
 
 def install_image_sync(api_client: Any, ca_file: Path) -> None:
-    """Namespace, CRD, PriorityClass and the MutatingWebhookConfiguration (with its caBundle)."""
+    """Namespaces, CRD, PriorityClass, the MutatingWebhookConfiguration and the pod guard's
+    ValidatingWebhookConfiguration (with their caBundle)."""
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
 
@@ -278,8 +282,9 @@ def install_image_sync(api_client: Any, ca_file: Path) -> None:
                     f"{exc.reason}: {str(exc.body)[:300]}"
                 ) from None
 
-    for doc in manifest_documents("namespace.yaml"):
-        create(core.create_namespace, doc)
+    for doc in manifest_documents("namespace.yaml") + manifest_documents("cache-namespace.yaml"):
+        if doc.get("kind") == "Namespace":
+            create(core.create_namespace, doc)
     for doc in manifest_documents("crd-cachedimages.yaml"):
         create(extensions.create_custom_resource_definition, doc)
     for doc in manifest_documents("priorityclass.yaml"):
@@ -290,6 +295,10 @@ def install_image_sync(api_client: Any, ca_file: Path) -> None:
         for hook in doc.get("webhooks") or []:
             hook.setdefault("clientConfig", {})["caBundle"] = ca_bundle
         create(admission.create_mutating_webhook_configuration, doc)
+    for doc in manifest_documents("pod-guard.yaml"):
+        for hook in doc.get("webhooks") or []:
+            hook.setdefault("clientConfig", {})["caBundle"] = ca_bundle
+        create(admission.create_validating_webhook_configuration, doc)
 
 
 # -- scenarios -------------------------------------------------------------------------

@@ -38,6 +38,10 @@ class StoredImage:
     first_detected: float
     last_used: float
     pinned: bool = False
+    # KEP-2535: the pull secrets (namespace, name) the image was pulled with, and whether
+    # every pod on the node may use it (preloaded, or pulled without credentials).
+    pulled_with: set[tuple[str, str]] = field(default_factory=set)
+    node_accessible: bool = False
 
     def sorted_names(self) -> list[str]:
         """Digest name first, then tags: the order the kubelet reports."""

@@ -19,7 +19,7 @@ from typing import Any
 from imagesync.config import parse_duration
 from imagesync.reference import InvalidReference, parse_reference
 from simulator.clock import rfc3339
-from simulator.imagestore import ImageStore
+from simulator.imagestore import ImageStore, StoredImage
 from simulator.nodes import GPU_RESOURCE, NodeConfig, node_ip, pod_ip
 from simulator.registry import (
     PullError,
@@ -311,7 +311,7 @@ class NodeRuntime:
             )
             platform = image.platforms[0]
             resolved = Resolved(_normalized(reference) or reference, image, platform)
-        self.store.add(resolved, self.now - self.config.gc.min_age)
+        self.store.add(resolved, self.now - self.config.gc.min_age).node_accessible = True
 
     # -- pods in ---------------------------------------------------------------------
     def sync_pod(self, pod: Mapping[str, Any], now: float | None = None) -> None:
@@ -599,6 +599,7 @@ class NodeRuntime:
         if not job.cached and not self.store.fits(job.resolved.platform.disk_size):
             self._collect(now, need_bytes=job.resolved.platform.disk_size)
         stored = self.store.add(job.resolved, now)
+        self._record_credentials(stored, job)
         self.node_dirty = True
         started = job.started_at if job.started_at is not None else now
         for uid, name in job.waiters:
@@ -617,6 +618,25 @@ class NodeRuntime:
             )
             self._image_ready(pod, container, stored.image_id, now)
         self._resume(job, now)
+
+    def _record_credentials(self, stored: StoredImage, job: PullJob) -> None:
+        """What the kubelet records of a successful pull (KEP-2535): an image that needed no
+        credentials is every pod's; else the waiters' pull secrets, by namespace and name."""
+        if not self.registries.needs_credentials(job.reference):
+            stored.node_accessible = True
+            return
+        for uid, _ in job.waiters:
+            pod = self.pods.get(uid)
+            if pod is not None:
+                stored.pulled_with.update((pod.namespace, s) for s in pod.pull_secrets)
+
+    def credentials_verified(self, pod: Pod, stored: StoredImage) -> bool:
+        """May `pod` use the present `stored` image without pulling? Always, unless the
+        KubeletEnsureSecretPulledImages gate is on: then only an image every pod may use, or
+        one pulled with a pull secret (same namespace and name) the pod names too."""
+        if not self.config.ensure_secret_pulled_images or stored.node_accessible:
+            return True
+        return bool({(pod.namespace, s) for s in pod.pull_secrets} & stored.pulled_with)
 
     def _resume(self, job: PullJob, now: float) -> None:
         """The waiters' EnsureImageExists returned: their pods' syncs go on at once (the next
@@ -707,7 +727,8 @@ class NodeRuntime:
             return
         stored = self.store.find(container.reference)
         policy = container.pull_policy
-        if policy != "Always" and stored is not None:
+        verified = stored is not None and self.credentials_verified(pod, stored)
+        if policy != "Always" and stored is not None and verified:
             if container.pull_wanted_at is None:
                 self._event(
                     pod,
@@ -725,6 +746,9 @@ class NodeRuntime:
             ):
                 message = (
                     f'Container image "{container.image}" is not present with pull policy of Never'
+                    if stored is None
+                    else f'Container image "{container.image}" was pulled with credentials the '
+                    "pod does not have, and its pull policy is Never"
                 )
                 if container.reason != "ErrImageNeverPull":
                     self._event(pod, "ErrImageNeverPull", message, now, "Warning")

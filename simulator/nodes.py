@@ -46,6 +46,10 @@ class NodeConfig:
     gc: GCPolicy = field(default_factory=GCPolicy)
     preloaded_images: tuple[str, ...] = ()
     unschedulable: bool = False
+    # The kubelet feature gate KubeletEnsureSecretPulledImages (KEP-2535; off in the 1.32
+    # kubelet this simulates, on by default from 1.35): an image pulled with credentials is
+    # used only by pods that bring the same pull secret, or by a pod whose own pull succeeds.
+    ensure_secret_pulled_images: bool = False
 
     def all_labels(self) -> dict[str, str]:
         """The labels a kubelet (and GPU feature discovery on GPU nodes) puts on the node."""
@@ -81,6 +85,9 @@ class NodeConfig:
             ANNOTATION_PREFIX + "zone": self.zone,
             ANNOTATION_PREFIX + "instance-type": self.instance_type,
             ANNOTATION_PREFIX + "serialize-image-pulls": str(self.serialize_image_pulls).lower(),
+            ANNOTATION_PREFIX + "ensure-secret-pulled-images": str(
+                self.ensure_secret_pulled_images
+            ).lower(),
             ANNOTATION_PREFIX + "image-gc-high-threshold": str(self.gc.high_threshold),
             ANNOTATION_PREFIX + "image-gc-low-threshold": str(self.gc.low_threshold),
             ANNOTATION_PREFIX + "image-minimum-gc-age": str(self.gc.min_age),
@@ -182,6 +189,7 @@ def config_from_node(node: Mapping[str, Any]) -> NodeConfig:
         labels=labels,
         taints=tuple(spec.get("taints") or ()),
         serialize_image_pulls=(get("serialize-image-pulls") or "true").lower() != "false",
+        ensure_secret_pulled_images=(get("ensure-secret-pulled-images") or "").lower() == "true",
         gc=gc,
         preloaded_images=preloaded,
         unschedulable=bool(spec.get("unschedulable")),

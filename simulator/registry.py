@@ -200,6 +200,9 @@ class Registry:
 class RegistrySet:
     """All simulated registries, the pulls in flight on each, and outage times relative to `epoch`.
 
+    `needs_credentials` says whether a pull of a reference takes a pull secret (the kubelet's
+    record of which credentials pulled an image, KEP-2535, depends on it).
+
     Not thread-safe: one kubelet loop owns it.
     """
 
@@ -224,6 +227,15 @@ class RegistrySet:
     def is_down(self, host: str, now: float) -> bool:
         registry = self.registries.get(host)
         return registry is not None and registry.down(now - self.epoch)
+
+    def needs_credentials(self, reference: str) -> bool:
+        """True when an anonymous pull of `reference` would be refused (a private repository)."""
+        try:
+            ref = parse_reference(reference)
+        except InvalidReference:
+            return False
+        registry = self.registries.get(ref.domain)
+        return registry is not None and registry.refuses(ref)
 
     def resolve(
         self,

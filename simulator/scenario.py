@@ -142,6 +142,7 @@ def _pool(raw: Mapping[str, Any], where: str) -> NodePool:
         labels={str(k): str(v) for k, v in (raw.get("labels") or {}).items()},
         taints=tuple(dict(t) for t in raw.get("taints") or ()),
         serialize_image_pulls=bool(raw.get("serializeImagePulls", True)),
+        ensure_secret_pulled_images=bool(raw.get("ensureSecretPulledImages", False)),
         gc=gc,
         preloaded_images=tuple(str(i) for i in raw.get("preloadedImages") or ()),
     )

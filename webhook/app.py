@@ -23,6 +23,7 @@ from flask import Flask, Response, abort, request
 
 from imagesync.config import Config
 from webhook import metrics as metrics_module
+from webhook import podguard
 from webhook.learning import sighting_for
 from webhook.mutation import ImageMatcher, PodDecision, decide
 from webhook.recorder import Recorder
@@ -155,6 +156,10 @@ def create_app(
     @app.post("/mutate")
     def mutate() -> Response:
         return webhook.mutate()
+
+    @app.post("/validate-pods")
+    def validate_pods() -> Response:
+        return podguard.validate_pods(webhook.metrics)
 
     @app.get("/healthz")
     def healthz() -> Response:

@@ -118,6 +118,13 @@ class Metrics:
             registry=registry,
             multiprocess_mode="livesum",
         )
+        self.pod_guard = Counter(
+            f"{PREFIX}_pod_guard_reviews",
+            "Pods the admission guard of the pod namespace reviewed (POST /validate-pods), "
+            "by verdict: allowed, refused (not shaped like a puller or keeper), invalid (400).",
+            ["verdict"],
+            registry=registry,
+        )
         # Bound once: `labels()` takes a lock and builds a key on every call.
         self.by_outcome = {outcome: self.requests.labels(outcome=outcome) for outcome in OUTCOMES}
 

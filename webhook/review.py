@@ -83,9 +83,16 @@ class AdmissionRequest(NamedTuple):
         )
 
 
+class AdmissionStatus(TypedDict):
+    code: int
+    reason: str
+    message: str
+
+
 class AdmissionResponse(TypedDict):
     uid: str
     allowed: bool
+    status: NotRequired[AdmissionStatus]
     patchType: NotRequired[str]
     patch: NotRequired[str]
     warnings: NotRequired[list[str]]
@@ -223,4 +230,17 @@ def build_response(
         "apiVersion": ADMISSION_API_VERSION,
         "kind": ADMISSION_REVIEW_KIND,
         "response": response,
+    }
+
+
+def build_refusal(uid: str, message: str) -> AdmissionReviewResponse:
+    """`allowed: false` with a 403 and `message`, which the API server hands to the client."""
+    return {
+        "apiVersion": ADMISSION_API_VERSION,
+        "kind": ADMISSION_REVIEW_KIND,
+        "response": {
+            "uid": uid,
+            "allowed": False,
+            "status": {"code": 403, "reason": "Forbidden", "message": message},
+        },
     }

@@ -428,3 +428,29 @@ def test_apply_with_the_shipped_webhook_configuration(cluster: Cluster) -> None:
     assert (
         webhooks[0]["clientConfig"]["service"] == shipped["webhooks"][0]["clientConfig"]["service"]
     )
+
+
+def test_apply_sets_the_pod_guards_ca_bundle_when_it_is_installed(cluster: Cluster) -> None:
+    """The bootstrap Job names the pod guard's ValidatingWebhookConfiguration too: it gets the
+    same caBundle; an install without it (the admission-policy overlay) is no error."""
+    from tests.manifests.render import find, render
+
+    base = render("base")
+    cluster.create_webhook_configuration(find(base, "MutatingWebhookConfiguration", WEBHOOK_CONFIG))
+    guard = "image-sync-pod-guard"
+    without = run_cli(cluster.kubeconfig, "--validating-webhook-config", guard)
+    assert without.returncode == 0, without.stderr
+    untyped_admission: Any = cluster.admission
+    untyped_admission.create_validating_webhook_configuration(
+        find(base, "ValidatingWebhookConfiguration", guard), _preload_content=False
+    )
+    result = run_cli(cluster.kubeconfig, "--validating-webhook-config", guard)
+    assert result.returncode == 0, result.stderr
+    assert "set caBundle on 1 webhook(s)" in result.stderr
+    stored = cluster._get(cluster.admission.read_validating_webhook_configuration, guard)
+    mutating = cluster.webhook_configuration()
+    assert stored is not None and mutating is not None
+    bundle = stored["webhooks"][0]["clientConfig"]["caBundle"]
+    assert bundle and bundle == mutating["webhooks"][0]["clientConfig"]["caBundle"]
+    again = run_cli(cluster.kubeconfig, "--validating-webhook-config", guard)
+    assert "up to date" in again.stderr

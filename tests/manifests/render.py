@@ -14,7 +14,14 @@ from tests.skips import skip_without
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "manifests"
-KUSTOMIZATIONS = ("base", "overlays/cert-manager", "overlays/opt-in", "overlays/monitoring")
+KUSTOMIZATIONS = (
+    "base",
+    "overlays/cert-manager",
+    "overlays/opt-in",
+    "overlays/monitoring",
+    "overlays/startup-taint",
+    "overlays/admission-policy",
+)
 
 
 @functools.cache
@@ -41,11 +48,10 @@ def render(target: str) -> list[dict[str, Any]]:
 
 
 def find(objects: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
-    """The one object of `kind` (and `name`, matched as a prefix for generated names)."""
-    found = [
-        o
-        for o in objects
-        if o["kind"] == kind and (name is None or o["metadata"]["name"].startswith(name))
+    """The one object of `kind` (and `name`; else a generated name it is the prefix of)."""
+    of_kind = [o for o in objects if o["kind"] == kind]
+    found = [o for o in of_kind if name is None or o["metadata"]["name"] == name] or [
+        o for o in of_kind if name is not None and o["metadata"]["name"].startswith(name)
     ]
     assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
     return found[0]

@@ -14,6 +14,7 @@ from certs.generate import service_dns_names
 from imagesync import config as config_module
 from imagesync import names
 from imagesync.cli import build_parser
+from prefetcher.kube import STARTUP_TAINT_CALLS
 from tests.manifests.render import KUSTOMIZATIONS, ROOT, all_of, find, render
 
 NS = names.NAMESPACE_DEFAULT
@@ -79,7 +80,7 @@ def base() -> list[dict[str, Any]]:
 
 
 def test_namespace(base: list[dict[str, Any]]) -> None:
-    namespace = find(base, "Namespace")
+    namespace = find(base, "Namespace", NS)
     assert namespace["metadata"]["name"] == NS == config_module.DEFAULT_NAMESPACE
     assert namespace["metadata"]["labels"][names.LABEL_ENABLED] == "false"
     # Every pod image-sync runs there is non-root without capabilities (checked below).
@@ -141,6 +142,11 @@ def test_webhook_serves_the_paths_the_manifests_use(base: list[dict[str, Any]]) 
     routes = {rule.rule: rule.methods or set() for rule in app.url_map.iter_rules()}
     hook = find(base, "MutatingWebhookConfiguration")["webhooks"][0]
     assert "POST" in routes[hook["clientConfig"]["service"]["path"]]
+    [guard] = find(base, "ValidatingWebhookConfiguration")["webhooks"]
+    assert "POST" in routes[guard["clientConfig"]["service"]["path"]]
+    assert guard["clientConfig"]["service"] | {"path": ""} == hook["clientConfig"]["service"] | {
+        "path": ""
+    }
     probes = container(base, "Deployment", "image-sync-webhook")
     for probe in ("livenessProbe", "readinessProbe"):
         path = probes[probe]["httpGet"]["path"]
@@ -222,6 +228,8 @@ def test_certificate_job_arguments(base: list[dict[str, Any]], kind: str) -> Non
     assert args.namespace == NS
     assert args.secret_name == names.WEBHOOK_TLS_SECRET
     assert args.webhook_config == names.WEBHOOK_CONFIGURATION
+    assert args.validating_webhook_config == [names.POD_GUARD_CONFIGURATION]
+    find(base, "ValidatingWebhookConfiguration", names.POD_GUARD_CONFIGURATION)
     assert args.out is None and args.secret_manifest is None
     # The names it will put in the certificate are the ones the API server dials.
     hook = find(base, "MutatingWebhookConfiguration")["webhooks"][0]["clientConfig"]["service"]
@@ -388,15 +396,56 @@ def test_every_container_is_locked_down(target: str) -> None:
 
 
 def test_service_accounts_exist(base: list[dict[str, Any]]) -> None:
-    accounts = {o["metadata"]["name"] for o in all_of(base, "ServiceAccount")}
+    accounts = {
+        o["metadata"]["name"]
+        for o in all_of(base, "ServiceAccount")
+        if o["metadata"]["namespace"] == NS
+    }
     used = {pod_spec(w)["serviceAccountName"] for w in workloads(base)}
     assert used == accounts
     for binding in all_of(base, "RoleBinding") + all_of(base, "ClusterRoleBinding"):
         for subject in binding["subjects"]:
             assert subject["kind"] == "ServiceAccount"
             assert subject["name"] in accounts and subject["namespace"] == NS
-        kind, name = binding["roleRef"]["kind"], binding["roleRef"]["name"]
-        find(base, kind, name)
+        bound_role(base, binding)
+
+
+def test_the_pod_namespace_holds_nothing_that_could_change_image_sync(
+    base: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    pod_namespace = names.POD_NAMESPACE_DEFAULT
+    assert load_shipped_config(base, tmp_path).pod_namespace == pod_namespace
+    namespace = find(base, "Namespace", pod_namespace)
+    assert namespace["metadata"]["labels"][names.LABEL_ENABLED] == "false"
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    inside = sorted(
+        (o["kind"], o["metadata"]["name"])
+        for o in base
+        if o["metadata"].get("namespace") == pod_namespace
+    )
+    assert inside == [
+        ("Role", "image-sync-prefetcher"),
+        ("RoleBinding", "image-sync-prefetcher"),
+        ("ServiceAccount", names.POD_SERVICE_ACCOUNT),
+    ]
+    account = find(base, "ServiceAccount", names.POD_SERVICE_ACCOUNT)
+    assert account["automountServiceAccountToken"] is False
+    # The pods' ServiceAccount is bound to nothing.
+    for binding in all_of(base, "RoleBinding") + all_of(base, "ClusterRoleBinding"):
+        assert names.POD_SERVICE_ACCOUNT not in {s["name"] for s in binding["subjects"]}
+    # The prefetcher's Role there holds only its pods, their Events, and reading the pull
+    # secrets by name (for registry catalogs and sizes).
+    [rules] = [
+        bound_role(base, b)["rules"]
+        for b in all_of(base, "RoleBinding")
+        if b["metadata"]["namespace"] == pod_namespace
+    ]
+    assert {(r, v) for rule in rules for r in rule["resources"] for v in rule["verbs"]} == {
+        ("pods", "create"),
+        ("pods", "delete"),
+        ("events", "create"),
+        ("secrets", "get"),
+    }
 
 
 # --- RBAC against the code ------------------------------------------------------------------
@@ -413,6 +462,7 @@ RESOURCES = {
     "cluster_custom_object": (names.GROUP, names.CACHED_IMAGE_PLURAL),
     "cluster_custom_object_status": (names.GROUP, f"{names.CACHED_IMAGE_PLURAL}/status"),
     "mutating_webhook_configuration": ("admissionregistration.k8s.io", "mutatingwebhookconfigurations"),
+    "validating_webhook_configuration": ("admissionregistration.k8s.io", "validatingwebhookconfigurations"),
 }  # fmt: skip
 VERBS = {"read": "get", "get": "get", "list": "list", "create": "create", "patch": "patch",
          "replace": "update", "delete": "delete"}  # fmt: skip
@@ -429,12 +479,28 @@ def used_permissions(package: str) -> set[tuple[str, str, str]]:
     return found
 
 
-def granted(objects: list[dict[str, Any]], account: str) -> list[dict[str, Any]]:
+def bound_role(objects: list[dict[str, Any]], binding: dict[str, Any]) -> dict[str, Any]:
+    """The Role (in the binding's namespace) or ClusterRole a binding grants."""
+    kind, name = binding["roleRef"]["kind"], binding["roleRef"]["name"]
+    namespace = binding["metadata"].get("namespace") if kind == "Role" else None
+    [role] = [
+        o
+        for o in all_of(objects, kind)
+        if o["metadata"]["name"] == name and o["metadata"].get("namespace") == namespace
+    ]
+    return role
+
+
+def granted(
+    objects: list[dict[str, Any]], account: str, namespace: str | None = None
+) -> list[dict[str, Any]]:
+    """The rules `account` holds (only those of Roles in `namespace`, when given)."""
     rules = []
     for binding in all_of(objects, "RoleBinding") + all_of(objects, "ClusterRoleBinding"):
+        if namespace is not None and binding["metadata"].get("namespace") != namespace:
+            continue
         if any(s["name"] == account for s in binding["subjects"]):
-            role = find(objects, binding["roleRef"]["kind"], binding["roleRef"]["name"])
-            rules += role["rules"]
+            rules += bound_role(objects, binding)["rules"]
     return rules
 
 
@@ -467,10 +533,13 @@ def test_rbac_grants_every_call_the_code_makes(
     names_by_resource = {
         "secrets": names.WEBHOOK_TLS_SECRET,
         "mutatingwebhookconfigurations": names.WEBHOOK_CONFIGURATION,
+        "validatingwebhookconfigurations": names.POD_GUARD_CONFIGURATION,
     }
+    # Patching Nodes (the startup taint) is granted by an overlay (tests/prefetcher/test_rbac.py).
+    optional = {(g, r, v) for g, r, v, _ in STARTUP_TAINT_CALLS}
     missing = [
         (g, r, v)
-        for g, r, v in sorted(used)
+        for g, r, v in sorted(used - optional)
         if not allows(rules, g, r, v, names_by_resource.get(r, ""))
         # create cannot be limited by name, so it is granted without resourceNames
     ]
@@ -482,9 +551,15 @@ def test_webhook_rbac_is_exactly_what_it_needs(base: list[dict[str, Any]]) -> No
     assert {
         (tuple(r["apiGroups"]), tuple(r["resources"]), tuple(sorted(r["verbs"]))) for r in rules
     } == {
-        ((names.GROUP,), (names.CACHED_IMAGE_PLURAL,), ("create", "get", "patch", "update")),
-        ((names.GROUP,), (f"{names.CACHED_IMAGE_PLURAL}/status",), ("get", "patch", "update")),
+        ((names.GROUP,), (names.CACHED_IMAGE_PLURAL,), ("create", "get", "update")),
+        ((names.GROUP,), (f"{names.CACHED_IMAGE_PLURAL}/status",), ("update",)),
     }
+    # Every verb granted is one the code uses (the other direction is checked above).
+    used = used_permissions("webhook")
+    for rule in rules:
+        for verb in rule["verbs"]:
+            for resource in rule["resources"]:
+                assert (rule["apiGroups"][0], resource, verb) in used, (resource, verb)
 
 
 def test_prefetcher_rbac(base: list[dict[str, Any]]) -> None:
@@ -493,20 +568,24 @@ def test_prefetcher_rbac(base: list[dict[str, Any]]) -> None:
     for group, resource in [("", "nodes"), ("", "pods"), (names.GROUP, names.CACHED_IMAGE_PLURAL)]:
         for verb in ("list", "watch"):
             assert allows(rules, group, resource, verb), (resource, verb)
-    # Pod writes and the Lease only in its own namespace.
-    role = find(base, "Role", "image-sync-prefetcher")
-    assert allows(role["rules"], "", "pods", "create") and allows(
-        role["rules"], "", "pods", "delete"
-    )
-    assert allows(role["rules"], "coordination.k8s.io", "leases", "update")
+    # Pods are created only in the pod namespace; in its own: the Lease, and deleting pods an
+    # older release left there.
+    pod_rules = granted(base, "image-sync-prefetcher", names.POD_NAMESPACE_DEFAULT)
+    assert allows(pod_rules, "", "pods", "create") and allows(pod_rules, "", "pods", "delete")
+    assert not any("leases" in r["resources"] for r in pod_rules)
+    own_rules = granted(base, "image-sync-prefetcher", NS)
+    assert allows(own_rules, "coordination.k8s.io", "leases", "update")
+    assert allows(own_rules, "", "pods", "delete") and not allows(own_rules, "", "pods", "create")
     cluster_role = find(base, "ClusterRole", "image-sync-prefetcher")
     for verb in ("create", "delete", "update"):
         assert not allows(cluster_role["rules"], "", "pods", verb)
     assert not any("leases" in r["resources"] for r in cluster_role["rules"])
     assert not allows(rules, "scheduling.k8s.io", "priorityclasses", "get")
-    # Pull secrets (registry catalogs): get by name in its own namespace, nothing more.
+    # Pull secrets (registry catalogs): get by name in the pod namespace, where they live
+    # beside the pods that use them; nowhere else, and nothing more.
     assert not any("secrets" in r["resources"] for r in cluster_role["rules"])
-    secret_rules = [r for r in role["rules"] if "secrets" in r["resources"]]
+    assert not any("secrets" in r["resources"] for r in own_rules)
+    secret_rules = [r for r in pod_rules if "secrets" in r["resources"]]
     assert [r["verbs"] for r in secret_rules] == [["get"]]
 
 
@@ -519,9 +598,12 @@ def test_certs_rbac_is_limited_by_name(base: list[dict[str, Any]]) -> None:
                 names.WEBHOOK_TLS_SECRET,
                 f"{names.WEBHOOK_TLS_SECRET}-ca",
             ]
-    [rule] = find(base, "ClusterRole", "image-sync-certs")["rules"]
-    assert rule["resourceNames"] == [names.WEBHOOK_CONFIGURATION]
-    assert sorted(rule["verbs"]) == ["get", "patch"]
+    mutating, validating = find(base, "ClusterRole", "image-sync-certs")["rules"]
+    assert mutating["resources"] == ["mutatingwebhookconfigurations"]
+    assert mutating["resourceNames"] == [names.WEBHOOK_CONFIGURATION]
+    assert validating["resources"] == ["validatingwebhookconfigurations"]
+    assert validating["resourceNames"] == [names.POD_GUARD_CONFIGURATION]
+    assert sorted(mutating["verbs"]) == sorted(validating["verbs"]) == ["get", "patch"]
     # The webhook's own account cannot read the CA key.
     assert not any("secrets" in r["resources"] for r in granted(base, "image-sync-webhook"))
 
@@ -598,6 +680,8 @@ def test_documented_kustomizations_exist() -> None:
         "manifests/overlays/cert-manager",
         "manifests/overlays/opt-in",
         "manifests/overlays/monitoring",
+        "manifests/overlays/startup-taint",
+        "manifests/overlays/admission-policy",
     }
     for target in targets:
         assert (ROOT / target / "kustomization.yaml").exists()

@@ -32,6 +32,9 @@ CLUSTER_SCOPED = {
     "ClusterRoleBinding",
     "PriorityClass",
     "MutatingWebhookConfiguration",
+    "ValidatingWebhookConfiguration",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
 }
 
 
@@ -80,26 +83,30 @@ def test_names_are_unique_and_namespaced_objects_live_in_image_sync(target: str)
         if obj["kind"] in CLUSTER_SCOPED:
             assert namespace is None, f"{obj['kind']} {obj['metadata']['name']} is cluster-scoped"
         else:
-            assert namespace == "image-sync", f"{obj['kind']} {obj['metadata']['name']}"
+            # image-sync's own namespace, or the pod namespace (tests/manifests/test_consistency.py)
+            assert namespace in ("image-sync", "image-sync-cache"), (
+                f"{obj['kind']} {obj['metadata']['name']}"
+            )
         assert obj["metadata"]["labels"]["app.kubernetes.io/part-of"] == "image-sync"
 
 
 def test_base_holds_what_an_admin_needs() -> None:
     kinds = Counter(o["kind"] for o in render("base"))
     assert kinds == {
-        "Namespace": 1,
+        "Namespace": 2,
         "CustomResourceDefinition": 1,
         "PriorityClass": 1,
         "ConfigMap": 1,
-        "ServiceAccount": 3,
+        "ServiceAccount": 4,
         "ClusterRole": 3,
         "ClusterRoleBinding": 3,
-        "Role": 2,
-        "RoleBinding": 2,
+        "Role": 3,
+        "RoleBinding": 3,
         "Deployment": 2,
         "Service": 2,
         "PodDisruptionBudget": 1,
         "MutatingWebhookConfiguration": 1,
+        "ValidatingWebhookConfiguration": 1,
         "Job": 1,
         "CronJob": 1,
     }

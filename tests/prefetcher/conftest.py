@@ -15,6 +15,7 @@ from kubernetes import client
 ROOT = Path(__file__).resolve().parents[2]
 CRD = ROOT / "manifests" / "base" / "crd-cachedimages.yaml"
 NAMESPACE = "image-sync"
+POD_NAMESPACE = "image-sync-cache"  # where puller and keeper pods run (names.POD_NAMESPACE_DEFAULT)
 
 
 class ScaledClock:
@@ -135,9 +136,10 @@ def sim_config(**overrides: Any) -> Any:
 
 
 def install_image_sync(api: client.ApiClient) -> None:
-    """What `kubectl apply -k manifests/base` would give the prefetcher: CRD, namespace, PriorityClass."""
+    """What `kubectl apply -k manifests/base` would give the prefetcher: CRD, namespaces, PriorityClass."""
     install_crd(api)
     ensure_namespace(api)
+    ensure_namespace(api, POD_NAMESPACE)
     untyped(client.SchedulingV1Api(api)).create_priority_class(
         yaml.safe_load(PRIORITY_CLASS.read_text())
     )
@@ -168,7 +170,9 @@ def declare(api: client.ApiClient, image: str, node_selector: dict[str, str] | N
 def our_pods(api: client.ApiClient) -> Any:
     return (
         untyped(client.CoreV1Api(api))
-        .list_namespaced_pod(NAMESPACE, label_selector="app.kubernetes.io/managed-by=image-sync")
+        .list_namespaced_pod(
+            POD_NAMESPACE, label_selector="app.kubernetes.io/managed-by=image-sync"
+        )
         .items
     )
 

@@ -128,3 +128,26 @@ def test_selectors_architecture_and_reasons() -> None:
     reason = str(placement_problem(two, n, CFG))
     assert reason.startswith("no placement of its pods fits:") and "GPU" in reason
     assert eligibility(image(APP), node("c", unschedulable=True), CFG) == "node is cordoned"
+
+
+def test_control_plane_nodes_only_where_a_placement_allows_them() -> None:
+    role = "node-role.kubernetes.io/control-plane"
+    control = node("cp-1", labels={role: ""}, taints=(Taint(role, "", "NoSchedule"),))
+    untainted = node("cp-2", labels={role: ""})
+    declared = image(APP, source="Declared", profiles=())
+    assert placement_problem(declared, node("cpu-1"), CFG) is None
+    for cp in (control, untainted):
+        reason = placement_problem(declared, cp, CFG)
+        assert reason is not None and "control-plane" in reason
+    # Pods that select no role and tolerate nothing do not go there, even untainted.
+    plain = image(APP, profiles=(profile(),))
+    assert "control-plane" in (placement_problem(plain, untainted, CFG) or "")
+    # A placement that tolerates the control-plane taint, or selects the role, does.
+    tolerant = image(APP, profiles=(profile(tolerations=[{"key": role, "operator": "Exists"}]),))
+    assert placement_problem(tolerant, control, CFG) is None
+    everything = image(APP, profiles=(profile(tolerations=[{"operator": "Exists"}]),))
+    assert placement_problem(everything, control, CFG) is None
+    selecting = image(APP, profiles=(profile(nodeSelector={role: ""}),))
+    assert placement_problem(selecting, untainted, CFG) is None
+    chosen = image(APP, source="Declared", profiles=(), node_selector={role: ""})
+    assert placement_problem(chosen, control, CFG) is None

@@ -8,7 +8,14 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
-from imagesync.names import LABEL_COMPONENT, LABEL_MANAGED_BY, LABEL_NODE
+from imagesync.names import (
+    LABEL_COMPONENT,
+    LABEL_MANAGED_BY,
+    LABEL_NODE,
+    POD_NAMESPACE_DEFAULT,
+    POD_SERVICE_ACCOUNT,
+)
+from prefetcher.model import Taint
 from prefetcher.pods import (
     build_keeper,
     build_puller,
@@ -41,10 +48,10 @@ def test_puller_shape() -> None:
     puller = _pods()[0]
     spec = puller["spec"]
     assert puller["metadata"]["name"] == puller_name("gpu-1", [APP, PYTORCH])
-    assert puller["metadata"]["namespace"] == "image-sync"
+    assert puller["metadata"]["namespace"] == "image-sync-cache"
     assert spec["nodeName"] == "gpu-1" and spec["restartPolicy"] == "Never"
     assert spec["activeDeadlineSeconds"] == 2640
-    assert spec["tolerations"] == [{"operator": "Exists"}]
+    assert {"operator": "Exists"} not in spec["tolerations"]
     assert spec["imagePullSecrets"] == [{"name": "harbor-pull"}]
     assert spec["priorityClassName"] == "image-sync-keeper"
     # One container per image, in pull order (the kubelet starts them one after another).
@@ -70,6 +77,41 @@ def test_puller_shape() -> None:
     assert kinds == ["Node"]
 
 
+def test_tolerations_are_the_nodes_taints_never_pressure_nor_everything() -> None:
+    tainted = node(
+        "gpu-1",
+        gpu=8,
+        taints=(
+            Taint("nvidia.com/gpu", "", "NoSchedule"),
+            Taint("dedicated", "ml", "NoExecute"),
+            Taint("node.kubernetes.io/memory-pressure", "", "NoSchedule"),
+            Taint("node.kubernetes.io/disk-pressure", "", "NoSchedule"),
+            Taint("node.kubernetes.io/not-ready", "", "NoExecute"),
+            Taint("image-sync.io/warming", "", "NoSchedule"),
+            Taint("spot", "true", "PreferNoSchedule"),
+        ),
+    )
+    cfg = config(startup_taint="image-sync.io/warming")
+    survive = [
+        {"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}
+        for key in ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable")
+    ]
+    expected = [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+        {"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoExecute"},
+        {"key": "image-sync.io/warming", "operator": "Exists"},
+        *survive,
+    ]
+    for pod in (
+        build_puller(tainted, [PYTORCH], cfg, deadline_seconds=60),
+        build_keeper(tainted, [PYTORCH], cfg),
+    ):
+        assert pod["spec"]["tolerations"] == expected
+        kubernetes_validate.validate(pod, K8S_VERSION, strict=True)
+    # An untainted node: only the two every pod has.
+    assert build_keeper(node("cpu-1"), [APP], config())["spec"]["tolerations"] == survive
+
+
 def test_keeper_shape() -> None:
     keeper = _pods()[1]
     spec = keeper["spec"]
@@ -78,9 +120,21 @@ def test_keeper_shape() -> None:
     assert all(c["imagePullPolicy"] == "Never" for c in spec["containers"])
     assert all(c["command"] == ["/.image-sync/image-sync-sleeper"] for c in spec["containers"])
     assert spec["restartPolicy"] == "Always" and "activeDeadlineSeconds" not in spec
+    # The secrets its images were pulled with (KEP-2535), the pullers' own.
+    assert spec["imagePullSecrets"] == _pods()[0]["spec"]["imagePullSecrets"]
     assert json.loads(keeper["metadata"]["annotations"]["image-sync.io/images"]) == images
     assert [o["kind"] for o in keeper["metadata"]["ownerReferences"]] == ["Node"]
     assert keeper["metadata"]["name"] == keeper_name("gpu-1", [BUSYBOX, APP, PYTORCH])
+
+
+def test_pods_run_in_the_pod_namespace_under_its_account_without_a_token() -> None:
+    for pod in _pods():
+        assert pod["metadata"]["namespace"] == CFG.pod_namespace == POD_NAMESPACE_DEFAULT
+        assert pod["metadata"]["namespace"] != CFG.namespace
+        assert pod["spec"]["serviceAccountName"] == POD_SERVICE_ACCOUNT
+        assert pod["spec"]["automountServiceAccountToken"] is False
+    moved = config(namespace="image-sync", pod_namespace="team-cache")
+    assert build_keeper(node("n"), [APP], moved)["metadata"]["namespace"] == "team-cache"
 
 
 def test_every_container_is_restricted() -> None:

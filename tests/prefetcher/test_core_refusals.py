@@ -58,4 +58,11 @@ def test_hints_for_common_install_gaps() -> None:
     assert "Pod Security" in refusals.hint('violates PodSecurity "restricted:latest"')
     assert "RBAC" in refusals.hint('User "x" cannot create resource "pods"')
     assert "admission webhook" in refusals.hint('admission webhook "x.y" denied the request')
+    assert "pod namespace is missing" in refusals.hint('namespaces "image-sync-cache" not found')
+    guard = (
+        'admission webhook "pods.guard.image-sync.io" denied the request: image-sync pod guard: x'
+    )
+    assert "different releases" in refusals.hint(guard)
+    policy = "ValidatingAdmissionPolicy 'image-sync-pod-guard' with binding 'b' denied request"
+    assert "different releases" in refusals.hint(policy)
     assert refusals.hint("something else") == ""

@@ -11,7 +11,7 @@ from tests.prefetcher.conftest import (
     BUSYBOX,
     CUDA,
     GPU_SELECTOR,
-    NAMESPACE,
+    POD_NAMESPACE,
     SMALL,
     Running,
     declare,
@@ -202,7 +202,7 @@ def test_failing_image_is_reported_with_its_reason_and_retried_with_backoff(
     assert first["reason"] in ("ErrImagePull", "ImagePullBackOff")
     assert "not found" in first["message"]
     assert first["kind"] == "not-found"
-    events = untyped(client.CoreV1Api(api)).list_namespaced_event(NAMESPACE).items
+    events = untyped(client.CoreV1Api(api)).list_namespaced_event(POD_NAMESPACE).items
     failed = [e for e in events if e.reason == "PrefetchFailed"]
     assert failed and missing in failed[0].message and "not found" in failed[0].message
     third = wait_for(lambda: attempts(3), timeout=180, interval=0.2, what="two retries")

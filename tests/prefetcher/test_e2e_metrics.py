@@ -18,7 +18,7 @@ from tests import promtool
 from tests.prefetcher.conftest import (
     CUDA,
     GPU_SELECTOR,
-    NAMESPACE,
+    POD_NAMESPACE,
     SMALL,
     Running,
     declare,
@@ -60,7 +60,7 @@ def test_metrics_follow_failures_pulls_and_warming(sim: Any, prefetchers: Runnin
     declare(api, CUDA, GPU_SELECTOR)
     declare(api, MISSING)
     sim.server.set_faults(
-        [FaultRule(path=f"/api/v1/namespaces/{NAMESPACE}/pods", verbs=("create",), status=500)],
+        [FaultRule(path=f"/api/v1/namespaces/{POD_NAMESPACE}/pods", verbs=("create",), status=500)],
         seed=1,
     )
     prefetcher = prefetchers.start(sim_config(write_workers=4))

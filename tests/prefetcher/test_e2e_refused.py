@@ -10,7 +10,7 @@ from kubernetes import client
 
 from simulator.cluster import SimCluster
 from tests.prefetcher.conftest import (
-    NAMESPACE,
+    POD_NAMESPACE,
     PRIORITY_CLASS,
     SMALL,
     SPEED,
@@ -31,6 +31,7 @@ def test_refused_pullers_show_as_failures_until_the_missing_piece_is_installed()
         api = sim.api_client()
         install_crd(api)
         ensure_namespace(api)
+        ensure_namespace(api, POD_NAMESPACE)
         declare(api, SMALL)
         running = Running(sim)
         try:
@@ -66,7 +67,7 @@ def test_refused_pullers_show_as_failures_until_the_missing_piece_is_installed()
             assert refused and float(refused[0].split()[-1]) >= len(nodes)
 
             def refusal_events() -> list[Any]:
-                events = untyped(client.CoreV1Api(api)).list_namespaced_event(NAMESPACE).items
+                events = untyped(client.CoreV1Api(api)).list_namespaced_event(POD_NAMESPACE).items
                 return [
                     e
                     for e in events

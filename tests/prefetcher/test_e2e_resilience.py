@@ -14,6 +14,7 @@ from tests.prefetcher.conftest import (
     CUDA,
     GPU_SELECTOR,
     NAMESPACE,
+    POD_NAMESPACE,
     SMALL,
     Running,
     declare,
@@ -107,7 +108,10 @@ def test_api_errors_and_dropped_watches_are_survived(sim: Any, prefetchers: Runn
     sim.server.set_faults(
         [
             FaultRule(
-                path=f"/api/v1/namespaces/{NAMESPACE}/pods", verbs=("create",), status=500, rate=0.3
+                path=f"/api/v1/namespaces/{POD_NAMESPACE}/pods",
+                verbs=("create",),
+                status=500,
+                rate=0.3,
             ),
             # No fault on pod deletes: the simulated kubelet's own final delete of a pod would
             # get it too, and it does not retry (a real kubelet does).
@@ -118,7 +122,7 @@ def test_api_errors_and_dropped_watches_are_survived(sim: Any, prefetchers: Runn
                 times=2,
             ),
             FaultRule(
-                path=f"/api/v1/namespaces/{NAMESPACE}/pods",
+                path=f"/api/v1/namespaces/{POD_NAMESPACE}/pods",
                 verbs=("watch",),
                 drop_watch_after=2,
                 times=20,

@@ -4,34 +4,27 @@ from __future__ import annotations
 
 import ast
 import inspect
-from pathlib import Path
-from typing import Any
 
-import yaml
+import pytest
 
-from imagesync.names import CACHED_IMAGE_PLURAL
+from imagesync.names import CACHED_IMAGE_PLURAL, NAMESPACE_DEFAULT, POD_NAMESPACE_DEFAULT
 from imagesync.templates import BUILTIN_KINDS
 from prefetcher import kube
+from tests.manifests.render import render
 
-BASE = Path(__file__).resolve().parents[2] / "manifests" / "base"
 SERVICE_ACCOUNT = "image-sync-prefetcher"
 
 
-def _documents() -> list[dict[str, Any]]:
-    docs: list[dict[str, Any]] = []
-    for path in sorted(BASE.glob("*.yaml")):
-        docs.extend(d for d in yaml.safe_load_all(path.read_text()) if isinstance(d, dict))
-    return docs
-
-
-def _granted() -> set[tuple[str, str, str, str]]:
-    """(group, resource, verb, scope) granted to the prefetcher's ServiceAccount."""
-    docs = _documents()
+def _granted(target: str = "base") -> set[tuple[str, str, str, str]]:
+    """(group, resource, verb, scope) granted to the prefetcher's ServiceAccount by the
+    objects `kubectl apply -k manifests/<target>` applies."""
+    docs = render(target)
     roles = {
-        (d["kind"], d["metadata"]["name"]): d
+        (d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"]): d
         for d in docs
         if d.get("kind") in ("Role", "ClusterRole")
     }
+    scopes = {NAMESPACE_DEFAULT: "namespace", POD_NAMESPACE_DEFAULT: "pods"}
     granted: set[tuple[str, str, str, str]] = set()
     for binding in docs:
         if binding.get("kind") not in ("RoleBinding", "ClusterRoleBinding"):
@@ -42,11 +35,12 @@ def _granted() -> set[tuple[str, str, str, str]]:
         ):
             continue
         ref = binding["roleRef"]
-        role = roles.get((ref["kind"], ref["name"]))
+        namespace = binding["metadata"].get("namespace")
+        role = roles.get((ref["kind"], namespace if ref["kind"] == "Role" else None, ref["name"]))
         assert role is not None, (
             f"{binding['metadata']['name']} refers to a missing {ref['kind']} {ref['name']}"
         )
-        scope = "cluster" if binding["kind"] == "ClusterRoleBinding" else "namespace"
+        scope = "cluster" if binding["kind"] == "ClusterRoleBinding" else scopes[namespace]
         for rule in role.get("rules") or []:
             for group in rule.get("apiGroups") or [""]:
                 for resource in rule.get("resources") or []:
@@ -81,7 +75,9 @@ def _calls_in_adapter() -> set[tuple[str, str]]:
 
 
 def test_declared_calls_match_the_adapter() -> None:
-    declared = {(resource, verb) for _, resource, verb, _ in kube.RBAC_CALLS}
+    declared = {
+        (resource, verb) for _, resource, verb, _ in kube.RBAC_CALLS | kube.STARTUP_TAINT_CALLS
+    }
     assert declared == _calls_in_adapter()
 
 
@@ -100,3 +96,22 @@ def test_manifests_grant_exactly_the_calls() -> None:
     granted = _granted()
     assert granted, "manifests/base binds no RBAC to the prefetcher's ServiceAccount"
     assert granted == set(kube.RBAC_CALLS)
+
+
+def test_only_the_startup_taint_overlay_may_patch_nodes() -> None:
+    assert ("", "nodes", "patch", "cluster") in kube.STARTUP_TAINT_CALLS
+    assert not kube.STARTUP_TAINT_CALLS & kube.RBAC_CALLS
+    assert _granted("overlays/startup-taint") == set(kube.RBAC_CALLS | kube.STARTUP_TAINT_CALLS)
+
+
+@pytest.mark.parametrize("target", ["base", "overlays/startup-taint"])
+def test_the_startup_taint_is_configured_where_it_may_be_removed(target: str) -> None:
+    [deployment] = [
+        d
+        for d in render(target)
+        if d["kind"] == "Deployment" and d["metadata"]["name"] == SERVICE_ACCOUNT
+    ]
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container.get("env") or []}
+    may_patch = ("", "nodes", "patch", "cluster") in _granted(target)
+    assert bool(env.get("IMAGE_SYNC_STARTUP_TAINT")) == may_patch

@@ -97,8 +97,15 @@ class Installed:
     config_file: Path
     workdir: Path
 
-    def rendered(self, kind: str, name: str) -> dict[str, Any]:
-        [found] = [o for o in self.objects if o["kind"] == kind and o["metadata"]["name"] == name]
+    def rendered(self, kind: str, name: str, namespace: str | None = None) -> dict[str, Any]:
+        """The rendered object (in `namespace`, where two of the name exist)."""
+        [found] = [
+            o
+            for o in self.objects
+            if o["kind"] == kind
+            and o["metadata"]["name"] == name
+            and namespace in (None, o["metadata"].get("namespace"))
+        ]
         return copy.deepcopy(found)
 
     def apply(self, *objects: dict[str, Any]) -> None:
@@ -169,8 +176,9 @@ def kubelets(installed: Installed) -> Iterator[Process]:
 @pytest.fixture(scope="session")
 def webhook(installed: Installed) -> Iterator[WebhookProcess]:
     """The real webhook (gunicorn over TLS) under the webhook ServiceAccount's token, called by
-    the real API server through the shipped MutatingWebhookConfiguration, registered by URL
-    and caBundle (a `service` reference goes to a ClusterIP nothing answers here)."""
+    the real API server through the shipped MutatingWebhookConfiguration and the pod guard's
+    ValidatingWebhookConfiguration, registered by URL and caBundle (a `service` reference
+    goes to a ClusterIP nothing answers here)."""
     workdir = installed.workdir
     tls: Tls = make_tls(workdir / "tls")
     kubeconfig = token_kubeconfig(
@@ -183,6 +191,14 @@ def webhook(installed: Installed) -> Iterator[WebhookProcess]:
         IMAGE_SYNC_LEARN_FLUSH_INTERVAL="1s",
     )
     server = start_webhook(workdir, tls, env=env, kubeconfig=str(kubeconfig))
+    configuration = installed.rendered("MutatingWebhookConfiguration", names.WEBHOOK_CONFIGURATION)
+    ca_bundle = base64.b64encode(Path(tls.ca_file).read_bytes()).decode()
+    guard = installed.rendered("ValidatingWebhookConfiguration", names.POD_GUARD_CONFIGURATION)
+    for config, path in ((configuration, "/mutate"), (guard, "/validate-pods")):
+        for hook in config["webhooks"]:
+            assert hook["clientConfig"]["service"]["path"] == path
+            hook["clientConfig"] = {"url": f"{server.url}{path}", "caBundle": ca_bundle}
+    installed.apply(configuration, guard)
     try:
         configuration = installed.rendered(
             "MutatingWebhookConfiguration", names.WEBHOOK_CONFIGURATION

@@ -107,7 +107,11 @@ def keepers(installed: Installed) -> dict[str, dict[str, Any]]:
     """node -> its Running keeper pod."""
     return {
         pod["spec"]["nodeName"]: pod
-        for pod in pods(installed, NAMESPACE, f"{names.LABEL_COMPONENT}={names.COMPONENT_KEEPER}")
+        for pod in pods(
+            installed,
+            names.POD_NAMESPACE_DEFAULT,
+            f"{names.LABEL_COMPONENT}={names.COMPONENT_KEEPER}",
+        )
         if pod["status"].get("phase") == "Running" and not pod["metadata"].get("deletionTimestamp")
     }
 
@@ -175,6 +179,11 @@ def test_pods_are_mutated_learned_and_prefetched_everywhere_eligible(
             wanted = {image for image, states in expected.items() if states[node] == "present"}
             assert wanted <= images and not (set(expected) - wanted) & images, (node, images)
             assert keeper["spec"]["priorityClassName"] == "image-sync-keeper"
+            # Admitted by the pod guard: its account, no token, only the tolerations it asked
+            # for (none of everything, none of node pressure).
+            assert keeper["spec"]["serviceAccountName"] == names.POD_SERVICE_ACCOUNT
+            assert not any(v.get("projected") for v in keeper["spec"]["volumes"])
+            assert all(t.get("key") for t in keeper["spec"]["tolerations"])
             assert (
                 keeper["spec"]["priority"]
                 == get_json(plane, "priorityclass", "image-sync-keeper")["value"]

@@ -12,12 +12,26 @@ from tests.manifests.render import KUSTOMIZATIONS, render
 from tests.realk8s.components import get_json, kubectl
 from tests.realk8s.conftest import NEEDS_IMAGE, Installed, manifest_text, own_objects
 
+# Kinds of Kubernetes 1.30+ (the admission-policy overlay), which an older control plane does
+# not serve: left out of its dry run; test_validate.py checks their schema for 1.31+.
+NEWER_KINDS = {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
+
+
+def served_kinds(installed: Installed) -> set[str]:
+    """The kinds the control plane serves (the last column of `kubectl api-resources`)."""
+    listing = kubectl(installed.control_plane, "api-resources", "--no-headers").stdout
+    return {line.split()[-1] for line in listing.splitlines() if line.strip()}
+
 
 @pytest.mark.parametrize("target", KUSTOMIZATIONS)
 def test_every_kustomization_passes_a_server_side_dry_run(
     installed: Installed, target: str
 ) -> None:
     objects = own_objects(render(target))
+    unserved = NEWER_KINDS - served_kinds(installed)
+    left_out = {o["kind"] for o in objects if o["kind"] in unserved}
+    assert not left_out or target == "overlays/admission-policy", left_out
+    objects = [o for o in objects if o["kind"] not in unserved]
     result = kubectl(
         installed.control_plane,
         "apply",

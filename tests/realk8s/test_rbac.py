@@ -26,11 +26,16 @@ from tests.webhook.conftest import WebhookProcess
 
 @contextmanager
 def without_verb(
-    installed: Installed, kind: str, name: str, resource: str, verb: str
+    installed: Installed,
+    kind: str,
+    name: str,
+    resource: str,
+    verb: str,
+    namespace: str | None = None,
 ) -> Iterator[None]:
     """The shipped Role/ClusterRole `name` with `verb` taken away from `resource`, restored after."""
-    original = installed.rendered(kind, name)
-    reduced = installed.rendered(kind, name)
+    original = installed.rendered(kind, name, namespace)
+    reduced = installed.rendered(kind, name, namespace)
     rules = [r for r in reduced["rules"] if resource in r["resources"]]
     assert rules and all(verb in r["verbs"] for r in rules), (
         f"{kind} {name} has no {verb} {resource}"
@@ -80,7 +85,9 @@ def test_the_prefetcher_needs_create_on_pods(
     probe = declared("nvcr.io/nvidia/cuda:12.4.1-runtime-ubuntu22.04") | {
         "metadata": {"name": "rbac-probe"}
     }
-    with without_verb(installed, "Role", "image-sync-prefetcher", "pods", "create"):
+    with without_verb(
+        installed, "Role", "image-sync-prefetcher", "pods", "create", names.POD_NAMESPACE_DEFAULT
+    ):
         installed.apply(probe)
         prefetcher = start_prefetcher(kubeconfig, installed.config_file, tmp_path, "rbac-probe")
         try:

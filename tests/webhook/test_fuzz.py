@@ -185,12 +185,11 @@ def check_patch(sent: Any, patch: list[dict[str, Any]]) -> None:
         assert is_managed(image, PREFIXES) is not None, image
     after = jsonpatch.apply_patch(copy.deepcopy(pod), patch)
     for section in ("initContainers", "containers"):
-        for container in after["spec"].get(section) or []:
-            if isinstance(container, dict):
-                container.pop("imagePullPolicy", None)
-        for container in pod["spec"].get(section) or []:
-            if isinstance(container, dict):
-                container.pop("imagePullPolicy", None)
+        for spec in (after["spec"], pod["spec"]):
+            containers = spec.get(section)
+            for container in containers if isinstance(containers, list) else []:
+                if isinstance(container, dict):
+                    container.pop("imagePullPolicy", None)
     assert after == pod, "the patch changed more than imagePullPolicy"
 
 
