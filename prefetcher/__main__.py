@@ -178,6 +178,7 @@ class Prefetcher:
             "apiErrors": controller.api_errors,
             "recentErrors": list(controller.errors),
             "badObjects": {kind: dict(bad) for kind, bad in controller.bad_objects.items() if bad},
+            "pullPolicyRewriteUndone": controller.rewrites.as_dict(),
             "nodeWarmSeconds": dict(controller.warm_times),
             "watches": {
                 informer.kind: {

@@ -54,6 +54,7 @@ from prefetcher.model import (
     Snapshot,
     StatusUpdate,
 )
+from prefetcher.pullpolicy import RewriteWatch
 
 log = logging.getLogger(__name__)
 
@@ -195,6 +196,7 @@ class Controller:
         self.images = self._informer(IMAGES, kube.cached_image_source(), settings)
         self.pods = self._informer(PODS, kube.own_pod_source(), settings)
         self.starting = self._informer(STARTING, kube.starting_pod_source(), settings)
+        self.rewrites = RewriteWatch(metrics, clock.now)
         self._wake = threading.Event()
         self._lock = threading.Lock()
         self._reasons: Counter[str] = Counter()
@@ -254,6 +256,8 @@ class Controller:
         elif change.kind == IMAGES:
             reason = image_trigger(change)
         elif change.kind == STARTING:
+            if change.new is not None:
+                self.rewrites.see(change.new)
             # A pod that started (or went) frees its node for pulls held back for it.
             reason = "workload pod started" if change.new is None else None
         else:

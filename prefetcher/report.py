@@ -343,6 +343,12 @@ def render_html(report: Mapping[str, Any]) -> str:
         if summary.get("quietHours")
         else ""
     )
+    undone = (report.get("runtime") or {}).get("pullPolicyRewriteUndone")
+    if undone:
+        quiet += (
+            f'<p class="reason">Pull policy rewrite undone on {_e(undone.get("pod", ""))} '
+            f"since {_e(undone.get('since', ''))}: {_e(undone.get('why', ''))}</p>"
+        )
     legend = "".join(
         f'<span class="{s}"></span>{s}'
         for s in ("present", "pulling", "missing", "failed", "ineligible")

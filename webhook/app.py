@@ -23,7 +23,7 @@ from flask import Flask, Response, request
 from imagesync.config import Config
 from webhook import metrics as metrics_module
 from webhook.learning import sighting_for
-from webhook.mutation import ImageMatcher, decide
+from webhook.mutation import ImageMatcher, decide, marked_patch
 from webhook.recorder import Recorder
 from webhook.review import (
     AdmissionRequest,
@@ -70,7 +70,8 @@ class Webhook:
                 return build_response(admission.uid), metrics_module.OUTCOME_UNCHANGED
             self.metrics.patches.inc()
             self.metrics.containers_rewritten.inc(len(decision.patch))
-            return build_response(admission.uid, decision.patch), metrics_module.OUTCOME_PATCHED
+            patch = marked_patch(pod, decision)
+            return build_response(admission.uid, patch), metrics_module.OUTCOME_PATCHED
         except Exception:
             log.warning(
                 "admitting %s/%s unchanged after an internal error",
