@@ -25,7 +25,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 # Subcommands shipped as the `image-sync[sim]` extra (the simulated cluster is a test and
 # demo tool, not in the container image): the modules each one needs.
 SIM_EXTRA = "sim"
-SIM_MODULES = ("simulator", "jsonpatch")
+SIM_MODULES = ("simulator", "jsonpatch", "jsonschema")
 NEEDS_SIM = frozenset({"sim", "demo"})
 
 

@@ -16,6 +16,7 @@ WITHOUT_SIM = """
 import importlib, pkgutil, sys
 sys.modules["simulator"] = None
 sys.modules["jsonpatch"] = None
+sys.modules["jsonschema"] = None
 for name in {packages!r}:
     package = importlib.import_module(name)
     for module in pkgutil.walk_packages(package.__path__, name + "."):
@@ -37,10 +38,11 @@ def without_sim(*argv: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_jsonpatch_is_only_in_the_sim_extra() -> None:
+def test_the_simulators_libraries_are_only_in_the_sim_extra() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    assert not [d for d in project["dependencies"] if d.startswith("jsonpatch")]
-    assert [d for d in project["optional-dependencies"]["sim"] if d.startswith("jsonpatch")]
+    for library in ("jsonpatch", "jsonschema"):
+        assert not [d for d in project["dependencies"] if d.startswith(library)]
+        assert [d for d in project["optional-dependencies"]["sim"] if d.startswith(library)]
 
 
 def test_the_image_packages_import_and_sim_says_how_to_install_the_extra() -> None:

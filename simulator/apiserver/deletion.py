@@ -127,7 +127,8 @@ class Deletion:
                 if not meta.get("deletionTimestamp"):
                     new_meta["deletionTimestamp"] = rfc3339(self.clock() + grace)
                     new_meta["deletionGracePeriodSeconds"] = grace
-                    new_meta["generation"] = int(meta.get("generation", 1)) + 1
+                    if "generation" in meta:
+                        new_meta["generation"] = int(meta["generation"]) + 1
                 elif current is None or grace < int(current):
                     new_meta["deletionTimestamp"] = rfc3339(self.clock() + grace)
                     new_meta["deletionGracePeriodSeconds"] = grace
@@ -138,8 +139,13 @@ class Deletion:
             return self._delete_answer(rd, self._remove(rd, old))
 
     def _delete_answer(self, rd: ResourceDef, obj: Obj) -> Obj:
-        if rd.custom or rd.kind == "Pod":
-            return as_version(rd, obj)
+        """A pod answers itself, marked deleted now with no grace left (as the real server's
+        pod registry returns it); every other kind, custom resources too, a `Status`."""
+        if rd.kind == "Pod" and not rd.custom:
+            meta = dict(obj["metadata"])
+            meta.setdefault("deletionTimestamp", rfc3339(self.clock()))
+            meta.setdefault("deletionGracePeriodSeconds", 0)
+            return as_version(rd, {**obj, "metadata": meta})
         return errors.success_status(
             name=obj["metadata"]["name"],
             kind=rd.plural,

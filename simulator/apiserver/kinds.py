@@ -14,6 +14,31 @@ _SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a
 _LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _LABEL_NAME_KINDS = {"Namespace", "Service"}
 _FREE_NAME_KINDS = {"Event"}
+# Built-in kinds whose objects carry `metadata.generation` (custom resources all do); the
+# others (pods, nodes, config maps, leases, events, ...) have none on the real server.
+GENERATION_KINDS = frozenset(
+    {
+        "CustomResourceDefinition",
+        "Deployment",
+        "DaemonSet",
+        "StatefulSet",
+        "ReplicaSet",
+        "Job",
+        "CronJob",
+        "PodDisruptionBudget",
+        "MutatingWebhookConfiguration",
+        "ValidatingWebhookConfiguration",
+        "NetworkPolicy",
+    }
+)
+# The data keys a Secret of these types must hold.
+SECRET_KEYS = {
+    "kubernetes.io/tls": ("tls.crt", "tls.key"),
+    "kubernetes.io/dockerconfigjson": (".dockerconfigjson",),
+    "kubernetes.io/dockercfg": (".dockercfg",),
+}
+NOT_READY = "node.kubernetes.io/not-ready"
+UNREACHABLE = "node.kubernetes.io/unreachable"
 
 
 def default_pull_policy(image: str) -> str:
@@ -66,10 +91,10 @@ def default_pod(pod: Obj) -> None:
                 for port in c.get("ports") or []:
                     if isinstance(port, dict):
                         port.setdefault("protocol", "TCP")
+    # DefaultTolerationSeconds: unless a toleration already covers the taint.
     tolerations = spec.setdefault("tolerations", [])
-    keys = {t.get("key") for t in tolerations if isinstance(t, dict)}
-    for taint in ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"):
-        if taint not in keys:
+    for taint in (NOT_READY, UNREACHABLE):
+        if not any(_tolerates(t, taint) for t in tolerations if isinstance(t, dict)):
             tolerations.append(
                 {
                     "key": taint,
@@ -81,6 +106,139 @@ def default_pod(pod: Obj) -> None:
     status = pod.setdefault("status", {})
     status.setdefault("phase", "Pending")
     status["qosClass"] = _qos(spec)
+    default_pod_status(pod)
+
+
+TOKEN_MOUNT_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"
+TOKEN_VOLUME_PREFIX = "kube-api-access-"
+
+
+def mount_service_account_token(pod: Obj, suffix: str) -> None:
+    """The ServiceAccount admission plugin: a projected token volume mounted read-only in
+    every container, unless the pod opts out or already mounts something there."""
+    spec = pod.get("spec") or {}
+    if spec.get("automountServiceAccountToken") is False:
+        return
+    containers = [
+        c
+        for section in ("initContainers", "containers")
+        for c in spec.get(section) or []
+        if isinstance(c, dict)
+    ]
+    volumes = spec.get("volumes") or []
+    if any(str(v.get("name", "")).startswith(TOKEN_VOLUME_PREFIX) for v in volumes) or any(
+        m.get("mountPath") == TOKEN_MOUNT_PATH
+        for c in containers
+        for m in c.get("volumeMounts") or []
+    ):
+        return
+    name = f"{TOKEN_VOLUME_PREFIX}{suffix}"
+    spec["volumes"] = [
+        *volumes,
+        {
+            "name": name,
+            "projected": {
+                "defaultMode": 420,
+                "sources": [
+                    {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+                    {
+                        "configMap": {
+                            "name": "kube-root-ca.crt",
+                            "items": [{"key": "ca.crt", "path": "ca.crt"}],
+                        }
+                    },
+                    {
+                        "downwardAPI": {
+                            "items": [
+                                {
+                                    "path": "namespace",
+                                    "fieldRef": {
+                                        "apiVersion": "v1",
+                                        "fieldPath": "metadata.namespace",
+                                    },
+                                }
+                            ]
+                        }
+                    },
+                ],
+            },
+        },
+    ]
+    for container in containers:
+        container["volumeMounts"] = [
+            *(container.get("volumeMounts") or []),
+            {"name": name, "readOnly": True, "mountPath": TOKEN_MOUNT_PATH},
+        ]
+
+
+def _tolerates(toleration: Obj, taint_key: str) -> bool:
+    """Whether `toleration` tolerates the NoExecute taint `taint_key`."""
+    if toleration.get("effect") not in (None, "", "NoExecute"):
+        return False
+    if toleration.get("operator") == "Exists":
+        return toleration.get("key") in (None, "", taint_key)
+    return toleration.get("key") == taint_key
+
+
+def default_pod_status(pod: Obj) -> None:
+    """A container status always has `state` and `lastState` (empty when unknown), as the
+    real server's types serialize them."""
+    status = pod.get("status")
+    if not isinstance(status, dict):
+        return
+    for key in ("initContainerStatuses", "containerStatuses", "ephemeralContainerStatuses"):
+        for entry in status.get(key) or []:
+            if isinstance(entry, dict):
+                entry.setdefault("state", {})
+                entry.setdefault("lastState", {})
+
+
+def default_node(node: Obj) -> None:
+    """A Node's spec and the status fields the real server's types always serialize."""
+    node.setdefault("spec", {})
+    status = node.setdefault("status", {})
+    status.setdefault("daemonEndpoints", {"kubeletEndpoint": {"Port": 0}})
+    info = status.setdefault("nodeInfo", {})
+    for field in NODE_INFO_FIELDS:
+        info.setdefault(field, "")
+
+
+NODE_INFO_FIELDS = (
+    "machineID",
+    "systemUUID",
+    "bootID",
+    "kernelVersion",
+    "osImage",
+    "containerRuntimeVersion",
+    "kubeletVersion",
+    "kubeProxyVersion",
+    "operatingSystem",
+    "architecture",
+)
+
+
+def default_event(event: Obj) -> None:
+    """Core v1 Event fields the real server always serializes."""
+    event.setdefault("eventTime", None)
+    event.setdefault("reportingComponent", "")
+    event.setdefault("reportingInstance", "")
+
+
+def default_webhook_configuration(configuration: Obj, mutating: bool) -> None:
+    """The admissionregistration/v1 defaults of each webhook and rule."""
+    for hook in configuration.get("webhooks") or []:
+        if not isinstance(hook, dict):
+            continue
+        hook.setdefault("failurePolicy", "Fail")
+        hook.setdefault("matchPolicy", "Equivalent")
+        hook.setdefault("namespaceSelector", {})
+        hook.setdefault("objectSelector", {})
+        hook.setdefault("timeoutSeconds", 10)
+        if mutating:
+            hook.setdefault("reinvocationPolicy", "Never")
+        for rule in hook.get("rules") or []:
+            if isinstance(rule, dict):
+                rule.setdefault("scope", "*")
 
 
 def default_namespace(ns: Obj) -> None:
@@ -125,9 +283,28 @@ def crd_status(crd: Obj, now: str) -> Obj:
     }
 
 
+def normalize(kind: str, obj: Obj) -> None:
+    """On every write: the fields the real server's types always serialize (no-ops on what
+    `apply_defaults` already filled, so shared stored parts are not changed)."""
+    if kind == "Pod":
+        default_pod_status(obj)
+    elif kind == "Node":
+        default_node(obj)
+    elif kind == "Event":
+        default_event(obj)
+    elif kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
+        default_webhook_configuration(obj, mutating=kind.startswith("Mutating"))
+
+
 def apply_defaults(kind: str, obj: Obj) -> None:
     if kind == "Pod":
         default_pod(obj)
+    elif kind == "Node":
+        default_node(obj)
+    elif kind == "Event":
+        default_event(obj)
+    elif kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
+        default_webhook_configuration(obj, mutating=kind.startswith("Mutating"))
     elif kind == "Namespace":
         default_namespace(obj)
     elif kind == "CustomResourceDefinition":
@@ -186,6 +363,16 @@ def validate(kind: str, group: str, obj: Obj) -> None:
                         f'Invalid value: "{value}": label {key} must be a string of at most 63 characters',
                     )
                 ],
+            )
+    if kind == "Secret":
+        data = obj.get("data") or {}
+        missing = [key for key in SECRET_KEYS.get(str(obj.get("type")), ()) if key not in data]
+        if missing:
+            raise invalid(
+                kind,
+                group,
+                name,
+                [("FieldValueRequired", f"data[{key}]", "Required value") for key in missing],
             )
     if kind == "Pod":
         spec = obj.get("spec") or {}
