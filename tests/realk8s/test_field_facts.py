@@ -27,6 +27,7 @@ from tests.realk8s.components import (
     wait_for,
 )
 from tests.realk8s.conftest import CPU_NODES, GPU_NODES, Installed, manifest_text
+from tests.realk8s.test_end_to_end import declared
 from tests.webhook.conftest import WebhookProcess
 
 ALWAYS_PULL_IMAGES = "--enable-admission-plugins=MutatingAdmissionWebhook,ValidatingAdmissionWebhook,AlwaysPullImages"
@@ -64,9 +65,7 @@ def always_pull_images(installed: Installed) -> Iterator[None]:
         plane.restart_apiserver("")
 
 
-def managed_pod(
-    name: str, image: str = "harbor.example.internal/library/app:1.0"
-) -> dict[str, Any]:
+def managed_pod(name: str) -> dict[str, Any]:
     """A pod whose only container is rewritten, that never gets a node: only admission matters."""
     return {
         "apiVersion": "v1",
@@ -76,7 +75,7 @@ def managed_pod(
             "containers": [
                 {
                     "name": "main",
-                    "image": image,
+                    "image": "harbor.example.internal/library/app:1.0",
                     "imagePullPolicy": "Always",
                 }
             ],
@@ -138,8 +137,8 @@ def test_always_pull_images_refuses_the_pod_if_the_webhook_is_reinvoked(
     assert 'imagePullPolicy: Unsupported value: "IfNotPresent"' in result.stderr, result.stderr
 
 
-# Not used by any other test, so its pulls here are this test's prefetching.
-UNDONE_IMAGE = "harbor.example.internal/library/api:2.4.0"
+# Declared here and by no other test: its pulls are this test's prefetching.
+DECLARED = "docker.io/library/python:3.12-slim"
 UNDONE_NOTICE = "pull policy rewrite undone"
 
 
@@ -151,11 +150,13 @@ def test_always_pull_images_is_said_once_and_prefetching_goes_on(
     tmp_path: Path,
 ) -> None:
     """The prefetcher sees workload pods start whose rewritten containers say Always: it says
-    so once (report, metric, one log line) and still puts their image on every node."""
+    so once (report, metric, one log line) and still puts images on every node."""
     plane = installed.control_plane
     kubeconfig = token_kubeconfig(plane, PREFETCHER_ACCOUNT, tmp_path / "prefetcher.kubeconfig")
+    probe = declared(DECLARED) | {"metadata": {"name": "always-pull-probe"}}
+    installed.apply(probe)
     prefetcher = start_prefetcher(kubeconfig, installed.config_file, tmp_path, "prefetcher-always")
-    workload = [managed_pod(f"undone-{i}", UNDONE_IMAGE) for i in range(2)]
+    workload = [managed_pod(f"undone-{i}") for i in range(2)]
     for pod in workload:
         del pod["spec"]["nodeSelector"]
     try:
@@ -176,13 +177,13 @@ def test_always_pull_images_is_said_once_and_prefetching_goes_on(
         def cells() -> dict[str, str]:
             report = prefetcher.report() or {"images": []}
             for image in report["images"]:
-                if image["image"] == UNDONE_IMAGE:
+                if image["image"] == DECLARED:
                     return {node: cell["state"] for node, cell in image["nodes"].items()}
             return {}
 
-        expected = {**dict.fromkeys(CPU_NODES, "present"), **dict.fromkeys(GPU_NODES, "ineligible")}
+        expected = dict.fromkeys((*CPU_NODES, *GPU_NODES), "present")
         wait_for(lambda: cells() == expected, timeout=120, interval=0.5,
-                 what="the learned image on every CPU node")  # fmt: skip
+                 what="the declared image on every node")  # fmt: skip
         wait_for(
             lambda: all(
                 get_json(plane, "pod", p["metadata"]["name"], "-n", "default")["status"].get(
@@ -196,6 +197,7 @@ def test_always_pull_images_is_said_once_and_prefetching_goes_on(
         assert len(log_lines(prefetcher.process.log(), (UNDONE_NOTICE,))) == 1
     finally:
         prefetcher.process.stop()
+        kubectl(plane, "delete", names.CACHED_IMAGE_CRD, "always-pull-probe", "--ignore-not-found")
         for pod in workload:
             kubectl(plane, "delete", "pod", pod["metadata"]["name"], "-n", "default",
                     "--ignore-not-found", "--wait=false")  # fmt: skip
