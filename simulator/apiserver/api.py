@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from . import conversion, errors, kinds, patching, schema
+from . import conversion, errors, kinds, patching, schema, serviceaccount
 from .deletion import Deletion
 from .errors import ApiError
 from .objects import as_version, deep, rfc3339
@@ -324,7 +324,7 @@ class Core(Deletion):
             kinds.apply_defaults(rd.kind, obj)
             if rd.kind == "Pod":
                 suffix = "".join(self.rng.choice(_NAME_CHARS) for _ in range(5))
-                kinds.mount_service_account_token(obj, suffix)
+                serviceaccount.mount_token(obj, suffix)
         if self.admit is not None:
             obj = self.admit(rd, "CREATE", obj, None, dry_run)
             meta = obj["metadata"]

@@ -109,68 +109,6 @@ def default_pod(pod: Obj) -> None:
     default_pod_status(pod)
 
 
-TOKEN_MOUNT_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"
-TOKEN_VOLUME_PREFIX = "kube-api-access-"
-
-
-def mount_service_account_token(pod: Obj, suffix: str) -> None:
-    """The ServiceAccount admission plugin: a projected token volume mounted read-only in
-    every container, unless the pod opts out or already mounts something there."""
-    spec = pod.get("spec") or {}
-    if spec.get("automountServiceAccountToken") is False:
-        return
-    containers = [
-        c
-        for section in ("initContainers", "containers")
-        for c in spec.get(section) or []
-        if isinstance(c, dict)
-    ]
-    volumes = spec.get("volumes") or []
-    if any(str(v.get("name", "")).startswith(TOKEN_VOLUME_PREFIX) for v in volumes) or any(
-        m.get("mountPath") == TOKEN_MOUNT_PATH
-        for c in containers
-        for m in c.get("volumeMounts") or []
-    ):
-        return
-    name = f"{TOKEN_VOLUME_PREFIX}{suffix}"
-    spec["volumes"] = [
-        *volumes,
-        {
-            "name": name,
-            "projected": {
-                "defaultMode": 420,
-                "sources": [
-                    {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
-                    {
-                        "configMap": {
-                            "name": "kube-root-ca.crt",
-                            "items": [{"key": "ca.crt", "path": "ca.crt"}],
-                        }
-                    },
-                    {
-                        "downwardAPI": {
-                            "items": [
-                                {
-                                    "path": "namespace",
-                                    "fieldRef": {
-                                        "apiVersion": "v1",
-                                        "fieldPath": "metadata.namespace",
-                                    },
-                                }
-                            ]
-                        }
-                    },
-                ],
-            },
-        },
-    ]
-    for container in containers:
-        container["volumeMounts"] = [
-            *(container.get("volumeMounts") or []),
-            {"name": name, "readOnly": True, "mountPath": TOKEN_MOUNT_PATH},
-        ]
-
-
 def _tolerates(toleration: Obj, taint_key: str) -> bool:
     """Whether `toleration` tolerates the NoExecute taint `taint_key`."""
     if toleration.get("effect") not in (None, "", "NoExecute"):

@@ -5,7 +5,6 @@ types, with the values that identify it)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -59,8 +58,8 @@ def reduce_status(body: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def parse(raw: bytes, watch: bool = False) -> Any:
-    text = raw.decode()
+def parse(raw: bytes | str | None, watch: bool = False) -> Any:
+    text = raw.decode() if isinstance(raw, bytes) else raw or ""
     if watch:
         return [json.loads(line) for line in text.splitlines() if line.strip()]
     return json.loads(text) if text.strip() else None
@@ -100,14 +99,9 @@ class Recorder:
         try:
             response = self.api.call_api(method_, url, header_params, data, _request_timeout=30)
             response.read()
-            status, parsed = response.status, parse(response.data or b"", watch)
-        except ApiException as exc:
-            status, parsed = (
-                exc.status,
-                parse(
-                    (exc.body or "").encode() if isinstance(exc.body, str) else (exc.body or b"")
-                ),
-            )
+            status, parsed = response.status, parse(response.data, watch)
+        except ApiException as exc:  # every answer but 2xx
+            status, parsed = exc.status, parse(exc.body)
         if record:
             assert step not in self.answers, f"step {step!r} twice"
             self.answers[step] = Answer(status, self._reduced(status, parsed, watch))
@@ -120,9 +114,6 @@ class Recorder:
         if isinstance(parsed, dict) and parsed.get("kind") == "Status" and status >= 300:
             return reduce_status(parsed)
         return reduce(parsed)
-
-
-Exercise = Callable[[Recorder], None]
 
 
 class Difference(NamedTuple):
