@@ -79,7 +79,9 @@ class Core(Deletion):
     def _now(self) -> str:
         return rfc3339(self.clock())
 
-    def _check_namespace(self, rd: ResourceDef, namespace: str, creating: bool) -> None:
+    def _check_namespace(
+        self, rd: ResourceDef, namespace: str, creating: bool, name: str = ""
+    ) -> None:
         if not rd.namespaced:
             return
         ns = self.store.get("/namespaces", "", namespace)
@@ -89,9 +91,17 @@ class Core(Deletion):
             raise ApiError(
                 403,
                 "Forbidden",
-                f'{rd.plural} "" is forbidden: unable to create new content in namespace {namespace} because it is being terminated',
+                f'{rd.plural} "{name}" is forbidden: unable to create new content in namespace {namespace} because it is being terminated',
                 kind=rd.plural,
                 group=rd.group,
+                name=name,
+                causes=[
+                    {
+                        "reason": "NamespaceTerminating",
+                        "message": f"namespace {namespace} is being terminated",
+                        "field": "metadata.namespace",
+                    }
+                ],
             )
 
     def _normalize_body(self, rd: ResourceDef, namespace: str, body: Any) -> Obj:
@@ -292,7 +302,7 @@ class Core(Deletion):
         if rd.review:
             return kinds.review_answer(rd.kind, obj)
         meta = obj["metadata"]
-        self._check_namespace(rd, namespace, creating=True)
+        self._check_namespace(rd, namespace, creating=True, name=str(meta.get("name") or ""))
         if not meta.get("name"):
             gen = meta.get("generateName")
             if not gen:

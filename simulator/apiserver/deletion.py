@@ -186,11 +186,7 @@ class Deletion:
         """Namespaces go Terminating; the collector empties and then removes them."""
         if old["metadata"].get("deletionTimestamp"):
             return old
-        meta = {
-            **old["metadata"],
-            "deletionTimestamp": rfc3339(self.clock()),
-            "deletionGracePeriodSeconds": 0,
-        }
+        meta = {**old["metadata"], "deletionTimestamp": rfc3339(self.clock())}
         stored = self.store.update(
             rd.key, {**old, "metadata": meta, "status": {"phase": "Terminating"}}, old
         )

@@ -29,6 +29,7 @@ GENERATION_KINDS = frozenset(
         "MutatingWebhookConfiguration",
         "ValidatingWebhookConfiguration",
         "NetworkPolicy",
+        "PriorityClass",
     }
 )
 # The data keys a Secret of these types must hold.
@@ -245,6 +246,8 @@ def apply_defaults(kind: str, obj: Obj) -> None:
         default_webhook_configuration(obj, mutating=kind.startswith("Mutating"))
     elif kind == "Namespace":
         default_namespace(obj)
+    elif kind == "PriorityClass":
+        obj.setdefault("preemptionPolicy", "PreemptLowerPriority")
     elif kind == "CustomResourceDefinition":
         default_crd(obj)
     elif kind == "Secret":

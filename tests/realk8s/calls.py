@@ -64,6 +64,13 @@ def exercise(server: Recorder, namespace: str) -> None:
         f"{ns}/configmaps",
         query={"watch": "true", "resourceVersion": since, "timeoutSeconds": "1"},
     )
+    # A finalizer holds the namespace in Terminating on both servers, whatever their speed.
+    held = {"metadata": {"name": "held", "finalizers": ["image-sync.io/test"]}}
+    send("configmap create with finalizer", "POST", f"{ns}/configmaps", held)
+    send("namespace delete", "DELETE", ns)
+    send("pod create in a terminating namespace", "POST", f"{ns}/pods", pod("late"))
+    send("configmap finalizer removed", "PATCH", f"{ns}/configmaps/held",
+         {"metadata": {"finalizers": None}}, content_type=MERGE_PATCH, record=False)  # fmt: skip
 
 
 def _configmaps(server: Recorder, ns: str) -> None:
@@ -270,6 +277,16 @@ def _pods_and_nodes(server: Recorder, namespace: str, ns: str) -> None:
     send("pod get deleted", "GET", f"{pods}/web")
     send("pod create unbound", "POST", pods, pod("unbound"))
     send("pod delete unbound", "DELETE", f"{pods}/unbound")
+    send("pod create without token", "POST", pods,
+         pod("no-token", automountServiceAccountToken=False))  # fmt: skip
+    send("pod create missing priority class", "POST", pods,
+         pod("no-class", priorityClassName=f"{namespace}-missing"))  # fmt: skip
+    priority = "/apis/scheduling.k8s.io/v1/priorityclasses"
+    send("priorityclass create", "POST", priority,
+         {"metadata": {"name": f"{namespace}-high"}, "value": 1000})  # fmt: skip
+    send("pod create with priority class", "POST", pods,
+         pod("classy", priorityClassName=f"{namespace}-high"))  # fmt: skip
+    send("priorityclass delete", "DELETE", f"{priority}/{namespace}-high")
     send("node delete", "DELETE", f"/api/v1/nodes/{node}")
 
 
