@@ -136,6 +136,12 @@ class Deletion:
                     return as_version(rd, old)
                 stored = self.store.update(rd.key, {**old, "metadata": new_meta}, old)
                 return as_version(rd, stored)
+            if meta.get("deletionTimestamp") and meta.get("deletionGracePeriodSeconds"):
+                # Cutting a graceful deletion short is written first (a MODIFIED event with
+                # no grace left), then the object goes, as on the real server.
+                now = {**meta, "deletionTimestamp": rfc3339(self.clock()),
+                       "deletionGracePeriodSeconds": 0}  # fmt: skip
+                old = self.store.update(rd.key, {**old, "metadata": now}, old)
             return self._delete_answer(rd, self._remove(rd, old))
 
     def _delete_answer(self, rd: ResourceDef, obj: Obj) -> Obj:

@@ -190,6 +190,9 @@ def _pods_and_nodes(server: Recorder, namespace: str, ns: str) -> None:
     send("node list by label", "GET", "/api/v1/nodes", query={"labelSelector": "pool=probe"})
 
     pods = f"{ns}/pods"
+    since = send("pod list (for the watch)", "GET", pods, record=False)["metadata"][
+        "resourceVersion"
+    ]
     created = send("pod create", "POST", pods, pod("web", tolerations=[{"operator": "Exists"}]))
     send(
         "pod create without containers",
@@ -287,6 +290,10 @@ def _pods_and_nodes(server: Recorder, namespace: str, ns: str) -> None:
     send("pod create with priority class", "POST", pods,
          pod("classy", priorityClassName=f"{namespace}-high"))  # fmt: skip
     send("priorityclass delete", "DELETE", f"{priority}/{namespace}-high")
+    # What a kubelet watches: its node's pods; a pod bound to it is ADDED, one gone DELETED.
+    send("pod watch on the node from a version", "GET", pods,
+         query={"watch": "true", "resourceVersion": since, "timeoutSeconds": "1",
+                "fieldSelector": f"spec.nodeName={node}"})  # fmt: skip
     send("node delete", "DELETE", f"/api/v1/nodes/{node}")
 
 
