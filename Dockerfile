@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
 # One image for every part of image-sync: the webhook, the prefetcher, the certificate job
 # (entrypoint `image-sync`), and the static sleeper that keeper and puller pods run
-# (/usr/local/bin/image-sync-sleeper).
+# (/usr/local/bin/image-sync-sleeper). The simulated cluster (`image-sync sim`, `demo`) is a
+# test and demo tool, the `image-sync[sim]` extra: not in this image.
 #
 #   docker build -t ghcr.io/image-sync/image-sync:0.1.0 .
 #   docker buildx build --platform linux/amd64,linux/arm64 -t ghcr.io/image-sync/image-sync:0.1.0 --push .
@@ -29,7 +30,6 @@ COPY imagesync ./imagesync
 COPY webhook ./webhook
 COPY prefetcher ./prefetcher
 COPY certs ./certs
-COPY simulator ./simulator
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
 # --- the runtime ------------------------------------------------------------------------

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import sys
 from collections.abc import Sequence
+from types import SimpleNamespace
+from typing import Any
 
 from imagesync import logs
 from imagesync.config import ConfigError, load_config
@@ -19,6 +22,35 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("simulator.demo_cli", "run the end-to-end demo on the simulated cluster"),
 }
 
+# Subcommands shipped as the `image-sync[sim]` extra (the simulated cluster is a test and
+# demo tool, not in the container image): the modules each one needs.
+SIM_EXTRA = "sim"
+SIM_MODULES = ("simulator", "jsonpatch", "jsonschema")
+NEEDS_SIM = frozenset({"sim", "demo"})
+
+
+def missing_extra() -> list[str]:
+    """The modules of the `sim` extra this installation lacks."""
+    return [name for name in SIM_MODULES if importlib.util.find_spec(name) is None]
+
+
+def _extra_hint(command: str, missing: list[str]) -> SimpleNamespace:
+    """Stands in for a subcommand whose extra is not installed: says how to install it."""
+
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        del parser  # whatever follows is the missing subcommand's: main() lets it through
+
+    def run(args: argparse.Namespace, config: object) -> int:
+        del args, config
+        print(
+            f"image-sync {command}: the simulated cluster is not installed (missing: "
+            f"{', '.join(missing)}); install it with: pip install 'image-sync[{SIM_EXTRA}]'",
+            file=sys.stderr,
+        )
+        return 2
+
+    return SimpleNamespace(add_arguments=add_arguments, run=run, takes_any_arguments=True)
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -26,8 +58,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Keep the images a Kubernetes cluster uses present on every node that may run them.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    missing = missing_extra()
     for name, (module_name, help_text) in SUBCOMMANDS.items():
-        module = importlib.import_module(module_name)
+        module: Any
+        if name in NEEDS_SIM and missing:
+            module = _extra_hint(name, missing)
+            help_text += f" (needs image-sync[{SIM_EXTRA}])"
+        else:
+            module = importlib.import_module(module_name)
         command = sub.add_parser(name, help=help_text, description=help_text)
         command.add_argument(
             "--config",
@@ -41,7 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and not getattr(args._module, "takes_any_arguments", False):
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         config = load_config(args.config)
     except ConfigError as exc:

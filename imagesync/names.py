@@ -27,6 +27,10 @@ LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
 MANAGED_BY: Final = "image-sync"
 LABEL_COMPONENT: Final = "app.kubernetes.io/component"
 
+# Pod annotation the webhook adds to a pod it rewrote: the names of the containers whose pull
+# policy it set to IfNotPresent (comma-separated), so a stored pod shows whether the rewrite
+# survived admission (AlwaysPullImages sets the policy back to Always after the webhook).
+ANNOTATION_REWRITTEN: Final = "image-sync.io/rewritten-containers"
 # The simulator's kubelets manage Node objects with this annotation.
 SIM_MANAGED_ANNOTATION: Final = "sim.image-sync.io/managed"
 

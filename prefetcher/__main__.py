@@ -211,6 +211,7 @@ class Prefetcher:
             "apiErrors": controller.api_errors,
             "recentErrors": list(controller.errors),
             "badObjects": {kind: dict(bad) for kind, bad in controller.bad_objects.items() if bad},
+            "pullPolicyRewriteUndone": controller.rewrites.as_dict(),
             "nodeWarmSeconds": dict(controller.warm_times),
             "watches": {
                 informer.kind: {
@@ -253,10 +254,7 @@ class Prefetcher:
 
     def report_html(self, query: ReportQuery) -> str:
         """`GET /`: the report page."""
-        extra = self._report_extra()
-        return self.reports.html(
-            *self._report_plan(), query, {k: extra[k] for k in ("sources", "learning")}
-        )
+        return self.reports.html(*self._report_plan(), query, self._report_extra())
 
 
 def serve(args: argparse.Namespace, config: Config) -> int:

@@ -63,6 +63,7 @@ from prefetcher.model import (
     Workload,
 )
 from prefetcher.planning.incremental import IncrementalPlanner
+from prefetcher.pullpolicy import RewriteWatch
 from prefetcher.sources.sync import CatalogView, SourceSync
 
 log = logging.getLogger(__name__)
@@ -221,6 +222,7 @@ class Controller:
             ),
         )
         self._excluded_loaded = False
+        self.rewrites = RewriteWatch(metrics, clock.now)
         self._wake = threading.Event()
         self._lock = threading.Lock()
         self._reasons: Counter[str] = Counter()
@@ -296,6 +298,8 @@ class Controller:
         elif change.kind == IMAGES:
             reason = image_trigger(change)
         elif change.kind == STARTING:
+            if change.new is not None:
+                self.rewrites.see(change.new)
             # A pod that started (or went) frees its node for pulls held back for it; a pod
             # bound to a node was stored by the API server: it confirms the images it uses.
             reason = "workload pod started" if change.new is None else None

@@ -109,6 +109,13 @@ class Metrics:
             buckets=SWEEP_BUCKETS,
             registry=r,
         )
+        self.rewrite_undone = Gauge(
+            f"{PREFIX}_pull_policy_rewrite_undone",
+            "1 once a stored pod carries another pull policy than the webhook set (an admission "
+            "plugin such as AlwaysPullImages undid it; the report's runtime.pullPolicyRewriteUndone "
+            "names the pod).",
+            registry=r,
+        )
         self.bad_objects = Gauge(
             f"{PREFIX}_bad_objects",
             "Objects the prefetcher cannot read and skips (see the report's runtime.badObjects).",

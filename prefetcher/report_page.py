@@ -445,11 +445,18 @@ def _budget_table(report: Mapping[str, Any], query: ReportQuery) -> str:
 
 
 def _learning_html(report: Mapping[str, Any]) -> str:
-    """What the learning bounds left out, and learned images no stored pod confirmed yet."""
+    """What the learning bounds left out, learned images no stored pod confirmed yet, and a
+    pull policy rewrite that admission undid (AlwaysPullImages)."""
     learning = report.get("learning") or {}
     lines = "".join(
         f'<p class="reason">{_e(line)}</p>' for line in learning.get("boundReached") or []
     )
+    undone = (report.get("runtime") or {}).get("pullPolicyRewriteUndone")
+    if undone:
+        lines += (
+            f'<p class="reason">Pull policy rewrite undone on {_e(undone.get("pod", ""))} '
+            f"since {_e(undone.get('since', ''))}: {_e(undone.get('why', ''))}</p>"
+        )
     unconfirmed = learning.get("unconfirmed") or 0
     if unconfirmed:
         lines += (

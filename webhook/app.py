@@ -25,7 +25,7 @@ from imagesync.config import Config
 from webhook import metrics as metrics_module
 from webhook import podguard
 from webhook.learning import sighting_for
-from webhook.mutation import ImageMatcher, PodDecision, decide
+from webhook.mutation import ImageMatcher, PodDecision, decide, marked_patch
 from webhook.recorder import Recorder
 from webhook.review import (
     MAX_BODY_BYTES,
@@ -72,7 +72,7 @@ class Webhook:
             if decision.patch:
                 self.metrics.patches.inc()
                 self.metrics.containers_rewritten.inc(len(decision.patch))
-                answer = build_response(admission.uid, decision.patch)
+                answer = build_response(admission.uid, marked_patch(pod, decision))
                 outcome = metrics_module.OUTCOME_PATCHED
             else:
                 answer, outcome = build_response(admission.uid), metrics_module.OUTCOME_UNCHANGED

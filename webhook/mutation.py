@@ -28,7 +28,12 @@ from typing import Any, NamedTuple
 
 from imagesync.config import EXPLICIT_ALWAYS_KEEP, Config
 from imagesync.matching import is_managed
-from imagesync.names import ANNOTATION_ENABLED, ANNOTATION_PULL_POLICY, PULL_POLICY_KEEP
+from imagesync.names import (
+    ANNOTATION_ENABLED,
+    ANNOTATION_PULL_POLICY,
+    ANNOTATION_REWRITTEN,
+    PULL_POLICY_KEEP,
+)
 from imagesync.reference import MAX_REFERENCE_LENGTH
 from webhook.review import JsonPatchOp
 
@@ -211,3 +216,23 @@ def decide(
                 }
                 patch.append(op)
     return PodDecision(True, keep, tuple(managed), tuple(patch), tuple(images))
+
+
+def marked_patch(pod: Mapping[str, Any], decision: PodDecision) -> tuple[JsonPatchOp, ...]:
+    """`decision.patch` plus the annotation that names the rewritten containers, so the stored
+    pod tells whether the rewrite survived the admission plugins that run after the webhook."""
+    rewritten = ",".join(c.name for c in decision.containers if c.new_policy is not None)
+    metadata = pod.get("metadata")
+    if not decision.patch or not rewritten or not isinstance(metadata, dict):
+        return decision.patch
+    mark: JsonPatchOp
+    if isinstance(metadata.get("annotations"), dict):
+        mark = {"op": "add", "path": pointer("metadata", "annotations", ANNOTATION_REWRITTEN),
+                "value": rewritten}  # fmt: skip
+    else:
+        mark = {
+            "op": "add",
+            "path": "/metadata/annotations",
+            "value": {ANNOTATION_REWRITTEN: rewritten},
+        }
+    return (*decision.patch, mark)

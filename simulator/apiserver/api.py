@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from . import conversion, errors, kinds, patching
+from . import conversion, errors, kinds, patching, schema, serviceaccount
 from .deletion import Deletion
 from .errors import ApiError
 from .objects import as_version, deep, rfc3339
@@ -46,6 +46,8 @@ class Result:
     body: Obj | None = None
     stream: WatchStream | None = None
     key: str = ""  # a plain list of this resource: items are encoded from the store's cache
+    # The items of a built-in kind's list carry no kind and apiVersion (custom resources' do).
+    bare_items: bool = False
 
 
 @dataclass
@@ -77,7 +79,9 @@ class Core(Deletion):
     def _now(self) -> str:
         return rfc3339(self.clock())
 
-    def _check_namespace(self, rd: ResourceDef, namespace: str, creating: bool) -> None:
+    def _check_namespace(
+        self, rd: ResourceDef, namespace: str, creating: bool, name: str = ""
+    ) -> None:
         if not rd.namespaced:
             return
         ns = self.store.get("/namespaces", "", namespace)
@@ -87,9 +91,17 @@ class Core(Deletion):
             raise ApiError(
                 403,
                 "Forbidden",
-                f'{rd.plural} "" is forbidden: unable to create new content in namespace {namespace} because it is being terminated',
+                f'{rd.plural} "{name}" is forbidden: unable to create new content in namespace {namespace} because it is being terminated',
                 kind=rd.plural,
                 group=rd.group,
+                name=name,
+                causes=[
+                    {
+                        "reason": "NamespaceTerminating",
+                        "message": f"namespace {namespace} is being terminated",
+                        "field": "metadata.namespace",
+                    }
+                ],
             )
 
     def _normalize_body(self, rd: ResourceDef, namespace: str, body: Any) -> Obj:
@@ -223,6 +235,8 @@ class Core(Deletion):
                 meta["remainingItemCount"] = remaining
         if rd.custom or rd.storage_group is not None:
             items = [as_version(rd, o) for o in items]
+        if rd.custom:
+            meta.setdefault("continue", "")  # the real server's unstructured lists say so
         return {
             "kind": f"{rd.kind}List",
             "apiVersion": rd.api_version,
@@ -288,7 +302,7 @@ class Core(Deletion):
         if rd.review:
             return kinds.review_answer(rd.kind, obj)
         meta = obj["metadata"]
-        self._check_namespace(rd, namespace, creating=True)
+        self._check_namespace(rd, namespace, creating=True, name=str(meta.get("name") or ""))
         if not meta.get("name"):
             gen = meta.get("generateName")
             if not gen:
@@ -318,6 +332,9 @@ class Core(Deletion):
             self._resolve_priority(obj)
         if not rd.custom:
             kinds.apply_defaults(rd.kind, obj)
+            if rd.kind == "Pod":
+                suffix = "".join(self.rng.choice(_NAME_CHARS) for _ in range(5))
+                serviceaccount.mount_token(obj, suffix)
         if self.admit is not None:
             obj = self.admit(rd, "CREATE", obj, None, dry_run)
             meta = obj["metadata"]
@@ -328,9 +345,13 @@ class Core(Deletion):
             self.validate_admission(rd, "CREATE", obj, None, dry_run)
         if rd.custom and rd.status:
             obj.pop("status", None)
+        if rd.custom:
+            obj = schema.check(rd.kind, rd.group, rd.schema, rd.validator, obj)
+            meta = obj["metadata"]
         meta["uid"] = str(uuid.uuid4())
         meta["creationTimestamp"] = self._now()
-        meta["generation"] = 1
+        if rd.custom or rd.kind in kinds.GENERATION_KINDS:
+            meta["generation"] = 1
         if rd.kind == "CustomResourceDefinition" and not rd.custom:
             obj["status"] = kinds.crd_status(obj, self._now())
         with self.store.lock:
@@ -511,10 +532,16 @@ class Core(Deletion):
         new_meta = dict(new["metadata"]) if subresource != "status" else dict(old_meta)
         new_meta["resourceVersion"] = old_meta["resourceVersion"]
         new = {**new, "metadata": new_meta}
-        if subresource != "status" and self._generation_part(rd, new) != self._generation_part(
-            rd, old
+        if rd.custom:
+            new = schema.check(rd.kind, rd.group, rd.schema, rd.validator, new)
+        else:
+            kinds.normalize(rd.kind, new)
+        if (
+            subresource != "status"
+            and "generation" in old_meta
+            and self._generation_part(rd, new) != self._generation_part(rd, old)
         ):
-            new_meta["generation"] = int(old_meta.get("generation", 1)) + 1
+            new_meta["generation"] = int(old_meta["generation"]) + 1
         if new == old:
             return as_version(rd, old)  # a no-op write does not bump resourceVersion
         if dry_run:

@@ -48,5 +48,9 @@ def event_from_storage(obj: Obj) -> Obj:
     for new, old in _EVENT_FIELDS:
         if obj.get(old) is not None:
             out[new] = obj[old]
+    # Always serialized by the real server's types.
     out.setdefault("eventTime", None)
+    out.setdefault("deprecatedSource", {})
+    out.setdefault("deprecatedFirstTimestamp", None)
+    out.setdefault("deprecatedLastTimestamp", None)
     return out

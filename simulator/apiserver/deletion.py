@@ -127,7 +127,8 @@ class Deletion:
                 if not meta.get("deletionTimestamp"):
                     new_meta["deletionTimestamp"] = rfc3339(self.clock() + grace)
                     new_meta["deletionGracePeriodSeconds"] = grace
-                    new_meta["generation"] = int(meta.get("generation", 1)) + 1
+                    if "generation" in meta:
+                        new_meta["generation"] = int(meta["generation"]) + 1
                 elif current is None or grace < int(current):
                     new_meta["deletionTimestamp"] = rfc3339(self.clock() + grace)
                     new_meta["deletionGracePeriodSeconds"] = grace
@@ -135,11 +136,22 @@ class Deletion:
                     return as_version(rd, old)
                 stored = self.store.update(rd.key, {**old, "metadata": new_meta}, old)
                 return as_version(rd, stored)
+            if meta.get("deletionTimestamp") and meta.get("deletionGracePeriodSeconds"):
+                # Cutting a graceful deletion short is written first (a MODIFIED event with
+                # no grace left), then the object goes, as on the real server.
+                now = {**meta, "deletionTimestamp": rfc3339(self.clock()),
+                       "deletionGracePeriodSeconds": 0}  # fmt: skip
+                old = self.store.update(rd.key, {**old, "metadata": now}, old)
             return self._delete_answer(rd, self._remove(rd, old))
 
     def _delete_answer(self, rd: ResourceDef, obj: Obj) -> Obj:
-        if rd.custom or rd.kind == "Pod":
-            return as_version(rd, obj)
+        """A pod answers itself, marked deleted now with no grace left (as the real server's
+        pod registry returns it); every other kind, custom resources too, a `Status`."""
+        if rd.kind == "Pod" and not rd.custom:
+            meta = dict(obj["metadata"])
+            meta.setdefault("deletionTimestamp", rfc3339(self.clock()))
+            meta.setdefault("deletionGracePeriodSeconds", 0)
+            return as_version(rd, {**obj, "metadata": meta})
         return errors.success_status(
             name=obj["metadata"]["name"],
             kind=rd.plural,
@@ -180,11 +192,7 @@ class Deletion:
         """Namespaces go Terminating; the collector empties and then removes them."""
         if old["metadata"].get("deletionTimestamp"):
             return old
-        meta = {
-            **old["metadata"],
-            "deletionTimestamp": rfc3339(self.clock()),
-            "deletionGracePeriodSeconds": 0,
-        }
+        meta = {**old["metadata"], "deletionTimestamp": rfc3339(self.clock())}
         stored = self.store.update(
             rd.key, {**old, "metadata": meta, "status": {"phase": "Terminating"}}, old
         )

@@ -123,6 +123,8 @@ def conflict(plural: str, group: str, name: str, why: str) -> ApiError:
 def invalid(kind: str, group: str, name: str, causes: list[tuple[str, str, str]]) -> ApiError:
     """422 Invalid; each cause is (reason like FieldValueRequired, field, message)."""
     text = ", ".join(f"{field}: {msg}" for _, field, msg in causes)
+    if len(causes) > 1:
+        text = f"[{text}]"  # the real server's aggregate of several errors
     return ApiError(
         422,
         "Invalid",

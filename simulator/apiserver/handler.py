@@ -224,17 +224,17 @@ class Handler(BaseHTTPRequestHandler):
             return
         if result.key and result.body is not None:
             if isinstance(result.body.get("items"), list):
-                data = self._encode_list(result.key, result.body)
+                data = self._encode_list(result.key, result.body, result.bare_items)
             else:
                 data = self.server.core.store.encode(result.key, result.body)
             self._send_json(result.code, None, data=data)
             return
         self._send_json(result.code, result.body)
 
-    def _encode_list(self, key: str, listed: Obj) -> bytes:
+    def _encode_list(self, key: str, listed: Obj, bare: bool) -> bytes:
         head = json.dumps({k: v for k, v in listed.items() if k != "items"}, separators=(",", ":"))
         store = self.server.core.store
-        items = b",".join(store.encode(key, o) for o in listed["items"])
+        items = b",".join(store.encode(key, o, bare=bare) for o in listed["items"])
         return head[:-1].encode() + b',"items":[' + items + b"]}"
 
     def _discovery(self, path: str) -> Obj | None:
@@ -361,7 +361,7 @@ class Handler(BaseHTTPRequestHandler):
                 )
             if tables.wants_metadata(accept):
                 return Result(200, tables.partial_list(listed))
-            return Result(200, listed, key=rd.key)
+            return Result(200, listed, key=rd.key, bare_items=not rd.custom)
         if verb == "get":
             obj = core.get(rd, nsv, name)
             if tables.wants_table(accept) and not sub:

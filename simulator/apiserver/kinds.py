@@ -14,6 +14,32 @@ _SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a
 _LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _LABEL_NAME_KINDS = {"Namespace", "Service"}
 _FREE_NAME_KINDS = {"Event"}
+# Built-in kinds whose objects carry `metadata.generation` (custom resources all do); the
+# others (pods, nodes, config maps, leases, events, ...) have none on the real server.
+GENERATION_KINDS = frozenset(
+    {
+        "CustomResourceDefinition",
+        "Deployment",
+        "DaemonSet",
+        "StatefulSet",
+        "ReplicaSet",
+        "Job",
+        "CronJob",
+        "PodDisruptionBudget",
+        "MutatingWebhookConfiguration",
+        "ValidatingWebhookConfiguration",
+        "NetworkPolicy",
+        "PriorityClass",
+    }
+)
+# The data keys a Secret of these types must hold.
+SECRET_KEYS = {
+    "kubernetes.io/tls": ("tls.crt", "tls.key"),
+    "kubernetes.io/dockerconfigjson": (".dockerconfigjson",),
+    "kubernetes.io/dockercfg": (".dockercfg",),
+}
+NOT_READY = "node.kubernetes.io/not-ready"
+UNREACHABLE = "node.kubernetes.io/unreachable"
 
 
 def default_pull_policy(image: str) -> str:
@@ -66,10 +92,10 @@ def default_pod(pod: Obj) -> None:
                 for port in c.get("ports") or []:
                     if isinstance(port, dict):
                         port.setdefault("protocol", "TCP")
+    # DefaultTolerationSeconds: unless a toleration already covers the taint.
     tolerations = spec.setdefault("tolerations", [])
-    keys = {t.get("key") for t in tolerations if isinstance(t, dict)}
-    for taint in ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"):
-        if taint not in keys:
+    for taint in (NOT_READY, UNREACHABLE):
+        if not any(_tolerates(t, taint) for t in tolerations if isinstance(t, dict)):
             tolerations.append(
                 {
                     "key": taint,
@@ -81,6 +107,77 @@ def default_pod(pod: Obj) -> None:
     status = pod.setdefault("status", {})
     status.setdefault("phase", "Pending")
     status["qosClass"] = _qos(spec)
+    default_pod_status(pod)
+
+
+def _tolerates(toleration: Obj, taint_key: str) -> bool:
+    """Whether `toleration` tolerates the NoExecute taint `taint_key`."""
+    if toleration.get("effect") not in (None, "", "NoExecute"):
+        return False
+    if toleration.get("operator") == "Exists":
+        return toleration.get("key") in (None, "", taint_key)
+    return toleration.get("key") == taint_key
+
+
+def default_pod_status(pod: Obj) -> None:
+    """A container status always has `state` and `lastState` (empty when unknown), as the
+    real server's types serialize them."""
+    status = pod.get("status")
+    if not isinstance(status, dict):
+        return
+    for key in ("initContainerStatuses", "containerStatuses", "ephemeralContainerStatuses"):
+        for entry in status.get(key) or []:
+            if isinstance(entry, dict):
+                entry.setdefault("state", {})
+                entry.setdefault("lastState", {})
+
+
+def default_node(node: Obj) -> None:
+    """A Node's spec and the status fields the real server's types always serialize."""
+    node.setdefault("spec", {})
+    status = node.setdefault("status", {})
+    status.setdefault("daemonEndpoints", {"kubeletEndpoint": {"Port": 0}})
+    info = status.setdefault("nodeInfo", {})
+    for field in NODE_INFO_FIELDS:
+        info.setdefault(field, "")
+
+
+NODE_INFO_FIELDS = (
+    "machineID",
+    "systemUUID",
+    "bootID",
+    "kernelVersion",
+    "osImage",
+    "containerRuntimeVersion",
+    "kubeletVersion",
+    "kubeProxyVersion",
+    "operatingSystem",
+    "architecture",
+)
+
+
+def default_event(event: Obj) -> None:
+    """Core v1 Event fields the real server always serializes."""
+    event.setdefault("eventTime", None)
+    event.setdefault("reportingComponent", "")
+    event.setdefault("reportingInstance", "")
+
+
+def default_webhook_configuration(configuration: Obj, mutating: bool) -> None:
+    """The admissionregistration/v1 defaults of each webhook and rule."""
+    for hook in configuration.get("webhooks") or []:
+        if not isinstance(hook, dict):
+            continue
+        hook.setdefault("failurePolicy", "Fail")
+        hook.setdefault("matchPolicy", "Equivalent")
+        hook.setdefault("namespaceSelector", {})
+        hook.setdefault("objectSelector", {})
+        hook.setdefault("timeoutSeconds", 10)
+        if mutating:
+            hook.setdefault("reinvocationPolicy", "Never")
+        for rule in hook.get("rules") or []:
+            if isinstance(rule, dict):
+                rule.setdefault("scope", "*")
 
 
 def default_namespace(ns: Obj) -> None:
@@ -125,11 +222,32 @@ def crd_status(crd: Obj, now: str) -> Obj:
     }
 
 
+def normalize(kind: str, obj: Obj) -> None:
+    """On every write: the fields the real server's types always serialize (no-ops on what
+    `apply_defaults` already filled, so shared stored parts are not changed)."""
+    if kind == "Pod":
+        default_pod_status(obj)
+    elif kind == "Node":
+        default_node(obj)
+    elif kind == "Event":
+        default_event(obj)
+    elif kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
+        default_webhook_configuration(obj, mutating=kind.startswith("Mutating"))
+
+
 def apply_defaults(kind: str, obj: Obj) -> None:
     if kind == "Pod":
         default_pod(obj)
+    elif kind == "Node":
+        default_node(obj)
+    elif kind == "Event":
+        default_event(obj)
+    elif kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
+        default_webhook_configuration(obj, mutating=kind.startswith("Mutating"))
     elif kind == "Namespace":
         default_namespace(obj)
+    elif kind == "PriorityClass":
+        obj.setdefault("preemptionPolicy", "PreemptLowerPriority")
     elif kind == "CustomResourceDefinition":
         default_crd(obj)
     elif kind == "Secret":
@@ -186,6 +304,16 @@ def validate(kind: str, group: str, obj: Obj) -> None:
                         f'Invalid value: "{value}": label {key} must be a string of at most 63 characters',
                     )
                 ],
+            )
+    if kind == "Secret":
+        data = obj.get("data") or {}
+        missing = [key for key in SECRET_KEYS.get(str(obj.get("type")), ()) if key not in data]
+        if missing:
+            raise invalid(
+                kind,
+                group,
+                name,
+                [("FieldValueRequired", f"data[{key}]", "Required value") for key in missing],
             )
     if kind == "Pod":
         spec = obj.get("spec") or {}

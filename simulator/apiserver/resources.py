@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from .schema import validator_for
 
 Obj = dict[str, Any]
 
@@ -31,6 +34,9 @@ class ResourceDef:
     printer_columns: tuple[dict[str, Any], ...] = ()
     storage_version: str = ""
     storage_group: str | None = None  # stored with another group's objects (events.k8s.io)
+    # A custom resource version's openAPIV3Schema, and its validator (schema.py).
+    schema: Mapping[str, Any] | None = field(default=None, compare=False)
+    validator: Any = field(default=None, compare=False)
 
     @property
     def key(self) -> str:
@@ -326,6 +332,7 @@ def crd_resources(crd: Obj) -> list[ResourceDef]:
     for v in versions:
         if not v.get("served", True):
             continue
+        openapi_schema = (v.get("schema") or {}).get("openAPIV3Schema")
         out.append(
             ResourceDef(
                 group=group,
@@ -340,6 +347,8 @@ def crd_resources(crd: Obj) -> list[ResourceDef]:
                 custom=True,
                 printer_columns=tuple(v.get("additionalPrinterColumns") or ()),
                 storage_version=storage,
+                schema=openapi_schema,
+                validator=validator_for(openapi_schema),
             )
         )
     return out

@@ -45,6 +45,7 @@ class Store:
         self._watchers: dict[tuple[str, str | None, str | None], list[Watcher]] = {}
         self._listeners: list[Any] = []
         self._encoded: dict[Ref, tuple[str, bytes]] = {}
+        self._encoded_bare: dict[Ref, tuple[str, bytes]] = {}
 
     # --- reads ---------------------------------------------------------------------------
 
@@ -114,19 +115,24 @@ class Store:
                 return list(by_ns.get(namespace, {}).values())
             return [o for objs in by_ns.values() for o in objs.values()]
 
-    def encode(self, key: str, obj: Obj) -> bytes:
+    def encode(self, key: str, obj: Obj, *, bare: bool = False) -> bytes:
         """The JSON of an object, cached while it is the stored version (lists and watches of
-        thousands of pods then cost a join, not a serialization per object per request)."""
+        thousands of pods then cost a join, not a serialization per object per request).
+        `bare`: without `kind` and `apiVersion`, as items of a built-in kind's list."""
         meta = obj.get("metadata") or {}
         ref = (key, str(meta.get("namespace") or ""), str(meta.get("name") or ""))
-        if self.get(*ref) is not obj:
+        current = self.get(*ref) is obj
+        if bare:
+            obj = {k: v for k, v in obj.items() if k not in ("kind", "apiVersion")}
+        if not current:
             return json.dumps(obj, separators=(",", ":")).encode()
+        cache = self._encoded_bare if bare else self._encoded
         rv = str(meta.get("resourceVersion", ""))
-        cached = self._encoded.get(ref)
+        cached = cache.get(ref)
         if cached is not None and cached[0] == rv:
             return cached[1]
         data = json.dumps(obj, separators=(",", ":")).encode()
-        self._encoded[ref] = (rv, data)
+        cache[ref] = (rv, data)
         return data
 
     def state_at(self, key: str, rv: int) -> dict[tuple[str, str], Obj | None]:
@@ -162,6 +168,7 @@ class Store:
         by_ns = self._objects.setdefault(key, {})
         if kind == "DELETED":
             self._encoded.pop(ref, None)
+            self._encoded_bare.pop(ref, None)
             objs = by_ns.get(ns, {})
             objs.pop(name, None)
             if not objs:

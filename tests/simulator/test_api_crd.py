@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 import requests
+import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+
+from tests.manifests.render import ROOT
 
 GROUP, VERSION = "image-sync.io", "v1alpha1"
 
@@ -140,3 +144,31 @@ def test_deleting_the_crd_removes_objects_and_routes(custom, api, apiserver) -> 
     assert resp.status_code == 404
     res = requests.get(f"{apiserver.url}/apis/{GROUP}/{VERSION}", timeout=10).json()["resources"]
     assert [r["name"] for r in res] == ["notes"]
+
+
+def test_custom_resources_are_checked_and_pruned_against_the_shipped_schema(api) -> None:
+    """As the real server does with the shipped CRD (tests/realk8s/test_differential.py)."""
+    shipped = yaml.safe_load((ROOT / "manifests/base/crd-cachedimages.yaml").read_text())
+    client.ApiextensionsV1Api(api).create_custom_resource_definition(shipped)
+    custom: Any = client.CustomObjectsApi(api)
+
+    def create(name: str, spec: dict[str, Any]) -> dict[str, Any]:
+        body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "CachedImage",
+                "metadata": {"name": name}, "spec": spec}  # fmt: skip
+        result: dict[str, Any] = custom.create_cluster_custom_object(
+            GROUP, VERSION, "cachedimages", body
+        )
+        return result
+
+    for spec, reason, field in (
+        ({"image": 5, "source": "Learned"}, "FieldValueTypeInvalid", "spec.image"),
+        ({"image": "x", "source": "Bogus"}, "FieldValueNotSupported", "spec.source"),
+        ({"source": "Learned"}, "FieldValueRequired", "spec.image"),
+    ):
+        with pytest.raises(ApiException) as err:
+            create("wrong", spec)
+        assert err.value.status == 422
+        details = json.loads(str(err.value.body))["details"]
+        assert [(c["reason"], c["field"]) for c in details["causes"]] == [(reason, field)]
+    kept = create("pruned", {"image": "x", "source": "Learned", "unknown": 1})
+    assert kept["spec"] == {"image": "x", "source": "Learned"}

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from imagesync.config import load_config
 from imagesync.matching import is_managed
+from imagesync.names import ANNOTATION_REWRITTEN
 from simulator.testing import running_apiserver
 from tests.webhook.conftest import Tls, WebhookProcess, start_webhook
 from tests.webhook.pods import DIGEST, HARBOR, REGISTRIES
@@ -173,9 +174,26 @@ def bodies(draw: st.DrawFn) -> Any:
     return review
 
 
+ESCAPED_MARK = ANNOTATION_REWRITTEN.replace("~", "~0").replace("/", "~1")
+
+
 def check_patch(sent: Any, patch: list[dict[str, Any]]) -> None:
     pod = sent["request"]["object"]
-    for op in patch:
+    policy_ops = [op for op in patch if not op["path"].startswith("/metadata/annotations")]
+    marks = [op for op in patch if op["path"].startswith("/metadata/annotations")]
+    # At most one more operation: the annotation naming the rewritten containers.
+    assert len(marks) <= 1 and (not marks or policy_ops), patch
+    for mark in marks:
+        value = mark["value"] if mark["path"].endswith("/" + ESCAPED_MARK) else None
+        if value is None:
+            assert mark["path"] == "/metadata/annotations", mark
+            value = mark["value"][ANNOTATION_REWRITTEN]
+        assert value.split(",") == [
+            pod["spec"][m.group(1)][int(m.group(2))]["name"]
+            for m in (POLICY_PATH.fullmatch(op["path"]) for op in policy_ops)
+            if m
+        ], mark
+    for op in policy_ops:
         match = POLICY_PATH.fullmatch(op["path"])
         assert match, op
         assert op["op"] in ("add", "replace") and op["value"] == "IfNotPresent", op
@@ -184,6 +202,15 @@ def check_patch(sent: Any, patch: list[dict[str, Any]]) -> None:
         assert isinstance(image, str) and image.isascii(), image
         assert is_managed(image, PREFIXES) is not None, image
     after = jsonpatch.apply_patch(copy.deepcopy(pod), patch)
+    annotations = after["metadata"].get("annotations")
+    if marks and isinstance(annotations, dict):
+        annotations.pop(ANNOTATION_REWRITTEN, None)
+        if not isinstance(pod["metadata"].get("annotations"), dict):
+            # The mark replaced a missing or null annotations map: put back what was there.
+            if "annotations" in pod["metadata"]:
+                after["metadata"]["annotations"] = pod["metadata"]["annotations"]
+            else:
+                del after["metadata"]["annotations"]
     for section in ("initContainers", "containers"):
         for spec in (after["spec"], pod["spec"]):
             containers = spec.get(section)

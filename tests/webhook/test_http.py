@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 
+from imagesync.names import ANNOTATION_REWRITTEN
 from tests.webhook.conftest import Tls, WebhookProcess, start_webhook
 from tests.webhook.pods import (
     DIGEST,
@@ -51,6 +52,7 @@ def test_gpu_job_with_init_container(webhook: WebhookProcess) -> None:
         "initContainers/fetch-data": "IfNotPresent",
         "containers/train": "IfNotPresent",
     }
+    assert result["metadata"]["annotations"][ANNOTATION_REWRITTEN] == "fetch-data,train"
     assert result["spec"]["containers"][0]["resources"] == obj["spec"]["containers"][0]["resources"]
 
 
@@ -74,6 +76,7 @@ def test_mixed_pod_digests_ports_private_and_foreign_images(webhook: WebhookProc
         "containers/latest": "Always",
         "containers/never": "Never",
     }
+    assert result["metadata"]["annotations"] == {ANNOTATION_REWRITTEN: "digest,port"}
 
 
 def test_nothing_to_change_has_no_patch(webhook: WebhookProcess) -> None:

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from imagesync.config import Config, ConfigError, load_config
+from imagesync.names import ANNOTATION_REWRITTEN
 from tests.webhook.pods import (
     DIGEST,
     HARBOR,
@@ -23,7 +24,7 @@ from tests.webhook.pods import (
     review,
 )
 from webhook.learning import sighting_for
-from webhook.mutation import ImageMatcher, decide, escape_pointer_token, pointer
+from webhook.mutation import ImageMatcher, decide, escape_pointer_token, marked_patch, pointer
 from webhook.review import parse_review
 
 CONFIG = load_config(environ={"IMAGE_SYNC_REGISTRIES": REGISTRIES})
@@ -313,6 +314,15 @@ def managed(image: str) -> bool:
 def check_only_pull_policies_of_managed_containers(
     before: dict[str, Any], after: dict[str, Any]
 ) -> None:
+    """Only managed containers' pull policies changed, plus (from the server) the annotation
+    naming exactly those containers."""
+    after = copy.deepcopy(after)
+    metadata = after.get("metadata") or {}
+    annotations = metadata.get("annotations") or {}
+    mark = annotations.pop(ANNOTATION_REWRITTEN, None)
+    if not annotations and "annotations" not in (before.get("metadata") or {}):
+        metadata.pop("annotations", None)
+
     def strip(obj: dict[str, Any]) -> dict[str, Any]:
         out = copy.deepcopy(obj)
         for section in ("initContainers", "containers"):
@@ -321,6 +331,7 @@ def check_only_pull_policies_of_managed_containers(
         return out
 
     assert strip(before) == strip(after)
+    changed = []
     for section in ("initContainers", "containers"):
         for old, new in zip(
             before["spec"].get(section) or [], after["spec"].get(section) or [], strict=True
@@ -329,6 +340,8 @@ def check_only_pull_policies_of_managed_containers(
                 assert managed(old["image"]), old
                 assert old.get("imagePullPolicy") in (None, "", "Always")
                 assert new["imagePullPolicy"] == "IfNotPresent"
+                changed.append(old["name"])
+    assert mark is None or mark == ",".join(changed), (mark, changed)
 
 
 @settings(max_examples=400, deadline=None)
@@ -353,3 +366,17 @@ def test_strings_longer_than_any_reference_are_neither_parsed_nor_cached() -> No
         assert decide(obj, CONFIG, matcher).patch == ()
     assert matcher.cached.cache_info().currsize == 0
     assert matcher.match(f"{HARBOR}/a/b:1") is not None
+
+
+def test_the_marked_patch_names_the_rewritten_containers() -> None:
+    bare = gpu_job_pod()
+    bare["metadata"].pop("annotations", None)
+    annotated = pod([container("a", f"{HARBOR}/team/api:1.4", "Always"),
+                     container("b", "docker.io/library/busybox:1.36", "Always")],
+                    annotations={"team": "x"})  # fmt: skip
+    for obj, expected in ((bare, "fetch-data,train"), (annotated, "a")):
+        after = jsonpatch.apply_patch(obj, list(marked_patch(obj, decide(obj, CONFIG))))
+        assert after["metadata"]["annotations"][ANNOTATION_REWRITTEN] == expected
+        check_only_pull_policies_of_managed_containers(obj, after)
+    unchanged = pod([container("b", "docker.io/library/busybox:1.36", "Always")])
+    assert marked_patch(unchanged, decide(unchanged, CONFIG)) == ()
