@@ -31,29 +31,29 @@ from simulator.virtual import replay, report
 from simulator.virtual.results import RunResult
 from simulator.virtual.workload import scenario_pods
 
-# bench/evaluate.py --repeat 3 on the wall-clock simulator at 120x (docs/evaluation.md):
-# median hit rate, image wait p95 and p99 (seconds), bytes pulled, disk used.
+# bench/evaluate.py on the wall-clock simulator at 120x, one run per cell, same code as the
+# virtual runs (2026-12-07): hit rate, image wait p95 and p99 (seconds), bytes pulled, disk used.
 WALL_CLOCK: dict[tuple[str, str], tuple[float, float, float, float, float]] = {
-    ("gpu-day", "none"): (0.50, 330, 330, 42.5e9, 95.1e9),
-    ("gpu-day", "static-list"): (0.62, 282, 318, 82.7e9, 182.6e9),
-    ("gpu-day", "everything"): (0.62, 588, 738, 246.4e9, 569.6e9),
-    ("gpu-day", "image-sync"): (0.68, 180, 330, 74.7e9, 173.5e9),
-    ("gpu-day", "image-sync+declared"): (0.74, 180, 342, 75.7e9, 176.5e9),
-    ("registry-outage", "none"): (0.27, 954, 1110, 27.3e9, 38.8e9),
-    ("registry-outage", "static-list"): (0.59, 954, 954, 65.7e9, 142.0e9),
-    ("registry-outage", "everything"): (0.59, 960, 960, 107.1e9, 234.2e9),
-    ("registry-outage", "image-sync"): (0.73, 516, 564, 35.3e9, 77.0e9),
-    ("registry-outage", "image-sync+declared"): (0.77, 312, 534, 35.4e9, 77.3e9),
-    ("gpu-burst", "none"): (0.19, 330, 414, 65.3e9, 141.0e9),
-    ("gpu-burst", "static-list"): (0.29, 330, 330, 104.2e9, 225.1e9),
-    ("gpu-burst", "everything"): (0.29, 552, 846, 351.9e9, 796.3e9),
-    ("gpu-burst", "image-sync"): (0.67, 330, 414, 105.3e9, 229.4e9),
-    ("gpu-burst", "image-sync+declared"): (0.71, 330, 396, 105.6e9, 230.2e9),
-    ("mixed", "none"): (0.50, 294, 330, 46.0e9, 107.6e9),
-    ("mixed", "static-list"): (0.79, 204, 408, 117.5e9, 267.0e9),
-    ("mixed", "everything"): (0.74, 246, 822, 309.6e9, 570.1e9),
-    ("mixed", "image-sync"): (0.71, 180, 384, 86.9e9, 212.4e9),
-    ("mixed", "image-sync+declared"): (0.76, 180, 396, 94.1e9, 230.6e9),
+    ("gpu-day", "none"): (0.500, 331, 331, 42.5e9, 95.1e9),
+    ("gpu-day", "static-list"): (0.618, 286, 323, 82.7e9, 182.6e9),
+    ("gpu-day", "everything"): (0.647, 365, 488, 246.4e9, 569.6e9),
+    ("gpu-day", "image-sync"): (0.618, 182, 343, 74.7e9, 173.5e9),
+    ("gpu-day", "image-sync+declared"): (0.618, 162, 274, 75.7e9, 176.5e9),
+    ("registry-outage", "none"): (0.273, 941, 1108, 27.3e9, 38.8e9),
+    ("registry-outage", "static-list"): (0.591, 954, 954, 65.7e9, 142.0e9),
+    ("registry-outage", "everything"): (0.591, 950, 950, 107.1e9, 234.2e9),
+    ("registry-outage", "image-sync"): (0.636, 526, 564, 35.3e9, 77.0e9),
+    ("registry-outage", "image-sync+declared"): (0.727, 314, 514, 35.4e9, 77.3e9),
+    ("gpu-burst", "none"): (0.190, 331, 411, 65.3e9, 141.0e9),
+    ("gpu-burst", "static-list"): (0.429, 331, 331, 104.2e9, 225.1e9),
+    ("gpu-burst", "everything"): (0.286, 389, 568, 351.9e9, 744.1e9),
+    ("gpu-burst", "image-sync"): (0.571, 331, 426, 105.3e9, 229.4e9),
+    ("gpu-burst", "image-sync+declared"): (0.619, 276, 360, 105.6e9, 230.2e9),
+    ("mixed", "none"): (0.500, 295, 331, 46.0e9, 107.6e9),
+    ("mixed", "static-list"): (0.735, 200, 411, 117.5e9, 267.0e9),
+    ("mixed", "everything"): (0.735, 139, 401, 309.6e9, 505.6e9),
+    ("mixed", "image-sync"): (0.618, 182, 373, 86.9e9, 212.4e9),
+    ("mixed", "image-sync+declared"): (0.765, 208, 482, 94.1e9, 230.6e9),
 }
 
 

@@ -144,6 +144,8 @@ def collect_result(cluster: VirtualCluster) -> RunResult:
     end = cluster.loop.now
     pods = []
     for pod in cluster.workload:
+        if pod.deleted and pod.running_at is None:
+            continue  # evicted with its node before it started: its replacement counts
         started = pod.running_at is not None
         bound = pod.bound_at is not None
         wait = pod.image_wait(end) if bound else None
