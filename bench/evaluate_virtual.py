@@ -4,6 +4,7 @@ discrete-event model (simulator/virtual/), with the real planner, no wall clock 
     .venv/bin/python bench/evaluate_virtual.py                 # the 4 short scenarios, ~1 s
     .venv/bin/python bench/evaluate_virtual.py --compare       # ... next to the wall-clock figures
     .venv/bin/python bench/evaluate_virtual.py --week          # the week-long scenario, 2 disk variants
+    .venv/bin/python bench/evaluate_virtual.py --week --days 2 --policy image-sync
 
 Same inputs, same numbers, whatever the machine's load. docs/evaluation.md explains the
 model, the policies and the comparison with the wall-clock evaluation (bench/evaluate.py).
@@ -16,6 +17,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -101,6 +103,29 @@ def comparison(results: Sequence[RunResult]) -> str:
     return "\n".join(lines)
 
 
+def week_run(variant: str, policy: str, days: float) -> tuple[RunResult, float]:
+    """One policy on the week (or its first `days`), and the seconds it took."""
+    from bench.week import DAY, static_list, week_pods, week_scenario
+
+    began = time.perf_counter()
+    pods = [pod for pod in week_pods() if pod.at < days * DAY]
+    work = replay.workload(week_scenario(variant), pods, static_list())
+    work = replay.Workload(work.scenario, work.pods, days * DAY, work.static_list)
+    result = replay.run(work, policy, evaluation_config())
+    return result, time.perf_counter() - began
+
+
+def week(policies: Sequence[str], days: float, workers: int) -> list[RunResult]:
+    """Every policy on both disk variants, `workers` runs at a time (one per core)."""
+    jobs = [(variant, policy) for variant in ("roomy", "tight") for policy in policies]
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(week_run, variant, policy, days) for variant, policy in jobs]
+        done = [future.result() for future in futures]
+    for (variant, policy), (_, seconds) in zip(jobs, done, strict=True):
+        print(f"week-{variant} / {policy}: {seconds:.0f} s", file=sys.stderr)
+    return [result for result, _ in done]
+
+
 def print_tables(results: Sequence[RunResult]) -> None:
     print(report.table(results))
     print()
@@ -115,11 +140,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--policy", action="append", choices=replay.POLICIES, help="(repeatable)")
     parser.add_argument("--compare", action="store_true", help="also print virtual vs wall-clock")
     parser.add_argument("--json", metavar="FILE", help="also write every figure as JSON")
+    parser.add_argument("--week", action="store_true", help="the week-long scenario instead")
+    parser.add_argument("--days", type=float, default=7.0, help="--week: replay the first N days")
+    parser.add_argument("--workers", type=int, default=2, help="--week: runs in parallel")
     args = parser.parse_args(argv)
     config = evaluation_config()
     policies = args.policy or replay.POLICIES
     began = time.perf_counter()
-    results = short_scenarios(args.scenario or SCENARIOS, policies, config)
+    if args.week:
+        results = week(policies, args.days, max(1, args.workers))
+    else:
+        results = short_scenarios(args.scenario or SCENARIOS, policies, config)
     print(f"Virtual time; {len(results)} runs in {time.perf_counter() - began:.1f} s.\n")
     print_tables(results)
     if args.compare:

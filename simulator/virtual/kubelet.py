@@ -71,7 +71,7 @@ class Kubelets:
         if container.wanted_at is None:
             container.wanted_at = now
         if container.policy != ALWAYS and node.has(container.image):
-            self._image_ready(pod, container, node)
+            self._present_run(pod, node)
             return False
         if container.policy == NEVER:
             if container.reason != "ErrImageNeverPull":
@@ -138,6 +138,55 @@ class Kubelets:
             self._image_ready(pod, container, node)
             return
         self._request(pod, container, node)
+
+    def _present_run(self, pod: Pod, node: VirtualNode) -> None:
+        """The next containers whose images are already here start one a second, as the
+        kubelet starts them; one event for the run (a list puller has hundreds)."""
+        now = self.loop.now
+        run: list[Container] = []
+        for container in pod.containers[pod.next_container :]:
+            if (
+                container.state != "waiting"
+                or container.retrying
+                or container.job is not None
+                or container.policy == ALWAYS
+                or not node.has(container.image)
+            ):
+                break
+            if container.wanted_at is None:
+                container.wanted_at = now
+            container.ready_at = now
+            container.image_id = node.image_id(container.image)
+            run.append(container)
+            if not container.exits:
+                break  # a long-running container: the pod's next step waits for it to start
+        if len(run) <= 1:
+            first = run[0] if run else pod.containers[pod.next_container]
+            if not run:
+                first.ready_at = now
+                first.image_id = node.image_id(first.image)
+            self.loop.after(
+                CONTAINER_START_SECONDS, lambda: self._container_started(pod, first, node)
+            )
+            return
+        for index, container in enumerate(run):
+            container.ready_at = now + index * CONTAINER_START_SECONDS
+        self.loop.after(
+            len(run) * CONTAINER_START_SECONDS, lambda: self._run_started(pod, run, node)
+        )
+
+    def _run_started(self, pod: Pod, run: list[Container], node: VirtualNode) -> None:
+        if pod.ended or node.removed:
+            return
+        for container in run:
+            ready = container.ready_at if container.ready_at is not None else self.loop.now
+            container.started_at = container.finished_at = ready + CONTAINER_START_SECONDS
+            container.state = "terminated"
+            container.reason = container.message = ""
+            node.exited_images[container.image_id or container.image] += 1
+        pod.next_container += len(run)
+        self._changed(pod)
+        self._advance(pod)
 
     def _image_ready(self, pod: Pod, container: Container, node: VirtualNode) -> None:
         container.ready_at = self.loop.now

@@ -1,8 +1,8 @@
 """Registry bandwidth in virtual time: each registry's bandwidth shared max-min fairly among
 the transfers in flight from it, each transfer also capped by its node's bandwidth.
 
-Rates are recomputed whenever a transfer from that registry starts, ends or fails, and each
-transfer's finish event is moved to match. Outages fail the transfers in flight when they
+Rates are recomputed whenever a transfer from that registry starts, ends or fails; one timer
+per registry wakes the loop when its next transfer finishes. Outages fail the transfers in flight when they
 begin; a pull that starts during one fails at once (`RegistrySet.resolve` says so).
 """
 
@@ -46,7 +46,6 @@ class Transfer:
     remaining: float = 0.0
     rate: float = 0.0
     updated: float = 0.0
-    timer: Timer | None = None
     ended: float | None = None
     ok: bool = False
 
@@ -63,6 +62,7 @@ class Network:
     registries: RegistrySet
     log: list[Transfer] = field(default_factory=list)
     _active: dict[str, list[Transfer]] = field(default_factory=dict)
+    _timers: dict[str, Timer] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for host, registry in sorted(self.registries.registries.items()):
@@ -96,40 +96,45 @@ class Network:
         registry = self.registries.registries.get(host)
         return registry.bandwidth if registry is not None else 1e9
 
-    def _reshare(self, host: str) -> None:
+    def _advance(self, host: str) -> list[Transfer]:
+        """Bring every transfer from `host` up to now; those left in flight."""
         now = self.loop.now
         flows = self._active.get(host, [])
         for flow in flows:
             flow.remaining -= flow.rate * (now - flow.updated)
             flow.updated = now
-        rates = max_min_fair(self._bandwidth(host), [flow.cap for flow in flows])
-        for flow, rate in zip(flows, rates, strict=True):
-            if flow.timer is not None and rate == flow.rate:
-                continue
-            flow.rate = rate
-            if flow.timer is not None:
-                flow.timer.cancel()
-            left = max(0.0, flow.remaining)
-            delay = left / rate if rate > 0 else float("inf")
-            flow.timer = self.loop.after(delay, lambda flow=flow: self._finish(flow))  # type: ignore[misc]
+        return flows
 
-    def _finish(self, transfer: Transfer) -> None:
-        transfer.remaining -= transfer.rate * (self.loop.now - transfer.updated)
-        transfer.updated = self.loop.now
-        if transfer.remaining > EPSILON_BYTES:  # a stale timer: the rate changed since
-            return
-        transfer.remaining = 0.0
-        self._end(transfer, ok=True, notify=True)
+    def _reshare(self, host: str) -> None:
+        """New rates for `host`'s transfers, and one timer for the next to finish."""
+        flows = self._advance(host)
+        rates = max_min_fair(self._bandwidth(host), [flow.cap for flow in flows])
+        soonest = float("inf")
+        for flow, rate in zip(flows, rates, strict=True):
+            flow.rate = rate
+            if rate > 0:
+                soonest = min(soonest, max(0.0, flow.remaining) / rate)
+        timer = self._timers.pop(host, None)
+        if timer is not None:
+            timer.cancel()
+        if flows and soonest < float("inf"):
+            self._timers[host] = self.loop.after(soonest, lambda: self._tick(host))
+
+    def _tick(self, host: str) -> None:
+        self._timers.pop(host, None)
+        finished = [flow for flow in self._advance(host) if flow.remaining <= EPSILON_BYTES]
+        for flow in finished:
+            flow.remaining = 0.0
+            self._end(flow, ok=True, notify=True)
+        if not finished:
+            self._reshare(host)
 
     def _end(self, transfer: Transfer, *, ok: bool, notify: bool) -> None:
         flows = self._active.get(transfer.host, [])
         if transfer not in flows:
             return
-        transfer.remaining -= transfer.rate * (self.loop.now - transfer.updated)
-        transfer.updated = self.loop.now
+        self._advance(transfer.host)
         flows.remove(transfer)
-        if transfer.timer is not None:
-            transfer.timer.cancel()
         transfer.ended = self.loop.now
         transfer.ok = ok
         self._reshare(transfer.host)
