@@ -104,15 +104,15 @@ def comparison(results: Sequence[RunResult]) -> str:
 
 
 def week_run(variant: str, policy: str, days: float) -> tuple[RunResult, float]:
-    """One policy on the week (or its first `days`), and the seconds it took."""
+    """One policy on the week (or its first `days`), and the CPU seconds it took."""
     from bench.week import DAY, static_list, week_pods, week_scenario
 
-    began = time.perf_counter()
+    began = time.process_time()
     pods = [pod for pod in week_pods() if pod.at < days * DAY]
     work = replay.workload(week_scenario(variant), pods, static_list())
     work = replay.Workload(work.scenario, work.pods, days * DAY, work.static_list)
     result = replay.run(work, policy, evaluation_config())
-    return result, time.perf_counter() - began
+    return result, time.process_time() - began
 
 
 def week(policies: Sequence[str], days: float, workers: int) -> list[RunResult]:
@@ -122,7 +122,7 @@ def week(policies: Sequence[str], days: float, workers: int) -> list[RunResult]:
         futures = [pool.submit(week_run, variant, policy, days) for variant, policy in jobs]
         done = [future.result() for future in futures]
     for (variant, policy), (_, seconds) in zip(jobs, done, strict=True):
-        print(f"week-{variant} / {policy}: {seconds:.0f} s", file=sys.stderr)
+        print(f"week-{variant} / {policy}: {seconds:.0f} s of CPU", file=sys.stderr)
     return [result for result, _ in done]
 
 

@@ -222,10 +222,15 @@ class Kubelets:
         self._advance(pod)
 
     def _all_started(self, pod: Pod) -> None:
-        if pod.ended or any(c.state == "waiting" for c in pod.containers if c.policy != NEVER):
-            if pod.role == "keeper" and pod.phase == "Pending":
+        if pod.ended:
+            return
+        if pod.role == "keeper":
+            # A keeper runs with the containers whose images are here; the others wait.
+            if pod.phase == "Pending":
                 pod.phase = "Running"
                 self._changed(pod)
+            return
+        if any(c.state == "waiting" for c in pod.containers):
             return
         if pod.role == "puller":
             pod.phase = "Succeeded"

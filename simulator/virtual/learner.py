@@ -20,6 +20,7 @@ from imagesync.cachedimage import (
     merge_daily_uses,
     merge_profiles,
     object_name,
+    parse_time,
     profile_from_pod,
     profile_key,
 )
@@ -95,8 +96,6 @@ class CachedImageState:
 
 
 def _parse(text: str) -> datetime | None:
-    from imagesync.cachedimage import parse_time
-
     return parse_time(text) if text else None
 
 

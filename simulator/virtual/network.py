@@ -53,6 +53,13 @@ class Transfer:
     def sent(self) -> int:
         return int(self.size - max(0.0, self.remaining))
 
+    def sent_by(self, moment: float) -> int:
+        """Bytes sent by `moment` (a transfer still in flight counts what arrived)."""
+        if self.ended is not None:
+            return self.sent
+        left = self.remaining - self.rate * (moment - self.updated)
+        return int(self.size - max(0.0, left))
+
 
 @dataclass
 class Network:

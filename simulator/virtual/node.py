@@ -155,7 +155,7 @@ class VirtualNode:
                 job, PullResult(False, "ErrImagePull", resolved.message, resolved.kind.value)
             )
             return
-        registry = self.registries.registries.get(_host(resolved.reference))
+        registry = self.registries.registries.get(registry_host(resolved.reference))
         latency = registry.latency if registry is not None else 0.3
         if self.store.find(resolved.image_id) is not None:
             # `Always` on a present image: a manifest check, no layers.
@@ -177,7 +177,7 @@ class VirtualNode:
     def _transfer(self, job: PullJob, resolved: Resolved) -> None:
         if self.removed:
             return
-        host = _host(resolved.reference)
+        host = registry_host(resolved.reference)
         if self.registries.is_down(host, self.loop.now):
             error = self.registries.unavailable_error(resolved.reference)
             self._done(job, PullResult(False, "ErrImagePull", error.message, error.kind.value))
@@ -250,7 +250,8 @@ class VirtualNode:
         self.queue.clear()
 
 
-def _host(reference: str) -> str:
+def registry_host(reference: str) -> str:
+    """The registry host of a reference; empty when it does not parse."""
     try:
         return parse_reference(reference).domain
     except InvalidReference:

@@ -21,7 +21,7 @@ from simulator.registry import Resolved
 from simulator.scenario import NodePool
 from simulator.scheduling import tolerates
 from simulator.virtual.learner import admitted
-from simulator.virtual.node import _host
+from simulator.virtual.node import registry_host
 from simulator.virtual.pods import IF_NOT_PRESENT, Container, Pod, PodSpec
 from simulator.virtual.policy import Policy
 from webhook.mutation import ImageMatcher
@@ -158,7 +158,7 @@ class Oracle(Policy):
         for image in targets:
             if node.has(image) or self.failed_until.get((node.name, image), 0.0) > now:
                 continue
-            host = _host(image)
+            host = registry_host(image)
             if self.per_registry[host] >= self.config.max_pulls_per_registry:
                 return
             self._start(node, image, host)
@@ -190,7 +190,7 @@ class Oracle(Policy):
         assert self.cluster is not None
         del self.busy[pod.node]
         image = pod.images[0]
-        self.per_registry[_host(image)] -= 1
+        self.per_registry[registry_host(image)] -= 1
         self.cluster.delete_pod(pod)
         node = self.cluster.nodes[pod.node]
         if not node.has(image):

@@ -102,16 +102,15 @@ class RunResult:
 
 
 def percentile(values: Sequence[float], q: float) -> float:
-    """The q-th percentile with linear interpolation between ranks (numpy's default)."""
+    """The q-th percentile (0 to 100) with linear interpolation between ranks, as
+    bench/metrics.py computes it; NaN when empty."""
     if not values:
         return math.nan
-    if len(values) == 1:
-        return float(values[0])
-    return (
-        float(statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1])
-        if 0 < q < 100
-        else float(min(values) if q <= 0 else max(values))
-    )
+    if len(values) == 1 or q <= 0:
+        return float(min(values))
+    if q >= 100:
+        return float(max(values))
+    return float(statistics.quantiles(values, n=100, method="inclusive")[round(q) - 1])
 
 
 def miss_cause(cluster: VirtualCluster, pod: Pod) -> str:
@@ -168,12 +167,7 @@ def collect_result(cluster: VirtualCluster) -> RunResult:
     by_registry: dict[str, dict[str, int]] = {}
     for transfer in cluster.network.log:
         entry = by_registry.setdefault(transfer.host, {WORKLOAD: 0, PREFETCH: 0})
-        entry[transfer.kind] += (
-            transfer.sent
-            if transfer.ended is not None
-            else transfer.size
-            - int(max(0.0, transfer.remaining - transfer.rate * (end - transfer.updated)))
-        )
+        entry[transfer.kind] += transfer.sent_by(end)
     disk = sum(node.disk_used() for node in cluster.live_nodes())
     return RunResult(
         scenario=cluster.scenario.name,
