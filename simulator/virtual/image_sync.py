@@ -20,7 +20,6 @@ changes a plan's pulls), API latency and errors, leader election.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -49,7 +48,6 @@ if TYPE_CHECKING:
 
 # Virtual second 0 as a date: a Monday, midnight UTC (scores change at UTC midnight).
 EPOCH = datetime(2026, 1, 5, tzinfo=UTC)
-SWEEP = "sweep"
 
 
 def moment(seconds: float) -> datetime:
@@ -131,13 +129,11 @@ class ImageSync(Policy):
         self.learner = Learner(config, moment, self.trigger)
         self.own: dict[str, Pod] = {}
         self.records: dict[PullKey, PullRecord] = {}
-        self.reasons: Counter[str] = Counter()
         self.passes = 0
         self.pulls_started = 0
         self.pulled_pairs: set[tuple[str, str]] = set()
         self.left_out_pairs: set[tuple[str, str]] = set()
         self.bound_pending: dict[str, Pod] = {}
-        self.last_plan: Plan | None = None
         self._timer: Timer | None = None
         self._flush: Timer | None = None
         self._next_sweep = 0.0
@@ -202,10 +198,9 @@ class ImageSync(Policy):
 
     # -- when to plan -------------------------------------------------------------------
     def trigger(self, reason: str) -> None:
-        """Ask for a pass after the coalescing wait."""
+        """Ask for a pass after the coalescing wait (the reason only matters to the report)."""
         if self.cluster is None:
             return
-        self.reasons[reason] += 1
         self._schedule(self.cluster.loop.now + self.config.pass_coalesce)
 
     def _schedule(self, at: float) -> None:
@@ -222,10 +217,8 @@ class ImageSync(Policy):
         now = self.cluster.loop.now
         if now >= self._next_sweep:
             self._next_sweep = now + self.config.sweep_interval
-        self.reasons.clear()
         plan = make_plan(self.snapshot(), self.config)
         self.passes += 1
-        self.last_plan = plan
         self.records = dict(plan.pull_records)
         self.left_out_pairs = {(b.node, b.image) for b in plan.budget_left_out}
         self._execute(plan)
