@@ -2,7 +2,8 @@
 bound for any prefetcher.
 
 Each node pulls, one image at a time through its kubelet queue, the images its node pool will
-need, earliest next need first, as far as the same disk budget as image-sync's allows
+need in the next 6 hours, earliest next need first, as far as the same disk budget as
+image-sync's allows
 (`diskBudget` of the image filesystem, below the GC high threshold), within the same caps
 (pulls per registry), and keeps what it pulled safe from image GC until no future pod of the
 pool needs it. It pays the same bandwidth as everyone: what it cannot pull before the need
@@ -31,6 +32,9 @@ if TYPE_CHECKING:
     from simulator.virtual.node import VirtualNode
 
 RETRY_SECONDS = 60.0
+# It prefetches only what is needed within this horizon: further ahead, a swap would evict
+# something needed sooner (on a small disk it would pull the same images over and over).
+HORIZON_SECONDS = 6 * 3600.0
 
 
 def fits_pool(spec: PodSpec, pool: NodePool) -> bool:
@@ -134,7 +138,7 @@ class Oracle(Policy):
         upcoming = []
         for image, times in self.needs.get(node.pool, {}).items():
             index = bisect.bisect_right(times, now)
-            if index < len(times):
+            if index < len(times) and times[index] <= now + HORIZON_SECONDS:
                 upcoming.append((times[index], image))
         upcoming.sort()
         budget = self._budget(node)
