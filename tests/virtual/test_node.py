@@ -7,7 +7,7 @@ import pytest
 from simulator.virtual.loop import EventLoop
 from simulator.virtual.network import Network
 from simulator.virtual.node import PREFETCH, WORKLOAD, PullResult, VirtualNode
-from tests.virtual.helpers import APP, BIG, GPU_IMAGE, scenario
+from tests.virtual.small_cluster import APP, BIG, GPU_IMAGE, scenario
 
 
 def make_node(disk: str = "200Gi") -> tuple[EventLoop, VirtualNode]:

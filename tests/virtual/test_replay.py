@@ -11,7 +11,7 @@ from imagesync.matching import parse_prefix
 from simulator.virtual import replay
 from simulator.virtual.pods import PodSpec
 from simulator.virtual.results import RunResult
-from tests.virtual.helpers import APP, BIG, GPU_IMAGE, pod, scenario
+from tests.virtual.small_cluster import APP, BIG, GPU_IMAGE, pod, scenario
 
 GPU = {
     "gpus": 8,

@@ -10,7 +10,7 @@ from simulator.virtual.cluster import VirtualCluster
 from simulator.virtual.pods import PodSpec
 from simulator.virtual.policy import Policy
 from simulator.virtual.scheduler import MAX_CONTAINER_THRESHOLD, MIN_THRESHOLD, image_locality
-from tests.virtual.helpers import BIG, GPU_IMAGE, pod, scenario
+from tests.virtual.small_cluster import BIG, GPU_IMAGE, pod, scenario
 
 
 def test_image_locality_scales_size_by_spread_and_clamps_to_the_thresholds() -> None:
