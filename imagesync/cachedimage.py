@@ -175,6 +175,21 @@ def profile_key(profile: PlacementProfile) -> str:
     return json.dumps({k: v for k, v in profile.items() if k != "lastSeen"}, sort_keys=True)
 
 
+def planning_spec(spec: Any) -> Any:
+    """A CachedImage spec as planning sees it: its profiles by identity, without when each was
+    last seen. The webhook refreshes `lastSeen` on every flush; that changes no plan until the
+    retention runs out, which the periodic sweep notices, so it need not trigger a pass."""
+    if not isinstance(spec, Mapping) or not isinstance(spec.get("profiles"), list):
+        return spec
+    profiles = sorted(
+        json.dumps({k: v for k, v in p.items() if k != "lastSeen"}, sort_keys=True)
+        if isinstance(p, Mapping)
+        else repr(p)
+        for p in spec["profiles"]
+    )
+    return {**spec, "profiles": profiles}
+
+
 def merge_profiles(
     existing: Iterable[PlacementProfile],
     seen: Iterable[PlacementProfile],

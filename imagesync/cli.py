@@ -20,6 +20,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "prefetcher": ("prefetcher.cli", "run the prefetcher controller and its report"),
     "sim": ("simulator.cli", "run the simulated cluster (API server, kubelets, registries)"),
     "demo": ("simulator.demo_cli", "run the end-to-end demo on the simulated cluster"),
+    "replay": (
+        "simulator.virtual.cli",
+        "replay a pod trace under the cache policies in virtual time and compare them",
+    ),
 }
 
 # Subcommands shipped as the `image-sync[sim]` extra (the simulated cluster is a test and

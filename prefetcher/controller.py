@@ -37,6 +37,7 @@ from imagesync.cachedimage import (
     merge_profiles,
     new_cached_image,
     object_name,
+    planning_spec,
     profile_from_pod,
 )
 from imagesync.config import Config
@@ -170,7 +171,7 @@ def image_trigger(change: Change) -> str | None:
         return "image removed"
     if change.old is None:
         return "new image"
-    if change.old.get("spec") != change.new.get("spec"):
+    if planning_spec(change.old.get("spec")) != planning_spec(change.new.get("spec")):
         return "image changed"
     return None
 

@@ -54,6 +54,22 @@ def test_image_triggers_ignore_status_updates() -> None:
     assert image_trigger(Change("CachedImage", "x", old, None)) == "image removed"
 
 
+def test_a_learned_image_seen_again_is_no_trigger_a_new_placement_is() -> None:
+    def learned(*profiles: dict[str, object]) -> dict[str, object]:
+        return {"metadata": {"name": "x"}, "spec": {"image": "i", "profiles": list(profiles)}}
+
+    team = {"namespace": "team", "gpu": False, "lastSeen": "2026-12-07T10:00:00Z"}
+    later = {**team, "lastSeen": "2026-12-07T10:05:00Z"}
+    ml = {"namespace": "ml", "gpu": True, "lastSeen": "2026-12-07T10:04:00Z"}
+    # The webhook's flush refreshed lastSeen (and reordered the profiles): nothing to plan.
+    assert image_trigger(Change("CachedImage", "x", learned(team, ml), learned(ml, later))) is None
+    gpu = {**team, "gpu": True}
+    assert (
+        image_trigger(Change("CachedImage", "x", learned(team), learned(team, gpu)))
+        == "image changed"
+    )
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [("0.0.0.0:8080", ("0.0.0.0", 8080)), (":9000", ("0.0.0.0", 9000)), ("[::1]:80", ("::1", 80))],

@@ -1,0 +1,166 @@
+"""The evaluation in virtual time: scenarios replayed under every cache policy by a
+discrete-event model (simulator/virtual/), with the real planner, no wall clock and no threads.
+
+    .venv/bin/python bench/evaluate_virtual.py                 # the 4 short scenarios, ~1 s
+    .venv/bin/python bench/evaluate_virtual.py --compare       # ... next to the wall-clock figures
+    .venv/bin/python bench/evaluate_virtual.py --week          # the week-long scenario, 2 disk variants
+    .venv/bin/python bench/evaluate_virtual.py --week --days 2 --policy image-sync
+
+Same inputs, same numbers, whatever the machine's load. docs/evaluation.md explains the
+model, the policies and the comparison with the wall-clock evaluation (bench/evaluate.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.evaluate import SCENARIOS, scenario_path
+from bench.metrics import fmt_bytes, fmt_seconds, fmt_share
+from imagesync.config import Config, load_config
+from imagesync.matching import parse_prefix
+from simulator.demo import MANAGED_REGISTRIES, load_run_scenario, scenario_extra
+from simulator.virtual import replay, report
+from simulator.virtual.results import RunResult
+from simulator.virtual.workload import scenario_pods
+
+# bench/evaluate.py on the wall-clock simulator at 120x, one run per cell, same code as the
+# virtual runs (2026-12-07): hit rate, image wait p95 and p99 (seconds), bytes pulled, disk used.
+WALL_CLOCK: dict[tuple[str, str], tuple[float, float, float, float, float]] = {
+    ("gpu-day", "none"): (0.500, 331, 331, 42.5e9, 95.1e9),
+    ("gpu-day", "static-list"): (0.618, 286, 323, 82.7e9, 182.6e9),
+    ("gpu-day", "everything"): (0.647, 365, 488, 246.4e9, 569.6e9),
+    ("gpu-day", "image-sync"): (0.618, 182, 343, 74.7e9, 173.5e9),
+    ("gpu-day", "image-sync+declared"): (0.618, 162, 274, 75.7e9, 176.5e9),
+    ("registry-outage", "none"): (0.273, 941, 1108, 27.3e9, 38.8e9),
+    ("registry-outage", "static-list"): (0.591, 954, 954, 65.7e9, 142.0e9),
+    ("registry-outage", "everything"): (0.591, 950, 950, 107.1e9, 234.2e9),
+    ("registry-outage", "image-sync"): (0.636, 526, 564, 35.3e9, 77.0e9),
+    ("registry-outage", "image-sync+declared"): (0.727, 314, 514, 35.4e9, 77.3e9),
+    ("gpu-burst", "none"): (0.190, 331, 411, 65.3e9, 141.0e9),
+    ("gpu-burst", "static-list"): (0.429, 331, 331, 104.2e9, 225.1e9),
+    ("gpu-burst", "everything"): (0.286, 389, 568, 351.9e9, 744.1e9),
+    ("gpu-burst", "image-sync"): (0.571, 331, 426, 105.3e9, 229.4e9),
+    ("gpu-burst", "image-sync+declared"): (0.619, 276, 360, 105.6e9, 230.2e9),
+    ("mixed", "none"): (0.500, 295, 331, 46.0e9, 107.6e9),
+    ("mixed", "static-list"): (0.735, 200, 411, 117.5e9, 267.0e9),
+    ("mixed", "everything"): (0.735, 139, 401, 309.6e9, 505.6e9),
+    ("mixed", "image-sync"): (0.618, 182, 373, 86.9e9, 212.4e9),
+    ("mixed", "image-sync+declared"): (0.765, 208, 482, 94.1e9, 230.6e9),
+}
+
+
+def evaluation_config() -> Config:
+    """The defaults, with the registries the evaluation manages (Harbor and nvcr.io/nvidia);
+    the environment is ignored so a run is reproducible anywhere."""
+    prefixes = tuple(parse_prefix(p) for p in MANAGED_REGISTRIES.split(","))
+    return replace(load_config(None, environ={}), registries=prefixes)
+
+
+def short_scenarios(
+    names: Sequence[str], policies: Sequence[str], config: Config
+) -> list[RunResult]:
+    results = []
+    for name in names:
+        path = scenario_path(name)
+        scenario = load_run_scenario(path)
+        work = replay.workload(
+            scenario, scenario_pods(scenario), scenario_extra(path, "staticList") or []
+        )
+        results += replay.run_all(work, policies, config)
+    return results
+
+
+def comparison(results: Sequence[RunResult]) -> str:
+    """Virtual against wall-clock, per scenario and policy (wall-clock: median of 3 runs)."""
+    lines = [
+        "| scenario | policy | hit rate (virtual / wall) | image wait p95 | p99 | bytes pulled | disk used |",
+        "|" + " --- |" * 7,
+    ]
+    for result in results:
+        wall = WALL_CLOCK.get((result.scenario, result.policy))
+        if wall is None:
+            continue
+        f = result.figures()
+        hit, p95, p99, pulled, disk = wall
+        lines.append(
+            f"| {result.scenario} | {result.policy} "
+            f"| {fmt_share(f['hit_rate'])} / {fmt_share(hit)} "
+            f"| {fmt_seconds(f['wait_p95'])} / {fmt_seconds(p95)} "
+            f"| {fmt_seconds(f['wait_p99'])} / {fmt_seconds(p99)} "
+            f"| {fmt_bytes(f['bytes_pulled'])} / {fmt_bytes(pulled)} "
+            f"| {fmt_bytes(f['disk_used'])} / {fmt_bytes(disk)} |"
+        )
+    return "\n".join(lines)
+
+
+def week_run(variant: str, policy: str, days: float) -> tuple[RunResult, float]:
+    """One policy on the week (or its first `days`), and the CPU seconds it took."""
+    from bench.week import DAY, static_list, week_pods, week_scenario
+
+    began = time.process_time()
+    pods = [pod for pod in week_pods() if pod.at < days * DAY]
+    work = replay.workload(week_scenario(variant), pods, static_list())
+    work = replay.Workload(work.scenario, work.pods, days * DAY, work.static_list)
+    result = replay.run(work, policy, evaluation_config())
+    return result, time.process_time() - began
+
+
+def week(policies: Sequence[str], days: float, workers: int) -> list[RunResult]:
+    """Every policy on both disk variants, `workers` runs at a time (one per core)."""
+    jobs = [(variant, policy) for variant in ("roomy", "tight") for policy in policies]
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(week_run, variant, policy, days) for variant, policy in jobs]
+        done = [future.result() for future in futures]
+    for (variant, policy), (_, seconds) in zip(jobs, done, strict=True):
+        print(f"week-{variant} / {policy}: {seconds:.0f} s of CPU", file=sys.stderr)
+    return [result for result, _ in done]
+
+
+def print_tables(results: Sequence[RunResult]) -> None:
+    print(report.table(results))
+    print()
+    print(report.miss_table(results))
+    print()
+    print(report.registry_table(results))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--scenario", action="append", help="scenario name or file (repeatable)")
+    parser.add_argument("--policy", action="append", choices=replay.POLICIES, help="(repeatable)")
+    parser.add_argument("--compare", action="store_true", help="also print virtual vs wall-clock")
+    parser.add_argument("--json", metavar="FILE", help="also write every figure as JSON")
+    parser.add_argument("--week", action="store_true", help="the week-long scenario instead")
+    parser.add_argument("--days", type=float, default=7.0, help="--week: replay the first N days")
+    parser.add_argument("--workers", type=int, default=2, help="--week: runs in parallel")
+    args = parser.parse_args(argv)
+    config = evaluation_config()
+    policies = args.policy or replay.POLICIES
+    began = time.perf_counter()
+    if args.week:
+        results = week(policies, args.days, max(1, args.workers))
+    else:
+        results = short_scenarios(args.scenario or SCENARIOS, policies, config)
+    print(f"Virtual time; {len(results)} runs in {time.perf_counter() - began:.1f} s.\n")
+    print_tables(results)
+    if args.compare:
+        print()
+        print(comparison(results))
+    if args.json:
+        figures = [r.figures() for r in results]
+        Path(args.json).write_text(json.dumps(figures, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,298 @@
+"""image-sync in virtual time: the real planner (`prefetcher.planner.plan`) driven the way the
+prefetcher's controller drives it, on a Snapshot built from the virtual cluster as the
+controller's informers would see it.
+
+- CachedImages come from the webhook model (`learner.py`): learned at pod creation with the
+  pod's placement profile, written at the recorder's next flush; Declared ones at the start.
+- Our puller and keeper pods are `ManagedPod`s with the container states the kubelet reports;
+  nodes are `NodeInfo` with `status.images` hints (the 50 largest); starting workload pods hold
+  back pulls on their node; pull records are carried from plan to plan.
+- Passes run when the controller's would (`prefetcher/controller.py`): after a trigger (a node
+  joined, turned Ready, changed or left; a CachedImage was created or its spec changed; one of
+  our pods changed; a starting workload pod started) and `passCoalesce` later, on the sweep
+  every `sweepInterval`, and at `Plan.wake_at`.
+- The Plan is carried out as the controller does: keepers, deletions, pulls (each puller pulls
+  its images one after another through the node's kubelet queue), status writes.
+
+Not modelled: the controller's 30 s throttle of count-only status writes (status never
+changes a plan's pulls), API latency and errors, leader election.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from imagesync.config import Config
+from prefetcher.model import (
+    ContainerObservation,
+    ManagedPod,
+    NodeInfo,
+    Plan,
+    PullKey,
+    PullRecord,
+    Snapshot,
+    StartingPod,
+    Taint,
+)
+from prefetcher.planner import plan as make_plan
+from simulator.virtual.learner import Learner
+from simulator.virtual.loop import Timer
+from simulator.virtual.pods import IF_NOT_PRESENT, NEVER, Container, Pod, PodSpec
+from simulator.virtual.policy import Policy
+
+if TYPE_CHECKING:
+    from simulator.virtual.cluster import VirtualCluster
+    from simulator.virtual.node import VirtualNode
+
+# Virtual second 0 as a date: a Monday, midnight UTC (scores change at UTC midnight).
+EPOCH = datetime(2026, 1, 5, tzinfo=UTC)
+
+
+def moment(seconds: float) -> datetime:
+    return EPOCH + timedelta(seconds=seconds)
+
+
+def _when(seconds: float | None) -> datetime | None:
+    return None if seconds is None else moment(seconds)
+
+
+def managed_pod(pod: Pod) -> ManagedPod:
+    """A puller or keeper as the planner reads it from the API."""
+    containers = tuple(
+        ContainerObservation(
+            name=f"c{index}",
+            image=c.image,
+            state="waiting"
+            if c.state == "waiting"
+            else ("running" if c.state == "running" else "terminated"),
+            reason=c.reason,
+            message=c.message,
+            exit_code=0 if c.state == "terminated" else None,
+            started_at=_when(c.started_at),
+            finished_at=_when(c.finished_at),
+            init=c.init,
+        )
+        for index, c in enumerate(pod.containers)
+    )
+    return ManagedPod(
+        name=pod.name,
+        uid=pod.uid,
+        node=pod.node,
+        role="puller" if pod.role == "puller" else "keeper",
+        images=pod.images,
+        phase=pod.phase,
+        reason=pod.reason,
+        message=pod.message,
+        containers=containers,
+        created=moment(pod.created),
+        active_deadline=int(pod.deadline) if pod.deadline is not None else None,
+        attempt=pod.attempt,
+    )
+
+
+def node_info(node: VirtualNode) -> NodeInfo:
+    """A node as `prefetcher.observe.node_info` reads its Node object."""
+    config = node.config
+    return NodeInfo(
+        name=node.name,
+        uid=f"node-{node.name}",
+        labels=dict(node.labels),
+        taints=tuple(
+            Taint(str(t.get("key", "")), str(t.get("value") or ""), str(t.get("effect") or ""))
+            for t in node.taints
+        ),
+        ready=node.ready,
+        unschedulable=node.unschedulable,
+        disk_pressure=node.store.disk_pressure(),
+        arch=config.arch,
+        os=config.os,
+        gpu_allocatable=config.gpus,
+        image_fs_capacity=config.disk,
+        hinted_images=node.top_images(),
+        created=moment(node.joined),
+        ready_since=moment(node.ready_since) if node.ready else None,
+    )
+
+
+class ImageSync(Policy):
+    """The webhook's learning plus the prefetcher's passes, in virtual time."""
+
+    def __init__(
+        self, config: Config, name: str = "image-sync", declared: Sequence[Mapping[str, Any]] = ()
+    ) -> None:
+        self.name = name
+        self.config = config
+        self.declared = list(declared)
+        self.cluster: VirtualCluster | None = None
+        self.learner = Learner(config, moment, self.trigger)
+        self.own: dict[str, Pod] = {}
+        self.records: dict[PullKey, PullRecord] = {}
+        self.passes = 0
+        self.pulls_started = 0
+        self.pulled_pairs: set[tuple[str, str]] = set()
+        self.left_out_pairs: set[tuple[str, str]] = set()
+        self.bound_pending: dict[str, Pod] = {}
+        self._timer: Timer | None = None
+        self._flush: Timer | None = None
+        self._next_sweep = 0.0
+        self._wake_at = float("inf")
+        self._node_cache: dict[str, tuple[tuple[Any, ...], NodeInfo]] = {}
+        self._pod_cache: dict[str, tuple[int, ManagedPod]] = {}
+
+    # -- hooks ------------------------------------------------------------------------
+    def attach(self, cluster: VirtualCluster) -> None:
+        self.cluster = cluster
+        if self.declared:
+            self.learner.declare(self.declared, cluster.loop.now)
+        self._schedule(cluster.loop.now)
+
+    def admit(self, spec: PodSpec) -> PodSpec:
+        assert self.cluster is not None
+        now = self.cluster.loop.now
+        spec, seen = self.learner.admit(spec, now)
+        if seen and self._flush is None:
+            interval = self.config.learn_flush_interval
+            due = (int(now / interval) + 1) * interval
+            self._flush = self.cluster.loop.at(due, self._flush_now)
+        return spec
+
+    def _flush_now(self) -> None:
+        assert self.cluster is not None
+        self._flush = None
+        self.learner.flush(self.cluster.loop.now)
+
+    def pod_changed(self, pod: Pod) -> None:
+        if pod.role != "workload":
+            if pod.name in self.own:
+                self.trigger("pod changed")
+            return
+        if pod.node and pod.phase == "Pending" and not pod.deleted:
+            self.bound_pending[pod.key] = pod
+        elif self.bound_pending.pop(pod.key, None) is not None:
+            self.trigger("workload pod started")
+
+    def node_added(self, node: VirtualNode) -> None:
+        self.trigger("node joined")
+
+    def node_changed(self, node: VirtualNode, reason: str) -> None:
+        self.trigger(reason)
+
+    def node_removed(self, node: VirtualNode) -> None:
+        assert self.cluster is not None
+        for pod in [p for p in self.own.values() if p.node == node.name]:
+            # The Node's ownerReference takes its pods with it.
+            self.cluster.delete_pod(pod)
+            del self.own[pod.name]
+        self.trigger("node removed")
+
+    def targeted(self, node: str, image: str) -> bool:
+        return (node, image) in self.pulled_pairs or image in self.learner.images
+
+    def left_out(self, node: str, image: str) -> bool:
+        return (node, image) in self.left_out_pairs
+
+    def stats(self) -> dict[str, float]:
+        return {"passes": self.passes, "pulls_started": self.pulls_started}
+
+    # -- when to plan -------------------------------------------------------------------
+    def trigger(self, reason: str) -> None:
+        """Ask for a pass after the coalescing wait (the reason only matters to the report)."""
+        if self.cluster is None:
+            return
+        self._schedule(self.cluster.loop.now + self.config.pass_coalesce)
+
+    def _schedule(self, at: float) -> None:
+        assert self.cluster is not None
+        if self._timer is not None and not self._timer.cancelled and self._timer.at <= at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self.cluster.loop.at(at, self._pass)
+
+    def _pass(self) -> None:
+        assert self.cluster is not None
+        self._timer = None
+        now = self.cluster.loop.now
+        if now >= self._next_sweep:
+            self._next_sweep = now + self.config.sweep_interval
+        plan = make_plan(self.snapshot(), self.config)
+        self.passes += 1
+        self.records = dict(plan.pull_records)
+        self.left_out_pairs = {(b.node, b.image) for b in plan.budget_left_out}
+        self._execute(plan)
+        wake = plan.wake_at.timestamp() - EPOCH.timestamp() if plan.wake_at else float("inf")
+        self._schedule(min(self._next_sweep, wake))
+
+    # -- what the informers hold --------------------------------------------------------
+    def snapshot(self) -> Snapshot:
+        assert self.cluster is not None
+        now = self.cluster.loop.now
+        nodes = []
+        for node in self.cluster.live_nodes():
+            store = node.store
+            key = (node.ready, node.ready_since, node.unschedulable, len(store.images), store.used)
+            cached = self._node_cache.get(node.name)
+            if cached is None or cached[0] != key:
+                cached = (key, node_info(node))
+                self._node_cache[node.name] = cached
+            nodes.append(cached[1])
+        pods = []
+        for pod in self.own.values():
+            hit = self._pod_cache.get(pod.uid)
+            if hit is None or hit[0] != pod.version:
+                hit = (pod.version, managed_pod(pod))
+                self._pod_cache[pod.uid] = hit
+            pods.append(hit[1])
+        starting = tuple(
+            StartingPod(pod.node, pod.key, moment(pod.bound_at or pod.created))
+            for pod in self.bound_pending.values()
+            if pod.starting()
+        )
+        return Snapshot(
+            now=moment(now),
+            nodes=tuple(nodes),
+            images=self.learner.wanted(),
+            pods=tuple(pods),
+            pull_records=dict(self.records),
+            starting=starting,
+        )
+
+    # -- carrying out a plan ------------------------------------------------------------
+    def _execute(self, plan: Plan) -> None:
+        cluster = self.cluster
+        assert cluster is not None
+        tools = self.config.tools_image
+        for keeper in plan.keepers:
+            if keeper.pod_name in self.own or cluster.nodes.get(keeper.node) is None:
+                continue
+            containers = [Container(tools, IF_NOT_PRESENT, init=True, exits=True)]
+            containers += [Container(image, NEVER) for image in keeper.images]
+            self.own[keeper.pod_name] = cluster.own_pod(
+                keeper.node, "keeper", keeper.pod_name, containers, images=tuple(keeper.images)
+            )
+        for deletion in plan.deletions:
+            pod = self.own.get(deletion.name)
+            if pod is not None and (not deletion.uid or pod.uid == deletion.uid):
+                del self.own[deletion.name]
+                self._pod_cache.pop(pod.uid, None)
+                cluster.delete_pod(pod)
+        for pull in plan.pulls:
+            if pull.pod_name in self.own:
+                continue  # 409: already there
+            containers = [Container(tools, IF_NOT_PRESENT, init=True, exits=True)]
+            containers += [Container(image, IF_NOT_PRESENT, exits=True) for image in pull.images]
+            self.pulls_started += len(pull.images)
+            self.pulled_pairs.update((pull.node, image) for image in pull.images)
+            self.own[pull.pod_name] = cluster.own_pod(
+                pull.node,
+                "puller",
+                pull.pod_name,
+                containers,
+                images=tuple(pull.images),
+                deadline=float(pull.deadline_seconds),
+                attempt=pull.attempt,
+            )
+        for update in plan.status_updates:
+            self.learner.report(update.name, update.patch)

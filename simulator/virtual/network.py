@@ -1,0 +1,153 @@
+"""Registry bandwidth in virtual time: each registry's bandwidth shared max-min fairly among
+the transfers in flight from it, each transfer also capped by its node's bandwidth.
+
+Rates are recomputed whenever a transfer from that registry starts, ends or fails; one timer
+per registry wakes the loop when its next transfer finishes. Outages fail the transfers in flight when they
+begin; a pull that starts during one fails at once (`RegistrySet.resolve` says so).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from simulator.registry import RegistrySet
+from simulator.virtual.loop import EventLoop, Timer
+
+# A transfer counts as done when fewer bytes than this are left (float rounding).
+EPSILON_BYTES = 1.0
+
+
+def max_min_fair(capacity: float, caps: Sequence[float]) -> list[float]:
+    """Rates for flows sharing `capacity`, each at most its cap (water-filling): no flow can
+    get more without taking from one that has less."""
+    rates = [0.0] * len(caps)
+    left = capacity
+    remaining = len(caps)
+    for index in sorted(range(len(caps)), key=lambda i: caps[i]):
+        rate = min(caps[index], left / remaining)
+        rates[index] = rate
+        left -= rate
+        remaining -= 1
+    return rates
+
+
+@dataclass(eq=False)
+class Transfer:
+    """One download from a registry; `on_end(ok)` is called once when it ends."""
+
+    host: str
+    node: str
+    kind: str  # "workload" or "prefetch": who asked for the pull first
+    size: int
+    cap: float
+    on_end: Callable[[bool], object]
+    started: float
+    remaining: float = 0.0
+    rate: float = 0.0
+    updated: float = 0.0
+    ended: float | None = None
+    ok: bool = False
+
+    @property
+    def sent(self) -> int:
+        return int(self.size - max(0.0, self.remaining))
+
+    def sent_by(self, moment: float) -> int:
+        """Bytes sent by `moment` (a transfer still in flight counts what arrived)."""
+        if self.ended is not None:
+            return self.sent
+        left = self.remaining - self.rate * (moment - self.updated)
+        return int(self.size - max(0.0, left))
+
+
+@dataclass
+class Network:
+    """The transfers in flight per registry host, and every transfer ever made."""
+
+    loop: EventLoop
+    registries: RegistrySet
+    log: list[Transfer] = field(default_factory=list)
+    _active: dict[str, list[Transfer]] = field(default_factory=dict)
+    _timers: dict[str, Timer] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for host, registry in sorted(self.registries.registries.items()):
+            for start, _ in registry.outages:
+                self.loop.at(start, lambda host=host: self._outage(host))  # type: ignore[misc]
+
+    def start(
+        self,
+        host: str,
+        node: str,
+        kind: str,
+        size: int,
+        cap: float,
+        on_end: Callable[[bool], object],
+    ) -> Transfer:
+        now = self.loop.now
+        transfer = Transfer(host, node, kind, size, cap, on_end, now, float(size), updated=now)
+        self.log.append(transfer)
+        self._active.setdefault(host, []).append(transfer)
+        self._reshare(host)
+        return transfer
+
+    def cancel(self, transfer: Transfer) -> None:
+        """End a transfer without calling back (its node went away)."""
+        self._end(transfer, ok=False, notify=False)
+
+    def active(self, host: str) -> list[Transfer]:
+        return list(self._active.get(host, ()))
+
+    def _bandwidth(self, host: str) -> float:
+        registry = self.registries.registries.get(host)
+        return registry.bandwidth if registry is not None else 1e9
+
+    def _advance(self, host: str) -> list[Transfer]:
+        """Bring every transfer from `host` up to now; those left in flight."""
+        now = self.loop.now
+        flows = self._active.get(host, [])
+        for flow in flows:
+            flow.remaining -= flow.rate * (now - flow.updated)
+            flow.updated = now
+        return flows
+
+    def _reshare(self, host: str) -> None:
+        """New rates for `host`'s transfers, and one timer for the next to finish."""
+        flows = self._advance(host)
+        rates = max_min_fair(self._bandwidth(host), [flow.cap for flow in flows])
+        soonest = float("inf")
+        for flow, rate in zip(flows, rates, strict=True):
+            flow.rate = rate
+            if rate > 0:
+                soonest = min(soonest, max(0.0, flow.remaining) / rate)
+        timer = self._timers.pop(host, None)
+        if timer is not None:
+            timer.cancel()
+        if flows and soonest < float("inf"):
+            self._timers[host] = self.loop.after(soonest, lambda: self._tick(host))
+
+    def _tick(self, host: str) -> None:
+        self._timers.pop(host, None)
+        finished = [flow for flow in self._advance(host) if flow.remaining <= EPSILON_BYTES]
+        for flow in finished:
+            flow.remaining = 0.0
+            self._end(flow, ok=True, notify=True)
+        if not finished:
+            self._reshare(host)
+
+    def _end(self, transfer: Transfer, *, ok: bool, notify: bool) -> None:
+        flows = self._active.get(transfer.host, [])
+        if transfer not in flows:
+            return
+        self._advance(transfer.host)
+        flows.remove(transfer)
+        transfer.ended = self.loop.now
+        transfer.ok = ok
+        self._reshare(transfer.host)
+        if notify:
+            transfer.on_end(ok)
+
+    def _outage(self, host: str) -> None:
+        for transfer in list(self._active.get(host, ())):
+            self._end(transfer, ok=False, notify=True)

@@ -1,0 +1,203 @@
+"""The oracle: a cache policy that knows every future pod from time 0 — the physical upper
+bound for any prefetcher.
+
+Each node pulls, one image at a time through its kubelet queue, the images its node pool will
+need in the next 6 hours, earliest next need first, as far as the same disk budget as
+image-sync's allows
+(`diskBudget` of the image filesystem, below the GC high threshold), within the same caps
+(pulls per registry), and keeps what it pulled safe from image GC until no future pod of the
+pool needs it. It pays the same bandwidth as everyone: what it cannot pull before the need
+still misses. Pods get the webhook's pull-policy rewrite, as with image-sync.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import Counter
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from imagesync.config import Config
+from simulator.registry import Resolved
+from simulator.scenario import NodePool
+from simulator.scheduling import tolerates
+from simulator.virtual.learner import admitted
+from simulator.virtual.node import registry_host
+from simulator.virtual.pods import IF_NOT_PRESENT, Container, Pod, PodSpec
+from simulator.virtual.policy import Policy
+from webhook.mutation import ImageMatcher
+
+if TYPE_CHECKING:
+    from simulator.virtual.cluster import VirtualCluster
+    from simulator.virtual.node import VirtualNode
+
+RETRY_SECONDS = 60.0
+# It prefetches only what is needed within this horizon: further ahead, a swap would evict
+# something needed sooner (on a small disk it would pull the same images over and over).
+HORIZON_SECONDS = 6 * 3600.0
+
+
+def fits_pool(spec: PodSpec, pool: NodePool) -> bool:
+    """Whether the pod could ever run on a node of the pool."""
+    template = pool.template
+    labels = template.all_labels()
+    if any(labels.get(k) != v for k, v in spec.node_selector.items()):
+        return False
+    if spec.gpus > template.gpus:
+        return False
+    return all(
+        tolerates(spec.tolerations, taint)
+        for taint in template.taints
+        if taint.get("effect") in ("NoSchedule", "NoExecute")
+    )
+
+
+class Oracle(Policy):
+    """Pre-pulls each pool's future images, earliest need first, within the budget."""
+
+    name = "oracle"
+
+    def __init__(self, pods: Sequence[PodSpec], config: Config) -> None:
+        self.pods = list(pods)
+        self.config = config
+        self.matcher = ImageMatcher(config)
+        self.cluster: VirtualCluster | None = None
+        self.needs: dict[str, dict[str, list[float]]] = {}  # pool → image → need times
+        self.sizes: dict[str, int] = {}
+        self.busy: dict[str, Pod] = {}  # node → its oracle puller
+        self.failed_until: dict[tuple[str, str], float] = {}
+        self.pinned: dict[str, set[str]] = {}  # node → image ids it keeps
+        self.targets: dict[str, list[str]] = {}
+        self.budget_out: dict[str, set[str]] = {}
+        self.per_registry: Counter[str] = Counter()
+        self._serial = 0
+
+    def attach(self, cluster: VirtualCluster) -> None:
+        self.cluster = cluster
+        for spec in self.pods:
+            for pool in cluster.scenario.pools:
+                if fits_pool(spec, pool):
+                    for image in spec.images:
+                        self.needs.setdefault(pool.name, {}).setdefault(image, []).append(spec.at)
+        for images in self.needs.values():
+            for times in images.values():
+                times.sort()
+        self._wake_all()
+
+    def admit(self, spec: PodSpec) -> PodSpec:
+        return admitted(spec, self.config, self.matcher)[0]
+
+    def pod_created(self, pod: Pod) -> None:
+        # A need was met (or missed): targets move on.
+        self._wake_all()
+
+    def pod_changed(self, pod: Pod) -> None:
+        if self.busy.get(pod.node) is not pod:
+            return
+        if pod.ended or any(c.reason == "ErrImagePull" for c in pod.containers):
+            self._pull_ended(pod)
+
+    def node_added(self, node: VirtualNode) -> None:
+        self._decide(node)
+
+    def node_changed(self, node: VirtualNode, reason: str) -> None:
+        self._decide(node)
+
+    def targeted(self, node: str, image: str) -> bool:
+        return image in self.targets.get(node, ())
+
+    def left_out(self, node: str, image: str) -> bool:
+        return image in self.budget_out.get(node, ())
+
+    # -- choosing -------------------------------------------------------------------------
+    def _size(self, node: VirtualNode, image: str) -> int | None:
+        size = self.sizes.get(image)
+        if size is None:
+            resolved = node.registries.resolve(image, node.config.arch, 0.0, node.config.os)
+            size = resolved.platform.disk_size if isinstance(resolved, Resolved) else 0
+            self.sizes[image] = size
+        return size or None
+
+    def _budget(self, node: VirtualNode) -> int:
+        disk = node.config.disk
+        high = node.config.gc.high_threshold / 100.0 * disk - node.config.system_disk_used
+        return max(0, int(min(self.config.disk_budget * disk, high)))
+
+    def _wake_all(self) -> None:
+        assert self.cluster is not None
+        for node in self.cluster.live_nodes():
+            if node.name not in self.busy:
+                self._decide(node)
+
+    def _decide(self, node: VirtualNode) -> None:
+        """Set the node's targets and pins; start its next pull if it is idle."""
+        assert self.cluster is not None
+        if node.removed or not node.ready:
+            return
+        now = self.cluster.loop.now
+        upcoming = []
+        for image, times in self.needs.get(node.pool, {}).items():
+            index = bisect.bisect_right(times, now)
+            if index < len(times) and times[index] <= now + HORIZON_SECONDS:
+                upcoming.append((times[index], image))
+        upcoming.sort()
+        budget = self._budget(node)
+        used = 0
+        targets: list[str] = []
+        out: set[str] = set()
+        for _, image in upcoming:
+            size = self._size(node, image)
+            if size is None:
+                continue
+            if used + size > budget:
+                out.add(image)
+                continue
+            used += size
+            targets.append(image)
+        self.targets[node.name] = targets
+        self.budget_out[node.name] = out
+        self._pin(node, targets)
+        if node.name in self.busy:
+            return
+        for image in targets:
+            if node.has(image) or self.failed_until.get((node.name, image), 0.0) > now:
+                continue
+            host = registry_host(image)
+            if self.per_registry[host] >= self.config.max_pulls_per_registry:
+                return
+            self._start(node, image, host)
+            return
+
+    def _pin(self, node: VirtualNode, targets: list[str]) -> None:
+        wanted = {i for i in (node.image_id(image) for image in targets) if i is not None}
+        pinned = self.pinned.setdefault(node.name, set())
+        for image_id in pinned - wanted:
+            left = node.running_images.get(image_id, 0) - 1
+            if left > 0:
+                node.running_images[image_id] = left
+            else:
+                node.running_images.pop(image_id, None)
+        for image_id in wanted - pinned:
+            node.running_images[image_id] += 1
+        self.pinned[node.name] = wanted
+
+    def _start(self, node: VirtualNode, image: str, host: str) -> None:
+        assert self.cluster is not None
+        self._serial += 1
+        containers = [Container(image, IF_NOT_PRESENT, exits=True)]
+        self.per_registry[host] += 1
+        self.busy[node.name] = self.cluster.own_pod(
+            node.name, "puller", f"oracle-{self._serial}", containers, images=(image,)
+        )
+
+    def _pull_ended(self, pod: Pod) -> None:
+        assert self.cluster is not None
+        del self.busy[pod.node]
+        image = pod.images[0]
+        self.per_registry[registry_host(image)] -= 1
+        self.cluster.delete_pod(pod)
+        node = self.cluster.nodes[pod.node]
+        if not node.has(image):
+            self.failed_until[(node.name, image)] = self.cluster.loop.now + RETRY_SECONDS
+            self.cluster.loop.after(RETRY_SECONDS, lambda: self._decide(node))
+        self._wake_all()

@@ -1,0 +1,82 @@
+"""One workload (a scenario's, or a trace on a scenario's cluster) replayed under each cache
+policy in virtual time: what `image-sync replay` and `bench/evaluate_virtual.py` run."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from imagesync.config import Config
+from imagesync.matching import is_managed
+from imagesync.reference import normalize
+from simulator.scenario import Scenario
+from simulator.virtual.baselines import REFRESH_SECONDS, ListPuller
+from simulator.virtual.cluster import VirtualCluster
+from simulator.virtual.image_sync import ImageSync
+from simulator.virtual.oracle import Oracle
+from simulator.virtual.pods import PodSpec
+from simulator.virtual.policy import Policy
+from simulator.virtual.results import RunResult
+
+POLICIES = ("none", "static-list", "everything", "image-sync", "image-sync+declared", "oracle")
+# After the last pod is created, the replay runs this long so late pulls can finish.
+SETTLE_SECONDS = 600.0
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A cluster (nodes, registries, node events) and the pods to replay on it."""
+
+    scenario: Scenario
+    pods: tuple[PodSpec, ...]
+    length: float
+    static_list: tuple[Mapping[str, Any], ...] = field(default_factory=tuple)
+
+
+def workload(
+    scenario: Scenario,
+    pods: Sequence[PodSpec],
+    static_list: Sequence[Any] = (),
+    settle: float = SETTLE_SECONDS,
+) -> Workload:
+    """A Workload that runs until `settle` seconds after its last pod or node event."""
+    ends = [pod.at for pod in pods] + [event.at for event in scenario.events]
+    entries = tuple(dict(e) if isinstance(e, Mapping) else {"image": str(e)} for e in static_list)
+    entries = tuple({**e, "image": normalize(str(e["image"]))} for e in entries)
+    return Workload(scenario, tuple(pods), max(ends, default=0.0) + settle, entries)
+
+
+def everything_images(scenario: Scenario, config: Config) -> list[str]:
+    """Every image the managed registries serve (what a copy-everything tool pulls)."""
+    return [i for i in scenario.images() if is_managed(i, config.registries) is not None]
+
+
+def make_policy(name: str, work: Workload, config: Config) -> Policy:
+    if name == "none":
+        return Policy()
+    if name == "static-list":
+        images = [str(e["image"]) for e in work.static_list]
+        return ListPuller("static-list", images, REFRESH_SECONDS, follow_new_nodes=False)
+    if name == "everything":
+        images = [normalize(i) for i in everything_images(work.scenario, config)]
+        return ListPuller("everything", images, REFRESH_SECONDS, follow_new_nodes=True)
+    if name == "image-sync":
+        return ImageSync(config)
+    if name == "image-sync+declared":
+        return ImageSync(config, name=name, declared=work.static_list)
+    if name == "oracle":
+        return Oracle(work.pods, config)
+    raise ValueError(f"unknown policy {name!r}; known: {', '.join(POLICIES)}")
+
+
+def run(work: Workload, policy: str, config: Config) -> RunResult:
+    """One replay of the workload under one policy."""
+    result = VirtualCluster(
+        work.scenario, work.pods, make_policy(policy, work, config), work.length
+    ).run()
+    return replace(result, policy=policy)
+
+
+def run_all(work: Workload, policies: Sequence[str], config: Config) -> list[RunResult]:
+    return [run(work, policy, config) for policy in policies]

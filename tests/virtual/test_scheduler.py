@@ -1,0 +1,66 @@
+"""The virtual scheduler: kube-scheduler's filters, ImageLocality, and pods waiting for room."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from simulator.virtual.cluster import VirtualCluster
+from simulator.virtual.pods import PodSpec
+from simulator.virtual.policy import Policy
+from simulator.virtual.scheduler import MAX_CONTAINER_THRESHOLD, MIN_THRESHOLD, image_locality
+from tests.virtual.small_cluster import BIG, GPU_IMAGE, pod, scenario
+
+
+def test_image_locality_scales_size_by_spread_and_clamps_to_the_thresholds() -> None:
+    size = 600 * 1024 * 1024
+    half = image_locality((BIG,), {BIG: size}, {BIG: 0.5})
+    expected = 100 * (size * 0.5 - MIN_THRESHOLD) / (MAX_CONTAINER_THRESHOLD - MIN_THRESHOLD)
+    assert half == pytest.approx(expected)
+    assert image_locality((BIG,), {}, {BIG: 1.0}) == 0.0
+    assert image_locality((BIG,), {BIG: 10 * size}, {BIG: 1.0}) == 100.0
+
+
+def run(pods: list[PodSpec], **kwargs: Any) -> VirtualCluster:
+    cluster = VirtualCluster(scenario(**kwargs), pods, Policy(), 3600.0)
+    cluster.run()
+    return cluster
+
+
+def test_the_scheduler_prefers_the_node_that_holds_the_image() -> None:
+    # The first pod pulls big onto cpu-1 (alphabetical tie); the second, once it ran, goes
+    # to the node that has the image although cpu-1 is now busier.
+    cluster = run([pod("first", 0.0, BIG, cpu=2.0), pod("second", 100.0, BIG, cpu=0.1)])
+    placed = {p.name: p.node for p in cluster.workload}
+    assert placed == {"first": "cpu-1", "second": "cpu-1"}
+
+
+def test_gpu_pods_need_toleration_selector_and_free_gpus() -> None:
+    toleration = ({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},)
+    selector = {"nvidia.com/gpu.present": "true"}
+    pods = [
+        pod(
+            f"train-{i}",
+            0.0,
+            GPU_IMAGE,
+            duration=600.0,
+            gpus=8,
+            tolerations=toleration,
+            node_selector=selector,
+        )
+        for i in range(3)
+    ]
+    cluster = run(pods, gpu_nodes=2)
+    nodes = sorted(p.node for p in cluster.workload if p.bound_at == 0.0)
+    assert nodes == ["gpu-1", "gpu-2"]
+    waiting = next(p for p in cluster.workload if p.name == "train-2")
+    # It waited for a node to free its 8 GPUs: bound when the first training pod ended.
+    first_end = min(p.finished_at or 1e9 for p in cluster.workload if p.name != "train-2")
+    assert waiting.bound_at == pytest.approx(first_end)
+
+
+def test_a_pod_without_the_gpu_toleration_never_lands_on_a_gpu_node() -> None:
+    cluster = run([pod(f"web-{i}", 0.0, cpu=15.0) for i in range(3)], cpu_nodes=2, gpu_nodes=1)
+    assert {p.node for p in cluster.workload if p.node} == {"cpu-1", "cpu-2"}
+    assert sum(1 for p in cluster.workload if p.bound_at is not None and p.bound_at > 0) == 1
