@@ -25,7 +25,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.evaluate import SCENARIOS, scenario_path
-from bench.metrics import fmt_bytes, fmt_seconds, fmt_share
+from simulator.outcomes import fmt_bytes, fmt_seconds, fmt_share
 from imagesync.config import Config, load_config
 from imagesync.matching import parse_prefix
 from simulator.demo import MANAGED_REGISTRIES, load_run_scenario, scenario_extra
