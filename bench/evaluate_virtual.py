@@ -25,10 +25,10 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.evaluate import SCENARIOS, scenario_path
-from simulator.outcomes import fmt_bytes, fmt_seconds, fmt_share
 from imagesync.config import Config, load_config
 from imagesync.matching import parse_prefix
 from simulator.demo import MANAGED_REGISTRIES, load_run_scenario, scenario_extra
+from simulator.outcomes import fmt_bytes, fmt_seconds, fmt_share
 from simulator.virtual import replay, report
 from simulator.virtual.results import RunResult
 from simulator.virtual.workload import scenario_pods
