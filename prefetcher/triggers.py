@@ -1,0 +1,62 @@
+"""Which cluster changes need a pass now, and when a plan changes by itself."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from imagesync.cachedimage import planning_spec
+from prefetcher.informer import Change
+from prefetcher.model import Plan
+
+
+def _ready(obj: Mapping[str, Any] | None) -> bool:
+    for condition in ((obj or {}).get("status") or {}).get("conditions") or []:
+        if condition.get("type") == "Ready":
+            return bool(condition.get("status") == "True")
+    return False
+
+
+def _node_shape(obj: Mapping[str, Any] | None) -> tuple[Any, ...]:
+    """What about a node changes a plan (heartbeats do not)."""
+    obj = obj or {}
+    spec = obj.get("spec") or {}
+    return (
+        _ready(obj),
+        bool(spec.get("unschedulable")),
+        repr(spec.get("taints") or []),
+        repr(sorted(((obj.get("metadata") or {}).get("labels") or {}).items())),
+    )
+
+
+def node_trigger(change: Change) -> str | None:
+    """Why a node change needs a pass now, or None (a heartbeat, an image list refresh)."""
+    if change.new is None:
+        return "node removed"
+    if change.old is None:
+        return "node joined"
+    if _ready(change.new) and not _ready(change.old):
+        return "node ready"
+    if _node_shape(change.old) != _node_shape(change.new):
+        return "node changed"
+    return None
+
+
+def image_trigger(change: Change) -> str | None:
+    """A new, removed or re-specified CachedImage needs a pass now; a status update does not."""
+    if change.new is None:
+        return "image removed"
+    if change.old is None:
+        return "new image"
+    if planning_spec(change.old.get("spec")) != planning_spec(change.new.get("spec")):
+        return "image changed"
+    return None
+
+
+def wake_time(plan: Plan) -> float:
+    """When `plan` says it would change by itself (epoch seconds), or infinity.
+
+    A retry already due but held back (caps, quiet hours) is started by the pass that a
+    freed slot triggers, not by spinning here: the planner only names future moments."""
+    return plan.wake_at.timestamp() if plan.wake_at is not None else math.inf
