@@ -1,6 +1,6 @@
-"""image-sync in virtual time: the real planner (`prefetcher.planner.plan`) driven the way the
-prefetcher's controller drives it, on a Snapshot built from the virtual cluster as the
-controller's informers would see it.
+"""image-sync in virtual time: the real planner (`prefetcher.planning.incremental`, equal to
+`prefetcher.planner.plan`) driven the way the prefetcher's controller drives it, on a
+Snapshot built from the virtual cluster as the controller's informers would see it.
 
 - CachedImages come from the webhook model (`learner.py`): learned at pod creation with the
   pod's placement profile, written at the recorder's next flush; Declared ones at the start.
@@ -36,7 +36,7 @@ from prefetcher.model import (
     StartingPod,
     Taint,
 )
-from prefetcher.planner import plan as make_plan
+from prefetcher.planning.incremental import IncrementalPlanner
 from simulator.virtual.learner import Learner
 from simulator.virtual.loop import Timer
 from simulator.virtual.pods import IF_NOT_PRESENT, NEVER, Container, Pod, PodSpec
@@ -124,6 +124,7 @@ class ImageSync(Policy):
     ) -> None:
         self.name = name
         self.config = config
+        self.planner = IncrementalPlanner(config)
         self.declared = list(declared)
         self.cluster: VirtualCluster | None = None
         self.learner = Learner(config, moment, self.trigger)
@@ -215,9 +216,13 @@ class ImageSync(Policy):
         assert self.cluster is not None
         self._timer = None
         now = self.cluster.loop.now
-        if now >= self._next_sweep:
+        sweep = now >= self._next_sweep
+        if sweep:
             self._next_sweep = now + self.config.sweep_interval
-        plan = make_plan(self.snapshot(), self.config)
+        # As the controller plans: from scratch at a sweep, incrementally between sweeps (the
+        # same Plan as `plan()`, which its property tests hold it to).
+        snapshot = self.snapshot()
+        plan = self.planner.full(snapshot) if sweep else self.planner.plan(snapshot)
         self.passes += 1
         self.records = dict(plan.pull_records)
         self.left_out_pairs = {(b.node, b.image) for b in plan.budget_left_out}
