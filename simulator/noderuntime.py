@@ -5,6 +5,9 @@ containers and image GC forward, and the kubelet adapter writes back what change
 statuses, image-wait annotations, events, deletions, the node status. The states, reasons and
 messages are the ones the real kubelet (with containerd) reports, because image-sync reads
 them: a failed prefetch is reported with the reason the kubelet gave.
+
+The records live in `podstate`; the class is assembled from `nodestatus` (reporting),
+`imagepulls` (pulls, credentials, image GC) and `containerlifecycle` (container states).
 """
 
 from __future__ import annotations
