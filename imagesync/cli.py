@@ -30,7 +30,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 # demo tool, not in the container image): the modules each one needs.
 SIM_EXTRA = "sim"
 SIM_MODULES = ("simulator", "jsonpatch", "jsonschema")
-NEEDS_SIM = frozenset({"sim", "demo"})
+NEEDS_SIM = frozenset({"sim", "demo", "replay"})
 
 
 def missing_extra() -> list[str]:
