@@ -133,9 +133,11 @@ def installed(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFact
 
 
 @pytest.fixture(scope="session")
-def kubelets(installed: Installed) -> Iterator[Process]:
+def kubelets(installed: Installed, webhook: WebhookProcess) -> Iterator[Process]:
     """`image-sync sim --attach`: the default scenario's 4 CPU and 2 GPU simulated kubelets at
-    real speed, scheduled by the real kube-scheduler."""
+    real speed, scheduled by the real kube-scheduler. With the webhook serving: the shipped
+    pod guard (failurePolicy Fail) refuses every pod of the pod namespace until it answers."""
+    del webhook
     plane = installed.control_plane
     env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGE_SYNC_")}
     process = start_process(
@@ -200,13 +202,6 @@ def webhook(installed: Installed) -> Iterator[WebhookProcess]:
             hook["clientConfig"] = {"url": f"{server.url}{path}", "caBundle": ca_bundle}
     installed.apply(configuration, guard)
     try:
-        configuration = installed.rendered(
-            "MutatingWebhookConfiguration", names.WEBHOOK_CONFIGURATION
-        )
-        ca_bundle = base64.b64encode(Path(tls.ca_file).read_bytes()).decode()
-        for hook in configuration["webhooks"]:
-            hook["clientConfig"] = {"url": f"{server.url}/mutate", "caBundle": ca_bundle}
-        installed.apply(configuration)
         yield server
     finally:
         server.stop()

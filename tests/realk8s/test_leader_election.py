@@ -34,7 +34,12 @@ def holder(installed: Installed) -> str:
 
 def managed_pods(installed: Installed) -> list[dict[str, Any]]:
     pods: list[dict[str, Any]] = get_json(
-        installed.control_plane, "pods", "-n", NAMESPACE, "-l", names.MANAGED_POD_SELECTOR
+        installed.control_plane,
+        "pods",
+        "-n",
+        names.POD_NAMESPACE_DEFAULT,
+        "-l",
+        names.MANAGED_POD_SELECTOR,
     )["items"]
     return [p for p in pods if not p["metadata"].get("deletionTimestamp")]
 

@@ -12,7 +12,6 @@ from typing import Any
 from imagesync import names
 from tests.realk8s.components import (
     IMAGE_SYNC,
-    NAMESPACE,
     PREFETCHER_ACCOUNT,
     Prefetcher,
     Process,
@@ -66,7 +65,7 @@ def node_in_report(prefetcher: Prefetcher, node: str) -> bool:
 
 
 def live_pods_on(installed: Installed, node: str) -> list[str]:
-    pods = get_json(installed.control_plane, "pods", "-n", NAMESPACE, "--field-selector",
+    pods = get_json(installed.control_plane, "pods", "-n", names.POD_NAMESPACE_DEFAULT, "--field-selector",
                     f"spec.nodeName={node}")["items"]  # fmt: skip
     return [p["metadata"]["name"] for p in pods if not p["metadata"].get("deletionTimestamp")]
 
@@ -88,7 +87,7 @@ def test_a_joining_node_is_warmed_and_a_deleted_node_leaves_after_a_compaction(
         keeper = wait_for(
             lambda: [
                 p
-                for p in get_json(plane, "pods", "-n", NAMESPACE, "-l",
+                for p in get_json(plane, "pods", "-n", names.POD_NAMESPACE_DEFAULT, "-l",
                                   f"{names.LABEL_COMPONENT}={names.COMPONENT_KEEPER}")["items"]
                 if p["spec"].get("nodeName") == JOINING and p["status"].get("phase") == "Running"
             ],
