@@ -14,25 +14,12 @@ if TYPE_CHECKING:
 def load_run_scenario(name_or_path: str) -> Scenario:
     """A shipped scenario by name, or a file; a file may say `extends: NAME` to reuse one's
     nodes and registries (the evaluation's scenarios vary only the workload and events)."""
-    from importlib import resources
-
-    from simulator.scenario import ScenarioError, load_scenario, parse_scenario
+    from simulator.scenario import load_scenario, parse_scenario, read_scenario_file
 
     path = Path(name_or_path)
     if not path.exists():
         return load_scenario(name_or_path)
-    data = yaml.safe_load(path.read_text())
-    if not isinstance(data, dict):
-        raise ScenarioError(f"{path}: expected a mapping at the top level")
-    base_name = data.pop("extends", None)
-    if base_name:
-        base = resources.files("simulator") / "scenarios" / f"{base_name}.yaml"
-        if not base.is_file():
-            raise ScenarioError(f"{path}: extends unknown scenario {base_name!r}")
-        merged = yaml.safe_load(base.read_text())
-        merged.update(data)
-        data = merged
-    return parse_scenario(data, path.stem)
+    return parse_scenario(read_scenario_file(path), path.stem)
 
 
 def scenario_extra(name_or_path: str, key: str) -> Any:

@@ -265,3 +265,24 @@ def load_scenario(name_or_path: str | Path | None = None) -> Scenario:
     except yaml.YAMLError as exc:
         raise ScenarioError(f"{name}: not valid YAML: {exc}") from None
     return parse_scenario(data, name)
+
+
+def read_scenario_file(path: Path) -> dict[str, Any]:
+    """A scenario file as data; `extends: NAME` takes a shipped scenario and changes some keys
+    (the evaluation's scenarios vary only the workload and events)."""
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ScenarioError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(loaded, dict):
+        raise ScenarioError(f"{path}: expected a mapping at the top level")
+    data: dict[str, Any] = loaded
+    base_name = data.pop("extends", None)
+    if base_name:
+        base = resources.files("simulator") / "scenarios" / f"{base_name}.yaml"
+        if not base.is_file():
+            raise ScenarioError(f"{path}: extends unknown scenario {base_name!r}")
+        merged: dict[str, Any] = yaml.safe_load(base.read_text())
+        merged.update(data)
+        data = merged
+    return data

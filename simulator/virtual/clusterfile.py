@@ -12,14 +12,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from imagesync.reference import InvalidReference, parse_reference
-from simulator.scenario import Scenario, ScenarioError, load_scenario, parse_scenario
+from simulator.scenario import (
+    Scenario,
+    load_scenario,
+    parse_scenario,
+    read_scenario_file,
+)
 from simulator.virtual.pods import PodSpec
 
 DEFAULT_IMAGE_SIZE = 1_000_000_000  # compressed bytes of an image the scenario does not list
@@ -32,20 +34,7 @@ def load_cluster(name_or_path: str) -> tuple[Scenario, list[Any]]:
     path = Path(name_or_path)
     if not path.exists():
         return load_scenario(name_or_path), []
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ScenarioError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ScenarioError(f"{path}: expected a mapping at the top level")
-    base_name = data.pop("extends", None)
-    if base_name:
-        base = resources.files("simulator") / "scenarios" / f"{base_name}.yaml"
-        if not base.is_file():
-            raise ScenarioError(f"{path}: extends unknown scenario {base_name!r}")
-        merged = yaml.safe_load(base.read_text())
-        merged.update(data)
-        data = merged
+    data = read_scenario_file(path)
     static = list(data.pop("staticList", None) or [])
     return parse_scenario(data, path.stem), static
 
