@@ -159,7 +159,9 @@ def test_observed_and_catalog_objects_under_the_shipped_rbac(
                 for profile in cached_images(installed)[observed]["spec"]["profiles"]
             )
             report = prefetcher.report() or {"images": []}
-            nodes = next((i["nodes"] for i in report["images"] if i["image"] == BUSYBOX), {})
+            nodes: dict[str, Any] = next(
+                (i["nodes"] for i in report["images"] if i["image"] == BUSYBOX), {}
+            )
             states = {nodes.get(n, {}).get("state") for n in GPU_NODES}
             return ("ineligible" not in states) if gpu_held else states == {"ineligible"}
 
