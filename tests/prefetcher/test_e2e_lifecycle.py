@@ -202,9 +202,17 @@ def test_failing_image_is_reported_with_its_reason_and_retried_with_backoff(
     assert first["reason"] in ("ErrImagePull", "ImagePullBackOff")
     assert "not found" in first["message"]
     assert first["kind"] == "not-found"
-    events = untyped(client.CoreV1Api(api)).list_namespaced_event(POD_NAMESPACE).items
-    failed = [e for e in events if e.reason == "PrefetchFailed"]
-    assert failed and missing in failed[0].message and "not found" in failed[0].message
+    # The Event is written after the pass that records the failure: wait for it.
+    failed = wait_for(
+        lambda: [
+            e
+            for e in untyped(client.CoreV1Api(api)).list_namespaced_event(POD_NAMESPACE).items
+            if e.reason == "PrefetchFailed"
+        ],
+        timeout=60,
+        what="a PrefetchFailed Event",
+    )
+    assert missing in failed[0].message and "not found" in failed[0].message
     third = wait_for(lambda: attempts(3), timeout=180, interval=0.2, what="two retries")
     assert third["retryAt"] > first["retryAt"]
     r = report(prefetcher)
