@@ -139,8 +139,13 @@ def test_pods_are_mutated_learned_and_prefetched_everywhere_eligible(
         assert policies(check) == ["IfNotPresent"]
 
         learned = wait_for(
-            lambda: {APP, CUDA} <= cached_images(installed).keys() and cached_images(installed),
-            what="images learned into CachedImages",
+            lambda: (
+                (images := cached_images(installed))
+                and {APP, CUDA} <= images.keys()
+                and all((images[i].get("status") or {}).get("useCount") for i in (APP, CUDA))
+                and images
+            ),
+            what="images learned into CachedImages, with their counts",
         )
         for image in (APP, CUDA):
             assert learned[image]["spec"]["source"] == names.SOURCE_LEARNED
