@@ -74,7 +74,7 @@ class ControlPlane:
         their binaries in `bin/` next to themselves) and an empty state folder."""
         home = workdir / "realk8s"
         home.mkdir(parents=True)
-        for script in ("start.sh", "stop.sh"):
+        for script in ("start.sh", "stop.sh", "running.sh"):
             (home / script).symlink_to(SCRIPTS / script)
         (home / "bin").symlink_to(binaries)
         state = workdir / "state"
