@@ -132,6 +132,8 @@ def print_tables(results: Sequence[RunResult]) -> None:
     print(report.miss_table(results))
     print()
     print(report.registry_table(results))
+    print()
+    print(report.sources_table(results))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
