@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from imagesync.config import Config
-from imagesync.matching import is_managed
+from imagesync.matching import is_managed, parse_prefix
 from imagesync.reference import normalize
 from simulator.scenario import Scenario
 from simulator.virtual.baselines import REFRESH_SECONDS, Listing, ListPuller
@@ -30,6 +30,8 @@ POLICIES = (
     "image-sync+catalog",
     "oracle",
 )
+# `image-sync+catalog:PREFIX`: the Catalog source on that managed prefix only.
+CATALOG_ON = "image-sync+catalog:"
 # After the last pod is created, the replay runs this long so late pulls can finish.
 SETTLE_SECONDS = 600.0
 
@@ -69,6 +71,11 @@ def everything_images(scenario: Scenario, config: Config) -> Listing:
     return lambda now: sorted(name for name, image in images if image.pushed(now))
 
 
+def known_policy(name: str) -> bool:
+    """One of POLICIES, or `image-sync+catalog:PREFIX`."""
+    return name in POLICIES or (name.startswith(CATALOG_ON) and len(name) > len(CATALOG_ON))
+
+
 def make_policy(name: str, work: Workload, config: Config) -> Policy:
     if name == "none":
         return Policy()
@@ -87,6 +94,9 @@ def make_policy(name: str, work: Workload, config: Config) -> Policy:
         return SourcedImageSync(with_rules(config, observed_rules(config)), name=name)
     if name == "image-sync+catalog":
         return SourcedImageSync(with_rules(config, catalog_rules(config)), name=name)
+    if name.startswith(CATALOG_ON):
+        rules = catalog_rules(config, parse_prefix(name.removeprefix(CATALOG_ON)))
+        return SourcedImageSync(with_rules(config, rules), name=name)
     if name == "oracle":
         return Oracle(work.pods, config)
     raise ValueError(f"unknown policy {name!r}; known: {', '.join(POLICIES)}")

@@ -305,15 +305,21 @@ def observed_rules(config: Config) -> list[dict[str, Any]]:
     ]
 
 
-def catalog_rules(config: Config) -> list[dict[str, Any]]:
-    """Issue 17's one setting: every image of the registries that list their repositories
-    (Harbor) wanted everywhere, the others (NGC) learned."""
-    return [
-        {"prefix": str(prefix), "from": [*_counting(config, prefix), SOURCE_CATALOG.lower()]}
-        if prefix.domain not in UNLISTED_HOSTS
-        else {"prefix": str(prefix), "from": list(_counting(config, prefix))}
-        for prefix in config.registries
+def catalog_rules(config: Config, only: RegistryPrefix | None = None) -> list[dict[str, Any]]:
+    """The Catalog source next to what already counts: by default issue 17's one setting,
+    every image of the registries that list their repositories (Harbor) wanted everywhere,
+    the others (NGC) learned; with `only`, on that prefix alone."""
+
+    def listed(prefix: RegistryPrefix) -> bool:
+        return prefix == only if only is not None else prefix.domain not in UNLISTED_HOSTS
+
+    rules = [
+        {"prefix": str(p), "from": [*_counting(config, p), *(["catalog"] if listed(p) else [])]}
+        for p in config.registries
     ]
+    if only is not None and only not in config.registries:
+        rules.append({"prefix": str(only), "from": [*_counting(config, only), "catalog"]})
+    return rules
 
 
 def _counting(config: Config, prefix: RegistryPrefix) -> list[str]:

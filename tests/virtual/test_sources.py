@@ -188,3 +188,15 @@ def test_the_policies_settings_name_each_source_per_prefix() -> None:
     }
     observed = with_rules(config, observed_rules(config)).sources
     assert all(r.sources[-1] == SOURCE_OBSERVED for r in observed)
+
+
+def test_a_catalog_on_one_prefix_leaves_the_rest_learned() -> None:
+    config = base_config()
+    assert replay.known_policy("image-sync+catalog:harbor.example.internal/library")
+    assert not replay.known_policy("image-sync+catalog:")
+    rules = with_rules(config, catalog_rules(config, parse_prefix(f"{HARBOR}/library"))).sources
+    assert {str(r.prefix): r.catalog for r in rules} == {
+        HARBOR: False,
+        "nvcr.io/nvidia": False,
+        f"{HARBOR}/library": True,
+    }
