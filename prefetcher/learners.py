@@ -20,6 +20,7 @@ from imagesync.cachedimage import (
 )
 from imagesync.config import Config
 from imagesync.kubeclient import KubeError
+from imagesync.mutation import decide
 from imagesync.names import LABEL_MANAGED_BY, MANAGED_BY
 from prefetcher import observe
 from prefetcher.confirmation import StoredPodImages, confirmation_patches
@@ -209,8 +210,6 @@ class ImageLearners:
         was installed would otherwise stay unknown until they are re-created. An image that
         already has a CachedImage is left to the webhook.
         """
-        from webhook.mutation import decide  # the webhook's own rule for what is managed
-
         now = self.clock.now()
         try:
             excluded = self.kube.excluded_namespaces()

@@ -22,10 +22,10 @@ import orjson
 from flask import Flask, Response, abort, request
 
 from imagesync.config import Config
+from imagesync.mutation import ImageMatcher, PodDecision, decide, marked_patch
 from webhook import metrics as metrics_module
 from webhook import podguard
 from webhook.learning import sighting_for
-from webhook.mutation import ImageMatcher, PodDecision, decide, marked_patch
 from webhook.recorder import Recorder
 from webhook.review import (
     MAX_BODY_BYTES,

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from imagesync.cachedimage import PlacementProfile, profile_from_pod
-from webhook.mutation import PodDecision
+from imagesync.mutation import PodDecision
 from webhook.review import AdmissionRequest
 
 

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal, NamedTuple, NotRequired, TypedDict
+from typing import Any, NamedTuple, NotRequired, TypedDict
 
 import orjson
+
+from imagesync.mutation import JsonPatchOp
 
 ADMISSION_API_VERSION = "admission.k8s.io/v1"
 ADMISSION_REVIEW_KIND = "AdmissionReview"
@@ -40,12 +42,6 @@ class ReviewError(ValueError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
-
-
-class JsonPatchOp(TypedDict):
-    op: Literal["add", "replace"]
-    path: str
-    value: Any
 
 
 class GroupVersionKind(NamedTuple):

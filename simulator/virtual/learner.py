@@ -1,5 +1,5 @@
 """image-sync's webhook in virtual time: the pull-policy rewrite at admission (the real
-`webhook.mutation.decide`) and the CachedImages it learns, written every
+`imagesync.mutation.decide`) and the CachedImages it learns, written every
 `learnFlushInterval` as the recorder writes them (profiles with `lastSeen`, `useCount`,
 `dailyUses`), plus Declared images an admin applies.
 
@@ -25,10 +25,10 @@ from imagesync.cachedimage import (
     profile_key,
 )
 from imagesync.config import Config
+from imagesync.mutation import ImageMatcher, decide
 from imagesync.names import GPU_RESOURCE, SOURCE_DECLARED, SOURCE_LEARNED
 from prefetcher.model import ReportedStatus, WantedImage
 from simulator.virtual.pods import PodSpec
-from webhook.mutation import ImageMatcher, decide
 
 Trigger = Callable[[str], None]
 Clock = Callable[[float], datetime]

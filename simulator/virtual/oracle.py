@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from imagesync.config import Config
+from imagesync.mutation import ImageMatcher
 from simulator.registry import Resolved
 from simulator.scenario import NodePool
 from simulator.scheduling import tolerates
@@ -25,7 +26,6 @@ from simulator.virtual.learner import admitted
 from simulator.virtual.node import registry_host
 from simulator.virtual.pods import IF_NOT_PRESENT, Container, Pod, PodSpec
 from simulator.virtual.policy import Policy
-from webhook.mutation import ImageMatcher
 
 if TYPE_CHECKING:
     from simulator.virtual.cluster import VirtualCluster

@@ -24,8 +24,9 @@ import requests
 from bench.report_scale import image_ref, node_name, serve_plan, synthetic_plan
 from prefetcher.report_page import NODES_PER_PAGE
 from tests.browser.browser import browser, chromium, page_weight
-from tests.prefetcher.conftest import BUSYBOX, NAMESPACE, declare, install_image_sync, wait_for
+from tests.prefetcher.conftest import BUSYBOX, NAMESPACE, declare, install_image_sync
 from tests.prefetcher.test_e2e_cli import free_port
+from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 NOT_FOUND = "docker.io/library/does-not-exist:1.0"

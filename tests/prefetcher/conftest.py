@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,20 +36,6 @@ class ScaledClock:
 def untyped(api: Any) -> Any:
     """A kubernetes API object as Any: tests send plain dict bodies, which the client accepts."""
     return api
-
-
-def wait_for(
-    condition: Callable[[], Any], *, timeout: float = 60.0, interval: float = 0.05, what: str = ""
-) -> Any:
-    """Poll `condition` until it returns something truthy; fail after a generous `timeout`."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = condition()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what or condition} (last value: {last!r})")
 
 
 def api_client_for(url: str) -> client.ApiClient:

@@ -9,15 +9,8 @@ import requests
 from kubernetes import client
 
 from prefetcher import observe
-from tests.prefetcher.conftest import (
-    SMALL,
-    Running,
-    declare,
-    report,
-    sim_config,
-    untyped,
-    wait_for,
-)
+from tests.prefetcher.conftest import SMALL, Running, declare, report, sim_config, untyped
+from tests.waiting import wait_for
 
 
 def test_absurd_quantities_are_unknown_not_fatal() -> None:

@@ -15,14 +15,8 @@ import pytest
 import requests
 from kubernetes import client
 
-from tests.prefetcher.conftest import (
-    BUSYBOX,
-    NAMESPACE,
-    declare,
-    install_image_sync,
-    untyped,
-    wait_for,
-)
+from tests.prefetcher.conftest import BUSYBOX, NAMESPACE, declare, install_image_sync, untyped
+from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -11,7 +11,8 @@ import requests
 from kubernetes import client
 
 from imagesync.cachedimage import PlacementProfile, object_name
-from tests.prefetcher.conftest import Running, report, sim_config, untyped, wait_for
+from tests.prefetcher.conftest import Running, report, sim_config, untyped
+from tests.waiting import wait_for
 from webhook.learning import Sighting
 from webhook.metrics import Metrics
 from webhook.recorder import Recorder

@@ -13,8 +13,8 @@ from tests.prefetcher.conftest import (
     declare,
     our_pods,
     report,
-    wait_for,
 )
+from tests.waiting import wait_for
 
 
 def test_full_coverage_after_first_sweep(sim: Any, prefetchers: Running) -> None:

@@ -19,8 +19,8 @@ from tests.prefetcher.conftest import (
     report,
     sim_config,
     untyped,
-    wait_for,
 )
+from tests.waiting import wait_for
 
 PRIVATE = "harbor.example.internal/private/model:1.0"
 SECRET = "harbor-pull"

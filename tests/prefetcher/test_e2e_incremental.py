@@ -18,9 +18,9 @@ from tests.prefetcher.conftest import (
     declare,
     report,
     sim_config,
-    wait_for,
 )
 from tests.prefetcher.test_e2e_lifecycle import HOUR, covered, has
+from tests.waiting import wait_for
 
 
 class Checked:

@@ -19,8 +19,8 @@ from tests.prefetcher.conftest import (
     report,
     sim_config,
     untyped,
-    wait_for,
 )
+from tests.waiting import wait_for
 
 HOUR = 3600.0
 

@@ -24,8 +24,8 @@ from tests.prefetcher.conftest import (
     declare,
     sim_config,
     untyped,
-    wait_for,
 )
+from tests.waiting import wait_for
 
 P = "image_sync_prefetcher"
 MISSING = "harbor.example.internal/library/does-not-exist:1.0"

@@ -21,8 +21,8 @@ from tests.prefetcher.conftest import (
     report,
     sim_config,
     untyped,
-    wait_for,
 )
+from tests.waiting import wait_for
 
 
 def test_refused_pullers_show_as_failures_until_the_missing_piece_is_installed() -> None:

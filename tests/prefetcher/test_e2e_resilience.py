@@ -22,8 +22,8 @@ from tests.prefetcher.conftest import (
     report,
     sim_config,
     untyped,
-    wait_for,
 )
+from tests.waiting import wait_for
 
 COMPONENT = "app.kubernetes.io/component"
 

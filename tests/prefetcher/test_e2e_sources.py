@@ -7,17 +7,9 @@ from typing import Any
 from kubernetes import client
 
 from imagesync.cachedimage import source_object_name
-from tests.prefetcher.conftest import (
-    BUSYBOX,
-    CUDA,
-    SMALL,
-    Running,
-    report,
-    sim_config,
-    untyped,
-    wait_for,
-)
+from tests.prefetcher.conftest import BUSYBOX, CUDA, SMALL, Running, report, sim_config, untyped
 from tests.prefetcher.test_e2e_lifecycle import gpu_pod
+from tests.waiting import wait_for
 
 
 def short_pod(name: str, image: str, node: str) -> dict[str, Any]:

@@ -20,8 +20,8 @@ from tests.prefetcher.conftest import (
     report,
     sim_config,
     untyped,
-    wait_for,
 )
+from tests.waiting import wait_for
 
 NEXT = "harbor.example.internal/library/app:1.1"
 API = "harbor.example.internal/library/api:2.4.0"

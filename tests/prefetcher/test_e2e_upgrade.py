@@ -7,16 +7,8 @@ from typing import Any
 from kubernetes import client
 
 from imagesync.names import LABEL_COMPONENT, LABEL_MANAGED_BY, LABEL_NODE
-from tests.prefetcher.conftest import (
-    NAMESPACE,
-    SMALL,
-    Running,
-    declare,
-    our_pods,
-    report,
-    untyped,
-    wait_for,
-)
+from tests.prefetcher.conftest import NAMESPACE, SMALL, Running, declare, our_pods, report, untyped
+from tests.waiting import wait_for
 
 
 def old_layout_pod(name: str, component: str, node: str) -> dict[str, Any]:

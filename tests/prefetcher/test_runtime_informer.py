@@ -8,7 +8,8 @@ from kubernetes import client
 
 from imagesync.kubeclient import KubeError
 from prefetcher.informer import Change, Informer, InformerSettings, SystemClock
-from tests.prefetcher.conftest import untyped, wait_for
+from tests.prefetcher.conftest import untyped
+from tests.waiting import wait_for
 
 FAST = InformerSettings(page_size=7, watch_timeout=5, backoff_initial=0.05, backoff_max=0.2)
 

@@ -16,7 +16,8 @@ from prefetcher.__main__ import lease_client
 from prefetcher.informer import SystemClock
 from prefetcher.kube import Kube
 from prefetcher.leader import LeaderElector, LeaseSettings
-from tests.prefetcher.conftest import NAMESPACE, api_client_for, wait_for
+from tests.prefetcher.conftest import NAMESPACE, api_client_for
+from tests.waiting import wait_for
 
 # Short real-time timings: renew every 0.2 s, step down 1.5 s after the last renewal, a
 # standby takes over 3 s after it last saw the Lease change.

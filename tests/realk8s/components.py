@@ -9,8 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ import yaml
 
 from imagesync import names
 from tests.realk8s.controlplane import ControlPlane, free_ports, kubectl_path
+from tests.waiting import wait_for
 
 IMAGE_SYNC = str(Path(sys.executable).with_name("image-sync"))
 NAMESPACE = names.NAMESPACE_DEFAULT
@@ -137,20 +136,6 @@ def start_process(name: str, command: list[str], env: dict[str, str], log_dir: P
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env)
     return Process(name, process, log_path)
-
-
-def wait_for(
-    condition: Callable[[], Any], *, timeout: float = 60.0, interval: float = 0.2, what: str = ""
-) -> Any:
-    """Poll `condition` until it returns something truthy; fail after `timeout`."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = condition()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what or condition} (last value: {last!r})")
 
 
 @dataclass

@@ -25,10 +25,10 @@ from tests.realk8s.components import (
     kubectl,
     start_process,
     token_kubeconfig,
-    wait_for,
 )
 from tests.realk8s.controlplane import HOW_TO_GET, REQUIRE_VARIABLE, ControlPlane, find_binaries
 from tests.skips import skip_without
+from tests.waiting import wait_for
 from tests.webhook.conftest import Tls, WebhookProcess, make_tls, start_webhook
 
 # Objects whose pods would run the project's container image, which a test machine has not

@@ -14,9 +14,9 @@ from tests.realk8s.components import (
     kubectl,
     start_prefetcher,
     token_kubeconfig,
-    wait_for,
 )
 from tests.realk8s.conftest import CPU_NODES, Installed, manifest_text
+from tests.waiting import wait_for
 from tests.webhook.conftest import WebhookProcess
 
 REFUSED_IMAGE = "harbor.example.internal/library/refused:1.0"

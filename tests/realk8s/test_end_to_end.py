@@ -19,9 +19,9 @@ from tests.realk8s.components import (
     log_lines,
     start_prefetcher,
     token_kubeconfig,
-    wait_for,
 )
 from tests.realk8s.conftest import CPU_NODES, GPU_NODES, Installed
+from tests.waiting import wait_for
 from tests.webhook.conftest import WebhookProcess
 
 APP = "harbor.example.internal/library/app:1.0"

@@ -24,10 +24,10 @@ from tests.realk8s.components import (
     log_lines,
     start_prefetcher,
     token_kubeconfig,
-    wait_for,
 )
 from tests.realk8s.conftest import CPU_NODES, GPU_NODES, Installed, manifest_text
 from tests.realk8s.test_end_to_end import declared
+from tests.waiting import wait_for
 from tests.webhook.conftest import WebhookProcess
 
 ALWAYS_PULL_IMAGES = "--enable-admission-plugins=MutatingAdmissionWebhook,ValidatingAdmissionWebhook,AlwaysPullImages"

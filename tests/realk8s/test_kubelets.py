@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
-from tests.realk8s.components import Process, get_json, kubectl, wait_for
+from tests.realk8s.components import Process, get_json, kubectl
 from tests.realk8s.conftest import CPU_NODES, GPU_NODES, Installed
+from tests.waiting import wait_for
 
 NODES = (*CPU_NODES, *GPU_NODES)
 # The node-lifecycle controller marks a node Unknown when its Lease is older than

@@ -18,10 +18,10 @@ from tests.realk8s.components import (
     kubectl,
     start_prefetcher,
     token_kubeconfig,
-    wait_for,
 )
 from tests.realk8s.conftest import CPU_NODES, GPU_NODES, Installed
 from tests.realk8s.test_end_to_end import declared
+from tests.waiting import wait_for
 
 IMAGE = "docker.io/library/nginx:1.27"
 LEASE = "image-sync-prefetcher"

@@ -19,10 +19,10 @@ from tests.realk8s.components import (
     kubectl,
     start_prefetcher,
     token_kubeconfig,
-    wait_for,
 )
 from tests.realk8s.conftest import Installed
 from tests.realk8s.test_end_to_end import declared
+from tests.waiting import wait_for
 
 IMAGE = "docker.io/library/busybox:1.36"
 JOINING = "gpu-3"  # the next node of the scenario's gpu pool

@@ -17,10 +17,10 @@ from tests.realk8s.components import (
     log_lines,
     start_prefetcher,
     token_kubeconfig,
-    wait_for,
 )
 from tests.realk8s.conftest import Installed
 from tests.realk8s.test_end_to_end import cached_images, declared
+from tests.waiting import wait_for
 from tests.webhook.conftest import WebhookProcess
 
 

@@ -28,9 +28,9 @@ from tests.realk8s.components import (
     log_lines,
     start_prefetcher,
     token_kubeconfig,
-    wait_for,
 )
 from tests.realk8s.conftest import CPU_NODES, GPU_NODES, Installed
+from tests.waiting import wait_for
 
 HARBOR = "harbor.example.internal"
 BUSYBOX = "docker.io/library/busybox:1.36"

@@ -17,11 +17,11 @@ from tests.realk8s.components import (
     log_lines,
     start_prefetcher,
     token_kubeconfig,
-    wait_for,
 )
 from tests.realk8s.conftest import GPU_NODES, Installed
 from tests.realk8s.test_end_to_end import cached_images, declared, pods
 from tests.realk8s.test_rbac import without_verb
+from tests.waiting import wait_for
 
 CUDA = "nvcr.io/nvidia/cuda:12.4.1-base-ubuntu22.04"
 NAMESPACE = "templates"

@@ -19,10 +19,10 @@ from tests.realk8s.components import (
     log_lines,
     start_prefetcher,
     token_kubeconfig,
-    wait_for,
 )
 from tests.realk8s.conftest import CPU_NODES, Installed
 from tests.realk8s.test_end_to_end import declared
+from tests.waiting import wait_for
 from tests.webhook.conftest import WebhookProcess
 
 IMAGE = "harbor.example.internal/library/app:1.0"

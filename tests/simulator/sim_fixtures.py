@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, TypeVar
 
 import pytest
@@ -81,17 +80,6 @@ def small_scenario(**changes: Any) -> Scenario:
 def cluster() -> Iterator[SimCluster]:
     with SimCluster(small_scenario(), events=True) as sim:
         yield sim
-
-
-def wait_for(condition: Callable[[], T], timeout: float = 60.0, interval: float = 0.05) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(interval)
 
 
 def pod(name: str, image: str, **spec: Any) -> Any:

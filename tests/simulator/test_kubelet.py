@@ -9,7 +9,8 @@ from kubernetes import client, watch
 
 from simulator.cluster import SimCluster
 from simulator.rawapi import call
-from tests.simulator.sim_fixtures import cluster, pod, raw_pod, wait_for, waiting_reason
+from tests.simulator.sim_fixtures import cluster, pod, raw_pod, waiting_reason
+from tests.waiting import wait_for
 
 __all__ = ["cluster"]
 

@@ -8,7 +8,8 @@ import pytest
 
 from simulator.cluster import SimCluster
 from simulator.scheduling import filter_node, node_matches, parse_quantity, pod_requests, schedule
-from tests.simulator.sim_fixtures import cluster, pod, raw_pod, wait_for
+from tests.simulator.sim_fixtures import cluster, pod, raw_pod
+from tests.waiting import wait_for
 
 __all__ = ["cluster"]
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.simulator.sim_fixtures import wait_for
 from tests.skips import OPTIONAL
+from tests.waiting import wait_for
 
 
 def _kubectl(kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from imagesync.names import ANNOTATION_REWRITTEN
+from tests.test_mutation import check_only_pull_policies_of_managed_containers, pods
 from tests.webhook.conftest import Tls, WebhookProcess, start_webhook
 from tests.webhook.pods import (
     DIGEST,
@@ -26,7 +27,6 @@ from tests.webhook.pods import (
     policies,
     review,
 )
-from tests.webhook.test_mutation import check_only_pull_policies_of_managed_containers, pods
 
 
 def admit(webhook: WebhookProcess, obj: dict[str, Any] | None, **kwargs: Any) -> dict[str, Any]:

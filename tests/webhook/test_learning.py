@@ -15,6 +15,7 @@ from kubernetes import client
 
 from imagesync.cachedimage import object_name
 from imagesync.config import load_config
+from imagesync.mutation import decide
 from imagesync.names import CACHED_IMAGE_PLURAL, GROUP, VERSION
 from simulator.apiserver import ApiServer
 from simulator.apiserver.faults import FaultRule
@@ -23,7 +24,6 @@ from tests.webhook.conftest import Tls, start_webhook
 from tests.webhook.pods import HARBOR, REGISTRIES, deployment_pod, gpu_job_pod, review
 from webhook.learning import sighting_for
 from webhook.metrics import Metrics
-from webhook.mutation import decide
 from webhook.recorder import Recorder
 from webhook.review import parse_review
 from webhook.store import KubeCachedImageStore

@@ -7,11 +7,11 @@ import json
 
 import pytest
 
+from imagesync.mutation import JsonPatchOp
 from tests.webhook.pods import HARBOR, deployment_pod, review
 from webhook.review import (
     AdmissionRequest,
     GroupVersionKind,
-    JsonPatchOp,
     ReviewError,
     build_response,
     encode_patch,

@@ -1,5 +1,8 @@
 """Which containers of a pod image-sync manages, and the JSONPatch that relaxes their pull policy.
 
+In the core: the webhook answers with it, the prefetcher and the evaluation ask it which
+images a pod uses under the same rule.
+
 Pure: a pod (as JSON) and the Config in, a decision out. The decision also lists every
 managed image of an in-scope pod, because learning wants them even when nothing is patched
 (`image-sync.io/pull-policy: keep`, `Never`, untouched `:latest` images).
@@ -24,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from functools import lru_cache
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple, TypedDict
 
 from imagesync.config import EXPLICIT_ALWAYS_KEEP, Config
 from imagesync.matching import is_managed
@@ -35,7 +38,15 @@ from imagesync.names import (
     PULL_POLICY_KEEP,
 )
 from imagesync.reference import MAX_REFERENCE_LENGTH
-from webhook.review import JsonPatchOp
+
+
+class JsonPatchOp(TypedDict):
+    """One RFC 6902 operation of the patch the webhook answers with."""
+
+    op: Literal["add", "replace"]
+    path: str
+    value: Any
+
 
 IF_NOT_PRESENT = "IfNotPresent"
 ALWAYS = "Always"

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from imagesync.config import Config, ConfigError, load_config
+from imagesync.mutation import ImageMatcher, decide, escape_pointer_token, marked_patch, pointer
 from imagesync.names import ANNOTATION_REWRITTEN
 from tests.webhook.pods import (
     DIGEST,
@@ -24,7 +25,6 @@ from tests.webhook.pods import (
     review,
 )
 from webhook.learning import sighting_for
-from webhook.mutation import ImageMatcher, decide, escape_pointer_token, marked_patch, pointer
 from webhook.review import parse_review
 
 CONFIG = load_config(environ={"IMAGE_SYNC_REGISTRIES": REGISTRIES})
