@@ -5,7 +5,8 @@
 - 30 CPU nodes and 20 GPU nodes (8 A100 each); at midnight 12 CPU and 8 GPU nodes leave, at
   07:00 as many new ones join (diurnal scaling with node churn);
 - Harbor: 10 services, each rolled out daily at its own hour with a new image tag; batch
-  images for CPU jobs (half rebuilt nightly); four teams' training images rebuilt daily;
+  images for CPU jobs (half rebuilt nightly); four teams' training images rebuilt daily
+  (each day's tags pushed at 23:00 the night before, so a catalog lists them from then);
   nvcr.io: NGC images (pytorch, tritonserver, tensorflow, nemo, cuda) in several versions;
 - CPU batch jobs and GPU training / evaluation / notebooks arriving at a diurnal rate, a
   Triton service scaled with the day, five nightly CronJobs at 02:00 (20 pods each);
