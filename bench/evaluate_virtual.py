@@ -132,12 +132,25 @@ def print_tables(results: Sequence[RunResult]) -> None:
     print(report.miss_table(results))
     print()
     print(report.registry_table(results))
+    print()
+    print(report.sources_table(results))
+
+
+def policy_name(text: str) -> str:
+    if not replay.known_policy(text):
+        raise argparse.ArgumentTypeError(f"unknown policy {text!r}")
+    return text
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--scenario", action="append", help="scenario name or file (repeatable)")
-    parser.add_argument("--policy", action="append", choices=replay.POLICIES, help="(repeatable)")
+    parser.add_argument(
+        "--policy",
+        action="append",
+        type=policy_name,
+        help=f"{', '.join(replay.POLICIES)} or {replay.CATALOG_ON}PREFIX (repeatable)",
+    )
     parser.add_argument("--compare", action="store_true", help="also print virtual vs wall-clock")
     parser.add_argument("--json", metavar="FILE", help="also write every figure as JSON")
     parser.add_argument("--week", action="store_true", help="the week-long scenario instead")

@@ -5,7 +5,8 @@
 - 30 CPU nodes and 20 GPU nodes (8 A100 each); at midnight 12 CPU and 8 GPU nodes leave, at
   07:00 as many new ones join (diurnal scaling with node churn);
 - Harbor: 10 services, each rolled out daily at its own hour with a new image tag; batch
-  images for CPU jobs (half rebuilt nightly); four teams' training images rebuilt daily;
+  images for CPU jobs (half rebuilt nightly); four teams' training images rebuilt daily
+  (each day's tags pushed at 23:00 the night before, so a catalog lists them from then);
   nvcr.io: NGC images (pytorch, tritonserver, tensorflow, nemo, cuda) in several versions;
 - CPU batch jobs and GPU training / evaluation / notebooks arriving at a diurnal rate, a
   Triton service scaled with the day, five nightly CronJobs at 02:00 (20 pods each);
@@ -105,13 +106,18 @@ def registries() -> list[dict[str, Any]]:
     for service in SERVICES:
         size = rng.uniform(0.15, 1.2)
         for day in range(DAYS + 1):
-            harbor.append(_image(service_image(service, day), size, size * 2.6))
+            harbor.append(_image(service_image(service, day), size, size * 2.6, day))
     for team in range(TEAMS):
         size = rng.uniform(3.0, 6.0)
-        harbor += [_image(trainer_image(team, day), size, size * 2.5) for day in range(DAYS + 1)]
+        harbor += [
+            _image(trainer_image(team, day), size, size * 2.5, day) for day in range(DAYS + 1)
+        ]
     for name in BATCH:
         size = rng.uniform(0.3, 1.5)
-        harbor += [_image(batch_image(name, day), size, size * 2.5) for day in range(DAYS + 1)]
+        harbor += [
+            _image(batch_image(name, day), size, size * 2.5, day if name in NIGHTLY_BATCH else 0)
+            for day in range(DAYS + 1)
+        ]
     harbor += [_image(image, 0.4, 1.0) for _, image, gpu in CRONJOBS if not gpu]
     harbor.append(_image(f"{HARBOR}/ml/notebook:2024.08", 5.1, 13.6))
     unique = {entry["image"]: entry for entry in harbor}
@@ -135,13 +141,19 @@ def registries() -> list[dict[str, Any]]:
     ]
 
 
-def _image(reference: str, compressed_gb: float, disk_gb: float) -> dict[str, Any]:
-    rest = reference.partition("/")[2]
-    return {
-        "image": rest,
+def _image(reference: str, compressed_gb: float, disk_gb: float, day: int = 0) -> dict[str, Any]:
+    """A registry entry; a tag of day `day` >= 1 is built and pushed at 23:00 the day before
+    (what a registry catalog lists grows through the week), day 0's before the start."""
+    entry = {
+        "image": reference.partition("/")[2],
         "compressed": f"{compressed_gb * 1000:.0f}MB",
         "disk": f"{disk_gb * 1000:.0f}MB",
     }
+    if day:
+        entry["pushedAt"] = f"{day * DAY - HOUR:.0f}"
+    else:
+        entry["age"] = "1d"
+    return entry
 
 
 def gpu_images_disk() -> float:

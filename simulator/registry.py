@@ -75,10 +75,15 @@ class CatalogImage:
     digest: str
     platforms: tuple[Platform, ...]
     created: float | None = None  # epoch seconds it was built (served in its config)
+    pushed_at: float | None = None  # epoch seconds it was pushed; None: there from the start
 
     @property
     def reference(self) -> str:
         return f"{self.repository}:{self.tag}"
+
+    def pushed(self, at: float) -> bool:
+        """Whether the tag exists at `at` (epoch seconds): listed and pullable from then on."""
+        return self.pushed_at is None or self.pushed_at <= at
 
     def platform(self, arch: str, os: str = "linux") -> Platform | None:
         for platform in self.platforms:
@@ -95,6 +100,7 @@ def catalog_image(
     archs: Iterable[str] = ("amd64",),
     digest: str | None = None,
     created: float | None = None,
+    pushed_at: float | None = None,
 ) -> CatalogImage:
     """A catalogue entry from a reference and sizes (`9.5GB`); same sizes for every arch."""
     ref = parse_reference(reference)
@@ -115,6 +121,7 @@ def catalog_image(
         digest=digest or fake_digest(repository, tag),
         platforms=platforms,
         created=created,
+        pushed_at=pushed_at,
     )
 
 
@@ -276,7 +283,7 @@ class RegistrySet:
                 "authorization failed",
             )
         image = registry.find(ref)
-        if image is None:
+        if image is None or not image.pushed(now):
             return PullError(
                 PullErrorKind.NOT_FOUND,
                 f"rpc error: code = NotFound desc = {resolving}: {normalized}: not found",
@@ -356,6 +363,8 @@ def registries_from_spec(specs: Iterable[Mapping[str, Any]], *, epoch: float = 0
             reference = str(image["image"])
             if not reference.startswith(host + "/"):
                 reference = f"{host}/{reference}"
+            # A tag pushed during the run is built then, unless its age says otherwise.
+            pushed = epoch + parse_duration(image["pushedAt"]) if "pushedAt" in image else None
             registry.add(
                 catalog_image(
                     reference,
@@ -363,7 +372,8 @@ def registries_from_spec(specs: Iterable[Mapping[str, Any]], *, epoch: float = 0
                     disk=image.get("disk", image["compressed"]),
                     archs=tuple(image.get("archs", ("amd64",))),
                     digest=image.get("digest"),
-                    created=epoch - parse_duration(image["age"]) if "age" in image else None,
+                    created=epoch - parse_duration(image["age"]) if "age" in image else pushed,
+                    pushed_at=pushed,
                 )
             )
         result.add(registry)

@@ -74,7 +74,8 @@ def registry_app(registry: Registry, registries: RegistrySet, now: Callable[[], 
         return image.repository.split("/", 1)[1]
 
     def images(name: str) -> list[CatalogImage]:
-        return [i for i in registry.images.values() if path(i) == name]
+        moment = now()
+        return [i for i in registry.images.values() if path(i) == name and i.pushed(moment)]
 
     def authorized() -> bool:
         header = request.headers.get("Authorization", "")
@@ -137,7 +138,9 @@ def registry_app(registry: Registry, registries: RegistrySet, now: Callable[[], 
 
     @app.get("/v2/_catalog")
     def catalog() -> Response:
-        page, more = _page(sorted({path(i) for i in registry.images.values()}))
+        moment = now()
+        listed = {path(i) for i in registry.images.values() if i.pushed(moment)}
+        page, more = _page(sorted(listed))
         headers = {"Link": f'</v2/_catalog?{more}>; rel="next"'} if more else {}
         return Response(
             json.dumps({"repositories": page}), mimetype="application/json", headers=headers

@@ -63,6 +63,29 @@ def newest_tags(
     return [tag for _, tag in sorted(eligible, reverse=True)[:count]]
 
 
+def catalog_limits(rule: SourceRule, config: Config) -> tuple[int, float]:
+    """How many newest tags of each repository the rule wants, and their age limit (seconds)."""
+    count = rule.tags or config.catalog_tags
+    return count, config.catalog_max_age if rule.max_age is None else rule.max_age
+
+
+def listed_images(
+    rule: SourceRule,
+    listing: Mapping[str, Mapping[str, ImageFacts]],
+    count: int,
+    max_age: float,
+    now: datetime,
+) -> dict[str, SourcedImage]:
+    """What a catalog rule wants from its registry's listing (repository → tag → facts): the
+    newest tags of each repository, wanted on every eligible node."""
+    images: dict[str, SourcedImage] = {}
+    for repository, facts in listing.items():
+        for tag in newest_tags(facts, count, max_age, now):
+            image = f"{rule.prefix.domain}/{repository}:{tag}"
+            images[image] = SourcedImage(image, SOURCE_CATALOG, (), facts[tag].status())
+    return images
+
+
 def under(prefix: RegistryPrefix, repository: str) -> bool:
     """True when `repository` (a path in the registry) lies under the prefix's path."""
     return tuple(repository.split("/"))[: len(prefix.segments)] == prefix.segments
@@ -249,9 +272,8 @@ class CatalogReader:
         if state.retry_at is not None and now < state.retry_at:
             return
         client = self._client(rule, credentials)
-        count = rule.tags or self.config.catalog_tags
-        max_age = self.config.catalog_max_age if rule.max_age is None else rule.max_age
-        images: dict[str, SourcedImage] = {}
+        count, max_age = catalog_limits(rule, self.config)
+        listing: dict[str, dict[str, ImageFacts]] = {}
         skipped: list[str] = []
         try:
             repositories = list(rule.repositories) or [
@@ -261,10 +283,11 @@ class CatalogReader:
                 try:
                     tags = client.tags(repository)
                     facts = {t: self._facts(client, repository, t, recheck=False) for t in tags}
-                    for tag in newest_tags(facts, count, max_age, now):
-                        fresh = self._facts(client, repository, tag, recheck=True)
-                        image = f"{rule.prefix.domain}/{repository}:{tag}"
-                        images[image] = SourcedImage(image, SOURCE_CATALOG, (), fresh.status())
+                    # The chosen tags' digests are asked again (a tag may have moved).
+                    listing[repository] = {
+                        tag: self._facts(client, repository, tag, recheck=True)
+                        for tag in newest_tags(facts, count, max_age, now)
+                    }
                 except RegistryError as exc:
                     if exc.kind != "not-found":
                         raise
@@ -272,6 +295,7 @@ class CatalogReader:
         except RegistryError as exc:
             self._failed(state, "catalog", exc, now)
             return
+        images = listed_images(rule, listing, count, max_age, now)
         with self._lock:
             state.images, state.repositories, state.skipped = images, len(repositories), skipped
             state.last_success, state.problem, state.retry_at = now, None, None

@@ -4,7 +4,8 @@ them on the wall-clock simulator):
 - `static-list`: a fixed list of images pulled to every node by one puller pod per node,
   re-created every 30 minutes; a node that joins waits for the next refresh;
 - `everything`: every image of the managed registries to every node, every 30 minutes and at
-  once on a node that joins.
+  once on a node that joins (the registries' listing at each refresh: a tag pushed during the
+  run joins the list from then on).
 
 Their pods pull with `IfNotPresent` one image after another through the node's queue, and
 nothing guards what they pulled from image GC.
@@ -12,7 +13,7 @@ nothing guards what they pulled from image GC.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from simulator.virtual.pods import IF_NOT_PRESENT, Container, Pod
@@ -23,16 +24,24 @@ if TYPE_CHECKING:
     from simulator.virtual.node import VirtualNode
 
 REFRESH_SECONDS = 1800.0
+# The images to pull at a moment (virtual seconds): a fixed list, or a registry's listing.
+Listing = Callable[[float], Sequence[str]]
 
 
 class ListPuller(Policy):
     """A fixed list of images to every node, refreshed every `refresh` seconds."""
 
     def __init__(
-        self, name: str, images: Sequence[str], refresh: float, follow_new_nodes: bool
+        self,
+        name: str,
+        images: Sequence[str] | Listing,
+        refresh: float,
+        follow_new_nodes: bool,
     ) -> None:
         self.name = name
-        self.images = tuple(images)
+        fixed = () if callable(images) else tuple(images)
+        self.listing: Listing = images if callable(images) else (lambda _: fixed)
+        self.images: tuple[str, ...] = fixed
         self.refresh = refresh
         self.follow_new_nodes = follow_new_nodes
         self.cluster: VirtualCluster | None = None
@@ -47,6 +56,7 @@ class ListPuller(Policy):
     def _refresh(self) -> None:
         assert self.cluster is not None
         self.generation += 1
+        self.images = tuple(self.listing(self.cluster.loop.now))
         for node in self.cluster.live_nodes():
             if node.ready:
                 self._pull(node)

@@ -53,11 +53,11 @@ def run(args: argparse.Namespace, config: Config) -> int:
     from simulator.virtual.trace import TraceError, load_trace
 
     policies = [p.strip() for p in str(args.policies).split(",") if p.strip()]
-    unknown = [p for p in policies if p not in replay.POLICIES]
+    unknown = [p for p in policies if not replay.known_policy(p)]
     if unknown or not policies:
         print(
             f"image-sync replay: unknown policies {', '.join(unknown) or '(none given)'}; "
-            f"choose from {', '.join(replay.POLICIES)}",
+            f"choose from {', '.join(replay.POLICIES)} or {replay.CATALOG_ON}PREFIX",
             file=sys.stderr,
         )
         return 2

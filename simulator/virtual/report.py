@@ -82,3 +82,33 @@ def registry_table(results: Sequence[RunResult]) -> str:
                 f"| {size(sent.get(WORKLOAD, 0))} | {size(sent.get(PREFETCH, 0))} |"
             )
     return "\n".join(lines)
+
+
+def pool_hit_rates(result: RunResult) -> dict[str, float]:
+    """Hit rate of the pods bound in each node pool (CPU pods, GPU pods), by pool name."""
+    bound: dict[str, list[bool]] = {}
+    for pod in result.pods:
+        if pod.bound_at is not None:
+            bound.setdefault(pod.pool or "-", []).append(pod.hit)
+    return {pool: sum(hits) / len(hits) for pool, hits in sorted(bound.items())}
+
+
+def sources_table(results: Sequence[RunResult]) -> str:
+    """Where each source of wanted images pays: hits per pool, bytes per registry, tail."""
+    lines = [
+        "| scenario | policy | hit rate | by pool | pulled per registry | image wait p95 | p99 |",
+        "|" + " --- |" * 7,
+    ]
+    for result in results:
+        f = result.figures()
+        pools = " · ".join(f"{pool} {share(rate)}" for pool, rate in pool_hit_rates(result).items())
+        pulled = " · ".join(
+            f"{host.split('.')[0]} {size(sum(sent.values()))}"
+            for host, sent in result.bytes_by_registry.items()
+            if sum(sent.values())
+        )
+        lines.append(
+            f"| {f['scenario']} | {f['policy']} | {share(f['hit_rate'])} | {pools} | {pulled} "
+            f"| {seconds(f['wait_p95'])} | {seconds(f['wait_p99'])} |"
+        )
+    return "\n".join(lines)

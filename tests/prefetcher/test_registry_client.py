@@ -33,7 +33,11 @@ SPEC: list[dict[str, Any]] = [
         "host": "basic.example.internal",
         "auth": "basic",
         "credentials": {"username": "reader", "password": "pw"},
-        "images": [{"image": "team/tool:1", "compressed": "5MB"}],
+        "images": [
+            {"image": "team/tool:1", "compressed": "5MB"},
+            {"image": "team/tool:2", "compressed": "5MB", "pushedAt": "1h"},
+            {"image": "team/new:1", "compressed": "5MB", "pushedAt": "2h"},
+        ],
     },
     {
         "host": "nvcr.io",
@@ -158,3 +162,16 @@ def test_a_registry_that_is_not_there_is_unreachable() -> None:
     with pytest.raises(RegistryError) as error:
         client.ping()
     assert error.value.kind == "unreachable"
+
+
+def test_tags_pushed_during_the_run_are_listed_from_then_on(registries: Any) -> None:
+    urls, clock = registries
+    client = RegistryClient(urls["basic.example.internal"], Credentials("reader", "pw"))
+    assert (client.repositories(), client.tags("team/tool")) == (["team/tool"], ["1"])
+    clock.now = EPOCH + 3600
+    facts = client.facts("team/tool", client.digest("team/tool", "2"))
+    assert facts.created is not None and facts.created.timestamp() == EPOCH + 3600
+    assert client.tags("team/tool") == ["1", "2"]
+    assert client.repositories() == ["team/tool"]
+    clock.now = EPOCH + 7200
+    assert client.repositories() == ["team/new", "team/tool"]

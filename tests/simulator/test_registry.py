@@ -116,3 +116,28 @@ def test_pull_secret_opens_a_refused_repository() -> None:
     assert isinstance(registries.resolve(ref, "amd64", 0.0), PullError)
     assert isinstance(registries.resolve(ref, "amd64", 0.0, secrets=("other",)), PullError)
     assert isinstance(registries.resolve(ref, "amd64", 0.0, secrets=("harbor-creds",)), Resolved)
+
+
+def test_a_tag_pushed_during_the_run_is_not_found_before() -> None:
+    spec = [
+        {
+            "host": "harbor.example.internal",
+            "images": [
+                {"image": "apps/web:1.0", "compressed": "50MB", "age": "2d"},
+                {"image": "apps/web:1.1", "compressed": "50MB", "pushedAt": "1h"},
+            ],
+        }
+    ]
+    registries = registries_from_spec(spec, epoch=1000.0)
+    new = registries.registries["harbor.example.internal"].images[
+        "harbor.example.internal/apps/web:1.1"
+    ]
+    assert (new.pushed_at, new.created) == (4600.0, 4600.0)
+    before = registries.resolve("harbor.example.internal/apps/web:1.1", "amd64", 4599.0)
+    assert isinstance(before, PullError) and before.kind is PullErrorKind.NOT_FOUND
+    assert isinstance(
+        registries.resolve("harbor.example.internal/apps/web:1.1", "amd64", 4600.0), Resolved
+    )
+    assert isinstance(
+        registries.resolve("harbor.example.internal/apps/web:1.0", "amd64", 0.0), Resolved
+    )
