@@ -139,6 +139,7 @@ class Controller(ImageLearners, SnapshotBuilder, PlanExecutor):
         self._created: dict[str, tuple[dict[str, Any], float]] = {}
         self._deleted: dict[str, float] = {}
         self._reported_outcomes: set[tuple[str, str]] = set()  # (pod uid, image)
+        self._reported_yields: set[str] = set()  # uids of pullers that yielded
         self._refused: list[tuple[PullAction, KubeError]] = []  # this pass's refused pullers
         self._counts_written: dict[str, float] = {}  # CachedImage → clock of the last count write
         self._warming: dict[str, float] = {}

@@ -150,6 +150,9 @@ class StartingPod:
     # Registries (domains) of the images its containers still wait for: prefetches from them
     # wait, cluster-wide, so they never compete with this pod's pull for registry bandwidth.
     registries: tuple[str, ...] = ()
+    # The images (normalized) its containers still wait for: a puller of ours pulling another
+    # image on the node yields to it when one of them is missing there.
+    images: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,6 +283,7 @@ class PodDeletion:
     node: str
     role: Role
     why: str
+    yielded_to: str = ""  # a puller deleted for a workload pod (namespace/name) starting there
 
 
 @dataclass(frozen=True, slots=True)

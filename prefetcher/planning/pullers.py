@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 
 from prefetcher import observe, pods
 from prefetcher.model import ManagedPod, PullOutcome, PullRecord
+from prefetcher.planning.starting import Starting, starting_pods, yields_to
 from prefetcher.planning.state import PlanState
 
 STUCK_GRACE = 300.0  # seconds past a puller's deadline before it counts as stuck
@@ -21,6 +22,7 @@ def _seconds(pod: ManagedPod, finished: datetime | None) -> float | None:
 def read_pullers(state: PlanState) -> None:
     """Outcomes of pullers' images, which pullers still fly, and which to delete."""
     config = state.config
+    starting = starting_pods(state)
     for pod in state.pullers:
         if pod.node not in state.node_names:
             state.delete(pod, "node no longer exists")
@@ -33,7 +35,7 @@ def read_pullers(state: PlanState) -> None:
                 _record_failure(state, pod, image, result)
         pending = tuple(i for i in pod.images if i not in results)
         if pending:
-            _read_unfinished(state, pod, pending, results)
+            _read_unfinished(state, pod, pending, results, starting)
             _hold(state, pod, results)
             continue
         # Finished: keep it while it is the only guard of an image it pulled.
@@ -144,14 +146,23 @@ def _read_unfinished(
     pod: ManagedPod,
     pending: tuple[str, ...],
     results: Mapping[str, observe.PullResult],
+    starting: Starting,
 ) -> None:
     """A puller with images still to pull: flying, stuck past its current image's deadline
-    (counted from when that image could start, not from the pod's creation), or unwanted."""
+    (counted from when that image could start, not from the pod's creation), unwanted, or
+    in the way of a workload pod starting on its node."""
     if pod.deleting:
         state.in_flight[pod.uid or pod.name] = (pod, pending)  # the kubelet may still be pulling
         return
     now = state.now
     current = pending[0]
+    workload = yields_to(state, starting, pod, current)
+    if workload:
+        # Not a failure: no backoff; its images are planned again once the pod started.
+        state.delete(pod, f"yielded to pod {workload} starting on the node", yielded_to=workload)
+        for image in pending:
+            state.waiting[(pod.node, image)] = f"yielded to pod {workload} starting on the node"
+        return
     allowed = pods.pull_deadline(state.size_of(current), state.config)
     began = pull_clock_start(state, pod, results)
     stuck_at = began + timedelta(seconds=allowed + STUCK_GRACE)

@@ -124,11 +124,11 @@ class PlanState:
     def is_present(self, node: str, image: str) -> bool:
         return image in self.present.get(node, ())
 
-    def delete(self, pod: ManagedPod, why: str) -> None:
+    def delete(self, pod: ManagedPod, why: str, *, yielded_to: str = "") -> None:
         if pod.deleting or pod.uid in self.deleted:
             return
         self.deleted.add(pod.uid)
-        self.deletions.append(PodDeletion(pod.name, pod.uid, pod.node, pod.role, why))
+        self.deletions.append(PodDeletion(pod.name, pod.uid, pod.node, pod.role, why, yielded_to))
 
     def size_of(self, image: str) -> int:
         known = self.by_image.get(image)
