@@ -143,6 +143,7 @@ def _pool(raw: Mapping[str, Any], where: str) -> NodePool:
         taints=tuple(dict(t) for t in raw.get("taints") or ()),
         serialize_image_pulls=bool(raw.get("serializeImagePulls", True)),
         ensure_secret_pulled_images=bool(raw.get("ensureSecretPulledImages", False)),
+        cancel_pull_on_delete=bool(raw.get("cancelPullOnDelete", False)),
         gc=gc,
         preloaded_images=tuple(str(i) for i in raw.get("preloadedImages") or ()),
     )
