@@ -29,6 +29,7 @@ from imagesync.config import Config, load_config
 from imagesync.matching import parse_prefix
 from simulator.demo import MANAGED_REGISTRIES, load_run_scenario, scenario_extra
 from simulator.outcomes import fmt_bytes, fmt_seconds, fmt_share
+from simulator.scenario import Scenario
 from simulator.virtual import replay, report
 from simulator.virtual.results import RunResult
 from simulator.virtual.workload import scenario_pods
@@ -66,6 +67,11 @@ def evaluation_config() -> Config:
     return replace(load_config(None, environ={}), registries=prefixes)
 
 
+def knowing_bandwidths(config: Config, scenario: Scenario) -> Config:
+    """image-sync told the scenario's registry bandwidths (`registryBandwidth`)."""
+    return replace(config, registry_bandwidth=tuple(scenario.registry_bandwidths().items()))
+
+
 def short_scenarios(
     names: Sequence[str], policies: Sequence[str], config: Config
 ) -> list[RunResult]:
@@ -76,7 +82,7 @@ def short_scenarios(
         work = replay.workload(
             scenario, scenario_pods(scenario), scenario_extra(path, "staticList") or []
         )
-        results += replay.run_all(work, policies, config)
+        results += replay.run_all(work, policies, knowing_bandwidths(config, scenario))
     return results
 
 
@@ -111,7 +117,7 @@ def week_run(variant: str, policy: str, days: float) -> tuple[RunResult, float]:
     pods = [pod for pod in week_pods() if pod.at < days * DAY]
     work = replay.workload(week_scenario(variant), pods, static_list())
     work = replay.Workload(work.scenario, work.pods, days * DAY, work.static_list)
-    result = replay.run(work, policy, evaluation_config())
+    result = replay.run(work, policy, knowing_bandwidths(evaluation_config(), work.scenario))
     return result, time.process_time() - began
 
 

@@ -136,6 +136,7 @@ class Controller(ImageLearners, SnapshotBuilder, PlanExecutor):
         self._memo: dict[str, dict[str, tuple[str, Any]]] = {}
         # Memory between passes.
         self.pull_records: dict[PullKey, PullRecord] = {}
+        self.pull_throughput: dict[str, float] = {}  # registry → bytes/s, as last measured
         self._created: dict[str, tuple[dict[str, Any], float]] = {}
         self._deleted: dict[str, float] = {}
         self._reported_outcomes: set[tuple[str, str]] = set()  # (pod uid, image)
@@ -379,6 +380,7 @@ class Controller(ImageLearners, SnapshotBuilder, PlanExecutor):
         info.plan_seconds = time.perf_counter() - plan_started
         self.metrics.plan_seconds.observe(info.plan_seconds)
         self.pull_records = dict(plan.pull_records)
+        self.pull_throughput = dict(plan.pull_throughput)
         self.last_plan = plan
         self._wake_at = min(self._wake_at, wake_time(plan))
         try:

@@ -239,6 +239,9 @@ class Snapshot:
     pull_records: Mapping[PullKey, PullRecord] = field(default_factory=dict)
     starting: tuple[StartingPod, ...] = ()
     demand: Demand = field(default_factory=Demand)
+    # Registry → bytes per second one of our pulls from it got, as last measured (kept by
+    # the runtime between passes, like `pull_records`).
+    pull_throughput: Mapping[str, float] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------------------
@@ -413,6 +416,7 @@ class Plan:
     budget_left_out: tuple[BudgetExclusion, ...] = ()
     outcomes: tuple[PullOutcome, ...] = ()
     pull_records: Mapping[PullKey, PullRecord] = field(default_factory=dict)
+    pull_throughput: Mapping[str, float] = field(default_factory=dict)
     images: tuple[ImageSummary, ...] = ()
     nodes: tuple[NodeSummary, ...] = ()
     summary: Summary | None = None

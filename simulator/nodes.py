@@ -12,9 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from imagesync.config import parse_duration, parse_size
+from imagesync.config import parse_bandwidth, parse_duration, parse_size
 from simulator.imagestore import GCPolicy
-from simulator.registry import parse_bandwidth
 
 ANNOTATION_PREFIX = "sim.image-sync.io/"
 MANAGED = ANNOTATION_PREFIX + "managed"

@@ -15,10 +15,10 @@ from typing import Any
 
 import yaml
 
-from imagesync.config import parse_duration, parse_size
+from imagesync.config import parse_bandwidth, parse_duration, parse_size
 from simulator.imagestore import GCPolicy
 from simulator.nodes import NodeConfig
-from simulator.registry import RegistrySet, parse_bandwidth, registries_from_spec
+from simulator.registry import RegistrySet, registries_from_spec
 
 DEFAULT_SCENARIO = "gpu-cluster"
 
@@ -96,6 +96,13 @@ class Scenario:
 
     def build_registries(self, epoch: float) -> RegistrySet:
         return registries_from_spec(self.registries, epoch=epoch)
+
+    def registry_bandwidths(self) -> dict[str, float]:
+        """Registry host → bandwidth (bytes per second), as image-sync's `registryBandwidth`."""
+        return {
+            host: registry.bandwidth
+            for host, registry in sorted(self.build_registries(0.0).registries.items())
+        }
 
     def images(self) -> list[str]:
         """Every image reference the registries serve."""

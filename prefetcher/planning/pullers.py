@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 
 from prefetcher import observe, pods
 from prefetcher.model import ManagedPod, PullOutcome, PullRecord
+from prefetcher.planning.images import DISK_PER_COMPRESSED_BYTE, registry_of
 from prefetcher.planning.starting import Starting, starting_pods, yields_to
 from prefetcher.planning.state import PlanState
 
@@ -38,6 +39,7 @@ def read_pullers(state: PlanState) -> None:
             _read_unfinished(state, pod, pending, results, starting)
             _hold(state, pod, results)
             continue
+        _measure(state, pod, results)
         # Finished: keep it while it is the only guard of an image it pulled.
         failed = sorted({r.reason for r in results.values() if not r.succeeded})
         fitted = state.fits(pod.node)
@@ -69,6 +71,21 @@ def read_pullers(state: PlanState) -> None:
             or state.is_present(node, image)
         ):
             del state.records[key]
+
+
+def _measure(state: PlanState, pod: ManagedPod, results: Mapping[str, observe.PullResult]) -> None:
+    """A finished puller that pulled every image: bytes sent (on-disk sizes ÷ the usual
+    unpacking ratio) ÷ seconds from its creation to its last image, one sample of what a pull
+    from its registry gets (`pull_throughput`)."""
+    ends = [r.finished_at for r in results.values()]
+    if pod.created is None or not all(r.succeeded for r in results.values()) or None in ends:
+        return
+    seconds = (max(e for e in ends if e is not None) - pod.created).total_seconds()
+    if seconds <= 0:
+        return
+    registry = registry_of(pod.images[0])[0]
+    sent = sum(state.size_of(image) for image in pod.images) / DISK_PER_COMPRESSED_BYTE
+    state.throughput_samples.setdefault(registry, []).append(sent / seconds)
 
 
 def _record_failure(

@@ -45,7 +45,8 @@ def node_candidates(
                 key, f"held back while pod {starting.by_node[name]} starts on the node"
             )
             continue
-        if image.registry in starting.by_registry:
+        if image.registry in starting.by_registry and registry_share(state, image.registry) is None:
+            # (With a known bandwidth the share leaves the rest to workload pulls instead.)
             state.waiting[key] = (
                 f"held back while pod {starting.by_registry[image.registry]} pulls from "
                 f"{image.registry}"
@@ -73,6 +74,18 @@ def urgent_need(state: PlanState, entry: NodeTarget, image: MergedImage) -> tupl
     if image.new_in_use:
         return "new image in use", 1
     return "routine", 2
+
+
+def registry_share(state: PlanState, registry: str) -> int | None:
+    """How many prefetch pulls from `registry` fit at once within `prefetchBandwidthShare` of
+    its known bandwidth (at least one), each expected at the rate measured from our finished
+    pulls from it, else `pullDeadlineMinBandwidth`; None when its bandwidth is not known."""
+    config = state.config
+    bandwidth = dict(config.registry_bandwidth).get(registry.lower())
+    if bandwidth is None:
+        return None
+    per_pull = state.throughput.get(registry) or float(config.pull_deadline_min_bandwidth)
+    return max(1, int(config.prefetch_bandwidth_share * bandwidth / per_pull))
 
 
 def choose_pulls(state: PlanState) -> None:
@@ -107,11 +120,21 @@ def start_pulls(state: PlanState, candidates: list[Candidate]) -> None:
     )
     total = len(flying)
     taken: set[PullKey] = set()
+    shares: dict[str, int | None] = {}
     for key, why in candidates:
         name, ref = key[-2], key[-1]
         if (name, ref) in taken:
             continue
         image = state.by_image[ref]
+        if image.registry not in shares:
+            shares[image.registry] = registry_share(state, image.registry)
+        share = shares[image.registry]
+        if share is not None and per_registry[image.registry] >= share:
+            state.waiting.setdefault(
+                (name, ref),
+                f"waiting: prefetches from {image.registry} at their share of its bandwidth",
+            )
+            continue
         if (
             total >= config.max_concurrent_pulls
             or per_node[name] >= config.max_pulls_per_node

@@ -61,6 +61,8 @@ class PlanState:
         self.targets = targets
         self.present = present
         self.records: dict[PullKey, PullRecord] = dict(snapshot.pull_records)
+        self.throughput: dict[str, float] = dict(snapshot.pull_throughput)
+        self.throughput_samples: dict[str, list[float]] = {}  # registry → this pass's pulls
         self.deletions: list[PodDeletion] = []
         self.deleted: set[str] = set()
         self.outcomes: list[PullOutcome] = []

@@ -145,6 +145,7 @@ class ImageSync(Policy):
         self.learner = Learner(config, moment, self.trigger)
         self.own: dict[str, Pod] = {}
         self.records: dict[PullKey, PullRecord] = {}
+        self.throughput: dict[str, float] = {}
         self.passes = 0
         self.pulls_started = 0
         self.pulled_pairs: set[tuple[str, str]] = set()
@@ -246,6 +247,7 @@ class ImageSync(Policy):
         plan = self.planner.full(snapshot) if sweep else self.planner.plan(snapshot)
         self.passes += 1
         self.records = dict(plan.pull_records)
+        self.throughput = dict(plan.pull_throughput)
         self.left_out_pairs = {(b.node, b.image) for b in plan.budget_left_out}
         self._execute(plan)
         wake = plan.wake_at.timestamp() - EPOCH.timestamp() if plan.wake_at else float("inf")
@@ -278,6 +280,7 @@ class ImageSync(Policy):
             images=self.learner.wanted(),
             pods=tuple(pods),
             pull_records=dict(self.records),
+            pull_throughput=dict(self.throughput),
             starting=starting,
         )
 
