@@ -97,6 +97,11 @@ class Scenario:
     def build_registries(self, epoch: float) -> RegistrySet:
         return registries_from_spec(self.registries, epoch=epoch)
 
+    def with_kubelets(self, **settings: Any) -> Scenario:
+        """The same scenario with `settings` (NodeConfig fields) on every pool's kubelets."""
+        pools = tuple(replace(p, template=replace(p.template, **settings)) for p in self.pools)
+        return replace(self, pools=pools)
+
     def registry_bandwidths(self) -> dict[str, float]:
         """Registry host → bandwidth (bytes per second), as image-sync's `registryBandwidth`."""
         return {
