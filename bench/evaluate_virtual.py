@@ -5,6 +5,7 @@ discrete-event model (simulator/virtual/), with the real planner, no wall clock 
     .venv/bin/python bench/evaluate_virtual.py --compare       # ... next to the wall-clock figures
     .venv/bin/python bench/evaluate_virtual.py --week          # the week-long scenario, 2 disk variants
     .venv/bin/python bench/evaluate_virtual.py --week --days 2 --policy image-sync
+    .venv/bin/python bench/evaluate_virtual.py --kubelets-cancel-pulls   # kubelets that cancel
 
 Same inputs, same numbers, whatever the machine's load. docs/evaluation.md explains the
 model, the policies and the comparison with the wall-clock evaluation (bench/evaluate.py).
@@ -29,6 +30,7 @@ from imagesync.config import Config, load_config
 from imagesync.matching import parse_prefix
 from simulator.demo import MANAGED_REGISTRIES, load_run_scenario, scenario_extra
 from simulator.outcomes import fmt_bytes, fmt_seconds, fmt_share
+from simulator.scenario import Scenario
 from simulator.virtual import replay, report
 from simulator.virtual.results import RunResult
 from simulator.virtual.workload import scenario_pods
@@ -66,17 +68,22 @@ def evaluation_config() -> Config:
     return replace(load_config(None, environ={}), registries=prefixes)
 
 
+def knowing_bandwidths(config: Config, scenario: Scenario) -> Config:
+    """image-sync told the scenario's registry bandwidths (`registryBandwidth`)."""
+    return replace(config, registry_bandwidth=tuple(scenario.registry_bandwidths().items()))
+
+
 def short_scenarios(
-    names: Sequence[str], policies: Sequence[str], config: Config
+    names: Sequence[str], policies: Sequence[str], config: Config, cancelling: bool = False
 ) -> list[RunResult]:
     results = []
     for name in names:
         path = scenario_path(name)
-        scenario = load_run_scenario(path)
+        scenario = load_run_scenario(path).with_kubelets(cancel_pull_on_delete=cancelling)
         work = replay.workload(
             scenario, scenario_pods(scenario), scenario_extra(path, "staticList") or []
         )
-        results += replay.run_all(work, policies, config)
+        results += replay.run_all(work, policies, knowing_bandwidths(config, scenario))
     return results
 
 
@@ -103,23 +110,30 @@ def comparison(results: Sequence[RunResult]) -> str:
     return "\n".join(lines)
 
 
-def week_run(variant: str, policy: str, days: float) -> tuple[RunResult, float]:
+def week_run(
+    variant: str, policy: str, days: float, cancelling: bool = False
+) -> tuple[RunResult, float]:
     """One policy on the week (or its first `days`), and the CPU seconds it took."""
     from bench.week import DAY, static_list, week_pods, week_scenario
 
     began = time.process_time()
     pods = [pod for pod in week_pods() if pod.at < days * DAY]
-    work = replay.workload(week_scenario(variant), pods, static_list())
+    scenario = week_scenario(variant).with_kubelets(cancel_pull_on_delete=cancelling)
+    work = replay.workload(scenario, pods, static_list())
     work = replay.Workload(work.scenario, work.pods, days * DAY, work.static_list)
-    result = replay.run(work, policy, evaluation_config())
+    result = replay.run(work, policy, knowing_bandwidths(evaluation_config(), work.scenario))
     return result, time.process_time() - began
 
 
-def week(policies: Sequence[str], days: float, workers: int) -> list[RunResult]:
+def week(
+    policies: Sequence[str], days: float, workers: int, cancelling: bool = False
+) -> list[RunResult]:
     """Every policy on both disk variants, `workers` runs at a time (one per core)."""
     jobs = [(variant, policy) for variant in ("roomy", "tight") for policy in policies]
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        futures = [pool.submit(week_run, variant, policy, days) for variant, policy in jobs]
+        futures = [
+            pool.submit(week_run, variant, policy, days, cancelling) for variant, policy in jobs
+        ]
         done = [future.result() for future in futures]
     for (variant, policy), (_, seconds) in zip(jobs, done, strict=True):
         print(f"week-{variant} / {policy}: {seconds:.0f} s of CPU", file=sys.stderr)
@@ -156,14 +170,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--week", action="store_true", help="the week-long scenario instead")
     parser.add_argument("--days", type=float, default=7.0, help="--week: replay the first N days")
     parser.add_argument("--workers", type=int, default=2, help="--week: runs in parallel")
+    parser.add_argument(
+        "--kubelets-cancel-pulls",
+        action="store_true",
+        help="kubelets that stop a deleted pod's pull in flight (real ones do not)",
+    )
     args = parser.parse_args(argv)
     config = evaluation_config()
     policies = args.policy or replay.POLICIES
     began = time.perf_counter()
     if args.week:
-        results = week(policies, args.days, max(1, args.workers))
+        results = week(policies, args.days, max(1, args.workers), args.kubelets_cancel_pulls)
     else:
-        results = short_scenarios(args.scenario or SCENARIOS, policies, config)
+        results = short_scenarios(
+            args.scenario or SCENARIOS, policies, config, args.kubelets_cancel_pulls
+        )
     print(f"Virtual time; {len(results)} runs in {time.perf_counter() - began:.1f} s.\n")
     print_tables(results)
     if args.compare:

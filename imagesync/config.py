@@ -114,6 +114,60 @@ def parse_size(value: Any) -> int:
     return int(float(match.group(1)) * _SIZE_UNITS[unit])
 
 
+_BANDWIDTH_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?)(b|bps|B|Bps)?(?:/s)?\s*$", re.I)
+_BANDWIDTH_UNITS = {
+    "": 1.0,
+    "k": 1e3,
+    "m": 1e6,
+    "g": 1e9,
+    "t": 1e12,
+    "ki": 1024.0,
+    "mi": 1024.0**2,
+    "gi": 1024.0**3,
+    "ti": 1024.0**4,
+}
+
+
+def parse_bandwidth(value: Any) -> float:
+    """Bytes per second from `100MB/s`, `10Gbit/s`, `1Gbps` (bits), `50MiB/s` or a number of
+    bytes."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if value <= 0:
+            raise ValueError(f"bandwidth must be positive, got {value!r}")
+        return float(value)
+    text = str(value).replace("bit/s", "bps")
+    match = _BANDWIDTH_RE.match(text)
+    if not match:
+        raise ValueError(f"expected a bandwidth like 100MB/s or 10Gbit/s, got {value!r}")
+    number = float(match.group(1)) * _BANDWIDTH_UNITS[match.group(2).lower()]
+    if (match.group(3) or "B") in ("b", "bps"):
+        number /= 8
+    if number <= 0:
+        raise ValueError(f"bandwidth must be positive, got {value!r}")
+    return number
+
+
+def _registry_bandwidths(value: Any) -> tuple[tuple[str, float], ...]:
+    """`{registry host: bandwidth}` as sorted (host, bytes per second) pairs (a string from
+    the environment is read as YAML)."""
+    if isinstance(value, str):
+        try:
+            value = yaml.safe_load(value) if value.strip() else {}
+        except yaml.YAMLError as exc:
+            raise ValueError(f"not valid YAML: {exc}") from None
+    if not isinstance(value, Mapping):
+        raise ValueError(f'expected a map like {{"harbor.example.com": "10Gbit/s"}}, got {value!r}')
+    out: dict[str, float] = {}
+    for host, bandwidth in value.items():
+        if not isinstance(host, str) or not host or "/" in host:
+            raise ValueError(f"expected a registry host as key, got {host!r}")
+        try:
+            out[host.lower()] = parse_bandwidth(bandwidth)
+        except ValueError as exc:
+            raise ValueError(f"{host}: {exc}") from None
+    return tuple(sorted(out.items()))
+
+
 def _parse_bool(value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -325,6 +379,18 @@ class Config:
     max_concurrent_pulls: int = _key(_integer(1), 50, "Puller pods running at once, cluster-wide.")
     max_pulls_per_registry: int = _key(
         _integer(1), 20, "Puller pods running at once against one registry host."
+    )
+    registry_bandwidth: tuple[tuple[str, float], ...] = _key(
+        _registry_bandwidths,
+        (),
+        'Known bandwidth per registry host, e.g. {"harbor.example.com": "10Gbit/s"}: '
+        "prefetches from it stay within prefetchBandwidthShare of it.",
+    )
+    prefetch_bandwidth_share: float = _key(
+        _number(0.01, 1.0),
+        0.5,
+        "Share of a registry's known bandwidth (registryBandwidth) prefetches may take at once; "
+        "the rest is left to workload pulls.",
     )
     max_pulls_per_image: int = _key(_integer(1), 10, "Puller pods running at once for one image.")
     max_pulls_per_node: int = _key(

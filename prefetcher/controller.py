@@ -52,7 +52,7 @@ from prefetcher.planning.incremental import IncrementalPlanner
 from prefetcher.pullpolicy import RewriteWatch
 from prefetcher.snapshot import IMAGES, NODES, PODS, STARTING, SnapshotBuilder
 from prefetcher.sources.sync import CatalogView, SourceSync
-from prefetcher.triggers import image_trigger, node_trigger, wake_time
+from prefetcher.triggers import image_trigger, node_trigger, pulling_on, wake_time
 
 __all__ = [
     "STATUS_COUNTS_INTERVAL",
@@ -136,9 +136,11 @@ class Controller(ImageLearners, SnapshotBuilder, PlanExecutor):
         self._memo: dict[str, dict[str, tuple[str, Any]]] = {}
         # Memory between passes.
         self.pull_records: dict[PullKey, PullRecord] = {}
+        self.pull_throughput: dict[str, float] = {}  # registry → bytes/s, as last measured
         self._created: dict[str, tuple[dict[str, Any], float]] = {}
         self._deleted: dict[str, float] = {}
         self._reported_outcomes: set[tuple[str, str]] = set()  # (pod uid, image)
+        self._reported_yields: set[str] = set()  # uids of pullers that yielded
         self._refused: list[tuple[PullAction, KubeError]] = []  # this pass's refused pullers
         self._counts_written: dict[str, float] = {}  # CachedImage → clock of the last count write
         self._warming: dict[str, float] = {}
@@ -206,6 +208,10 @@ class Controller(ImageLearners, SnapshotBuilder, PlanExecutor):
             # A pod that started (or went) frees its node for pulls held back for it; a pod
             # bound to a node was stored by the API server: it confirms the images it uses.
             reason = "workload pod started" if change.new is None else None
+            if change.old is None and change.new is not None:
+                node = str((change.new.get("spec") or {}).get("nodeName") or "")
+                if pulling_on(node, self.pods.items()):
+                    reason = "workload pod starting"  # a puller there may have to yield
             if change.new is not None and self.stored_pods.observe(change.new, self.clock.now()):
                 reason = "image used by a stored pod"
         elif change.kind != PODS:
@@ -374,6 +380,7 @@ class Controller(ImageLearners, SnapshotBuilder, PlanExecutor):
         info.plan_seconds = time.perf_counter() - plan_started
         self.metrics.plan_seconds.observe(info.plan_seconds)
         self.pull_records = dict(plan.pull_records)
+        self.pull_throughput = dict(plan.pull_throughput)
         self.last_plan = plan
         self._wake_at = min(self._wake_at, wake_time(plan))
         try:

@@ -19,9 +19,17 @@ from imagesync.config import Config
 from imagesync.kubeclient import KubeError
 from prefetcher import refusals
 from prefetcher.informer import Clock, Informer
-from prefetcher.kube import Kube, pull_failure_event
+from prefetcher.kube import Kube, pull_failure_event, puller_event
 from prefetcher.metrics import Metrics
-from prefetcher.model import Plan, PullAction, PullKey, PullOutcome, PullRecord, StatusUpdate
+from prefetcher.model import (
+    Plan,
+    PodDeletion,
+    PullAction,
+    PullKey,
+    PullOutcome,
+    PullRecord,
+    StatusUpdate,
+)
 
 # The controller's logger: admins filter the prefetcher's write failures by it.
 log = logging.getLogger("prefetcher.controller")
@@ -87,6 +95,7 @@ class PlanExecutor:
     _created: dict[str, tuple[dict[str, Any], float]]
     _deleted: dict[str, float]
     _reported_outcomes: set[tuple[str, str]]
+    _reported_yields: set[str]
     _refused: list[tuple[PullAction, KubeError]]
     _counts_written: dict[str, float]
     _wake_at: float
@@ -126,7 +135,8 @@ class PlanExecutor:
         try:
             for kind, actions in batches:
                 self._run_batch(kind, actions, info)
-            self._run_batch("create event", self._outcome_events(plan), info)
+            events = self._outcome_events(plan) + self._yield_events(plan)
+            self._run_batch("create event", events, info)
         except Stopped:
             if info.aborted:
                 log.warning("pass stopped early: %s", info.aborted, extra={"reason": info.aborted})
@@ -246,6 +256,56 @@ class PlanExecutor:
             )
             events.append(partial(self._event, self._failure_event(outcome, plan.now)))
         return events
+
+    def _yield_events(self, plan: Plan) -> list[Callable[[], bool]]:
+        """A log line, the metric and an Event for each puller deleted to make way for a
+        workload pod starting on its node, once per pod."""
+        live = {obj["metadata"].get("uid") for obj in self.pods.items()}
+        self._reported_yields &= live
+        events: list[Callable[[], bool]] = []
+        for deletion in plan.deletions:
+            if not deletion.yielded_to or deletion.uid in self._reported_yields:
+                continue
+            self._reported_yields.add(deletion.uid)
+            images = self._puller_images(deletion)
+            self.metrics.pull_yielded(images)
+            log.info(
+                "puller %s on %s yielded to pod %s starting on the node",
+                deletion.name,
+                deletion.node,
+                deletion.yielded_to,
+                extra={
+                    "node": deletion.node,
+                    "pod": deletion.name,
+                    "workload": deletion.yielded_to,
+                },
+            )
+            events.append(partial(self._event, self._yield_event(deletion, images, plan.now)))
+        return events
+
+    def _puller_images(self, deletion: PodDeletion) -> list[str]:
+        """The images the deleted puller had still to pull (all of them when it is not cached)."""
+        for obj in self.pods.items():
+            if obj["metadata"].get("uid") == deletion.uid:
+                return [str(c.get("image", "")) for c in obj.get("spec", {}).get("containers", [])]
+        return []
+
+    def _yield_event(
+        self, deletion: PodDeletion, images: list[str], now: datetime
+    ) -> dict[str, Any]:
+        pulling = f" ({', '.join(images)})" if images else ""
+        return puller_event(
+            namespace=self.kube.pod_namespace,
+            pod=deletion.name,
+            pod_uid=deletion.uid,
+            node=deletion.node,
+            reason="PrefetchYielded",
+            message=(
+                f"prefetch{pulling} yielded to pod {deletion.yielded_to} starting on the node: "
+                "its pull goes first; the images are pulled again once it started"
+            ),
+            now=format_time(now),
+        )
 
     def _record_refusals(self, plan: Plan, info: PassInfo) -> None:
         """Refused pullers become failed pulls: backoff records (the report shows `failed`

@@ -552,6 +552,31 @@ def pull_failure_event(
     now: str,
 ) -> Obj:
     """A core/v1 Event on the failed puller pod, as `kubectl describe` and `get events` show it."""
+    text = f"pull of {image} on node {node} failed: {reason}" + (f": {message}" if message else "")
+    return puller_event(
+        namespace=namespace,
+        pod=pod,
+        pod_uid=pod_uid,
+        node=node,
+        reason="PrefetchFailed",
+        message=text,
+        now=now,
+        warning=True,
+    )
+
+
+def puller_event(
+    *,
+    namespace: str,
+    pod: str,
+    pod_uid: str,
+    node: str,
+    reason: str,
+    message: str,
+    now: str,
+    warning: bool = False,
+) -> Obj:
+    """A core/v1 Event on one of our puller pods (`kubectl describe pod`, `get events`)."""
     return {
         "apiVersion": "v1",
         "kind": "Event",
@@ -563,10 +588,9 @@ def pull_failure_event(
             "namespace": namespace,
             "uid": pod_uid,
         },
-        "reason": "PrefetchFailed",
-        "message": f"pull of {image} on node {node} failed: {reason}"
-        + (f": {message}" if message else ""),
-        "type": "Warning",
+        "reason": reason,
+        "message": message,
+        "type": "Warning" if warning else "Normal",
         "source": {"component": EVENT_SOURCE, "host": node},
         "reportingComponent": EVENT_SOURCE,
         "reportingInstance": EVENT_SOURCE,

@@ -65,6 +65,13 @@ class Metrics:
             ["registry", "reason"],
             registry=r,
         )
+        self.pulls_yielded = Counter(
+            f"{PREFIX}_pulls_yielded",
+            "Pullers deleted with images still to pull, making way for a workload pod starting "
+            "on their node that missed an image (not failures: pulled again later), by registry.",
+            ["registry"],
+            registry=r,
+        )
         self.bytes_pulled = Counter(
             f"{PREFIX}_pulled_bytes",
             "Estimated on-disk bytes of images pulled, by registry.",
@@ -186,6 +193,11 @@ class Metrics:
         """One puller pod created for `images`."""
         for image in images:
             self.pulls_started.labels(registry_of(image), str(urgent).lower()).inc()
+
+    def pull_yielded(self, images: Iterable[str]) -> None:
+        """One puller deleted for a workload pod starting on its node."""
+        for registry in sorted({registry_of(image) for image in images}):
+            self.pulls_yielded.labels(registry).inc()
 
     def pull_finished(self, outcome: PullOutcome) -> None:
         """One image of a finished puller, counted once."""

@@ -150,6 +150,9 @@ class StartingPod:
     # Registries (domains) of the images its containers still wait for: prefetches from them
     # wait, cluster-wide, so they never compete with this pod's pull for registry bandwidth.
     registries: tuple[str, ...] = ()
+    # The images (normalized) its containers still wait for: a puller of ours pulling another
+    # image on the node yields to it when one of them is missing there.
+    images: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,6 +239,9 @@ class Snapshot:
     pull_records: Mapping[PullKey, PullRecord] = field(default_factory=dict)
     starting: tuple[StartingPod, ...] = ()
     demand: Demand = field(default_factory=Demand)
+    # Registry → bytes per second one of our pulls from it got, as last measured (kept by
+    # the runtime between passes, like `pull_records`).
+    pull_throughput: Mapping[str, float] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------------------
@@ -280,6 +286,7 @@ class PodDeletion:
     node: str
     role: Role
     why: str
+    yielded_to: str = ""  # a puller deleted for a workload pod (namespace/name) starting there
 
 
 @dataclass(frozen=True, slots=True)
@@ -409,6 +416,7 @@ class Plan:
     budget_left_out: tuple[BudgetExclusion, ...] = ()
     outcomes: tuple[PullOutcome, ...] = ()
     pull_records: Mapping[PullKey, PullRecord] = field(default_factory=dict)
+    pull_throughput: Mapping[str, float] = field(default_factory=dict)
     images: tuple[ImageSummary, ...] = ()
     nodes: tuple[NodeSummary, ...] = ()
     summary: Summary | None = None

@@ -363,15 +363,18 @@ def starting_pod(obj: Mapping[str, Any]) -> StartingPod | None:
             if kind in ("running", "terminated"):
                 started.add(str(raw.get("name") or ""))
     registries: set[str] = set()
+    images: dict[str, None] = {}
     for key in ("initContainers", "containers"):
         for container in _list(spec.get(key)):
             container = _mapping(container)
             if str(container.get("name") or "") in started:
                 continue
             try:
-                registries.add(parse_reference(str(container.get("image") or "")).domain)
+                reference = parse_reference(str(container.get("image") or ""))
             except InvalidReference:
                 continue
+            registries.add(reference.domain)
+            images.setdefault(reference.normalized(), None)
     since = parse_timestamp(meta.get("creationTimestamp"))
     for condition in _list(status.get("conditions")):
         condition = _mapping(condition)
@@ -382,6 +385,7 @@ def starting_pod(obj: Mapping[str, Any]) -> StartingPod | None:
         pod=f"{meta.get('namespace', '')}/{meta.get('name', '')}",
         since=since,
         registries=tuple(sorted(registries)),
+        images=tuple(images),
     )
 
 

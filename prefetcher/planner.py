@@ -19,7 +19,9 @@
    first-try images of one registry (a retry goes alone); each start must fit every cap
    (per node, per registry, per image, cluster-wide), counting pullers already running.
    In quiet hours only urgent pulls start; on a node where a workload pod is starting
-   none do. A failed (node, image) waits
+   none do, nor at the registries it pulls from. A puller pulling another image on a node
+   where a workload pod starts and misses an image yields: it is deleted, with no backoff,
+   and its images are planned again once the pod started. A failed (node, image) waits
    min(pull_backoff_base * 2**(attempts-1), pull_backoff_max) before the next try.
 5. Keepers: per node, the keeper for present & target (same set, same name). A changed
    set creates the new keeper first, once the node is done pulling (or KEEPER_BATCH_WAIT
@@ -50,7 +52,8 @@ from prefetcher.planning.demand import demand_index
 from prefetcher.planning.images import merge_images
 from prefetcher.planning.keepers import KEEPER_BATCH_WAIT, plan_keepers
 from prefetcher.planning.pullers import STUCK_GRACE, read_pullers
-from prefetcher.planning.pulls import HOLD_BACK_MAX, choose_pulls
+from prefetcher.planning.pulls import choose_pulls
+from prefetcher.planning.starting import HOLD_BACK_MAX
 from prefetcher.planning.state import PlanState
 from prefetcher.planning.summary import LAST_ERROR_MAX, result
 from prefetcher.planning.taints import plan_startup_taints

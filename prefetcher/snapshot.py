@@ -46,6 +46,7 @@ class SnapshotBuilder:
     stored_pods: StoredPodImages
     learned_selection: LearnedSelection
     pull_records: dict[PullKey, PullRecord]
+    pull_throughput: dict[str, float]
     bad_objects: dict[str, dict[str, str]]
     _snapshot_lock: threading.Lock
     _memo: dict[str, dict[str, tuple[str, Any]]]
@@ -97,6 +98,7 @@ class SnapshotBuilder:
                 images=images,
                 pods=tuple(pods),
                 pull_records=dict(self.pull_records),
+                pull_throughput=dict(self.pull_throughput),
                 starting=tuple(pod for pod in starting if pod is not None),
                 demand=demand,
             )

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from imagesync.cachedimage import planning_spec
+from imagesync.names import COMPONENT_PULLER, LABEL_COMPONENT
 from prefetcher.informer import Change
 from prefetcher.model import Plan
 
@@ -52,6 +53,20 @@ def image_trigger(change: Change) -> str | None:
     if planning_spec(change.old.get("spec")) != planning_spec(change.new.get("spec")):
         return "image changed"
     return None
+
+
+def pulling_on(node: str, pods: Iterable[Mapping[str, Any]]) -> bool:
+    """Does one of our pullers (`pods`: our pods) still run on `node`? A workload pod that
+    starts there may need it to yield at once, not at the next pass."""
+    for pod in pods:
+        labels = (pod.get("metadata") or {}).get("labels") or {}
+        if (
+            labels.get(LABEL_COMPONENT) == COMPONENT_PULLER
+            and (pod.get("spec") or {}).get("nodeName") == node
+            and (pod.get("status") or {}).get("phase", "Pending") in ("Pending", "Running")
+        ):
+            return True
+    return False
 
 
 def wake_time(plan: Plan) -> float:

@@ -227,6 +227,7 @@ class ContainerLifecycle(ImagePulls):
     def _kill(self, pod: Pod, why: str, at: float) -> None:
         for job in self.queue + self.active:
             job.waiters = [w for w in job.waiters if w[0] != pod.uid]
+        self._cancel_abandoned_pulls()
         for container in pod.all_containers():
             if container.state == "running":
                 self._event(pod, "Killing", f"Stopping container {container.name}", at)

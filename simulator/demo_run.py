@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import ssl
 import threading
 import time
@@ -141,9 +142,12 @@ class Run:
             "[image-sync] CRD, PriorityClass and webhook configuration installed"
         ):
             install_image_sync(cluster.api_client(), certs / "ca.crt")
-        env = child_env(
-            cluster.kubeconfig, accelerated_settings(self.options.speed), self.options.config_file
+        settings = accelerated_settings(self.options.speed)
+        # The scenario's registry bandwidths, as an admin who knows them configures them.
+        settings["IMAGE_SYNC_REGISTRY_BANDWIDTH"] = json.dumps(
+            cluster.scenario.registry_bandwidths()
         )
+        env = child_env(cluster.kubeconfig, settings, self.options.config_file)
         webhook_port = free_port()
         cluster.server.map_service(NAMESPACE, WEBHOOK_SERVICE, "127.0.0.1", webhook_port)
         with self.progress.step(

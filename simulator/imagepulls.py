@@ -55,6 +55,18 @@ class ImagePulls(StatusReporting):
             index -= 1
         self.queue.insert(index, job)
 
+    def _cancel_abandoned_pulls(self) -> None:
+        """A pull in flight that no container waits for any more (its pods were deleted) stops
+        at once when the kubelet cancels pulls on deletion (`cancel_pull_on_delete`): the node's
+        queue and the registry are free, the bytes fetched are lost. Otherwise it runs on, as
+        a real kubelet's does."""
+        if not self.config.cancel_pull_on_delete:
+            return
+        for job in [j for j in self.active if not j.waiters]:
+            self.active.remove(job)
+            if not job.cached and job.resolved is not None:
+                self.registries.end_transfer(job.host)
+
     def _job_priority(self, job: PullJob) -> int:
         return max((self.pods[u].priority for u, _ in job.waiters if u in self.pods), default=0)
 

@@ -191,6 +191,7 @@ class NodeRuntime(ContainerLifecycle):
             return
         for job in self.queue + self.active:
             job.waiters = [w for w in job.waiters if w[0] != uid]
+        self._cancel_abandoned_pulls()
 
     def known_uids(self) -> set[str]:
         return set(self.pods)

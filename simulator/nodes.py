@@ -12,9 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from imagesync.config import parse_duration, parse_size
+from imagesync.config import parse_bandwidth, parse_duration, parse_size
 from simulator.imagestore import GCPolicy
-from simulator.registry import parse_bandwidth
 
 ANNOTATION_PREFIX = "sim.image-sync.io/"
 MANAGED = ANNOTATION_PREFIX + "managed"
@@ -50,6 +49,11 @@ class NodeConfig:
     # kubelet this simulates, on by default from 1.35): an image pulled with credentials is
     # used only by pods that bring the same pull secret, or by a pod whose own pull succeeds.
     ensure_secret_pulled_images: bool = False
+    # Whether deleting a pod stops its image pull in flight. Kubelets up to at least 1.35 do
+    # not (kubernetes#88662, #122905: SyncPod runs without the pod worker's cancellation);
+    # on: a kubelet that cancels, freeing the node's pull queue and the registry at once (the
+    # bytes fetched are lost: containerd drops a cancelled pull's lease).
+    cancel_pull_on_delete: bool = False
 
     def all_labels(self) -> dict[str, str]:
         """The labels a kubelet (and GPU feature discovery on GPU nodes) puts on the node."""
@@ -88,6 +92,7 @@ class NodeConfig:
             ANNOTATION_PREFIX + "ensure-secret-pulled-images": str(
                 self.ensure_secret_pulled_images
             ).lower(),
+            ANNOTATION_PREFIX + "cancel-pull-on-delete": str(self.cancel_pull_on_delete).lower(),
             ANNOTATION_PREFIX + "image-gc-high-threshold": str(self.gc.high_threshold),
             ANNOTATION_PREFIX + "image-gc-low-threshold": str(self.gc.low_threshold),
             ANNOTATION_PREFIX + "image-minimum-gc-age": str(self.gc.min_age),
@@ -190,6 +195,7 @@ def config_from_node(node: Mapping[str, Any]) -> NodeConfig:
         taints=tuple(spec.get("taints") or ()),
         serialize_image_pulls=(get("serialize-image-pulls") or "true").lower() != "false",
         ensure_secret_pulled_images=(get("ensure-secret-pulled-images") or "").lower() == "true",
+        cancel_pull_on_delete=(get("cancel-pull-on-delete") or "").lower() == "true",
         gc=gc,
         preloaded_images=preloaded,
         unschedulable=bool(spec.get("unschedulable")),

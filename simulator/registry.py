@@ -10,44 +10,12 @@ from __future__ import annotations
 
 import enum
 import hashlib
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from imagesync.config import parse_duration, parse_size
+from imagesync.config import parse_bandwidth, parse_duration, parse_size
 from imagesync.reference import ImageReference, InvalidReference, parse_reference
-
-_BANDWIDTH_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?)(b|bps|B|Bps)?(?:/s)?\s*$", re.I)
-_BANDWIDTH_UNITS = {
-    "": 1,
-    "k": 1e3,
-    "m": 1e6,
-    "g": 1e9,
-    "t": 1e12,
-    "ki": 1024.0,
-    "mi": 1024.0**2,
-    "gi": 1024.0**3,
-    "ti": 1024.0**4,
-}
-
-
-def parse_bandwidth(value: Any) -> float:
-    """Bytes per second from `100MB/s`, `1Gbps` (bits), `50MiB/s` or a plain number of bytes."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        if value <= 0:
-            raise ValueError(f"bandwidth must be positive, got {value!r}")
-        return float(value)
-    match = _BANDWIDTH_RE.match(str(value))
-    if not match:
-        raise ValueError(f"expected a bandwidth like 100MB/s or 10Gbps, got {value!r}")
-    number = float(match.group(1)) * _BANDWIDTH_UNITS[match.group(2).lower()]
-    unit = match.group(3) or "B"
-    if unit in ("b", "bps"):
-        number /= 8
-    if number <= 0:
-        raise ValueError(f"bandwidth must be positive, got {value!r}")
-    return number
 
 
 def fake_digest(*parts: str) -> str:

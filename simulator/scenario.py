@@ -15,10 +15,10 @@ from typing import Any
 
 import yaml
 
-from imagesync.config import parse_duration, parse_size
+from imagesync.config import parse_bandwidth, parse_duration, parse_size
 from simulator.imagestore import GCPolicy
 from simulator.nodes import NodeConfig
-from simulator.registry import RegistrySet, parse_bandwidth, registries_from_spec
+from simulator.registry import RegistrySet, registries_from_spec
 
 DEFAULT_SCENARIO = "gpu-cluster"
 
@@ -97,6 +97,18 @@ class Scenario:
     def build_registries(self, epoch: float) -> RegistrySet:
         return registries_from_spec(self.registries, epoch=epoch)
 
+    def with_kubelets(self, **settings: Any) -> Scenario:
+        """The same scenario with `settings` (NodeConfig fields) on every pool's kubelets."""
+        pools = tuple(replace(p, template=replace(p.template, **settings)) for p in self.pools)
+        return replace(self, pools=pools)
+
+    def registry_bandwidths(self) -> dict[str, float]:
+        """Registry host → bandwidth (bytes per second), as image-sync's `registryBandwidth`."""
+        return {
+            host: registry.bandwidth
+            for host, registry in sorted(self.build_registries(0.0).registries.items())
+        }
+
     def images(self) -> list[str]:
         """Every image reference the registries serve."""
         return sorted(
@@ -143,6 +155,7 @@ def _pool(raw: Mapping[str, Any], where: str) -> NodePool:
         taints=tuple(dict(t) for t in raw.get("taints") or ()),
         serialize_image_pulls=bool(raw.get("serializeImagePulls", True)),
         ensure_secret_pulled_images=bool(raw.get("ensureSecretPulledImages", False)),
+        cancel_pull_on_delete=bool(raw.get("cancelPullOnDelete", False)),
         gc=gc,
         preloaded_images=tuple(str(i) for i in raw.get("preloadedImages") or ()),
     )

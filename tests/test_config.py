@@ -47,6 +47,13 @@ def test_config_path_from_environment(tmp_path: Path) -> None:
         ("sweepIntreval: 5m\n", {}, "unknown config key(s) sweepIntreval"),
         ("- a\n", {}, "must hold a mapping"),
         (
+            "registryBandwidth: {harbor.example.com: fast}\n",
+            {},
+            "registryBandwidth: harbor.example.com: expected a bandwidth",
+        ),
+        ("registryBandwidth: [a]\n", {}, "registryBandwidth: expected a map"),
+        ("prefetchBandwidthShare: 1.5\n", {}, "prefetchBandwidthShare"),
+        (
             "",
             {"IMAGE_SYNC_REWRITE_LATEST": "maybe"},
             "IMAGE_SYNC_REWRITE_LATEST: expected true or false",
@@ -72,3 +79,12 @@ def test_units() -> None:
     assert parse_size("9.5GB") == 9_500_000_000
     with pytest.raises(ValueError):
         parse_duration("5 minutes")
+
+
+def test_registry_bandwidth_from_file_and_environment(tmp_path: Path) -> None:
+    text = 'registryBandwidth: {"Harbor.example.com": "10Gbit/s", "nvcr.io": "250MB/s"}\n'
+    config = load_config(write(tmp_path, text), environ={})
+    assert config.registry_bandwidth == (("harbor.example.com", 1.25e9), ("nvcr.io", 2.5e8))
+    assert config.prefetch_bandwidth_share == 0.5
+    env = {"IMAGE_SYNC_REGISTRY_BANDWIDTH": '{"nvcr.io": "2Gbps"}'}
+    assert load_config(None, environ=env).registry_bandwidth == (("nvcr.io", 2.5e8),)

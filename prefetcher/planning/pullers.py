@@ -7,6 +7,8 @@ from datetime import datetime, timedelta
 
 from prefetcher import observe, pods
 from prefetcher.model import ManagedPod, PullOutcome, PullRecord
+from prefetcher.planning.images import DISK_PER_COMPRESSED_BYTE, registry_of
+from prefetcher.planning.starting import Starting, starting_pods, yields_to
 from prefetcher.planning.state import PlanState
 
 STUCK_GRACE = 300.0  # seconds past a puller's deadline before it counts as stuck
@@ -21,6 +23,7 @@ def _seconds(pod: ManagedPod, finished: datetime | None) -> float | None:
 def read_pullers(state: PlanState) -> None:
     """Outcomes of pullers' images, which pullers still fly, and which to delete."""
     config = state.config
+    starting = starting_pods(state)
     for pod in state.pullers:
         if pod.node not in state.node_names:
             state.delete(pod, "node no longer exists")
@@ -33,9 +36,10 @@ def read_pullers(state: PlanState) -> None:
                 _record_failure(state, pod, image, result)
         pending = tuple(i for i in pod.images if i not in results)
         if pending:
-            _read_unfinished(state, pod, pending, results)
+            _read_unfinished(state, pod, pending, results, starting)
             _hold(state, pod, results)
             continue
+        _measure(state, pod, results)
         # Finished: keep it while it is the only guard of an image it pulled.
         failed = sorted({r.reason for r in results.values() if not r.succeeded})
         fitted = state.fits(pod.node)
@@ -67,6 +71,21 @@ def read_pullers(state: PlanState) -> None:
             or state.is_present(node, image)
         ):
             del state.records[key]
+
+
+def _measure(state: PlanState, pod: ManagedPod, results: Mapping[str, observe.PullResult]) -> None:
+    """A finished puller that pulled every image: bytes sent (on-disk sizes ÷ the usual
+    unpacking ratio) ÷ seconds from its creation to its last image, one sample of what a pull
+    from its registry gets (`pull_throughput`)."""
+    ends = [r.finished_at for r in results.values()]
+    if pod.created is None or not all(r.succeeded for r in results.values()) or None in ends:
+        return
+    seconds = (max(e for e in ends if e is not None) - pod.created).total_seconds()
+    if seconds <= 0:
+        return
+    registry = registry_of(pod.images[0])[0]
+    sent = sum(state.size_of(image) for image in pod.images) / DISK_PER_COMPRESSED_BYTE
+    state.throughput_samples.setdefault(registry, []).append(sent / seconds)
 
 
 def _record_failure(
@@ -144,14 +163,23 @@ def _read_unfinished(
     pod: ManagedPod,
     pending: tuple[str, ...],
     results: Mapping[str, observe.PullResult],
+    starting: Starting,
 ) -> None:
     """A puller with images still to pull: flying, stuck past its current image's deadline
-    (counted from when that image could start, not from the pod's creation), or unwanted."""
+    (counted from when that image could start, not from the pod's creation), unwanted, or
+    in the way of a workload pod starting on its node."""
     if pod.deleting:
         state.in_flight[pod.uid or pod.name] = (pod, pending)  # the kubelet may still be pulling
         return
     now = state.now
     current = pending[0]
+    workload = yields_to(state, starting, pod, current)
+    if workload:
+        # Not a failure: no backoff; its images are planned again once the pod started.
+        state.delete(pod, f"yielded to pod {workload} starting on the node", yielded_to=workload)
+        for image in pending:
+            state.waiting[(pod.node, image)] = f"yielded to pod {workload} starting on the node"
+        return
     allowed = pods.pull_deadline(state.size_of(current), state.config)
     began = pull_clock_start(state, pod, results)
     stuck_at = began + timedelta(seconds=allowed + STUCK_GRACE)

@@ -4,47 +4,19 @@ every cap."""
 from __future__ import annotations
 
 from collections import Counter
-from datetime import timedelta
-from typing import NamedTuple
 
 from prefetcher import pods
 from prefetcher.model import PullAction, PullKey
 from prefetcher.planning.demand import cron_lead
 from prefetcher.planning.images import MergedImage, registry_of, size_on
+from prefetcher.planning.starting import Starting, starting_pods
 from prefetcher.planning.state import PlanState
 from prefetcher.planning.targets import NodeTarget
 from prefetcher.planning.timing import retry_at
 
-# A workload pod starting on a node holds back new pulls there for at most this long.
-HOLD_BACK_MAX = 1200.0
-
 # ((urgency, demand tier, -score, node, image), why); urgency 0: a need named by a workload
 # (rollout, CronJob run, pods waiting for capacity), 1: a new node or image, 2: routine.
 Candidate = tuple[tuple[int, int, float, str, str], str]
-
-
-class Starting(NamedTuple):
-    """Workload pods starting now, whose pulls go first: on their node, and at the registries
-    they pull from (a prefetch elsewhere would share that registry's bandwidth)."""
-
-    by_node: dict[str, str]  # node → a pod starting there
-    by_registry: dict[str, str]  # registry → a pod waiting for an image from it
-
-
-def starting_pods(state: PlanState) -> Starting:
-    """The workload pods starting now, while not stale."""
-    by_node: dict[str, str] = {}
-    by_registry: dict[str, str] = {}
-    for pod in sorted(state.snapshot.starting, key=lambda p: p.pod):
-        if pod.since is not None:
-            until = pod.since + timedelta(seconds=HOLD_BACK_MAX)
-            if state.now >= until:
-                continue
-            state.wake(until)
-        by_node.setdefault(pod.node, pod.pod)
-        for registry in pod.registries:
-            by_registry.setdefault(registry, pod.pod)
-    return Starting(by_node, by_registry)
 
 
 def node_candidates(
@@ -69,9 +41,12 @@ def node_candidates(
             state.waiting[key] = f"quiet hours {config.quiet_hours} UTC: only urgent pulls"
             continue
         if name in starting.by_node:
-            state.waiting[key] = f"held back while pod {starting.by_node[name]} starts on the node"
+            state.waiting.setdefault(
+                key, f"held back while pod {starting.by_node[name]} starts on the node"
+            )
             continue
-        if image.registry in starting.by_registry:
+        if image.registry in starting.by_registry and registry_share(state, image.registry) is None:
+            # (With a known bandwidth the share leaves the rest to workload pulls instead.)
             state.waiting[key] = (
                 f"held back while pod {starting.by_registry[image.registry]} pulls from "
                 f"{image.registry}"
@@ -99,6 +74,18 @@ def urgent_need(state: PlanState, entry: NodeTarget, image: MergedImage) -> tupl
     if image.new_in_use:
         return "new image in use", 1
     return "routine", 2
+
+
+def registry_share(state: PlanState, registry: str) -> int | None:
+    """How many prefetch pulls from `registry` fit at once within `prefetchBandwidthShare` of
+    its known bandwidth (at least one), each expected at the rate measured from our finished
+    pulls from it, else `pullDeadlineMinBandwidth`; None when its bandwidth is not known."""
+    config = state.config
+    bandwidth = dict(config.registry_bandwidth).get(registry.lower())
+    if bandwidth is None:
+        return None
+    per_pull = state.throughput.get(registry) or float(config.pull_deadline_min_bandwidth)
+    return max(1, int(config.prefetch_bandwidth_share * bandwidth / per_pull))
 
 
 def choose_pulls(state: PlanState) -> None:
@@ -133,11 +120,21 @@ def start_pulls(state: PlanState, candidates: list[Candidate]) -> None:
     )
     total = len(flying)
     taken: set[PullKey] = set()
+    shares: dict[str, int | None] = {}
     for key, why in candidates:
         name, ref = key[-2], key[-1]
         if (name, ref) in taken:
             continue
         image = state.by_image[ref]
+        if image.registry not in shares:
+            shares[image.registry] = registry_share(state, image.registry)
+        share = shares[image.registry]
+        if share is not None and per_registry[image.registry] >= share:
+            state.waiting.setdefault(
+                (name, ref),
+                f"waiting: prefetches from {image.registry} at their share of its bandwidth",
+            )
+            continue
         if (
             total >= config.max_concurrent_pulls
             or per_node[name] >= config.max_pulls_per_node

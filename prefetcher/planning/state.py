@@ -61,6 +61,8 @@ class PlanState:
         self.targets = targets
         self.present = present
         self.records: dict[PullKey, PullRecord] = dict(snapshot.pull_records)
+        self.throughput: dict[str, float] = dict(snapshot.pull_throughput)
+        self.throughput_samples: dict[str, list[float]] = {}  # registry → this pass's pulls
         self.deletions: list[PodDeletion] = []
         self.deleted: set[str] = set()
         self.outcomes: list[PullOutcome] = []
@@ -124,11 +126,11 @@ class PlanState:
     def is_present(self, node: str, image: str) -> bool:
         return image in self.present.get(node, ())
 
-    def delete(self, pod: ManagedPod, why: str) -> None:
+    def delete(self, pod: ManagedPod, why: str, *, yielded_to: str = "") -> None:
         if pod.deleting or pod.uid in self.deleted:
             return
         self.deleted.add(pod.uid)
-        self.deletions.append(PodDeletion(pod.name, pod.uid, pod.node, pod.role, why))
+        self.deletions.append(PodDeletion(pod.name, pod.uid, pod.node, pod.role, why, yielded_to))
 
     def size_of(self, image: str) -> int:
         known = self.by_image.get(image)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from collections import Counter
 from collections.abc import Mapping
 from typing import Any
@@ -130,6 +131,7 @@ def result(state: PlanState, nodes: list[NodeSummary] | None = None) -> Plan:
         budget_left_out=tuple(state.left_out),
         outcomes=tuple(state.outcomes),
         pull_records=_sorted_records(state.records),
+        pull_throughput=measured_throughput(state),
         images=tuple(image_summaries),
         nodes=tuple(node_summaries(state) if nodes is None else nodes),
         summary=summary,
@@ -156,3 +158,12 @@ def status_patch(
 
 def _sorted_records(records: Mapping[PullKey, PullRecord]) -> dict[PullKey, PullRecord]:
     return {key: records[key] for key in sorted(records)}
+
+
+def measured_throughput(state: PlanState) -> dict[str, float]:
+    """Per registry, the median rate of the finished pullers seen this pass, else the last
+    measured one."""
+    out = dict(state.throughput)
+    for registry, samples in state.throughput_samples.items():
+        out[registry] = statistics.median(samples)
+    return dict(sorted(out.items()))

@@ -6,10 +6,11 @@ Snapshot built from the virtual cluster as the controller's informers would see 
   pod's placement profile, written at the recorder's next flush; Declared ones at the start.
 - Our puller and keeper pods are `ManagedPod`s with the container states the kubelet reports;
   nodes are `NodeInfo` with `status.images` hints (the 50 largest); starting workload pods hold
-  back pulls on their node; pull records are carried from plan to plan.
+  back pulls on their node and at their registries, and make a puller on their node yield;
+  pull records are carried from plan to plan.
 - Passes run when the controller's would (`prefetcher/controller.py`): after a trigger (a node
   joined, turned Ready, changed or left; a CachedImage was created or its spec changed; one of
-  our pods changed; a starting workload pod started) and `passCoalesce` later, on the sweep
+  our pods changed; a starting workload pod started, or began starting where we pull) and `passCoalesce` later, on the sweep
   every `sweepInterval`, and at `Plan.wake_at`.
 - The Plan is carried out as the controller does: keepers, deletions, pulls (each puller pulls
   its images one after another through the node's kubelet queue), status writes.
@@ -39,6 +40,7 @@ from prefetcher.model import (
 from prefetcher.planning.incremental import IncrementalPlanner
 from simulator.virtual.learner import Learner
 from simulator.virtual.loop import Timer
+from simulator.virtual.node import registry_host
 from simulator.virtual.pods import IF_NOT_PRESENT, NEVER, Container, Pod, PodSpec
 from simulator.virtual.policy import Policy
 
@@ -92,6 +94,19 @@ def managed_pod(pod: Pod) -> ManagedPod:
     )
 
 
+def starting_pod(pod: Pod) -> StartingPod:
+    """A workload pod starting on its node as `prefetcher.observe.starting_pod` reads it: the
+    images its containers still wait for, and their registries."""
+    images = tuple(dict.fromkeys(c.image for c in pod.containers if c.state == "waiting"))
+    return StartingPod(
+        pod.node,
+        pod.key,
+        moment(pod.bound_at or pod.created),
+        registries=tuple(sorted({registry_host(i) for i in images} - {""})),
+        images=images,
+    )
+
+
 def node_info(node: VirtualNode) -> NodeInfo:
     """A node as `prefetcher.observe.node_info` reads its Node object."""
     config = node.config
@@ -130,6 +145,7 @@ class ImageSync(Policy):
         self.learner = Learner(config, moment, self.trigger)
         self.own: dict[str, Pod] = {}
         self.records: dict[PullKey, PullRecord] = {}
+        self.throughput: dict[str, float] = {}
         self.passes = 0
         self.pulls_started = 0
         self.pulled_pairs: set[tuple[str, str]] = set()
@@ -170,9 +186,15 @@ class ImageSync(Policy):
                 self.trigger("pod changed")
             return
         if pod.node and pod.phase == "Pending" and not pod.deleted:
+            new = pod.key not in self.bound_pending
             self.bound_pending[pod.key] = pod
+            if new and self._pulling_on(pod.node):
+                self.trigger("workload pod starting")  # a puller there may have to yield
         elif self.bound_pending.pop(pod.key, None) is not None:
             self.trigger("workload pod started")
+
+    def _pulling_on(self, node: str) -> bool:
+        return any(p.node == node and p.role == "puller" and not p.ended for p in self.own.values())
 
     def node_added(self, node: VirtualNode) -> None:
         self.trigger("node joined")
@@ -225,6 +247,7 @@ class ImageSync(Policy):
         plan = self.planner.full(snapshot) if sweep else self.planner.plan(snapshot)
         self.passes += 1
         self.records = dict(plan.pull_records)
+        self.throughput = dict(plan.pull_throughput)
         self.left_out_pairs = {(b.node, b.image) for b in plan.budget_left_out}
         self._execute(plan)
         wake = plan.wake_at.timestamp() - EPOCH.timestamp() if plan.wake_at else float("inf")
@@ -250,17 +273,14 @@ class ImageSync(Policy):
                 hit = (pod.version, managed_pod(pod))
                 self._pod_cache[pod.uid] = hit
             pods.append(hit[1])
-        starting = tuple(
-            StartingPod(pod.node, pod.key, moment(pod.bound_at or pod.created))
-            for pod in self.bound_pending.values()
-            if pod.starting()
-        )
+        starting = tuple(starting_pod(pod) for pod in self.bound_pending.values() if pod.starting())
         return Snapshot(
             now=moment(now),
             nodes=tuple(nodes),
             images=self.learner.wanted(),
             pods=tuple(pods),
             pull_records=dict(self.records),
+            pull_throughput=dict(self.throughput),
             starting=starting,
         )
 

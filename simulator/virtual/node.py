@@ -3,7 +3,9 @@ queue (serializeImagePulls: one pull at a time, first come first served).
 
 A pull of an image already queued or in flight joins it (as the kubelet shares one pull per
 reference). A workload pull queued behind a prefetch waits for it: an image pull in flight is
-never pre-empted. Disk and GC are the simulator's own `ImageStore` (high 85 %, low 80 %,
+never pre-empted, and deleting the pod that asked for it does not stop it, as with a real
+kubelet, unless the node's `cancel_pull_on_delete` says the kubelet cancels (the queue and
+the registry are freed at once; the bytes fetched are lost). Disk and GC are the simulator's own `ImageStore` (high 85 %, low 80 %,
 oldest-used first, running containers' images never removed).
 """
 
@@ -48,6 +50,7 @@ class PullJob:
     behind_prefetch: bool = False  # queued while a prefetch of another image was ahead
     started: float | None = None
     transfer: Transfer | None = None
+    cancelled: bool = False
 
 
 @dataclass(eq=False)
@@ -131,11 +134,19 @@ class VirtualNode:
 
     def withdraw(self, job: PullJob, waiter: Waiter) -> None:
         """A waiter leaves (its pod was deleted); a queued job nobody waits for is dropped,
-        one in flight runs on (a pull in flight is not cancelled)."""
+        one in flight runs on unless the kubelet cancels pulls on deletion."""
         if waiter in job.waiters:
             job.waiters.remove(waiter)
-        if not job.waiters and job in self.queue:
+        if job.waiters:
+            return
+        if job in self.queue:
             self.queue.remove(job)
+        elif job is self.active and self.config.cancel_pull_on_delete:
+            job.cancelled = True
+            if job.transfer is not None:
+                self.network.cancel(job.transfer)
+            self.active = None
+            self._next()
 
     def _next(self) -> None:
         while self.active is None and self.queue and not self.removed:
@@ -175,7 +186,7 @@ class VirtualNode:
         self.loop.after(latency, lambda: self._transfer(job, resolved))
 
     def _transfer(self, job: PullJob, resolved: Resolved) -> None:
-        if self.removed:
+        if self.removed or job.cancelled:
             return
         host = registry_host(resolved.reference)
         if self.registries.is_down(host, self.loop.now):
@@ -196,7 +207,7 @@ class VirtualNode:
         )
 
     def _stored(self, job: PullJob, resolved: Resolved) -> None:
-        if self.removed:
+        if self.removed or job.cancelled:
             return
         size = resolved.platform.disk_size
         if not self.store.fits(size):

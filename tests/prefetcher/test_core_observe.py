@@ -288,6 +288,10 @@ def test_a_starting_pod_names_the_registries_of_the_images_it_still_waits_for() 
     assert starting is not None
     # The init container ran: its image (docker.io) is pulled; the others are not.
     assert starting.registries == ("harbor.example.internal", "nvcr.io")
+    assert starting.images == (
+        "nvcr.io/nvidia/pytorch:24.08-py3",
+        "harbor.example.internal/library/app:1.0",
+    )
 
 
 def test_presence_is_keepers_running_plus_successful_pullers() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from imagesync.config import parse_bandwidth
 from simulator.registry import (
     PullError,
     PullErrorKind,
@@ -11,7 +12,6 @@ from simulator.registry import (
     RegistrySet,
     Resolved,
     catalog_image,
-    parse_bandwidth,
     registries_from_spec,
 )
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from simulator.virtual.loop import EventLoop
@@ -10,13 +12,12 @@ from simulator.virtual.node import PREFETCH, WORKLOAD, PullResult, VirtualNode
 from tests.virtual.small_cluster import APP, BIG, GPU_IMAGE, scenario
 
 
-def make_node(disk: str = "200Gi") -> tuple[EventLoop, VirtualNode]:
+def make_node(disk: str = "200Gi", cancel: bool = False) -> tuple[EventLoop, VirtualNode]:
     setup = scenario(cpu_nodes=1, disk=disk)
     loop = EventLoop()
     registries = setup.build_registries(0.0)
-    node = VirtualNode(
-        setup.initial_nodes()[0], "cpu", loop, Network(loop, registries), registries, joined=0.0
-    )
+    config = dataclasses.replace(setup.initial_nodes()[0], cancel_pull_on_delete=cancel)
+    node = VirtualNode(config, "cpu", loop, Network(loop, registries), registries, joined=0.0)
     return loop, node
 
 
@@ -29,6 +30,34 @@ def test_pulls_are_serialized_and_a_workload_pull_waits_behind_a_prefetch() -> N
     # 1 GB at the node's 50 MB/s, then 100 MB: the workload pull starts only after 20 s.
     assert done == {"big": pytest.approx(20.0), "app": pytest.approx(22.0)}
     assert job.behind_prefetch and job.started == pytest.approx(20.0)
+
+
+@pytest.mark.parametrize("cancel", [False, True])
+def test_deleting_the_puller_stops_its_pull_in_flight_only_on_a_kubelet_that_cancels(
+    cancel: bool,
+) -> None:
+    loop, node = make_node(cancel=cancel)
+    done: dict[str, float] = {}
+
+    def prefetched(result: PullResult) -> None:
+        done["big"] = loop.now
+
+    prefetch = node.pull(BIG, False, PREFETCH, prefetched)
+    job = node.pull(APP, False, WORKLOAD, lambda r: done.setdefault("app", loop.now))
+    loop.run(5.0)
+    node.withdraw(prefetch, prefetched)  # the puller pod is deleted 5 s into its pull
+    loop.run(100.0)
+    transfer = node.network.log[0]
+    if cancel:
+        # The queue and the registry are free at once; the 250 MB fetched are lost.
+        assert done == {"app": pytest.approx(7.0)} and not node.has(BIG)
+        assert transfer.ended == pytest.approx(5.0) and not transfer.ok
+        assert transfer.sent == pytest.approx(250_000_000, rel=0.01)
+        assert job.started == pytest.approx(5.0)
+    else:
+        # As a real kubelet: the pull runs on to the end; the workload pull waits for it.
+        assert done == {"app": pytest.approx(22.0)} and node.has(BIG)
+        assert transfer.ok and job.started == pytest.approx(20.0)
 
 
 def test_a_pull_of_an_image_already_in_flight_joins_it() -> None:
