@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -200,3 +201,35 @@ def test_a_catalog_on_one_prefix_leaves_the_rest_learned() -> None:
         "nvcr.io/nvidia": False,
         f"{HARBOR}/library": True,
     }
+
+
+def test_observed_spreads_what_nodes_held_before_the_install() -> None:
+    """bench/scenarios/running-cluster.yaml: half the nodes hold images from before the
+    install; two of them come back late, in bursts wider than those nodes. Learning meets
+    them at the burst's first pod; Observed has already spread them to the fresh nodes."""
+    from bench.evaluate_virtual import evaluation_config, knowing_bandwidths
+    from simulator.demo import load_run_scenario, scenario_extra
+    from simulator.virtual.workload import scenario_pods
+
+    path = str(Path(__file__).resolve().parents[2] / "bench/scenarios/running-cluster.yaml")
+    scenario = load_run_scenario(path)
+    work = replay.workload(
+        scenario, scenario_pods(scenario), scenario_extra(path, "staticList") or []
+    )
+    config = knowing_bandwidths(evaluation_config(), scenario)
+    learned, observed = (
+        replay.run(work, policy, config) for policy in ("image-sync", "image-sync+observed")
+    )
+
+    def late_burst_misses(result: Any) -> list[str]:
+        return sorted(
+            p.name
+            for p in result.pods
+            if p.bound_at is not None
+            and not p.hit
+            and any("trainer" in i or "tensorflow" in i for i in p.images)
+        )
+
+    assert late_burst_misses(learned), "learning alone should miss the late bursts' replicas"
+    assert late_burst_misses(observed) == []
+    assert observed.figures()["hit_rate"] > learned.figures()["hit_rate"]
