@@ -19,7 +19,15 @@ from simulator.virtual.pods import PodSpec
 from simulator.virtual.policy import Policy
 from simulator.virtual.results import RunResult
 
-POLICIES = ("none", "static-list", "everything", "image-sync", "image-sync+declared", "oracle")
+POLICIES = (
+    "none",
+    "static-list",
+    "everything",
+    "image-sync",
+    "image-sync+declared",
+    "image-sync+demand",
+    "oracle",
+)
 # After the last pod is created, the replay runs this long so late pulls can finish.
 SETTLE_SECONDS = 600.0
 
@@ -65,6 +73,8 @@ def make_policy(name: str, work: Workload, config: Config) -> Policy:
         return ImageSync(config)
     if name == "image-sync+declared":
         return ImageSync(config, name=name, declared=work.static_list)
+    if name == "image-sync+demand":
+        return ImageSync(replace(config, placement="demand"), name=name)
     if name == "oracle":
         return Oracle(work.pods, config)
     raise ValueError(f"unknown policy {name!r}; known: {', '.join(POLICIES)}")

@@ -41,6 +41,17 @@ PINNED: dict[str, tuple[float, float, float, float, int, int, tuple[int, ...], i
         None,
     ),
     "image-sync": (0.6176, 174.9, 323.8, 324.8, 74658400000, 173542752000, (0, 1, 10, 0, 2, 0), 66),
+    # One pool per image's pods here: demand places where `all` does (docs/evaluation.md).
+    "image-sync+demand": (
+        0.6176,
+        174.9,
+        323.8,
+        324.8,
+        74658400000,
+        173542752000,
+        (0, 1, 10, 0, 2, 0),
+        66,
+    ),
     "image-sync+declared": (
         0.7059,
         148.3,
