@@ -9,6 +9,7 @@ shared by the pulls in flight, so ten nodes pulling 9.5 GB from one registry see
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -172,6 +173,13 @@ class Registry:
         return protected and not set(secrets) & set(self.pull_secrets)
 
 
+@functools.lru_cache(maxsize=4096)
+def _parsed(reference: str) -> ImageReference:
+    """parse_reference(), remembered: a simulated cluster pulls the same references again
+    and again (a reference that does not parse raises each time)."""
+    return parse_reference(reference)
+
+
 class RegistrySet:
     """All simulated registries, the pulls in flight on each, and outage times relative to `epoch`.
 
@@ -223,7 +231,7 @@ class RegistrySet:
     ) -> Resolved | PullError:
         """What pulling `reference` on a `os/arch` node at `now` (with `secrets`) gets."""
         try:
-            ref = parse_reference(reference)
+            ref = _parsed(reference)
         except InvalidReference as exc:
             return PullError(PullErrorKind.NOT_FOUND, f"rpc error: code = Unknown desc = {exc}")
         normalized = ref.normalized()

@@ -91,11 +91,16 @@ def size_hints(nodes: Iterable[NodeInfo]) -> dict[str, int]:
     return hints
 
 
-def group_images(images: Iterable[WantedImage], config: Config) -> dict[str, list[WantedImage]]:
+def group_images(
+    images: Iterable[WantedImage],
+    config: Config,
+    counted: dict[str, tuple[str, ...]] | None = None,
+) -> dict[str, list[WantedImage]]:
     """The CachedImages by the image they name, leaving out objects whose source does not
-    count for the image's prefix (`sources`, `defaultSources`)."""
+    count for the image's prefix (`sources`, `defaultSources`). `counted` (image → the
+    sources that count for it under `config`) may be kept from call to call."""
     groups: dict[str, list[WantedImage]] = {}
-    counted: dict[str, tuple[str, ...]] = {}
+    counted = {} if counted is None else counted
     for obj in images:
         if obj.image not in counted:
             counted[obj.image] = sources_for(

@@ -30,6 +30,7 @@ from imagesync.config import Config
 from prefetcher import budget as budgets
 from prefetcher import observe, pods, scoring
 from prefetcher.model import (
+    BudgetExclusion,
     ManagedPod,
     NodeInfo,
     NodeSummary,
@@ -115,6 +116,7 @@ class IncrementalPlanner:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.memo: dict[str, NodeMemo] = {}
+        self._sources: dict[str, tuple[str, ...]] = {}  # image → sources that count (config's)
         self._forget()
 
     def _forget(self) -> None:
@@ -200,7 +202,9 @@ class IncrementalPlanner:
         day = scoring.day_start(now)
         known, self._facts = self._facts, {}
         merged: list[MergedImage] = []
-        for image, objects in group_images(snapshot.images, config).items():
+        if len(self._sources) > 2 * len(snapshot.images) + 64:
+            self._sources = {}  # images long gone
+        for image, objects in group_images(snapshot.images, config, self._sources).items():
             key = tuple(objects)
             hint = hints.get(image)
             hit = known.get(image)
@@ -212,6 +216,16 @@ class IncrementalPlanner:
                 and all(a is b for a, b in zip(hit[0], key, strict=True))
             ):
                 facts = hit[3]
+            elif (
+                hit is not None
+                and hit[1] == hint
+                and hit[2] == day
+                and len(hit[0]) == len(key)
+                and all(map(_same_but_status, hit[0], key))
+            ):
+                # Only the status the prefetcher writes changed: the same facts, holding
+                # the new objects (their status is compared with what a pass reports).
+                facts = _with_objects(hit[3], key)
             else:
                 facts = image_facts(image, objects, hint, day, config)
             self._facts[image] = (key, hint, day, facts)
@@ -241,8 +255,15 @@ class IncrementalPlanner:
         refs = [i.image for i in wanted]
         info = {i.image: (i.rank, i.placement_key, i.size, limited.get(i.image)) for i in wanted}
         old = self._info
-        changed = [ref for ref in refs if old.get(ref) != info[ref]]
-        removed = {ref for ref in old if info.get(ref) != old[ref]}
+        rescored = False
+        if refs == self._refs:
+            # Same images in the same order: a new score alone moves no image in any target
+            # (only the order does), so those images are not patched into every node.
+            changed = [ref for ref in refs if old[ref][1:] != info[ref][1:]]
+            rescored = any(old[ref][0] != info[ref][0] for ref in refs)
+        else:
+            changed = [ref for ref in refs if old.get(ref) != info[ref]]
+        removed = set(changed).intersection(old).union(ref for ref in old if ref not in info)
         everything = not old or len(changed) + len(removed) > max(4, PATCH_LIMIT * len(refs))
         edit = ImageEdit(
             refs=refs,
@@ -254,6 +275,7 @@ class IncrementalPlanner:
             touched=removed.union(changed),
             limited=limited,
             everything=everything,
+            rescored=rescored,
         )
         self._refs, self._info = refs, info
         return edit
@@ -321,6 +343,8 @@ class IncrementalPlanner:
                 memo.node = node
                 if not edit.empty:
                     memo.target = self._patch_target(memo, wanted, by_image, managed, edit, now)
+                elif edit.rescored and memo.left_out:
+                    memo.left_out = _rescored(memo.left_out, by_image)
                 urgent = recent(node.ready_since or node.created, now, config.urgent_window)
                 if memo.target.urgent_recent != urgent:
                     memo.target = dataclasses.replace(memo.target, urgent_recent=urgent)
@@ -451,3 +475,28 @@ class IncrementalPlanner:
         if made is None or made[0] is not memo.target or made[1] is not memo.tally:
             made = memo.summary = (memo.target, memo.tally, node_summary(memo.target, memo.tally))
         return made[2]
+
+
+def _rescored(
+    left_out: list[BudgetExclusion], by_image: Mapping[str, MergedImage]
+) -> list[BudgetExclusion]:
+    """A node's budget exclusions (the report shows them with their images' scores) with
+    the current scores."""
+    out = []
+    for b in left_out:
+        score = by_image[b.image].score
+        out.append(
+            b if b.score == score else BudgetExclusion(b.node, b.image, b.size, score, b.why)
+        )
+    return out
+
+
+def _same_but_status(old: WantedImage, new: WantedImage) -> bool:
+    """The two objects differ at most in the status the prefetcher reports."""
+    return old is new or dataclasses.replace(new, reported=old.reported) == old
+
+
+def _with_objects(facts: ImageFacts, objects: tuple[WantedImage, ...]) -> ImageFacts:
+    """`facts` holding `objects` (the same objects but for their status) in its order."""
+    by_name = {o.name: o for o in objects}
+    return dataclasses.replace(facts, objects=tuple(by_name[o.name] for o in facts.objects))

@@ -24,6 +24,7 @@ class ImageEdit:
     touched: set[str]  # removed or changed
     limited: Mapping[str, frozenset[str]]  # image placed by demand → the nodes it may go to
     everything: bool  # too much changed: plan every node from scratch
+    rescored: bool = False  # some image's score changed (its place in the order did not)
 
     @property
     def empty(self) -> bool:

@@ -48,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, config: Config) -> int:
     from simulator.scenario import ScenarioError
-    from simulator.virtual import replay, report
+    from simulator.virtual import replay, report, targets
     from simulator.virtual.clusterfile import load_cluster, with_trace_images
     from simulator.virtual.trace import TraceError, load_trace
 
@@ -91,6 +91,8 @@ def run(args: argparse.Namespace, config: Config) -> int:
     print(report.miss_table(results))
     print()
     print(report.registry_table(results))
+    print()
+    print(targets.table(results))
     if args.json:
         Path(args.json).write_text(
             json.dumps([r.figures() for r in results], indent=1, default=str) + "\n"

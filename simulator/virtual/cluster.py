@@ -52,6 +52,7 @@ class VirtualCluster:
         self.first_seen: dict[str, float] = {}
         self.joined: list[VirtualNode] = []
         self._uid = 0
+        self._live: list[VirtualNode] | None = None
         self._pool_size = {pool.name: pool.count for pool in scenario.pools}
         for config in scenario.initial_nodes():
             self._add_node(config, scenario.pool(config.pool).name if config.pool else "")
@@ -72,15 +73,23 @@ class VirtualCluster:
 
     # -- nodes ------------------------------------------------------------------------
     def live_nodes(self) -> list[VirtualNode]:
-        return [node for name, node in sorted(self.nodes.items()) if not node.removed]
+        """The nodes present, by name (kept between node joins and removals)."""
+        if self._live is None:
+            self._live = [node for _, node in sorted(self.nodes.items()) if not node.removed]
+        return list(self._live)
 
     def _add_node(self, config: NodeConfig, pool: str) -> VirtualNode:
         node = VirtualNode(
             config, pool, self.loop, self.network, self.registries, joined=self.loop.now
         )
         self.nodes[config.name] = node
+        self._nodes_changed()
         self.kubelets.attach(node)
         return node
+
+    def _nodes_changed(self) -> None:
+        self._live = None
+        self.scheduler.nodes_changed()
 
     def _apply(self, event: NodeEvent) -> None:
         if event.action == "join":
@@ -118,6 +127,7 @@ class VirtualCluster:
     def _remove_node(self, node: VirtualNode) -> None:
         doomed = [p for p in self.workload if p.node == node.name and not p.ended]
         node.remove()
+        self._nodes_changed()
         for pod in doomed:
             self.kubelets.delete(pod)
             spec = pod.spec

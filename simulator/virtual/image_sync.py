@@ -7,7 +7,9 @@ Snapshot built from the virtual cluster as the controller's informers would see 
 - Our puller and keeper pods are `ManagedPod`s with the container states the kubelet reports;
   nodes are `NodeInfo` with `status.images` hints (the 50 largest); starting workload pods hold
   back pulls on their node and at their registries, and make a puller on their node yield;
-  pull records are carried from plan to plan.
+  pull records are carried from plan to plan; the demand informers' view (`Snapshot.demand`)
+  holds the workload pods bound to nodes, by owner, and the pods the scheduler could not place
+  (workload templates are not modelled: pods come from a trace).
 - Passes run when the controller's would (`prefetcher/controller.py`): after a trigger (a node
   joined, turned Ready, changed or left; a CachedImage was created or its spec changed; one of
   our pods changed; a starting workload pod started, or began starting where we pull) and `passCoalesce` later, on the sweep
@@ -28,14 +30,17 @@ from typing import TYPE_CHECKING, Any
 from imagesync.config import Config
 from prefetcher.model import (
     ContainerObservation,
+    Demand,
     ManagedPod,
     NodeInfo,
     Plan,
     PullKey,
     PullRecord,
+    RunningPod,
     Snapshot,
     StartingPod,
     Taint,
+    UnschedulablePod,
 )
 from prefetcher.planning.incremental import IncrementalPlanner
 from simulator.virtual.learner import Learner
@@ -107,6 +112,14 @@ def starting_pod(pod: Pod) -> StartingPod:
     )
 
 
+def running_pod(pod: Pod) -> RunningPod:
+    """A workload pod bound to a node, as `prefetcher.workloads.running_pod` reads it."""
+    spec = pod.spec
+    owner = spec.owner if spec is not None else ""
+    workload = f"{spec.owner_kind}/{spec.namespace}/{owner}" if spec and owner else ""
+    return RunningPod(pod.node, workload, spec.images if spec is not None else ())
+
+
 def node_info(node: VirtualNode) -> NodeInfo:
     """A node as `prefetcher.observe.node_info` reads its Node object."""
     config = node.config
@@ -151,6 +164,9 @@ class ImageSync(Policy):
         self.pulled_pairs: set[tuple[str, str]] = set()
         self.left_out_pairs: set[tuple[str, str]] = set()
         self.bound_pending: dict[str, Pod] = {}
+        # Workload pods bound to a node (running or starting), as the demand informers see them.
+        self.running: dict[str, RunningPod] = {}
+        self._demand: tuple[tuple[UnschedulablePod, ...], Demand] | None = None
         self._timer: Timer | None = None
         self._flush: Timer | None = None
         self._next_sweep = 0.0
@@ -185,6 +201,12 @@ class ImageSync(Policy):
             if pod.name in self.own:
                 self.trigger("pod changed")
             return
+        if pod.node and not pod.ended:
+            if pod.key not in self.running:
+                self.running[pod.key] = running_pod(pod)
+                self._demand = None
+        elif self.running.pop(pod.key, None) is not None:
+            self._demand = None
         if pod.node and pod.phase == "Pending" and not pod.deleted:
             new = pod.key not in self.bound_pending
             self.bound_pending[pod.key] = pod
@@ -215,6 +237,9 @@ class ImageSync(Policy):
 
     def left_out(self, node: str, image: str) -> bool:
         return (node, image) in self.left_out_pairs
+
+    def known_at(self, image: str) -> float | None:
+        return self.learner.known_at.get(image)
 
     def stats(self) -> dict[str, float]:
         return {"passes": self.passes, "pulls_started": self.pulls_started}
@@ -282,7 +307,22 @@ class ImageSync(Policy):
             pull_records=dict(self.records),
             pull_throughput=dict(self.throughput),
             starting=starting,
+            demand=self.demand(),
         )
+
+    def demand(self) -> Demand:
+        """Where images are needed: the workload pods bound to nodes, and those the scheduler
+        could not place (the same object while neither changed)."""
+        assert self.cluster is not None
+        waiting = tuple(
+            UnschedulablePod(pod.key, pod.spec.images if pod.spec is not None else ())
+            for pod in self.cluster.scheduler.pending
+            if not pod.ended
+        )
+        if self._demand is None or self._demand[0] != waiting:
+            demand = Demand(running=tuple(self.running.values()), unschedulable=waiting)
+            self._demand = (waiting, demand)
+        return self._demand[1]
 
     # -- carrying out a plan ------------------------------------------------------------
     def _execute(self, plan: Plan) -> None:

@@ -235,7 +235,8 @@ class Learner:
                 else reported.nodes_present,
                 last_error=str(patch["lastError"]) if "lastError" in patch else reported.last_error,
             )
-            state.cached = None
+            if state.cached is not None:  # only the status changed
+                state.cached = replace(state.cached, reported=state.reported)
 
     def wanted(self) -> tuple[WantedImage, ...]:
         return tuple(self.images[image].wanted() for image in sorted(self.images))

@@ -24,7 +24,7 @@ def max_min_fair(capacity: float, caps: Sequence[float]) -> list[float]:
     rates = [0.0] * len(caps)
     left = capacity
     remaining = len(caps)
-    for index in sorted(range(len(caps)), key=lambda i: caps[i]):
+    for index in sorted(range(len(caps)), key=caps.__getitem__):
         rate = min(caps[index], left / remaining)
         rates[index] = rate
         left -= rate

@@ -11,6 +11,7 @@ oldest-used first, running containers' images never removed).
 
 from __future__ import annotations
 
+import functools
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -261,6 +262,7 @@ class VirtualNode:
         self.queue.clear()
 
 
+@functools.lru_cache(maxsize=4096)
 def registry_host(reference: str) -> str:
     """The registry host of a reference; empty when it does not parse."""
     try:

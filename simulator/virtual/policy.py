@@ -48,6 +48,11 @@ class Policy:
         """Whether the policy's disk budget left `image` out on `node`."""
         return False
 
+    def known_at(self, image: str) -> float | None:
+        """When the policy first knew of `image` (learned from a pod, or declared); None
+        when it never did, or learns nothing."""
+        return None
+
     def stats(self) -> dict[str, float]:
         """Counters for the table (e.g. planning passes)."""
         return {}

@@ -26,6 +26,7 @@ POLICIES = (
     "everything",
     "image-sync",
     "image-sync+declared",
+    "image-sync+demand",
     "image-sync+observed",
     "image-sync+catalog",
     "oracle",
@@ -90,6 +91,8 @@ def make_policy(name: str, work: Workload, config: Config) -> Policy:
         if config.sources:  # the Observed and Catalog sources as configured
             return SourcedImageSync(config, name=name, declared=declared)
         return ImageSync(config, name=name, declared=declared)
+    if name == "image-sync+demand":
+        return ImageSync(replace(config, placement="demand"), name=name)
     if name == "image-sync+observed":
         return SourcedImageSync(with_rules(config, observed_rules(config)), name=name)
     if name == "image-sync+catalog":

@@ -10,6 +10,11 @@ Miss causes, first that applies:
   budget left it out there;
 - `known too late`: the policy was pulling it there (or had planned to) but had not finished;
 - `not prefetched`: the policy did not try to put it there.
+
+A pod counts as *known early* when the policy knew each of its images (learned from an
+earlier pod, or declared) at least one pull time before the pod was bound: the image's
+compressed size over the lower of its registry's and the node's bandwidth, plus the
+registry's latency. Only a learning policy knows images; for the others no pod is.
 """
 
 from __future__ import annotations
@@ -19,12 +24,14 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from imagesync.reference import InvalidReference, parse_reference
 from simulator.outcomes import HIT_WAIT_SECONDS, percentile
 from simulator.virtual.node import PREFETCH, WORKLOAD
 from simulator.virtual.pods import Pod
 
 if TYPE_CHECKING:
     from simulator.virtual.cluster import VirtualCluster
+    from simulator.virtual.node import VirtualNode
 
 CAUSES = (
     "pull failure",
@@ -50,6 +57,7 @@ class PodResult:
     hit: bool
     cause: str  # "" for a hit or a pod never bound
     images: tuple[str, ...]
+    known_early: bool = False  # its images known a pull time before it was bound
 
 
 @dataclass
@@ -72,6 +80,7 @@ class RunResult:
             for p in self.pods
         ]
         misses = Counter(p.cause for p in bound if not p.hit)
+        known = [p for p in bound if p.known_early]
         workload = sum(v.get(WORKLOAD, 0) for v in self.bytes_by_registry.values())
         prefetch = sum(v.get(PREFETCH, 0) for v in self.bytes_by_registry.values())
         return {
@@ -81,6 +90,8 @@ class RunResult:
             "pods_bound": len(bound),
             "pods_started": sum(1 for p in self.pods if p.running_at is not None),
             "hit_rate": sum(1 for p in bound if p.hit) / len(bound) if bound else math.nan,
+            "known_pods": len(known),
+            "known_hit_rate": sum(1 for p in known if p.hit) / len(known) if known else math.nan,
             "wait_p50": percentile(waits, 50),
             "wait_p95": percentile(waits, 95),
             "wait_p99": percentile(waits, 99),
@@ -123,6 +134,33 @@ def miss_cause(cluster: VirtualCluster, pod: Pod) -> str:
     return "not prefetched"
 
 
+def pull_seconds(cluster: VirtualCluster, image: str, node: VirtualNode) -> float | None:
+    """How long a pull of `image` to `node` takes with nothing else in flight; None when
+    no registry serves it."""
+    try:
+        ref = parse_reference(image)
+    except InvalidReference:
+        return None
+    registry = cluster.registries.registries.get(ref.domain)
+    found = registry.find(ref) if registry is not None else None
+    platform = found.platform(node.config.arch, node.config.os) if found is not None else None
+    if registry is None or platform is None:
+        return None
+    rate = min(registry.bandwidth, node.config.bandwidth)
+    return registry.latency + platform.compressed_size / rate
+
+
+def known_early(cluster: VirtualCluster, pod: Pod, node: VirtualNode) -> bool:
+    """The policy knew each of the pod's images at least one pull time before it was bound."""
+    bound = pod.bound_at if pod.bound_at is not None else pod.created
+    for image in dict.fromkeys(pod.spec.images if pod.spec is not None else ()):
+        known = cluster.policy.known_at(image)
+        took = pull_seconds(cluster, image, node)
+        if known is None or took is None or known + took > bound:
+            return False
+    return True
+
+
 def collect_result(cluster: VirtualCluster) -> RunResult:
     end = cluster.loop.now
     pods = []
@@ -146,6 +184,7 @@ def collect_result(cluster: VirtualCluster) -> RunResult:
                 hit=hit,
                 cause="" if hit or not bound else miss_cause(cluster, pod),
                 images=pod.spec.images if pod.spec is not None else (),
+                known_early=bound and node is not None and known_early(cluster, pod, node),
             )
         )
     by_registry: dict[str, dict[str, int]] = {}

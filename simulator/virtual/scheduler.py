@@ -91,6 +91,11 @@ class Scheduler:
     pending: list[Pod] = field(default_factory=list)
     _alloc: dict[str, dict[str, float]] = field(default_factory=dict)
     _images: dict[str, tuple[tuple[int, int], dict[str, int]]] = field(default_factory=dict)
+    _live: list[VirtualNode] | None = None  # the nodes not removed, by name
+
+    def nodes_changed(self) -> None:
+        """A node joined or was removed."""
+        self._live = None
 
     def free(self, name: str) -> dict[str, float]:
         alloc = self._alloc.get(name)
@@ -111,16 +116,17 @@ class Scheduler:
 
     def choose(self, pod: Pod) -> str | None:
         """The node kube-scheduler would bind `pod` to now, or None."""
+        if self._live is None:
+            self._live = [node for _, node in sorted(self.nodes.items()) if not node.removed]
+        live = self._live
         feasible: list[tuple[VirtualNode, dict[str, float]]] = []
-        for name in sorted(self.nodes):
-            node = self.nodes[name]
-            free = self.free(name)
+        for node in live:  # (a removed node is never feasible)
+            free = self.free(node.name)
             if filter_problem(pod, node, free) is None:
                 feasible.append((node, free))
         if not feasible:
             return None
         images = pod.spec.images if pod.spec is not None else ()
-        live = [n for n in self.nodes.values() if not n.removed]
         listed = {n.name: self.node_images(n) for n in live}
         spread = {
             image: sum(1 for held in listed.values() if image in held) / len(live)
