@@ -56,7 +56,18 @@ def _extra_hint(command: str, missing: list[str]) -> SimpleNamespace:
     return SimpleNamespace(add_arguments=add_arguments, run=run, takes_any_arguments=True)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def chosen_command(argv: Sequence[str]) -> str | None:
+    """The subcommand named on the command line, if any (the first word not an option)."""
+    return next((word for word in argv if not word.startswith("-")), None)
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with `only`, imports that subcommand's module alone.
+
+    Importing a subcommand's module may import others' dependencies; the webhook must point
+    prometheus_client at its multiprocess directory before anything imports it, so a run
+    imports nothing but its own subcommand.
+    """
     parser = argparse.ArgumentParser(
         prog="image-sync",
         description="Keep the images a Kubernetes cluster uses present on every node that may run them.",
@@ -65,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     missing = missing_extra()
     for name, (module_name, help_text) in SUBCOMMANDS.items():
         module: Any
+        if only is not None and name != only:
+            sub.add_parser(name, help=help_text)  # listed in the help; not imported
+            continue
         if name in NEEDS_SIM and missing:
             module = _extra_hint(name, missing)
             help_text += f" (needs image-sync[{SIM_EXTRA}])"
@@ -83,7 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    words = sys.argv[1:] if argv is None else argv
+    command = chosen_command(words)
+    parser = build_parser(command if command in SUBCOMMANDS else None)
     args, unknown = parser.parse_known_args(argv)
     if unknown and not getattr(args._module, "takes_any_arguments", False):
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -120,3 +122,20 @@ def test_metrics_pass_promtool_check(webhook: WebhookProcess) -> None:
     assert answer.status_code == 200
     assert "image_sync_webhook_request_duration_seconds_bucket" in answer.text
     promtool.check_metrics(answer.text)
+
+
+def test_the_webhook_command_imports_prometheus_client_only_once_its_directory_is_set() -> None:
+    """prometheus_client picks in-memory or per-worker-file values when first imported: the
+    command line of `image-sync webhook` must not import it (through another subcommand's
+    module) before the server points it at the multiprocess directory, or every worker's
+    counts stay in memory and /metrics is empty."""
+    probe = (
+        "import sys\n"
+        "from imagesync.cli import build_parser, chosen_command\n"
+        "build_parser(chosen_command(['webhook', '--cert', 'c', '--key', 'k']))\n"
+        "print('prometheus_client' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "False"
