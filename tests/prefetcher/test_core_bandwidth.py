@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from prefetcher.model import ContainerObservation, ManagedPod, Snapshot, StartingPod
 from prefetcher.planner import plan
 from prefetcher.pods import puller_name
-from tests.prefetcher.test_core_fixtures import APP, CUDA, GB, NOW, config, image, node
+from tests.prefetcher.test_core_fixtures import APP, CUDA, GB, NOW, PYTORCH, config, image, node
 
 MB = 1_000_000
 NODES = tuple(node(f"n{i:02d}", gpu=8) for i in range(10))
@@ -45,23 +45,37 @@ def test_a_known_bandwidth_caps_prefetches_at_their_share() -> None:
 
 
 def test_a_finished_puller_is_measured_for_the_next_pass() -> None:
-    created = NOW - timedelta(seconds=100)
+    created = NOW - timedelta(seconds=300)
+
+    def at(seconds: float) -> datetime:
+        return created + timedelta(seconds=seconds)
+
     done = ManagedPod(
-        name=puller_name("n00", [CUDA]),
+        name=puller_name("n00", [PYTORCH, CUDA]),
         uid="p",
         node="n00",
         role="puller",
-        images=(CUDA,),
+        images=(PYTORCH, CUDA),
         phase="Succeeded",
         created=created,
         containers=(
+            # The tools image waited 100 s for the node's queue: not part of any pull.
             ContainerObservation(
-                "c0", CUDA, "terminated", exit_code=0, finished_at=created + timedelta(seconds=50)
+                "tools",
+                "ghcr.io/x/tools:1",
+                "terminated",
+                exit_code=0,
+                finished_at=at(100),
+                init=True,
             ),
+            # pytorch was already on the node (started a second later): no sample.
+            ContainerObservation("c0", PYTORCH, "terminated", exit_code=0, started_at=at(101)),
+            ContainerObservation("c1", CUDA, "terminated", exit_code=0, started_at=at(151)),
         ),
     )
-    result = plan(replace(SNAP, pods=(done,)), config())
-    # 1 GB on disk is about 455 MB sent (2.2 bytes on disk per byte sent), in 50 s.
+    sized = replace(SNAP, images=(image(CUDA, gpu=True, size=GB), image(PYTORCH, size=20 * GB)))
+    result = plan(replace(sized, pods=(done,)), config())
+    # cuda: 1 GB on disk is about 455 MB sent (2.2 bytes on disk per byte sent), in 50 s.
     assert round(result.pull_throughput["nvcr.io"] / MB) == 9
     # Carried on when no puller finished this pass.
     again = plan(replace(SNAP, pull_throughput=result.pull_throughput), config())
