@@ -6,6 +6,7 @@ discrete-event model (simulator/virtual/), with the real planner, no wall clock 
     .venv/bin/python bench/evaluate_virtual.py --week          # the week-long scenario, 2 disk variants
     .venv/bin/python bench/evaluate_virtual.py --week --days 2 --policy image-sync
     .venv/bin/python bench/evaluate_virtual.py --kubelets-cancel-pulls   # kubelets that cancel
+    .venv/bin/python bench/evaluate_virtual.py --parallel-pulls 3  # serializeImagePulls: false
 
 Same inputs, same numbers, whatever the machine's load. docs/evaluation.md explains the
 model, the policies and the comparison with the wall-clock evaluation (bench/evaluate.py).
@@ -17,10 +18,11 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -73,13 +75,25 @@ def knowing_bandwidths(config: Config, scenario: Scenario) -> Config:
     return replace(config, registry_bandwidth=tuple(scenario.registry_bandwidths().items()))
 
 
+def kubelet_settings(cancelling: bool, parallel: int) -> dict[str, Any]:
+    """NodeConfig settings for every kubelet: cancelling deleted pods' pulls, and parallel
+    pulls (serializeImagePulls: false, maxParallelImagePulls: `parallel`) when `parallel` > 1."""
+    settings: dict[str, Any] = {"cancel_pull_on_delete": cancelling}
+    if parallel > 1:
+        settings |= {"serialize_image_pulls": False, "max_parallel_image_pulls": parallel}
+    return settings
+
+
 def short_scenarios(
-    names: Sequence[str], policies: Sequence[str], config: Config, cancelling: bool = False
+    names: Sequence[str],
+    policies: Sequence[str],
+    config: Config,
+    kubelets: Mapping[str, Any] | None = None,
 ) -> list[RunResult]:
     results = []
     for name in names:
         path = scenario_path(name)
-        scenario = load_run_scenario(path).with_kubelets(cancel_pull_on_delete=cancelling)
+        scenario = load_run_scenario(path).with_kubelets(**(kubelets or {}))
         work = replay.workload(
             scenario, scenario_pods(scenario), scenario_extra(path, "staticList") or []
         )
@@ -111,14 +125,14 @@ def comparison(results: Sequence[RunResult]) -> str:
 
 
 def week_run(
-    variant: str, policy: str, days: float, cancelling: bool = False
+    variant: str, policy: str, days: float, kubelets: Mapping[str, Any] | None = None
 ) -> tuple[RunResult, float]:
     """One policy on the week (or its first `days`), and the CPU seconds it took."""
     from bench.week import DAY, static_list, week_pods, week_scenario
 
     began = time.process_time()
     pods = [pod for pod in week_pods() if pod.at < days * DAY]
-    scenario = week_scenario(variant).with_kubelets(cancel_pull_on_delete=cancelling)
+    scenario = week_scenario(variant).with_kubelets(**(kubelets or {}))
     work = replay.workload(scenario, pods, static_list())
     work = replay.Workload(work.scenario, work.pods, days * DAY, work.static_list)
     result = replay.run(work, policy, knowing_bandwidths(evaluation_config(), work.scenario))
@@ -126,13 +140,13 @@ def week_run(
 
 
 def week(
-    policies: Sequence[str], days: float, workers: int, cancelling: bool = False
+    policies: Sequence[str], days: float, workers: int, kubelets: Mapping[str, Any] | None = None
 ) -> list[RunResult]:
     """Every policy on both disk variants, `workers` runs at a time (one per core)."""
     jobs = [(variant, policy) for variant in ("roomy", "tight") for policy in policies]
     with ProcessPoolExecutor(max_workers=workers) as pool:
         futures = [
-            pool.submit(week_run, variant, policy, days, cancelling) for variant, policy in jobs
+            pool.submit(week_run, variant, policy, days, kubelets) for variant, policy in jobs
         ]
         done = [future.result() for future in futures]
     for (variant, policy), (_, seconds) in zip(jobs, done, strict=True):
@@ -175,16 +189,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="kubelets that stop a deleted pod's pull in flight (real ones do not)",
     )
+    parser.add_argument(
+        "--parallel-pulls",
+        type=int,
+        default=1,
+        metavar="N",
+        help="kubelets with serializeImagePulls: false and maxParallelImagePulls: N (N > 1)",
+    )
     args = parser.parse_args(argv)
     config = evaluation_config()
     policies = args.policy or replay.POLICIES
     began = time.perf_counter()
+    kubelets = kubelet_settings(args.kubelets_cancel_pulls, args.parallel_pulls)
     if args.week:
-        results = week(policies, args.days, max(1, args.workers), args.kubelets_cancel_pulls)
+        results = week(policies, args.days, max(1, args.workers), kubelets)
     else:
-        results = short_scenarios(
-            args.scenario or SCENARIOS, policies, config, args.kubelets_cancel_pulls
-        )
+        results = short_scenarios(args.scenario or SCENARIOS, policies, config, kubelets)
     print(f"Virtual time; {len(results)} runs in {time.perf_counter() - began:.1f} s.\n")
     print_tables(results)
     if args.compare:
