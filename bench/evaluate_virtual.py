@@ -6,6 +6,7 @@ discrete-event model (simulator/virtual/), with the real planner, no wall clock 
     .venv/bin/python bench/evaluate_virtual.py --week          # the week-long scenario, 2 disk variants
     .venv/bin/python bench/evaluate_virtual.py --week --days 2 --policy image-sync
     .venv/bin/python bench/evaluate_virtual.py --kubelets-cancel-pulls   # kubelets that cancel
+    .venv/bin/python bench/evaluate_virtual.py --parallel-pulls 3  # serializeImagePulls: false
 
 Same inputs, same numbers, whatever the machine's load. docs/evaluation.md explains the
 model, the policies and the comparison with the wall-clock evaluation (bench/evaluate.py).
@@ -18,10 +19,11 @@ import functools
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -75,13 +77,25 @@ def knowing_bandwidths(config: Config, scenario: Scenario) -> Config:
     return replace(config, registry_bandwidth=tuple(scenario.registry_bandwidths().items()))
 
 
+def kubelet_settings(cancelling: bool, parallel: int) -> dict[str, Any]:
+    """NodeConfig settings for every kubelet: cancelling deleted pods' pulls, and parallel
+    pulls (serializeImagePulls: false, maxParallelImagePulls: `parallel`) when `parallel` > 1."""
+    settings: dict[str, Any] = {"cancel_pull_on_delete": cancelling}
+    if parallel > 1:
+        settings |= {"serialize_image_pulls": False, "max_parallel_image_pulls": parallel}
+    return settings
+
+
 def short_scenarios(
-    names: Sequence[str], policies: Sequence[str], config: Config, cancelling: bool = False
+    names: Sequence[str],
+    policies: Sequence[str],
+    config: Config,
+    kubelets: Mapping[str, Any] | None = None,
 ) -> list[RunResult]:
     results = []
     for name in names:
         path = scenario_path(name)
-        scenario = load_run_scenario(path).with_kubelets(cancel_pull_on_delete=cancelling)
+        scenario = load_run_scenario(path).with_kubelets(**(kubelets or {}))
         work = replay.workload(
             scenario, scenario_pods(scenario), scenario_extra(path, "staticList") or []
         )
@@ -135,13 +149,13 @@ def _week_pods(days: float) -> tuple[PodSpec, ...]:
 
 
 def week_run(
-    variant: str, policy: str, days: float, cancelling: bool = False
+    variant: str, policy: str, days: float, kubelets: Mapping[str, Any] | None = None
 ) -> tuple[RunResult, float]:
     """One policy on the week (or its first `days`), and the CPU seconds it took."""
     from bench.week import DAY, static_list, week_scenario
 
     began = time.process_time()
-    scenario = week_scenario(variant).with_kubelets(cancel_pull_on_delete=cancelling)
+    scenario = week_scenario(variant).with_kubelets(**(kubelets or {}))
     work = replay.workload(scenario, _week_pods(days), static_list())
     work = replay.Workload(work.scenario, work.pods, days * DAY, work.static_list)
     result = replay.run(work, policy, knowing_bandwidths(evaluation_config(), work.scenario))
@@ -149,7 +163,7 @@ def week_run(
 
 
 def week(
-    policies: Sequence[str], days: float, workers: int, cancelling: bool = False
+    policies: Sequence[str], days: float, workers: int, kubelets: Mapping[str, Any] | None = None
 ) -> tuple[list[RunResult], float]:
     """Every policy on both disk variants, `workers` runs at a time (one per core), the
     longest first; the results in (variant, policy) order, and the CPU seconds they took."""
@@ -158,7 +172,7 @@ def week(
     began = time.perf_counter()
     done: dict[tuple[str, str], tuple[RunResult, float]] = {}
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        futures = {pool.submit(week_run, *job, days, cancelling): job for job in order}
+        futures = {pool.submit(week_run, *job, days, kubelets): job for job in order}
         for future in as_completed(futures):
             job = futures[future]
             done[job] = result, cpu = future.result()
@@ -205,18 +219,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="kubelets that stop a deleted pod's pull in flight (real ones do not)",
     )
+    parser.add_argument(
+        "--parallel-pulls",
+        type=int,
+        default=1,
+        metavar="N",
+        help="kubelets with serializeImagePulls: false and maxParallelImagePulls: N (N > 1)",
+    )
     args = parser.parse_args(argv)
     config = evaluation_config()
     policies = args.policy or replay.POLICIES
     began, began_cpu = time.perf_counter(), time.process_time()
+    kubelets = kubelet_settings(args.kubelets_cancel_pulls, args.parallel_pulls)
     if args.week:
         workers = max(1, args.workers)
-        results, cpu = week(policies, args.days, workers, args.kubelets_cancel_pulls)
+        results, cpu = week(policies, args.days, workers, kubelets)
         where = f"{cpu:.0f} s of CPU in {workers} worker processes"
     else:
-        results = short_scenarios(
-            args.scenario or SCENARIOS, policies, config, args.kubelets_cancel_pulls
-        )
+        results = short_scenarios(args.scenario or SCENARIOS, policies, config, kubelets)
         where = f"{time.process_time() - began_cpu:.1f} s of CPU"
     wall = time.perf_counter() - began
     print(f"Virtual time; {len(results)} runs in {wall:.1f} s of wall time ({where}).\n")

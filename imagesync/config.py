@@ -383,14 +383,15 @@ class Config:
     registry_bandwidth: tuple[tuple[str, float], ...] = _key(
         _registry_bandwidths,
         (),
-        'Known bandwidth per registry host, e.g. {"harbor.example.com": "10Gbit/s"}: '
-        "prefetches from it stay within prefetchBandwidthShare of it.",
+        'Known bandwidth per registry host, e.g. {"harbor.example.com": "10Gbit/s"}: while '
+        "workload pods pull from it, prefetches are throttled to prefetchBandwidthShare of it "
+        "instead of paused.",
     )
     prefetch_bandwidth_share: float = _key(
         _number(0.01, 1.0),
         0.5,
-        "Share of a registry's known bandwidth (registryBandwidth) prefetches may take at once; "
-        "the rest is left to workload pulls.",
+        "Share of a registry's known bandwidth (registryBandwidth) prefetches may hold while "
+        "workload pods pull from it; the rest is left to them.",
     )
     max_pulls_per_image: int = _key(_integer(1), 10, "Puller pods running at once for one image.")
     max_pulls_per_node: int = _key(

@@ -71,7 +71,7 @@ class ImagePulls(StatusReporting):
         return max((self.pods[u].priority for u, _ in job.waiters if u in self.pods), default=0)
 
     def _max_parallel(self) -> int:
-        return 1 if self.config.serialize_image_pulls else 1_000_000
+        return self.config.parallel_pulls()
 
     def _run_pulls(self, now: float) -> None:
         cursor = self.now
@@ -105,7 +105,10 @@ class ImagePulls(StatusReporting):
             self._complete_pull(first, cursor)
 
     def _rate(self, job: PullJob) -> float:
-        return max(1.0, min(self.config.bandwidth, self.registries.share(job.host)))
+        """The registry's share, within the node's bandwidth split among its downloads."""
+        downloads = sum(1 for j in self.active if not j.cached) or 1
+        link = self.config.bandwidth / downloads
+        return max(1.0, min(link, self.registries.share(job.host)))
 
     def _finish_time(self, job: PullJob, cursor: float) -> float | None:
         if job.cached:

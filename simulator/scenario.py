@@ -154,6 +154,7 @@ def _pool(raw: Mapping[str, Any], where: str) -> NodePool:
         labels={str(k): str(v) for k, v in (raw.get("labels") or {}).items()},
         taints=tuple(dict(t) for t in raw.get("taints") or ()),
         serialize_image_pulls=bool(raw.get("serializeImagePulls", True)),
+        max_parallel_image_pulls=int(raw.get("maxParallelImagePulls", 0)),
         ensure_secret_pulled_images=bool(raw.get("ensureSecretPulledImages", False)),
         cancel_pull_on_delete=bool(raw.get("cancelPullOnDelete", False)),
         gc=gc,

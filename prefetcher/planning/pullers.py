@@ -12,6 +12,8 @@ from prefetcher.planning.starting import Starting, starting_pods, yields_to
 from prefetcher.planning.state import PlanState
 
 STUCK_GRACE = 300.0  # seconds past a puller's deadline before it counts as stuck
+# An image whose container started sooner after the previous one was already on the node.
+MEASURE_MIN_SECONDS = 5.0
 
 
 def _seconds(pod: ManagedPod, finished: datetime | None) -> float | None:
@@ -74,18 +76,26 @@ def read_pullers(state: PlanState) -> None:
 
 
 def _measure(state: PlanState, pod: ManagedPod, results: Mapping[str, observe.PullResult]) -> None:
-    """A finished puller that pulled every image: bytes sent (on-disk sizes ÷ the usual
-    unpacking ratio) ÷ seconds from its creation to its last image, one sample of what a pull
-    from its registry gets (`pull_throughput`)."""
-    ends = [r.finished_at for r in results.values()]
-    if pod.created is None or not all(r.succeeded for r in results.values()) or None in ends:
+    """Each image a finished puller pulled is one sample of the rate a pull from its registry
+    gets (`pull_throughput`): its bytes sent (on-disk size ÷ the usual unpacking ratio) over
+    the seconds of its own pull, from the previous container's start (the init container's
+    end for the first) to its container's start. The puller's wait for its turn and its other
+    images do not count; an image that took under MEASURE_MIN_SECONDS was already there."""
+    if pod.created is None or not all(r.succeeded for r in results.values()):
         return
-    seconds = (max(e for e in ends if e is not None) - pod.created).total_seconds()
-    if seconds <= 0:
-        return
-    registry = registry_of(pod.images[0])[0]
-    sent = sum(state.size_of(image) for image in pod.images) / DISK_PER_COMPRESSED_BYTE
-    state.throughput_samples.setdefault(registry, []).append(sent / seconds)
+    inits = [c.finished_at for c in pod.containers if c.init]
+    mark = max((f for f in inits if f is not None), default=pod.created)
+    for container in pod.containers:
+        if container.init:
+            continue
+        if container.started_at is None:
+            return
+        seconds = (container.started_at - mark).total_seconds()
+        mark = container.started_at
+        if container.image in pod.images and seconds >= MEASURE_MIN_SECONDS:
+            registry = registry_of(container.image)[0]
+            sent = state.size_of(container.image) / DISK_PER_COMPRESSED_BYTE
+            state.throughput_samples.setdefault(registry, []).append(sent / seconds)
 
 
 def _record_failure(

@@ -46,7 +46,7 @@ def node_candidates(
             )
             continue
         if image.registry in starting.by_registry and registry_share(state, image.registry) is None:
-            # (With a known bandwidth the share leaves the rest to workload pulls instead.)
+            # (With a known bandwidth the share throttles instead: `start_pulls`.)
             state.waiting[key] = (
                 f"held back while pod {starting.by_registry[image.registry]} pulls from "
                 f"{image.registry}"
@@ -78,8 +78,8 @@ def urgent_need(state: PlanState, entry: NodeTarget, image: MergedImage) -> tupl
 
 def registry_share(state: PlanState, registry: str) -> int | None:
     """How many prefetch pulls from `registry` fit at once within `prefetchBandwidthShare` of
-    its known bandwidth (at least one), each expected at the rate measured from our finished
-    pulls from it, else `pullDeadlineMinBandwidth`; None when its bandwidth is not known."""
+    its known bandwidth (at least one), each expected at the rate measured from our pulls
+    from it, else `pullDeadlineMinBandwidth`; None when its bandwidth is not known."""
     config = state.config
     bandwidth = dict(config.registry_bandwidth).get(registry.lower())
     if bandwidth is None:
@@ -96,10 +96,10 @@ def choose_pulls(state: PlanState) -> None:
     for entry in state.targets.values():
         if entry.problem is None:
             candidates += node_candidates(state, entry, state.missing(entry), starting)
-    start_pulls(state, candidates)
+    start_pulls(state, candidates, starting)
 
 
-def start_pulls(state: PlanState, candidates: list[Candidate]) -> None:
+def start_pulls(state: PlanState, candidates: list[Candidate], starting: Starting) -> None:
     """Start the candidates, best first, while every cap allows, batched per node."""
     config = state.config
     candidates.sort()
@@ -127,7 +127,10 @@ def start_pulls(state: PlanState, candidates: list[Candidate]) -> None:
             continue
         image = state.by_image[ref]
         if image.registry not in shares:
-            shares[image.registry] = registry_share(state, image.registry)
+            # The share applies while a workload pod pulls from the registry; otherwise the
+            # registry serves nobody else, and only the pull caps apply.
+            throttled = image.registry in starting.by_registry
+            shares[image.registry] = registry_share(state, image.registry) if throttled else None
         share = shares[image.registry]
         if share is not None and per_registry[image.registry] >= share:
             state.waiting.setdefault(

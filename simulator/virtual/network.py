@@ -96,6 +96,17 @@ class Network:
         """End a transfer without calling back (its node went away)."""
         self._end(transfer, ok=False, notify=False)
 
+    def set_caps(self, transfers: Sequence[Transfer], cap: float) -> None:
+        """New per-transfer caps (a node's bandwidth split among its pulls), rates reshared."""
+        hosts = []
+        for transfer in transfers:
+            if transfer.ended is None and transfer.cap != cap:
+                hosts.append(transfer.host)
+                self._advance(transfer.host)
+                transfer.cap = cap
+        for host in dict.fromkeys(hosts):
+            self._reshare(host)
+
     def active(self, host: str) -> list[Transfer]:
         return list(self._active.get(host, ()))
 

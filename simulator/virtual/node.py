@@ -1,5 +1,6 @@
 """One node's image side in virtual time: its disk with the kubelet's image GC, and its pull
-queue (serializeImagePulls: one pull at a time, first come first served).
+queue (serializeImagePulls: one pull at a time, first come first served; with it off, up to
+`maxParallelImagePulls` at once, sharing the node's bandwidth).
 
 A pull of an image already queued or in flight joins it (as the kubelet shares one pull per
 reference). A workload pull queued behind a prefetch waits for it: an image pull in flight is
@@ -72,7 +73,8 @@ class VirtualNode:
     unschedulable: bool = False
     removed: bool = False
     queue: deque[PullJob] = field(default_factory=deque)
-    active: PullJob | None = None
+    active: list[PullJob] = field(default_factory=list)  # in flight, at most `parallel`
+    parallel: int = field(init=False)  # pulls the kubelet runs at once
     running_images: Counter[str] = field(default_factory=Counter)  # image id → running containers
     exited_images: Counter[str] = field(default_factory=Counter)
     gc_removed: dict[str, float] = field(default_factory=dict)  # reference → first GC removal
@@ -89,6 +91,7 @@ class VirtualNode:
             resolved = self.registries.resolve(reference, config.arch, self.joined, config.os)
             if isinstance(resolved, Resolved):
                 self.store.add(resolved, self.joined - config.gc.min_age)
+        self.parallel = config.parallel_pulls()
         self.loop.at(self.joined + config.gc.period, self._periodic_gc)
 
     @property
@@ -105,8 +108,7 @@ class VirtualNode:
 
     def pulling(self, reference: str) -> bool:
         """True while a pull of `reference` is queued or in flight here."""
-        jobs = [self.active] if self.active is not None else []
-        return any(job.reference == reference for job in [*jobs, *self.queue])
+        return any(job.reference == reference for job in [*self.active, *self.queue])
 
     def top_images(self, limit: int = 50) -> dict[str, int]:
         """`node.status.images` as the scheduler and the prefetcher read it: the `limit`
@@ -122,11 +124,11 @@ class VirtualNode:
     # -- pulls ------------------------------------------------------------------------
     def pull(self, reference: str, always: bool, kind: str, waiter: Waiter) -> PullJob:
         """Queue a pull of `reference` (or join the one queued or in flight)."""
-        for job in [*([self.active] if self.active else []), *self.queue]:
+        ahead = [*self.active, *self.queue]
+        for job in ahead:
             if job.reference == reference and (job.always or not always):
                 job.waiters.append(waiter)
                 return job
-        ahead = [*([self.active] if self.active else []), *self.queue]
         job = PullJob(reference, always, kind, self.loop.now, [waiter])
         job.behind_prefetch = kind == WORKLOAD and any(j.kind == PREFETCH for j in ahead)
         self.queue.append(job)
@@ -142,21 +144,30 @@ class VirtualNode:
             return
         if job in self.queue:
             self.queue.remove(job)
-        elif job is self.active and self.config.cancel_pull_on_delete:
+        elif job in self.active and self.config.cancel_pull_on_delete:
             job.cancelled = True
             if job.transfer is not None:
                 self.network.cancel(job.transfer)
-            self.active = None
+            self.active.remove(job)
+            self._share_link()
             self._next()
 
     def _next(self) -> None:
-        while self.active is None and self.queue and not self.removed:
+        while len(self.active) < self.parallel and self.queue and not self.removed:
             job = self.queue.popleft()
             if not job.waiters:
                 continue
-            self.active = job
+            self.active.append(job)
             job.started = self.loop.now
             self._start(job)
+
+    def _share_link(self) -> None:
+        """Parallel pulls split the node's bandwidth equally (serialized ones have it all)."""
+        if self.parallel == 1:
+            return
+        flows = [j.transfer for j in self.active if j.transfer is not None and not j.cancelled]
+        if flows:
+            self.network.set_caps(flows, self.config.bandwidth / len(flows))
 
     def _start(self, job: PullJob) -> None:
         config = self.config
@@ -206,6 +217,7 @@ class VirtualNode:
         job.transfer = self.network.start(
             host, self.name, job.kind, size, self.config.bandwidth, ended
         )
+        self._share_link()
 
     def _stored(self, job: PullJob, resolved: Resolved) -> None:
         if self.removed or job.cancelled:
@@ -219,8 +231,10 @@ class VirtualNode:
             hook(resolved.reference)
 
     def _done(self, job: PullJob, result: PullResult) -> None:
-        if self.active is job:
-            self.active = None
+        if job in self.active:
+            self.active.remove(job)
+            if job.transfer is not None:
+                self._share_link()
         for waiter in list(job.waiters):
             waiter(result)
         self._next()
@@ -256,9 +270,10 @@ class VirtualNode:
         """The node leaves: its pulls end, nothing calls back."""
         self.removed = True
         self.ready = False
-        if self.active is not None and self.active.transfer is not None:
-            self.network.cancel(self.active.transfer)
-        self.active = None
+        for job in self.active:
+            if job.transfer is not None:
+                self.network.cancel(job.transfer)
+        self.active.clear()
         self.queue.clear()
 
 

@@ -445,6 +445,19 @@ def test_parallel_pulls_still_pull_one_image_of_a_pod_at_a_time() -> None:
     ]
 
 
+def test_max_parallel_image_pulls_caps_the_pulls_in_flight_and_they_share_the_link() -> None:
+    node = _node(serialize_image_pulls=False, max_parallel_image_pulls=2)
+    _three_app_images(node)
+    for name in ("one", "two", "three"):
+        node.sync_pod(_pod(name, f"{name}:1"))
+    node.advance(T0)
+    assert sorted(node.pulls_in_flight()) == ["docker.io/library/one:1", "docker.io/library/two:1"]
+    node.advance(T0 + 1.5)  # 100 MB each at half of 100 MB/s: neither is done
+    assert len(node.pulls_in_flight()) == 2
+    node.advance(T0 + 2.5)  # both done at about 2 s; the third runs alone
+    assert node.pulls_in_flight() == ["docker.io/library/three:1"]
+
+
 def test_a_pod_seen_after_the_last_advance_starts_when_seen() -> None:
     """The kubelet set syncs a pod at its own `now`: nothing of the pod happens earlier (its
     startTime and container times never precede the creationTimestamp)."""

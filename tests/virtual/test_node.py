@@ -12,11 +12,18 @@ from simulator.virtual.node import PREFETCH, WORKLOAD, PullResult, VirtualNode
 from tests.virtual.small_cluster import APP, BIG, GPU_IMAGE, scenario
 
 
-def make_node(disk: str = "200Gi", cancel: bool = False) -> tuple[EventLoop, VirtualNode]:
+def make_node(
+    disk: str = "200Gi", cancel: bool = False, parallel: int = 1
+) -> tuple[EventLoop, VirtualNode]:
     setup = scenario(cpu_nodes=1, disk=disk)
     loop = EventLoop()
     registries = setup.build_registries(0.0)
-    config = dataclasses.replace(setup.initial_nodes()[0], cancel_pull_on_delete=cancel)
+    config = dataclasses.replace(
+        setup.initial_nodes()[0],
+        cancel_pull_on_delete=cancel,
+        serialize_image_pulls=parallel == 1,
+        max_parallel_image_pulls=parallel if parallel > 1 else 0,
+    )
     node = VirtualNode(config, "cpu", loop, Network(loop, registries), registries, joined=0.0)
     return loop, node
 
@@ -30,6 +37,20 @@ def test_pulls_are_serialized_and_a_workload_pull_waits_behind_a_prefetch() -> N
     # 1 GB at the node's 50 MB/s, then 100 MB: the workload pull starts only after 20 s.
     assert done == {"big": pytest.approx(20.0), "app": pytest.approx(22.0)}
     assert job.behind_prefetch and job.started == pytest.approx(20.0)
+
+
+def test_with_parallel_pulls_a_workload_pull_starts_beside_a_prefetch_sharing_the_link() -> None:
+    loop, node = make_node(parallel=2)
+    done: dict[str, float] = {}
+    node.pull(BIG, False, PREFETCH, lambda r: done.setdefault("big", loop.now))
+    job = node.pull(APP, False, WORKLOAD, lambda r: done.setdefault("app", loop.now))
+    third = node.pull(GPU_IMAGE, False, WORKLOAD, lambda r: done.setdefault("gpu", loop.now))
+    loop.run(1000.0)
+    # At once, at half the node's 50 MB/s each: 100 MB in 4 s (serialized: 22 s).
+    assert job.started == pytest.approx(0.0) and done["app"] == pytest.approx(4.0, abs=0.5)
+    # maxParallelImagePulls: 2, so the third waits for a slot; 1 GB at 25 MB/s throughout.
+    assert third.started == pytest.approx(done["app"])
+    assert done["big"] == pytest.approx(40.0, abs=0.5) and node.has(BIG)
 
 
 @pytest.mark.parametrize("cancel", [False, True])
