@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import pickle
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -163,19 +164,48 @@ def week_run(
 
 
 def week(
-    policies: Sequence[str], days: float, workers: int, kubelets: Mapping[str, Any] | None = None
+    policies: Sequence[str],
+    days: float,
+    workers: int,
+    kubelets: Mapping[str, Any] | None = None,
+    runs_dir: Path | None = None,
 ) -> tuple[list[RunResult], float]:
     """Every policy on both disk variants, `workers` runs at a time (one per core), the
-    longest first; the results in (variant, policy) order, and the CPU seconds they took."""
+    longest first; the results in (variant, policy) order, and the CPU seconds they took.
+
+    With `runs_dir`, each finished run is kept there and a run already kept is read back
+    instead of replayed: a week that does not fit one sitting is finished in several."""
     jobs = [(variant, policy) for variant in VARIANTS for policy in policies]
-    order = sorted(jobs, key=lambda job: (-WEEK_COST.get(job[1], 5), job[0] != "tight"))
-    began = time.perf_counter()
     done: dict[tuple[str, str], tuple[RunResult, float]] = {}
+
+    def kept(job: tuple[str, str]) -> Path | None:
+        if runs_dir is None:
+            return None
+        settings = "-".join(f"{k}={v}" for k, v in sorted((kubelets or {}).items()))
+        return (
+            runs_dir
+            / f"week-{job[0]}-{job[1]}-{days:g}d{'-' + settings if settings else ''}.pickle"
+        )
+
+    for job in jobs:
+        path = kept(job)
+        if path is not None and path.exists():
+            done[job] = pickle.loads(path.read_bytes())
+            print(f"week-{job[0]} / {job[1]}: read from {path}", file=sys.stderr)
+    todo = sorted(
+        (job for job in jobs if job not in done),
+        key=lambda job: (-WEEK_COST.get(job[1], 5), job[0] != "tight"),
+    )
+    began = time.perf_counter()
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        futures = {pool.submit(week_run, *job, days, kubelets): job for job in order}
+        futures = {pool.submit(week_run, *job, days, kubelets): job for job in todo}
         for future in as_completed(futures):
             job = futures[future]
             done[job] = result, cpu = future.result()
+            path = kept(job)
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(pickle.dumps(done[job]))
             row = report.table([result]).splitlines()[-1]
             wall = time.perf_counter() - began
             print(f"{wall:.0f} s: {cpu:.0f} s of CPU: {row}", file=sys.stderr, flush=True)
@@ -215,6 +245,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--days", type=float, default=7.0, help="--week: replay the first N days")
     parser.add_argument("--workers", type=int, default=2, help="--week: runs in parallel")
     parser.add_argument(
+        "--runs-dir",
+        type=Path,
+        metavar="DIR",
+        help="--week: keep each finished run in DIR and read back the runs kept there",
+    )
+    parser.add_argument(
         "--kubelets-cancel-pulls",
         action="store_true",
         help="kubelets that stop a deleted pod's pull in flight (real ones do not)",
@@ -233,7 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     kubelets = kubelet_settings(args.kubelets_cancel_pulls, args.parallel_pulls)
     if args.week:
         workers = max(1, args.workers)
-        results, cpu = week(policies, args.days, workers, kubelets)
+        results, cpu = week(policies, args.days, workers, kubelets, args.runs_dir)
         where = f"{cpu:.0f} s of CPU in {workers} worker processes"
     else:
         results = short_scenarios(args.scenario or SCENARIOS, policies, config, kubelets)
