@@ -306,7 +306,7 @@ def observed_rules(config: Config) -> list[dict[str, Any]]:
 
 
 def catalog_rules(config: Config, only: RegistryPrefix | None = None) -> list[dict[str, Any]]:
-    """The Catalog source next to what already counts: by default issue 17's one setting,
+    """The Catalog source next to what already counts: by default one setting:
     every image of the registries that list their repositories (Harbor) wanted everywhere,
     the others (NGC) learned; with `only`, on that prefix alone."""
 

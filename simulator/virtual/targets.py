@@ -1,4 +1,4 @@
-"""The evaluation's targets (issue 12), checked on the runs of each scenario: one line per
+"""The evaluation's targets, checked on the runs of each scenario: one line per
 target and scenario with the figure, the goal and PASS or FAIL.
 
 - image-sync's hit rate >= 0.95 x the oracle's (0.9 x on a scenario whose disks hold a
