@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -69,6 +70,7 @@ class MergedImage:
         return scoring.rank_key(self.image, self.source_rank, self.score)
 
 
+@lru_cache(maxsize=16384)  # pure, and asked for every puller's images on every pass
 def registry_of(image: str) -> tuple[str, str | None]:
     """The registry host of `image`, or "" and why the reference is invalid."""
     try:
