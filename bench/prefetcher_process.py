@@ -104,6 +104,10 @@ class PrefetcherProcess:
                 )
         return out
 
+    def request_sweep(self) -> None:
+        """SIGHUP: the prefetcher sweeps now instead of at its next interval."""
+        self.process.send_signal(signal.SIGHUP)
+
     def cpu_seconds(self) -> float:
         return proc_cpu_seconds(self.pid)
 

@@ -60,6 +60,8 @@ REGISTRY_BANDWIDTH = 400e9 / 8  # bytes/s (400 Gbit/s)
 PULL_BATCH_SIZE = 10
 MB = 1_000_000
 NEW_IMAGE_BYTES = 20 * MB
+NODE_STATUS_EVERY = 10.0  # simulated seconds, the kubelet's nodeStatusUpdateFrequency
+POD_STATUS_EVERY = 30.0  # simulated seconds between a puller's progress writes
 
 
 def image_sizes(count: int) -> list[tuple[str, int, int]]:
@@ -232,6 +234,12 @@ def kubelet_tick(nodes: int) -> float:
     return max(0.1, nodes / 2000)
 
 
+def heartbeat_wall(nodes: int) -> float:
+    """Wall seconds between a simulated node's Lease renewals and status writes: about 20
+    writes a second whatever the size (nothing in this bench reads node Leases)."""
+    return max(1.0, nodes / 20)
+
+
 def run_size(
     nodes: int,
     image_count: int,
@@ -254,9 +262,10 @@ def run_size(
     caps = PullCaps(nodes, nodes, nodes)
     floor = coverage_floor(sizes, nodes, NODE_BANDWIDTH, REGISTRY_BANDWIDTH, caps)
     speed = speed or auto_speed(floor.seconds, floor_wall)
-    # A sweep interval that comes round during the run but leaves the converging passes to
-    # the triggers: about the floor's wall time, at least a minute.
-    sweep_interval = max(60.0, round(floor.seconds / speed))
+    # Sweeps come round while converging (each relists and plans from scratch, as in a
+    # cluster, where the default is every 30 minutes): about twice the floor's wall time.
+    # The converged sweep is asked for at once with SIGHUP.
+    sweep_interval = max(60.0, round(2 * floor.seconds / speed))
     minimum = minimum_writes(nodes, [image_count], PULL_BATCH_SIZE)
     result = SizeResult(
         nodes=nodes,
@@ -271,8 +280,12 @@ def run_size(
         minimum_keepers=minimum.keepers,
     )
     result.notes.append(
-        f"simulated kubelets pass every {kubelet_tick(nodes):g}s of wall time and write no Events "
-        "(the prefetcher reads none)"
+        f"simulated kubelets: a pass every {kubelet_tick(nodes):g}s of wall time, no Events (the "
+        f"prefetcher reads none), Lease renewals and node status writes at most every "
+        f"{heartbeat_wall(nodes):g}s of wall time and {NODE_STATUS_EVERY:g}s simulated "
+        f"(nodeStatusUpdateFrequency), a pod's progress (a container started, others waiting) "
+        f"every {POD_STATUS_EVERY:g}s simulated (a new phase, or all containers started, at "
+        "once); no scheduler (every pod names its node)"
     )
     say(
         f"== {nodes} nodes x {image_count} images: simulated clock at {speed:g}x, sweep every "
@@ -282,7 +295,14 @@ def run_size(
     with (
         tempfile.TemporaryDirectory(prefix="prefetch-scale-") as workdir,
         SimCluster(
-            scenario(nodes, images, speed), speed=speed, events=False, tick=kubelet_tick(nodes)
+            scenario(nodes, images, speed),
+            speed=speed,
+            scheduler=False,
+            events=False,
+            tick=kubelet_tick(nodes),
+            min_wall_heartbeat=heartbeat_wall(nodes),
+            node_status_every=NODE_STATUS_EVERY,
+            pod_status_every=POD_STATUS_EVERY,
         ) as sim,
     ):
         say(f"  simulator up with {nodes} Ready nodes in {time.monotonic() - started:.1f}s")
@@ -406,13 +426,13 @@ def _sweeps(prefetcher: PrefetcherProcess) -> int:
 
 
 def _steady(result: SizeResult, prefetcher: PrefetcherProcess, left: Callable[[], float]) -> None:
-    """A converged cluster until the next sweep has passed: what staying converged costs."""
+    """A converged cluster through a sweep (asked for with SIGHUP right after convergence):
+    what staying converged costs."""
     samples = prefetcher.metrics()
     before_requests, before_actions = api_requests(samples), actions(samples)
     seen = _sweeps(prefetcher)
-    if not poll(
-        lambda: _sweeps(prefetcher) > seen, min(result.sweep_interval + 30, left() - 120), 0.5
-    ):
+    prefetcher.request_sweep()
+    if not poll(lambda: _sweeps(prefetcher) > seen, min(120.0, left() - 120), 0.2):
         result.notes.append("no sweep came round in time to check the steady state")
         return
     samples = prefetcher.metrics()

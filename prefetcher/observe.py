@@ -332,6 +332,46 @@ def managed_pod(obj: Mapping[str, Any]) -> ManagedPod | None:
     )
 
 
+def slim_managed_pod(obj: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a puller or keeper that `managed_pod` and the executor read, so that the
+    cache of a thousand nodes' pullers (ten containers each, with their security contexts,
+    mounts and resources) stays small."""
+    meta, spec, status = (_mapping(obj.get(k)) for k in ("metadata", "spec", "status"))
+
+    def named(items: Any, *keys: str) -> list[dict[str, Any]]:
+        return [{k: item[k] for k in keys if k in item} for item in map(_mapping, _list(items))]
+
+    return {
+        "metadata": {
+            k: meta[k]
+            for k in (
+                "name",
+                "namespace",
+                "uid",
+                "resourceVersion",
+                "labels",
+                "annotations",
+                "creationTimestamp",
+                "deletionTimestamp",
+                "ownerReferences",
+            )
+            if k in meta
+        },
+        "spec": {
+            **{k: spec[k] for k in ("nodeName", "activeDeadlineSeconds") if k in spec},
+            "initContainers": named(spec.get("initContainers"), "name", "image"),
+            "containers": named(spec.get("containers"), "name", "image"),
+        },
+        "status": {
+            **{k: status[k] for k in ("phase", "reason", "message") if k in status},
+            "initContainerStatuses": named(
+                status.get("initContainerStatuses"), "name", "image", "state"
+            ),
+            "containerStatuses": named(status.get("containerStatuses"), "name", "image", "state"),
+        },
+    }
+
+
 # Waiting reasons of a container that is on its way to start (pulling included).
 STARTING_REASONS = frozenset({"", "ContainerCreating", "PodInitializing"})
 

@@ -21,7 +21,7 @@ from kubernetes.client.exceptions import ApiException
 from simulator.clock import Clock, rfc3339, rfc3339_micro
 from simulator.imagestore import ImageStore
 from simulator.informer import Informers
-from simulator.noderuntime import IMAGE_WAIT, Event, NodeRuntime
+from simulator.noderuntime import IMAGE_WAIT, Event, NodeRuntime, Pod
 from simulator.nodes import config_from_node, is_managed, is_marked_not_ready
 from simulator.rawapi import MERGE, call
 from simulator.registry import RegistrySet
@@ -49,6 +49,8 @@ class KubeletSet:
         lease_seconds: float = 10.0,
         status_report_seconds: float = 300.0,
         min_wall_heartbeat: float = 1.0,
+        node_status_every: float = 0.0,
+        pod_status_every: float = 0.0,
         workers: int = 4,
         pod_gc: bool = True,
     ) -> None:
@@ -63,6 +65,15 @@ class KubeletSet:
         self.lease_seconds = lease_seconds
         self.status_report_seconds = status_report_seconds
         self.min_wall_heartbeat = min_wall_heartbeat
+        # Simulated seconds between node status writes for a change (an image pulled or
+        # removed, a condition): 0 writes each change at once; the kubelet's own cadence is
+        # nodeStatusUpdateFrequency (10 s). Spaced out in wall time like the heartbeats.
+        self.node_status_every = node_status_every
+        # Simulated seconds between two status writes of a pod whose containers are still on
+        # their way (one started, the next still pulling): 0 writes each change. A new phase,
+        # or the pod's last waiting container starting, is written at once whatever this is.
+        self.pod_status_every = pod_status_every
+        self._pod_status_written: dict[str, tuple[float, str]] = {}  # uid → (when, phase)
         self.pod_gc = pod_gc
         self.runtimes: dict[str, NodeRuntime] = {}
         self.image_waits: dict[str, float] = {}
@@ -175,6 +186,9 @@ class KubeletSet:
             wall_floor = max(self.min_wall_heartbeat, len(self.runtimes) / 50) * self.clock.speed
             lease_every = max(self.lease_seconds, wall_floor)
             report_every = max(self.status_report_seconds, 10 * wall_floor)
+            change_every = (
+                max(self.node_status_every, wall_floor) if self.node_status_every else 0.0
+            )
             for name, runtime in self.runtimes.items():
                 node = nodes[name]
                 not_ready = is_marked_not_ready(node)
@@ -192,7 +206,10 @@ class KubeletSet:
                 self._sync_pods(runtime, by_node.get(name, []), now)
                 runtime.advance(now)
                 futures.extend(self._flush(runtime))
-                if runtime.node_dirty or now - self._last_status.get(name, -1e18) >= report_every:
+                since_status = now - self._last_status.get(name, -1e18)
+                if (runtime.node_dirty and since_status >= change_every) or (
+                    since_status >= report_every
+                ):
                     self._last_status[name] = now
                     futures.append(
                         self._submit(self._write_node_status, name, runtime.node_status(now, now))
@@ -224,10 +241,24 @@ class KubeletSet:
         for uid in runtime.known_uids() - seen:
             runtime.forget_pod(uid)
             self._pod_versions.pop(uid, None)
+            self._pod_status_written.pop(uid, None)
+
+    def _status_due(self, pod: Pod, now: float) -> bool:
+        """Whether a changed pod's status is written now or left for a later pass."""
+        if not self.pod_status_every:
+            return True
+        written_at, phase = self._pod_status_written.get(pod.uid, (-1e18, ""))
+        settled = pod.deleting or all(c.state != "waiting" for c in pod.all_containers())
+        if settled or pod.phase != phase or now - written_at >= self.pod_status_every:
+            self._pod_status_written[pod.uid] = (now, pod.phase)
+            return True
+        return False
 
     def _flush(self, runtime: NodeRuntime) -> list[Future[None]]:
         futures: list[Future[None]] = []
         for pod in runtime.dirty_pods():
+            if not self._status_due(pod, runtime.now):
+                continue
             status = runtime.pod_status(pod)
             futures.append(self._submit(self._write_pod_status, pod.namespace, pod.name, status))
             if pod.image_wait_done is not None and not pod.image_wait_reported:
