@@ -520,7 +520,7 @@ def main() -> int:
     parser.add_argument("size")
     parser.add_argument("out", type=Path)
     parser.add_argument("--speed", type=float, default=None)
-    parser.add_argument("--floor-wall", type=float, default=150.0)
+    parser.add_argument("--floor-wall", type=float, default=200.0)
     parser.add_argument("--budget", type=float, default=560.0)
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()

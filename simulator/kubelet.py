@@ -23,7 +23,7 @@ from simulator.imagestore import ImageStore
 from simulator.informer import Informers
 from simulator.noderuntime import IMAGE_WAIT, Event, NodeRuntime, Pod
 from simulator.nodes import config_from_node, is_managed, is_marked_not_ready
-from simulator.rawapi import MERGE, call
+from simulator.rawapi import MERGE, send
 from simulator.registry import RegistrySet
 
 JSON = dict[str, Any]
@@ -295,7 +295,7 @@ class KubeletSet:
     # -- writes ----------------------------------------------------------------------
     def _write_pod_status(self, namespace: str, name: str, status: JSON) -> None:
         try:
-            call(
+            send(
                 self.core.patch_namespaced_pod_status,
                 name,
                 namespace,
@@ -310,7 +310,7 @@ class KubeletSet:
     def _annotate_wait(self, namespace: str, name: str, seconds: float) -> None:
         body = {"metadata": {"annotations": {IMAGE_WAIT: f"{seconds:.1f}"}}}
         try:
-            call(self.core.patch_namespaced_pod, name, namespace, body, _content_type=MERGE)
+            send(self.core.patch_namespaced_pod, name, namespace, body, _content_type=MERGE)
         except ApiException as exc:
             if exc.status != 404:
                 raise
@@ -322,7 +322,7 @@ class KubeletSet:
             else {"gracePeriodSeconds": 0}
         )
         try:
-            call(
+            send(
                 self.core.delete_namespaced_pod, name, namespace, grace_period_seconds=0, body=body
             )
         except ApiException as exc:
@@ -368,7 +368,7 @@ class KubeletSet:
                 "count": 1,
             }
             try:
-                call(self.core.create_namespaced_event, event.namespace, body)
+                send(self.core.create_namespaced_event, event.namespace, body)
                 self.counters["events"] += 1
             except ApiException as exc:
                 if exc.status not in (404, 409, 403):
@@ -376,7 +376,7 @@ class KubeletSet:
 
     def _write_node_status(self, name: str, status: JSON) -> None:
         try:
-            call(self.core.patch_node_status, name, {"status": status}, _content_type=MERGE)
+            send(self.core.patch_node_status, name, {"status": status}, _content_type=MERGE)
             self.counters["node_status_writes"] += 1
         except ApiException as exc:
             if exc.status != 404:
@@ -384,7 +384,7 @@ class KubeletSet:
 
     def _ensure_lease_namespace(self) -> None:
         try:
-            call(self.core.create_namespace, {"metadata": {"name": LEASE_NAMESPACE}})
+            send(self.core.create_namespace, {"metadata": {"name": LEASE_NAMESPACE}})
         except ApiException as exc:
             if exc.status != 409:
                 log.debug("cannot create %s: %s", LEASE_NAMESPACE, exc)
@@ -395,7 +395,7 @@ class KubeletSet:
         name = node["metadata"]["name"]
         spec = {"holderIdentity": name, "leaseDurationSeconds": 40, "renewTime": rfc3339_micro(now)}
         try:
-            call(
+            send(
                 self.coordination.patch_namespaced_lease,
                 name,
                 LEASE_NAMESPACE,
@@ -423,7 +423,7 @@ class KubeletSet:
                 "spec": spec,
             }
             try:
-                call(self.coordination.create_namespaced_lease, LEASE_NAMESPACE, body)
+                send(self.coordination.create_namespaced_lease, LEASE_NAMESPACE, body)
             except ApiException as again:
                 if again.status != 409:
                     raise
@@ -436,7 +436,7 @@ class KubeletSet:
         missing = {k: v for k, v in config.all_labels().items() if k not in labels}
         if missing:
             try:
-                call(
+                send(
                     self.core.patch_node,
                     config.name,
                     {"metadata": {"labels": missing}},
@@ -469,13 +469,13 @@ class KubeletSet:
             {"key": UNREACHABLE, "effect": "NoSchedule"},
             {"key": UNREACHABLE, "effect": "NoExecute", "timeAdded": rfc3339(now)},
         ]
-        call(self.core.patch_node, name, {"spec": {"taints": taints}}, _content_type=MERGE)
+        send(self.core.patch_node, name, {"spec": {"taints": taints}}, _content_type=MERGE)
 
     def _clear_not_ready(self, node: JSON) -> None:
         taints = [
             t for t in (node.get("spec") or {}).get("taints") or [] if t.get("key") != UNREACHABLE
         ]
-        call(
+        send(
             self.core.patch_node,
             node["metadata"]["name"],
             {"spec": {"taints": taints or None}},
@@ -495,7 +495,7 @@ class KubeletSet:
         if pressure:
             taints.append({"key": DISK_PRESSURE, "effect": "NoSchedule"})
         try:
-            call(
+            send(
                 self.core.patch_node,
                 node["metadata"]["name"],
                 {"spec": {"taints": taints or None}},
