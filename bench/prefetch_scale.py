@@ -66,6 +66,15 @@ def _ratio(value: float | None, base: float) -> float | None:
     return None if value is None or not base else value / base
 
 
+def _per_puller(r: dict[str, Any]) -> float | None:
+    """What a joining node waits beyond its bytes, per puller it needs: the fixed cost of a
+    puller pod (its start, its init container, the pass that follows it)."""
+    if r["join_simulated"] is None or not r["minimum_pullers"]:
+        return None
+    pullers = r["minimum_pullers"] / r["nodes"]
+    return float((r["join_simulated"] - r["join_floor"]) / pullers)
+
+
 def _pairs(r: dict[str, Any]) -> int:
     return int(r["nodes"]) * int(r["images"])
 
@@ -138,6 +147,12 @@ FIGURES = (
         lambda v: v <= 1.0,
     ),
     Figure("/ (the page)", lambda r: r["page_seconds"], "s", "≤ 1 s", lambda v: v <= 1.0),
+    Figure(
+        "  fixed cost per puller",
+        lambda r: _per_puller(r),
+        "s",
+        "(warm - floor) / its pullers",
+    ),
     Figure("plan: a sweep (full)", lambda r: r["sweep_plan"], "s", "≤ 1 s", lambda v: v <= 1.0),
     Figure("plan: a node joins", lambda r: r["join_plan"], "s", "≤ 0.05 s", lambda v: v <= 0.05),
     Figure(
@@ -189,6 +204,8 @@ def print_size(r: dict[str, Any], say: Callable[[str], None]) -> None:
     )
     say(f"  writes to converge by kind: {r['converge_actions']}")
     say(f"  API requests to converge by verb: {r['converge_requests']}")
+    if r.get("join_actions") is not None:
+        say(f"  writes for the joining node: {r['join_actions']}")
     for name, profile in r["profiles"].items():
         top = ", ".join(f"{h['name']} {h['share']:.0%}" for h in profile["modules"][:6])
         say(f"  profile, {name} ({profile['samples']} samples holding the GIL): {top}")

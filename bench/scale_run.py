@@ -206,6 +206,7 @@ class SizeResult:
     join_floor: float = 0.0
     join_plan: float | None = None
     join_metric: float | None = None
+    join_actions: dict[str, int] | None = None
     new_image_plan: float | None = None
     report_seconds: list[float] = field(default_factory=list)
     report_bytes: int = 0
@@ -457,6 +458,7 @@ def _join(
     sim.clock.set_speed(1.0)
     refs = [ref for ref, _, _ in image_sizes(result.images)]
     passes_before = len(prefetcher.passes())
+    actions_before = actions(prefetcher.metrics())
     joined_at = sim.clock.now()
     joined = sim.add_node("cpu")
 
@@ -474,7 +476,11 @@ def _join(
     join_passes = [p for p in prefetcher.passes()[passes_before:] if "node joined" in p.trigger]
     result.join_plan = join_passes[0].plan if join_passes else None
     poll(lambda: metric(prefetcher.metrics(), f"{PREFIX}_node_warm_seconds_count") >= 1, 30, 0.5)
-    result.join_metric = metric(prefetcher.metrics(), f"{PREFIX}_node_warm_seconds_sum") or None
+    samples = prefetcher.metrics()
+    result.join_metric = metric(samples, f"{PREFIX}_node_warm_seconds_sum") or None
+    # Its pullers are deleted once its keeper holds their images: wait for quiet.
+    poll(lambda: prefetcher.passes()[-1].writes == 0, min(60.0, left() - 45), 0.5)
+    result.join_actions = delta(actions(prefetcher.metrics()), actions_before)
     say(
         f"  {joined} joined: its images on disk after {result.join_simulated:.1f}s "
         f"(floor {result.join_floor:.1f}s)"

@@ -180,6 +180,19 @@ def test_the_slim_cache_entry_of_a_puller_or_keeper_reads_the_same() -> None:
     }
     keeper = build_keeper(n, [BUSYBOX, APP], config())
     keeper["metadata"]["deletionTimestamp"] = "2026-11-22T00:00:00Z"
+    keeper["status"] = {
+        "phase": "Running",
+        "containerStatuses": [
+            {
+                "name": c["name"],
+                "image": c["image"],
+                "imageID": "sha256:2",
+                "ready": True,
+                "state": {"running": {"startedAt": "2026-11-22T00:00:01Z"}},
+            }
+            for c in keeper["spec"]["containers"]
+        ],
+    }
     for full in (puller, keeper):
         slim = observe.slim_managed_pod(json.loads(json.dumps(full)))
         assert observe.managed_pod(slim) == observe.managed_pod(full)
