@@ -1,13 +1,13 @@
 """One size of the end-to-end scale bench: a simulated cluster, the real prefetcher, the figures.
 
-The simulated cluster (API server, kubelets, scheduler, registries) runs in this process;
-the prefetcher is the real `image-sync prefetcher` command in a process of its own, as in a
-cluster. The run goes through phases, each measured from the outside (the prefetcher's
-/metrics, its pass log, /proc, the simulated disks):
+The simulated cluster (bench/scale_cluster.py: API server, kubelets, registries) runs in
+this process; the prefetcher is the real `image-sync prefetcher` command in a process of its
+own, as in a cluster. The run goes through phases, each measured from the outside (the
+prefetcher's /metrics, its pass log, /proc, the simulated disks):
 
 1. converge from empty, the simulated clock at `speed` (sized so the floor takes a couple of
    minutes of wall time; never slower than real time);
-2. stay converged: writes between the first quiet pass and the next sweep;
+2. stay converged: the writes of a sweep asked for (SIGHUP) after the first quiet pass;
 3. a node joins, at real time (1x), until its images are on its disk;
 4. /report and the HTML page are timed; the prefetcher's memory is read;
 5. a new image is declared: the plan time of the pass it triggers.
@@ -42,116 +42,29 @@ from bench.prefetcher_process import (  # noqa: E402
     metric,
     writes,
 )
+from bench.scale_cluster import (  # noqa: E402
+    NAMESPACE,
+    NODE_BANDWIDTH,
+    NODE_STATUS_EVERY,
+    POD_STATUS_EVERY,
+    PULL_BATCH_SIZE,
+    REGISTRY,
+    REGISTRY_BANDWIDTH,
+    declare,
+    heartbeat_wall,
+    image_sizes,
+    install,
+    kubelet_tick,
+    new_image,
+    scenario,
+)
 from bench.scale_figures import (  # noqa: E402
     PullCaps,
     coverage_floor,
     join_floor,
     minimum_writes,
 )
-from imagesync.cachedimage import object_name  # noqa: E402
-from imagesync.names import POD_NAMESPACE_DEFAULT  # noqa: E402
 from simulator.cluster import SimCluster  # noqa: E402
-from simulator.scenario import parse_scenario  # noqa: E402
-
-NAMESPACE = "image-sync"
-REGISTRY = "harbor.example.internal"
-NODE_BANDWIDTH = 10e9 / 8  # bytes/s (10 Gbit/s)
-REGISTRY_BANDWIDTH = 400e9 / 8  # bytes/s (400 Gbit/s)
-PULL_BATCH_SIZE = 10
-MB = 1_000_000
-NEW_IMAGE_BYTES = 20 * MB
-NODE_STATUS_EVERY = 10.0  # simulated seconds, the kubelet's nodeStatusUpdateFrequency
-POD_STATUS_EVERY = 30.0  # simulated seconds between a puller's progress writes
-
-
-def image_sizes(count: int) -> list[tuple[str, int, int]]:
-    """(image, compressed, disk): a spread from 10 MB to 500 MB compressed, like a service fleet."""
-    out = []
-    for i in range(count):
-        compressed = (10 + (i * 37) % 490) * MB
-        out.append((f"{REGISTRY}/bench/svc-{i:03d}:1.0", compressed, int(compressed * 2.5)))
-    return out
-
-
-def new_image() -> tuple[str, int, int]:
-    return (f"{REGISTRY}/bench/svc-new:1.0", NEW_IMAGE_BYTES, int(NEW_IMAGE_BYTES * 2.5))
-
-
-def scenario(nodes: int, images: list[tuple[str, int, int]], speed: float) -> Any:
-    catalogue = [
-        {"image": ref.split("/", 1)[1], "compressed": size, "disk": disk, "archs": ["amd64"]}
-        for ref, size, disk in [*images, new_image()]
-    ]
-    return parse_scenario(
-        {
-            "name": "prefetch-scale",
-            "speed": speed,
-            "registries": [
-                {
-                    "host": REGISTRY,
-                    "bandwidth": f"{REGISTRY_BANDWIDTH * 8 / 1e9:g}Gbps",
-                    "images": catalogue,
-                },
-                {
-                    "host": "ghcr.io",
-                    "bandwidth": "100Gbps",
-                    "images": [
-                        {
-                            "image": "image-sync/image-sync:0.1.0",
-                            "compressed": 24 * MB,
-                            "disk": 68 * MB,
-                            "archs": ["amd64"],
-                        }
-                    ],
-                },
-            ],
-            "nodes": [
-                {
-                    "pool": "cpu",
-                    "count": nodes,
-                    "cpu": "64",
-                    "memory": "256Gi",
-                    "disk": "2Ti",
-                    "bandwidth": f"{NODE_BANDWIDTH * 8 / 1e9:g}Gbps",
-                    "maxPods": 500,
-                    "zones": ["zone-a", "zone-b", "zone-c"],
-                }
-            ],
-        },
-        name="prefetch-scale",
-    )
-
-
-def declare(api: client.ApiClient, ref: str) -> None:
-    custom: Any = client.CustomObjectsApi(api)
-    custom.create_cluster_custom_object(
-        "image-sync.io",
-        "v1alpha1",
-        "cachedimages",
-        {
-            "apiVersion": "image-sync.io/v1alpha1",
-            "kind": "CachedImage",
-            "metadata": {"name": object_name(ref)},
-            "spec": {"image": ref, "source": "Declared"},
-        },
-    )
-
-
-def install(api: client.ApiClient, images: list[tuple[str, int, int]]) -> None:
-    import yaml
-
-    base = ROOT / "manifests" / "base"
-    any_api: Any = client.ApiextensionsV1Api(api)
-    any_api.create_custom_resource_definition(
-        yaml.safe_load((base / "crd-cachedimages.yaml").read_text())
-    )
-    core: Any = client.CoreV1Api(api)
-    for namespace in (NAMESPACE, POD_NAMESPACE_DEFAULT):
-        core.create_namespace({"metadata": {"name": namespace}})
-    scheduling: Any = client.SchedulingV1Api(api)
-    scheduling.create_priority_class(yaml.safe_load((base / "priorityclass.yaml").read_text()))
-    for ref, _, _ in images:
-        declare(api, ref)
 
 
 def say(text: str) -> None:
@@ -228,18 +141,6 @@ def auto_speed(floor: float, wall: float) -> float:
     """The simulated clock's speed that makes the floor take `wall` seconds, never below 1x:
     the prefetcher's own delays (wall time) then weigh no less than they would in a cluster."""
     return max(1.0, round(floor / wall, 1))
-
-
-def kubelet_tick(nodes: int) -> float:
-    """Wall seconds between the simulated kubelets' passes: 0.1 s up to 200 nodes, longer
-    beyond, so a pass writes each pod's status once for several of its changes."""
-    return max(0.1, nodes / 2000)
-
-
-def heartbeat_wall(nodes: int) -> float:
-    """Wall seconds between a simulated node's Lease renewals and status writes: about 20
-    writes a second whatever the size (nothing in this bench reads node Leases)."""
-    return max(1.0, nodes / 20)
 
 
 def run_size(
