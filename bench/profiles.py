@@ -71,7 +71,7 @@ def summarize(collapsed: str, top: int = 10) -> ProfileSummary:
 
 
 class Recorder:
-    """`py-spy record` on one process until stopped; None when py-spy is not installed."""
+    """`py-spy record` on one process until stopped (see `available`)."""
 
     def __init__(self, pid: int, out: Path, rate: int = 50) -> None:
         self.out = out

@@ -252,7 +252,7 @@ def run_size(
                 result.profiles[name] = asdict(recorder.finish())
             if result.covered:
                 _steady(result, prefetcher, left)
-                _join(result, sim, prefetcher, sizes, left)
+                _join(result, sim, prefetcher, left)
             _report(result, prefetcher)
             if result.covered:
                 _new_image(result, api, prefetcher, left)
@@ -359,7 +359,6 @@ def _join(
     result: SizeResult,
     sim: SimCluster,
     prefetcher: PrefetcherProcess,
-    sizes: list[int],
     left: Callable[[], float],
 ) -> None:
     """One node joins at real time: from its creation to every wanted image on its disk."""
