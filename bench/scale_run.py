@@ -165,10 +165,9 @@ def run_size(
     caps = PullCaps(nodes, nodes, nodes)
     floor = coverage_floor(sizes, nodes, NODE_BANDWIDTH, REGISTRY_BANDWIDTH, caps)
     speed = speed or auto_speed(floor.seconds, floor_wall)
-    # Sweeps come round while converging (each relists and plans from scratch, as in a
-    # cluster, where the default is every 30 minutes): about twice the floor's wall time.
-    # The converged sweep is asked for at once with SIGHUP.
-    sweep_interval = max(60.0, round(2 * floor.seconds / speed))
+    # The default sweep interval (30 minutes), as in a cluster: converging is driven by the
+    # changes, and the converged sweep is asked for at once with SIGHUP.
+    sweep_interval = 1800.0
     minimum = minimum_writes(nodes, [image_count], PULL_BATCH_SIZE)
     result = SizeResult(
         nodes=nodes,
