@@ -288,8 +288,14 @@ def serve(args: argparse.Namespace, config: Config) -> int:
         log.info("received %s; shutting down", signal.Signals(signum).name)
         prefetcher.request_stop()
 
+    def on_hangup(signum: int, frame: FrameType | None) -> None:
+        del signum, frame
+        log.info("received SIGHUP; sweeping now")
+        prefetcher.controller.request_sweep()
+
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, on_hangup)
     log.info(
         "prefetcher %s starting in namespace %s, pods in %s (leader election %s)",
         prefetcher.identity,

@@ -33,6 +33,7 @@ from typing import Any
 from imagesync.backoff import Backoff
 from imagesync.config import Config
 from imagesync.kubeclient import KubeError
+from prefetcher import observe
 from prefetcher.confirmation import StoredPodImages
 from prefetcher.demandwatch import DemandWatch
 from prefetcher.executor import (
@@ -115,7 +116,9 @@ class Controller(ImageLearners, SnapshotBuilder, PlanExecutor):
         settings = informer_settings or InformerSettings(watch_timeout=int(config.watch_timeout))
         self.nodes = self._informer(NODES, kube.node_source(), settings)
         self.images = self._informer(IMAGES, kube.cached_image_source(), settings)
-        self.pods = self._informer(PODS, kube.own_pod_source(), settings)
+        self.pods = self._informer(
+            PODS, kube.own_pod_source(), settings, transform=observe.slim_managed_pod
+        )
         self.starting = self._informer(STARTING, kube.starting_pod_source(), settings)
         self.demand = DemandWatch(
             kube,

@@ -9,7 +9,6 @@ differences a relist discovers, is passed to `on_event` so the controller can re
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import threading
 import time
@@ -17,6 +16,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import orjson
 from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
@@ -268,7 +268,7 @@ class Informer:
                 # The continue token expired mid-list: start the list again.
                 items, token = {}, None
                 continue
-            body = json.loads(response.data)
+            body = orjson.loads(response.data)
             for obj in body.get("items") or []:
                 items[object_key(obj)] = self._transform(obj)
             meta = body.get("metadata") or {}
@@ -359,7 +359,7 @@ class Informer:
 def _events(response: Any) -> Iterator[Obj]:
     for line in iter_resp_lines(response):
         if line.strip():
-            yield json.loads(line)
+            yield orjson.loads(line)
 
 
 def _rv(obj: Mapping[str, Any]) -> str:

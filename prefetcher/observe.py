@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -330,6 +331,75 @@ def managed_pod(obj: Mapping[str, Any]) -> ManagedPod | None:
         active_deadline=int(deadline) if isinstance(deadline, int) else None,
         attempt=int(attempt) if attempt.isdigit() else 0,
     )
+
+
+def _shared(value: Any) -> Any:
+    """A string as the one copy every cached pod shares (a thousand keepers name the same
+    images, containers and seconds); anything else as it is."""
+    return sys.intern(value) if isinstance(value, str) else value
+
+
+# What `managed_pod` reads of a container's state.
+_STATE_FIELDS = ("reason", "message", "exitCode", "startedAt", "finishedAt")
+
+
+def _slim_state(state: Any) -> dict[str, Any]:
+    return {
+        kind: {k: _shared(v) for k, v in _mapping(detail).items() if k in _STATE_FIELDS}
+        for kind, detail in _mapping(state).items()
+    }
+
+
+def slim_managed_pod(obj: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a puller or keeper that `managed_pod` and the executor read, so that the
+    cache of a thousand nodes' pods stays small: no security contexts, mounts or resources,
+    only the container states' fields read, and strings shared between pods. A keeper's
+    containers are read from its status alone (the kubelet reports each one's image)."""
+    meta, spec, status = (_mapping(obj.get(k)) for k in ("metadata", "spec", "status"))
+    keeper = _mapping(meta.get("labels")).get(LABEL_COMPONENT) == COMPONENT_KEEPER
+
+    def named(items: Any) -> list[dict[str, Any]]:
+        return [
+            {k: _shared(item[k]) for k in ("name", "image") if k in item}
+            for item in map(_mapping, _list(items))
+        ]
+
+    def statuses(items: Any) -> list[dict[str, Any]]:
+        return [
+            {
+                **{k: _shared(item[k]) for k in ("name", "image") if k in item},
+                "state": _slim_state(item.get("state")),
+            }
+            for item in map(_mapping, _list(items))
+        ]
+
+    return {
+        "metadata": {
+            k: meta[k]
+            for k in (
+                "name",
+                "namespace",
+                "uid",
+                "resourceVersion",
+                "labels",
+                "annotations",
+                "creationTimestamp",
+                "deletionTimestamp",
+                "ownerReferences",
+            )
+            if k in meta
+        },
+        "spec": {
+            **{k: spec[k] for k in ("nodeName", "activeDeadlineSeconds") if k in spec},
+            "initContainers": named(spec.get("initContainers")),
+            "containers": [] if keeper else named(spec.get("containers")),
+        },
+        "status": {
+            **{k: status[k] for k in ("phase", "reason", "message") if k in status},
+            "initContainerStatuses": statuses(status.get("initContainerStatuses")),
+            "containerStatuses": statuses(status.get("containerStatuses")),
+        },
+    }
 
 
 # Waiting reasons of a container that is on its way to start (pulling included).

@@ -7,6 +7,8 @@ from a global, so tests can use a `ManualClock` and step time by hand.
 
 from __future__ import annotations
 
+import functools
+import math
 import threading
 import time
 from datetime import UTC, datetime
@@ -90,7 +92,13 @@ class ManualClock:
 
 def rfc3339(timestamp: float) -> str:
     """`2024-01-02T03:04:05Z`, the format of Kubernetes `metav1.Time` fields."""
-    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return _rfc3339_second(math.floor(timestamp))
+
+
+@functools.lru_cache(maxsize=4096)
+def _rfc3339_second(second: int) -> str:
+    # Pod and node statuses repeat the same few seconds in every write: format each once.
+    return datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def rfc3339_micro(timestamp: float) -> str:

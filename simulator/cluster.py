@@ -55,6 +55,9 @@ class SimCluster:
         events: bool = True,
         tick: float = 0.1,
         kubeconfig: str | Path | None = None,
+        min_wall_heartbeat: float = 1.0,
+        node_status_every: float = 0.0,
+        pod_status_every: float = 0.0,
     ) -> None:
         self.scenario = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
         self.clock = SimClock(speed if speed is not None else self.scenario.speed)
@@ -69,6 +72,11 @@ class SimCluster:
         self.with_scheduler = scheduler
         self.events = events
         self.tick = tick
+        # Kubelet cadences (see KubeletSet): a large, accelerated cluster spaces out its
+        # heartbeats and its node and pod status writes so the API server is not spent on them.
+        self.min_wall_heartbeat = min_wall_heartbeat
+        self.node_status_every = node_status_every
+        self.pod_status_every = pod_status_every
         self.registries: RegistrySet = self.scenario.build_registries(self.clock.now())
         self._apiserver: ApiServer | None = None
         self._ops: ClusterOps | None = None
@@ -131,6 +139,9 @@ class SimCluster:
             informers=self._informers,
             tick=self.tick,
             events=self.events,
+            min_wall_heartbeat=self.min_wall_heartbeat,
+            node_status_every=self.node_status_every,
+            pod_status_every=self.pod_status_every,
         )
         self.kubelets.start()
         if self.with_scheduler:

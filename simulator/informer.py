@@ -9,12 +9,12 @@ from the last resourceVersion, relists on 410 Gone, and retries when the server 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import threading
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
@@ -97,7 +97,7 @@ class Informer:
                 kwargs["_continue"] = token
             response = self._list(**kwargs)
             try:
-                body = json.loads(response.data)
+                body = orjson.loads(response.data)
             finally:
                 response.release_conn()
             for item in body.get("items") or []:
@@ -127,7 +127,7 @@ class Informer:
             for line in iter_resp_lines(response):
                 if self._stop.is_set():
                     return
-                event = json.loads(line)
+                event = orjson.loads(line)
                 kind = event.get("type")
                 obj = event.get("object") or {}
                 if kind == "ERROR":

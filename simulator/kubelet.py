@@ -21,9 +21,9 @@ from kubernetes.client.exceptions import ApiException
 from simulator.clock import Clock, rfc3339, rfc3339_micro
 from simulator.imagestore import ImageStore
 from simulator.informer import Informers
-from simulator.noderuntime import IMAGE_WAIT, Event, NodeRuntime
+from simulator.noderuntime import IMAGE_WAIT, Event, NodeRuntime, Pod
 from simulator.nodes import config_from_node, is_managed, is_marked_not_ready
-from simulator.rawapi import MERGE, call
+from simulator.rawapi import MERGE, send
 from simulator.registry import RegistrySet
 
 JSON = dict[str, Any]
@@ -49,6 +49,8 @@ class KubeletSet:
         lease_seconds: float = 10.0,
         status_report_seconds: float = 300.0,
         min_wall_heartbeat: float = 1.0,
+        node_status_every: float = 0.0,
+        pod_status_every: float = 0.0,
         workers: int = 4,
         pod_gc: bool = True,
     ) -> None:
@@ -63,6 +65,15 @@ class KubeletSet:
         self.lease_seconds = lease_seconds
         self.status_report_seconds = status_report_seconds
         self.min_wall_heartbeat = min_wall_heartbeat
+        # Simulated seconds between node status writes for a change (an image pulled or
+        # removed, a condition): 0 writes each change at once; the kubelet's own cadence is
+        # nodeStatusUpdateFrequency (10 s). Spaced out in wall time like the heartbeats.
+        self.node_status_every = node_status_every
+        # Simulated seconds between two status writes of a pod whose containers are still on
+        # their way (one started, the next still pulling): 0 writes each change. A new phase,
+        # or the pod's last waiting container starting, is written at once whatever this is.
+        self.pod_status_every = pod_status_every
+        self._pod_status_written: dict[str, tuple[float, str]] = {}  # uid → (when, phase)
         self.pod_gc = pod_gc
         self.runtimes: dict[str, NodeRuntime] = {}
         self.image_waits: dict[str, float] = {}
@@ -175,6 +186,9 @@ class KubeletSet:
             wall_floor = max(self.min_wall_heartbeat, len(self.runtimes) / 50) * self.clock.speed
             lease_every = max(self.lease_seconds, wall_floor)
             report_every = max(self.status_report_seconds, 10 * wall_floor)
+            change_every = (
+                max(self.node_status_every, wall_floor) if self.node_status_every else 0.0
+            )
             for name, runtime in self.runtimes.items():
                 node = nodes[name]
                 not_ready = is_marked_not_ready(node)
@@ -192,7 +206,10 @@ class KubeletSet:
                 self._sync_pods(runtime, by_node.get(name, []), now)
                 runtime.advance(now)
                 futures.extend(self._flush(runtime))
-                if runtime.node_dirty or now - self._last_status.get(name, -1e18) >= report_every:
+                since_status = now - self._last_status.get(name, -1e18)
+                if (runtime.node_dirty and since_status >= change_every) or (
+                    since_status >= report_every
+                ):
                     self._last_status[name] = now
                     futures.append(
                         self._submit(self._write_node_status, name, runtime.node_status(now, now))
@@ -224,10 +241,24 @@ class KubeletSet:
         for uid in runtime.known_uids() - seen:
             runtime.forget_pod(uid)
             self._pod_versions.pop(uid, None)
+            self._pod_status_written.pop(uid, None)
+
+    def _status_due(self, pod: Pod, now: float) -> bool:
+        """Whether a changed pod's status is written now or left for a later pass."""
+        if not self.pod_status_every:
+            return True
+        written_at, phase = self._pod_status_written.get(pod.uid, (-1e18, ""))
+        settled = pod.deleting or all(c.state != "waiting" for c in pod.all_containers())
+        if settled or pod.phase != phase or now - written_at >= self.pod_status_every:
+            self._pod_status_written[pod.uid] = (now, pod.phase)
+            return True
+        return False
 
     def _flush(self, runtime: NodeRuntime) -> list[Future[None]]:
         futures: list[Future[None]] = []
         for pod in runtime.dirty_pods():
+            if not self._status_due(pod, runtime.now):
+                continue
             status = runtime.pod_status(pod)
             futures.append(self._submit(self._write_pod_status, pod.namespace, pod.name, status))
             if pod.image_wait_done is not None and not pod.image_wait_reported:
@@ -264,7 +295,7 @@ class KubeletSet:
     # -- writes ----------------------------------------------------------------------
     def _write_pod_status(self, namespace: str, name: str, status: JSON) -> None:
         try:
-            call(
+            send(
                 self.core.patch_namespaced_pod_status,
                 name,
                 namespace,
@@ -279,7 +310,7 @@ class KubeletSet:
     def _annotate_wait(self, namespace: str, name: str, seconds: float) -> None:
         body = {"metadata": {"annotations": {IMAGE_WAIT: f"{seconds:.1f}"}}}
         try:
-            call(self.core.patch_namespaced_pod, name, namespace, body, _content_type=MERGE)
+            send(self.core.patch_namespaced_pod, name, namespace, body, _content_type=MERGE)
         except ApiException as exc:
             if exc.status != 404:
                 raise
@@ -291,7 +322,7 @@ class KubeletSet:
             else {"gracePeriodSeconds": 0}
         )
         try:
-            call(
+            send(
                 self.core.delete_namespaced_pod, name, namespace, grace_period_seconds=0, body=body
             )
         except ApiException as exc:
@@ -337,7 +368,7 @@ class KubeletSet:
                 "count": 1,
             }
             try:
-                call(self.core.create_namespaced_event, event.namespace, body)
+                send(self.core.create_namespaced_event, event.namespace, body)
                 self.counters["events"] += 1
             except ApiException as exc:
                 if exc.status not in (404, 409, 403):
@@ -345,7 +376,7 @@ class KubeletSet:
 
     def _write_node_status(self, name: str, status: JSON) -> None:
         try:
-            call(self.core.patch_node_status, name, {"status": status}, _content_type=MERGE)
+            send(self.core.patch_node_status, name, {"status": status}, _content_type=MERGE)
             self.counters["node_status_writes"] += 1
         except ApiException as exc:
             if exc.status != 404:
@@ -353,7 +384,7 @@ class KubeletSet:
 
     def _ensure_lease_namespace(self) -> None:
         try:
-            call(self.core.create_namespace, {"metadata": {"name": LEASE_NAMESPACE}})
+            send(self.core.create_namespace, {"metadata": {"name": LEASE_NAMESPACE}})
         except ApiException as exc:
             if exc.status != 409:
                 log.debug("cannot create %s: %s", LEASE_NAMESPACE, exc)
@@ -364,7 +395,7 @@ class KubeletSet:
         name = node["metadata"]["name"]
         spec = {"holderIdentity": name, "leaseDurationSeconds": 40, "renewTime": rfc3339_micro(now)}
         try:
-            call(
+            send(
                 self.coordination.patch_namespaced_lease,
                 name,
                 LEASE_NAMESPACE,
@@ -392,7 +423,7 @@ class KubeletSet:
                 "spec": spec,
             }
             try:
-                call(self.coordination.create_namespaced_lease, LEASE_NAMESPACE, body)
+                send(self.coordination.create_namespaced_lease, LEASE_NAMESPACE, body)
             except ApiException as again:
                 if again.status != 409:
                     raise
@@ -405,7 +436,7 @@ class KubeletSet:
         missing = {k: v for k, v in config.all_labels().items() if k not in labels}
         if missing:
             try:
-                call(
+                send(
                     self.core.patch_node,
                     config.name,
                     {"metadata": {"labels": missing}},
@@ -438,13 +469,13 @@ class KubeletSet:
             {"key": UNREACHABLE, "effect": "NoSchedule"},
             {"key": UNREACHABLE, "effect": "NoExecute", "timeAdded": rfc3339(now)},
         ]
-        call(self.core.patch_node, name, {"spec": {"taints": taints}}, _content_type=MERGE)
+        send(self.core.patch_node, name, {"spec": {"taints": taints}}, _content_type=MERGE)
 
     def _clear_not_ready(self, node: JSON) -> None:
         taints = [
             t for t in (node.get("spec") or {}).get("taints") or [] if t.get("key") != UNREACHABLE
         ]
-        call(
+        send(
             self.core.patch_node,
             node["metadata"]["name"],
             {"spec": {"taints": taints or None}},
@@ -464,7 +495,7 @@ class KubeletSet:
         if pressure:
             taints.append({"key": DISK_PRESSURE, "effect": "NoSchedule"})
         try:
-            call(
+            send(
                 self.core.patch_node,
                 node["metadata"]["name"],
                 {"spec": {"taints": taints or None}},

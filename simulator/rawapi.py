@@ -7,9 +7,10 @@ the connection pool, or each call leaves a connection (and a server thread) behi
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
+
+import orjson
 
 MERGE = "application/merge-patch+json"
 
@@ -21,4 +22,14 @@ def call(method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         data = response.data
     finally:
         response.release_conn()
-    return json.loads(data) if data else None
+    return orjson.loads(data) if data else None
+
+
+def send(method: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+    """A write whose answer nobody reads (a status patch answers with the whole object):
+    the response is read and released, not decoded."""
+    response = method(*args, _preload_content=False, **kwargs)
+    try:
+        response.data  # noqa: B018 - read to the end so the connection can be reused
+    finally:
+        response.release_conn()

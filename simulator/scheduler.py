@@ -98,14 +98,17 @@ class Scheduler:
     def step(self) -> int:
         """One scheduling pass over every pending pod; returns how many were bound."""
         pods = self.informers.pods.snapshot()
-        present = {_key(pod) for pod in pods}
-        for key in list(self._assumed):
-            if key not in present:
-                del self._assumed[key]
-        for key in list(self._reported):
-            if key not in present:
-                del self._reported[key]
-        pending = [pod for pod in pods if _key(pod) not in self._assumed and _pending(pod)]
+        if self._assumed or self._reported:
+            present = {_key(pod) for pod in pods}
+            for key in list(self._assumed):
+                if key not in present:
+                    del self._assumed[key]
+            for key in list(self._reported):
+                if key not in present:
+                    del self._reported[key]
+        # Most pods are bound (pullers and keepers name their node): the check for a
+        # nodeName comes first, and no key is built for a bound pod.
+        pending = [pod for pod in pods if _pending(pod) and _key(pod) not in self._assumed]
         if not pending:
             return 0  # nothing to place: skip tallying every bound pod's requests
         nodes = self.informers.nodes.snapshot()

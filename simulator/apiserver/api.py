@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import yaml
 
 from . import conversion, errors, kinds, patching, schema, serviceaccount
@@ -579,7 +580,7 @@ class Core(Deletion):
                 "strategic merge patch is not supported for custom resources; use json or merge patch",
             )
         try:
-            patch = yaml.safe_load(raw) if ctype == APPLY_PATCH else json.loads(raw or b"null")
+            patch = yaml.safe_load(raw) if ctype == APPLY_PATCH else orjson.loads(raw or b"null")
         except (ValueError, yaml.YAMLError) as e:
             raise errors.bad_request(f"error decoding patch: {e}") from e
         if ctype == APPLY_PATCH and not field_manager:

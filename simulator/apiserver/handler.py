@@ -16,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+import orjson
 import yaml
 
 from . import discovery, errors, openapi, protobuf, tables
@@ -429,7 +430,7 @@ class Handler(BaseHTTPRequestHandler):
         if not raw.strip():
             return None
         try:
-            return json.loads(raw)
+            return orjson.loads(raw)
         except ValueError:
             try:
                 return yaml.safe_load(raw)

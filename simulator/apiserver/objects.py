@@ -6,6 +6,8 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from . import conversion
 from .resources import ResourceDef
 
@@ -19,8 +21,12 @@ def rfc3339(ts: float) -> str:
 
 
 def deep(obj: Any) -> Any:
-    """A deep copy of JSON data (faster than copy.deepcopy for this shape)."""
-    return json.loads(json.dumps(obj))
+    """A deep copy of JSON data (through orjson: far faster than copy.deepcopy for this
+    shape); through json for what orjson refuses (an integer beyond 64 bits)."""
+    try:
+        return orjson.loads(orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS))
+    except TypeError:
+        return json.loads(json.dumps(obj))
 
 
 def as_version(rd: ResourceDef, obj: Obj) -> Obj:

@@ -146,6 +146,63 @@ def test_managed_pod_round_trips_the_pods_we_build() -> None:
     assert observe.keeper_running_images(pod) == {APP, BUSYBOX}
 
 
+def test_the_slim_cache_entry_of_a_puller_or_keeper_reads_the_same() -> None:
+    # The informer keeps only what managed_pod and the executor read: the same ManagedPod
+    # comes out, from far less (no security contexts, mounts, resources, tolerations).
+    import json
+
+    n = node("cpu-1")
+    puller = build_puller(n, [APP, BUSYBOX], config(), deadline_seconds=700)
+    puller["metadata"].update(uid="p-1", resourceVersion="7", namespace="image-sync-cache")
+    names = [c["name"] for c in puller["spec"]["containers"]]
+    puller["status"] = {
+        "phase": "Failed",
+        "reason": "DeadlineExceeded",
+        "message": "too long",
+        "podIP": "10.0.0.1",
+        "initContainerStatuses": [
+            {"name": "install", "image": "tools", "state": {"terminated": {"exitCode": 0}}}
+        ],
+        "containerStatuses": [
+            {
+                "name": names[0],
+                "image": APP,
+                "imageID": "sha256:1",
+                "restartCount": 0,
+                "state": {"terminated": {"exitCode": 0, "finishedAt": "2026-11-22T00:00:05Z"}},
+            },
+            {
+                "name": names[1],
+                "image": BUSYBOX,
+                "state": {"waiting": {"reason": "ErrImagePull", "message": "no such host"}},
+            },
+        ],
+    }
+    keeper = build_keeper(n, [BUSYBOX, APP], config())
+    keeper["metadata"]["deletionTimestamp"] = "2026-11-22T00:00:00Z"
+    keeper["status"] = {
+        "phase": "Running",
+        "containerStatuses": [
+            {
+                "name": c["name"],
+                "image": c["image"],
+                "imageID": "sha256:2",
+                "ready": True,
+                "state": {"running": {"startedAt": "2026-11-22T00:00:01Z"}},
+            }
+            for c in keeper["spec"]["containers"]
+        ],
+    }
+    for full in (puller, keeper):
+        slim = observe.slim_managed_pod(json.loads(json.dumps(full)))
+        assert observe.managed_pod(slim) == observe.managed_pod(full)
+        assert slim["metadata"] == {
+            k: v for k, v in full["metadata"].items() if k != "managedFields"
+        }
+        assert len(json.dumps(slim)) < len(json.dumps(full)) / 2
+    assert "securityContext" not in json.dumps(observe.slim_managed_pod(puller))
+
+
 def test_other_pods_are_not_ours() -> None:
     assert observe.managed_pod({"metadata": {"name": "x", "labels": {}}}) is None
 

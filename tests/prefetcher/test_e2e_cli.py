@@ -1,4 +1,5 @@
-"""`image-sync prefetcher` as a process: serves its endpoints, converges, stops cleanly on SIGTERM."""
+"""`image-sync prefetcher` as a process: serves its endpoints, converges, sweeps on SIGHUP, stops
+cleanly on SIGTERM."""
 
 from __future__ import annotations
 
@@ -89,11 +90,23 @@ def test_cli_serves_converges_and_hands_back_the_lease_on_sigterm(realtime_sim: 
         assert "image_sync_prefetcher_leader 1.0" in metrics
         for node in realtime_sim.node_names():
             assert realtime_sim.image_store(node).has(BUSYBOX), node
+
+        # SIGHUP runs a sweep now, not at the next sweepInterval (30 minutes away).
+        def last_sweep() -> float:
+            for line in requests.get(f"{base}/metrics", timeout=10).text.splitlines():
+                if line.startswith("image_sync_prefetcher_last_sweep_timestamp_seconds "):
+                    return float(line.split()[1])
+            return 0.0
+
+        swept = last_sweep()
+        process.send_signal(signal.SIGHUP)
+        wait_for(lambda: last_sweep() > swept, timeout=60, interval=0.2, what="a sweep on SIGHUP")
     finally:
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=60)
     assert process.returncode == 0, output
     assert "shutting down" in output
+    assert "received SIGHUP; sweeping now" in output
     lease = untyped(client.CoordinationV1Api(api)).read_namespaced_lease(
         "image-sync-prefetcher", NAMESPACE
     )

@@ -297,3 +297,32 @@ def test_api_server_stamps_metadata_in_simulated_time(cluster: SimCluster) -> No
         deleting = raw_pod(core, "timed")["metadata"]
     grace_end = parse_time(deleting["deletionTimestamp"])
     assert abs(grace_end - (cluster.clock.now() + 30)) < 30
+
+
+def test_a_pod_status_cadence_writes_progress_rarely_and_phases_at_once() -> None:
+    # pod_status_every: a pod still starting its containers (the first running, the next
+    # pulling) is not written until the cadence comes round; its new phase is written at once.
+    from tests.simulator.sim_fixtures import small_scenario
+
+    with SimCluster(small_scenario(), speed=10, events=False, pod_status_every=1e6) as sim:
+        manifest = pod("seq", "docker.io/library/big:1")
+        manifest["spec"]["containers"] += [
+            {"name": "second", "image": "docker.io/library/big:2"},
+            {"name": "third", "image": "docker.io/library/busybox:1.36"},
+        ]
+        core = _create(sim, manifest)
+        seen: list[tuple[str, ...]] = []
+
+        def running() -> bool:
+            obj = raw_pod(core, "seq")
+            states = tuple(
+                next(iter(s.get("state") or {"waiting": {}}))
+                for s in obj["status"].get("containerStatuses") or []
+            )
+            if states and (not seen or seen[-1] != states):
+                seen.append(states)
+            return bool(obj["status"].get("phase") == "Running")
+
+        wait_for(running, timeout=60, interval=0.02)
+    assert seen[-1] == ("running", "running", "running")
+    assert all(set(states) == {"waiting"} for states in seen[:-1]), seen
