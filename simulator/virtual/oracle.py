@@ -113,8 +113,12 @@ class Oracle(Policy):
     def _size(self, node: VirtualNode, image: str) -> int | None:
         size = self.sizes.get(image)
         if size is None:
-            resolved = node.registries.resolve(image, node.config.arch, 0.0, node.config.os)
-            size = resolved.platform.disk_size if isinstance(resolved, Resolved) else 0
+            assert self.cluster is not None
+            now = self.cluster.loop.now
+            resolved = node.registries.resolve(image, node.config.arch, now, node.config.os)
+            if not isinstance(resolved, Resolved):
+                return None  # not pushed yet (or not there): asked again at the next decision
+            size = resolved.platform.disk_size
             self.sizes[image] = size
         return size or None
 
