@@ -28,6 +28,10 @@ def wait_default_service_account(server: Recorder, namespace: str) -> None:
     raise AssertionError(f"no default ServiceAccount in {namespace}")
 
 
+def _class_unknown(status: int, body: Any) -> bool:
+    return status == 403 and "no PriorityClass with name" in str((body or {}).get("message"))
+
+
 def pod(name: str, **spec: Any) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
@@ -287,8 +291,10 @@ def _pods_and_nodes(server: Recorder, namespace: str, ns: str) -> None:
     priority = "/apis/scheduling.k8s.io/v1/priorityclasses"
     send("priorityclass create", "POST", priority,
          {"metadata": {"name": f"{namespace}-high"}, "value": 1000})  # fmt: skip
+    # The Priority admission plugin reads classes from an informer: a class created a moment
+    # ago can still be unknown to it ("no PriorityClass with name ... was found", 403).
     send("pod create with priority class", "POST", pods,
-         pod("classy", priorityClassName=f"{namespace}-high"))  # fmt: skip
+         pod("classy", priorityClassName=f"{namespace}-high"), lagging=_class_unknown)  # fmt: skip
     send("priorityclass delete", "DELETE", f"{priority}/{namespace}-high")
     # What a kubelet watches: its node's pods; a pod bound to it is ADDED, one gone DELETED.
     send("pod watch on the node from a version", "GET", pods,

@@ -5,6 +5,8 @@ types, with the values that identify it)."""
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -82,8 +84,30 @@ class Recorder:
         content_type: str | None = None,
         query: dict[str, Any] | None = None,
         record: bool = True,
+        lagging: Callable[[int, Any], bool] | None = None,
     ) -> Any:
-        """The parsed body of the answer (a `Status` for an error); recorded under `step`."""
+        """The parsed body of the answer (a `Status` for an error); recorded under `step`.
+        While `lagging(status, body)` holds (a refusal that only says the server's caches
+        have not caught up yet; nothing was created), the call is sent again, up to 30 s."""
+        deadline = time.monotonic() + 30
+        status, parsed = self._call(method, path, body, content_type, query)
+        while lagging is not None and lagging(status, parsed) and time.monotonic() < deadline:
+            time.sleep(0.2)
+            status, parsed = self._call(method, path, body, content_type, query)
+        if record:
+            assert step not in self.answers, f"step {step!r} twice"
+            watch = bool(query and query.get("watch"))
+            self.answers[step] = Answer(status, self._reduced(status, parsed, watch))
+        return parsed
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        body: Any,
+        content_type: str | None,
+        query: dict[str, Any] | None,
+    ) -> tuple[int, Any]:
         watch = bool(query and query.get("watch"))
         headers = {"Accept": "application/json"}
         if body is not None:
@@ -102,10 +126,7 @@ class Recorder:
             status, parsed = response.status, parse(response.data, watch)
         except ApiException as exc:  # every answer but 2xx
             status, parsed = exc.status, parse(exc.body)
-        if record:
-            assert step not in self.answers, f"step {step!r} twice"
-            self.answers[step] = Answer(status, self._reduced(status, parsed, watch))
-        return parsed
+        return status, parsed
 
     @staticmethod
     def _reduced(status: int, parsed: Any, watch: bool) -> Any:
