@@ -3,8 +3,9 @@
 Watches (list + watch, read-only) the kinds with pod templates (Deployments, StatefulSets,
 DaemonSets, ReplicaSets, Jobs, CronJobs, and the configured `templateKinds`), the workload
 pods running, and the pods not bound yet; remembers template image changes (rollouts) for
-`rolloutGrace`; and turns all of it into a `Demand` for each pass. The controller owns the
-loop; this module owns what the caches mean.
+`rolloutGrace`, and the pools each image's pods ran in (`poolhistory`); and turns all of it
+into a `Demand` for each pass. The controller owns the loop; this module owns what the
+caches mean.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from imagesync.templates import BUILTIN_KINDS, TemplateKind
 from prefetcher import workloads
 from prefetcher.informer import Change, Informer, Obj
 from prefetcher.kube import Kube
-from prefetcher.model import Demand, Rollout, Workload
+from prefetcher.model import Demand, NodeInfo, Rollout, Workload
+from prefetcher.poolhistory import PoolHistory
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,9 @@ class DemandWatch:
         )
         self.excluded = self.left_out(())
         self.rollouts: dict[str, Rollout] = {}  # noted by informer threads: under _lock
+        self.history = PoolHistory(
+            config.node_pool_labels, timedelta(seconds=config.image_retention)
+        )
         self._lock = threading.Lock()
 
     def left_out(self, labelled: Iterable[str]) -> frozenset[str]:
@@ -117,8 +122,9 @@ class DemandWatch:
             return "rollout"
         return "workload template"
 
-    def demand(self, now: datetime, convert: Converter) -> Demand:
-        """The Demand of the caches now; forgets rollouts past their grace and urgency."""
+    def demand(self, now: datetime, convert: Converter, nodes: Iterable[NodeInfo] = ()) -> Demand:
+        """The Demand of the caches now; forgets rollouts past their grace and urgency, and
+        remembers the pools (of `nodes`) where the running pods are."""
         keep = timedelta(seconds=max(self.config.rollout_grace, self.config.urgent_window))
         with self._lock:
             self.rollouts = {k: r for k, r in self.rollouts.items() if now - r.at <= keep}
@@ -132,17 +138,14 @@ class DemandWatch:
                     parents[link[0]] = link[1]
                 if workload is not None:
                     found.append(workload)
-        running = convert(RUNNING, self.running.items(), workloads.running_pod)
+        running = [p for p in convert(RUNNING, self.running.items(), workloads.running_pod) if p]
         waiting = convert(UNSCHEDULED, self.unscheduled.items(), workloads.unschedulable_pod)
+        self.history.saw_running(running, {n.name: n.labels for n in nodes}, now)
         return Demand(
             workloads=tuple(sorted(found, key=lambda w: w.key)),
-            running=tuple(
-                sorted(
-                    (p for p in running if p is not None),
-                    key=lambda p: (p.node, p.workload, p.images),
-                )
-            ),
+            running=tuple(sorted(running, key=lambda p: (p.node, p.workload, p.images))),
             unschedulable=tuple(sorted((p for p in waiting if p is not None), key=lambda p: p.pod)),
             rollouts=tuple(rollouts),
             parents=dict(sorted(parents.items())),
+            ran_in=self.history.pools(now),
         )
