@@ -7,6 +7,7 @@ discrete-event model (simulator/virtual/), with the real planner, no wall clock 
     .venv/bin/python bench/evaluate_virtual.py --week --days 2 --policy image-sync
     .venv/bin/python bench/evaluate_virtual.py --kubelets-cancel-pulls   # kubelets that cancel
     .venv/bin/python bench/evaluate_virtual.py --parallel-pulls 3  # serializeImagePulls: false
+    .venv/bin/python bench/evaluate_virtual.py --scoring most-allocated  # bin-packing scheduler
 
 Same inputs, same numbers, whatever the machine's load. docs/evaluation.md explains the
 model, the policies and the comparison with the wall-clock evaluation (bench/evaluate.py).
@@ -22,7 +23,7 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from imagesync.matching import parse_prefix
 from simulator.demo import MANAGED_REGISTRIES, load_run_scenario, scenario_extra
 from simulator.outcomes import fmt_bytes, fmt_seconds, fmt_share
 from simulator.scenario import Scenario
+from simulator.scoring import GPU_BIN_PACKING, ScoringStrategy
 from simulator.virtual import replay, report, targets
 from simulator.virtual.pods import PodSpec
 from simulator.virtual.results import RunResult
@@ -83,6 +85,27 @@ def knowing_bandwidths(config: Config, scenario: Scenario) -> Config:
     return replace(config, registry_bandwidth=tuple(scenario.registry_bandwidths().items()))
 
 
+@dataclass(frozen=True)
+class ClusterSettings:
+    """What a run changes on every scenario's cluster: NodeConfig settings for every kubelet,
+    and the scheduler's scoring strategy (None: the scenario's own)."""
+
+    kubelets: Mapping[str, Any] = field(default_factory=dict)
+    scoring: ScoringStrategy | None = None
+
+    def applied(self, scenario: Scenario) -> Scenario:
+        scenario = scenario.with_kubelets(**self.kubelets)
+        return scenario if self.scoring is None else replace(scenario, scoring=self.scoring)
+
+    @property
+    def label(self) -> str:
+        """The settings in a file name ("" for none)."""
+        parts = [f"{k}={v}" for k, v in sorted(self.kubelets.items())]
+        if self.scoring is not None:
+            parts.append(self.scoring.type)
+        return "-".join(parts)
+
+
 def kubelet_settings(cancelling: bool, parallel: int) -> dict[str, Any]:
     """NodeConfig settings for every kubelet: cancelling deleted pods' pulls, and parallel
     pulls (serializeImagePulls: false, maxParallelImagePulls: `parallel`) when `parallel` > 1."""
@@ -96,12 +119,12 @@ def short_scenarios(
     names: Sequence[str],
     policies: Sequence[str],
     config: Config,
-    kubelets: Mapping[str, Any] | None = None,
+    cluster: ClusterSettings | None = None,
 ) -> list[RunResult]:
     results = []
     for name in names:
         path = scenario_path(name)
-        scenario = load_run_scenario(path).with_kubelets(**(kubelets or {}))
+        scenario = (cluster or ClusterSettings()).applied(load_run_scenario(path))
         work = replay.workload(
             scenario, scenario_pods(scenario), scenario_extra(path, "staticList") or []
         )
@@ -155,13 +178,13 @@ def _week_pods(days: float) -> tuple[PodSpec, ...]:
 
 
 def week_run(
-    variant: str, policy: str, days: float, kubelets: Mapping[str, Any] | None = None
+    variant: str, policy: str, days: float, cluster: ClusterSettings | None = None
 ) -> tuple[RunResult, float]:
     """One policy on the week (or its first `days`), and the CPU seconds it took."""
     from bench.week import DAY, static_list, week_scenario
 
     began = time.process_time()
-    scenario = week_scenario(variant).with_kubelets(**(kubelets or {}))
+    scenario = (cluster or ClusterSettings()).applied(week_scenario(variant))
     work = replay.workload(scenario, _week_pods(days), static_list())
     work = replay.Workload(work.scenario, work.pods, days * DAY, work.static_list)
     result = replay.run(work, policy, knowing_bandwidths(evaluation_config(), work.scenario))
@@ -172,7 +195,7 @@ def week(
     policies: Sequence[str],
     days: float,
     workers: int,
-    kubelets: Mapping[str, Any] | None = None,
+    cluster: ClusterSettings | None = None,
     runs_dir: Path | None = None,
 ) -> tuple[list[RunResult], float]:
     """Every policy on both disk variants, `workers` runs at a time (one per core), the
@@ -186,7 +209,7 @@ def week(
     def kept(job: tuple[str, str]) -> Path | None:
         if runs_dir is None:
             return None
-        settings = "-".join(f"{k}={v}" for k, v in sorted((kubelets or {}).items()))
+        settings = (cluster or ClusterSettings()).label
         return (
             runs_dir
             / f"week-{job[0]}-{job[1]}-{days:g}d{'-' + settings if settings else ''}.pickle"
@@ -203,7 +226,7 @@ def week(
     )
     began = time.perf_counter()
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        futures = {pool.submit(week_run, *job, days, kubelets): job for job in todo}
+        futures = {pool.submit(week_run, *job, days, cluster): job for job in todo}
         for future in as_completed(futures):
             job = futures[future]
             done[job] = result, cpu = future.result()
@@ -267,17 +290,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="N",
         help="kubelets with serializeImagePulls: false and maxParallelImagePulls: N (N > 1)",
     )
+    parser.add_argument(
+        "--scoring",
+        choices=("scenario", "most-allocated"),
+        default="scenario",
+        help="the scheduler's NodeResourcesFit scoring: the scenario's (default) or "
+        "MostAllocated over cpu, memory and nvidia.com/gpu (weight 3), as GPU clusters bin-pack",
+    )
     args = parser.parse_args(argv)
     config = evaluation_config()
     policies = args.policy or replay.POLICIES
     began, began_cpu = time.perf_counter(), time.process_time()
-    kubelets = kubelet_settings(args.kubelets_cancel_pulls, args.parallel_pulls)
+    cluster = ClusterSettings(
+        kubelet_settings(args.kubelets_cancel_pulls, args.parallel_pulls),
+        GPU_BIN_PACKING if args.scoring == "most-allocated" else None,
+    )
     if args.week:
         workers = max(1, args.workers)
-        results, cpu = week(policies, args.days, workers, kubelets, args.runs_dir)
+        results, cpu = week(policies, args.days, workers, cluster, args.runs_dir)
         where = f"{cpu:.0f} s of CPU in {workers} worker processes"
     else:
-        results = short_scenarios(args.scenario or VIRTUAL_SCENARIOS, policies, config, kubelets)
+        results = short_scenarios(args.scenario or VIRTUAL_SCENARIOS, policies, config, cluster)
         where = f"{time.process_time() - began_cpu:.1f} s of CPU"
     wall = time.perf_counter() - began
     print(f"Virtual time; {len(results)} runs in {wall:.1f} s of wall time ({where}).\n")
