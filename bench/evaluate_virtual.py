@@ -7,7 +7,7 @@ discrete-event model (simulator/virtual/), with the real planner, no wall clock 
     .venv/bin/python bench/evaluate_virtual.py --week --days 2 --policy image-sync
     .venv/bin/python bench/evaluate_virtual.py --kubelets-cancel-pulls   # kubelets that cancel
     .venv/bin/python bench/evaluate_virtual.py --parallel-pulls 3  # serializeImagePulls: false
-    .venv/bin/python bench/evaluate_virtual.py --scoring most-allocated  # bin-packing scheduler
+    .venv/bin/python bench/evaluate_virtual.py --scoring most-allocated  # a bin-packing scheduler
 
 Same inputs, same numbers, whatever the machine's load. docs/evaluation.md explains the
 model, the policies and the comparison with the wall-clock evaluation (bench/evaluate.py).
@@ -36,7 +36,7 @@ from imagesync.matching import parse_prefix
 from simulator.demo import MANAGED_REGISTRIES, load_run_scenario, scenario_extra
 from simulator.outcomes import fmt_bytes, fmt_seconds, fmt_share
 from simulator.scenario import Scenario
-from simulator.scoring import GPU_BIN_PACKING, ScoringStrategy
+from simulator.scoring import DEFAULT_SCORING, GPU_BIN_PACKING, ScoringStrategy
 from simulator.virtual import replay, report, targets
 from simulator.virtual.pods import PodSpec
 from simulator.virtual.results import RunResult
@@ -97,13 +97,18 @@ class ClusterSettings:
         scenario = scenario.with_kubelets(**self.kubelets)
         return scenario if self.scoring is None else replace(scenario, scoring=self.scoring)
 
-    @property
-    def label(self) -> str:
-        """The settings in a file name ("" for none)."""
+    def label(self, scenario: Scenario) -> str:
+        """The settings on `scenario` in a file name (its scoring strategy included)."""
         parts = [f"{k}={v}" for k, v in sorted(self.kubelets.items())]
-        if self.scoring is not None:
-            parts.append(self.scoring.type)
-        return "-".join(parts)
+        return "-".join([*parts, self.applied(scenario).scoring.type])
+
+
+# --scoring: None keeps each scenario's own.
+SCORINGS: dict[str, ScoringStrategy | None] = {
+    "scenario": None,
+    "least-allocated": DEFAULT_SCORING,
+    "most-allocated": GPU_BIN_PACKING,
+}
 
 
 def kubelet_settings(cancelling: bool, parallel: int) -> dict[str, Any]:
@@ -209,7 +214,9 @@ def week(
     def kept(job: tuple[str, str]) -> Path | None:
         if runs_dir is None:
             return None
-        settings = (cluster or ClusterSettings()).label
+        from bench.week import week_scenario
+
+        settings = (cluster or ClusterSettings()).label(week_scenario(job[0]))
         return (
             runs_dir
             / f"week-{job[0]}-{job[1]}-{days:g}d{'-' + settings if settings else ''}.pickle"
@@ -292,10 +299,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument(
         "--scoring",
-        choices=("scenario", "most-allocated"),
+        choices=tuple(SCORINGS),
         default="scenario",
-        help="the scheduler's NodeResourcesFit scoring: the scenario's (default) or "
-        "MostAllocated over cpu, memory and nvidia.com/gpu (weight 3), as GPU clusters bin-pack",
+        help="the scheduler's NodeResourcesFit scoring: the scenario's (default; the week "
+        "bin-packs), least-allocated (kube-scheduler's default) or most-allocated (cpu, "
+        "memory and nvidia.com/gpu weighing 3, as GPU clusters bin-pack)",
     )
     args = parser.parse_args(argv)
     config = evaluation_config()
@@ -303,7 +311,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     began, began_cpu = time.perf_counter(), time.process_time()
     cluster = ClusterSettings(
         kubelet_settings(args.kubelets_cancel_pulls, args.parallel_pulls),
-        GPU_BIN_PACKING if args.scoring == "most-allocated" else None,
+        SCORINGS[args.scoring],
     )
     if args.week:
         workers = max(1, args.workers)

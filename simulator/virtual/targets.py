@@ -5,7 +5,8 @@ target and scenario with the figure, the goal and PASS or FAIL.
   third of the GPU images: its name ends in `-tight`);
 - image-sync's hit rate >= 0.98 on the pods it knew early (`results.known_early`), shown
   next to the oracle's hit rate on the same pods: where the oracle itself stays below 0.98
-  there, no policy can reach it on those disks, and the line says the target is bounded;
+  there (small disks, or bandwidth its own prefetches take), the line says the target is
+  out of its reach too;
 - image wait p95 / p99 and created->running p95 / p99 of each image-sync policy no worse
   than with no policy;
 - `placement: demand` (`image-sync+demand`) >= 0.9 x the oracle's hit rate at <= 2 x the
@@ -44,7 +45,7 @@ class TargetCheck:
     target: str
     figure: str
     passed: bool
-    bounded: bool = False  # out of reach of the oracle too: the cluster's disks bound it
+    bounded: bool = False  # out of the oracle's reach too: the cluster bounds it
 
 
 def _ratio(value: float, reference: float) -> float:
@@ -147,6 +148,6 @@ def table(results: Sequence[RunResult]) -> str:
     for c in check(results):
         verdict = "PASS" if c.passed else "FAIL"
         if c.bounded and not c.passed:
-            verdict += ": out of the oracle's reach too (the disks bound it)"
+            verdict += ": out of the oracle's reach too"
         lines.append(f"| {c.scenario} | {c.target} | {c.figure} | {verdict} |")
     return "\n".join(lines)
