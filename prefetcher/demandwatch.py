@@ -102,6 +102,11 @@ class DemandWatch:
     def on_change(self, change: Change, now: float) -> str | None:
         """Why a change needs a pass now (a template's images changed), or None; notes
         rollouts. Pod changes feed the next pass without asking for one."""
+        if change.kind == RUNNING and change.new is not None:
+            pod = workloads.running_pod(change.new)
+            if pod is not None:
+                with self._lock:
+                    self.history.saw_on(pod, datetime.fromtimestamp(now, UTC))
         if change.kind not in self.kinds:
             return None
         old = self.workload_of(change.kind, change.old)
@@ -140,12 +145,16 @@ class DemandWatch:
                     found.append(workload)
         running = [p for p in convert(RUNNING, self.running.items(), workloads.running_pod) if p]
         waiting = convert(UNSCHEDULED, self.unscheduled.items(), workloads.unschedulable_pod)
-        self.history.saw_running(running, {n.name: n.labels for n in nodes}, now)
+        with self._lock:
+            for pod in running:
+                self.history.saw_on(pod, now)
+            self.history.place({n.name: n.labels for n in nodes})
+            ran_in = self.history.pools(now)
         return Demand(
             workloads=tuple(sorted(found, key=lambda w: w.key)),
             running=tuple(sorted(running, key=lambda p: (p.node, p.workload, p.images))),
             unschedulable=tuple(sorted((p for p in waiting if p is not None), key=lambda p: p.pod)),
             rollouts=tuple(rollouts),
             parents=dict(sorted(parents.items())),
-            ran_in=self.history.pools(now),
+            ran_in=ran_in,
         )

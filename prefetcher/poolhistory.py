@@ -2,9 +2,11 @@
 those pools once its pods are gone (a finished Job, a Deployment scaled to zero), instead of
 falling back to every node its pods could be scheduled on.
 
-The runtime feeds it the workload pods it sees running and hands `pools()` to the planner as
-`Demand.ran_in`; it lives in memory (after a restart, the pods running then teach it again)
-and forgets a pool where none of the image's pods ran for `imageRetention`.
+The runtime feeds it the workload pods it sees running — as the watch shows them (`saw_on`:
+a Job of a few seconds between two passes counts too), resolved to pools with the nodes'
+labels at the next pass (`place`) — and hands `pools()` to the planner as `Demand.ran_in`.
+It lives in memory (after a restart, the pods running then teach it again) and forgets a
+pool where none of the image's pods ran for `imageRetention`.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ class PoolHistory:
     pool_labels: tuple[str, ...]
     keep: timedelta
     _seen: dict[str, dict[Pool, datetime]] = field(default_factory=dict)
+    # Node name → image → when, for pods seen before their node's labels were looked up.
+    _unplaced: dict[str, dict[str, datetime]] = field(default_factory=dict)
 
     def saw(self, images: Iterable[str], node_labels: Mapping[str, str], now: datetime) -> bool:
         """A pod using `images` runs on a node with these labels; whether a pool is new."""
@@ -41,15 +45,22 @@ class PoolHistory:
             pools[pool] = now
         return new
 
-    def saw_running(
-        self, running: Iterable[RunningPod], labels: Mapping[str, Mapping[str, str]], now: datetime
-    ) -> None:
-        """The running pods of a pass (`labels`: node name → its labels; pods on nodes not
-        known are skipped)."""
-        for pod in running:
-            node_labels = labels.get(pod.node)
-            if node_labels is not None:
-                self.saw(pod.images, node_labels, now)
+    def saw_on(self, pod: RunningPod, now: datetime) -> None:
+        """A workload pod runs on `pod.node`: its pool is looked up at the next `place`."""
+        images = self._unplaced.setdefault(pod.node, {})
+        for image in pod.images:
+            images[image] = now
+
+    def place(self, labels: Mapping[str, Mapping[str, str]]) -> None:
+        """Resolve the pods seen since the last call to pools (`labels`: node name → its
+        labels); those on nodes no longer known are dropped."""
+        for node, images in self._unplaced.items():
+            node_labels = labels.get(node)
+            if node_labels is None:
+                continue
+            for image, at in images.items():
+                self.saw((image,), node_labels, at)
+        self._unplaced.clear()
 
     def pools(self, now: datetime) -> dict[str, frozenset[Pool]]:
         """Image → the pools its pods ran in within `keep` (older ones are forgotten)."""

@@ -224,3 +224,13 @@ def test_pods_waiting_for_capacity_make_their_images_urgent_on_a_node_that_joins
     result = plan(snap, config(max_concurrent_pulls=100, pull_batch_size=1))
     (first,) = [p for p in result.pulls if p.node == "gpu-new"]
     assert (first.images, first.why) == ((PYTORCH,), "pods waiting for capacity")
+
+
+def test_pool_history_places_pods_seen_by_the_watch_with_the_labels_of_the_next_pass() -> None:
+    history = PoolHistory(config().node_pool_labels, timedelta(days=14))
+    history.saw_on(RunningPod("b1", "Job/team/short", (APP,)), NOW)
+    history.saw_on(RunningPod("gone", "Job/team/other", (APP2,)), NOW)
+    assert history.pools(NOW) == {}  # not placed yet
+    history.place({n.name: n.labels for n in pool_nodes()})
+    assert set(history.pools(NOW)) == {APP}  # a pod on a node no longer known is dropped
+    assert next(iter(history.pools(NOW)[APP]))[-1] == "type-b"
