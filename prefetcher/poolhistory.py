@@ -35,15 +35,11 @@ class PoolHistory:
     # Node name → image → when, for pods seen before their node's labels were looked up.
     _unplaced: dict[str, dict[str, datetime]] = field(default_factory=dict)
 
-    def saw(self, images: Iterable[str], node_labels: Mapping[str, str], now: datetime) -> bool:
-        """A pod using `images` runs on a node with these labels; whether a pool is new."""
+    def saw(self, images: Iterable[str], node_labels: Mapping[str, str], now: datetime) -> None:
+        """A pod using `images` runs on a node with these labels."""
         pool = pool_of(node_labels, self.pool_labels)
-        new = False
         for image in images:
-            pools = self._seen.setdefault(image, {})
-            new = new or pool not in pools
-            pools[pool] = now
-        return new
+            self._seen.setdefault(image, {})[pool] = now
 
     def saw_on(self, pod: RunningPod, now: datetime) -> None:
         """A workload pod runs on `pod.node`: its pool is looked up at the next `place`."""

@@ -122,8 +122,8 @@ def test_placement_demand_keeps_an_image_in_the_pools_its_pods_ran_in() -> None:
 def test_pool_history_forgets_a_pool_after_the_retention() -> None:
     history = PoolHistory(config().node_pool_labels, timedelta(days=14))
     labels = pool_nodes()[0].labels
-    assert history.saw((APP,), labels, NOW) is True
-    assert history.saw((APP,), labels, NOW) is False
+    history.saw((APP,), labels, NOW - timedelta(days=1))
+    history.saw((APP,), labels, NOW)
     pool = next(iter(history.pools(NOW)[APP]))
     assert pool[-1] == "type-a"
     assert history.pools(NOW + timedelta(days=14)) == {APP: frozenset({pool})}
