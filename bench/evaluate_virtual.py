@@ -8,6 +8,7 @@ discrete-event model (simulator/virtual/), with the real planner, no wall clock 
     .venv/bin/python bench/evaluate_virtual.py --kubelets-cancel-pulls   # kubelets that cancel
     .venv/bin/python bench/evaluate_virtual.py --parallel-pulls 3  # serializeImagePulls: false
     .venv/bin/python bench/evaluate_virtual.py --scoring most-allocated  # a bin-packing scheduler
+    .venv/bin/python bench/evaluate_virtual.py --week --days 2 --disk-budget 0.25
 
 Same inputs, same numbers, whatever the machine's load. docs/evaluation.md explains the
 model, the policies and the comparison with the wall-clock evaluation (bench/evaluate.py).
@@ -86,20 +87,29 @@ def knowing_bandwidths(config: Config, scenario: Scenario) -> Config:
 
 
 @dataclass(frozen=True)
-class ClusterSettings:
-    """What a run changes on every scenario's cluster: NodeConfig settings for every kubelet,
-    and the scheduler's scoring strategy (None: the scenario's own)."""
+class RunSettings:
+    """What every run changes: NodeConfig settings for every kubelet, the scheduler's scoring
+    strategy (None: the scenario's own), and image-sync's (and the oracle's) `diskBudget`
+    (None: the default)."""
 
     kubelets: Mapping[str, Any] = field(default_factory=dict)
     scoring: ScoringStrategy | None = None
+    disk_budget: float | None = None
 
     def applied(self, scenario: Scenario) -> Scenario:
         scenario = scenario.with_kubelets(**self.kubelets)
         return scenario if self.scoring is None else replace(scenario, scoring=self.scoring)
 
+    def configured(self, config: Config) -> Config:
+        if self.disk_budget is None:
+            return config
+        return replace(config, disk_budget=self.disk_budget)
+
     def label(self, scenario: Scenario) -> str:
         """The settings on `scenario` in a file name (its scoring strategy included)."""
         parts = [f"{k}={v}" for k, v in sorted(self.kubelets.items())]
+        if self.disk_budget is not None:
+            parts.append(f"diskBudget={self.disk_budget:g}")
         return "-".join([*parts, self.applied(scenario).scoring.type])
 
 
@@ -124,16 +134,18 @@ def short_scenarios(
     names: Sequence[str],
     policies: Sequence[str],
     config: Config,
-    cluster: ClusterSettings | None = None,
+    settings: RunSettings | None = None,
 ) -> list[RunResult]:
     results = []
+    settings = settings or RunSettings()
     for name in names:
         path = scenario_path(name)
-        scenario = (cluster or ClusterSettings()).applied(load_run_scenario(path))
+        scenario = settings.applied(load_run_scenario(path))
         work = replay.workload(
             scenario, scenario_pods(scenario), scenario_extra(path, "staticList") or []
         )
-        results += replay.run_all(work, policies, knowing_bandwidths(config, scenario))
+        configured = knowing_bandwidths(settings.configured(config), scenario)
+        results += replay.run_all(work, policies, configured)
     return results
 
 
@@ -183,16 +195,18 @@ def _week_pods(days: float) -> tuple[PodSpec, ...]:
 
 
 def week_run(
-    variant: str, policy: str, days: float, cluster: ClusterSettings | None = None
+    variant: str, policy: str, days: float, settings: RunSettings | None = None
 ) -> tuple[RunResult, float]:
     """One policy on the week (or its first `days`), and the CPU seconds it took."""
     from bench.week import DAY, static_list, week_scenario
 
     began = time.process_time()
-    scenario = (cluster or ClusterSettings()).applied(week_scenario(variant))
+    settings = settings or RunSettings()
+    scenario = settings.applied(week_scenario(variant))
     work = replay.workload(scenario, _week_pods(days), static_list())
     work = replay.Workload(work.scenario, work.pods, days * DAY, work.static_list)
-    result = replay.run(work, policy, knowing_bandwidths(evaluation_config(), work.scenario))
+    config = knowing_bandwidths(settings.configured(evaluation_config()), work.scenario)
+    result = replay.run(work, policy, config)
     return result, time.process_time() - began
 
 
@@ -200,7 +214,7 @@ def week(
     policies: Sequence[str],
     days: float,
     workers: int,
-    cluster: ClusterSettings | None = None,
+    settings: RunSettings | None = None,
     runs_dir: Path | None = None,
 ) -> tuple[list[RunResult], float]:
     """Every policy on both disk variants, `workers` runs at a time (one per core), the
@@ -216,11 +230,8 @@ def week(
             return None
         from bench.week import week_scenario
 
-        settings = (cluster or ClusterSettings()).label(week_scenario(job[0]))
-        return (
-            runs_dir
-            / f"week-{job[0]}-{job[1]}-{days:g}d{'-' + settings if settings else ''}.pickle"
-        )
+        label = (settings or RunSettings()).label(week_scenario(job[0]))
+        return runs_dir / f"week-{job[0]}-{job[1]}-{days:g}d-{label}.pickle"
 
     for job in jobs:
         path = kept(job)
@@ -233,7 +244,7 @@ def week(
     )
     began = time.perf_counter()
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        futures = {pool.submit(week_run, *job, days, cluster): job for job in todo}
+        futures = {pool.submit(week_run, *job, days, settings): job for job in todo}
         for future in as_completed(futures):
             job = futures[future]
             done[job] = result, cpu = future.result()
@@ -257,6 +268,13 @@ def print_tables(results: Sequence[RunResult]) -> None:
     print(report.sources_table(results))
     print()
     print(targets.table(results))
+
+
+def share_of_disk(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"a share of the disk, 0 to 1, not {text}")
+    return value
 
 
 def policy_name(text: str) -> str:
@@ -305,20 +323,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         "bin-packs), least-allocated (kube-scheduler's default) or most-allocated (cpu, "
         "memory and nvidia.com/gpu weighing 3, as GPU clusters bin-pack)",
     )
+    parser.add_argument(
+        "--disk-budget",
+        type=share_of_disk,
+        metavar="F",
+        help="image-sync's (and the oracle's) diskBudget, 0 to 1 (default: the config's, 0.5)",
+    )
     args = parser.parse_args(argv)
     config = evaluation_config()
     policies = args.policy or replay.POLICIES
     began, began_cpu = time.perf_counter(), time.process_time()
-    cluster = ClusterSettings(
+    settings = RunSettings(
         kubelet_settings(args.kubelets_cancel_pulls, args.parallel_pulls),
         SCORINGS[args.scoring],
+        args.disk_budget,
     )
     if args.week:
         workers = max(1, args.workers)
-        results, cpu = week(policies, args.days, workers, cluster, args.runs_dir)
+        results, cpu = week(policies, args.days, workers, settings, args.runs_dir)
         where = f"{cpu:.0f} s of CPU in {workers} worker processes"
     else:
-        results = short_scenarios(args.scenario or VIRTUAL_SCENARIOS, policies, config, cluster)
+        results = short_scenarios(args.scenario or VIRTUAL_SCENARIOS, policies, config, settings)
         where = f"{time.process_time() - began_cpu:.1f} s of CPU"
     wall = time.perf_counter() - began
     print(f"Virtual time; {len(results)} runs in {wall:.1f} s of wall time ({where}).\n")
