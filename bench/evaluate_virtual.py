@@ -1,12 +1,14 @@
 """The evaluation in virtual time: scenarios replayed under every cache policy by a
 discrete-event model (simulator/virtual/), with the real planner, no wall clock and no threads.
 
-    .venv/bin/python bench/evaluate_virtual.py                 # the 4 short scenarios, ~1 s
+    .venv/bin/python bench/evaluate_virtual.py                 # the 5 short scenarios, ~2 s
     .venv/bin/python bench/evaluate_virtual.py --compare       # ... next to the wall-clock figures
     .venv/bin/python bench/evaluate_virtual.py --week          # the week-long scenario, 2 disk variants
     .venv/bin/python bench/evaluate_virtual.py --week --days 2 --policy image-sync
     .venv/bin/python bench/evaluate_virtual.py --kubelets-cancel-pulls   # kubelets that cancel
     .venv/bin/python bench/evaluate_virtual.py --parallel-pulls 3  # serializeImagePulls: false
+    .venv/bin/python bench/evaluate_virtual.py --scoring most-allocated  # a bin-packing scheduler
+    .venv/bin/python bench/evaluate_virtual.py --week --days 2 --disk-budget 0.25
 
 Same inputs, same numbers, whatever the machine's load. docs/evaluation.md explains the
 model, the policies and the comparison with the wall-clock evaluation (bench/evaluate.py).
@@ -22,7 +24,7 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,7 @@ from imagesync.matching import parse_prefix
 from simulator.demo import MANAGED_REGISTRIES, load_run_scenario, scenario_extra
 from simulator.outcomes import fmt_bytes, fmt_seconds, fmt_share
 from simulator.scenario import Scenario
+from simulator.scoring import DEFAULT_SCORING, GPU_BIN_PACKING, ScoringStrategy
 from simulator.virtual import replay, report, targets
 from simulator.virtual.pods import PodSpec
 from simulator.virtual.results import RunResult
@@ -66,6 +69,11 @@ WALL_CLOCK: dict[tuple[str, str], tuple[float, float, float, float, float]] = {
 }
 
 
+# The wall-clock evaluation's scenarios, and one whose images' pods run in some pools of
+# their eligible nodes and not others (there `placement: demand` differs from `all`).
+VIRTUAL_SCENARIOS = (*SCENARIOS, "gpu-pools")
+
+
 def evaluation_config() -> Config:
     """The defaults, with the registries the evaluation manages (Harbor and nvcr.io/nvidia);
     the environment is ignored so a run is reproducible anywhere."""
@@ -76,6 +84,41 @@ def evaluation_config() -> Config:
 def knowing_bandwidths(config: Config, scenario: Scenario) -> Config:
     """image-sync told the scenario's registry bandwidths (`registryBandwidth`)."""
     return replace(config, registry_bandwidth=tuple(scenario.registry_bandwidths().items()))
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What every run changes: NodeConfig settings for every kubelet, the scheduler's scoring
+    strategy (None: the scenario's own), and image-sync's (and the oracle's) `diskBudget`
+    (None: the default)."""
+
+    kubelets: Mapping[str, Any] = field(default_factory=dict)
+    scoring: ScoringStrategy | None = None
+    disk_budget: float | None = None
+
+    def applied(self, scenario: Scenario) -> Scenario:
+        scenario = scenario.with_kubelets(**self.kubelets)
+        return scenario if self.scoring is None else replace(scenario, scoring=self.scoring)
+
+    def configured(self, config: Config) -> Config:
+        if self.disk_budget is None:
+            return config
+        return replace(config, disk_budget=self.disk_budget)
+
+    def label(self, scenario: Scenario) -> str:
+        """The settings on `scenario` in a file name (its scoring strategy included)."""
+        parts = [f"{k}={v}" for k, v in sorted(self.kubelets.items())]
+        if self.disk_budget is not None:
+            parts.append(f"diskBudget={self.disk_budget:g}")
+        return "-".join([*parts, self.applied(scenario).scoring.type])
+
+
+# --scoring: None keeps each scenario's own.
+SCORINGS: dict[str, ScoringStrategy | None] = {
+    "scenario": None,
+    "least-allocated": DEFAULT_SCORING,
+    "most-allocated": GPU_BIN_PACKING,
+}
 
 
 def kubelet_settings(cancelling: bool, parallel: int) -> dict[str, Any]:
@@ -91,16 +134,18 @@ def short_scenarios(
     names: Sequence[str],
     policies: Sequence[str],
     config: Config,
-    kubelets: Mapping[str, Any] | None = None,
+    settings: RunSettings | None = None,
 ) -> list[RunResult]:
     results = []
+    settings = settings or RunSettings()
     for name in names:
         path = scenario_path(name)
-        scenario = load_run_scenario(path).with_kubelets(**(kubelets or {}))
+        scenario = settings.applied(load_run_scenario(path))
         work = replay.workload(
             scenario, scenario_pods(scenario), scenario_extra(path, "staticList") or []
         )
-        results += replay.run_all(work, policies, knowing_bandwidths(config, scenario))
+        configured = knowing_bandwidths(settings.configured(config), scenario)
+        results += replay.run_all(work, policies, configured)
     return results
 
 
@@ -150,16 +195,18 @@ def _week_pods(days: float) -> tuple[PodSpec, ...]:
 
 
 def week_run(
-    variant: str, policy: str, days: float, kubelets: Mapping[str, Any] | None = None
+    variant: str, policy: str, days: float, settings: RunSettings | None = None
 ) -> tuple[RunResult, float]:
     """One policy on the week (or its first `days`), and the CPU seconds it took."""
     from bench.week import DAY, static_list, week_scenario
 
     began = time.process_time()
-    scenario = week_scenario(variant).with_kubelets(**(kubelets or {}))
+    settings = settings or RunSettings()
+    scenario = settings.applied(week_scenario(variant))
     work = replay.workload(scenario, _week_pods(days), static_list())
     work = replay.Workload(work.scenario, work.pods, days * DAY, work.static_list)
-    result = replay.run(work, policy, knowing_bandwidths(evaluation_config(), work.scenario))
+    config = knowing_bandwidths(settings.configured(evaluation_config()), work.scenario)
+    result = replay.run(work, policy, config)
     return result, time.process_time() - began
 
 
@@ -167,7 +214,7 @@ def week(
     policies: Sequence[str],
     days: float,
     workers: int,
-    kubelets: Mapping[str, Any] | None = None,
+    settings: RunSettings | None = None,
     runs_dir: Path | None = None,
 ) -> tuple[list[RunResult], float]:
     """Every policy on both disk variants, `workers` runs at a time (one per core), the
@@ -181,11 +228,10 @@ def week(
     def kept(job: tuple[str, str]) -> Path | None:
         if runs_dir is None:
             return None
-        settings = "-".join(f"{k}={v}" for k, v in sorted((kubelets or {}).items()))
-        return (
-            runs_dir
-            / f"week-{job[0]}-{job[1]}-{days:g}d{'-' + settings if settings else ''}.pickle"
-        )
+        from bench.week import week_scenario
+
+        label = (settings or RunSettings()).label(week_scenario(job[0]))
+        return runs_dir / f"week-{job[0]}-{job[1]}-{days:g}d-{label}.pickle"
 
     for job in jobs:
         path = kept(job)
@@ -198,7 +244,7 @@ def week(
     )
     began = time.perf_counter()
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        futures = {pool.submit(week_run, *job, days, kubelets): job for job in todo}
+        futures = {pool.submit(week_run, *job, days, settings): job for job in todo}
         for future in as_completed(futures):
             job = futures[future]
             done[job] = result, cpu = future.result()
@@ -222,6 +268,13 @@ def print_tables(results: Sequence[RunResult]) -> None:
     print(report.sources_table(results))
     print()
     print(targets.table(results))
+
+
+def share_of_disk(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"a share of the disk, 0 to 1, not {text}")
+    return value
 
 
 def policy_name(text: str) -> str:
@@ -262,17 +315,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="N",
         help="kubelets with serializeImagePulls: false and maxParallelImagePulls: N (N > 1)",
     )
+    parser.add_argument(
+        "--scoring",
+        choices=tuple(SCORINGS),
+        default="scenario",
+        help="the scheduler's NodeResourcesFit scoring: the scenario's (default; the week "
+        "bin-packs), least-allocated (kube-scheduler's default) or most-allocated (cpu, "
+        "memory and nvidia.com/gpu weighing 3, as GPU clusters bin-pack)",
+    )
+    parser.add_argument(
+        "--disk-budget",
+        type=share_of_disk,
+        metavar="F",
+        help="image-sync's (and the oracle's) diskBudget, 0 to 1 (default: the config's, 0.5)",
+    )
     args = parser.parse_args(argv)
     config = evaluation_config()
     policies = args.policy or replay.POLICIES
     began, began_cpu = time.perf_counter(), time.process_time()
-    kubelets = kubelet_settings(args.kubelets_cancel_pulls, args.parallel_pulls)
+    settings = RunSettings(
+        kubelet_settings(args.kubelets_cancel_pulls, args.parallel_pulls),
+        SCORINGS[args.scoring],
+        args.disk_budget,
+    )
     if args.week:
         workers = max(1, args.workers)
-        results, cpu = week(policies, args.days, workers, kubelets, args.runs_dir)
+        results, cpu = week(policies, args.days, workers, settings, args.runs_dir)
         where = f"{cpu:.0f} s of CPU in {workers} worker processes"
     else:
-        results = short_scenarios(args.scenario or SCENARIOS, policies, config, kubelets)
+        results = short_scenarios(args.scenario or VIRTUAL_SCENARIOS, policies, config, settings)
         where = f"{time.process_time() - began_cpu:.1f} s of CPU"
     wall = time.perf_counter() - began
     print(f"Virtual time; {len(results)} runs in {wall:.1f} s of wall time ({where}).\n")

@@ -10,7 +10,9 @@
   nvcr.io: NGC images (pytorch, tritonserver, tensorflow, nemo, cuda) in several versions;
 - CPU batch jobs and GPU training / evaluation / notebooks arriving at a diurnal rate, a
   Triton service scaled with the day, five nightly CronJobs at 02:00 (20 pods each);
-- nvcr.io unreachable for 2 hours (day 4, 10:00 to 12:00).
+- nvcr.io unreachable for 2 hours (day 4, 10:00 to 12:00);
+- the scheduler bin-packs (NodeResourcesFit `MostAllocated`, GPUs weighing 3), as GPU
+  clusters configure it.
 
 Two disk variants: `roomy` (GPU disks hold every GPU image) and `tight` (the GPU nodes' disk
 budget holds about a third of the GPU images). About 20,000 pods.
@@ -33,6 +35,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from simulator.scenario import Scenario, parse_scenario
+from simulator.scoring import GPU_BIN_PACKING
 from simulator.virtual.pods import PodSpec
 from simulator.virtual.trace import trace_lines
 
@@ -209,6 +212,14 @@ def scenario_data(variant: str) -> dict[str, Any]:
             },
         ],
         "events": events,
+        # GPU clusters bin-pack (whole nodes stay free for 8-GPU jobs), as kube-scheduler's
+        # NodeResourcesFit does with this strategy.
+        "scheduler": {
+            "scoringStrategy": {
+                "type": GPU_BIN_PACKING.type,
+                "resources": [{"name": n, "weight": w} for n, w in GPU_BIN_PACKING.resources],
+            }
+        },
     }
 
 

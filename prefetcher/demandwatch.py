@@ -3,8 +3,9 @@
 Watches (list + watch, read-only) the kinds with pod templates (Deployments, StatefulSets,
 DaemonSets, ReplicaSets, Jobs, CronJobs, and the configured `templateKinds`), the workload
 pods running, and the pods not bound yet; remembers template image changes (rollouts) for
-`rolloutGrace`; and turns all of it into a `Demand` for each pass. The controller owns the
-loop; this module owns what the caches mean.
+`rolloutGrace`, and the pools each image's pods ran in (`poolhistory`); and turns all of it
+into a `Demand` for each pass. The controller owns the loop; this module owns what the
+caches mean.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from imagesync.templates import BUILTIN_KINDS, TemplateKind
 from prefetcher import workloads
 from prefetcher.informer import Change, Informer, Obj
 from prefetcher.kube import Kube
-from prefetcher.model import Demand, Rollout, Workload
+from prefetcher.model import Demand, NodeInfo, Rollout, Workload
+from prefetcher.poolhistory import PoolHistory
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,9 @@ class DemandWatch:
         )
         self.excluded = self.left_out(())
         self.rollouts: dict[str, Rollout] = {}  # noted by informer threads: under _lock
+        self.history = PoolHistory(
+            config.node_pool_labels, timedelta(seconds=config.image_retention)
+        )
         self._lock = threading.Lock()
 
     def left_out(self, labelled: Iterable[str]) -> frozenset[str]:
@@ -97,6 +102,11 @@ class DemandWatch:
     def on_change(self, change: Change, now: float) -> str | None:
         """Why a change needs a pass now (a template's images changed), or None; notes
         rollouts. Pod changes feed the next pass without asking for one."""
+        if change.kind == RUNNING and change.new is not None:
+            pod = workloads.running_pod(change.new)
+            if pod is not None:
+                with self._lock:
+                    self.history.saw_on(pod, datetime.fromtimestamp(now, UTC))
         if change.kind not in self.kinds:
             return None
         old = self.workload_of(change.kind, change.old)
@@ -117,8 +127,9 @@ class DemandWatch:
             return "rollout"
         return "workload template"
 
-    def demand(self, now: datetime, convert: Converter) -> Demand:
-        """The Demand of the caches now; forgets rollouts past their grace and urgency."""
+    def demand(self, now: datetime, convert: Converter, nodes: Iterable[NodeInfo] = ()) -> Demand:
+        """The Demand of the caches now; forgets rollouts past their grace and urgency, and
+        remembers the pools (of `nodes`) where the running pods are."""
         keep = timedelta(seconds=max(self.config.rollout_grace, self.config.urgent_window))
         with self._lock:
             self.rollouts = {k: r for k, r in self.rollouts.items() if now - r.at <= keep}
@@ -132,17 +143,18 @@ class DemandWatch:
                     parents[link[0]] = link[1]
                 if workload is not None:
                     found.append(workload)
-        running = convert(RUNNING, self.running.items(), workloads.running_pod)
+        running = [p for p in convert(RUNNING, self.running.items(), workloads.running_pod) if p]
         waiting = convert(UNSCHEDULED, self.unscheduled.items(), workloads.unschedulable_pod)
+        with self._lock:
+            for pod in running:
+                self.history.saw_on(pod, now)
+            self.history.place({n.name: n.labels for n in nodes})
+            ran_in = self.history.pools(now)
         return Demand(
             workloads=tuple(sorted(found, key=lambda w: w.key)),
-            running=tuple(
-                sorted(
-                    (p for p in running if p is not None),
-                    key=lambda p: (p.node, p.workload, p.images),
-                )
-            ),
+            running=tuple(sorted(running, key=lambda p: (p.node, p.workload, p.images))),
             unschedulable=tuple(sorted((p for p in waiting if p is not None), key=lambda p: p.pod)),
             rollouts=tuple(rollouts),
             parents=dict(sorted(parents.items())),
+            ran_in=ran_in,
         )

@@ -226,6 +226,9 @@ class Demand:
     rollouts: tuple[Rollout, ...] = ()
     # Owner links above the pods' own: ReplicaSet → Deployment, Job → CronJob (keys).
     parents: Mapping[str, str] = field(default_factory=dict)
+    # Image → the pools (values of `nodePoolLabels`) its pods ran in before, as the runtime
+    # remembers them (`prefetcher.poolhistory`): a finished Job's pools still count.
+    ran_in: Mapping[str, frozenset[tuple[str, ...]]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -64,7 +64,7 @@ class SnapshotBuilder:
             now = self.clock.now()
             nodes = self._converted(NODES, self.nodes.items(), observe.node_info)
             moment = datetime.fromtimestamp(now, UTC)
-            demand = self.demand.demand(moment, self._converted)
+            demand = self.demand.demand(moment, self._converted, nodes)
             images = self._learned_within_bounds(
                 self._converted(IMAGES, self.images.items(), observe.wanted_image),
                 now,

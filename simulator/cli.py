@@ -156,7 +156,7 @@ def _attach(args: argparse.Namespace) -> int:
     kubelets.start()
     scheduler = None
     if not args.no_scheduler:
-        scheduler = Scheduler(api, clock, informers=informers)
+        scheduler = Scheduler(api, clock, informers=informers, scoring=scenario.scoring)
         scheduler.start()
 
     def join(pool: str, count: int) -> list[str]:

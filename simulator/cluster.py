@@ -146,7 +146,12 @@ class SimCluster:
         self.kubelets.start()
         if self.with_scheduler:
             self.scheduler = Scheduler(
-                self._api, self.clock, informers=self._informers, tick=self.tick, events=self.events
+                self._api,
+                self.clock,
+                informers=self._informers,
+                tick=self.tick,
+                events=self.events,
+                scoring=self.scenario.scoring,
             )
             self.scheduler.start()
         if wait_ready:

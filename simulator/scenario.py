@@ -19,6 +19,7 @@ from imagesync.config import parse_bandwidth, parse_duration, parse_size
 from simulator.imagestore import GCPolicy
 from simulator.nodes import NodeConfig
 from simulator.registry import RegistrySet, registries_from_spec
+from simulator.scoring import DEFAULT_SCORING, ScoringStrategy, parse_scoring_strategy
 
 DEFAULT_SCENARIO = "gpu-cluster"
 
@@ -84,6 +85,8 @@ class Scenario:
     registries: tuple[Mapping[str, Any], ...]
     workload: tuple[WorkloadItem, ...] = ()
     events: tuple[NodeEvent, ...] = ()
+    # `scheduler.scoringStrategy`: how the scheduler's NodeResourcesFit scores nodes.
+    scoring: ScoringStrategy = DEFAULT_SCORING
 
     def initial_nodes(self) -> list[NodeConfig]:
         return [pool.node(i) for pool in self.pools for i in range(1, pool.count + 1)]
@@ -231,6 +234,7 @@ def parse_scenario(data: Mapping[str, Any], name: str = "scenario") -> Scenario:
         events = tuple(
             _event(e, f"{name}: events[{i}]") for i, e in enumerate(data.get("events") or [])
         )
+        scoring = parse_scoring_strategy((data.get("scheduler") or {}).get("scoringStrategy"))
     except ScenarioError:
         raise
     except (KeyError, TypeError, ValueError) as exc:
@@ -249,6 +253,7 @@ def parse_scenario(data: Mapping[str, Any], name: str = "scenario") -> Scenario:
         registries=registries,
         workload=tuple(sorted(workload, key=lambda w: w.at)),
         events=tuple(sorted(events, key=lambda e: e.at)),
+        scoring=scoring,
     )
 
 

@@ -20,6 +20,7 @@ from simulator.clock import Clock, rfc3339
 from simulator.informer import Informers
 from simulator.rawapi import MERGE, call
 from simulator.scheduling import pod_requests, schedule
+from simulator.scoring import DEFAULT_SCORING, ScoringStrategy
 
 JSON = dict[str, Any]
 SCHEDULER_NAME = "default-scheduler"
@@ -55,8 +56,10 @@ class Scheduler:
         tick: float = 0.1,
         retry_seconds: float = 2.0,
         events: bool = True,
+        scoring: ScoringStrategy = DEFAULT_SCORING,
     ) -> None:
         self.core = client.CoreV1Api(api_client)
+        self.scoring = scoring
         self.clock = clock
         self.informers = informers or Informers(api_client)
         self.tick = tick
@@ -138,7 +141,7 @@ class Scheduler:
         for pod in pending:
             if self._stop.is_set():
                 break
-            decision = schedule(pod, nodes, used)
+            decision = schedule(pod, nodes, used, self.scoring)
             key = _key(pod)
             if decision.node is None:
                 if self._reported.get(key) != decision.message:

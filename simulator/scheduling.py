@@ -16,6 +16,7 @@ from decimal import Decimal
 from typing import Any
 
 from imagesync.reference import InvalidReference, normalize
+from simulator.scoring import DEFAULT_SCORING, ScoringStrategy, resource_fit_score
 
 JSON = dict[str, Any]
 
@@ -243,8 +244,10 @@ def schedule(
     pod: Mapping[str, Any],
     nodes: Sequence[Mapping[str, Any]],
     used: Mapping[str, Mapping[str, float]],
+    scoring: ScoringStrategy = DEFAULT_SCORING,
 ) -> Decision:
-    """Pick a node: filters first, then least-allocated plus image-locality scores; name breaks ties.
+    """Pick a node: filters first, then NodeResourcesFit (`scoring`: least-allocated by
+    default) plus image-locality scores; name breaks ties.
 
     `used` maps node name to the summed requests of the pods already assigned there.
     """
@@ -279,13 +282,7 @@ def schedule(
     def score(entry: tuple[Mapping[str, Any], dict[str, float]]) -> tuple[float, str]:
         node, free = entry
         name = node["metadata"]["name"]
-        alloc = allocatable(node)
-        fractions = [
-            (free.get(r, 0.0) - requests.get(r, 0.0)) / alloc[r]
-            for r in ("cpu", "memory")
-            if alloc.get(r)
-        ]
-        least_allocated = 100.0 * sum(fractions) / len(fractions) if fractions else 0.0
+        fit = resource_fit_score(scoring, free, allocatable(node), requests)
         total = sum(
             node_images[name][image] * spread[image] / len(feasible)
             for image in images
@@ -293,7 +290,7 @@ def schedule(
         )
         low, high = 23 * 1024 * 1024, 1000 * 1024 * 1024 * max(1, len(images))
         locality = 100.0 * min(max(total - low, 0), high - low) / (high - low)
-        return (-(least_allocated + locality), name)
+        return (-(fit + locality), name)
 
     best = min(feasible, key=score)[0]
     return Decision(best["metadata"]["name"])

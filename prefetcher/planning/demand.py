@@ -3,9 +3,9 @@
 Read from `Snapshot.demand` before the other stages. It gives the pulls an ordering (pull
 first where the image is most likely needed: tier 0, nodes running its workloads' pods or
 the image itself, and nodes an urgent need names; tier 1, other nodes of the pools those run
-in; tier 2, the rest), names urgent needs (a rollout, a CronJob's next run, pods waiting for
-capacity), keeps images of live templates wanted, releases an image a rollout left behind,
-and, for images placed by demand, the nodes they are limited to.
+in or its pods ran in before; tier 2, the rest), names urgent needs (a rollout, a CronJob's
+next run, pods waiting for capacity), keeps images of live templates wanted, releases an
+image a rollout left behind, and, for images placed by demand, the nodes they are limited to.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ class ImageDemand:
 
     nodes: set[str] = field(default_factory=set)  # running its workloads' pods or the image
     urgent: dict[str, str] = field(default_factory=dict)  # node → why (rollout)
-    pools: set[Pool] = field(default_factory=set)
+    pools: set[Pool] = field(default_factory=set)  # where it runs, or its pods ran before
     templated: bool = False  # a live workload template uses it
     need: int = 0  # pods its workloads ask for
     every_node: bool = False  # a DaemonSet uses it
@@ -43,7 +43,7 @@ class ImageDemand:
     @property
     def signal(self) -> bool:
         """Anything known about where it runs (else demand placement means every node)."""
-        return bool(self.nodes or self.templated or self.waiting or self.urgent)
+        return bool(self.nodes or self.templated or self.waiting or self.urgent or self.pools)
 
 
 @dataclass
@@ -161,6 +161,8 @@ def demand_index(
                 release_at.append(when)
     for entry in images.values():
         entry.pools = {pools[name] for name in entry.nodes if name in pools}
+    for image, ran_in in demand.ran_in.items():
+        of(image).pools |= ran_in
     return DemandIndex(images, pools, released, release_at)
 
 

@@ -47,7 +47,7 @@ class VirtualCluster:
         self.network = Network(self.loop, self.registries)
         self.nodes: dict[str, VirtualNode] = {}
         self.kubelets = Kubelets(self.loop, self.nodes, self._pod_changed)
-        self.scheduler = Scheduler(self.nodes)
+        self.scheduler = Scheduler(self.nodes, scenario.scoring)
         self.workload: list[Pod] = []
         self.first_seen: dict[str, float] = {}
         self.joined: list[VirtualNode] = []

@@ -8,8 +8,9 @@ Snapshot built from the virtual cluster as the controller's informers would see 
   nodes are `NodeInfo` with `status.images` hints (the 50 largest); starting workload pods hold
   back pulls on their node and at their registries, and make a puller on their node yield;
   pull records are carried from plan to plan; the demand informers' view (`Snapshot.demand`)
-  holds the workload pods bound to nodes, by owner, and the pods the scheduler could not place
-  (workload templates are not modelled: pods come from a trace).
+  holds the workload pods bound to nodes, by owner, the pods the scheduler could not place,
+  and the pools each image's pods ran in (workload templates are not modelled: pods come
+  from a trace).
 - Passes run when the controller's would (`prefetcher/controller.py`): after a trigger (a node
   joined, turned Ready, changed or left; a CachedImage was created or its spec changed; one of
   our pods changed; a starting workload pod started, or began starting where we pull) and `passCoalesce` later, on the sweep
@@ -43,6 +44,7 @@ from prefetcher.model import (
     UnschedulablePod,
 )
 from prefetcher.planning.incremental import IncrementalPlanner
+from prefetcher.poolhistory import PoolHistory
 from simulator.virtual.learner import Learner
 from simulator.virtual.loop import Timer
 from simulator.virtual.node import registry_host
@@ -166,6 +168,9 @@ class ImageSync(Policy):
         self.bound_pending: dict[str, Pod] = {}
         # Workload pods bound to a node (running or starting), as the demand informers see them.
         self.running: dict[str, RunningPod] = {}
+        self.pool_history = PoolHistory(
+            config.node_pool_labels, timedelta(seconds=config.image_retention)
+        )
         self._demand: tuple[tuple[UnschedulablePod, ...], Demand] | None = None
         self._timer: Timer | None = None
         self._flush: Timer | None = None
@@ -204,8 +209,10 @@ class ImageSync(Policy):
         if pod.node and not pod.ended:
             if pod.key not in self.running:
                 self.running[pod.key] = running_pod(pod)
+                self._saw(self.running[pod.key])
                 self._demand = None
-        elif self.running.pop(pod.key, None) is not None:
+        elif (ran := self.running.pop(pod.key, None)) is not None:
+            self._saw(ran)
             self._demand = None
         if pod.node and pod.phase == "Pending" and not pod.deleted:
             new = pod.key not in self.bound_pending
@@ -214,6 +221,13 @@ class ImageSync(Policy):
                 self.trigger("workload pod starting")  # a puller there may have to yield
         elif self.bound_pending.pop(pod.key, None) is not None:
             self.trigger("workload pod started")
+
+    def _saw(self, pod: RunningPod) -> None:
+        """Remember the pool a workload pod runs in (as the controller's demand watch does)."""
+        assert self.cluster is not None
+        node = self.cluster.nodes.get(pod.node)
+        if node is not None:
+            self.pool_history.saw(pod.images, node.labels, moment(self.cluster.loop.now))
 
     def _pulling_on(self, node: str) -> bool:
         return any(p.node == node and p.role == "puller" and not p.ended for p in self.own.values())
@@ -320,7 +334,11 @@ class ImageSync(Policy):
             if not pod.ended
         )
         if self._demand is None or self._demand[0] != waiting:
-            demand = Demand(running=tuple(self.running.values()), unschedulable=waiting)
+            demand = Demand(
+                running=tuple(self.running.values()),
+                unschedulable=waiting,
+                ran_in=self.pool_history.pools(moment(self.cluster.loop.now)),
+            )
             self._demand = (waiting, demand)
         return self._demand[1]
 

@@ -2,8 +2,9 @@
 
 Filters: the node is Ready and not cordoned (unless tolerated), the pod tolerates its
 NoSchedule/NoExecute taints, its nodeSelector matches, and its requests (cpu, memory,
-`nvidia.com/gpu`, pods) fit what is left. Scores: NodeResourcesFit least-allocated (cpu and
-memory) plus ImageLocality as kube-scheduler computes it
+`nvidia.com/gpu`, pods) fit what is left. Scores: NodeResourcesFit with the scenario's
+`scoringStrategy` (`simulator.scoring`: LeastAllocated over cpu and memory by default,
+MostAllocated to bin-pack) plus ImageLocality as kube-scheduler computes it
 (`pkg/scheduler/framework/plugins/imagelocality`): for each of the pod's images that the node
 lists in `status.images` (the 50 largest), its size scaled by the share of all nodes that
 have it, summed and mapped from [23 MiB, 1000 MiB x containers] onto [0, 100]. The highest
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 
 from simulator.nodes import GPU_RESOURCE
 from simulator.scheduling import UNSCHEDULABLE_TAINT, parse_quantity, tolerates
+from simulator.scoring import DEFAULT_SCORING, ScoringStrategy, resource_fit_score
 from simulator.virtual.node import VirtualNode
 from simulator.virtual.pods import Pod
 
@@ -46,16 +48,6 @@ def image_locality(
     high = MAX_CONTAINER_THRESHOLD * max(1, len(images))
     total = min(max(total, MIN_THRESHOLD), high)
     return MAX_NODE_SCORE * (total - MIN_THRESHOLD) / (high - MIN_THRESHOLD)
-
-
-def least_allocated(
-    free: Mapping[str, float], alloc: Mapping[str, float], requests: Mapping[str, float]
-) -> float:
-    """NodeResourcesFit's LeastAllocated score (0 to 100) over cpu and memory."""
-    shares = [
-        (free[r] - requests.get(r, 0.0)) / alloc[r] for r in ("cpu", "memory") if alloc.get(r)
-    ]
-    return MAX_NODE_SCORE * sum(shares) / len(shares) if shares else 0.0
 
 
 def filter_problem(pod: Pod, node: VirtualNode, free: Mapping[str, float]) -> str | None:
@@ -87,6 +79,7 @@ class Scheduler:
     """Binds pods to nodes; keeps the requests of the pods bound to each node."""
 
     nodes: dict[str, VirtualNode]
+    scoring: ScoringStrategy = DEFAULT_SCORING
     used: dict[str, dict[str, float]] = field(default_factory=dict)
     pending: list[Pod] = field(default_factory=list)
     _alloc: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -134,9 +127,8 @@ class Scheduler:
         }
         best: tuple[float, str] | None = None
         for node, free in feasible:
-            score = least_allocated(free, self._alloc[node.name], pod.requests) + image_locality(
-                images, listed.get(node.name, {}), spread
-            )
+            fit = resource_fit_score(self.scoring, free, self._alloc[node.name], pod.requests)
+            score = fit + image_locality(images, listed.get(node.name, {}), spread)
             key = (-score, node.name)
             if best is None or key < best:
                 best = key

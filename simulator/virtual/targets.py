@@ -3,7 +3,10 @@ target and scenario with the figure, the goal and PASS or FAIL.
 
 - image-sync's hit rate >= 0.95 x the oracle's (0.9 x on a scenario whose disks hold a
   third of the GPU images: its name ends in `-tight`);
-- image-sync's hit rate >= 0.98 on the pods it knew early (`results.known_early`);
+- image-sync's hit rate >= 0.98 on the pods it knew early (`results.known_early`), shown
+  next to the oracle's hit rate on the same pods: where the oracle itself stays below 0.98
+  there (small disks, or bandwidth its own prefetches take), the line says the target is
+  out of its reach too;
 - image wait p95 / p99 and created->running p95 / p99 of each image-sync policy no worse
   than with no policy;
 - `placement: demand` (`image-sync+demand`) >= 0.9 x the oracle's hit rate at <= 2 x the
@@ -42,6 +45,7 @@ class TargetCheck:
     target: str
     figure: str
     passed: bool
+    bounded: bool = False  # out of the oracle's reach too: the cluster bounds it
 
 
 def _ratio(value: float, reference: float) -> float:
@@ -50,16 +54,48 @@ def _ratio(value: float, reference: float) -> float:
 
 def check(results: Sequence[RunResult]) -> list[TargetCheck]:
     """Every target that the runs allow checking, scenario by scenario, in run order."""
-    figures: dict[str, dict[str, dict[str, Any]]] = {}
+    by_scenario: dict[str, dict[str, RunResult]] = {}
     for result in results:
-        figures.setdefault(result.scenario, {})[result.policy] = result.figures()
+        by_scenario.setdefault(result.scenario, {})[result.policy] = result
     checks: list[TargetCheck] = []
-    for scenario, runs in figures.items():
-        checks += _scenario_checks(scenario, runs)
+    for scenario, run_results in by_scenario.items():
+        runs = {policy: result.figures() for policy, result in run_results.items()}
+        checks += _scenario_checks(scenario, runs, run_results)
     return checks
 
 
-def _scenario_checks(scenario: str, runs: dict[str, dict[str, Any]]) -> list[TargetCheck]:
+def hit_rate_on(result: RunResult, names: set[str]) -> float | None:
+    """The run's hit rate on the pods named (those it bound); None when it bound none."""
+    pods = [p for p in result.pods if p.name in names and p.bound_at is not None]
+    return sum(1 for p in pods if p.hit) / len(pods) if pods else None
+
+
+def _known_early_check(
+    scenario: str, ours: dict[str, Any], results: dict[str, RunResult]
+) -> TargetCheck:
+    known = ours["known_hit_rate"]
+    passed = ours["known_pods"] == 0 or known >= KNOWN_HIT_RATE
+    figure = f"{share(known)} of {ours['known_pods']} pods"
+    oracle = results.get("oracle")
+    bounded = False
+    if oracle is not None and ours["known_pods"]:
+        names = {p.name for p in results["image-sync"].pods if p.known_early}
+        reference = hit_rate_on(oracle, names)
+        if reference is not None:
+            figure += f"; the oracle hits {share(reference)} of the same pods"
+            bounded = reference < KNOWN_HIT_RATE
+    return TargetCheck(
+        scenario,
+        f"image-sync hit rate >= {KNOWN_HIT_RATE:.0%} on pods known a pull time before binding",
+        figure,
+        passed,
+        bounded,
+    )
+
+
+def _scenario_checks(
+    scenario: str, runs: dict[str, dict[str, Any]], results: dict[str, RunResult]
+) -> list[TargetCheck]:
     out: list[TargetCheck] = []
     oracle, none, ours = runs.get("oracle"), runs.get("none"), runs.get("image-sync")
     if ours is not None and oracle is not None:
@@ -74,16 +110,7 @@ def _scenario_checks(scenario: str, runs: dict[str, dict[str, Any]]) -> list[Tar
             )
         )
     if ours is not None:
-        known = ours["known_hit_rate"]
-        out.append(
-            TargetCheck(
-                scenario,
-                f"image-sync hit rate >= {KNOWN_HIT_RATE:.0%} on pods known a pull time "
-                "before binding",
-                f"{share(known)} of {ours['known_pods']} pods",
-                ours["known_pods"] == 0 or known >= KNOWN_HIT_RATE,
-            )
-        )
+        out.append(_known_early_check(scenario, ours, results))
     for policy in IMAGE_SYNC_POLICIES:
         run = runs.get(policy)
         if run is None or none is None:
@@ -120,5 +147,7 @@ def table(results: Sequence[RunResult]) -> str:
     lines = ["| scenario | target | figure | result |", "|" + " --- |" * 4]
     for c in check(results):
         verdict = "PASS" if c.passed else "FAIL"
+        if c.bounded and not c.passed:
+            verdict += ": out of the oracle's reach too"
         lines.append(f"| {c.scenario} | {c.target} | {c.figure} | {verdict} |")
     return "\n".join(lines)

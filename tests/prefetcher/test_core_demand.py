@@ -18,6 +18,7 @@ from prefetcher.model import (
 )
 from prefetcher.planner import plan
 from prefetcher.planning.targets import NOT_PREDICTED
+from prefetcher.poolhistory import PoolHistory
 from tests.prefetcher.test_core_fixtures import APP, GB, NOW, PYTORCH, config, image, node
 
 APP2 = "harbor.example.internal/library/app:2.0"
@@ -101,6 +102,32 @@ def test_placement_demand_keeps_every_node_for_daemonsets_and_unknown_images() -
     daemon = Demand(workloads=(web(APP, replicas=None),))
     assert len(targets(plan(snapshot(daemon), config(placement="demand")), APP)) == 6
     assert len(targets(plan(snapshot(Demand()), config(placement="demand")), APP)) == 6
+
+
+def ran_in_pool_b(*images: str) -> Demand:
+    """What the runtime remembers once pods using `images` ran on b1 and ended."""
+    history = PoolHistory(config().node_pool_labels, timedelta(days=14))
+    history.saw(images, pool_nodes()[3].labels, NOW - timedelta(hours=1))
+    return Demand(ran_in=history.pools(NOW))
+
+
+def test_placement_demand_keeps_an_image_in_the_pools_its_pods_ran_in() -> None:
+    """A finished Job's image stays where its pods ran, not on every node they could run on."""
+    result = plan(snapshot(ran_in_pool_b(APP)), config(placement="demand"))
+    assert targets(result, APP) == ["b1", "b2", "b3"]
+    everyone = plan(snapshot(ran_in_pool_b(APP)), config(max_concurrent_pulls=100))
+    assert pull_nodes(everyone) == ["b1", "b2", "b3", "a1", "a2", "a3"]  # its pool first
+
+
+def test_pool_history_forgets_a_pool_after_the_retention() -> None:
+    history = PoolHistory(config().node_pool_labels, timedelta(days=14))
+    labels = pool_nodes()[0].labels
+    history.saw((APP,), labels, NOW - timedelta(days=1))
+    history.saw((APP,), labels, NOW)
+    pool = next(iter(history.pools(NOW)[APP]))
+    assert pool[-1] == "type-a"
+    assert history.pools(NOW + timedelta(days=14)) == {APP: frozenset({pool})}
+    assert history.pools(NOW + timedelta(days=15)) == {}
 
 
 def test_a_cached_image_spec_overrides_the_placement_setting() -> None:
@@ -197,3 +224,13 @@ def test_pods_waiting_for_capacity_make_their_images_urgent_on_a_node_that_joins
     result = plan(snap, config(max_concurrent_pulls=100, pull_batch_size=1))
     (first,) = [p for p in result.pulls if p.node == "gpu-new"]
     assert (first.images, first.why) == ((PYTORCH,), "pods waiting for capacity")
+
+
+def test_pool_history_places_pods_seen_by_the_watch_with_the_labels_of_the_next_pass() -> None:
+    history = PoolHistory(config().node_pool_labels, timedelta(days=14))
+    history.saw_on(RunningPod("b1", "Job/team/short", (APP,)), NOW)
+    history.saw_on(RunningPod("gone", "Job/team/other", (APP2,)), NOW)
+    assert history.pools(NOW) == {}  # not placed yet
+    history.place({n.name: n.labels for n in pool_nodes()})
+    assert set(history.pools(NOW)) == {APP}  # a pod on a node no longer known is dropped
+    assert next(iter(history.pools(NOW)[APP]))[-1] == "type-b"

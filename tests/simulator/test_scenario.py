@@ -57,6 +57,7 @@ def test_workload_pods_for_gpu_jobs_tolerate_the_gpu_taint() -> None:
         ({"workload": [{"name": "x", "kind": "StatefulSet", "image": "a"}]}, "workload[0]"),
         ({"events": [{"at": 1, "action": "explode", "node": "a"}]}, "events[0]"),
         ({"events": [{"at": 1, "action": "join", "pool": "nope"}]}, "unknown pool"),
+        ({"scheduler": {"scoringStrategy": {"type": "Packed"}}}, "MostAllocated"),
     ],
 )
 def test_errors_say_where(data: dict[str, object], text: str) -> None:

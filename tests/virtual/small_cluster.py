@@ -22,6 +22,7 @@ def scenario(
     node_bandwidth: str = "50MB/s",
     outages: list[dict[str, Any]] | None = None,
     events: list[dict[str, Any]] | None = None,
+    scoring: dict[str, Any] | None = None,
 ) -> Scenario:
     """Harbor (app 100 MB, big 1 GB) and nvcr.io (pytorch 2 GB); no latency, round numbers."""
     nodes: list[dict[str, Any]] = [
@@ -81,6 +82,7 @@ def scenario(
             },
         ],
         "events": events or [],
+        "scheduler": {"scoringStrategy": scoring} if scoring else {},
     }
     return parse_scenario(data, "test")
 

@@ -64,3 +64,38 @@ def test_a_pod_without_the_gpu_toleration_never_lands_on_a_gpu_node() -> None:
     cluster = run([pod(f"web-{i}", 0.0, cpu=15.0) for i in range(3)], cpu_nodes=2, gpu_nodes=1)
     assert {p.node for p in cluster.workload if p.node} == {"cpu-1", "cpu-2"}
     assert sum(1 for p in cluster.workload if p.bound_at is not None and p.bound_at > 0) == 1
+
+
+BIN_PACKING = {
+    "type": "MostAllocated",
+    "resources": [
+        {"name": "cpu", "weight": 1},
+        {"name": "memory", "weight": 1},
+        {"name": "nvidia.com/gpu", "weight": 3},
+    ],
+}
+
+
+@pytest.mark.parametrize(
+    ("scoring", "second_on", "whole_node_job_waits"),
+    [(None, "gpu-2", True), (BIN_PACKING, "gpu-1", False)],
+)
+def test_most_allocated_packs_gpu_jobs_and_keeps_a_whole_node_free(
+    scoring: dict[str, Any] | None, second_on: str, whole_node_job_waits: bool
+) -> None:
+    """Two 4-GPU jobs, then one that needs all 8 GPUs of a node: spread (the default), the
+    two jobs take a node each and the third waits; packed, they share one node."""
+    toleration = ({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},)
+    job: dict[str, Any] = {"duration": 600.0, "tolerations": toleration, "cpu": 8.0}
+    job["memory"] = 64 * 2**30
+    pods = [
+        pod("half-1", 0.0, GPU_IMAGE, gpus=4, **job),
+        pod("half-2", 10.0, GPU_IMAGE, gpus=4, **job),
+        pod("whole", 20.0, GPU_IMAGE, gpus=8, **job),
+    ]
+    cluster = run(pods, cpu_nodes=0, gpu_nodes=2, scoring=scoring)
+    placed = {p.name: p for p in cluster.workload}
+    assert placed["half-1"].node == "gpu-1"
+    assert placed["half-2"].node == second_on
+    whole = placed["whole"]
+    assert (whole.bound_at is not None and whole.bound_at > 20.0) == whole_node_job_waits

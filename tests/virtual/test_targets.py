@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from simulator.virtual import replay, targets
 from simulator.virtual.results import PodResult, RunResult
 from tests.virtual.test_replay import config, work
@@ -70,3 +72,16 @@ def test_declared_images_make_pods_known_early_and_a_policy_that_learns_nothing_
     # learned, only those of pods after the first one of each image.
     assert declared["known_pods"] > learned["known_pods"] > 0
     assert declared["known_pods"] < declared["pods_bound"]  # the pods at minute 0 are not
+
+
+def test_the_known_early_target_says_when_the_oracle_cannot_reach_it_either() -> None:
+    ours = _run("week-tight", "image-sync", 90, 100, 10, 300.0)
+    ours.pods[:] = [replace(p, known_early=True) for p in ours.pods]  # all known, 90 % hit
+    for oracle_hits, bounded in ((95, True), (100, False)):
+        oracle = _run("week-tight", "oracle", oracle_hits, 100, 10, 300.0)
+        check = next(c for c in targets.check([ours, oracle]) if "known" in c.target)
+        assert not check.passed and check.bounded == bounded
+        assert f"the oracle hits {oracle_hits} % of the same pods" in check.figure
+    assert "out of the oracle's reach" in targets.table(
+        [ours, _run("week-tight", "oracle", 95, 100, 10, 300.0)]
+    )
