@@ -42,7 +42,16 @@ def new_image() -> tuple[str, int, int]:
     return (f"{REGISTRY}/bench/svc-new:1.0", NEW_IMAGE_BYTES, int(NEW_IMAGE_BYTES * 2.5))
 
 
-def scenario(nodes: int, images: list[tuple[str, int, int]], speed: float) -> Any:
+def scenario(
+    nodes: int, images: list[tuple[str, int, int]], speed: float, parallel_pulls: int = 0
+) -> Any:
+    """The bench's cluster; `parallel_pulls` > 0: kubelets that pull that many images at once
+    (`serializeImagePulls: false`, `maxParallelImagePulls`), else one at a time."""
+    kubelet: dict[str, Any] = (
+        {"serializeImagePulls": False, "maxParallelImagePulls": parallel_pulls}
+        if parallel_pulls
+        else {}
+    )
     catalogue = [
         {"image": ref.split("/", 1)[1], "compressed": size, "disk": disk, "archs": ["amd64"]}
         for ref, size, disk in [*images, new_image()]
@@ -80,6 +89,7 @@ def scenario(nodes: int, images: list[tuple[str, int, int]], speed: float) -> An
                     "bandwidth": f"{NODE_BANDWIDTH * 8 / 1e9:g}Gbps",
                     "maxPods": 500,
                     "zones": ["zone-a", "zone-b", "zone-c"],
+                    **kubelet,
                 }
             ],
         },

@@ -2,8 +2,9 @@
 
 A *pass* is: snapshot of the informer caches → the plan → execute the plan's writes.
 Passes run when something that matters changed (a node joined, turned Ready or left; a
-CachedImage appeared or its spec changed; one of our pods changed) after a short coalescing
-wait, and as a full resync *sweep* every `sweep_interval`. A sweep plans from scratch; the
+CachedImage appeared or its spec changed; one of our pods changed), at most one every
+`pass_coalesce` (a change after a quiet spell is planned at once, a burst waits for the
+next slot and makes one pass), and as a full resync *sweep* every `sweep_interval`. A sweep plans from scratch; the
 passes between sweeps plan incrementally (`IncrementalPlanner`: work in proportion to what
 changed, the same Plan as the pure `plan()`). Only the leader writes; a standby
 keeps its caches warm so it can take over at once.
@@ -149,6 +150,7 @@ class Controller(ImageLearners, SnapshotBuilder, PlanExecutor):
         self._warming: dict[str, float] = {}
         self.warm_times: dict[str, float] = {}
         self._next_sweep = 0.0
+        self._last_pass_end = -math.inf  # clock time, for the coalescing wait
         self._wake_at = math.inf  # the next pull retry that falls due, from the last plan
         self._scanned_running = False
         # Where stored pods used managed images: what confirms a Learned image.
@@ -302,9 +304,10 @@ class Controller(ImageLearners, SnapshotBuilder, PlanExecutor):
                 self._take_reasons()
                 self.clock.wait(self._stop, LEADER_CHECK)
                 continue
-            if now < due:
-                # Coalesce a burst of changes into one pass.
-                self.clock.wait(self._stop, self.config.pass_coalesce)
+            if now < due and now < self._last_pass_end + self.config.pass_coalesce:
+                # Passes come at most every passCoalesce: the changes that arrive meanwhile
+                # make one pass; a change after a quiet spell is planned at once.
+                self.clock.wait(self._stop, self._last_pass_end + self.config.pass_coalesce - now)
             reasons = self._take_reasons()
             now = self.clock.now()
             if now >= self._next_sweep:
@@ -392,6 +395,7 @@ class Controller(ImageLearners, SnapshotBuilder, PlanExecutor):
             self.metrics.last_pass_success.set(self.clock.now())
         finally:
             info.seconds = time.perf_counter() - started_wall
+            self._last_pass_end = self.clock.now()
             self.passes += 1
             self.last_pass = info
             if trigger == SWEEP:

@@ -111,15 +111,21 @@ class PlanExecutor:
             self._before_write(kind)
 
     def _execute(self, plan: Plan, info: PassInfo) -> None:
-        """Carry out the plan in its order: keepers, deletions, pulls, taints, statuses, events.
+        """Carry out the plan: keepers, pullers that yield, pulls, the other deletions, taints,
+        statuses, events.
 
+        New pulls go before the clean-up of finished pullers (as many deletions as pulls while
+        a fleet converges): a node waits for its next puller only for the writes that matter.
         Writes of one kind go out in parallel (`write_workers`), in chunks; every write is
         idempotent, and errors are counted, not fatal, unless a whole chunk fails.
         """
+        yields = [d for d in plan.deletions if d.yielded_to]
+        others = [d for d in plan.deletions if not d.yielded_to]
         batches: list[tuple[str, list[Callable[[], bool]]]] = [
             ("create keeper", [partial(self._create, k.pod) for k in plan.keepers]),
-            ("delete pod", [partial(self._delete, d.name, d.uid) for d in plan.deletions]),
+            ("delete pod", [partial(self._delete, d.name, d.uid) for d in yields]),
             ("start pull", [partial(self._start_pull, p) for p in plan.pulls]),
+            ("delete pod", [partial(self._delete, d.name, d.uid) for d in others]),
             (
                 "remove taint",
                 [partial(self._remove_taint, r.node, r.key) for r in plan.taint_removals],
