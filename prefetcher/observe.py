@@ -103,10 +103,14 @@ def _parse_text_timestamp(text: str) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+@functools.lru_cache(maxsize=16384)
 def normalize_or_keep(image: str) -> str:
-    """The normalized reference, or the text unchanged when it is not a valid reference."""
+    """The normalized reference, or the text unchanged when it is not a valid reference.
+
+    Remembered: a fleet names a few hundred images in hundreds of thousands of places (node
+    status, pullers, keepers), and each is then parsed once and held as one string."""
     try:
-        return normalize(image)
+        return sys.intern(normalize(image))
     except InvalidReference:
         return image
 
