@@ -39,6 +39,8 @@ WriteHook = Callable[[str], None]
 # A chunk of at least this many writes that all failed ends the pass (the API server is
 # struggling); the next pass retries after a backoff.
 MAX_CHUNK_ERRORS = 5
+# Chunks of keeper creations a pass sends; more wait for the next pass (`_execute`).
+KEEPER_CHUNKS_PER_PASS = 1
 # A CachedImage's status counts (nodesWanted, nodesPresent) are rewritten at most this often
 # (clock seconds): while a fleet converges they change with every pass, and the report is
 # the live view. Score and lastError changes are written at once.
@@ -111,20 +113,28 @@ class PlanExecutor:
             self._before_write(kind)
 
     def _execute(self, plan: Plan, info: PassInfo) -> None:
-        """Carry out the plan: keepers, pullers that yield, pulls, the other deletions, taints,
+        """Carry out the plan: pullers that yield, pulls, keepers, the other deletions, taints,
         statuses, events.
 
-        New pulls go before the clean-up of finished pullers (as many deletions as pulls while
-        a fleet converges): a node waits for its next puller only for the writes that matter.
+        A node waits for its next puller only for the writes that matter: new pulls go
+        before keepers (a finished puller holds its images until a keeper does) and before
+        the clean-up of finished pullers (as many deletions as pulls while a fleet
+        converges). A pass creates at most one chunk of keepers (`2 x writeWorkers`), the
+        rest in the passes that follow at once: a keeper holds hundreds of containers, and a
+        fleet whose nodes finish together would otherwise hold up every node's next pull for
+        as long as the API server takes to store hundreds of them.
         Writes of one kind go out in parallel (`write_workers`), in chunks; every write is
         idempotent, and errors are counted, not fatal, unless a whole chunk fails.
         """
         yields = [d for d in plan.deletions if d.yielded_to]
         others = [d for d in plan.deletions if not d.yielded_to]
+        keepers = plan.keepers[: KEEPER_CHUNKS_PER_PASS * 2 * self.config.write_workers]
+        if len(keepers) < len(plan.keepers):
+            self._wake_at = min(self._wake_at, self.clock.now())
         batches: list[tuple[str, list[Callable[[], bool]]]] = [
-            ("create keeper", [partial(self._create, k.pod) for k in plan.keepers]),
             ("delete pod", [partial(self._delete, d.name, d.uid) for d in yields]),
             ("start pull", [partial(self._start_pull, p) for p in plan.pulls]),
+            ("create keeper", [partial(self._create, k.pod) for k in keepers]),
             ("delete pod", [partial(self._delete, d.name, d.uid) for d in others]),
             (
                 "remove taint",

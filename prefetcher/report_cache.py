@@ -2,10 +2,11 @@
 
 At 1,000 nodes x 200 images the report holds 200,000 pairs: building it per request would
 spend a CPU second per refresh of every open page. A plan changes only when a pass runs, so
-the report is built once per plan, and its JSON serialized once: a request for the whole
-report adds only what changes without a new plan (what the runtime did with the plan, and
-the runtime's own sections), right after the summary, so a reader of the first kilobytes
-has every summary. A filtered request only narrows and serializes the built report.
+the report is built once per plan, by the pass (`prepare`), and its JSON serialized once:
+a request for the whole report adds only what changes without a new plan (what the runtime
+did with the plan, and the runtime's own sections), right after the summary, so a reader
+of the first kilobytes has every summary. A filtered request only narrows and serializes
+the built report.
 """
 
 from __future__ import annotations
@@ -57,6 +58,13 @@ class ReportCache:
     def report(self, plan: Plan, sweep: SweepInfo | None) -> dict[str, Any]:
         """The full report of `plan` (read-only: its parts are shared between requests)."""
         return {**self._built(plan), SWEEP_KEY: sweep_section(plan, sweep)}
+
+    def prepare(self, plan: Plan) -> None:
+        """Build and serialize the report of a new plan now, on the pass's thread: a request
+        then only joins bytes. On a busy process a request's thread gets a small share of
+        the interpreter; the pass's thread has it already (0.13 s of CPU at 1,000 x 200,
+        once per plan)."""
+        self._serialized(plan)
 
     def _serialized(self, plan: Plan) -> tuple[bytes, bytes]:
         """The plan's report as JSON members: the summaries, and the rest (serialized once)."""

@@ -105,9 +105,19 @@ def choose_pulls(state: PlanState) -> None:
     each puller within every cap."""
     starting = starting_pods(state)
     candidates: list[Candidate] = []
+    busy = Counter(pod.node for pod, _ in state.in_flight.values())
     for entry in state.targets.values():
-        if entry.problem is None:
-            candidates += node_candidates(state, entry, state.missing(entry), starting)
+        if entry.problem is not None:
+            continue
+        mine = node_candidates(state, entry, state.missing(entry), starting)
+        if busy[entry.node.name] >= node_pull_cap(entry.node, state.config):
+            # A node whose pullers fill its slots starts nothing this pass: its candidates
+            # wait without being ranked against the fleet's (most of them, while a fleet
+            # converges).
+            for key, _why in mine:
+                state.waiting.setdefault(key[-2:], "waiting for a pull slot")
+        else:
+            candidates += mine
     start_pulls(state, candidates, starting)
 
 
