@@ -119,16 +119,21 @@ class PlanExecutor:
         A node waits for its next puller only for the writes that matter: new pulls go
         before keepers (a finished puller holds its images until a keeper does) and before
         the clean-up of finished pullers (as many deletions as pulls while a fleet
-        converges). A pass creates at most one chunk of keepers (`2 x writeWorkers`), the
-        rest in the passes that follow at once: a keeper holds hundreds of containers, and a
-        fleet whose nodes finish together would otherwise hold up every node's next pull for
-        as long as the API server takes to store hundreds of them.
+        converges). A pass that starts pulls creates at most one chunk of keepers
+        (`2 x writeWorkers`), the rest in the passes that follow at once: a keeper holds
+        hundreds of containers, and a fleet whose nodes finish together would otherwise hold
+        up every node's next pull for as long as the API server takes to store hundreds of
+        them.
         Writes of one kind go out in parallel (`write_workers`), in chunks; every write is
         idempotent, and errors are counted, not fatal, unless a whole chunk fails.
         """
         yields = [d for d in plan.deletions if d.yielded_to]
         others = [d for d in plan.deletions if not d.yielded_to]
-        keepers = plan.keepers[: KEEPER_CHUNKS_PER_PASS * 2 * self.config.write_workers]
+        keepers = (
+            plan.keepers[: KEEPER_CHUNKS_PER_PASS * 2 * self.config.write_workers]
+            if plan.pulls
+            else plan.keepers
+        )
         if len(keepers) < len(plan.keepers):
             self._wake_at = min(self._wake_at, self.clock.now())
         batches: list[tuple[str, list[Callable[[], bool]]]] = [
