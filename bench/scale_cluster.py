@@ -22,6 +22,7 @@ NAMESPACE = "image-sync"
 REGISTRY = "harbor.example.internal"
 NODE_BANDWIDTH = 10e9 / 8  # bytes/s (10 Gbit/s)
 REGISTRY_BANDWIDTH = 400e9 / 8  # bytes/s (400 Gbit/s)
+REGISTRY_ROUND_TRIP = 0.3  # seconds before an image's first byte (its manifest), per pull
 PULL_BATCH_SIZE = 10
 MB = 1_000_000
 NEW_IMAGE_BYTES = 20 * MB
@@ -64,6 +65,7 @@ def scenario(
                 {
                     "host": REGISTRY,
                     "bandwidth": f"{REGISTRY_BANDWIDTH * 8 / 1e9:g}Gbps",
+                    "latency": REGISTRY_ROUND_TRIP,
                     "images": catalogue,
                 },
                 {

@@ -51,6 +51,7 @@ from bench.scale_cluster import (  # noqa: E402
     PULL_BATCH_SIZE,
     REGISTRY,
     REGISTRY_BANDWIDTH,
+    REGISTRY_ROUND_TRIP,
     declare,
     heartbeat_wall,
     image_sizes,
@@ -119,6 +120,7 @@ class SizeResult:
     sweep_seconds: float | None = None
     join_simulated: float | None = None
     join_floor: float = 0.0
+    join_floor_round_trips: float = 0.0
     join_plan: float | None = None
     join_metric: float | None = None
     join_actions: dict[str, int] | None = None
@@ -181,6 +183,9 @@ def run_size(
         floor=floor.seconds,
         floor_bound_by=floor.bound_by,
         join_floor=join_floor(sizes, NODE_BANDWIDTH, REGISTRY_BANDWIDTH),
+        join_floor_round_trips=join_floor(
+            sizes, NODE_BANDWIDTH, REGISTRY_BANDWIDTH, REGISTRY_ROUND_TRIP
+        ),
         minimum_pullers=minimum.pullers,
         minimum_keepers=minimum.keepers,
     )

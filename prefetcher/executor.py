@@ -39,8 +39,8 @@ WriteHook = Callable[[str], None]
 # A chunk of at least this many writes that all failed ends the pass (the API server is
 # struggling); the next pass retries after a backoff.
 MAX_CHUNK_ERRORS = 5
-# Chunks of keeper creations a pass sends; more wait for the next pass (`_execute`).
-KEEPER_CHUNKS_PER_PASS = 1
+# Wall seconds a pass spends creating keepers; the rest wait for the next pass (`_execute`).
+KEEPER_SECONDS_PER_PASS = 5.0
 # A CachedImage's status counts (nodesWanted, nodesPresent) are rewritten at most this often
 # (clock seconds): while a fleet converges they change with every pass, and the report is
 # the live view. Score and lastError changes are written at once.
@@ -119,27 +119,20 @@ class PlanExecutor:
         A node waits for its next puller only for the writes that matter: new pulls go
         before keepers (a finished puller holds its images until a keeper does) and before
         the clean-up of finished pullers (as many deletions as pulls while a fleet
-        converges). A pass that starts pulls creates at most one chunk of keepers
-        (`2 x writeWorkers`), the rest in the passes that follow at once: a keeper holds
-        hundreds of containers, and a fleet whose nodes finish together would otherwise hold
-        up every node's next pull for as long as the API server takes to store hundreds of
-        them.
+        converges). A pass spends at most KEEPER_SECONDS_PER_PASS creating keepers, the
+        rest in the passes that follow at once: a keeper holds hundreds of containers, and a
+        fleet whose nodes finish together would otherwise hold up every node's next pull for
+        as long as the API server takes to store hundreds of them.
         Writes of one kind go out in parallel (`write_workers`), in chunks; every write is
         idempotent, and errors are counted, not fatal, unless a whole chunk fails.
         """
         yields = [d for d in plan.deletions if d.yielded_to]
         others = [d for d in plan.deletions if not d.yielded_to]
-        keepers = (
-            plan.keepers[: KEEPER_CHUNKS_PER_PASS * 2 * self.config.write_workers]
-            if plan.pulls
-            else plan.keepers
-        )
-        if len(keepers) < len(plan.keepers):
-            self._wake_at = min(self._wake_at, self.clock.now())
+        keepers: list[Callable[[], bool]] = [partial(self._create, k.pod) for k in plan.keepers]
         batches: list[tuple[str, list[Callable[[], bool]]]] = [
             ("delete pod", [partial(self._delete, d.name, d.uid) for d in yields]),
             ("start pull", [partial(self._start_pull, p) for p in plan.pulls]),
-            ("create keeper", [partial(self._create, k.pod) for k in keepers]),
+            ("create keeper", keepers),
             ("delete pod", [partial(self._delete, d.name, d.uid) for d in others]),
             (
                 "remove taint",
@@ -155,7 +148,9 @@ class PlanExecutor:
         ]
         try:
             for kind, actions in batches:
-                self._run_batch(kind, actions, info)
+                budget = KEEPER_SECONDS_PER_PASS if actions is keepers else None
+                if self._run_batch(kind, actions, info, budget) < len(actions):
+                    self._wake_at = min(self._wake_at, self.clock.now())  # the rest next pass
             events = self._outcome_events(plan) + self._yield_events(plan)
             self._run_batch("create event", events, info)
         except Stopped:
@@ -182,9 +177,20 @@ class PlanExecutor:
             out.append(update)
         return out
 
-    def _run_batch(self, kind: str, actions: list[Callable[[], bool]], info: PassInfo) -> None:
+    def _run_batch(
+        self,
+        kind: str,
+        actions: list[Callable[[], bool]],
+        info: PassInfo,
+        budget: float | None = None,
+    ) -> int:
+        """Send `actions` in chunks; with a `budget` (wall seconds), no new chunk once it is
+        spent. Returns how many were sent."""
         chunk = max(1, 2 * self.config.write_workers)
+        deadline = None if budget is None else time.monotonic() + budget
         for start in range(0, len(actions), chunk):
+            if deadline is not None and start and time.monotonic() >= deadline:
+                return start
             outcomes = list(
                 self._writer().map(partial(self._attempt, kind), actions[start : start + chunk])
             )
@@ -201,6 +207,7 @@ class PlanExecutor:
             if len(errors) == len(outcomes) and len(errors) >= MAX_CHUNK_ERRORS:
                 info.aborted = f"{len(errors)} of {len(outcomes)} {kind} failed; last: {errors[-1]}"
                 raise Stopped(kind)
+        return len(actions)
 
     def _attempt(self, kind: str, action: Callable[[], bool]) -> bool | KubeError:
         """One write on a worker thread: True done, False already done, or the error."""

@@ -68,8 +68,12 @@ class ImageLearners:
         def _record_error(self, what: str, error: KubeError) -> None: ...
 
         def _run_batch(
-            self, kind: str, actions: list[Callable[[], bool]], info: PassInfo
-        ) -> None: ...
+            self,
+            kind: str,
+            actions: list[Callable[[], bool]],
+            info: PassInfo,
+            budget: float | None = None,
+        ) -> int: ...
 
         def _create_image(self, body: Mapping[str, Any]) -> bool: ...
 
