@@ -39,8 +39,9 @@ WriteHook = Callable[[str], None]
 # A chunk of at least this many writes that all failed ends the pass (the API server is
 # struggling); the next pass retries after a backoff.
 MAX_CHUNK_ERRORS = 5
-# Wall seconds a pass spends creating keepers; the rest wait for the next pass (`_execute`).
-KEEPER_SECONDS_PER_PASS = 5.0
+# Wall seconds a pass spends on writes that can wait (creating keepers, deleting finished
+# pullers and replaced keepers), each; the rest wait for the next pass (`_execute`).
+CAN_WAIT_SECONDS = 5.0
 # A CachedImage's status counts (nodesWanted, nodesPresent) are rewritten at most this often
 # (clock seconds): while a fleet converges they change with every pass, and the report is
 # the live view. Score and lastError changes are written at once.
@@ -119,21 +120,23 @@ class PlanExecutor:
         A node waits for its next puller only for the writes that matter: new pulls go
         before keepers (a finished puller holds its images until a keeper does) and before
         the clean-up of finished pullers (as many deletions as pulls while a fleet
-        converges). A pass spends at most KEEPER_SECONDS_PER_PASS creating keepers, the
-        rest in the passes that follow at once: a keeper holds hundreds of containers, and a
-        fleet whose nodes finish together would otherwise hold up every node's next pull for
-        as long as the API server takes to store hundreds of them.
+        converges). A pass spends at most CAN_WAIT_SECONDS creating keepers and as long
+        deleting finished pullers, the rest in the passes that follow at once: a keeper holds
+        hundreds of containers, a node's keeper frees twenty pullers, and a fleet whose nodes
+        finish together would otherwise hold up every node's next pull for as long as the
+        API server takes to store hundreds of keepers and delete thousands of pods.
         Writes of one kind go out in parallel (`write_workers`), in chunks; every write is
         idempotent, and errors are counted, not fatal, unless a whole chunk fails.
         """
         yields = [d for d in plan.deletions if d.yielded_to]
         others = [d for d in plan.deletions if not d.yielded_to]
         keepers: list[Callable[[], bool]] = [partial(self._create, k.pod) for k in plan.keepers]
+        cleanup: list[Callable[[], bool]] = [partial(self._delete, d.name, d.uid) for d in others]
         batches: list[tuple[str, list[Callable[[], bool]]]] = [
             ("delete pod", [partial(self._delete, d.name, d.uid) for d in yields]),
             ("start pull", [partial(self._start_pull, p) for p in plan.pulls]),
             ("create keeper", keepers),
-            ("delete pod", [partial(self._delete, d.name, d.uid) for d in others]),
+            ("delete pod", cleanup),
             (
                 "remove taint",
                 [partial(self._remove_taint, r.node, r.key) for r in plan.taint_removals],
@@ -148,7 +151,7 @@ class PlanExecutor:
         ]
         try:
             for kind, actions in batches:
-                budget = KEEPER_SECONDS_PER_PASS if actions is keepers else None
+                budget = CAN_WAIT_SECONDS if actions is keepers or actions is cleanup else None
                 if self._run_batch(kind, actions, info, budget) < len(actions):
                     self._wake_at = min(self._wake_at, self.clock.now())  # the rest next pass
             events = self._outcome_events(plan) + self._yield_events(plan)
