@@ -103,7 +103,7 @@ class Controller(ImageLearners, SnapshotBuilder, PlanExecutor):
         informer_settings: InformerSettings | None = None,
         before_write: WriteHook | None = None,
         catalog: CatalogView | None = None,
-        after_pass: Callable[[Plan], None] | None = None,
+        prepare_report: Callable[[Plan], None] | None = None,
     ) -> None:
         self.kube = kube
         self.config = config
@@ -114,7 +114,7 @@ class Controller(ImageLearners, SnapshotBuilder, PlanExecutor):
         self._planner_lock = threading.Lock()
         self._is_leader = is_leader
         self._before_write = before_write
-        self._after_pass = after_pass
+        self._prepare_report = prepare_report
         self.sources = SourceSync(config, catalog)
         settings = informer_settings or InformerSettings(watch_timeout=int(config.watch_timeout))
         self.nodes = self._informer(NODES, kube.node_source(), settings)
@@ -389,6 +389,11 @@ class Controller(ImageLearners, SnapshotBuilder, PlanExecutor):
         self.metrics.plan_seconds.observe(info.plan_seconds)
         self.pull_records = dict(plan.pull_records)
         self.pull_throughput = dict(plan.pull_throughput)
+        if self._prepare_report is not None:
+            try:  # before the plan is shown, so no request builds it on its own thread
+                self._prepare_report(plan)
+            except Exception:  # the report's trouble must not stop the passes
+                log.exception("preparing the report")
         self.last_plan = plan
         self._wake_at = min(self._wake_at, wake_time(plan))
         try:
@@ -425,11 +430,6 @@ class Controller(ImageLearners, SnapshotBuilder, PlanExecutor):
                 "seconds": round(info.seconds, 4),
             },
         )
-        if self._after_pass is not None:
-            try:
-                self._after_pass(plan)
-            except Exception:  # the report's trouble must not stop the passes
-                log.exception("after the pass")
         return info
 
     def _observe_warm_nodes(self, plan: Plan) -> None:
