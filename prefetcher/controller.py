@@ -5,9 +5,10 @@ Passes run when something that matters changed (a node joined, turned Ready or l
 CachedImage appeared or its spec changed; one of our pods changed), at most one every
 `pass_coalesce` (a change after a quiet spell is planned at once, a burst waits for the
 next slot and makes one pass), and as a full resync *sweep* every `sweep_interval`. A
-sweep plans from scratch; the passes between sweeps plan incrementally (`IncrementalPlanner`: work in proportion to what
-changed, the same Plan as the pure `plan()`). Only the leader writes; a standby
-keeps its caches warm so it can take over at once.
+sweep plans from scratch; the passes between sweeps plan incrementally
+(`IncrementalPlanner`: work in proportion to what changed, the same Plan as the pure
+`plan()`). Only the leader writes; a standby keeps its caches warm so it can take over at
+once.
 
 What survives a restart lives in the cluster (our pods carry labels, annotations and
 deterministic names; a 409 on create means "done"), so a new process adopts it. What lives
