@@ -150,6 +150,18 @@ FIGURES = (
         lambda v: v <= 1.1,
     ),
     Figure(
+        "  its floor with round trips",
+        lambda r: r.get("join_floor_round_trips"),
+        "s",
+        "+ the registry's answer per image",
+    ),
+    Figure(
+        "  warm ÷ that floor",
+        lambda r: _ratio(r["join_simulated"], r.get("join_floor_round_trips") or 0.0),
+        "x",
+        "(what image-sync adds)",
+    ),
+    Figure(
         "/report, slowest of 3",
         lambda r: max(r["report_seconds"]) if r["report_seconds"] else None,
         "s",

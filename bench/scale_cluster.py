@@ -22,6 +22,7 @@ NAMESPACE = "image-sync"
 REGISTRY = "harbor.example.internal"
 NODE_BANDWIDTH = 10e9 / 8  # bytes/s (10 Gbit/s)
 REGISTRY_BANDWIDTH = 400e9 / 8  # bytes/s (400 Gbit/s)
+REGISTRY_ROUND_TRIP = 0.3  # seconds before an image's first byte (its manifest), per pull
 PULL_BATCH_SIZE = 10
 MB = 1_000_000
 NEW_IMAGE_BYTES = 20 * MB
@@ -42,7 +43,16 @@ def new_image() -> tuple[str, int, int]:
     return (f"{REGISTRY}/bench/svc-new:1.0", NEW_IMAGE_BYTES, int(NEW_IMAGE_BYTES * 2.5))
 
 
-def scenario(nodes: int, images: list[tuple[str, int, int]], speed: float) -> Any:
+def scenario(
+    nodes: int, images: list[tuple[str, int, int]], speed: float, parallel_pulls: int = 0
+) -> Any:
+    """The bench's cluster; `parallel_pulls` > 0: kubelets that pull that many images at once
+    (`serializeImagePulls: false`, `maxParallelImagePulls`), else one at a time."""
+    kubelet: dict[str, Any] = (
+        {"serializeImagePulls": False, "maxParallelImagePulls": parallel_pulls}
+        if parallel_pulls
+        else {}
+    )
     catalogue = [
         {"image": ref.split("/", 1)[1], "compressed": size, "disk": disk, "archs": ["amd64"]}
         for ref, size, disk in [*images, new_image()]
@@ -55,6 +65,7 @@ def scenario(nodes: int, images: list[tuple[str, int, int]], speed: float) -> An
                 {
                     "host": REGISTRY,
                     "bandwidth": f"{REGISTRY_BANDWIDTH * 8 / 1e9:g}Gbps",
+                    "latency": REGISTRY_ROUND_TRIP,
                     "images": catalogue,
                 },
                 {
@@ -80,6 +91,7 @@ def scenario(nodes: int, images: list[tuple[str, int, int]], speed: float) -> An
                     "bandwidth": f"{NODE_BANDWIDTH * 8 / 1e9:g}Gbps",
                     "maxPods": 500,
                     "zones": ["zone-a", "zone-b", "zone-c"],
+                    **kubelet,
                 }
             ],
         },

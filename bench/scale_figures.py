@@ -68,10 +68,17 @@ def coverage_floor(
 
 
 def join_floor(
-    image_bytes: Sequence[int], node_bandwidth: float, registry_bandwidth: float
+    image_bytes: Sequence[int],
+    node_bandwidth: float,
+    registry_bandwidth: float,
+    round_trip: float = 0.0,
 ) -> float:
-    """A node joining a converged cluster: its bytes at its own bandwidth (the registry idle)."""
-    return sum(image_bytes) / min(node_bandwidth, registry_bandwidth)
+    """A node joining a converged cluster: its bytes at its own bandwidth (the registry idle);
+    with `round_trip`, plus that many seconds per image (the registry's answer before the
+    first byte: a kubelet that pulls one image at a time waits for each)."""
+    return sum(image_bytes) / min(node_bandwidth, registry_bandwidth) + round_trip * len(
+        image_bytes
+    )
 
 
 @dataclass(frozen=True)

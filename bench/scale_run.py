@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import signal
 import statistics
 import sys
 import tempfile
@@ -50,6 +51,7 @@ from bench.scale_cluster import (  # noqa: E402
     PULL_BATCH_SIZE,
     REGISTRY,
     REGISTRY_BANDWIDTH,
+    REGISTRY_ROUND_TRIP,
     declare,
     heartbeat_wall,
     image_sizes,
@@ -118,6 +120,7 @@ class SizeResult:
     sweep_seconds: float | None = None
     join_simulated: float | None = None
     join_floor: float = 0.0
+    join_floor_round_trips: float = 0.0
     join_plan: float | None = None
     join_metric: float | None = None
     join_actions: dict[str, int] | None = None
@@ -134,6 +137,7 @@ class SizeResult:
     total_simulator_cpu: float = 0.0
     load_after: tuple[float, float, float] = (0.0, 0.0, 0.0)
     profiles: dict[str, Any] = field(default_factory=dict)
+    heap: str = ""  # with --heap: the prefetcher's live allocations after converging
     notes: list[str] = field(default_factory=list)
 
 
@@ -151,6 +155,7 @@ def run_size(
     floor_wall: float,
     budget: float,
     profile: bool,
+    heap: bool = False,
 ) -> SizeResult:
     """Run one size within `budget` wall seconds; whatever phase the budget ends leaves the
     figures gathered so far."""
@@ -178,6 +183,9 @@ def run_size(
         floor=floor.seconds,
         floor_bound_by=floor.bound_by,
         join_floor=join_floor(sizes, NODE_BANDWIDTH, REGISTRY_BANDWIDTH),
+        join_floor_round_trips=join_floor(
+            sizes, NODE_BANDWIDTH, REGISTRY_BANDWIDTH, REGISTRY_ROUND_TRIP
+        ),
         minimum_pullers=minimum.pullers,
         minimum_keepers=minimum.keepers,
     )
@@ -226,9 +234,15 @@ def run_size(
             "IMAGE_SYNC_LEASE_DURATION": "60s",
             "IMAGE_SYNC_LEASE_RENEW_DEADLINE": "45s",
         }
+        heap_out = Path(workdir) / "heap.txt"
+        command = (
+            [sys.executable, str(ROOT / "bench" / "traced_prefetcher.py"), str(heap_out)]
+            if heap
+            else [str(ROOT / ".venv" / "bin" / "image-sync")]
+        )
         prefetcher = PrefetcherProcess(
             [
-                str(ROOT / ".venv" / "bin" / "image-sync"),
+                *command,
                 "prefetcher",
                 "--kubeconfig",
                 str(sim.kubeconfig),
@@ -249,6 +263,8 @@ def run_size(
             _converge(result, sim, prefetcher, floor.seconds, sim_cpu_start, left)
             for name, recorder in recorders.items():
                 result.profiles[name] = asdict(recorder.finish())
+            if heap:
+                result.heap = _heap(prefetcher, heap_out)
             if result.covered:
                 _steady(result, prefetcher, left)
                 _join(result, sim, prefetcher, left)
@@ -327,6 +343,16 @@ def _converge(
     samples = prefetcher.metrics()
     result.converge_actions = delta(actions(samples), {})
     result.converge_requests = delta(api_requests(samples), {})
+
+
+def _heap(prefetcher: PrefetcherProcess, out: Path) -> str:
+    """The traced prefetcher's live allocations now (bench/traced_prefetcher.py, SIGUSR2)."""
+    prefetcher.process.send_signal(signal.SIGUSR2)
+    if not poll(lambda: out.exists() and out.stat().st_size, 120.0, 0.5):
+        return "no heap profile within 2 minutes"
+    text = out.read_text()
+    say(f"  heap of the prefetcher, RSS {prefetcher.memory_kib('VmRSS') / 1024:.0f} MiB:\n{text}")
+    return text
 
 
 def _sweeps(prefetcher: PrefetcherProcess) -> int:
@@ -435,6 +461,9 @@ def main() -> int:
     parser.add_argument("--floor-wall", type=float, default=200.0)
     parser.add_argument("--budget", type=float, default=560.0)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument(
+        "--heap", action="store_true", help="trace the prefetcher's memory (tracemalloc)"
+    )
     args = parser.parse_args()
     nodes, images = (int(part) for part in args.size.split("x"))
     result = run_size(
@@ -444,6 +473,7 @@ def main() -> int:
         floor_wall=args.floor_wall,
         budget=args.budget,
         profile=args.profile,
+        heap=args.heap,
     )
     args.out.write_text(json.dumps(asdict(result)))
     return 0

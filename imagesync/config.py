@@ -168,6 +168,23 @@ def _registry_bandwidths(value: Any) -> tuple[tuple[str, float], ...]:
     return tuple(sorted(out.items()))
 
 
+def _node_selector(value: Any) -> tuple[tuple[str, str], ...] | None:
+    """`{label: value}` as sorted pairs; `{}` selects every node, null (the default) none (a
+    string from the environment is read as YAML)."""
+    if isinstance(value, str):
+        try:
+            value = yaml.safe_load(value) if value.strip() else None
+        except yaml.YAMLError as exc:
+            raise ValueError(f"not valid YAML: {exc}") from None
+    if value is None:
+        return None
+    if not isinstance(value, Mapping) or not all(
+        isinstance(k, str) and k and isinstance(v, str) for k, v in value.items()
+    ):
+        raise ValueError(f'expected a map of node labels like {{"pool": "gpu"}}, got {value!r}')
+    return tuple(sorted(value.items()))
+
+
 def _parse_bool(value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -399,6 +416,14 @@ class Config:
         1,
         "Puller pods at once on one node (the kubelet pulls one image at a time by default).",
     )
+    parallel_pull_nodes: tuple[tuple[str, str], ...] | None = _key(
+        _node_selector,
+        None,
+        "Nodes (a label map; {} for all) whose kubelets pull images in parallel "
+        "(serializeImagePulls: false, maxParallelImagePulls at least maxPullsPerNode + 2): there "
+        "a node's next puller starts beside the one in flight, so a puller's start and end "
+        "overlap the other's pulls, and a workload pull still finds a free slot. Unset: none.",
+    )
     pull_batch_size: int = _key(
         _integer(1),
         10,
@@ -520,7 +545,8 @@ class Config:
     pass_coalesce: float = _key(
         parse_duration,
         1.0,
-        "After a change, wait this long so a burst of changes makes one planning pass.",
+        "Least time between two planning passes: a change after a quiet spell is planned at "
+        "once, a burst of changes waits for the next slot and makes one pass.",
     )
     watch_timeout: float = _key(
         parse_duration, 300.0, "Server-side timeout of one watch request; it then resumes."

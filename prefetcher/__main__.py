@@ -122,6 +122,7 @@ class Prefetcher:
             informer_settings=informer_settings,
             before_write=before_write,
             catalog=self.catalog,
+            prepare_report=lambda plan: self.reports.prepare(plan),
         )
         self.reports = ReportCache()
         self.server: ReportServer | None = None

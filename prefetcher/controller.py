@@ -2,11 +2,13 @@
 
 A *pass* is: snapshot of the informer caches → the plan → execute the plan's writes.
 Passes run when something that matters changed (a node joined, turned Ready or left; a
-CachedImage appeared or its spec changed; one of our pods changed) after a short coalescing
-wait, and as a full resync *sweep* every `sweep_interval`. A sweep plans from scratch; the
-passes between sweeps plan incrementally (`IncrementalPlanner`: work in proportion to what
-changed, the same Plan as the pure `plan()`). Only the leader writes; a standby
-keeps its caches warm so it can take over at once.
+CachedImage appeared or its spec changed; one of our pods changed), at most one every
+`pass_coalesce` (a change after a quiet spell is planned at once, a burst waits for the
+next slot and makes one pass), and as a full resync *sweep* every `sweep_interval`. A
+sweep plans from scratch; the passes between sweeps plan incrementally
+(`IncrementalPlanner`: work in proportion to what changed, the same Plan as the pure
+`plan()`). Only the leader writes; a standby keeps its caches warm so it can take over at
+once.
 
 What survives a restart lives in the cluster (our pods carry labels, annotations and
 deterministic names; a 409 on create means "done"), so a new process adopts it. What lives
@@ -102,6 +104,7 @@ class Controller(ImageLearners, SnapshotBuilder, PlanExecutor):
         informer_settings: InformerSettings | None = None,
         before_write: WriteHook | None = None,
         catalog: CatalogView | None = None,
+        prepare_report: Callable[[Plan], None] | None = None,
     ) -> None:
         self.kube = kube
         self.config = config
@@ -112,6 +115,7 @@ class Controller(ImageLearners, SnapshotBuilder, PlanExecutor):
         self._planner_lock = threading.Lock()
         self._is_leader = is_leader
         self._before_write = before_write
+        self._prepare_report = prepare_report
         self.sources = SourceSync(config, catalog)
         settings = informer_settings or InformerSettings(watch_timeout=int(config.watch_timeout))
         self.nodes = self._informer(NODES, kube.node_source(), settings)
@@ -149,6 +153,7 @@ class Controller(ImageLearners, SnapshotBuilder, PlanExecutor):
         self._warming: dict[str, float] = {}
         self.warm_times: dict[str, float] = {}
         self._next_sweep = 0.0
+        self._last_pass_end = -math.inf  # clock time, for the coalescing wait
         self._wake_at = math.inf  # the next pull retry that falls due, from the last plan
         self._scanned_running = False
         # Where stored pods used managed images: what confirms a Learned image.
@@ -302,9 +307,10 @@ class Controller(ImageLearners, SnapshotBuilder, PlanExecutor):
                 self._take_reasons()
                 self.clock.wait(self._stop, LEADER_CHECK)
                 continue
-            if now < due:
-                # Coalesce a burst of changes into one pass.
-                self.clock.wait(self._stop, self.config.pass_coalesce)
+            if now < due and now < self._last_pass_end + self.config.pass_coalesce:
+                # Passes come at most every passCoalesce: the changes that arrive meanwhile
+                # make one pass; a change after a quiet spell is planned at once.
+                self.clock.wait(self._stop, self._last_pass_end + self.config.pass_coalesce - now)
             reasons = self._take_reasons()
             now = self.clock.now()
             if now >= self._next_sweep:
@@ -384,6 +390,11 @@ class Controller(ImageLearners, SnapshotBuilder, PlanExecutor):
         self.metrics.plan_seconds.observe(info.plan_seconds)
         self.pull_records = dict(plan.pull_records)
         self.pull_throughput = dict(plan.pull_throughput)
+        if self._prepare_report is not None:
+            try:  # before the plan is shown, so no request builds it on its own thread
+                self._prepare_report(plan)
+            except Exception:  # the report's trouble must not stop the passes
+                log.exception("preparing the report")
         self.last_plan = plan
         self._wake_at = min(self._wake_at, wake_time(plan))
         try:
@@ -392,6 +403,7 @@ class Controller(ImageLearners, SnapshotBuilder, PlanExecutor):
             self.metrics.last_pass_success.set(self.clock.now())
         finally:
             info.seconds = time.perf_counter() - started_wall
+            self._last_pass_end = self.clock.now()
             self.passes += 1
             self.last_pass = info
             if trigger == SWEEP:

@@ -39,6 +39,9 @@ WriteHook = Callable[[str], None]
 # A chunk of at least this many writes that all failed ends the pass (the API server is
 # struggling); the next pass retries after a backoff.
 MAX_CHUNK_ERRORS = 5
+# Wall seconds a pass spends on writes that can wait (creating keepers, deleting finished
+# pullers and replaced keepers), each; the rest wait for the next pass (`_execute`).
+CAN_WAIT_SECONDS = 5.0
 # A CachedImage's status counts (nodesWanted, nodesPresent) are rewritten at most this often
 # (clock seconds): while a fleet converges they change with every pass, and the report is
 # the live view. Score and lastError changes are written at once.
@@ -111,15 +114,29 @@ class PlanExecutor:
             self._before_write(kind)
 
     def _execute(self, plan: Plan, info: PassInfo) -> None:
-        """Carry out the plan in its order: keepers, deletions, pulls, taints, statuses, events.
+        """Carry out the plan: pullers that yield, pulls, keepers, the other deletions, taints,
+        statuses, events.
 
+        A node waits for its next puller only for the writes that matter: new pulls go
+        before keepers (a finished puller holds its images until a keeper does) and before
+        the clean-up of finished pullers (as many deletions as pulls while a fleet
+        converges). A pass spends at most CAN_WAIT_SECONDS creating keepers and as long
+        deleting finished pullers, the rest in the passes that follow at once: a keeper holds
+        hundreds of containers, a node's keeper frees twenty pullers, and a fleet whose nodes
+        finish together would otherwise hold up every node's next pull for as long as the
+        API server takes to store hundreds of keepers and delete thousands of pods.
         Writes of one kind go out in parallel (`write_workers`), in chunks; every write is
         idempotent, and errors are counted, not fatal, unless a whole chunk fails.
         """
+        yields = [d for d in plan.deletions if d.yielded_to]
+        others = [d for d in plan.deletions if not d.yielded_to]
+        keepers: list[Callable[[], bool]] = [partial(self._create, k.pod) for k in plan.keepers]
+        cleanup: list[Callable[[], bool]] = [partial(self._delete, d.name, d.uid) for d in others]
         batches: list[tuple[str, list[Callable[[], bool]]]] = [
-            ("create keeper", [partial(self._create, k.pod) for k in plan.keepers]),
-            ("delete pod", [partial(self._delete, d.name, d.uid) for d in plan.deletions]),
+            ("delete pod", [partial(self._delete, d.name, d.uid) for d in yields]),
             ("start pull", [partial(self._start_pull, p) for p in plan.pulls]),
+            ("create keeper", keepers),
+            ("delete pod", cleanup),
             (
                 "remove taint",
                 [partial(self._remove_taint, r.node, r.key) for r in plan.taint_removals],
@@ -134,7 +151,9 @@ class PlanExecutor:
         ]
         try:
             for kind, actions in batches:
-                self._run_batch(kind, actions, info)
+                budget = CAN_WAIT_SECONDS if actions is keepers or actions is cleanup else None
+                if self._run_batch(kind, actions, info, budget) < len(actions):
+                    self._wake_at = min(self._wake_at, self.clock.now())  # the rest next pass
             events = self._outcome_events(plan) + self._yield_events(plan)
             self._run_batch("create event", events, info)
         except Stopped:
@@ -161,9 +180,20 @@ class PlanExecutor:
             out.append(update)
         return out
 
-    def _run_batch(self, kind: str, actions: list[Callable[[], bool]], info: PassInfo) -> None:
+    def _run_batch(
+        self,
+        kind: str,
+        actions: list[Callable[[], bool]],
+        info: PassInfo,
+        budget: float | None = None,
+    ) -> int:
+        """Send `actions` in chunks; with a `budget` (wall seconds), no new chunk once it is
+        spent. Returns how many were sent."""
         chunk = max(1, 2 * self.config.write_workers)
+        deadline = None if budget is None else time.monotonic() + budget
         for start in range(0, len(actions), chunk):
+            if deadline is not None and start and time.monotonic() >= deadline:
+                return start
             outcomes = list(
                 self._writer().map(partial(self._attempt, kind), actions[start : start + chunk])
             )
@@ -180,6 +210,7 @@ class PlanExecutor:
             if len(errors) == len(outcomes) and len(errors) >= MAX_CHUNK_ERRORS:
                 info.aborted = f"{len(errors)} of {len(outcomes)} {kind} failed; last: {errors[-1]}"
                 raise Stopped(kind)
+        return len(actions)
 
     def _attempt(self, kind: str, action: Callable[[], bool]) -> bool | KubeError:
         """One write on a worker thread: True done, False already done, or the error."""

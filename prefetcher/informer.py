@@ -18,7 +18,6 @@ from typing import Any, Protocol
 
 import orjson
 from kubernetes.client.exceptions import ApiException
-from kubernetes.watch.watch import iter_resp_lines
 
 from imagesync.backoff import Backoff
 from imagesync.kubeclient import KubeError, from_api_exception
@@ -357,9 +356,18 @@ class Informer:
 
 
 def _events(response: Any) -> Iterator[Obj]:
-    for line in iter_resp_lines(response):
-        if line.strip():
-            yield orjson.loads(line)
+    """The watch events of a streamed response, one JSON object a line, decoded from the bytes
+    as they come (the client's `iter_resp_lines` copies its buffer at every line and decodes
+    each to text first: at a thousand nodes that was a sixth of the process's CPU)."""
+    pending = b""
+    for segment in response.stream(amt=None, decode_content=False):
+        lines = (pending + (segment.encode() if isinstance(segment, str) else segment)).split(b"\n")
+        pending = lines.pop()
+        for line in lines:
+            if line.strip():
+                yield orjson.loads(line)
+    if pending.strip():
+        yield orjson.loads(pending)
 
 
 def _rv(obj: Mapping[str, Any]) -> str:

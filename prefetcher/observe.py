@@ -12,6 +12,7 @@ datetimes.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import sys
@@ -88,17 +89,28 @@ def parse_timestamp(value: Any) -> datetime | None:
         return None
     if isinstance(value, datetime):
         return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return _parse_text_timestamp(str(value))
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_text_timestamp(text: str) -> datetime | None:
+    # Timestamps have a resolution of a second: thousands of containers share each one,
+    # and so share its datetime (parsed once).
     try:
-        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         return None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+@functools.lru_cache(maxsize=16384)
 def normalize_or_keep(image: str) -> str:
-    """The normalized reference, or the text unchanged when it is not a valid reference."""
+    """The normalized reference, or the text unchanged when it is not a valid reference.
+
+    Remembered: a fleet names a few hundred images in hundreds of thousands of places (node
+    status, pullers, keepers), and each is then parsed once and held as one string."""
     try:
-        return normalize(image)
+        return sys.intern(normalize(image))
     except InvalidReference:
         return image
 
@@ -293,11 +305,19 @@ def managed_pod(obj: Mapping[str, Any]) -> ManagedPod | None:
         images = tuple(sorted(images))
 
     observations = []
+    running: set[str] = set()
+    if role == "keeper":
+        running.update(map(str, _list(status.get(RUNNING_IMAGES))))
     for init, key in ((True, "initContainerStatuses"), (False, "containerStatuses")):
         for raw in _list(status.get(key)):
             raw = _mapping(raw)
             name = str(raw.get("name", ""))
             kind, detail = _container_state(raw)
+            if role == "keeper" and not init and kind == "running":
+                running.add(
+                    spec_images.get((init, name), normalize_or_keep(str(raw.get("image", ""))))
+                )
+                continue
             exit_code = detail.get("exitCode")
             observations.append(
                 ContainerObservation(
@@ -330,6 +350,7 @@ def managed_pod(obj: Mapping[str, Any]) -> ManagedPod | None:
         deleting=meta.get("deletionTimestamp") is not None,
         active_deadline=int(deadline) if isinstance(deadline, int) else None,
         attempt=int(attempt) if attempt.isdigit() else 0,
+        running=frozenset(running),
     )
 
 
@@ -350,13 +371,32 @@ def _slim_state(state: Any) -> dict[str, Any]:
     }
 
 
+# Where the slim form of a keeper keeps the images of its running containers.
+RUNNING_IMAGES = "runningImages"
+
+
 def slim_managed_pod(obj: dict[str, Any]) -> dict[str, Any]:
     """The fields of a puller or keeper that `managed_pod` and the executor read, so that the
     cache of a thousand nodes' pods stays small: no security contexts, mounts or resources,
     only the container states' fields read, and strings shared between pods. A keeper's
-    containers are read from its status alone (the kubelet reports each one's image)."""
+    containers are read from its status alone (the kubelet reports each one's image), and its
+    running ones only as the list of their images (`runningImages`): all a keeper's running
+    container says is that its image is held."""
     meta, spec, status = (_mapping(obj.get(k)) for k in ("metadata", "spec", "status"))
     keeper = _mapping(meta.get("labels")).get(LABEL_COMPONENT) == COMPONENT_KEEPER
+    container_statuses = [_mapping(item) for item in _list(status.get("containerStatuses"))]
+    held: list[str] = []
+    if keeper:
+        held = [
+            _shared(normalize_or_keep(str(item.get("image", ""))))
+            for item in container_statuses
+            if _mapping(item.get("state")).get("running") is not None
+        ]
+        container_statuses = [
+            item
+            for item in container_statuses
+            if _mapping(item.get("state")).get("running") is None
+        ]
 
     def named(items: Any) -> list[dict[str, Any]]:
         return [
@@ -397,7 +437,8 @@ def slim_managed_pod(obj: dict[str, Any]) -> dict[str, Any]:
         "status": {
             **{k: status[k] for k in ("phase", "reason", "message") if k in status},
             "initContainerStatuses": statuses(status.get("initContainerStatuses")),
-            "containerStatuses": statuses(status.get("containerStatuses")),
+            "containerStatuses": statuses(container_statuses),
+            **({RUNNING_IMAGES: held} if keeper else {}),
         },
     }
 
@@ -564,7 +605,8 @@ def keeper_running_images(pod: ManagedPod) -> frozenset[str]:
     """The images a keeper guards: those of its running containers."""
     if pod.role != "keeper" or pod.phase in ("Failed", "Succeeded"):
         return frozenset()
-    return frozenset(c.image for c in pod.containers if not c.init and c.state == "running")
+    listed = [c.image for c in pod.containers if not c.init and c.state == "running"]
+    return pod.running.union(listed) if listed else pod.running
 
 
 def keeper_settled(pod: ManagedPod) -> bool:
@@ -572,8 +614,8 @@ def keeper_settled(pod: ManagedPod) -> bool:
     (its image is gone from the node). For the report and tests; the planner itself
     compares the images running in the old and new keepers.
     """
-    main = [c for c in pod.containers if not c.init]
-    if pod.deleting or pod.phase != "Running" or len(main) < len(pod.images):
+    main = [c for c in pod.containers if not c.init]  # besides the running ones in `running`
+    if pod.deleting or pod.phase != "Running" or len(pod.running) + len(main) < len(pod.images):
         return False
     return all(
         c.state == "running" or (c.state == "waiting" and c.reason in PULL_FAILURE_REASONS)

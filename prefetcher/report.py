@@ -89,7 +89,7 @@ def build_report(plan: Plan, sweep: SweepInfo | None = None) -> dict[str, Any]:
             "budgetLeftOut": summary.budget_left_out if summary else 0,
             "quietHours": summary.quiet_hours if summary else False,
         },
-        "lastSweep": _sweep(plan, sweep),
+        "lastSweep": sweep_section(plan, sweep),
         "failures": failures,
         "failureGroups": group_failures(failures),
         "nodes": [
@@ -185,7 +185,8 @@ def learning_section(selection: LearnedSelection, config: Config) -> dict[str, A
     }
 
 
-def _sweep(plan: Plan, sweep: SweepInfo | None) -> dict[str, Any]:
+def sweep_section(plan: Plan, sweep: SweepInfo | None) -> dict[str, Any]:
+    """`report["lastSweep"]`: what the plan asked for and what the runtime did with it."""
     out: dict[str, Any] = {
         "at": format_time(sweep.started if sweep else plan.now),
         "seconds": round(sweep.seconds, 3) if sweep else None,

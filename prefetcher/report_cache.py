@@ -2,8 +2,11 @@
 
 At 1,000 nodes x 200 images the report holds 200,000 pairs: building it per request would
 spend a CPU second per refresh of every open page. A plan changes only when a pass runs, so
-the report is built once per plan (and per what the runtime did with it) and each request
-only filters, renders or serializes it.
+the report is built once per plan, by the pass (`prepare`), and its JSON serialized once:
+a request for the whole report adds only what changes without a new plan (what the runtime
+did with the plan, and the runtime's own sections), right after the summary, so a reader
+of the first kilobytes has every summary. A filtered request only narrows and serializes
+the built report.
 """
 
 from __future__ import annotations
@@ -15,27 +18,64 @@ from typing import Any
 import orjson
 
 from prefetcher.model import Plan
-from prefetcher.report import SweepInfo, build_report
+from prefetcher.report import SweepInfo, build_report, sweep_section
 from prefetcher.report_page import render_html
 from prefetcher.report_query import ReportQuery, filter_report
 
+# The keys that come before the runtime's sections in the JSON; the grid and the lists come
+# after them.
+HEAD_KEYS = ("generatedAt", "summary")
+SWEEP_KEY = "lastSweep"
+
+
+def _inner(obj: Mapping[str, Any]) -> bytes:
+    """A JSON object's members without the braces, to be joined with others'."""
+    return orjson.dumps(obj, default=str)[1:-1]
+
 
 class ReportCache:
-    """`build_report(plan, sweep)` of the last plan seen; thread-safe."""
+    """`build_report(plan, sweep)` of the last plan seen, and its JSON; thread-safe."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._plan: Plan | None = None
-        self._sweep: SweepInfo | None = None
-        self._report: dict[str, Any] = {}
+        self._body: dict[str, Any] = {}
+        self._head_json = b""
+        self._tail_json = b""
+
+    def _built_locked(self, plan: Plan) -> dict[str, Any]:
+        if plan is not self._plan:
+            self._body = build_report(plan)
+            self._head_json = self._tail_json = b""
+            self._plan = plan
+        return self._body
+
+    def _built(self, plan: Plan) -> dict[str, Any]:
+        """The report of `plan` without what the runtime did with it (built once per plan)."""
+        with self._lock:
+            return self._built_locked(plan)
 
     def report(self, plan: Plan, sweep: SweepInfo | None) -> dict[str, Any]:
-        """The full report of `plan` (read-only: it is shared between requests)."""
+        """The full report of `plan` (read-only: its parts are shared between requests)."""
+        return {**self._built(plan), SWEEP_KEY: sweep_section(plan, sweep)}
+
+    def prepare(self, plan: Plan) -> None:
+        """Build and serialize the report of a new plan now, on the pass's thread, before
+        the plan is shown: a request then only joins bytes. On a busy process a request's thread gets a small share of
+        the interpreter; the pass's thread has it already (0.13 s of CPU at 1,000 x 200,
+        once per plan)."""
+        self._serialized(plan)
+
+    def _serialized(self, plan: Plan) -> tuple[bytes, bytes]:
+        """The plan's report as JSON members: the summaries, and the rest (serialized once)."""
         with self._lock:
-            if plan is not self._plan or sweep != self._sweep:
-                self._report = build_report(plan, sweep)
-                self._plan, self._sweep = plan, sweep
-            return self._report
+            body = self._built_locked(plan)
+            if not self._head_json:
+                self._head_json = _inner({k: body[k] for k in HEAD_KEYS})
+                self._tail_json = _inner(
+                    {k: v for k, v in body.items() if k not in HEAD_KEYS and k != SWEEP_KEY}
+                )
+            return self._head_json, self._tail_json
 
     def json(
         self,
@@ -45,9 +85,13 @@ class ReportCache:
         extra: Mapping[str, Any],
     ) -> bytes:
         """`/report`: the report narrowed by `query`, with `extra` top-level keys."""
-        report = filter_report(self.report(plan, sweep), query)
-        report.update(extra)
-        return orjson.dumps(report, default=str)
+        if query.filtered or extra.keys() & self._built(plan).keys():
+            report = filter_report(self.report(plan, sweep), query)
+            report.update(extra)
+            return orjson.dumps(report, default=str)
+        head, tail = self._serialized(plan)
+        middle = _inner({SWEEP_KEY: sweep_section(plan, sweep), **extra})
+        return b"".join((b"{", head, b",", middle, b",", tail, b"}"))
 
     def html(
         self,

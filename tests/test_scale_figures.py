@@ -55,6 +55,8 @@ def test_nothing_to_pull_has_no_floor() -> None:
 def test_a_joining_node_pulls_its_bytes_at_its_own_bandwidth() -> None:
     assert join_floor([2 * GB, 3 * GB], 1 * GB, 50 * GB) == pytest.approx(5.0)
     assert join_floor([2 * GB, 3 * GB], 1 * GB, GB / 2) == pytest.approx(10.0)
+    # A serialized kubelet also waits for the registry's answer before each image's bytes.
+    assert join_floor([2 * GB, 3 * GB], 1 * GB, 50 * GB, round_trip=0.3) == pytest.approx(5.6)
 
 
 def test_minimum_writes_batch_each_registry_apart() -> None:

@@ -87,12 +87,13 @@ def _defer_keeper(
     added = set(desired) - held
     if not added <= state.puller_held.get(node, set()):
         return False
-    due = [
-        state.pulled_at.get((node, image), state.now) + timedelta(seconds=KEEPER_BATCH_WAIT)
-        for image in added
-    ]
-    if due and min(due) <= state.now:
+    if not added:
+        return True
+    pulled = state.pulled_at
+    due = min(pulled.get((node, image), state.now) for image in added) + timedelta(
+        seconds=KEEPER_BATCH_WAIT
+    )
+    if due <= state.now:
         return False
-    if due:
-        state.wake(min(due))
+    state.wake(due)
     return True

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from collections import Counter
 
+from imagesync.config import Config
 from prefetcher import pods
-from prefetcher.model import PullAction, PullKey
+from prefetcher.eligibility import selector_mismatch
+from prefetcher.model import NodeInfo, PullAction, PullKey
 from prefetcher.planning.demand import cron_lead
 from prefetcher.planning.images import MergedImage, registry_of, size_on
 from prefetcher.planning.starting import Starting, starting_pods
@@ -88,14 +90,34 @@ def registry_share(state: PlanState, registry: str) -> int | None:
     return max(1, int(config.prefetch_bandwidth_share * bandwidth / per_pull))
 
 
+def node_pull_cap(node: NodeInfo, config: Config) -> int:
+    """Pullers at once on `node`: `maxPullsPerNode`, one more where its kubelet pulls in
+    parallel (`parallelPullNodes`): the next puller then starts beside the one in flight, so
+    one's start and end overlap the other's pulls, and a workload pull still finds a slot."""
+    selector = config.parallel_pull_nodes
+    if selector is None or selector_mismatch(dict(selector), node.labels) is not None:
+        return config.max_pulls_per_node
+    return config.max_pulls_per_node + 1
+
+
 def choose_pulls(state: PlanState) -> None:
     """Candidates in order (urgency, demand tier, score, node, image), batched per node,
     each puller within every cap."""
     starting = starting_pods(state)
     candidates: list[Candidate] = []
+    busy = Counter(pod.node for pod, _ in state.in_flight.values())
     for entry in state.targets.values():
-        if entry.problem is None:
-            candidates += node_candidates(state, entry, state.missing(entry), starting)
+        if entry.problem is not None:
+            continue
+        mine = node_candidates(state, entry, state.missing(entry), starting)
+        if busy[entry.node.name] >= node_pull_cap(entry.node, state.config):
+            # A node whose pullers fill its slots starts nothing this pass: its candidates
+            # wait without being ranked against the fleet's (most of them, while a fleet
+            # converges).
+            for key, _why in mine:
+                state.waiting.setdefault(key[-2:], "waiting for a pull slot")
+        else:
+            candidates += mine
     start_pulls(state, candidates, starting)
 
 
@@ -138,9 +160,10 @@ def start_pulls(state: PlanState, candidates: list[Candidate], starting: Startin
                 f"waiting: prefetches from {image.registry} at their share of its bandwidth",
             )
             continue
+        node = state.targets[name].node
         if (
             total >= config.max_concurrent_pulls
-            or per_node[name] >= config.max_pulls_per_node
+            or per_node[name] >= node_pull_cap(node, config)
             or per_image[ref] >= config.max_pulls_per_image
             or per_registry[image.registry] >= config.max_pulls_per_registry
         ):
@@ -172,7 +195,6 @@ def start_pulls(state: PlanState, candidates: list[Candidate], starting: Startin
         per_node[name] += 1
         per_image.update(batch)
         per_registry[image.registry] += 1
-        node = state.targets[name].node
         sizes = [size_on(state.by_image[r], node) for r in batch]
         size = sum(sizes)
         deadline = pods.puller_backstop(sizes, config)

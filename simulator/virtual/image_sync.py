@@ -13,7 +13,8 @@ Snapshot built from the virtual cluster as the controller's informers would see 
   from a trace).
 - Passes run when the controller's would (`prefetcher/controller.py`): after a trigger (a node
   joined, turned Ready, changed or left; a CachedImage was created or its spec changed; one of
-  our pods changed; a starting workload pod started, or began starting where we pull) and `passCoalesce` later, on the sweep
+  our pods changed; a starting workload pod started, or began starting where we pull), at
+  once or `passCoalesce` after the previous pass, on the sweep
   every `sweepInterval`, and at `Plan.wake_at`.
 - The Plan is carried out as the controller does: keepers, deletions, pulls (each puller pulls
   its images one after another through the node's kubelet queue), status writes.
@@ -24,6 +25,7 @@ changes a plan's pulls), API latency and errors, leader election.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -173,6 +175,7 @@ class ImageSync(Policy):
         )
         self._demand: tuple[tuple[UnschedulablePod, ...], Demand] | None = None
         self._timer: Timer | None = None
+        self._last_pass = -math.inf
         self._flush: Timer | None = None
         self._next_sweep = 0.0
         self._wake_at = float("inf")
@@ -260,10 +263,11 @@ class ImageSync(Policy):
 
     # -- when to plan -------------------------------------------------------------------
     def trigger(self, reason: str) -> None:
-        """Ask for a pass after the coalescing wait (the reason only matters to the report)."""
+        """Ask for a pass: at once, or `passCoalesce` after the last one (the reason only
+        matters to the report)."""
         if self.cluster is None:
             return
-        self._schedule(self.cluster.loop.now + self.config.pass_coalesce)
+        self._schedule(max(self.cluster.loop.now, self._last_pass + self.config.pass_coalesce))
 
     def _schedule(self, at: float) -> None:
         assert self.cluster is not None
@@ -277,6 +281,7 @@ class ImageSync(Policy):
         assert self.cluster is not None
         self._timer = None
         now = self.cluster.loop.now
+        self._last_pass = now
         sweep = now >= self._next_sweep
         if sweep:
             self._next_sweep = now + self.config.sweep_interval

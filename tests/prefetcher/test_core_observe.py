@@ -203,6 +203,35 @@ def test_the_slim_cache_entry_of_a_puller_or_keeper_reads_the_same() -> None:
     assert "securityContext" not in json.dumps(observe.slim_managed_pod(puller))
 
 
+def test_a_cached_keeper_is_the_set_of_images_it_runs() -> None:
+    # A keeper's running container only says its image is held: the cache keeps the images,
+    # not 200 container statuses per node; one that does not run keeps its reason.
+    keeper = build_keeper(node("cpu-1"), [BUSYBOX, APP, PYTORCH], config())
+    keeper["metadata"].update(uid="k-1", resourceVersion="3")
+    running = {"running": {"startedAt": "2026-11-22T00:00:01Z"}}
+    gone = {"waiting": {"reason": "ErrImageNeverPull", "message": "not present"}}
+    keeper["status"] = {
+        "phase": "Running",
+        "containerStatuses": [
+            {
+                "name": c["name"],
+                "image": c["image"],
+                "state": gone if PYTORCH in c["image"] else running,
+            }
+            for c in keeper["spec"]["containers"]
+        ],
+    }
+    slim = observe.slim_managed_pod(keeper)
+    assert sorted(slim["status"][observe.RUNNING_IMAGES]) == sorted([APP, BUSYBOX])
+    assert [c["state"] for c in slim["status"]["containerStatuses"]] == [gone]
+    pod = observe.managed_pod(slim)
+    assert pod is not None and pod == observe.managed_pod(keeper)
+    assert observe.keeper_running_images(pod) == {APP, BUSYBOX}
+    assert [c.reason for c in pod.containers] == ["ErrImageNeverPull"]
+    assert observe.keeper_settled(pod)
+    assert observe.present_images([pod]) == {"cpu-1": frozenset({APP, BUSYBOX})}
+
+
 def test_other_pods_are_not_ours() -> None:
     assert observe.managed_pod({"metadata": {"name": "x", "labels": {}}}) is None
 

@@ -125,6 +125,29 @@ def test_running_pullers_count_against_caps() -> None:
     assert cell.state == "pulling"
 
 
+def test_a_node_that_pulls_in_parallel_gets_its_next_puller_beside_the_one_in_flight() -> None:
+    nodes = (node("serial"), node("parallel", labels={"pool": "fast"}))
+    images = tuple(image(f"harbor.example.internal/lib/app-{i}:1.0", uses=10 - i) for i in range(3))
+    pods = tuple(
+        ManagedPod(
+            name=puller_name(n.name, [images[0].image]),
+            uid=f"u-{n.name}",
+            node=n.name,
+            role="puller",
+            images=(images[0].image,),
+            created=NOW,
+        )
+        for n in nodes
+    )
+    snap = Snapshot(now=NOW, nodes=nodes, images=images, pods=pods)
+    settings = {"pull_batch_size": 1}
+    assert plan(snap, config(**settings)).pulls == ()
+    pipelined = plan(snap, config(parallel_pull_nodes=(("pool", "fast"),), **settings))
+    assert [(p.node, p.images) for p in pipelined.pulls] == [("parallel", (images[1].image,))]
+    every_node = plan(snap, config(parallel_pull_nodes=(), **settings))
+    assert sorted(p.node for p in every_node.pulls) == ["parallel", "serial"]
+
+
 def test_failed_pull_is_reported_and_retried_with_backoff() -> None:
     w = world()
     w.images.append(image(MISSING, uses=100))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
 import orjson
@@ -168,6 +168,20 @@ def test_large_report_groups_failures_and_keeps_every_pair(big: Big) -> None:
     assert top["image"] == image_ref(3) and top["kind"] == "not-found"
     assert top["nodeCount"] == len(top["nodes"]) > 900
     assert report["runtime"] == {}
+
+
+def test_the_whole_report_is_serialized_once_per_plan_with_the_summaries_first(big: Big) -> None:
+    sweep = SweepInfo(started=datetime(2026, 1, 1, tzinfo=UTC), seconds=1.5, done={"x": 1})
+    first = big.cache.json(big.plan, sweep, ReportQuery(), {"runtime": {"passes": 1}})
+    again = big.cache.json(big.plan, None, ReportQuery(), {"runtime": {"passes": 2}})
+    expected = {**build_report(big.plan, sweep), "runtime": {"passes": 1}}
+    assert orjson.loads(first) == orjson.loads(orjson.dumps(expected, default=str))
+    assert orjson.loads(again)["lastSweep"] == orjson.loads(
+        orjson.dumps(build_report(big.plan)["lastSweep"])
+    )
+    assert orjson.loads(again)["runtime"] == {"passes": 2}
+    assert list(orjson.loads(first))[:4] == ["generatedAt", "summary", "lastSweep", "runtime"]
+    assert first.index(b'"runtime"') < 2_000 < first.index(b'"nodes":[')
 
 
 def test_large_page_is_light_and_shows_failures_first(big: Big) -> None:

@@ -1,0 +1,56 @@
+"""`image-sync prefetcher` under tracemalloc: where its memory is, for the scale bench's `--heap`.
+
+    python bench/traced_prefetcher.py OUT.txt prefetcher --kubeconfig FILE ...
+
+It runs the real command in this process with tracemalloc on; each SIGUSR2 writes the
+live allocations grouped by line (largest first) and by file to OUT.txt. Tracing slows the
+process (about twice the CPU), so its figures of time are not the bench's.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import tracemalloc
+from pathlib import Path
+from types import FrameType
+
+TOP = 40
+
+
+def dump(out: Path) -> None:
+    snapshot = tracemalloc.take_snapshot().filter_traces(
+        (tracemalloc.Filter(False, tracemalloc.__file__),)
+    )
+    total = sum(stat.size for stat in snapshot.statistics("filename"))
+    lines = [f"traced: {total / 2**20:.1f} MiB live", "", "by line:"]
+    lines += [
+        f"  {stat.size / 2**20:8.1f} MiB {stat.count:9,d} blocks  {stat.traceback[0]}"
+        for stat in snapshot.statistics("lineno")[:TOP]
+    ]
+    lines += ["", "by file:"]
+    lines += [
+        f"  {stat.size / 2**20:8.1f} MiB  {stat.traceback[0].filename}"
+        for stat in snapshot.statistics("filename")[:TOP]
+    ]
+    out.write_text("\n".join(lines) + "\n")
+
+
+def main() -> int:
+    out = Path(sys.argv[1])
+    tracemalloc.start(1)
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        del signum, frame
+        dump(out)
+
+    signal.signal(signal.SIGUSR2, on_signal)
+    from imagesync.cli import main as cli
+
+    sys.argv = ["image-sync", *sys.argv[2:]]
+    result = cli()
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
