@@ -54,9 +54,9 @@ from prefetcher.planning.images import (
 )
 from prefetcher.planning.keepers import plan_keepers
 from prefetcher.planning.memo import EMPTY, ImageEdit, NodeMemo
-from prefetcher.planning.pullers import read_pullers
+from prefetcher.planning.pullers import Finished, read_pullers
 from prefetcher.planning.pulls import choose_pulls
-from prefetcher.planning.state import PlanState
+from prefetcher.planning.state import PlanState, ReadFinished
 from prefetcher.planning.summary import node_summary, result
 from prefetcher.planning.taints import plan_startup_taints
 from prefetcher.planning.targets import NOT_PREDICTED, NodeTarget, limited_nodes, node_target
@@ -102,6 +102,11 @@ class _MemoState(PlanState):
     def puller_results(self, pod: ManagedPod) -> Mapping[str, observe.PullResult]:
         return self._planner.pod_facts(pod)[1]
 
+    def finished_puller(
+        self, pod: ManagedPod, results: Mapping[str, observe.PullResult], read: ReadFinished
+    ) -> Finished:
+        return self._planner.finished_puller(pod, self, results, read)
+
     def keeper_for(self, entry: NodeTarget) -> tuple[list[str], str]:
         return self._planner.memo[entry.node.name].keeper
 
@@ -127,6 +132,9 @@ class IncrementalPlanner:
         self._hints: dict[str, int] = {}
         self._pods: dict[tuple[str, str], tuple[ManagedPod, PodFacts]] = {}
         self._seen_pods: dict[tuple[str, str], tuple[ManagedPod, PodFacts]] = {}
+        self._finished: dict[tuple[str, str], tuple[ManagedPod, tuple[int, ...], Finished]] = {}
+        self._seen_finished: dict[tuple[str, str], tuple[ManagedPod, tuple[int, ...], Finished]]
+        self._seen_finished = {}
         self._refs: list[str] = []
         self._info: dict[str, tuple[tuple[int, float, str], str, int, frozenset[str] | None]]
         self._info = {}
@@ -168,7 +176,7 @@ class IncrementalPlanner:
         if len(self._sets) > 4 * len(snapshot.pods) + 64:
             self._sets = {}
         ordered = sorted(snapshot.pods, key=lambda p: (p.node, p.role, p.name, p.uid))
-        self._seen_pods = {}
+        self._seen_pods, self._seen_finished = {}, {}
         present = self._present(ordered)
         targets = self._targets(nodes, wanted, edit, present, snapshot.now)
         state = _MemoState(
@@ -188,7 +196,7 @@ class IncrementalPlanner:
         plan_keepers(state)
         plan_startup_taints(state)
         self.cellbook.fill(self.memo, state, edit)
-        self._pods = self._seen_pods
+        self._pods, self._finished = self._seen_pods, self._seen_finished
         return result(state, [self._node_summary(memo) for memo in self.memo.values()])
 
     # --- images ---------------------------------------------------------------------------
@@ -298,6 +306,25 @@ class IncrementalPlanner:
             hit = (pod, facts)
         self._seen_pods[key] = hit
         return hit[1]
+
+    def finished_puller(
+        self,
+        pod: ManagedPod,
+        state: PlanState,
+        results: Mapping[str, observe.PullResult],
+        read: ReadFinished,
+    ) -> Finished:
+        """What a puller whose every image was pulled gives, remembered while the pod object
+        and its images' sizes are the same (a finished puller cannot change otherwise)."""
+        if pod.created is None:
+            return read(state, pod, results)  # its pull times would fall back on the pass's time
+        key = (pod.name, pod.uid)
+        sizes = tuple(state.size_of(image) for image in pod.images)
+        hit = self._finished.get(key)
+        if hit is None or hit[0] is not pod or hit[1] != sizes:
+            hit = (pod, sizes, read(state, pod, results))
+        self._seen_finished[key] = hit
+        return hit[2]
 
     def _present(self, ordered: list[ManagedPod]) -> dict[str, frozenset[str]]:
         """observe.present_images(), sharing one pod's set when a node has only that."""

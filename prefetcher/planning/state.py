@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from imagesync.config import Config
 from prefetcher import observe, pods
@@ -26,6 +27,11 @@ from prefetcher.planning.demand import DemandIndex
 from prefetcher.planning.images import MergedImage
 from prefetcher.planning.targets import NodeTarget
 from prefetcher.planning.timing import in_quiet_hours
+
+if TYPE_CHECKING:
+    from prefetcher.planning.pullers import Finished
+
+ReadFinished = Callable[["PlanState", ManagedPod, Mapping[str, observe.PullResult]], "Finished"]
 
 
 class PlanState:
@@ -91,6 +97,12 @@ class PlanState:
     def puller_results(self, pod: ManagedPod) -> Mapping[str, observe.PullResult]:
         """The outcome of each image of a puller that has one."""
         return observe.puller_results(pod)
+
+    def finished_puller(
+        self, pod: ManagedPod, results: Mapping[str, observe.PullResult], read: ReadFinished
+    ) -> Finished:
+        """What a puller whose every image was pulled gives each pass (`read` reads it)."""
+        return read(self, pod, results)
 
     def keeper_for(self, entry: NodeTarget) -> tuple[list[str], str]:
         """The images the node's keeper should run (sorted: present target images) and that
