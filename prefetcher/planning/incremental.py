@@ -102,10 +102,8 @@ class _MemoState(PlanState):
     def puller_results(self, pod: ManagedPod) -> Mapping[str, observe.PullResult]:
         return self._planner.pod_facts(pod)[1]
 
-    def finished_puller(
-        self, pod: ManagedPod, results: Mapping[str, observe.PullResult], read: ReadFinished
-    ) -> Finished:
-        return self._planner.finished_puller(pod, self, results, read)
+    def finished_puller(self, pod: ManagedPod, read: ReadFinished) -> Finished | None:
+        return self._planner.finished_puller(pod, self, read)
 
     def keeper_for(self, entry: NodeTarget) -> tuple[list[str], str]:
         return self._planner.memo[entry.node.name].keeper
@@ -132,9 +130,9 @@ class IncrementalPlanner:
         self._hints: dict[str, int] = {}
         self._pods: dict[tuple[str, str], tuple[ManagedPod, PodFacts]] = {}
         self._seen_pods: dict[tuple[str, str], tuple[ManagedPod, PodFacts]] = {}
-        self._finished: dict[tuple[str, str], tuple[ManagedPod, tuple[int, ...], Finished]] = {}
-        self._seen_finished: dict[tuple[str, str], tuple[ManagedPod, tuple[int, ...], Finished]]
-        self._seen_finished = {}
+        self._finished: dict[tuple[str, str], tuple[ManagedPod, Finished | None]] = {}
+        self._seen_finished: dict[tuple[str, str], tuple[ManagedPod, Finished | None]] = {}
+        self._resized: set[str] = set()  # images whose size changed since the previous pass
         self._refs: list[str] = []
         self._info: dict[str, tuple[tuple[int, float, str], str, int, frozenset[str] | None]]
         self._info = {}
@@ -238,6 +236,12 @@ class IncrementalPlanner:
                 facts = image_facts(image, objects, hint, day, config)
             self._facts[image] = (key, hint, day, facts)
             merged.append(merged_image(facts, now, config, demand))
+        self._resized = {
+            image
+            for image, hit in known.items()
+            if image not in self._facts or self._facts[image][3].size != hit[3].size
+        }
+        self._resized.update(self._facts.keys() - known.keys())
         return ranked(merged)
 
     def _size_hints(self, nodes: list[NodeInfo]) -> dict[str, int]:
@@ -308,23 +312,18 @@ class IncrementalPlanner:
         return hit[1]
 
     def finished_puller(
-        self,
-        pod: ManagedPod,
-        state: PlanState,
-        results: Mapping[str, observe.PullResult],
-        read: ReadFinished,
-    ) -> Finished:
+        self, pod: ManagedPod, state: PlanState, read: ReadFinished
+    ) -> Finished | None:
         """What a puller whose every image was pulled gives, remembered while the pod object
         and its images' sizes are the same (a finished puller cannot change otherwise)."""
         if pod.created is None:
-            return read(state, pod, results)  # its pull times would fall back on the pass's time
+            return read(state, pod)  # its pull times would fall back on the pass's time
         key = (pod.name, pod.uid)
-        sizes = tuple(state.size_of(image) for image in pod.images)
         hit = self._finished.get(key)
-        if hit is None or hit[0] is not pod or hit[1] != sizes:
-            hit = (pod, sizes, read(state, pod, results))
+        if hit is None or hit[0] is not pod or not self._resized.isdisjoint(pod.images):
+            hit = (pod, read(state, pod))
         self._seen_finished[key] = hit
-        return hit[2]
+        return hit[1]
 
     def _present(self, ordered: list[ManagedPod]) -> dict[str, frozenset[str]]:
         """observe.present_images(), sharing one pod's set when a node has only that."""

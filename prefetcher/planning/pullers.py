@@ -30,22 +30,22 @@ class Finished(NamedTuple):
 
     pulled: frozenset[str]
     outcomes: tuple[PullOutcome, ...]
-    pulled_at: tuple[tuple[PullKey, datetime], ...]
+    pulled_at: Mapping[PullKey, datetime]
     samples: tuple[tuple[str, float], ...]  # (registry, bytes per second), see `_measure`
 
 
-def finished_puller(
-    state: PlanState, pod: ManagedPod, results: Mapping[str, observe.PullResult]
-) -> Finished:
-    """The outcomes, pull times and throughput samples of a puller whose images all pulled."""
+def finished_puller(state: PlanState, pod: ManagedPod) -> Finished | None:
+    """The outcomes, pull times and throughput samples of a puller whose images all pulled;
+    None for any other puller."""
+    results = state.puller_results(pod)
+    if any(i not in results for i in pod.images) or not all(r.succeeded for r in results.values()):
+        return None
     outcomes = []
-    pulled_at = []
+    pulled_at = {}
     for image, result in results.items():
         outcomes.append(_success(state, pod, image, result))
-        pulled_at.append(((pod.node, image), result.finished_at or pod.created or state.now))
-    return Finished(
-        frozenset(results), tuple(outcomes), tuple(pulled_at), tuple(_measure(state, pod))
-    )
+        pulled_at[(pod.node, image)] = result.finished_at or pod.created or state.now
+    return Finished(frozenset(results), tuple(outcomes), pulled_at, tuple(_measure(state, pod)))
 
 
 def read_pullers(state: PlanState) -> None:
@@ -56,13 +56,13 @@ def read_pullers(state: PlanState) -> None:
         if pod.node not in state.node_names:
             state.delete(pod, "node no longer exists")
             continue
-        results = state.puller_results(pod)
-        pending = tuple(i for i in pod.images if i not in results)
-        if not pending and all(r.succeeded for r in results.values()):
-            finished = state.finished_puller(pod, results, finished_puller)
+        finished = state.finished_puller(pod, finished_puller)
+        if finished is not None:
             _record_finished(state, finished)
             pulled, failed = finished.pulled, []
         else:
+            results = state.puller_results(pod)
+            pending = tuple(i for i in pod.images if i not in results)
             for image, result in results.items():
                 if result.succeeded:
                     _record_success(state, pod, image, result)
@@ -104,9 +104,10 @@ def read_pullers(state: PlanState) -> None:
 def _record_finished(state: PlanState, finished: Finished) -> None:
     """`_record_success` of each image of a finished puller, and its throughput samples."""
     records = state.records
-    for key, when in finished.pulled_at:
-        records.pop(key, None)
-        state.pulled_at[key] = when
+    if records and not records.keys().isdisjoint(finished.pulled_at):
+        for key in finished.pulled_at:
+            records.pop(key, None)
+    state.pulled_at.update(finished.pulled_at)
     state.outcomes.extend(finished.outcomes)
     for registry, rate in finished.samples:
         state.throughput_samples.setdefault(registry, []).append(rate)
@@ -151,7 +152,7 @@ def _record_failure(
     state.records[key] = PullRecord(
         pod.node, image, attempts, state.now, result.reason, result.message, pod.uid
     )
-    _outcome(state, pod, image, result, state.now)
+    state.outcomes.append(_outcome(state, pod, image, result, state.now))
 
 
 def _record_success(

@@ -31,7 +31,7 @@ from prefetcher.planning.timing import in_quiet_hours
 if TYPE_CHECKING:
     from prefetcher.planning.pullers import Finished
 
-ReadFinished = Callable[["PlanState", ManagedPod, Mapping[str, observe.PullResult]], "Finished"]
+ReadFinished = Callable[["PlanState", ManagedPod], "Finished | None"]
 
 
 class PlanState:
@@ -98,11 +98,10 @@ class PlanState:
         """The outcome of each image of a puller that has one."""
         return observe.puller_results(pod)
 
-    def finished_puller(
-        self, pod: ManagedPod, results: Mapping[str, observe.PullResult], read: ReadFinished
-    ) -> Finished:
-        """What a puller whose every image was pulled gives each pass (`read` reads it)."""
-        return read(self, pod, results)
+    def finished_puller(self, pod: ManagedPod, read: ReadFinished) -> Finished | None:
+        """What a puller whose every image was pulled gives each pass; None for any other
+        (`read` reads it)."""
+        return read(self, pod)
 
     def keeper_for(self, entry: NodeTarget) -> tuple[list[str], str]:
         """The images the node's keeper should run (sorted: present target images) and that
