@@ -95,7 +95,8 @@ class CellBook:
     ) -> dict[str, str]:
         """The node's cells with the removed images' taken out, the changed ones' put in,
         and the touched ones' rebuilt; returns its other (not present) wanted states. (Its
-        budget exclusions stay: a target with any is planned anew when images change.)"""
+        budget exclusions stay: a target with any is patched only when none of them and no
+        image it places changed; the planner gives them new scores.)"""
         cells = memo.cells.copy()
         for index in removed_at:
             del cells[index]

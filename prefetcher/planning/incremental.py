@@ -369,7 +369,7 @@ class IncrementalPlanner:
                 memo.node = node
                 if not edit.empty:
                     memo.target = self._patch_target(memo, wanted, by_image, managed, edit, now)
-                elif edit.rescored and memo.left_out:
+                if edit.rescored and memo.left_out and not memo.rebuild:
                     memo.left_out = _rescored(memo.left_out, by_image)
                 urgent = recent(node.ready_since or node.created, now, config.urgent_window)
                 if memo.target.urgent_recent != urgent:
@@ -392,20 +392,23 @@ class IncrementalPlanner:
         now: datetime,
     ) -> NodeTarget:
         """The node's target with the changed images placed in or taken out, when its disk
-        budget keeps every placed image (else planned anew: what fits may shift)."""
+        budget keeps every placed image (else planned anew: what fits may shift). A node
+        whose budget leaves images out is patched only when no image it places changed."""
         old, node, config = memo.target, memo.node, self.config
-        if not old.left_out:
-            placements = memo.placements
-            whys: list[str | None] = []
-            for ref in edit.changed:
-                key = by_image[ref].placement_key
-                if key not in placements:
-                    placements[key] = placement(by_image[ref], node, config)
-                why = placements[key]
-                only = edit.limited.get(ref)
-                if why is None and only is not None and node.name not in only:
-                    why = NOT_PREDICTED
-                whys.append(why)
+        placements = memo.placements
+        whys: list[str | None] = []
+        for ref in edit.changed:
+            key = by_image[ref].placement_key
+            if key not in placements:
+                placements[key] = placement(by_image[ref], node, config)
+            why = placements[key]
+            only = edit.limited.get(ref)
+            if why is None and only is not None and node.name not in only:
+                why = NOT_PREDICTED
+            whys.append(why)
+        if not old.left_out or (
+            None not in whys and edit.removed <= old.not_placed.keys()  # the same fit
+        ):
             fitted, fitted_set, not_placed = self._patched(old, tuple(whys), edit)
             hinted = node.hinted_images
             used = old.budget_used
@@ -422,7 +425,8 @@ class IncrementalPlanner:
                 and not edit.touched.isdisjoint(hinted.keys())
             ):
                 budget = budgets.node_budget(node, config, managed)
-            if budget is None or used <= budget:
+            fits = budget == old.budget if old.left_out else (budget is None or used <= budget)
+            if fits:
                 return NodeTarget(
                     node=node,
                     problem=old.problem,
@@ -431,6 +435,7 @@ class IncrementalPlanner:
                     budget_used=used,
                     fitted=fitted,
                     not_placed=not_placed,
+                    left_out=old.left_out,
                     fitted_set=fitted_set,
                 )
         memo.rebuild = True
