@@ -24,7 +24,8 @@ from __future__ import annotations
 import bisect
 import dataclasses
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
+from operator import is_
 
 from imagesync.config import Config
 from prefetcher import budget as budgets
@@ -56,15 +57,19 @@ from prefetcher.planning.keepers import plan_keepers
 from prefetcher.planning.memo import EMPTY, ImageEdit, NodeMemo
 from prefetcher.planning.pullers import Finished, read_pullers
 from prefetcher.planning.pulls import choose_pulls
-from prefetcher.planning.state import PlanState, ReadFinished
+from prefetcher.planning.state import ImageStatus, MakeImageStatus, PlanState, ReadFinished
 from prefetcher.planning.summary import node_summary, result
 from prefetcher.planning.taints import plan_startup_taints
 from prefetcher.planning.targets import NOT_PREDICTED, NodeTarget, limited_nodes, node_target
 
+# A moment at which time alone changes a merged image is trusted only this far from it.
+STEADY_MARGIN = timedelta(seconds=1)
 # Past this share of the wanted images changed, every node is planned from scratch.
 PATCH_LIMIT = 0.25
 
 
+# (facts, templated, released, made at, steady until, the merged image)
+_MergedHit = tuple[ImageFacts, bool, bool, datetime, datetime, MergedImage]
 SharedLists = tuple[list[str], frozenset[str], dict[str, str]]
 PodFacts = tuple[frozenset[str], Mapping[str, observe.PullResult], frozenset[str]]
 
@@ -105,6 +110,11 @@ class _MemoState(PlanState):
     def finished_puller(self, pod: ManagedPod, read: ReadFinished) -> Finished | None:
         return self._planner.finished_puller(pod, self, read)
 
+    def image_status(
+        self, image: MergedImage, states: tuple[int, ...], last_error: str, make: MakeImageStatus
+    ) -> ImageStatus:
+        return self._planner.image_status(image, states, last_error, make)
+
     def keeper_for(self, entry: NodeTarget) -> tuple[list[str], str]:
         return self._planner.memo[entry.node.name].keeper
 
@@ -133,6 +143,12 @@ class IncrementalPlanner:
         self._finished: dict[tuple[str, str], tuple[ManagedPod, Finished | None]] = {}
         self._seen_finished: dict[tuple[str, str], tuple[ManagedPod, Finished | None]] = {}
         self._resized: set[str] = set()  # images whose size changed since the previous pass
+        self._merged: dict[str, _MergedHit] = {}
+        self._seen_merged: dict[str, _MergedHit] = {}
+        self._statuses: dict[str, tuple[MergedImage, tuple[int, ...], str, ImageStatus]] = {}
+        self._seen_statuses: dict[str, tuple[MergedImage, tuple[int, ...], str, ImageStatus]] = {}
+        self._unranked: list[MergedImage] = []  # the last pass's images, before ranking
+        self._ranked: list[MergedImage] = []
         self._refs: list[str] = []
         self._info: dict[str, tuple[tuple[int, float, str], str, int, frozenset[str] | None]]
         self._info = {}
@@ -195,7 +211,9 @@ class IncrementalPlanner:
         plan_startup_taints(state)
         self.cellbook.fill(self.memo, state, edit)
         self._pods, self._finished = self._seen_pods, self._seen_finished
-        return result(state, [self._node_summary(memo) for memo in self.memo.values()])
+        made = result(state, [self._node_summary(memo) for memo in self.memo.values()])
+        self._statuses, self._seen_statuses = self._seen_statuses, {}
+        return made
 
     # --- images ---------------------------------------------------------------------------
 
@@ -235,14 +253,40 @@ class IncrementalPlanner:
             else:
                 facts = image_facts(image, objects, hint, day, config)
             self._facts[image] = (key, hint, day, facts)
-            merged.append(merged_image(facts, now, config, demand))
+            merged.append(self._merged_image(facts, now, demand))
+        self._merged, self._seen_merged = self._seen_merged, {}
+        if len(merged) == len(self._unranked) and all(map(is_, merged, self._unranked)):
+            ranked_images = list(self._ranked)  # the same images: the same order
+        else:
+            self._unranked = merged.copy()
+            ranked_images = self._ranked = ranked(merged)
         self._resized = {
             image
             for image, hit in known.items()
             if image not in self._facts or self._facts[image][3].size != hit[3].size
         }
         self._resized.update(self._facts.keys() - known.keys())
-        return ranked(merged)
+        return ranked_images
+
+    def _merged_image(self, facts: ImageFacts, now: datetime, demand: DemandIndex) -> MergedImage:
+        """merged_image(), the same object while its facts and demand are the same and no
+        moment passed at which time alone changes it (`steady_until`)."""
+        need = demand.of(facts.image)
+        templated = need is not None and need.templated
+        released = facts.image in demand.released
+        hit = self._merged.get(facts.image)
+        if (
+            hit is None
+            or hit[0] is not facts
+            or hit[1] != templated
+            or hit[2] != released
+            or not hit[3] <= now < hit[4]
+        ):
+            merged = merged_image(facts, now, self.config, demand)
+            until = steady_until(facts, now, self.config)
+            hit = (facts, templated, released, now, until, merged)
+        self._seen_merged[facts.image] = hit
+        return hit[5]
 
     def _size_hints(self, nodes: list[NodeInfo]) -> dict[str, int]:
         """size_hints() of the nodes; nodes that joined only add their own."""
@@ -324,6 +368,17 @@ class IncrementalPlanner:
             hit = (pod, read(state, pod))
         self._seen_finished[key] = hit
         return hit[1]
+
+    def image_status(
+        self, image: MergedImage, states: tuple[int, ...], last_error: str, make: MakeImageStatus
+    ) -> ImageStatus:
+        """An image's status patches and summary, the same while the merged image (its
+        objects and their status) and its counts are."""
+        hit = self._statuses.get(image.image)
+        if hit is None or hit[0] is not image or hit[1] != states or hit[2] != last_error:
+            hit = (image, states, last_error, make(image, states, last_error))
+        self._seen_statuses[image.image] = hit
+        return hit[3]
 
     def _present(self, ordered: list[ManagedPod]) -> dict[str, frozenset[str]]:
         """observe.present_images(), sharing one pod's set when a node has only that."""
@@ -531,3 +586,22 @@ def _with_objects(facts: ImageFacts, objects: tuple[WantedImage, ...]) -> ImageF
     """`facts` holding `objects` (the same objects but for their status) in its order."""
     by_name = {o.name: o for o in objects}
     return dataclasses.replace(facts, objects=tuple(by_name[o.name] for o in facts.objects))
+
+
+def steady_until(facts: ImageFacts, now: datetime, config: Config) -> datetime:
+    """A moment before which `merged_image(facts, t, ...)` is the same for every t from `now`
+    (with the same demand): its objects' retention ends and its first use's urgent window
+    (`recent`) lie at least STEADY_MARGIN away."""
+    moments: list[datetime] = []
+    retention = timedelta(seconds=config.image_retention)
+    for obj, used in zip(facts.objects, facts.last_used, strict=True):
+        if used is not None and not scoring.is_declared(obj):
+            moments.append(used + retention)
+    if facts.first_created is not None:
+        moments.append(facts.first_created)
+        moments.append(facts.first_created + timedelta(seconds=config.urgent_window))
+    until = datetime.max.replace(tzinfo=UTC)
+    for moment in moments:
+        if now < moment + STEADY_MARGIN:
+            until = min(until, moment - STEADY_MARGIN)
+    return until

@@ -12,6 +12,7 @@ from prefetcher import observe, pods
 from prefetcher.model import (
     BudgetExclusion,
     CellState,
+    ImageSummary,
     KeeperAction,
     ManagedPod,
     NodeInfo,
@@ -21,6 +22,7 @@ from prefetcher.model import (
     PullOutcome,
     PullRecord,
     Snapshot,
+    StatusUpdate,
     TaintRemoval,
 )
 from prefetcher.planning.demand import DemandIndex
@@ -32,6 +34,8 @@ if TYPE_CHECKING:
     from prefetcher.planning.pullers import Finished
 
 ReadFinished = Callable[["PlanState", ManagedPod], "Finished | None"]
+ImageStatus = tuple[tuple[StatusUpdate, ...], ImageSummary]
+MakeImageStatus = Callable[[MergedImage, tuple[int, ...], str], ImageStatus]
 
 
 class PlanState:
@@ -102,6 +106,12 @@ class PlanState:
         """What a puller whose every image was pulled gives each pass; None for any other
         (`read` reads it)."""
         return read(self, pod)
+
+    def image_status(
+        self, image: MergedImage, states: tuple[int, ...], last_error: str, make: MakeImageStatus
+    ) -> ImageStatus:
+        """An image's status patches and summary (`make` makes them)."""
+        return make(image, states, last_error)
 
     def keeper_for(self, entry: NodeTarget) -> tuple[list[str], str]:
         """The images the node's keeper should run (sorted: present target images) and that
