@@ -40,7 +40,7 @@ from prefetcher.model import (
     WantedImage,
 )
 from prefetcher.planning.cellbook import CellBook
-from prefetcher.planning.demand import DemandIndex, demand_index
+from prefetcher.planning.demand import DemandIndex, DemandMemo, demand_index
 from prefetcher.planning.images import (
     ImageFacts,
     MergedImage,
@@ -147,6 +147,9 @@ class IncrementalPlanner:
         self._seen_merged: dict[str, _MergedHit] = {}
         self._statuses: dict[str, tuple[MergedImage, tuple[int, ...], str, ImageStatus]] = {}
         self._seen_statuses: dict[str, tuple[MergedImage, tuple[int, ...], str, ImageStatus]] = {}
+        self._demand_memo = DemandMemo()
+        self._wanted: list[MergedImage] = []  # the last pass's
+        self._unchanged: ImageEdit | None = None  # the edit of a pass with the same images
         self._unranked: list[MergedImage] = []  # the last pass's images, before ranking
         self._ranked: list[MergedImage] = []
         self._refs: list[str] = []
@@ -180,7 +183,7 @@ class IncrementalPlanner:
     def _plan(self, snapshot: Snapshot) -> Plan:
         config, now = self.config, snapshot.now
         nodes = sorted({n.name: n for n in snapshot.nodes}.values(), key=lambda n: n.name)
-        demand = demand_index(snapshot.demand, nodes, config, now)
+        demand = demand_index(snapshot.demand, nodes, config, now, self._demand_memo)
         images = self._merge(snapshot, nodes, demand)
         wanted = [i for i in images if i.wanted]
         edit = self._edit(wanted, limited_nodes(nodes, wanted, config, demand))
@@ -308,6 +311,14 @@ class IncrementalPlanner:
         return self._hints
 
     def _edit(self, wanted: list[MergedImage], limited: Mapping[str, frozenset[str]]) -> ImageEdit:
+        if (
+            self._unchanged is not None
+            and len(wanted) == len(self._wanted)
+            and all(map(is_, wanted, self._wanted))
+            and limited == self._unchanged.limited
+        ):
+            return self._unchanged  # the same images (objects): nothing to patch
+        self._wanted, self._unchanged = wanted, None
         refs = [i.image for i in wanted]
         info = {i.image: (i.rank, i.placement_key, i.size, limited.get(i.image)) for i in wanted}
         old = self._info
@@ -334,6 +345,11 @@ class IncrementalPlanner:
             rescored=rescored,
         )
         self._refs, self._info = refs, info
+        if info:  # the next pass's edit, if its images are these same objects
+            position = edit.position
+            self._unchanged = ImageEdit(
+                refs, position, [], set(), position, {}, set(), limited, everything=False
+            )
         return edit
 
     # --- pods -----------------------------------------------------------------------------
