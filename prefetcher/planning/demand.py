@@ -14,6 +14,7 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
@@ -214,6 +215,7 @@ def cron_lead(size: int, config: Config) -> timedelta:
     return timedelta(seconds=config.cron_lead_time + size / config.pull_deadline_min_bandwidth)
 
 
+@lru_cache(maxsize=65536)  # pure, and asked for every node of every image placed by demand
 def spread_order(image: str, node: str) -> str:
     """A per-image node order, so images limited to a few nodes do not all pick the same."""
     return hashlib.sha256(f"{image}\0{node}".encode()).hexdigest()
@@ -227,7 +229,10 @@ def demand_nodes(index: DemandIndex, image: str, eligible: list[str]) -> frozens
     demand = index.of(image)
     if demand is None or demand.every_node or not demand.signal:
         return None
-    chosen = {name for name in eligible if index.tier(image, name) <= TIER_POOL}
+    needed, urgent, pools, in_pools = demand.nodes, demand.urgent, index.pools, demand.pools
+    chosen = {  # index.tier(image, name) <= TIER_POOL
+        name for name in eligible if name in needed or name in urgent or pools.get(name) in in_pools
+    }
     extra = demand.need + demand.waiting - len(chosen)
     if extra > 0:
         rest = sorted(

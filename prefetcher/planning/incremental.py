@@ -29,7 +29,7 @@ from operator import is_
 
 from imagesync.config import Config
 from prefetcher import budget as budgets
-from prefetcher import observe, pods, scoring
+from prefetcher import eligibility, observe, pods, scoring
 from prefetcher.model import (
     BudgetExclusion,
     ManagedPod,
@@ -40,7 +40,7 @@ from prefetcher.model import (
     WantedImage,
 )
 from prefetcher.planning.cellbook import CellBook
-from prefetcher.planning.demand import DemandIndex, DemandMemo, demand_index
+from prefetcher.planning.demand import DemandIndex, DemandMemo, demand_index, demand_nodes
 from prefetcher.planning.images import (
     ImageFacts,
     MergedImage,
@@ -60,7 +60,7 @@ from prefetcher.planning.pulls import choose_pulls
 from prefetcher.planning.state import ImageStatus, MakeImageStatus, PlanState, ReadFinished
 from prefetcher.planning.summary import node_summary, result
 from prefetcher.planning.taints import plan_startup_taints
-from prefetcher.planning.targets import NOT_PREDICTED, NodeTarget, limited_nodes, node_target
+from prefetcher.planning.targets import NOT_PREDICTED, NodeTarget, node_target
 
 # A moment at which time alone changes a merged image is trusted only this far from it.
 STEADY_MARGIN = timedelta(seconds=1)
@@ -186,7 +186,7 @@ class IncrementalPlanner:
         demand = demand_index(snapshot.demand, nodes, config, now, self._demand_memo)
         images = self._merge(snapshot, nodes, demand)
         wanted = [i for i in images if i.wanted]
-        edit = self._edit(wanted, limited_nodes(nodes, wanted, config, demand))
+        edit = self._edit(wanted, self._limited(nodes, wanted, demand))
         self._patches, self._pod_sets = {}, {}
         if len(self._interned) > 4 * len(nodes) + 64:
             self._interned = {}
@@ -309,6 +309,38 @@ class IncrementalPlanner:
                 self._hints[image] = max(self._hints.get(image, 0), size)
         self._hint_nodes = current
         return self._hints
+
+    def _limited(
+        self, nodes: list[NodeInfo], wanted: list[MergedImage], demand: DemandIndex
+    ) -> dict[str, frozenset[str]]:
+        """limited_nodes(): the eligible nodes of each placement key found once, from the
+        placements the nodes' memos hold."""
+        by_demand = [i for i in wanted if i.by_demand]
+        if not by_demand:
+            return {}
+        config = self.config
+        usable = [n for n in nodes if eligibility.node_problem(n, config) is None]
+        known: list[dict[str, str | None]] = []
+        for node in usable:
+            memo = self.memo.get(node.name)
+            fresh = memo is None or (memo.node is not node and memo.node != node)
+            known.append({} if fresh or memo is None else memo.placements)
+        eligible_by_key: dict[str, list[str]] = {}
+        out: dict[str, frozenset[str]] = {}
+        for image in by_demand:
+            key = image.placement_key
+            eligible = eligible_by_key.get(key)
+            if eligible is None:
+                eligible = eligible_by_key[key] = []
+                for node, placements in zip(usable, known, strict=True):
+                    if key not in placements:
+                        placements[key] = placement(image, node, config)
+                    if placements[key] is None:
+                        eligible.append(node.name)
+            chosen = demand_nodes(demand, image.image, eligible)
+            if chosen is not None:
+                out[image.image] = chosen
+        return out
 
     def _edit(self, wanted: list[MergedImage], limited: Mapping[str, frozenset[str]]) -> ImageEdit:
         if (
