@@ -148,6 +148,8 @@ class IncrementalPlanner:
         self._statuses: dict[str, tuple[MergedImage, tuple[int, ...], str, ImageStatus]] = {}
         self._seen_statuses: dict[str, tuple[MergedImage, tuple[int, ...], str, ImageStatus]] = {}
         self._demand_memo = DemandMemo()
+        # node → the image sets its pods hold, and their union (last pass's)
+        self._present_parts: dict[str, tuple[list[frozenset[str]], frozenset[str]]] = {}
         self._wanted: list[MergedImage] = []  # the last pass's
         self._unchanged: ImageEdit | None = None  # the edit of a pass with the same images
         self._unranked: list[MergedImage] = []  # the last pass's images, before ranking
@@ -240,7 +242,7 @@ class IncrementalPlanner:
                 and hit[1] == hint
                 and hit[2] == day
                 and len(hit[0]) == len(key)
-                and all(a is b for a, b in zip(hit[0], key, strict=True))
+                and all(map(is_, hit[0], key))
             ):
                 facts = hit[3]
             elif (
@@ -429,14 +431,23 @@ class IncrementalPlanner:
         return hit[3]
 
     def _present(self, ordered: list[ManagedPod]) -> dict[str, frozenset[str]]:
-        """observe.present_images(), sharing one pod's set when a node has only that."""
-        present: dict[str, frozenset[str]] = {}
+        """observe.present_images(), sharing one pod's set when a node has only that, and the
+        last pass's set when a node's pods hold the same sets."""
+        parts: dict[str, list[frozenset[str]]] = {}
         for pod in ordered:
             running, _, pulled = self.pod_facts(pod)
             images = running if pod.role == "keeper" else pulled
             if images:
-                before = present.get(pod.node)
-                present[pod.node] = images if before is None else before | images
+                parts.setdefault(pod.node, []).append(images)
+        known, self._present_parts = self._present_parts, {}
+        present: dict[str, frozenset[str]] = {}
+        for node, sets in parts.items():
+            hit = known.get(node)
+            if hit is None or len(hit[0]) != len(sets) or not all(map(is_, hit[0], sets)):
+                union = sets[0] if len(sets) == 1 else frozenset().union(*sets)
+                hit = (sets, union)
+            self._present_parts[node] = hit
+            present[node] = hit[1]
         return present
 
     # --- targets --------------------------------------------------------------------------
