@@ -9,7 +9,7 @@ from itertools import chain
 from operator import is_not
 from typing import NamedTuple
 
-from prefetcher.model import CELL_STATES, CellState, PullKey, PullRecord
+from prefetcher.model import CELL_STATES, BudgetExclusion, CellState, PullKey, PullRecord
 from prefetcher.planning.cells import cell, node_cells
 from prefetcher.planning.memo import EMPTY, ImageEdit, NodeMemo
 from prefetcher.planning.state import PlanState
@@ -27,6 +27,8 @@ class CellBook:
         self._inputs = _Inputs(frozenset(), frozenset(), {}, {})  # the last pass's
         self._rows: list[list[CellState]] = []  # every node's cells, in node order
         self._all: tuple[CellState, ...] = ()  # the same, as one tuple
+        self._left_out: list[list[BudgetExclusion]] = []  # every node's budget exclusions
+        self._all_left_out: tuple[BudgetExclusion, ...] = ()
 
     def drop(self, memo: NodeMemo) -> None:
         """A node left: its cells no longer count."""
@@ -76,7 +78,11 @@ class CellBook:
             self._all = tuple(chain.from_iterable(rows))  # some node's row changed
             self._rows = rows
         state.cells = self._all
-        state.left_out = list(chain.from_iterable(m.left_out for m in memos.values()))
+        left_out = [m.left_out for m in memos.values()]
+        if len(left_out) != len(self._left_out) or any(map(is_not, left_out, self._left_out)):
+            self._all_left_out = tuple(chain.from_iterable(left_out))
+            self._left_out = left_out
+        state.left_out = self._all_left_out
         state.node_counts = {name: m.tally for name, m in memos.items()}
         counts: Counter[tuple[str, str]] = Counter(
             {(ref, "present"): n for ref, n in self._present_counts.items()}

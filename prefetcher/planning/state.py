@@ -87,7 +87,7 @@ class PlanState:
         self.keeper_actions: list[KeeperAction] = []
         self.taint_removals: list[TaintRemoval] = []
         self.cells: Sequence[CellState] = ()
-        self.left_out: list[BudgetExclusion] = []
+        self.left_out: Sequence[BudgetExclusion] = ()
         self.counts: Counter[tuple[str, str]] = Counter()  # (image, state), wanted pairs
         self.node_counts: dict[str, Mapping[str, int]] = {}  # node → cells by state
         self.quiet = in_quiet_hours(self.now, config.quiet_hours)

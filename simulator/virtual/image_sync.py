@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from imagesync.config import Config
 from prefetcher.model import (
+    BudgetExclusion,
     ContainerObservation,
     Demand,
     ManagedPod,
@@ -179,6 +180,7 @@ class ImageSync(Policy):
         self.pulls_started = 0
         self.pulled_pairs: set[tuple[str, str]] = set()
         self.left_out_pairs: set[tuple[str, str]] = set()
+        self._left_out: tuple[BudgetExclusion, ...] = ()
         self.bound_pending: dict[str, Pod] = {}
         # Workload pods bound to a node (running or starting), as the demand informers see them.
         self.running: dict[str, RunningPod] = {}
@@ -292,7 +294,9 @@ class ImageSync(Policy):
         self.passes += 1
         self.records = dict(plan.pull_records)
         self.throughput = dict(plan.pull_throughput)
-        self.left_out_pairs = {(b.node, b.image) for b in plan.budget_left_out}
+        if plan.budget_left_out is not self._left_out:  # (the same tuple while unchanged)
+            self._left_out = plan.budget_left_out
+            self.left_out_pairs = {(b.node, b.image) for b in plan.budget_left_out}
         self._execute(plan)
         wake = plan.wake_at.timestamp() - EPOCH.timestamp() if plan.wake_at else float("inf")
         self._schedule(min(self._next_sweep, wake))
