@@ -475,19 +475,23 @@ class IncrementalPlanner:
                 )
                 memo = NodeMemo(node=node, target=target, placements=placements)
             elif edit.everything or (memo.node is not node and memo.node != node):
-                memo.node, memo.placements, memo.rebuild = node, {}, True
+                old = memo.target
+                memo.node, memo.placements = node, {}
                 memo.target = self._shared(
                     node_target(node, wanted, managed, config, now, edit.limited, memo.placements)
                 )
+                # A node that changed (its images' sizes, its disk) keeps its cells while its
+                # target places the same images and leaves out the same ones, as large.
+                memo.rebuild = not edit.empty or not _same_cells(old, memo.target)
             else:
                 memo.node = node
                 if not edit.empty:
                     memo.target = self._patch_target(memo, wanted, by_image, managed, edit, now)
-                if edit.rescored and memo.left_out and not memo.rebuild:
-                    memo.left_out = _rescored(memo.left_out, by_image)
                 urgent = recent(node.ready_since or node.created, now, config.urgent_window)
                 if memo.target.urgent_recent != urgent:
                     memo.target = dataclasses.replace(memo.target, urgent_recent=urgent)
+            if edit.rescored and memo.left_out and not memo.rebuild:
+                memo.left_out = _rescored(memo.left_out, by_image)
             self._node_pods(memo, present.get(node.name, EMPTY), edit)
             fresh[node.name] = memo
         for name, memo in self.memo.items():
@@ -634,6 +638,16 @@ def _rescored(
             b if b.score == score else BudgetExclusion(b.node, b.image, b.size, score, b.why)
         )
     return out
+
+
+def _same_cells(old: NodeTarget, new: NodeTarget) -> bool:
+    """Whether a node's cells and budget exclusions made for `old` hold for `new`."""
+    if old.problem != new.problem or old.fitted != new.fitted or old.not_placed != new.not_placed:
+        return False
+    if old.left_out != new.left_out:
+        return False
+    before, after = old.node.hinted_images, new.node.hinted_images  # exclusions' sizes
+    return all(before.get(ref) == after.get(ref) for ref in old.left_out)
 
 
 def _same_but_status(old: WantedImage, new: WantedImage) -> bool:

@@ -336,3 +336,24 @@ def test_a_node_whose_budget_leaves_images_out_is_patched_when_only_other_images
     got = w.plan()  # equal to plan(): the patched node's exclusion has the image's new score
     (excluded,) = [b for b in got.budget_left_out if b.node == "cpu"]
     assert excluded.score == next(i.score for i in got.images if i.image == EXTRA[0])
+
+
+def test_a_changed_node_keeps_its_cells_only_while_its_exclusions_read_the_same() -> None:
+    """A node's status changes (its image list, its disk) without changing what fits: its
+    budget exclusion still shows the node's size for the image and the budget's new figures."""
+    cfg = Config()
+    refs = [POOL[0], POOL[1], EXTRA[0]]
+    w = TwinWorld(
+        nodes=[node("cpu", capacity=5 * GB)],
+        images=[image(ref, uses=30 - 10 * i) for i, ref in enumerate(refs)],
+        config=cfg,
+    )
+    w.planner = IncrementalPlanner(cfg)
+    first = w.plan()
+    assert [b.image for b in first.budget_left_out] == [EXTRA[0]]
+    w.nodes = [replace(w.nodes[0], hinted_images={EXTRA[0]: GB + 1000})]
+    (excluded,) = w.plan().budget_left_out  # equal to plan(): the node's size for it
+    assert excluded.size == GB + 1000
+    w.nodes = [replace(w.nodes[0], image_fs_capacity=int(5.4 * GB))]
+    (excluded,) = w.plan().budget_left_out  # equal to plan(): the larger budget's figures
+    assert "2.7 GB" in excluded.why
