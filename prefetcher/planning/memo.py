@@ -44,8 +44,9 @@ class NodeMemo:
     desired: frozenset[str] = EMPTY  # target images present: what its keeper holds
     keeper: tuple[list[str], str] = field(default_factory=lambda: ([], ""))
     missing: list[str] = field(default_factory=list)
-    # The cells, and the present images they were built with.
+    # The cells, and the target and present images they were built with.
     cells: list[CellState] = field(default_factory=list)
+    cells_target: NodeTarget | None = None
     cells_present: frozenset[str] = EMPTY
     counted: frozenset[str] = EMPTY  # images with a present cell
     others: dict[str, str] = field(default_factory=dict)  # image → state, other wanted cells

@@ -38,7 +38,15 @@ def status_and_images(state: PlanState) -> tuple[list[StatusUpdate], list[ImageS
     counts = state.counts
     for image in state.images:
         ref = image.image
-        states = tuple(counts[(ref, s)] for s in WANTED_STATES) if image.wanted else NOTHING_WANTED
+        if image.wanted:  # by WANTED_STATES
+            states = (
+                counts[(ref, "present")],
+                counts[(ref, "pulling")],
+                counts[(ref, "missing")],
+                counts[(ref, "failed")],
+            )
+        else:
+            states = NOTHING_WANTED
         failure = latest.get(ref)
         last_error = ""
         if failure is not None:
