@@ -148,6 +148,7 @@ class IncrementalPlanner:
         self._statuses: dict[str, tuple[MergedImage, tuple[int, ...], str, ImageStatus]] = {}
         self._seen_statuses: dict[str, tuple[MergedImage, tuple[int, ...], str, ImageStatus]] = {}
         self._demand_memo = DemandMemo()
+        self._fresh_placements: dict[str, dict[str, str | None]] = {}  # this pass's, by node
         # node → the image sets its pods hold, and their union (last pass's)
         self._present_parts: dict[str, tuple[list[frozenset[str]], frozenset[str]]] = {}
         self._wanted: list[MergedImage] = []  # the last pass's
@@ -322,11 +323,7 @@ class IncrementalPlanner:
             return {}
         config = self.config
         usable = [n for n in nodes if eligibility.node_problem(n, config) is None]
-        known: list[dict[str, str | None]] = []
-        for node in usable:
-            memo = self.memo.get(node.name)
-            fresh = memo is None or (memo.node is not node and memo.node != node)
-            known.append({} if fresh or memo is None else memo.placements)
+        known = [self._placements(node) for node in usable]
         eligible_by_key: dict[str, list[str]] = {}
         out: dict[str, frozenset[str]] = {}
         for image in by_demand:
@@ -343,6 +340,14 @@ class IncrementalPlanner:
             if chosen is not None:
                 out[image.image] = chosen
         return out
+
+    def _placements(self, node: NodeInfo) -> dict[str, str | None]:
+        """Where the node's memo keeps its placements (placement key → why not), when they
+        hold for `node`; else a new dict, which the node's memo takes this pass."""
+        memo = self.memo.get(node.name)
+        if memo is not None and (memo.node is node or _same_placement(memo.node, node)):
+            return memo.placements
+        return self._fresh_placements.setdefault(node.name, {})
 
     def _edit(self, wanted: list[MergedImage], limited: Mapping[str, frozenset[str]]) -> ImageEdit:
         if (
@@ -469,14 +474,16 @@ class IncrementalPlanner:
         for node in nodes:
             memo = self.memo.get(node.name)
             if memo is None:
-                placements: dict[str, str | None] = {}
+                placements = self._fresh_placements.pop(node.name, {})
                 target = self._shared(
                     node_target(node, wanted, managed, config, now, edit.limited, placements)
                 )
                 memo = NodeMemo(node=node, target=target, placements=placements)
             elif edit.everything or (memo.node is not node and memo.node != node):
                 old = memo.target
-                memo.node, memo.placements = node, {}
+                if not _same_placement(memo.node, node):
+                    memo.placements = self._fresh_placements.pop(node.name, {})
+                memo.node = node
                 memo.target = self._shared(
                     node_target(node, wanted, managed, config, now, edit.limited, memo.placements)
                 )
@@ -498,6 +505,7 @@ class IncrementalPlanner:
             if name not in fresh:
                 self.cellbook.drop(memo)
         self.memo = fresh
+        self._fresh_placements = {}
         return {name: memo.target for name, memo in fresh.items()}
 
     def _patch_target(
@@ -638,6 +646,18 @@ def _rescored(
             b if b.score == score else BudgetExclusion(b.node, b.image, b.size, score, b.why)
         )
     return out
+
+
+def _same_placement(old: NodeInfo, new: NodeInfo) -> bool:
+    """Whether every image's placement on `old` holds on `new` (the fields it reads)."""
+    return (
+        old.name == new.name
+        and old.labels == new.labels
+        and old.taints == new.taints
+        and old.arch == new.arch
+        and old.os == new.os
+        and old.gpu_allocatable == new.gpu_allocatable
+    )
 
 
 def _same_cells(old: NodeTarget, new: NodeTarget) -> bool:
