@@ -50,7 +50,6 @@ from prefetcher.planning.images import (
     placement,
     ranked,
     recent,
-    size_hints,
     size_on,
 )
 from prefetcher.planning.keepers import plan_keepers
@@ -138,6 +137,7 @@ class IncrementalPlanner:
         self._facts = {}
         self._hint_nodes: dict[str, NodeInfo] = {}
         self._hints: dict[str, int] = {}
+        self._image_hints: dict[str, dict[str, int]] = {}  # image → node → its size there
         self._pods: dict[tuple[str, str], tuple[ManagedPod, PodFacts]] = {}
         self._seen_pods: dict[tuple[str, str], tuple[ManagedPod, PodFacts]] = {}
         self._finished: dict[tuple[str, str], tuple[ManagedPod, Finished | None]] = {}
@@ -295,23 +295,37 @@ class IncrementalPlanner:
         return hit[5]
 
     def _size_hints(self, nodes: list[NodeInfo]) -> dict[str, int]:
-        """size_hints() of the nodes; nodes that joined only add their own."""
-        known = self._hint_nodes
-        current = {n.name: n for n in nodes}
-        for name, node in known.items():
-            now = current.get(name)
-            if now is None or (
-                now.hinted_images is not node.hinted_images
-                and now.hinted_images != node.hinted_images
-            ):
-                self._hints = size_hints(nodes)
-                break
-        else:
-            joined = [n for name, n in current.items() if name not in known]
-            for image, size in size_hints(joined).items():
-                self._hints[image] = max(self._hints.get(image, 0), size)
+        """size_hints() of the nodes, updated for the nodes that joined, left or list other
+        images (every pull changes one node's list)."""
+        known, current = self._hint_nodes, {n.name: n for n in nodes}
+        by_image, hints = self._image_hints, self._hints
+        changed = [name for name in known.keys() - current.keys()]
+        changed += [
+            name
+            for name, node in current.items()
+            if (old := known.get(name)) is None
+            or (
+                old.hinted_images is not node.hinted_images
+                and old.hinted_images != node.hinted_images
+            )
+        ]
+        for name in changed:
+            old, new = known.get(name), current.get(name)
+            before = old.hinted_images if old is not None else {}
+            after = new.hinted_images if new is not None else {}
+            for image in before:
+                del by_image[image][name]
+            for image, size in after.items():
+                by_image.setdefault(image, {})[name] = size
+            for image in before.keys() | after.keys():
+                sizes = by_image.get(image)
+                if sizes:
+                    hints[image] = max(sizes.values())
+                else:
+                    by_image.pop(image, None)
+                    hints.pop(image, None)
         self._hint_nodes = current
-        return self._hints
+        return hints
 
     def _limited(
         self, nodes: list[NodeInfo], wanted: list[MergedImage], demand: DemandIndex
