@@ -4,14 +4,20 @@ per-image work wherever its inputs are the same, and returns the Plan `plan()` w
 What is kept between passes, and what makes it stale:
 
 - per image: the merged facts of its CachedImages (same objects, same size hint, same UTC
-  day) — a new, re-specified or re-scored image is merged again;
-- per pod: a keeper's running images, a puller's results (same object);
+  day) — a new, re-specified or re-scored image is merged again; the merged image itself
+  while its demand holds and no retention or urgent-window moment passed; its status
+  patches and summary while its counts are the same;
+- per pod: a keeper's running images, a puller's results (same object); what a finished
+  puller gives each pass (outcomes, pull times, throughput samples) while its images keep
+  their sizes;
 - per node: its target (placement and disk budget), the keeper it should run, the images
   it misses, and its report cells with their counts. A node that joined or changed is
   planned from scratch; an image added, removed or re-ranked is patched into every node
-  (its cells inserted or removed in place) unless the node's disk budget is under
-  pressure; a node's cells are rebuilt only for the images whose inputs changed there
-  (present, pulling, started, failed, waiting).
+  (its cells inserted or removed in place) unless the node's disk budget leaves images
+  out and the change touches an image it places; a node's cells are rebuilt only for the images whose inputs changed there
+  (present, pulling, started, failed, waiting) or whose place in its target moved;
+- per node also: its placements (while labels, taints, arch and GPUs are the same), its
+  pool, its share of the image size hints.
 
 The stages that decide writes (pullers, pulls, keepers, taints) run every pass over the
 remembered per-node results, so their cost follows the pods and the missing images, not
@@ -24,14 +30,13 @@ from __future__ import annotations
 import bisect
 import dataclasses
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from operator import is_
 
 from imagesync.config import Config
 from prefetcher import budget as budgets
 from prefetcher import eligibility, observe, pods, scoring
 from prefetcher.model import (
-    BudgetExclusion,
     ManagedPod,
     NodeInfo,
     NodeSummary,
@@ -53,7 +58,17 @@ from prefetcher.planning.images import (
     size_on,
 )
 from prefetcher.planning.keepers import plan_keepers
-from prefetcher.planning.memo import EMPTY, ImageEdit, NodeMemo
+from prefetcher.planning.memo import (
+    EMPTY,
+    ImageEdit,
+    NodeMemo,
+    same_but_status,
+    same_cells,
+    same_placement,
+    steady_until,
+    with_objects,
+    with_scores,
+)
 from prefetcher.planning.pullers import Finished, read_pullers
 from prefetcher.planning.pulls import choose_pulls
 from prefetcher.planning.state import ImageStatus, MakeImageStatus, PlanState, ReadFinished
@@ -61,8 +76,6 @@ from prefetcher.planning.summary import node_summary, result
 from prefetcher.planning.taints import plan_startup_taints
 from prefetcher.planning.targets import NOT_PREDICTED, NodeTarget, node_target
 
-# A moment at which time alone changes a merged image is trusted only this far from it.
-STEADY_MARGIN = timedelta(seconds=1)
 # Past this share of the wanted images changed, every node is planned from scratch.
 PATCH_LIMIT = 0.25
 
@@ -251,11 +264,11 @@ class IncrementalPlanner:
                 and hit[1] == hint
                 and hit[2] == day
                 and len(hit[0]) == len(key)
-                and all(map(_same_but_status, hit[0], key))
+                and all(map(same_but_status, hit[0], key))
             ):
                 # Only the status the prefetcher writes changed: the same facts, holding
                 # the new objects (their status is compared with what a pass reports).
-                facts = _with_objects(hit[3], key)
+                facts = with_objects(hit[3], key)
             else:
                 facts = image_facts(image, objects, hint, day, config)
             self._facts[image] = (key, hint, day, facts)
@@ -359,7 +372,7 @@ class IncrementalPlanner:
         """Where the node's memo keeps its placements (placement key → why not), when they
         hold for `node`; else a new dict, which the node's memo takes this pass."""
         memo = self.memo.get(node.name)
-        if memo is not None and (memo.node is node or _same_placement(memo.node, node)):
+        if memo is not None and (memo.node is node or same_placement(memo.node, node)):
             return memo.placements
         return self._fresh_placements.setdefault(node.name, {})
 
@@ -495,7 +508,7 @@ class IncrementalPlanner:
                 memo = NodeMemo(node=node, target=target, placements=placements)
             elif edit.everything or (memo.node is not node and memo.node != node):
                 old = memo.target
-                if not _same_placement(memo.node, node):
+                if not same_placement(memo.node, node):
                     memo.placements = self._fresh_placements.pop(node.name, {})
                 memo.node = node
                 memo.target = self._shared(
@@ -503,7 +516,7 @@ class IncrementalPlanner:
                 )
                 # A node that changed (its images' sizes, its disk) keeps its cells while its
                 # target places the same images and leaves out the same ones, as large.
-                memo.rebuild = not edit.empty or not _same_cells(old, memo.target)
+                memo.rebuild = not edit.empty or not same_cells(old, memo.target)
             else:
                 memo.node = node
                 if not edit.empty:
@@ -512,7 +525,7 @@ class IncrementalPlanner:
                 if memo.target.urgent_recent != urgent:
                     memo.target = dataclasses.replace(memo.target, urgent_recent=urgent)
             if edit.rescored and memo.left_out and not memo.rebuild:
-                memo.left_out = _rescored(memo.left_out, by_image)
+                memo.left_out = with_scores(memo.left_out, by_image)
             self._node_pods(memo, present.get(node.name, EMPTY), edit)
             fresh[node.name] = memo
         for name, memo in self.memo.items():
@@ -646,69 +659,3 @@ class IncrementalPlanner:
         if made is None or made[0] is not memo.target or made[1] is not memo.tally:
             made = memo.summary = (memo.target, memo.tally, node_summary(memo.target, memo.tally))
         return made[2]
-
-
-def _rescored(
-    left_out: list[BudgetExclusion], by_image: Mapping[str, MergedImage]
-) -> list[BudgetExclusion]:
-    """A node's budget exclusions (the report shows them with their images' scores) with
-    the current scores."""
-    out = []
-    for b in left_out:
-        score = by_image[b.image].score
-        out.append(
-            b if b.score == score else BudgetExclusion(b.node, b.image, b.size, score, b.why)
-        )
-    return out
-
-
-def _same_placement(old: NodeInfo, new: NodeInfo) -> bool:
-    """Whether every image's placement on `old` holds on `new` (the fields it reads)."""
-    return (
-        old.name == new.name
-        and old.labels == new.labels
-        and old.taints == new.taints
-        and old.arch == new.arch
-        and old.os == new.os
-        and old.gpu_allocatable == new.gpu_allocatable
-    )
-
-
-def _same_cells(old: NodeTarget, new: NodeTarget) -> bool:
-    """Whether a node's cells and budget exclusions made for `old` hold for `new`."""
-    if old.problem != new.problem or old.fitted != new.fitted or old.not_placed != new.not_placed:
-        return False
-    if old.left_out != new.left_out:
-        return False
-    before, after = old.node.hinted_images, new.node.hinted_images  # exclusions' sizes
-    return all(before.get(ref) == after.get(ref) for ref in old.left_out)
-
-
-def _same_but_status(old: WantedImage, new: WantedImage) -> bool:
-    """The two objects differ at most in the status the prefetcher reports."""
-    return old is new or dataclasses.replace(new, reported=old.reported) == old
-
-
-def _with_objects(facts: ImageFacts, objects: tuple[WantedImage, ...]) -> ImageFacts:
-    """`facts` holding `objects` (the same objects but for their status) in its order."""
-    by_name = {o.name: o for o in objects}
-    return dataclasses.replace(facts, objects=tuple(by_name[o.name] for o in facts.objects))
-
-
-def steady_until(facts: ImageFacts, now: datetime, config: Config) -> datetime:
-    """A moment before which `merged_image(facts, t, ...)` is the same for every t from `now`
-    (with the same demand): its objects' retention ends and its first use's urgent window
-    (`recent`) lie at least STEADY_MARGIN away."""
-    moments: list[datetime] = []
-    retention = timedelta(seconds=config.image_retention)
-    for obj, used in zip(facts.objects, facts.last_used, strict=True):
-        if used is not None and not scoring.is_declared(obj):
-            moments.append(used + retention)
-    if facts.first_created is not None:
-        moments.append(facts.first_created)
-        moments.append(facts.first_created + timedelta(seconds=config.urgent_window))
-    until = datetime.max.replace(tzinfo=UTC)
-    for moment in moments:
-        if now < moment + STEADY_MARGIN:
-            until = min(until, moment - STEADY_MARGIN)
-    return until
