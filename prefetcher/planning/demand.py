@@ -229,10 +229,7 @@ def demand_nodes(index: DemandIndex, image: str, eligible: list[str]) -> frozens
     demand = index.of(image)
     if demand is None or demand.every_node or not demand.signal:
         return None
-    needed, urgent, pools, in_pools = demand.nodes, demand.urgent, index.pools, demand.pools
-    chosen = {  # index.tier(image, name) <= TIER_POOL
-        name for name in eligible if name in needed or name in urgent or pools.get(name) in in_pools
-    }
+    chosen = {name for name in eligible if index.tier(image, name) <= TIER_POOL}
     extra = demand.need + demand.waiting - len(chosen)
     if extra > 0:
         rest = sorted(
