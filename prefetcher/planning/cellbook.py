@@ -9,10 +9,12 @@ from itertools import chain
 from operator import is_not
 from typing import NamedTuple
 
-from prefetcher.model import CELL_STATES, CellState, PullKey, PullRecord
+from prefetcher.model import CELL_STATES, BudgetExclusion, CellState, PullKey, PullRecord
 from prefetcher.planning.cells import cell, node_cells
+from prefetcher.planning.images import size_on
 from prefetcher.planning.memo import EMPTY, ImageEdit, NodeMemo
 from prefetcher.planning.state import PlanState
+from prefetcher.planning.targets import NodeTarget
 
 _PLACEHOLDER = CellState("", "", "ineligible")
 
@@ -27,6 +29,8 @@ class CellBook:
         self._inputs = _Inputs(frozenset(), frozenset(), {}, {})  # the last pass's
         self._rows: list[list[CellState]] = []  # every node's cells, in node order
         self._all: tuple[CellState, ...] = ()  # the same, as one tuple
+        self._left_out: list[list[BudgetExclusion]] = []  # every node's budget exclusions
+        self._all_left_out: tuple[BudgetExclusion, ...] = ()
 
     def drop(self, memo: NodeMemo) -> None:
         """A node left: its cells no longer count."""
@@ -45,7 +49,10 @@ class CellBook:
         for name, memo in memos.items():
             entry = memo.target
             others = memo.others
-            if memo.rebuild:
+            before, memo.cells_target = memo.cells_target, entry
+            if memo.rebuild and (
+                before is None or before.problem is not None or entry.problem is not None
+            ):
                 built = node_cells(
                     entry,
                     wanted,
@@ -63,7 +70,13 @@ class CellBook:
                 touched = touched_on.get(name, set())
                 if memo.cells_present is not memo.present:
                     touched |= memo.cells_present ^ memo.present
-                if not touched and edit.empty:
+                if memo.rebuild:
+                    # Planned anew: only the images whose place in the target moved change.
+                    assert before is not None
+                    touched |= _moved(before, entry)
+                    memo.left_out = _exclusions(entry, state)
+                    memo.rebuild = False
+                elif not touched and edit.empty:
                     continue  # nothing this node's cells depend on changed
                 touched.update(edit.changed)
                 others = self._patch_cells(memo, touched, edit, removed_at, state, started)
@@ -76,7 +89,11 @@ class CellBook:
             self._all = tuple(chain.from_iterable(rows))  # some node's row changed
             self._rows = rows
         state.cells = self._all
-        state.left_out = list(chain.from_iterable(m.left_out for m in memos.values()))
+        left_out = [m.left_out for m in memos.values()]
+        if len(left_out) != len(self._left_out) or any(map(is_not, left_out, self._left_out)):
+            self._all_left_out = tuple(chain.from_iterable(left_out))
+            self._left_out = left_out
+        state.left_out = self._all_left_out
         state.node_counts = {name: m.tally for name, m in memos.items()}
         counts: Counter[tuple[str, str]] = Counter(
             {(ref, "present"): n for ref, n in self._present_counts.items()}
@@ -95,7 +112,8 @@ class CellBook:
     ) -> dict[str, str]:
         """The node's cells with the removed images' taken out, the changed ones' put in,
         and the touched ones' rebuilt; returns its other (not present) wanted states. (Its
-        budget exclusions stay: a target with any is planned anew when images change.)"""
+        budget exclusions stay: a target with any is patched only when none of them and no
+        image it places changed; the planner gives them new scores.)"""
         cells = memo.cells.copy()
         for index in removed_at:
             del cells[index]
@@ -140,6 +158,24 @@ class CellBook:
             for pair in others.items() - memo.others.items():
                 other_counts[pair] += 1
         memo.counted, memo.others = counted, others
+
+
+def _moved(before: NodeTarget, after: NodeTarget) -> set[str]:
+    """The images placed, not placed or left out, or for another reason, in only one of two
+    targets of a node."""
+    moved = set(before.fitted_set ^ after.fitted_set)
+    moved.update(ref for ref, _ in before.not_placed.items() ^ after.not_placed.items())
+    moved.update(ref for ref, _ in before.left_out.items() ^ after.left_out.items())
+    return moved
+
+
+def _exclusions(entry: NodeTarget, state: PlanState) -> list[BudgetExclusion]:
+    """The node's budget exclusions, as `node_cells` makes them (rank order)."""
+    node, by_image = entry.node, state.by_image
+    return [
+        BudgetExclusion(node.name, ref, size_on(by_image[ref], node), by_image[ref].score, why)
+        for ref, why in entry.left_out.items()
+    ]
 
 
 class _Inputs(NamedTuple):

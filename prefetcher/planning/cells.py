@@ -121,6 +121,7 @@ def fill_cells(state: PlanState) -> None:
     started = {(p.node, image) for p in state.pulls for image in p.images}
     empty: frozenset[str] = frozenset()
     cells: list[CellState] = []
+    left_out: list[BudgetExclusion] = []
     for entry in state.targets.values():
         name = entry.node.name
         result = node_cells(
@@ -134,8 +135,9 @@ def fill_cells(state: PlanState) -> None:
             state.config,
         )
         cells += result.cells
-        state.left_out += result.left_out
+        left_out += result.left_out
         state.node_counts[name] = result.tally
         state.counts.update(result.other_states)
         state.counts.update((ref, "present") for ref in result.present_refs)
     state.cells = cells
+    state.left_out = left_out

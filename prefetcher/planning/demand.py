@@ -14,6 +14,7 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
@@ -97,17 +98,38 @@ def top_owner(owner: str, parents: Mapping[str, str]) -> str:
     return parents.get(owner, owner)
 
 
-def demand_index(
-    demand: Demand, nodes: Iterable[NodeInfo], config: Config, now: datetime
-) -> DemandIndex:
-    """The index of `demand` for this planning step."""
-    node_list = list(nodes)
-    pools = {node.name: node_pool(node, config.node_pool_labels) for node in node_list}
-    images: dict[str, ImageDemand] = {}
+class DemandMemo:
+    """What `demand_index` may keep between passes: each node's pool (while the NodeInfo is
+    the same object) and the nodes of the running pods (while `Demand.running` is)."""
 
-    def of(image: str) -> ImageDemand:
-        return images.setdefault(image, ImageDemand())
+    def __init__(self) -> None:
+        self._pools: dict[str, tuple[NodeInfo, Pool]] = {}
+        self._running: tuple[object, object, RunningNodes] | None = None
 
+    def pools(self, nodes: list[NodeInfo], labels: tuple[str, ...]) -> dict[str, Pool]:
+        known, self._pools = self._pools, {}
+        out: dict[str, Pool] = {}
+        for node in nodes:
+            hit = known.get(node.name)
+            if hit is None or hit[0] is not node:
+                hit = (node, node_pool(node, labels))
+            self._pools[node.name] = hit
+            out[node.name] = hit[1]
+        return out
+
+    def running(self, demand: Demand) -> RunningNodes:
+        hit = self._running
+        if hit is None or hit[0] is not demand.running or hit[1] is not demand.parents:
+            hit = self._running = (demand.running, demand.parents, running_nodes(demand))
+        return hit[2]
+
+
+# Per workload (its top owner) and per image, the nodes its running pods are bound to.
+RunningNodes = tuple[dict[str, set[str]], dict[str, set[str]]]
+
+
+def running_nodes(demand: Demand) -> RunningNodes:
+    """The nodes running each workload's pods, and each image."""
     workload_nodes: dict[str, set[str]] = {}
     image_nodes: dict[str, set[str]] = {}
     for pod in demand.running:
@@ -115,8 +137,32 @@ def demand_index(
             owner = top_owner(pod.workload, demand.parents)
             workload_nodes.setdefault(owner, set()).add(pod.node)
         for image in pod.images:
-            of(image).nodes.add(pod.node)
             image_nodes.setdefault(image, set()).add(pod.node)
+    return workload_nodes, image_nodes
+
+
+def demand_index(
+    demand: Demand,
+    nodes: Iterable[NodeInfo],
+    config: Config,
+    now: datetime,
+    memo: DemandMemo | None = None,
+) -> DemandIndex:
+    """The index of `demand` for this planning step (`memo`: what earlier steps kept)."""
+    node_list = list(nodes)
+    if memo is None:
+        pools = {node.name: node_pool(node, config.node_pool_labels) for node in node_list}
+        workload_nodes, image_nodes = running_nodes(demand)
+    else:
+        pools = memo.pools(node_list, config.node_pool_labels)
+        workload_nodes, image_nodes = memo.running(demand)
+    images: dict[str, ImageDemand] = {
+        image: ImageDemand(nodes=set(names)) for image, names in image_nodes.items()
+    }
+
+    def of(image: str) -> ImageDemand:
+        return images.setdefault(image, ImageDemand())
+
     for workload in demand.workloads:
         running = workload_nodes.get(workload.key, set())
         run = next_run(workload, now)
@@ -171,6 +217,7 @@ def cron_lead(size: int, config: Config) -> timedelta:
     return timedelta(seconds=config.cron_lead_time + size / config.pull_deadline_min_bandwidth)
 
 
+@lru_cache(maxsize=65536)  # pure, and asked for every node of every image placed by demand
 def spread_order(image: str, node: str) -> str:
     """A per-image node order, so images limited to a few nodes do not all pick the same."""
     return hashlib.sha256(f"{image}\0{node}".encode()).hexdigest()

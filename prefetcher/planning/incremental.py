@@ -4,14 +4,20 @@ per-image work wherever its inputs are the same, and returns the Plan `plan()` w
 What is kept between passes, and what makes it stale:
 
 - per image: the merged facts of its CachedImages (same objects, same size hint, same UTC
-  day) — a new, re-specified or re-scored image is merged again;
-- per pod: a keeper's running images, a puller's results (same object);
+  day) — a new, re-specified or re-scored image is merged again; the merged image itself
+  while its demand holds and no retention or urgent-window moment passed; its status
+  patches and summary while its counts are the same;
+- per pod: a keeper's running images, a puller's results (same object); what a finished
+  puller gives each pass (outcomes, pull times, throughput samples) while its images keep
+  their sizes;
 - per node: its target (placement and disk budget), the keeper it should run, the images
   it misses, and its report cells with their counts. A node that joined or changed is
   planned from scratch; an image added, removed or re-ranked is patched into every node
-  (its cells inserted or removed in place) unless the node's disk budget is under
-  pressure; a node's cells are rebuilt only for the images whose inputs changed there
-  (present, pulling, started, failed, waiting).
+  (its cells inserted or removed in place) unless the node's disk budget leaves images
+  out and the change touches an image it places; a node's cells are rebuilt only for the images whose inputs changed there
+  (present, pulling, started, failed, waiting) or whose place in its target moved;
+- per node also: its placements (while labels, taints, arch and GPUs are the same), its
+  pool, its share of the image size hints.
 
 The stages that decide writes (pullers, pulls, keepers, taints) run every pass over the
 remembered per-node results, so their cost follows the pods and the missing images, not
@@ -25,12 +31,12 @@ import bisect
 import dataclasses
 from collections.abc import Mapping
 from datetime import datetime
+from operator import is_
 
 from imagesync.config import Config
 from prefetcher import budget as budgets
-from prefetcher import observe, pods, scoring
+from prefetcher import eligibility, observe, pods, scoring
 from prefetcher.model import (
-    BudgetExclusion,
     ManagedPod,
     NodeInfo,
     NodeSummary,
@@ -39,7 +45,7 @@ from prefetcher.model import (
     WantedImage,
 )
 from prefetcher.planning.cellbook import CellBook
-from prefetcher.planning.demand import DemandIndex, demand_index
+from prefetcher.planning.demand import DemandIndex, DemandMemo, demand_index, demand_nodes
 from prefetcher.planning.images import (
     ImageFacts,
     MergedImage,
@@ -49,22 +55,33 @@ from prefetcher.planning.images import (
     placement,
     ranked,
     recent,
-    size_hints,
     size_on,
 )
 from prefetcher.planning.keepers import plan_keepers
-from prefetcher.planning.memo import EMPTY, ImageEdit, NodeMemo
-from prefetcher.planning.pullers import read_pullers
+from prefetcher.planning.memo import (
+    EMPTY,
+    ImageEdit,
+    NodeMemo,
+    same_but_status,
+    same_cells,
+    same_placement,
+    steady_until,
+    with_objects,
+    with_scores,
+)
+from prefetcher.planning.pullers import Finished, read_pullers
 from prefetcher.planning.pulls import choose_pulls
-from prefetcher.planning.state import PlanState
+from prefetcher.planning.state import ImageStatus, MakeImageStatus, PlanState, ReadFinished
 from prefetcher.planning.summary import node_summary, result
 from prefetcher.planning.taints import plan_startup_taints
-from prefetcher.planning.targets import NOT_PREDICTED, NodeTarget, limited_nodes, node_target
+from prefetcher.planning.targets import NOT_PREDICTED, NodeTarget, node_target
 
 # Past this share of the wanted images changed, every node is planned from scratch.
 PATCH_LIMIT = 0.25
 
 
+# (facts, templated, released, made at, steady until, the merged image)
+_MergedHit = tuple[ImageFacts, bool, bool, datetime, datetime, MergedImage]
 SharedLists = tuple[list[str], frozenset[str], dict[str, str]]
 PodFacts = tuple[frozenset[str], Mapping[str, observe.PullResult], frozenset[str]]
 
@@ -102,6 +119,14 @@ class _MemoState(PlanState):
     def puller_results(self, pod: ManagedPod) -> Mapping[str, observe.PullResult]:
         return self._planner.pod_facts(pod)[1]
 
+    def finished_puller(self, pod: ManagedPod, read: ReadFinished) -> Finished | None:
+        return self._planner.finished_puller(pod, self, read)
+
+    def image_status(
+        self, image: MergedImage, states: tuple[int, ...], last_error: str, make: MakeImageStatus
+    ) -> ImageStatus:
+        return self._planner.image_status(image, states, last_error, make)
+
     def keeper_for(self, entry: NodeTarget) -> tuple[list[str], str]:
         return self._planner.memo[entry.node.name].keeper
 
@@ -125,8 +150,24 @@ class IncrementalPlanner:
         self._facts = {}
         self._hint_nodes: dict[str, NodeInfo] = {}
         self._hints: dict[str, int] = {}
+        self._image_hints: dict[str, dict[str, int]] = {}  # image → node → its size there
         self._pods: dict[tuple[str, str], tuple[ManagedPod, PodFacts]] = {}
         self._seen_pods: dict[tuple[str, str], tuple[ManagedPod, PodFacts]] = {}
+        self._finished: dict[tuple[str, str], tuple[ManagedPod, Finished | None]] = {}
+        self._seen_finished: dict[tuple[str, str], tuple[ManagedPod, Finished | None]] = {}
+        self._resized: set[str] = set()  # images whose size changed since the previous pass
+        self._merged: dict[str, _MergedHit] = {}
+        self._seen_merged: dict[str, _MergedHit] = {}
+        self._statuses: dict[str, tuple[MergedImage, tuple[int, ...], str, ImageStatus]] = {}
+        self._seen_statuses: dict[str, tuple[MergedImage, tuple[int, ...], str, ImageStatus]] = {}
+        self._demand_memo = DemandMemo()
+        self._fresh_placements: dict[str, dict[str, str | None]] = {}  # this pass's, by node
+        # node → the image sets its pods hold, and their union (last pass's)
+        self._present_parts: dict[str, tuple[list[frozenset[str]], frozenset[str]]] = {}
+        self._wanted: list[MergedImage] = []  # the last pass's
+        self._unchanged: ImageEdit | None = None  # the edit of a pass with the same images
+        self._unranked: list[MergedImage] = []  # the last pass's images, before ranking
+        self._ranked: list[MergedImage] = []
         self._refs: list[str] = []
         self._info: dict[str, tuple[tuple[int, float, str], str, int, frozenset[str] | None]]
         self._info = {}
@@ -158,17 +199,17 @@ class IncrementalPlanner:
     def _plan(self, snapshot: Snapshot) -> Plan:
         config, now = self.config, snapshot.now
         nodes = sorted({n.name: n for n in snapshot.nodes}.values(), key=lambda n: n.name)
-        demand = demand_index(snapshot.demand, nodes, config, now)
+        demand = demand_index(snapshot.demand, nodes, config, now, self._demand_memo)
         images = self._merge(snapshot, nodes, demand)
         wanted = [i for i in images if i.wanted]
-        edit = self._edit(wanted, limited_nodes(nodes, wanted, config, demand))
+        edit = self._edit(wanted, self._limited(nodes, wanted, demand))
         self._patches, self._pod_sets = {}, {}
         if len(self._interned) > 4 * len(nodes) + 64:
             self._interned = {}
         if len(self._sets) > 4 * len(snapshot.pods) + 64:
             self._sets = {}
         ordered = sorted(snapshot.pods, key=lambda p: (p.node, p.role, p.name, p.uid))
-        self._seen_pods = {}
+        self._seen_pods, self._seen_finished = {}, {}
         present = self._present(ordered)
         targets = self._targets(nodes, wanted, edit, present, snapshot.now)
         state = _MemoState(
@@ -188,8 +229,10 @@ class IncrementalPlanner:
         plan_keepers(state)
         plan_startup_taints(state)
         self.cellbook.fill(self.memo, state, edit)
-        self._pods = self._seen_pods
-        return result(state, [self._node_summary(memo) for memo in self.memo.values()])
+        self._pods, self._finished = self._seen_pods, self._seen_finished
+        made = result(state, [self._node_summary(memo) for memo in self.memo.values()])
+        self._statuses, self._seen_statuses = self._seen_statuses, {}
+        return made
 
     # --- images ---------------------------------------------------------------------------
 
@@ -213,7 +256,7 @@ class IncrementalPlanner:
                 and hit[1] == hint
                 and hit[2] == day
                 and len(hit[0]) == len(key)
-                and all(a is b for a, b in zip(hit[0], key, strict=True))
+                and all(map(is_, hit[0], key))
             ):
                 facts = hit[3]
             elif (
@@ -221,37 +264,127 @@ class IncrementalPlanner:
                 and hit[1] == hint
                 and hit[2] == day
                 and len(hit[0]) == len(key)
-                and all(map(_same_but_status, hit[0], key))
+                and all(map(same_but_status, hit[0], key))
             ):
                 # Only the status the prefetcher writes changed: the same facts, holding
                 # the new objects (their status is compared with what a pass reports).
-                facts = _with_objects(hit[3], key)
+                facts = with_objects(hit[3], key)
             else:
                 facts = image_facts(image, objects, hint, day, config)
             self._facts[image] = (key, hint, day, facts)
-            merged.append(merged_image(facts, now, config, demand))
-        return ranked(merged)
+            merged.append(self._merged_image(facts, now, demand))
+        self._merged, self._seen_merged = self._seen_merged, {}
+        if len(merged) == len(self._unranked) and all(map(is_, merged, self._unranked)):
+            ranked_images = list(self._ranked)  # the same images: the same order
+        else:
+            self._unranked = merged.copy()
+            ranked_images = self._ranked = ranked(merged)
+        self._resized = {
+            image
+            for image, hit in known.items()
+            if image not in self._facts or self._facts[image][3].size != hit[3].size
+        }
+        self._resized.update(self._facts.keys() - known.keys())
+        return ranked_images
+
+    def _merged_image(self, facts: ImageFacts, now: datetime, demand: DemandIndex) -> MergedImage:
+        """merged_image(), the same object while its facts and demand are the same and no
+        moment passed at which time alone changes it (`steady_until`)."""
+        need = demand.of(facts.image)
+        templated = need is not None and need.templated
+        released = facts.image in demand.released
+        hit = self._merged.get(facts.image)
+        if (
+            hit is None
+            or hit[0] is not facts
+            or hit[1] != templated
+            or hit[2] != released
+            or not hit[3] <= now < hit[4]
+        ):
+            merged = merged_image(facts, now, self.config, demand)
+            until = steady_until(facts, now, self.config)
+            hit = (facts, templated, released, now, until, merged)
+        self._seen_merged[facts.image] = hit
+        return hit[5]
 
     def _size_hints(self, nodes: list[NodeInfo]) -> dict[str, int]:
-        """size_hints() of the nodes; nodes that joined only add their own."""
-        known = self._hint_nodes
-        current = {n.name: n for n in nodes}
-        for name, node in known.items():
-            now = current.get(name)
-            if now is None or (
-                now.hinted_images is not node.hinted_images
-                and now.hinted_images != node.hinted_images
-            ):
-                self._hints = size_hints(nodes)
-                break
-        else:
-            joined = [n for name, n in current.items() if name not in known]
-            for image, size in size_hints(joined).items():
-                self._hints[image] = max(self._hints.get(image, 0), size)
+        """size_hints() of the nodes, updated for the nodes that joined, left or list other
+        images (every pull changes one node's list)."""
+        known, current = self._hint_nodes, {n.name: n for n in nodes}
+        by_image, hints = self._image_hints, self._hints
+        changed = [name for name in known.keys() - current.keys()]
+        changed += [
+            name
+            for name, node in current.items()
+            if (old := known.get(name)) is None
+            or (
+                old.hinted_images is not node.hinted_images
+                and old.hinted_images != node.hinted_images
+            )
+        ]
+        for name in changed:
+            old, new = known.get(name), current.get(name)
+            before = old.hinted_images if old is not None else {}
+            after = new.hinted_images if new is not None else {}
+            for image in before:
+                del by_image[image][name]
+            for image, size in after.items():
+                by_image.setdefault(image, {})[name] = size
+            for image in before.keys() | after.keys():
+                sizes = by_image.get(image)
+                if sizes:
+                    hints[image] = max(sizes.values())
+                else:
+                    by_image.pop(image, None)
+                    hints.pop(image, None)
         self._hint_nodes = current
-        return self._hints
+        return hints
+
+    def _limited(
+        self, nodes: list[NodeInfo], wanted: list[MergedImage], demand: DemandIndex
+    ) -> dict[str, frozenset[str]]:
+        """limited_nodes(): the eligible nodes of each placement key found once, from the
+        placements the nodes' memos hold."""
+        by_demand = [i for i in wanted if i.by_demand]
+        if not by_demand:
+            return {}
+        config = self.config
+        usable = [n for n in nodes if eligibility.node_problem(n, config) is None]
+        known = [self._placements(node) for node in usable]
+        eligible_by_key: dict[str, list[str]] = {}
+        out: dict[str, frozenset[str]] = {}
+        for image in by_demand:
+            key = image.placement_key
+            eligible = eligible_by_key.get(key)
+            if eligible is None:
+                eligible = eligible_by_key[key] = []
+                for node, placements in zip(usable, known, strict=True):
+                    if key not in placements:
+                        placements[key] = placement(image, node, config)
+                    if placements[key] is None:
+                        eligible.append(node.name)
+            chosen = demand_nodes(demand, image.image, eligible)
+            if chosen is not None:
+                out[image.image] = chosen
+        return out
+
+    def _placements(self, node: NodeInfo) -> dict[str, str | None]:
+        """Where the node's memo keeps its placements (placement key → why not), when they
+        hold for `node`; else a new dict, which the node's memo takes this pass."""
+        memo = self.memo.get(node.name)
+        if memo is not None and (memo.node is node or same_placement(memo.node, node)):
+            return memo.placements
+        return self._fresh_placements.setdefault(node.name, {})
 
     def _edit(self, wanted: list[MergedImage], limited: Mapping[str, frozenset[str]]) -> ImageEdit:
+        if (
+            self._unchanged is not None
+            and len(wanted) == len(self._wanted)
+            and all(map(is_, wanted, self._wanted))
+            and limited == self._unchanged.limited
+        ):
+            return self._unchanged  # the same images (objects): nothing to patch
+        self._wanted, self._unchanged = wanted, None
         refs = [i.image for i in wanted]
         info = {i.image: (i.rank, i.placement_key, i.size, limited.get(i.image)) for i in wanted}
         old = self._info
@@ -278,6 +411,11 @@ class IncrementalPlanner:
             rescored=rescored,
         )
         self._refs, self._info = refs, info
+        if info:  # the next pass's edit, if its images are these same objects
+            position = edit.position
+            self._unchanged = ImageEdit(
+                refs, position, [], set(), position, {}, set(), limited, everything=False
+            )
         return edit
 
     # --- pods -----------------------------------------------------------------------------
@@ -299,15 +437,49 @@ class IncrementalPlanner:
         self._seen_pods[key] = hit
         return hit[1]
 
+    def finished_puller(
+        self, pod: ManagedPod, state: PlanState, read: ReadFinished
+    ) -> Finished | None:
+        """What a puller whose every image was pulled gives, remembered while the pod object
+        and its images' sizes are the same (a finished puller cannot change otherwise)."""
+        if pod.created is None:
+            return read(state, pod)  # its pull times would fall back on the pass's time
+        key = (pod.name, pod.uid)
+        hit = self._finished.get(key)
+        if hit is None or hit[0] is not pod or not self._resized.isdisjoint(pod.images):
+            hit = (pod, read(state, pod))
+        self._seen_finished[key] = hit
+        return hit[1]
+
+    def image_status(
+        self, image: MergedImage, states: tuple[int, ...], last_error: str, make: MakeImageStatus
+    ) -> ImageStatus:
+        """An image's status patches and summary, the same while the merged image (its
+        objects and their status) and its counts are."""
+        hit = self._statuses.get(image.image)
+        if hit is None or hit[0] is not image or hit[1] != states or hit[2] != last_error:
+            hit = (image, states, last_error, make(image, states, last_error))
+        self._seen_statuses[image.image] = hit
+        return hit[3]
+
     def _present(self, ordered: list[ManagedPod]) -> dict[str, frozenset[str]]:
-        """observe.present_images(), sharing one pod's set when a node has only that."""
-        present: dict[str, frozenset[str]] = {}
+        """observe.present_images(), sharing one pod's set when a node has only that, and the
+        last pass's set when a node's pods hold the same sets."""
+        parts: dict[str, list[frozenset[str]]] = {}
         for pod in ordered:
             running, _, pulled = self.pod_facts(pod)
             images = running if pod.role == "keeper" else pulled
             if images:
-                before = present.get(pod.node)
-                present[pod.node] = images if before is None else before | images
+                parts.setdefault(pod.node, []).append(images)
+        known, self._present_parts = self._present_parts, {}
+        present: dict[str, frozenset[str]] = {}
+        for node, sets in parts.items():
+            hit = known.get(node)
+            if hit is None or len(hit[0]) != len(sets) or not all(map(is_, hit[0], sets)):
+                union = sets[0] if len(sets) == 1 else frozenset().union(*sets)
+                hit = (sets, union)
+            self._present_parts[node] = hit
+            present[node] = hit[1]
         return present
 
     # --- targets --------------------------------------------------------------------------
@@ -329,31 +501,38 @@ class IncrementalPlanner:
         for node in nodes:
             memo = self.memo.get(node.name)
             if memo is None:
-                placements: dict[str, str | None] = {}
+                placements = self._fresh_placements.pop(node.name, {})
                 target = self._shared(
                     node_target(node, wanted, managed, config, now, edit.limited, placements)
                 )
                 memo = NodeMemo(node=node, target=target, placements=placements)
             elif edit.everything or (memo.node is not node and memo.node != node):
-                memo.node, memo.placements, memo.rebuild = node, {}, True
+                old = memo.target
+                if not same_placement(memo.node, node):
+                    memo.placements = self._fresh_placements.pop(node.name, {})
+                memo.node = node
                 memo.target = self._shared(
                     node_target(node, wanted, managed, config, now, edit.limited, memo.placements)
                 )
+                # A node that changed (its images' sizes, its disk) keeps its cells while its
+                # target places the same images and leaves out the same ones, as large.
+                memo.rebuild = not edit.empty or not same_cells(old, memo.target)
             else:
                 memo.node = node
                 if not edit.empty:
                     memo.target = self._patch_target(memo, wanted, by_image, managed, edit, now)
-                elif edit.rescored and memo.left_out:
-                    memo.left_out = _rescored(memo.left_out, by_image)
                 urgent = recent(node.ready_since or node.created, now, config.urgent_window)
                 if memo.target.urgent_recent != urgent:
                     memo.target = dataclasses.replace(memo.target, urgent_recent=urgent)
+            if edit.rescored and memo.left_out and not memo.rebuild:
+                memo.left_out = with_scores(memo.left_out, by_image)
             self._node_pods(memo, present.get(node.name, EMPTY), edit)
             fresh[node.name] = memo
         for name, memo in self.memo.items():
             if name not in fresh:
                 self.cellbook.drop(memo)
         self.memo = fresh
+        self._fresh_placements = {}
         return {name: memo.target for name, memo in fresh.items()}
 
     def _patch_target(
@@ -366,20 +545,23 @@ class IncrementalPlanner:
         now: datetime,
     ) -> NodeTarget:
         """The node's target with the changed images placed in or taken out, when its disk
-        budget keeps every placed image (else planned anew: what fits may shift)."""
+        budget keeps every placed image (else planned anew: what fits may shift). A node
+        whose budget leaves images out is patched only when no image it places changed."""
         old, node, config = memo.target, memo.node, self.config
-        if not old.left_out:
-            placements = memo.placements
-            whys: list[str | None] = []
-            for ref in edit.changed:
-                key = by_image[ref].placement_key
-                if key not in placements:
-                    placements[key] = placement(by_image[ref], node, config)
-                why = placements[key]
-                only = edit.limited.get(ref)
-                if why is None and only is not None and node.name not in only:
-                    why = NOT_PREDICTED
-                whys.append(why)
+        placements = memo.placements
+        whys: list[str | None] = []
+        for ref in edit.changed:
+            key = by_image[ref].placement_key
+            if key not in placements:
+                placements[key] = placement(by_image[ref], node, config)
+            why = placements[key]
+            only = edit.limited.get(ref)
+            if why is None and only is not None and node.name not in only:
+                why = NOT_PREDICTED
+            whys.append(why)
+        if not old.left_out or (
+            None not in whys and edit.removed <= old.not_placed.keys()  # the same fit
+        ):
             fitted, fitted_set, not_placed = self._patched(old, tuple(whys), edit)
             hinted = node.hinted_images
             used = old.budget_used
@@ -396,7 +578,8 @@ class IncrementalPlanner:
                 and not edit.touched.isdisjoint(hinted.keys())
             ):
                 budget = budgets.node_budget(node, config, managed)
-            if budget is None or used <= budget:
+            fits = budget == old.budget if old.left_out else (budget is None or used <= budget)
+            if fits:
                 return NodeTarget(
                     node=node,
                     problem=old.problem,
@@ -405,6 +588,7 @@ class IncrementalPlanner:
                     budget_used=used,
                     fitted=fitted,
                     not_placed=not_placed,
+                    left_out=old.left_out,
                     fitted_set=fitted_set,
                 )
         memo.rebuild = True
@@ -475,28 +659,3 @@ class IncrementalPlanner:
         if made is None or made[0] is not memo.target or made[1] is not memo.tally:
             made = memo.summary = (memo.target, memo.tally, node_summary(memo.target, memo.tally))
         return made[2]
-
-
-def _rescored(
-    left_out: list[BudgetExclusion], by_image: Mapping[str, MergedImage]
-) -> list[BudgetExclusion]:
-    """A node's budget exclusions (the report shows them with their images' scores) with
-    the current scores."""
-    out = []
-    for b in left_out:
-        score = by_image[b.image].score
-        out.append(
-            b if b.score == score else BudgetExclusion(b.node, b.image, b.size, score, b.why)
-        )
-    return out
-
-
-def _same_but_status(old: WantedImage, new: WantedImage) -> bool:
-    """The two objects differ at most in the status the prefetcher reports."""
-    return old is new or dataclasses.replace(new, reported=old.reported) == old
-
-
-def _with_objects(facts: ImageFacts, objects: tuple[WantedImage, ...]) -> ImageFacts:
-    """`facts` holding `objects` (the same objects but for their status) in its order."""
-    by_name = {o.name: o for o in objects}
-    return dataclasses.replace(facts, objects=tuple(by_name[o.name] for o in facts.objects))

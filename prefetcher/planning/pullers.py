@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from prefetcher import observe, pods
-from prefetcher.model import ManagedPod, PullOutcome, PullRecord
+from prefetcher.model import ManagedPod, PullKey, PullOutcome, PullRecord
 from prefetcher.planning.images import DISK_PER_COMPRESSED_BYTE, registry_of
 from prefetcher.planning.starting import Starting, starting_pods, yields_to
 from prefetcher.planning.state import PlanState
@@ -22,6 +23,31 @@ def _seconds(pod: ManagedPod, finished: datetime | None) -> float | None:
     return max(0.0, (finished - pod.created).total_seconds())
 
 
+class Finished(NamedTuple):
+    """What a finished puller whose every image was pulled gives each pass: it cannot change
+    while the pod object and its images' sizes stay the same (the incremental planner keeps
+    it per puller instead of reading the puller again)."""
+
+    pulled: frozenset[str]
+    outcomes: tuple[PullOutcome, ...]
+    pulled_at: Mapping[PullKey, datetime]
+    samples: tuple[tuple[str, float], ...]  # (registry, bytes per second), see `_measure`
+
+
+def finished_puller(state: PlanState, pod: ManagedPod) -> Finished | None:
+    """The outcomes, pull times and throughput samples of a puller whose images all pulled;
+    None for any other puller."""
+    results = state.puller_results(pod)
+    if any(i not in results for i in pod.images) or not all(r.succeeded for r in results.values()):
+        return None
+    outcomes = []
+    pulled_at = {}
+    for image, result in results.items():
+        outcomes.append(_success(state, pod, image, result))
+        pulled_at[(pod.node, image)] = result.finished_at or pod.created or state.now
+    return Finished(frozenset(results), tuple(outcomes), pulled_at, tuple(_measure(state, pod)))
+
+
 def read_pullers(state: PlanState) -> None:
     """Outcomes of pullers' images, which pullers still fly, and which to delete."""
     config = state.config
@@ -30,28 +56,28 @@ def read_pullers(state: PlanState) -> None:
         if pod.node not in state.node_names:
             state.delete(pod, "node no longer exists")
             continue
-        results = state.puller_results(pod)
-        for image, result in results.items():
-            if result.succeeded:
-                _record_success(state, pod, image, result)
-            else:
-                _record_failure(state, pod, image, result)
-        pending = tuple(i for i in pod.images if i not in results)
-        if pending:
-            _read_unfinished(state, pod, pending, results, starting)
-            _hold(state, pod, results)
-            continue
-        _measure(state, pod, results)
+        finished = state.finished_puller(pod, finished_puller)
+        if finished is not None:
+            _record_finished(state, finished)
+            pulled, failed = finished.pulled, []
+        else:
+            results = state.puller_results(pod)
+            pending = tuple(i for i in pod.images if i not in results)
+            for image, result in results.items():
+                if result.succeeded:
+                    _record_success(state, pod, image, result)
+                else:
+                    _record_failure(state, pod, image, result)
+            if pending:
+                _read_unfinished(state, pod, pending, results, starting)
+                _hold(state, pod, (i for i, r in results.items() if r.succeeded))
+                continue
+            pulled = frozenset(image for image, result in results.items() if result.succeeded)
+            failed = sorted({r.reason for r in results.values() if not r.succeeded})
         # Finished: keep it while it is the only guard of an image it pulled.
-        failed = sorted({r.reason for r in results.values() if not r.succeeded})
-        fitted = state.fits(pod.node)
-        unguarded = [
-            image
-            for image, result in results.items()
-            if result.succeeded
-            and image in fitted
-            and not (config.keeper_enabled and image in state.guarded(pod.node))
-        ]
+        unguarded = pulled & state.fits(pod.node)
+        if unguarded and config.keeper_enabled:
+            unguarded = unguarded - state.guarded(pod.node)
         if not unguarded:
             why = "pulled; the keeper holds the image" if not failed else "pull failed"
             state.delete(pod, f"{why}: {', '.join(failed)}" if failed else why)
@@ -60,7 +86,7 @@ def read_pullers(state: PlanState) -> None:
             # again by a new puller (a no-op pull of a present image).
             state.delete(pod, f"pull failed: {', '.join(failed)}")
         else:
-            _hold(state, pod, results)
+            _hold(state, pod, pulled)
 
     state.pulling = {
         (p.node, image) for p, pending in state.in_flight.values() for image in pending
@@ -75,27 +101,42 @@ def read_pullers(state: PlanState) -> None:
             del state.records[key]
 
 
-def _measure(state: PlanState, pod: ManagedPod, results: Mapping[str, observe.PullResult]) -> None:
-    """Each image a finished puller pulled is one sample of the rate a pull from its registry
-    gets (`pull_throughput`): its bytes sent (on-disk size ÷ the usual unpacking ratio) over
-    the seconds of its own pull, from the previous container's start (the init container's
-    end for the first) to its container's start. The puller's wait for its turn and its other
-    images do not count; an image that took under MEASURE_MIN_SECONDS was already there."""
-    if pod.created is None or not all(r.succeeded for r in results.values()):
-        return
+def _record_finished(state: PlanState, finished: Finished) -> None:
+    """`_record_success` of each image of a finished puller, and its throughput samples."""
+    records = state.records
+    if records and not records.keys().isdisjoint(finished.pulled_at):
+        for key in finished.pulled_at:
+            records.pop(key, None)
+    state.pulled_at.update(finished.pulled_at)
+    state.outcomes.extend(finished.outcomes)
+    for registry, rate in finished.samples:
+        state.throughput_samples.setdefault(registry, []).append(rate)
+
+
+def _measure(state: PlanState, pod: ManagedPod) -> list[tuple[str, float]]:
+    """Each image a finished puller (every image pulled) pulled is one sample of the rate a
+    pull from its registry gets (`pull_throughput`): its bytes sent (on-disk size ÷ the usual
+    unpacking ratio) over the seconds of its own pull, from the previous container's start (the
+    init container's end for the first) to its container's start. The puller's wait for its
+    turn and its other images do not count; an image that took under MEASURE_MIN_SECONDS was
+    already there."""
+    if pod.created is None:
+        return []
     inits = [c.finished_at for c in pod.containers if c.init]
     mark = max((f for f in inits if f is not None), default=pod.created)
+    samples: list[tuple[str, float]] = []
     for container in pod.containers:
         if container.init:
             continue
         if container.started_at is None:
-            return
+            return samples
         seconds = (container.started_at - mark).total_seconds()
         mark = container.started_at
         if container.image in pod.images and seconds >= MEASURE_MIN_SECONDS:
             registry = registry_of(container.image)[0]
             sent = state.size_of(container.image) / DISK_PER_COMPRESSED_BYTE
-            state.throughput_samples.setdefault(registry, []).append(sent / seconds)
+            samples.append((registry, sent / seconds))
+    return samples
 
 
 def _record_failure(
@@ -111,15 +152,21 @@ def _record_failure(
     state.records[key] = PullRecord(
         pod.node, image, attempts, state.now, result.reason, result.message, pod.uid
     )
-    _outcome(state, pod, image, result, state.now)
+    state.outcomes.append(_outcome(state, pod, image, result, state.now))
 
 
 def _record_success(
     state: PlanState, pod: ManagedPod, image: str, result: observe.PullResult
 ) -> None:
     state.records.pop((pod.node, image), None)
-    _outcome(state, pod, image, result, result.finished_at)
+    state.outcomes.append(_success(state, pod, image, result))
     state.pulled_at[(pod.node, image)] = result.finished_at or pod.created or state.now
+
+
+def _success(
+    state: PlanState, pod: ManagedPod, image: str, result: observe.PullResult
+) -> PullOutcome:
+    return _outcome(state, pod, image, result, result.finished_at)
 
 
 def _outcome(
@@ -128,29 +175,26 @@ def _outcome(
     image: str,
     result: observe.PullResult,
     end: datetime | None,
-) -> None:
-    state.outcomes.append(
-        PullOutcome(
-            pod.node,
-            image,
-            pod.name,
-            pod.uid,
-            result.succeeded,
-            result.reason,
-            result.message,
-            _seconds(pod, end),
-            state.size_of(image),
-            result.kind,
-        )
+) -> PullOutcome:
+    return PullOutcome(
+        pod.node,
+        image,
+        pod.name,
+        pod.uid,
+        result.succeeded,
+        result.reason,
+        result.message,
+        _seconds(pod, end),
+        state.size_of(image),
+        result.kind,
     )
 
 
-def _hold(state: PlanState, pod: ManagedPod, results: Mapping[str, observe.PullResult]) -> None:
+def _hold(state: PlanState, pod: ManagedPod, pulled: Iterable[str]) -> None:
     """Note the images a puller that stays (for now) keeps from image GC."""
     if pod.deleting or pod.uid in state.deleted:
         return
-    held = state.puller_held.setdefault(pod.node, set())
-    held.update(image for image, result in results.items() if result.succeeded)
+    state.puller_held.setdefault(pod.node, set()).update(pulled)
 
 
 def pull_clock_start(

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from imagesync.config import Config
 from prefetcher import observe, pods
 from prefetcher.model import (
     BudgetExclusion,
     CellState,
+    ImageSummary,
     KeeperAction,
     ManagedPod,
     NodeInfo,
@@ -20,12 +22,20 @@ from prefetcher.model import (
     PullOutcome,
     PullRecord,
     Snapshot,
+    StatusUpdate,
     TaintRemoval,
 )
 from prefetcher.planning.demand import DemandIndex
 from prefetcher.planning.images import MergedImage
 from prefetcher.planning.targets import NodeTarget
 from prefetcher.planning.timing import in_quiet_hours
+
+if TYPE_CHECKING:
+    from prefetcher.planning.pullers import Finished
+
+ReadFinished = Callable[["PlanState", ManagedPod], "Finished | None"]
+ImageStatus = tuple[tuple[StatusUpdate, ...], ImageSummary]
+MakeImageStatus = Callable[[MergedImage, tuple[int, ...], str], ImageStatus]
 
 
 class PlanState:
@@ -77,7 +87,7 @@ class PlanState:
         self.keeper_actions: list[KeeperAction] = []
         self.taint_removals: list[TaintRemoval] = []
         self.cells: Sequence[CellState] = ()
-        self.left_out: list[BudgetExclusion] = []
+        self.left_out: Sequence[BudgetExclusion] = ()
         self.counts: Counter[tuple[str, str]] = Counter()  # (image, state), wanted pairs
         self.node_counts: dict[str, Mapping[str, int]] = {}  # node → cells by state
         self.quiet = in_quiet_hours(self.now, config.quiet_hours)
@@ -91,6 +101,17 @@ class PlanState:
     def puller_results(self, pod: ManagedPod) -> Mapping[str, observe.PullResult]:
         """The outcome of each image of a puller that has one."""
         return observe.puller_results(pod)
+
+    def finished_puller(self, pod: ManagedPod, read: ReadFinished) -> Finished | None:
+        """What a puller whose every image was pulled gives each pass; None for any other
+        (`read` reads it)."""
+        return read(self, pod)
+
+    def image_status(
+        self, image: MergedImage, states: tuple[int, ...], last_error: str, make: MakeImageStatus
+    ) -> ImageStatus:
+        """An image's status patches and summary (`make` makes them)."""
+        return make(image, states, last_error)
 
     def keeper_for(self, entry: NodeTarget) -> tuple[list[str], str]:
         """The images the node's keeper should run (sorted: present target images) and that

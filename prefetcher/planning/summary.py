@@ -17,11 +17,13 @@ from prefetcher.model import (
     Summary,
     WantedImage,
 )
+from prefetcher.planning.images import MergedImage
 from prefetcher.planning.state import PlanState
 from prefetcher.planning.targets import NodeTarget
 
 LAST_ERROR_MAX = 512
 WANTED_STATES = ("present", "pulling", "missing", "failed")
+NOTHING_WANTED = (0, 0, 0, 0)
 
 
 def status_and_images(state: PlanState) -> tuple[list[StatusUpdate], list[ImageSummary]]:
@@ -33,42 +35,53 @@ def status_and_images(state: PlanState) -> tuple[list[StatusUpdate], list[ImageS
             latest[record.image] = record
     updates: list[StatusUpdate] = []
     summaries: list[ImageSummary] = []
+    counts = state.counts
     for image in state.images:
         ref = image.image
-        states = {s: state.counts[(ref, s)] for s in WANTED_STATES}
-        if not image.wanted:
-            states = dict.fromkeys(states, 0)
-        nodes_wanted = sum(states.values())
+        if image.wanted:  # by WANTED_STATES
+            states = (
+                counts[(ref, "present")],
+                counts[(ref, "pulling")],
+                counts[(ref, "missing")],
+                counts[(ref, "failed")],
+            )
+        else:
+            states = NOTHING_WANTED
         failure = latest.get(ref)
         last_error = ""
         if failure is not None:
             last_error = f"{failure.node}: {failure.reason}: {failure.message}"
             last_error = last_error[:LAST_ERROR_MAX]
-        for obj, score in zip(image.objects, image.scores, strict=True):
-            patch = status_patch(
-                obj,
-                score,
-                nodes_wanted,
-                states["present"],
-                last_error,
-            )
-            if patch:
-                updates.append(StatusUpdate(obj.name, patch))
-        summaries.append(
-            ImageSummary(
-                name=image.primary.name,
-                image=ref,
-                source=image.primary.source,
-                score=image.score,
-                wanted=image.wanted,
-                nodes_wanted=nodes_wanted,
-                nodes_present=states["present"],
-                nodes_pulling=states["pulling"],
-                nodes_failed=states["failed"],
-                last_error=last_error,
-            )
-        )
+        patches, summary = state.image_status(image, states, last_error, image_status)
+        updates += patches
+        summaries.append(summary)
     return updates, summaries
+
+
+def image_status(
+    image: MergedImage, states: tuple[int, ...], last_error: str
+) -> tuple[tuple[StatusUpdate, ...], ImageSummary]:
+    """One image's status patches and summary (`states`: its cells by WANTED_STATES)."""
+    present, pulling, _, failed = states
+    nodes_wanted = sum(states)
+    updates = []
+    for obj, score in zip(image.objects, image.scores, strict=True):
+        patch = status_patch(obj, score, nodes_wanted, present, last_error)
+        if patch:
+            updates.append(StatusUpdate(obj.name, patch))
+    summary = ImageSummary(
+        name=image.primary.name,
+        image=image.image,
+        source=image.primary.source,
+        score=image.score,
+        wanted=image.wanted,
+        nodes_wanted=nodes_wanted,
+        nodes_present=present,
+        nodes_pulling=pulling,
+        nodes_failed=failed,
+        last_error=last_error,
+    )
+    return tuple(updates), summary
 
 
 def node_summaries(state: PlanState) -> list[NodeSummary]:

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from imagesync.config import Config
 from prefetcher.model import (
+    BudgetExclusion,
     ContainerObservation,
     Demand,
     ManagedPod,
@@ -69,24 +70,40 @@ def _when(seconds: float | None) -> datetime | None:
     return None if seconds is None else moment(seconds)
 
 
-def managed_pod(pod: Pod) -> ManagedPod:
-    """A puller or keeper as the planner reads it from the API."""
-    containers = tuple(
-        ContainerObservation(
-            name=f"c{index}",
-            image=c.image,
-            state="waiting"
-            if c.state == "waiting"
-            else ("running" if c.state == "running" else "terminated"),
-            reason=c.reason,
-            message=c.message,
-            exit_code=0 if c.state == "terminated" else None,
-            started_at=_when(c.started_at),
-            finished_at=_when(c.finished_at),
-            init=c.init,
-        )
-        for index, c in enumerate(pod.containers)
+# What a container observation is made from, besides its image and place in the pod.
+ContainerKey = tuple[str, str, str, float | None, float | None]
+
+
+def container_observation(index: int, c: Container) -> ContainerObservation:
+    """One container of a puller or keeper as the kubelet reports it."""
+    return ContainerObservation(
+        name=f"c{index}",
+        image=c.image,
+        state="waiting"
+        if c.state == "waiting"
+        else ("running" if c.state == "running" else "terminated"),
+        reason=c.reason,
+        message=c.message,
+        exit_code=0 if c.state == "terminated" else None,
+        started_at=_when(c.started_at),
+        finished_at=_when(c.finished_at),
+        init=c.init,
     )
+
+
+def managed_pod(
+    pod: Pod, before: Sequence[tuple[ContainerKey, ContainerObservation]] = ()
+) -> tuple[ManagedPod, list[tuple[ContainerKey, ContainerObservation]]]:
+    """A puller or keeper as the planner reads it from the API, and its containers with what
+    each was read from (`before`: the same pod's, read earlier: unchanged ones are kept)."""
+    observed: list[tuple[ContainerKey, ContainerObservation]] = []
+    for index, c in enumerate(pod.containers):
+        key = (c.state, c.reason, c.message, c.started_at, c.finished_at)
+        if index < len(before) and before[index][0] == key:
+            observed.append(before[index])
+        else:
+            observed.append((key, container_observation(index, c)))
+    containers = tuple(observation for _, observation in observed)
     return ManagedPod(
         name=pod.name,
         uid=pod.uid,
@@ -100,7 +117,7 @@ def managed_pod(pod: Pod) -> ManagedPod:
         created=moment(pod.created),
         active_deadline=int(pod.deadline) if pod.deadline is not None else None,
         attempt=pod.attempt,
-    )
+    ), observed
 
 
 def starting_pod(pod: Pod) -> StartingPod:
@@ -167,6 +184,7 @@ class ImageSync(Policy):
         self.pulls_started = 0
         self.pulled_pairs: set[tuple[str, str]] = set()
         self.left_out_pairs: set[tuple[str, str]] = set()
+        self._left_out: tuple[BudgetExclusion, ...] = ()
         self.bound_pending: dict[str, Pod] = {}
         # Workload pods bound to a node (running or starting), as the demand informers see them.
         self.running: dict[str, RunningPod] = {}
@@ -180,7 +198,10 @@ class ImageSync(Policy):
         self._next_sweep = 0.0
         self._wake_at = float("inf")
         self._node_cache: dict[str, tuple[tuple[Any, ...], NodeInfo]] = {}
-        self._pod_cache: dict[str, tuple[int, ManagedPod]] = {}
+        # uid → (version, the pod as read, its containers with what each was read from)
+        self._pod_cache: dict[
+            str, tuple[int, ManagedPod, list[tuple[ContainerKey, ContainerObservation]]]
+        ] = {}
 
     # -- hooks ------------------------------------------------------------------------
     def attach(self, cluster: VirtualCluster) -> None:
@@ -292,7 +313,9 @@ class ImageSync(Policy):
         self.passes += 1
         self.records = dict(plan.pull_records)
         self.throughput = dict(plan.pull_throughput)
-        self.left_out_pairs = {(b.node, b.image) for b in plan.budget_left_out}
+        if plan.budget_left_out is not self._left_out:  # (the same tuple while unchanged)
+            self._left_out = plan.budget_left_out
+            self.left_out_pairs = {(b.node, b.image) for b in plan.budget_left_out}
         self._execute(plan)
         wake = plan.wake_at.timestamp() - EPOCH.timestamp() if plan.wake_at else float("inf")
         self._schedule(min(self._next_sweep, wake))
@@ -314,7 +337,8 @@ class ImageSync(Policy):
         for pod in self.own.values():
             hit = self._pod_cache.get(pod.uid)
             if hit is None or hit[0] != pod.version:
-                hit = (pod.version, managed_pod(pod))
+                read, observed = managed_pod(pod, hit[2] if hit is not None else ())
+                hit = (pod.version, read, observed)
                 self._pod_cache[pod.uid] = hit
             pods.append(hit[1])
         starting = tuple(starting_pod(pod) for pod in self.bound_pending.values() if pod.starting())

@@ -133,6 +133,7 @@ class Learner:
         self.pending: dict[str, Sightings] = {}
         self.known_at: dict[str, float] = {}  # image → when its CachedImage first existed
         self._profiles: dict[tuple[Any, ...], PlacementProfile] = {}
+        self._wanted: tuple[WantedImage, ...] | None = None  # until a CachedImage changes
         self._names: dict[str, str] = {}  # object name → image
 
     def admit(self, spec: PodSpec, now: float) -> tuple[PodSpec, bool]:
@@ -171,6 +172,7 @@ class Learner:
             image = str(entry["image"])
             state = self.images.get(image)
             if state is None:
+                self._wanted = None
                 self.images[image] = CachedImageState(
                     image=image,
                     source=SOURCE_DECLARED,
@@ -184,6 +186,8 @@ class Learner:
     def flush(self, now: float) -> None:
         """One recorder flush: create or update a CachedImage per image seen since the last."""
         pending, self.pending = self.pending, {}
+        if pending:
+            self._wanted = None
         today = self.clock(now)
         for image in sorted(pending):
             entry = pending[image]
@@ -224,6 +228,7 @@ class Learner:
         image = self._names.get(name)
         state = self.images.get(image) if image is not None else None
         if state is not None:
+            self._wanted = None
             reported = state.reported
             state.reported = ReportedStatus(
                 score=float(patch["score"]) if "score" in patch else reported.score,
@@ -239,4 +244,6 @@ class Learner:
                 state.cached = replace(state.cached, reported=state.reported)
 
     def wanted(self) -> tuple[WantedImage, ...]:
-        return tuple(self.images[image].wanted() for image in sorted(self.images))
+        if self._wanted is None:
+            self._wanted = tuple(self.images[image].wanted() for image in sorted(self.images))
+        return self._wanted

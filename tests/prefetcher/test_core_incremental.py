@@ -313,3 +313,47 @@ def test_cells_follow_changes_to_their_messages_and_failures_alone() -> None:
     assert any(c.state == "failed" for c in w.plan().cells)
     w.now += timedelta(hours=3)
     w.plan()
+
+
+def test_a_node_whose_budget_leaves_images_out_is_patched_when_only_other_images_change() -> None:
+    """A CPU node whose disk budget leaves one image out keeps its target when only an image
+    it cannot run changes, and still shows the left-out image's new score."""
+    cfg = Config()
+    cpu = [POOL[0], POOL[1], EXTRA[0]]
+    w = TwinWorld(
+        nodes=[node("cpu", capacity=5 * GB), node("gpu", gpu=8)],
+        images=[
+            *(image(ref, uses=30 - 10 * i) for i, ref in enumerate(cpu)),
+            image(POOL[3], uses=5, gpu=True),
+        ],
+        config=cfg,
+    )
+    w.planner = planner = IncrementalPlanner(cfg)
+    w.plan()
+    assert list(planner.memo["cpu"].target.left_out) == [EXTRA[0]]
+    w.images[2] = replace(w.images[2], use_count=12, daily_uses={w.now.strftime("%Y-%m-%d"): 12})
+    w.images[3] = replace(w.images[3], size=2 * GB)
+    got = w.plan()  # equal to plan(): the patched node's exclusion has the image's new score
+    (excluded,) = [b for b in got.budget_left_out if b.node == "cpu"]
+    assert excluded.score == next(i.score for i in got.images if i.image == EXTRA[0])
+
+
+def test_a_changed_node_keeps_its_cells_only_while_its_exclusions_read_the_same() -> None:
+    """A node's status changes (its image list, its disk) without changing what fits: its
+    budget exclusion still shows the node's size for the image and the budget's new figures."""
+    cfg = Config()
+    refs = [POOL[0], POOL[1], EXTRA[0]]
+    w = TwinWorld(
+        nodes=[node("cpu", capacity=5 * GB)],
+        images=[image(ref, uses=30 - 10 * i) for i, ref in enumerate(refs)],
+        config=cfg,
+    )
+    w.planner = IncrementalPlanner(cfg)
+    first = w.plan()
+    assert [b.image for b in first.budget_left_out] == [EXTRA[0]]
+    w.nodes = [replace(w.nodes[0], hinted_images={EXTRA[0]: GB + 1000})]
+    (excluded,) = w.plan().budget_left_out  # equal to plan(): the node's size for it
+    assert excluded.size == GB + 1000
+    w.nodes = [replace(w.nodes[0], image_fs_capacity=int(5.4 * GB))]
+    (excluded,) = w.plan().budget_left_out  # equal to plan(): the larger budget's figures
+    assert "2.7 GB" in excluded.why
