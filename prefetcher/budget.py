@@ -1,22 +1,24 @@
 """The disk budget per node: how many bytes of prefetched images it may hold, and which win.
 
-The node's own pods come first. Everything the node must hold stays below the kubelet's
-image GC threshold, and prefetched images alone stay within `diskBudget`:
+The node's own pods come first: the wanted images of the workload pods running on or bound
+to it (present, or being pulled: their bytes are about to land) count as used before the
+budget is taken:
 
-    prefetched images                                        <= diskBudget * capacity
-    other use + pods' images + prefetched the pods do not use <= GC threshold% * capacity
+    budget = min(diskBudget * capacity, GC high threshold% * capacity - other use) - pods' images
 
 "other use" is what the node stores that image-sync does not manage: the runtime's figure
 when known, else the sizes `node.status.images` lists for images nobody wants (a lower
-bound: at most 50 are listed). "pods' images" are the wanted images of the workload pods
-running on or bound to the node (present, or being pulled: their bytes are about to land);
-an image the pods use and the keeper holds counts once. When the pods need more room the
-budget shrinks and the lowest-ranked images leave the target; when they leave it grows back.
+bound: at most 50 are listed). Staying under the GC high threshold matters: past it the
+kubelet deletes unused images. An image the pods use that the keeper already holds counts
+once (it stays, at no cost); one it does not hold is not added while the pods pin it. When
+the pods need more room the lowest-ranked images that no longer fit leave the keeper (the
+kubelet's image GC may then remove them); when the pods leave the budget grows back.
 
-Against churn the two GC thresholds make a band: an image already on the node (held) stays
-while the sum is below the high threshold, a new one is added only below the low threshold
-(the kubelet's own hysteresis: GC starts at high and frees down to low). A pod's image of
-less than the band's width coming and going never replaces the keeper.
+Against churn, a band as wide as the kubelet's two GC thresholds (high - low, 5 % of the
+disk by default): an image already on the node stays up to the budget, a new one is added
+only while it leaves the band free. A pod's image smaller than the band coming and going
+replaces no keeper, and an image dropped for the pods comes back only once there is room
+for it and the band.
 
 Images are taken in rank order (declared first, then score) and each one that still fits
 is kept, so one 20 GB image that does not fit does not push out many small ones behind it.
@@ -33,6 +35,7 @@ from imagesync.config import Config
 from prefetcher.model import NodeInfo
 
 _GB = 1e9
+IN_USE = "in use by the node's own pods: not added to the keeper while they run"
 
 
 class BudgetItem(NamedTuple):
@@ -51,12 +54,13 @@ class NodeRoom:
     share_pct: float  # diskBudget, 0 to 1
     high_pct: float  # the kubelet's image GC thresholds, percent
     low_pct: float
-    share: int  # diskBudget * capacity: every prefetched image
-    high: int  # GC high threshold - other use - pods' images: for held images the pods do not use
-    low: int  # the same below the GC low threshold: images not on the node yet
+    limit: int  # min(diskBudget, GC high threshold - other use): before the pods' images
+    keep: int  # limit - pods' images: for held images the pods do not use
+    add: int  # the same, a band's width lower: for images not on the node yet
     other: int
     pods: int  # bytes of the wanted images the node's pods use
     pod_images: int  # how many
+    by_share: bool  # diskBudget sets the limit (else the GC threshold)
 
 
 @dataclass(frozen=True)
@@ -89,17 +93,22 @@ def node_room(
         other = sum(size for image, size in node.hinted_images.items() if image not in managed)
     high_pct = config.image_gc_high_threshold
     low_pct = min(config.image_gc_low_threshold, high_pct)
+    share = int(config.disk_budget * capacity)
+    below_gc = int(high_pct / 100.0 * capacity) - other
+    band = int((high_pct - low_pct) / 100.0 * capacity)
+    limit = max(0, min(share, below_gc))
     return NodeRoom(
         capacity=capacity,
         share_pct=config.disk_budget,
         high_pct=high_pct,
         low_pct=low_pct,
-        share=int(config.disk_budget * capacity),
-        high=int(high_pct / 100.0 * capacity) - other - pods,
-        low=int(low_pct / 100.0 * capacity) - other - pods,
+        limit=limit,
+        keep=limit - pods,
+        add=limit - pods - band,
         other=other,
         pods=pods,
         pod_images=pod_images,
+        by_share=share <= below_gc,
     )
 
 
@@ -119,69 +128,69 @@ def fit(
     held: Collection[str] = (),
 ) -> BudgetResult:
     """Keep each item, best first, that still fits (`pods`: the images the node's pods use,
-    `held`: those already on the node); say why the others do not."""
+    already counted; `held`: those already on the node); say why the others do not."""
     if room is None:
         every = tuple(i.image for i in items)
         size = sum(i.size for i in items)
-        return BudgetResult(None, every, size, (), reason=budget_reason(None, None))
+        return BudgetResult(None, every, size, (), reason=budget_reason(None))
     used = alone = 0
     held_matters = False
     fitted: list[str] = []
     left_out: list[tuple[BudgetItem, str]] = []
     for item in items:
         size = item.size
-        if used + size > room.share:
-            left_out.append((item, _over_share(item, room, used, len(fitted))))
-            continue
-        if item.image not in pods:
+        if item.image in pods:
+            # Pinned by the pods' own containers: kept at no cost if held, never added
+            # (a keeper replaced twice per pod would gain nothing).
+            held_matters = True
+            if item.image not in held:
+                left_out.append((item, IN_USE))
+                continue
+        else:
             after = alone + size
-            if room.low < after <= room.high:
+            if room.add < after <= room.keep:
                 held_matters = True
-            # Past the high threshold the image is out whether held or not (the reason
-            # must not depend on what is held then); in the band, only a new one is.
-            if after > room.high or (after > room.low and item.image not in held):
-                left_out.append((item, _over_gc(item, room, alone, len(fitted))))
+            # Past `keep` the image is out whether held or not (its reason must not depend
+            # on what is held then); in the band, only a new one is.
+            if after > room.keep or (after > room.add and item.image not in held):
+                left_out.append((item, _left_out(item, room, alone, len(fitted))))
                 continue
             alone = after
         used += size
         fitted.append(item.image)
-    budget = _budget(room, used, alone)
     return BudgetResult(
-        budget,
+        shown_budget(room, used, alone),
         tuple(fitted),
         used,
         tuple(left_out),
         alone=alone,
         held_matters=held_matters,
-        reason=budget_reason(room, budget),
+        reason=budget_reason(room),
     )
 
 
 def shown_budget(room: NodeRoom | None, used: int, alone: int) -> int | None:
-    """What prefetched images may take on the node now: its share, or what the GC threshold
-    leaves beside its other use and the images its pods use but the keeper does not hold."""
-    return None if room is None else _budget(room, used, alone)
-
-
-def _budget(room: NodeRoom, used: int, alone: int) -> int:
-    return max(0, min(room.share, room.high + used - alone))
+    """What prefetched images may take on the node now: the limit less the images its pods
+    use that the keeper does not hold (those it holds count once)."""
+    return None if room is None else max(0, room.keep + used - alone)
 
 
 def fits_all(room: NodeRoom | None, used: int, alone: int) -> bool:
-    """Do these bytes fit whichever images are held (below the share and the low threshold)?"""
-    return room is None or (used <= room.share and alone <= room.low)
+    """Do these bytes fit whichever images are held (below the band)?"""
+    return room is None or alone <= room.add
 
 
-def budget_reason(room: NodeRoom | None, budget: int | None) -> str:
+def budget_reason(room: NodeRoom | None) -> str:
     """Which limit sets the node's budget, for the report."""
-    if room is None or budget is None:
+    if room is None:
         return "image filesystem size unknown: no limit"
     capacity = format_bytes(room.capacity)
-    if budget >= room.share:
-        return f"diskBudget {room.share_pct:.0%} of {capacity}"
-    parts = [f"image GC high threshold {room.high_pct:g} % of {capacity}"]
-    if room.other:
-        parts.append(f"less {format_bytes(room.other)} other use")
+    if room.by_share:
+        parts = [f"diskBudget {room.share_pct:.0%} of {capacity}"]
+    else:
+        parts = [f"image GC high threshold {room.high_pct:g} % of {capacity}"]
+        if room.other:
+            parts.append(f"less {format_bytes(room.other)} other use")
     if room.pods:
         parts.append(
             f"less {format_bytes(room.pods)} for {room.pod_images} image(s) the node's pods use"
@@ -189,29 +198,16 @@ def budget_reason(room: NodeRoom | None, budget: int | None) -> str:
     return ", ".join(parts)
 
 
-def _over_share(item: BudgetItem, room: NodeRoom, used: int, ahead: int) -> str:
-    return (
-        f"disk budget: needs {format_bytes(item.size)}, "
-        f"{format_bytes(max(0, room.share - used))} of {format_bytes(room.share)} left "
-        f"after {ahead} higher-ranked image(s)"
-    )
-
-
-def _over_gc(item: BudgetItem, room: NodeRoom, alone: int, ahead: int) -> str:
-    """An image the GC thresholds leave no room for: past the high one, or a new image past
-    the low one."""
-    high = alone + item.size > room.high
-    which, pct, limit = (
-        ("high", room.high_pct, room.high) if high else ("low", room.low_pct, room.low)
-    )
-    beside = [f"after {ahead} higher-ranked image(s)"]
-    if room.other:
-        beside.append(f"{format_bytes(room.other)} other use")
-    if room.pods:
-        beside.append(
-            f"{format_bytes(room.pods)} for {room.pod_images} image(s) the node's pods use"
-        )
-    return (
+def _left_out(item: BudgetItem, room: NodeRoom, alone: int, ahead: int) -> str:
+    """Why an image does not fit: past the limit, or a new image in the band below it."""
+    new = alone + item.size <= room.keep
+    limit = room.add if new else room.keep
+    why = (
         f"disk budget: needs {format_bytes(item.size)}, {format_bytes(max(0, limit - alone))} "
-        f"left below the image GC {which} threshold ({pct:g} %) {', '.join(beside)}"
+        f"of {format_bytes(max(0, limit))} left after {ahead} higher-ranked image(s)"
     )
+    if room.pods:
+        why += f" (the node's pods use {format_bytes(room.pods)} of {room.pod_images} image(s))"
+    if new:
+        why += f" (a new image stops {room.high_pct - room.low_pct:g} % of the disk short)"
+    return why

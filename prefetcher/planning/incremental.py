@@ -449,7 +449,7 @@ class IncrementalPlanner:
                     fitted=fitted,
                     not_placed=not_placed,
                     fitted_set=fitted_set,
-                    budget_reason=budgets.budget_reason(room, budget),
+                    budget_reason=budgets.budget_reason(room),
                     room=room,
                     budget_alone=alone,
                     pod_images=old.pod_images,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from prefetcher.budget import BudgetItem, NodeRoom, fit, format_bytes, node_room
+from prefetcher.budget import IN_USE, BudgetItem, NodeRoom, fit, format_bytes, node_room
 from prefetcher.model import Demand, RunningPod, Snapshot, StartingPod
 from tests.prefetcher.test_core_fixtures import GB, World, config, image, node
 
@@ -24,7 +24,8 @@ def room(pods: int = 0, other: int = 0, capacity: int = 100 * GB) -> NodeRoom:
     return found
 
 
-ITEMS = [BudgetItem(A, 20 * GB, 3.0), BudgetItem(B, 20 * GB, 2.0), BudgetItem(C, 10 * GB, 1.0)]
+ITEMS = [BudgetItem(A, 20 * GB, 3.0), BudgetItem(B, 15 * GB, 2.0), BudgetItem(C, 10 * GB, 1.0)]
+EVERY = {A, B, C}
 
 
 def test_budget_is_the_smaller_of_share_and_gc_threshold() -> None:
@@ -32,8 +33,8 @@ def test_budget_is_the_smaller_of_share_and_gc_threshold() -> None:
     assert fit(node_room(n, config(), set()), ITEMS).budget == 50 * GB
     share = node_room(n, config(disk_budget=0.95), set())
     assert fit(share, ITEMS).budget == 85 * GB
-    busy = fit(room(other=60 * GB), ITEMS)
-    assert busy.budget == 25 * GB
+    busy = fit(room(other=60 * GB), ITEMS, held=EVERY)
+    assert busy.budget == 25 * GB and busy.fitted == (A,)
     assert busy.reason == "image GC high threshold 85 % of 100.0 GB, less 60.0 GB other use"
     assert fit(room(), ITEMS).reason == "diskBudget 50% of 100.0 GB"
     unknown = fit(node_room(node("c", capacity=None), config(), set()), ITEMS)
@@ -44,8 +45,8 @@ def test_budget_is_the_smaller_of_share_and_gc_threshold() -> None:
 
 
 def test_fit_keeps_best_first_and_skips_what_does_not_fit() -> None:
-    items = [BudgetItem("big", 30 * GB, 9.0), *ITEMS[1:]]
-    result = fit(room(capacity=40 * GB), items)
+    items = [BudgetItem("big", 30 * GB, 9.0), BudgetItem(B, 20 * GB, 2.0), ITEMS[2]]
+    result = fit(room(capacity=40 * GB), items, held={"big", B, C})
     assert result.fitted == (B,) and result.used == 20 * GB
     assert [i.image for i, _ in result.left_out] == ["big", C]
     assert result.left_out[0][1] == (
@@ -54,48 +55,46 @@ def test_fit_keeps_best_first_and_skips_what_does_not_fit() -> None:
     assert format_bytes(20_400_000_000) == "20.4 GB" and format_bytes(4_000_000) == "4 MB"
 
 
-def test_the_nodes_own_pods_shrink_the_budget_and_the_lowest_ranked_images_go() -> None:
-    alone = fit(room(), ITEMS, held={A, B, C})
+def test_the_nodes_own_pods_shrink_the_budget_and_what_no_longer_fits_goes() -> None:
+    alone = fit(room(), ITEMS, held=EVERY)
     assert alone.fitted == (A, B, C) and alone.budget == 50 * GB
-    # The node's pods use 40 GB of other wanted images: 85 - 40 = 45 GB is left for ours.
-    crowded = fit(room(pods=40 * GB), ITEMS, held={A, B, C})
-    assert crowded.fitted == (A, B) and crowded.budget == 45 * GB
+    # The node's pods use 10 GB of other wanted images: 50 - 10 = 40 GB is left for ours.
+    crowded = fit(room(pods=10 * GB), ITEMS, held=EVERY)
+    assert crowded.fitted == (A, B) and crowded.budget == 40 * GB
     assert crowded.reason == (
-        "image GC high threshold 85 % of 100.0 GB, less 40.0 GB for 1 image(s) the node's pods use"
+        "diskBudget 50% of 100.0 GB, less 10.0 GB for 1 image(s) the node's pods use"
     )
     assert [i.image for i, _ in crowded.left_out] == [C]
     assert crowded.left_out[0][1] == (
-        "disk budget: needs 10.0 GB, 5.0 GB left below the image GC high threshold (85 %) "
-        "after 2 higher-ranked image(s), 40.0 GB for 1 image(s) the node's pods use"
+        "disk budget: needs 10.0 GB, 5.0 GB of 40.0 GB left after 2 higher-ranked image(s) "
+        "(the node's pods use 10.0 GB of 1 image(s))"
     )
-    # More pods: only what still fits below the threshold stays.
-    assert fit(room(pods=70 * GB), ITEMS, held={A, B, C}).fitted == (C,)
-    assert fit(room(pods=90 * GB), ITEMS, held={A, B, C}).fitted == ()
+    # More pods: only what still fits stays; the pods may take it all.
+    assert fit(room(pods=40 * GB), ITEMS, held=EVERY).fitted == (C,)
+    assert fit(room(pods=60 * GB), ITEMS, held=EVERY).fitted == ()
+    # On a node short of space the GC threshold counts them the same way.
+    assert fit(room(pods=10 * GB, other=50 * GB), ITEMS, held=EVERY).budget == 25 * GB
 
 
-def test_an_image_the_pods_use_and_the_keeper_holds_counts_once() -> None:
-    # The pods use A (20 GB), which the keeper holds too: nothing else has to go.
-    result = fit(room(pods=20 * GB), ITEMS, pods={A}, held={A, B, C})
-    assert result.fitted == (A, B, C) and result.budget == 50 * GB
-    assert result.alone == 30 * GB
-    # ... but it still counts against diskBudget, which is about prefetched images.
-    assert fit(room(pods=20 * GB), [*ITEMS, BudgetItem("d", 5 * GB, 0.5)], pods={A}).fitted == (
-        A,
-        B,
-        C,
-    )
+def test_an_image_the_pods_use_counts_once_and_is_never_added_while_they_run() -> None:
+    # The pods use A (20 GB), which the keeper holds: nothing else has to go.
+    held = fit(room(pods=20 * GB), ITEMS, pods={A}, held=EVERY)
+    assert held.fitted == (A, B, C) and held.budget == 50 * GB and held.alone == 25 * GB
+    # Not held yet: their own containers pin it; the keeper does not take it up.
+    new = fit(room(pods=20 * GB), ITEMS, pods={A}, held={B, C})
+    assert new.fitted == (B, C) and new.left_out[0] == (ITEMS[0], IN_USE)
 
 
-def test_the_gc_thresholds_make_a_band_against_churn() -> None:
-    # Pods use 35 GB: below the high threshold 50 GB is left, below the low one 45 GB.
-    items = [BudgetItem(A, 20 * GB, 3.0), BudgetItem(B, 15 * GB, 2.0), BudgetItem(C, 12 * GB, 1.0)]
-    held = fit(room(pods=35 * GB), items, held={A, B, C})
-    assert held.fitted == (A, B, C) and held.held_matters  # 47 GB: on the node, it stays
-    new = fit(room(pods=35 * GB), items, held={A, B})
+def test_a_band_as_wide_as_the_gc_thresholds_keeps_what_is_held() -> None:
+    # 47 GB: within diskBudget (50 GB), but in the 5 % band below it.
+    items = [*ITEMS[:2], BudgetItem(C, 12 * GB, 1.0)]
+    held = fit(room(), items, held=EVERY)
+    assert held.fitted == (A, B, C) and held.held_matters  # on the node: it stays
+    new = fit(room(), items, held={A, B})
     assert new.fitted == (A, B) and new.held_matters  # not on the node yet: not added
-    assert "below the image GC low threshold (80 %)" in new.left_out[0][1]
-    # Far from both thresholds, what is held does not matter.
-    assert not fit(room(), ITEMS).held_matters
+    assert new.left_out[0][1].endswith("(a new image stops 5 % of the disk short)")
+    # Far from the limit, what is held does not matter.
+    assert not fit(room(), ITEMS[:2]).held_matters
 
 
 @dataclass
@@ -118,29 +117,28 @@ def test_the_keeper_gives_the_space_back_while_the_pods_need_it_and_takes_it_aga
         nodes=[node("g", gpu=8, capacity=100 * GB)],
         images=[
             image(A, uses=30, gpu=True, size=20 * GB),
-            image(B, uses=20, gpu=True, size=20 * GB),
+            image(B, uses=20, gpu=True, size=10 * GB),
             image(C, uses=10, gpu=True, size=10 * GB),
-            image(JOB, uses=1, gpu=True, size=45 * GB),  # ranked last: beyond the budget
+            image(JOB, uses=1, gpu=True, size=40 * GB),  # ranked last: beyond the budget
         ],
         config=config(),
     )
     w.converge()
     assert w.guarded("g") == {A, B, C}
-    # A job using the 45 GB image is bound to the node and pulls it: 85 - 45 = 40 GB left.
+    # A job using the 40 GB image is bound to the node and pulls it: 50 - 40 = 10 GB left.
     w.starting.append(StartingPod("g", "team/job-1", w.now, images=(JOB,)))
     shrunk = w.step()
-    assert [k.images for k in shrunk.keepers] == [(A, B)]  # C, ranked lowest, goes
+    assert [k.images for k in shrunk.keepers] == [(B,)]  # what no longer fits goes at once
     [summary] = shrunk.nodes
-    assert summary.budget == 40 * GB and "the node's pods use" in summary.budget_reason
+    assert summary.budget == 10 * GB and "the node's pods use" in summary.budget_reason
+    assert not shrunk.pulls  # the job's own image is not prefetched beside it
     w.converge()
-    assert w.guarded("g") == {A, B}
-    # The job runs, then ends: the budget grows back and C is pulled again.
+    assert w.guarded("g") == {B}
+    # The job runs, then ends: the budget grows back and A and C are pulled again.
     w.starting.clear()
     w.running.append(RunningPod("g", "Job/team/job-1", (JOB,)))
-    assert w.converge().nodes[0].budget == 40 * GB
+    assert w.converge().nodes[0].budget == 10 * GB
     w.running.clear()
     grown = w.converge()
     assert w.guarded("g") == {A, B, C}
     assert grown.nodes[0].budget_reason == "diskBudget 50% of 100.0 GB"
-    pulled_again = [p.images for plan in w.history[-6:] for p in plan.pulls]
-    assert (C,) in pulled_again
