@@ -379,7 +379,8 @@ class Config:
     image_gc_low_threshold: float = _key(
         _number(1.0, 100.0),
         80.0,
-        "The kubelet's imageGCLowThresholdPercent; a new image is prefetched only below it.",
+        "The kubelet's imageGCLowThresholdPercent: high - low is the band a new image must "
+        "leave free below the budget (what is held stays up to it), so the keeper does not churn.",
     )
     max_concurrent_pulls: int = _key(_integer(1), 50, "Puller pods running at once, cluster-wide.")
     max_pulls_per_registry: int = _key(
