@@ -10,7 +10,8 @@ budget is taken:
 when known, else the sizes `node.status.images` lists for images nobody wants (a lower
 bound: at most 50 are listed). Staying under the GC high threshold matters: past it the
 kubelet deletes unused images. An image the pods use that the keeper already holds counts
-once (it stays, at no cost); one it does not hold is not added while the pods pin it. When
+once (it stays, at no cost); one it does not hold is added only if it fits beside the pods'
+bytes (under pressure their own containers pin it). When
 the pods need more room the lowest-ranked images that no longer fit leave the keeper (the
 kubelet's image GC may then remove them); when the pods leave the budget grows back.
 
@@ -35,7 +36,6 @@ from imagesync.config import Config
 from prefetcher.model import NodeInfo
 
 _GB = 1e9
-IN_USE = "in use by the node's own pods: not added to the keeper while they run"
 
 
 class BudgetItem(NamedTuple):
@@ -140,13 +140,11 @@ def fit(
     for item in items:
         size = item.size
         if item.image in pods:
-            # Pinned by the pods' own containers: kept at no cost if held, never added
-            # (a keeper replaced twice per pod would gain nothing).
             held_matters = True
-            if item.image not in held:
-                left_out.append((item, IN_USE))
-                continue
-        else:
+        if item.image not in pods or item.image not in held:
+            # An image the pods use and the keeper does not hold is added only if it fits
+            # beside their bytes (it counts twice while they run): under pressure their own
+            # containers pin it, and a keeper replaced twice per pod would gain nothing.
             after = alone + size
             if room.add < after <= room.keep:
                 held_matters = True

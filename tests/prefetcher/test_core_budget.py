@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from prefetcher.budget import IN_USE, BudgetItem, NodeRoom, fit, format_bytes, node_room
+from prefetcher.budget import BudgetItem, NodeRoom, fit, format_bytes, node_room
 from prefetcher.model import Demand, RunningPod, Snapshot, StartingPod
 from tests.prefetcher.test_core_fixtures import GB, World, config, image, node
 
@@ -76,13 +76,15 @@ def test_the_nodes_own_pods_shrink_the_budget_and_what_no_longer_fits_goes() -> 
     assert fit(room(pods=10 * GB, other=50 * GB), ITEMS, held=EVERY).budget == 25 * GB
 
 
-def test_an_image_the_pods_use_counts_once_and_is_never_added_while_they_run() -> None:
+def test_an_image_the_pods_use_counts_once_if_held_and_twice_if_not() -> None:
     # The pods use A (20 GB), which the keeper holds: nothing else has to go.
     held = fit(room(pods=20 * GB), ITEMS, pods={A}, held=EVERY)
     assert held.fitted == (A, B, C) and held.budget == 50 * GB and held.alone == 25 * GB
-    # Not held yet: their own containers pin it; the keeper does not take it up.
-    new = fit(room(pods=20 * GB), ITEMS, pods={A}, held={B, C})
-    assert new.fitted == (B, C) and new.left_out[0] == (ITEMS[0], IN_USE)
+    # Not held: it is added only if it fits beside the pods' bytes (their containers pin it).
+    new = fit(room(pods=30 * GB), ITEMS, pods={A}, held={B, C})  # 20 GB left for ours
+    assert new.fitted == (B,) and [i.image for i, _ in new.left_out] == [A, C]
+    assert fit(room(pods=30 * GB), ITEMS, pods={A}, held=EVERY).fitted == (A, B)
+    assert fit(room(pods=20 * GB), ITEMS[:1], pods={A}).fitted == (A,)  # room for it twice
 
 
 def test_a_band_as_wide_as_the_gc_thresholds_keeps_what_is_held() -> None:
@@ -131,7 +133,7 @@ def test_the_keeper_gives_the_space_back_while_the_pods_need_it_and_takes_it_aga
     assert [k.images for k in shrunk.keepers] == [(B,)]  # what no longer fits goes at once
     [summary] = shrunk.nodes
     assert summary.budget == 10 * GB and "the node's pods use" in summary.budget_reason
-    assert not shrunk.pulls  # the job's own image is not prefetched beside it
+    assert not shrunk.pulls  # the job's own image does not fit beside it twice
     w.converge()
     assert w.guarded("g") == {B}
     # The job runs, then ends: the budget grows back and A and C are pulled again.
