@@ -393,6 +393,12 @@ class Config:
         85.0,
         "The kubelet's imageGCHighThresholdPercent; the budget never reaches past it.",
     )
+    image_gc_low_threshold: float = _key(
+        _number(1.0, 100.0),
+        80.0,
+        "The kubelet's imageGCLowThresholdPercent: high - low is the band a new image must "
+        "leave free below the budget (what is held stays up to it), so the keeper does not churn.",
+    )
     max_concurrent_pulls: int = _key(_integer(1), 50, "Puller pods running at once, cluster-wide.")
     max_pulls_per_registry: int = _key(
         _integer(1), 20, "Puller pods running at once against one registry host."

@@ -55,7 +55,13 @@ from prefetcher.planning.incremental import IncrementalPlanner
 from prefetcher.pullpolicy import RewriteWatch
 from prefetcher.snapshot import IMAGES, NODES, PODS, STARTING, SnapshotBuilder
 from prefetcher.sources.sync import CatalogView, SourceSync
-from prefetcher.triggers import image_trigger, node_trigger, pulling_on, wake_time
+from prefetcher.triggers import (
+    image_trigger,
+    keeper_holds,
+    node_trigger,
+    pulling_on,
+    wake_time,
+)
 
 __all__ = [
     "STATUS_COUNTS_INTERVAL",
@@ -214,12 +220,15 @@ class Controller(ImageLearners, SnapshotBuilder, PlanExecutor):
             if change.new is not None:
                 self.rewrites.see(change.new)
             # A pod that started (or went) frees its node for pulls held back for it; a pod
-            # bound to a node was stored by the API server: it confirms the images it uses.
+            # bound to a node was stored by the API server: it confirms the images it uses,
+            # and its node's disk budget gives way to them.
             reason = "workload pod started" if change.new is None else None
             if change.old is None and change.new is not None:
                 node = str((change.new.get("spec") or {}).get("nodeName") or "")
                 if pulling_on(node, self.pods.items()):
                     reason = "workload pod starting"  # a puller there may have to yield
+                elif not keeper_holds(change.new, self.pods.items()):
+                    reason = "workload pod bound"
             if change.new is not None and self.stored_pods.observe(change.new, self.clock.now()):
                 reason = "image used by a stored pod"
         elif change.kind != PODS:

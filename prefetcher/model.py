@@ -384,6 +384,7 @@ class NodeSummary:
     present: int
     pulling: int
     failed: int
+    budget_reason: str = ""  # which limit sets the budget (diskBudget, or the GC threshold)
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,8 @@
    image are merged (declared wins, highest score).
 2. Target: for each node, the wanted images whose placement fits (`eligibility`; with
    `placement: demand`, and on a predicted node), taken
-   in rank order while they fit the node's disk budget (`budget`). Only nodes without a
+   in rank order while they fit the node's disk budget (`budget`: it gives way to the
+   images of the node's own pods, running or bound there). Only nodes without a
    node problem (not Ready, cordoned, DiskPressure, not Linux) get pulls.
 3. Present: keepers' running containers + puller containers that ran (`observe`).
 4. Pulls: target - present - pulling - in backoff, ordered urgent first (a workload's
@@ -57,7 +58,7 @@ from prefetcher.planning.starting import HOLD_BACK_MAX
 from prefetcher.planning.state import PlanState
 from prefetcher.planning.summary import LAST_ERROR_MAX, result
 from prefetcher.planning.taints import plan_startup_taints
-from prefetcher.planning.targets import plan_targets
+from prefetcher.planning.targets import node_pod_images, plan_targets
 from prefetcher.planning.timing import backoff_delay, in_quiet_hours, retry_at
 
 __all__ = [
@@ -79,14 +80,16 @@ def plan(snapshot: Snapshot, config: Config) -> Plan:
     images = merge_images(snapshot, config, demand)
     wanted = [i for i in images if i.wanted]
     pods = sorted(snapshot.pods, key=lambda p: (p.node, p.role, p.name, p.uid))
+    present = observe.present_images(pods)
+    pod_images = node_pod_images(snapshot, {i.image for i in wanted})
     state = PlanState(
         snapshot,
         config,
         nodes=nodes,
         images=images,
-        targets=plan_targets(nodes, wanted, config, snapshot.now, demand),
+        targets=plan_targets(nodes, wanted, config, snapshot.now, demand, pod_images, present),
         pods=pods,
-        present=observe.present_images(pods),
+        present=present,
         demand=demand,
     )
     for moment in demand.release_at:

@@ -100,6 +100,7 @@ def build_report(plan: Plan, sweep: SweepInfo | None = None) -> dict[str, Any]:
                 "urgent": n.urgent,
                 "budgetBytes": n.budget,
                 "budgetUsedBytes": n.budget_used,
+                "budgetReason": n.budget_reason,
                 "wanted": n.wanted,
                 "present": n.present,
                 "pulling": n.pulling,

@@ -254,7 +254,8 @@ def _one_node(node: Mapping[str, Any], query: ReportQuery) -> str:
         f'<section class="card" id="node"><h3>Node {_e(node["name"])}{why}</h3>'
         f'<p class="muted">{_n(node.get("present", 0))} of {_n(node.get("wanted", 0))} wanted images '
         f"present, {_n(node.get('pulling', 0))} pulling, {_n(node.get('failed', 0))} failed; "
-        f"disk budget used {_e(format_bytes(float(node.get('budgetUsedBytes') or 0)))}</p>"
+        f"disk budget used {_e(format_bytes(float(node.get('budgetUsedBytes') or 0)))}"
+        f"{_budget_of(node)}</p>"
         "<table><tr><th>Image</th><th>State</th><th>Reason</th><th>Message</th>"
         f'<th class="num">Attempts</th><th class="num">Next try</th></tr>{rows}</table></section>'
     )
@@ -291,6 +292,15 @@ def _single(items: Iterable[Mapping[str, Any]], key: str, text: str) -> Mapping[
 
 
 # --- grid -----------------------------------------------------------------------------
+
+
+def _budget_of(node: Mapping[str, Any]) -> str:
+    """` of 81.6 GB (diskBudget 50% of 163.2 GB)`: the budget and which limit sets it."""
+    budget = node.get("budgetBytes")
+    if budget is None:
+        return ""
+    reason = node.get("budgetReason") or ""
+    return f" of {_e(format_bytes(float(budget)))}" + (f" ({_e(reason)})" if reason else "")
 
 
 def _node_rank(node: Mapping[str, Any]) -> tuple[int, str]:

@@ -8,6 +8,7 @@ from typing import Any
 
 from imagesync.cachedimage import planning_spec
 from imagesync.names import COMPONENT_PULLER, LABEL_COMPONENT
+from prefetcher import observe
 from prefetcher.informer import Change
 from prefetcher.model import Plan
 
@@ -67,6 +68,20 @@ def pulling_on(node: str, pods: Iterable[Mapping[str, Any]]) -> bool:
         ):
             return True
     return False
+
+
+def keeper_holds(pod: Mapping[str, Any], ours: Iterable[Mapping[str, Any]]) -> bool:
+    """Does our keeper on the node a workload pod was bound to hold every image it still
+    waits for? If not, the node's disk budget may have to give way to it now."""
+    starting = observe.starting_pod(pod)
+    if starting is None or not starting.images:
+        return True
+    held: set[str] = set()
+    for obj in ours:
+        keeper = observe.managed_pod(obj)
+        if keeper is not None and keeper.role == "keeper" and keeper.node == starting.node:
+            held.update(keeper.images)
+    return held.issuperset(starting.images)
 
 
 def wake_time(plan: Plan) -> float:

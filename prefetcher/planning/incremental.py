@@ -74,7 +74,12 @@ from prefetcher.planning.pulls import choose_pulls
 from prefetcher.planning.state import ImageStatus, MakeImageStatus, PlanState, ReadFinished
 from prefetcher.planning.summary import node_summary, result
 from prefetcher.planning.taints import plan_startup_taints
-from prefetcher.planning.targets import NOT_PREDICTED, NodeTarget, node_target
+from prefetcher.planning.targets import (
+    NOT_PREDICTED,
+    NodeTarget,
+    node_pod_images,
+    node_target,
+)
 
 # Past this share of the wanted images changed, every node is planned from scratch.
 PATCH_LIMIT = 0.25
@@ -211,7 +216,8 @@ class IncrementalPlanner:
         ordered = sorted(snapshot.pods, key=lambda p: (p.node, p.role, p.name, p.uid))
         self._seen_pods, self._seen_finished = {}, {}
         present = self._present(ordered)
-        targets = self._targets(nodes, wanted, edit, present, snapshot.now)
+        pod_images = node_pod_images(snapshot, edit.position)
+        targets = self._targets(nodes, wanted, edit, present, pod_images, snapshot.now)
         state = _MemoState(
             self,
             snapshot,
@@ -490,29 +496,58 @@ class IncrementalPlanner:
         wanted: list[MergedImage],
         edit: ImageEdit,
         present: Mapping[str, frozenset[str]],
+        pod_images: Mapping[str, frozenset[str]],
         now: datetime,
     ) -> dict[str, NodeTarget]:
-        """Every node's target: kept, patched for the images that changed, or planned anew;
-        with the keeper it should run and the images it misses."""
+        """Every node's target: kept, patched for the images that changed, or planned anew
+        (also when its pods' images changed, or the images present where that decided what
+        fits); with the keeper it should run and the images it misses."""
         config = self.config
         managed = set(edit.refs)
         by_image = {i.image: i for i in wanted}
         fresh: dict[str, NodeMemo] = {}
         for node in nodes:
             memo = self.memo.get(node.name)
+            pods_here = pod_images.get(node.name, EMPTY)
+            held = present.get(node.name, EMPTY)
             if memo is None:
                 placements = self._fresh_placements.pop(node.name, {})
                 target = self._shared(
-                    node_target(node, wanted, managed, config, now, edit.limited, placements)
+                    node_target(
+                        node,
+                        wanted,
+                        managed,
+                        config,
+                        now,
+                        edit.limited,
+                        placements,
+                        pods_here,
+                        held,
+                    )
                 )
                 memo = NodeMemo(node=node, target=target, placements=placements)
-            elif edit.everything or (memo.node is not node and memo.node != node):
+            elif (
+                edit.everything
+                or (memo.node is not node and memo.node != node)
+                or memo.target.pod_images != pods_here
+                or (memo.target.held is not None and memo.target.held != held)
+            ):
                 old = memo.target
                 if not same_placement(memo.node, node):
                     memo.placements = self._fresh_placements.pop(node.name, {})
                 memo.node = node
                 memo.target = self._shared(
-                    node_target(node, wanted, managed, config, now, edit.limited, memo.placements)
+                    node_target(
+                        node,
+                        wanted,
+                        managed,
+                        config,
+                        now,
+                        edit.limited,
+                        memo.placements,
+                        pods_here,
+                        held,
+                    )
                 )
                 # A node that changed (its images' sizes, its disk) keeps its cells while its
                 # target places the same images and leaves out the same ones, as large.
@@ -520,7 +555,9 @@ class IncrementalPlanner:
             else:
                 memo.node = node
                 if not edit.empty:
-                    memo.target = self._patch_target(memo, wanted, by_image, managed, edit, now)
+                    memo.target = self._patch_target(
+                        memo, wanted, by_image, managed, edit, now, held
+                    )
                 urgent = recent(node.ready_since or node.created, now, config.urgent_window)
                 if memo.target.urgent_recent != urgent:
                     memo.target = dataclasses.replace(memo.target, urgent_recent=urgent)
@@ -543,9 +580,11 @@ class IncrementalPlanner:
         managed: set[str],
         edit: ImageEdit,
         now: datetime,
+        held: frozenset[str],
     ) -> NodeTarget:
         """The node's target with the changed images placed in or taken out, when its disk
-        budget keeps every placed image (else planned anew: what fits may shift). A node
+        budget keeps every placed image whichever are held (else planned anew: what fits
+        may shift), and none of them is one its pods use (their bytes count apart). A node
         whose budget leaves images out is patched only when no image it places changed."""
         old, node, config = memo.target, memo.node, self.config
         placements = memo.placements
@@ -559,27 +598,29 @@ class IncrementalPlanner:
             if why is None and only is not None and node.name not in only:
                 why = NOT_PREDICTED
             whys.append(why)
-        if not old.left_out or (
-            None not in whys and edit.removed <= old.not_placed.keys()  # the same fit
-        ):
+        same_fit = None not in whys and edit.removed <= old.not_placed.keys()
+        if edit.touched.isdisjoint(old.pod_images) and (not old.left_out or same_fit):
             fitted, fitted_set, not_placed = self._patched(old, tuple(whys), edit)
             hinted = node.hinted_images
-            used = old.budget_used
+            used, alone = old.budget_used, old.budget_alone
             for ref in edit.removed:
                 if ref in old.fitted_set:
-                    used -= hinted.get(ref) or edit.old_size[ref]
+                    size = hinted.get(ref) or edit.old_size[ref]
+                    used, alone = used - size, alone - size
             for ref, why in zip(edit.changed, whys, strict=True):
                 if why is None:
-                    used += size_on(by_image[ref], node)
-            budget = old.budget
+                    size = size_on(by_image[ref], node)
+                    used, alone = used + size, alone + size
+            room = old.room
             if (
-                node.image_fs_capacity
+                room is not None
                 and node.image_fs_other_used is None
                 and not edit.touched.isdisjoint(hinted.keys())
             ):
-                budget = budgets.node_budget(node, config, managed)
-            fits = budget == old.budget if old.left_out else (budget is None or used <= budget)
+                room = budgets.node_room(node, config, managed, room.pods, room.pod_images)
+            fits = room == old.room if old.left_out else budgets.fits_all(room, used, alone)
             if fits:
+                budget = budgets.shown_budget(room, used, alone)
                 return NodeTarget(
                     node=node,
                     problem=old.problem,
@@ -590,10 +631,25 @@ class IncrementalPlanner:
                     not_placed=not_placed,
                     left_out=old.left_out,
                     fitted_set=fitted_set,
+                    budget_reason=budgets.budget_reason(room),
+                    room=room,
+                    budget_alone=alone,
+                    pod_images=old.pod_images,
+                    held=old.held,
                 )
         memo.rebuild = True
         return self._shared(
-            node_target(node, wanted, managed, config, now, edit.limited, memo.placements)
+            node_target(
+                node,
+                wanted,
+                managed,
+                config,
+                now,
+                edit.limited,
+                memo.placements,
+                old.pod_images,
+                held,
+            )
         )
 
     def _patched(

@@ -80,10 +80,13 @@ def _defer_keeper(
     so a node's pulls cost one keeper replacement every KEEPER_BATCH_WAIT, not one per
     image or per puller. Safe: every image the running keepers do not hold yet is
     held by its finished puller's container (pullers stay until a keeper holds their
-    images), and no image waits longer than KEEPER_BATCH_WAIT."""
+    images), and no image waits longer than KEEPER_BATCH_WAIT. A keeper that lets images
+    go is not deferred: the node's own pods may need their disk now."""
     held: set[str] = set()
     for keeper in active:
         held |= state.running_images(keeper)
+    if not held <= set(desired):
+        return False
     added = set(desired) - held
     if not added <= state.puller_held.get(node, set()):
         return False

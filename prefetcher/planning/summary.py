@@ -99,6 +99,7 @@ def node_summary(entry: NodeTarget, tally: Mapping[str, int]) -> NodeSummary:
         urgent=entry.urgent_recent and present < wanted_here,
         budget=entry.budget,
         budget_used=entry.budget_used,
+        budget_reason=entry.budget_reason,
         wanted=wanted_here,
         present=present,
         pulling=pulling,

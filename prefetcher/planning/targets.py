@@ -1,4 +1,5 @@
-"""Stage 2, targets: per node, the wanted images whose placement fits, within its disk budget."""
+"""Stage 2, targets: per node, the wanted images whose placement fits, within its disk budget
+(which gives way to the images of the node's own pods)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ from datetime import datetime
 from imagesync.config import Config
 from prefetcher import budget as budgets
 from prefetcher import eligibility
-from prefetcher.model import NodeInfo
+from prefetcher.model import NodeInfo, Snapshot
 from prefetcher.planning.demand import DemandIndex, demand_nodes
 from prefetcher.planning.images import MergedImage, placement, recent
 
 NOT_PREDICTED = "placement Demand: not where its pods are predicted to run"
+NONE: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -29,6 +31,13 @@ class NodeTarget:
     not_placed: dict[str, str] = field(default_factory=dict)  # image -> why
     left_out: dict[str, str] = field(default_factory=dict)  # image -> why (budget)
     fitted_set: frozenset[str] = frozenset()
+    budget_reason: str = ""
+    room: budgets.NodeRoom | None = None
+    budget_alone: int = 0  # bytes of fitted images the node's pods do not use
+    # The inputs of the budget beside the node and the images: the wanted images the node's
+    # pods use, and the images present there when that decided what fits (else None).
+    pod_images: frozenset[str] = NONE
+    held: frozenset[str] | None = None
 
 
 def node_target(
@@ -39,9 +48,12 @@ def node_target(
     now: datetime,
     limited: Mapping[str, frozenset[str]] | None = None,
     placements: dict[str, str | None] | None = None,
+    pod_images: frozenset[str] = NONE,
+    held: frozenset[str] = NONE,
 ) -> NodeTarget:
     """The target of `node` for the wanted images in rank order (`managed`: their refs;
-    `limited`: the nodes images placed by demand are limited to). `placements` (placement
+    `limited`: the nodes images placed by demand are limited to; `pod_images`: the wanted
+    images its own pods use; `held`: the images present there). `placements` (placement
     key → why not, None: fits) is filled as the images are placed."""
     entry = NodeTarget(
         node=node,
@@ -51,7 +63,10 @@ def node_target(
     items: list[budgets.BudgetItem] = []
     seen = {} if placements is None else placements
     hinted = node.hinted_images
+    pods_bytes = 0
     for image in wanted:
+        if pod_images and image.image in pod_images:
+            pods_bytes += hinted.get(image.image) or image.size
         key = image.placement_key
         if key in seen:
             why = seen[key]
@@ -64,8 +79,12 @@ def node_target(
             entry.not_placed[ref] = why
             continue
         items.append(budgets.BudgetItem(ref, hinted.get(ref) or image.size, image.score))
-    result = budgets.fit(budgets.node_budget(node, config, managed), items)
+    room = budgets.node_room(node, config, managed, pods_bytes, len(pod_images))
+    result = budgets.fit(room, items, pod_images, held)
     entry.budget, entry.budget_used = result.budget, result.used
+    entry.budget_reason, entry.room, entry.budget_alone = result.reason, room, result.alone
+    entry.pod_images = pod_images
+    entry.held = held if result.held_matters else None
     entry.fitted = list(result.fitted)
     entry.fitted_set = frozenset(result.fitted)
     entry.left_out = {item.image: why for item, why in result.left_out}
@@ -78,11 +97,41 @@ def plan_targets(
     config: Config,
     now: datetime,
     demand: DemandIndex,
+    pod_images: Mapping[str, frozenset[str]],
+    present: Mapping[str, frozenset[str]],
 ) -> dict[str, NodeTarget]:
-    """Every node's target, by node name."""
+    """Every node's target, by node name (`pod_images`: the wanted images each node's pods
+    use, `present`: the images present on each)."""
     managed = {i.image for i in wanted}
     limited = limited_nodes(nodes, wanted, config, demand)
-    return {node.name: node_target(node, wanted, managed, config, now, limited) for node in nodes}
+    return {
+        node.name: node_target(
+            node,
+            wanted,
+            managed,
+            config,
+            now,
+            limited,
+            pod_images=pod_images.get(node.name, NONE),
+            held=present.get(node.name, NONE),
+        )
+        for node in nodes
+    }
+
+
+def node_pod_images(snapshot: Snapshot, managed: Collection[str]) -> dict[str, frozenset[str]]:
+    """Per node, the wanted images of the workload pods running on it or bound to it (their
+    bytes are on its disk, or about to land): its disk budget gives way to them."""
+    found: dict[str, set[str]] = {}
+    for pod in snapshot.demand.running:
+        for image in pod.images:
+            if image in managed:
+                found.setdefault(pod.node, set()).add(image)
+    for starting in snapshot.starting:
+        for image in starting.images:
+            if image in managed:
+                found.setdefault(starting.node, set()).add(image)
+    return {node: frozenset(images) for node, images in found.items()}
 
 
 def limited_nodes(

@@ -243,6 +243,8 @@ class ImageSync(Policy):
             self.bound_pending[pod.key] = pod
             if new and self._pulling_on(pod.node):
                 self.trigger("workload pod starting")  # a puller there may have to yield
+            elif new and not self._keeper_holds(pod):
+                self.trigger("workload pod bound")  # the node's disk budget gives way to it
         elif self.bound_pending.pop(pod.key, None) is not None:
             self.trigger("workload pod started")
 
@@ -252,6 +254,17 @@ class ImageSync(Policy):
         node = self.cluster.nodes.get(pod.node)
         if node is not None:
             self.pool_history.saw(pod.images, node.labels, moment(self.cluster.loop.now))
+
+    def _keeper_holds(self, pod: Pod) -> bool:
+        """As `prefetcher.triggers.keeper_holds`: our keeper on the pod's node holds every
+        image it waits for."""
+        held = {
+            image
+            for own in self.own.values()
+            if own.node == pod.node and own.role == "keeper" and not own.ended
+            for image in own.images
+        }
+        return held.issuperset(starting_pod(pod).images)
 
     def _pulling_on(self, node: str) -> bool:
         return any(p.node == node and p.role == "puller" and not p.ended for p in self.own.values())

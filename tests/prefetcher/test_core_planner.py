@@ -252,13 +252,17 @@ def test_disk_budget_keeps_the_highest_scores_and_says_why() -> None:
 
 
 def test_budget_counts_other_disk_use_from_the_hint() -> None:
-    crowded = node("c", capacity=100 * GB, hinted_images={"docker.io/library/other:1": 80 * GB})
+    crowded = node("c", capacity=100 * GB, hinted_images={"docker.io/library/other:1": 75 * GB})
     images = (image(APP, size=3 * GB), image(BUSYBOX, size=2 * GB, uses=1))
     result = plan(Snapshot(now=NOW, nodes=(crowded,), images=images), config())
-    # 85% of 100 GB - 80 GB other = 5 GB: both fit, nothing more.
+    # 85% of 100 GB - 75 GB other = 10 GB may be held; new images are pulled only up to
+    # the GC low threshold, 80% - 75 GB = 5 GB: both fit, nothing more.
     node_summary = result.nodes[0]
-    assert node_summary.budget == 5 * GB
+    assert node_summary.budget == 10 * GB
     assert result.budget_left_out == ()
+    more = (*images, image(CUDA, size=GB, uses=1))
+    result = plan(Snapshot(now=NOW, nodes=(crowded,), images=more), config())
+    assert [b.image for b in result.budget_left_out] == [CUDA]
 
 
 def test_declared_image_is_always_wanted_and_learned_ones_expire() -> None:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from prefetcher.budget import BudgetItem, fit, format_bytes, node_budget
 from prefetcher.scoring import is_wanted, rank_key, score
-from tests.prefetcher.test_core_fixtures import APP, GB, NOW, config, image, node
+from tests.prefetcher.test_core_fixtures import APP, NOW, image
 
 DAY = 86400.0
 
@@ -45,26 +44,3 @@ def test_retention() -> None:
     assert is_wanted(
         image(APP, source="Declared", last_seen=NOW - timedelta(days=99)), NOW, retention
     )
-
-
-def test_budget_is_the_smaller_of_share_and_gc_threshold() -> None:
-    n = node("a", capacity=100 * GB)
-    assert node_budget(n, config(), set()) == 50 * GB
-    assert node_budget(n, config(disk_budget=0.95), set()) == 85 * GB
-    busy = node("b", capacity=100 * GB, image_fs_other_used=60 * GB)
-    assert node_budget(busy, config(), set()) == 25 * GB
-    assert node_budget(node("c", capacity=None), config(), set()) is None
-
-
-def test_fit_keeps_best_first_and_skips_what_does_not_fit() -> None:
-    items = [
-        BudgetItem("big", 30 * GB, 9.0),
-        BudgetItem("a", 5 * GB, 5.0),
-        BudgetItem("b", 6 * GB, 1.0),
-    ]
-    result = fit(20 * GB, items)
-    assert result.fitted == ("a", "b") and result.used == 11 * GB
-    assert [i.image for i, _ in result.left_out] == ["big"]
-    assert "needs 30.0 GB" in result.left_out[0][1]
-    assert fit(None, items).fitted == ("big", "a", "b")
-    assert format_bytes(20_400_000_000) == "20.4 GB" and format_bytes(4_000_000) == "4 MB"

@@ -1,0 +1,146 @@
+"""The disk budget: the smaller of diskBudget and the GC threshold, giving way to the images
+of the node's own pods, with the two GC thresholds as a band against churn."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from prefetcher.budget import BudgetItem, NodeRoom, fit, format_bytes, node_room
+from prefetcher.model import Demand, RunningPod, Snapshot, StartingPod
+from tests.prefetcher.test_core_fixtures import GB, World, config, image, node
+
+A, B, C = (
+    "harbor.example.internal/a:1",
+    "harbor.example.internal/b:1",
+    "harbor.example.internal/c:1",
+)
+JOB = "nvcr.io/nvidia/nemo:24.07"
+
+
+def room(pods: int = 0, other: int = 0, capacity: int = 100 * GB) -> NodeRoom:
+    n = node("n", capacity=capacity, image_fs_other_used=other)
+    found = node_room(n, config(), set(), pods, 1 if pods else 0)
+    assert found is not None
+    return found
+
+
+ITEMS = [BudgetItem(A, 20 * GB, 3.0), BudgetItem(B, 15 * GB, 2.0), BudgetItem(C, 10 * GB, 1.0)]
+EVERY = {A, B, C}
+
+
+def test_budget_is_the_smaller_of_share_and_gc_threshold() -> None:
+    n = node("a", capacity=100 * GB)
+    assert fit(node_room(n, config(), set()), ITEMS).budget == 50 * GB
+    share = node_room(n, config(disk_budget=0.95), set())
+    assert fit(share, ITEMS).budget == 85 * GB
+    busy = fit(room(other=60 * GB), ITEMS, held=EVERY)
+    assert busy.budget == 25 * GB and busy.fitted == (A,)
+    assert busy.reason == "image GC high threshold 85 % of 100.0 GB, less 60.0 GB other use"
+    assert fit(room(), ITEMS).reason == "diskBudget 50% of 100.0 GB"
+    unknown = fit(node_room(node("c", capacity=None), config(), set()), ITEMS)
+    assert unknown.budget is None and unknown.fitted == (A, B, C)
+    # Without the runtime's figure, other use is what status.images lists that nobody wants.
+    hinted = node("d", capacity=100 * GB, hinted_images={A: 20 * GB, "x/other:1": 50 * GB})
+    assert fit(node_room(hinted, config(), {A}), ITEMS).budget == 35 * GB
+
+
+def test_fit_keeps_best_first_and_skips_what_does_not_fit() -> None:
+    items = [BudgetItem("big", 30 * GB, 9.0), BudgetItem(B, 20 * GB, 2.0), ITEMS[2]]
+    result = fit(room(capacity=40 * GB), items, held={"big", B, C})
+    assert result.fitted == (B,) and result.used == 20 * GB
+    assert [i.image for i, _ in result.left_out] == ["big", C]
+    assert result.left_out[0][1] == (
+        "disk budget: needs 30.0 GB, 20.0 GB of 20.0 GB left after 0 higher-ranked image(s)"
+    )
+    assert format_bytes(20_400_000_000) == "20.4 GB" and format_bytes(4_000_000) == "4 MB"
+
+
+def test_the_nodes_own_pods_shrink_the_budget_and_what_no_longer_fits_goes() -> None:
+    alone = fit(room(), ITEMS, held=EVERY)
+    assert alone.fitted == (A, B, C) and alone.budget == 50 * GB
+    # The node's pods use 10 GB of other wanted images: 50 - 10 = 40 GB is left for ours.
+    crowded = fit(room(pods=10 * GB), ITEMS, held=EVERY)
+    assert crowded.fitted == (A, B) and crowded.budget == 40 * GB
+    assert crowded.reason == (
+        "diskBudget 50% of 100.0 GB, less 10.0 GB for 1 image(s) the node's pods use"
+    )
+    assert [i.image for i, _ in crowded.left_out] == [C]
+    assert crowded.left_out[0][1] == (
+        "disk budget: needs 10.0 GB, 5.0 GB of 40.0 GB left after 2 higher-ranked image(s) "
+        "(the node's pods use 10.0 GB of 1 image(s))"
+    )
+    # More pods: only what still fits stays; the pods may take it all.
+    assert fit(room(pods=40 * GB), ITEMS, held=EVERY).fitted == (C,)
+    assert fit(room(pods=60 * GB), ITEMS, held=EVERY).fitted == ()
+    # On a node short of space the GC threshold counts them the same way.
+    assert fit(room(pods=10 * GB, other=50 * GB), ITEMS, held=EVERY).budget == 25 * GB
+
+
+def test_an_image_the_pods_use_counts_once_if_held_and_twice_if_not() -> None:
+    # The pods use A (20 GB), which the keeper holds: nothing else has to go.
+    held = fit(room(pods=20 * GB), ITEMS, pods={A}, held=EVERY)
+    assert held.fitted == (A, B, C) and held.budget == 50 * GB and held.alone == 25 * GB
+    # Not held: it is added only if it fits beside the pods' bytes (their containers pin it).
+    new = fit(room(pods=30 * GB), ITEMS, pods={A}, held={B, C})  # 20 GB left for ours
+    assert new.fitted == (B,) and [i.image for i, _ in new.left_out] == [A, C]
+    assert fit(room(pods=30 * GB), ITEMS, pods={A}, held=EVERY).fitted == (A, B)
+    assert fit(room(pods=20 * GB), ITEMS[:1], pods={A}).fitted == (A,)  # room for it twice
+
+
+def test_a_band_as_wide_as_the_gc_thresholds_keeps_what_is_held() -> None:
+    # 47 GB: within diskBudget (50 GB), but in the 5 % band below it.
+    items = [*ITEMS[:2], BudgetItem(C, 12 * GB, 1.0)]
+    held = fit(room(), items, held=EVERY)
+    assert held.fitted == (A, B, C) and held.held_matters  # on the node: it stays
+    new = fit(room(), items, held={A, B})
+    assert new.fitted == (A, B) and new.held_matters  # not on the node yet: not added
+    assert new.left_out[0][1].endswith("(a new image stops 5 % of the disk short)")
+    # Far from the limit, what is held does not matter.
+    assert not fit(room(), ITEMS[:2]).held_matters
+
+
+@dataclass
+class PodsWorld(World):
+    """A World whose nodes run workload pods (as the demand informers see them)."""
+
+    running: list[RunningPod] = field(default_factory=list)
+    starting: list[StartingPod] = field(default_factory=list)
+
+    def snapshot(self) -> Snapshot:
+        return replace(
+            super().snapshot(),
+            demand=Demand(running=tuple(self.running)),
+            starting=tuple(self.starting),
+        )
+
+
+def test_the_keeper_gives_the_space_back_while_the_pods_need_it_and_takes_it_again() -> None:
+    w = PodsWorld(
+        nodes=[node("g", gpu=8, capacity=100 * GB)],
+        images=[
+            image(A, uses=30, gpu=True, size=20 * GB),
+            image(B, uses=20, gpu=True, size=10 * GB),
+            image(C, uses=10, gpu=True, size=10 * GB),
+            image(JOB, uses=1, gpu=True, size=40 * GB),  # ranked last: beyond the budget
+        ],
+        config=config(),
+    )
+    w.converge()
+    assert w.guarded("g") == {A, B, C}
+    # A job using the 40 GB image is bound to the node and pulls it: 50 - 40 = 10 GB left.
+    w.starting.append(StartingPod("g", "team/job-1", w.now, images=(JOB,)))
+    shrunk = w.step()
+    assert [k.images for k in shrunk.keepers] == [(B,)]  # what no longer fits goes at once
+    [summary] = shrunk.nodes
+    assert summary.budget == 10 * GB and "the node's pods use" in summary.budget_reason
+    assert not shrunk.pulls  # the job's own image does not fit beside it twice
+    w.converge()
+    assert w.guarded("g") == {B}
+    # The job runs, then ends: the budget grows back and A and C are pulled again.
+    w.starting.clear()
+    w.running.append(RunningPod("g", "Job/team/job-1", (JOB,)))
+    assert w.converge().nodes[0].budget == 10 * GB
+    w.running.clear()
+    grown = w.converge()
+    assert w.guarded("g") == {A, B, C}
+    assert grown.nodes[0].budget_reason == "diskBudget 50% of 100.0 GB"
