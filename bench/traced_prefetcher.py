@@ -9,6 +9,7 @@ process (about twice the CPU), so its figures of time are not the bench's.
 
 from __future__ import annotations
 
+import argparse
 import signal
 import sys
 import tracemalloc
@@ -37,7 +38,13 @@ def dump(out: Path) -> None:
 
 
 def main() -> int:
-    out = Path(sys.argv[1])
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("out", type=Path, help="where each SIGUSR2 writes the allocations")
+    parser.add_argument("command", nargs=argparse.REMAINDER, help="image-sync's arguments")
+    args = parser.parse_args()
+    out: Path = args.out
     tracemalloc.start(1)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -47,7 +54,7 @@ def main() -> int:
     signal.signal(signal.SIGUSR2, on_signal)
     from imagesync.cli import main as cli
 
-    sys.argv = ["image-sync", *sys.argv[2:]]
+    sys.argv = ["image-sync", *args.command]
     result = cli()
     return int(result or 0)
 

@@ -53,21 +53,28 @@ def _granted(target: str = "base") -> set[tuple[str, str, str, str]]:
 
 
 def _calls_in_adapter() -> set[tuple[str, str]]:
-    """(resource, verb) of every `self._call(verb, resource, ...)` in prefetcher/kube.py,
-    plus list + watch of each informer source."""
+    """(resource, verb) of every `self._call(verb, resource, ...)` and `self._send(verb,
+    resource, ...)` in prefetcher/kube.py (but the one inside `_send`, which forwards its
+    own), plus list + watch of each informer source."""
     tree = ast.parse(inspect.getsource(kube))
     namespace = vars(kube)
     calls: set[tuple[str, str]] = set()
-    for node in ast.walk(tree):
-        if (
-            isinstance(node, ast.Call)
-            and isinstance(node.func, ast.Attribute)
-            and node.func.attr == "_call"
-            and len(node.args) >= 2
-        ):
-            verb = eval(compile(ast.Expression(node.args[0]), "kube.py", "eval"), namespace)
-            resource = eval(compile(ast.Expression(node.args[1]), "kube.py", "eval"), namespace)
-            calls.add((resource, verb))
+    methods = [
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name != "_send"
+    ]
+    for method in methods:
+        for node in ast.walk(method):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in ("_call", "_send")
+                and len(node.args) >= 2
+            ):
+                verb = eval(compile(ast.Expression(node.args[0]), "kube.py", "eval"), namespace)
+                resource = eval(compile(ast.Expression(node.args[1]), "kube.py", "eval"), namespace)
+                calls.add((resource, verb))
     sources = ["nodes", CACHED_IMAGE_PLURAL, "pods", *(k.resource for k in BUILTIN_KINDS)]
     for resource in sources:  # the informer sources
         calls |= {(resource, "list"), (resource, "watch")}
