@@ -22,20 +22,19 @@ What is kept between passes, and what makes it stale:
 The stages that decide writes (pullers, pulls, keepers, taints) run every pass over the
 remembered per-node results, so their cost follows the pods and the missing images, not
 nodes x images. `full()` forgets everything first: the controller runs it at every sweep.
-What is kept per node is `memo.NodeMemo`; the cells and their counts, `cellbook.CellBook`.
+What is kept per node is `memo.NodeMemo`; the cells and their counts, `cellbook.CellBook`;
+targets patched and the image lists they share, `targetbook.TargetBook`.
 """
 
 from __future__ import annotations
 
-import bisect
 import dataclasses
 from collections.abc import Mapping
 from datetime import datetime
 from operator import is_
 
 from imagesync.config import Config
-from prefetcher import budget as budgets
-from prefetcher import eligibility, observe, pods, scoring
+from prefetcher import eligibility, observe, scoring
 from prefetcher.model import (
     ManagedPod,
     NodeInfo,
@@ -55,7 +54,6 @@ from prefetcher.planning.images import (
     placement,
     ranked,
     recent,
-    size_on,
 )
 from prefetcher.planning.keepers import plan_keepers
 from prefetcher.planning.memo import (
@@ -74,8 +72,8 @@ from prefetcher.planning.pulls import choose_pulls
 from prefetcher.planning.state import ImageStatus, MakeImageStatus, PlanState, ReadFinished
 from prefetcher.planning.summary import node_summary, result
 from prefetcher.planning.taints import plan_startup_taints
+from prefetcher.planning.targetbook import TargetBook
 from prefetcher.planning.targets import (
-    NOT_PREDICTED,
     NodeTarget,
     node_pod_images,
     node_target,
@@ -87,7 +85,6 @@ PATCH_LIMIT = 0.25
 
 # (facts, templated, released, made at, steady until, the merged image)
 _MergedHit = tuple[ImageFacts, bool, bool, datetime, datetime, MergedImage]
-SharedLists = tuple[list[str], frozenset[str], dict[str, str]]
 PodFacts = tuple[frozenset[str], Mapping[str, observe.PullResult], frozenset[str]]
 
 
@@ -177,16 +174,8 @@ class IncrementalPlanner:
         self._info: dict[str, tuple[tuple[int, float, str], str, int, frozenset[str] | None]]
         self._info = {}
         self.cellbook = CellBook()
-        # Image lists shared by equal targets, and this pass's results made once for all
-        # nodes that share their inputs (keyed by the inputs' ids; the values hold them).
-        self._interned: dict[tuple[tuple[str, ...], tuple[tuple[str, str], ...]], SharedLists] = {}
+        self.book = TargetBook(self.config)
         self._sets: dict[frozenset[str], frozenset[str]] = {}
-        self._patches: dict[
-            tuple[int, int, tuple[str | None, ...]], tuple[object, object, SharedLists]
-        ] = {}
-        self._pod_sets: dict[
-            tuple[int, int], tuple[frozenset[str], frozenset[str], frozenset[str], list[str]]
-        ] = {}
 
     def full(self, snapshot: Snapshot) -> Plan:
         """Forget every remembered result and plan from scratch."""
@@ -208,9 +197,7 @@ class IncrementalPlanner:
         images = self._merge(snapshot, nodes, demand)
         wanted = [i for i in images if i.wanted]
         edit = self._edit(wanted, self._limited(nodes, wanted, demand))
-        self._patches, self._pod_sets = {}, {}
-        if len(self._interned) > 4 * len(nodes) + 64:
-            self._interned = {}
+        self.book.new_pass(len(nodes))
         if len(self._sets) > 4 * len(snapshot.pods) + 64:
             self._sets = {}
         ordered = sorted(snapshot.pods, key=lambda p: (p.node, p.role, p.name, p.uid))
@@ -512,7 +499,7 @@ class IncrementalPlanner:
             held = present.get(node.name, EMPTY)
             if memo is None:
                 placements = self._fresh_placements.pop(node.name, {})
-                target = self._shared(
+                target = self.book.shared(
                     node_target(
                         node,
                         wanted,
@@ -536,7 +523,7 @@ class IncrementalPlanner:
                 if not same_placement(memo.node, node):
                     memo.placements = self._fresh_placements.pop(node.name, {})
                 memo.node = node
-                memo.target = self._shared(
+                memo.target = self.book.shared(
                     node_target(
                         node,
                         wanted,
@@ -555,15 +542,13 @@ class IncrementalPlanner:
             else:
                 memo.node = node
                 if not edit.empty:
-                    memo.target = self._patch_target(
-                        memo, wanted, by_image, managed, edit, now, held
-                    )
+                    memo.target = self.book.patch(memo, wanted, by_image, managed, edit, now, held)
                 urgent = recent(node.ready_since or node.created, now, config.urgent_window)
                 if memo.target.urgent_recent != urgent:
                     memo.target = dataclasses.replace(memo.target, urgent_recent=urgent)
             if edit.rescored and memo.left_out and not memo.rebuild:
                 memo.left_out = with_scores(memo.left_out, by_image)
-            self._node_pods(memo, present.get(node.name, EMPTY), edit)
+            self.book.node_pods(memo, present.get(node.name, EMPTY), edit)
             fresh[node.name] = memo
         for name, memo in self.memo.items():
             if name not in fresh:
@@ -571,143 +556,6 @@ class IncrementalPlanner:
         self.memo = fresh
         self._fresh_placements = {}
         return {name: memo.target for name, memo in fresh.items()}
-
-    def _patch_target(
-        self,
-        memo: NodeMemo,
-        wanted: list[MergedImage],
-        by_image: Mapping[str, MergedImage],
-        managed: set[str],
-        edit: ImageEdit,
-        now: datetime,
-        held: frozenset[str],
-    ) -> NodeTarget:
-        """The node's target with the changed images placed in or taken out, when its disk
-        budget keeps every placed image whichever are held (else planned anew: what fits
-        may shift), and none of them is one its pods use (their bytes count apart). A node
-        whose budget leaves images out is patched only when no image it places changed."""
-        old, node, config = memo.target, memo.node, self.config
-        placements = memo.placements
-        whys: list[str | None] = []
-        for ref in edit.changed:
-            key = by_image[ref].placement_key
-            if key not in placements:
-                placements[key] = placement(by_image[ref], node, config)
-            why = placements[key]
-            only = edit.limited.get(ref)
-            if why is None and only is not None and node.name not in only:
-                why = NOT_PREDICTED
-            whys.append(why)
-        same_fit = None not in whys and edit.removed <= old.not_placed.keys()
-        if edit.touched.isdisjoint(old.pod_images) and (not old.left_out or same_fit):
-            fitted, fitted_set, not_placed = self._patched(old, tuple(whys), edit)
-            hinted = node.hinted_images
-            used, alone = old.budget_used, old.budget_alone
-            for ref in edit.removed:
-                if ref in old.fitted_set:
-                    size = hinted.get(ref) or edit.old_size[ref]
-                    used, alone = used - size, alone - size
-            for ref, why in zip(edit.changed, whys, strict=True):
-                if why is None:
-                    size = size_on(by_image[ref], node)
-                    used, alone = used + size, alone + size
-            room = old.room
-            if (
-                room is not None
-                and node.image_fs_other_used is None
-                and not edit.touched.isdisjoint(hinted.keys())
-            ):
-                room = budgets.node_room(node, config, managed, room.pods, room.pod_images)
-            fits = room == old.room if old.left_out else budgets.fits_all(room, used, alone)
-            if fits:
-                budget = budgets.shown_budget(room, used, alone)
-                return NodeTarget(
-                    node=node,
-                    problem=old.problem,
-                    urgent_recent=old.urgent_recent,
-                    budget=budget,
-                    budget_used=used,
-                    fitted=fitted,
-                    not_placed=not_placed,
-                    left_out=old.left_out,
-                    fitted_set=fitted_set,
-                    budget_reason=budgets.budget_reason(room),
-                    room=room,
-                    budget_alone=alone,
-                    pod_images=old.pod_images,
-                    held=old.held,
-                )
-        memo.rebuild = True
-        return self._shared(
-            node_target(
-                node,
-                wanted,
-                managed,
-                config,
-                now,
-                edit.limited,
-                memo.placements,
-                old.pod_images,
-                held,
-            )
-        )
-
-    def _patched(
-        self, old: NodeTarget, whys: tuple[str | None, ...], edit: ImageEdit
-    ) -> tuple[list[str], frozenset[str], dict[str, str]]:
-        """A target's images with the edit applied (`whys`: where the changed ones may not
-        go), made once for every node that shared the same ones before."""
-        key = (id(old.fitted), id(old.not_placed), whys)
-        hit = self._patches.get(key)
-        if hit is not None and hit[0] is old.fitted and hit[1] is old.not_placed:
-            return hit[2]
-        not_placed = dict(old.not_placed)
-        fitted = list(old.fitted)
-        for ref in edit.removed:
-            not_placed.pop(ref, None)
-            if ref in old.fitted_set:
-                fitted.remove(ref)
-        for ref, why in zip(edit.changed, whys, strict=True):
-            if why is not None:
-                not_placed[ref] = why
-            else:
-                bisect.insort(fitted, ref, key=edit.position.__getitem__)
-        made = (fitted, frozenset(fitted), not_placed)
-        self._patches[key] = (old.fitted, old.not_placed, made)
-        return made
-
-    def _shared(self, target: NodeTarget) -> NodeTarget:
-        """`target` holding the same image lists as an equal one planned before (nodes of
-        one pool then share them, and a later patch is made once for all of them)."""
-        key = (tuple(target.fitted), tuple(target.not_placed.items()))
-        known = self._interned.setdefault(
-            key, (target.fitted, target.fitted_set, target.not_placed)
-        )
-        target.fitted, target.fitted_set, target.not_placed = known
-        return target
-
-    def _node_pods(self, memo: NodeMemo, present: frozenset[str], edit: ImageEdit) -> None:
-        """The node's keeper images and missing images, for its present images."""
-        target = memo.target
-        if target.fitted_set is memo.fitted_seen and present is memo.present:
-            return
-        key = (id(target.fitted_set), id(present))
-        hit = self._pod_sets.get(key)
-        if hit is None or hit[0] is not target.fitted_set or hit[1] is not present:
-            missing = target.fitted_set - present
-            ordered = sorted(missing, key=edit.position.__getitem__) if missing else []
-            hit = self._pod_sets[key] = (
-                target.fitted_set,
-                present,
-                target.fitted_set & present,
-                ordered,
-            )
-        desired = hit[2]
-        if desired != memo.desired:
-            ordered = sorted(desired)
-            memo.keeper = (ordered, pods.keeper_name(target.node.name, ordered) if ordered else "")
-        memo.desired, memo.missing = desired, hit[3]
-        memo.present, memo.fitted_seen = present, target.fitted_set
 
     def _node_summary(self, memo: NodeMemo) -> NodeSummary:
         """node_summary(), kept while the node's target and counts are the same objects."""
