@@ -76,7 +76,6 @@ from prefetcher.planning.targetbook import TargetBook
 from prefetcher.planning.targets import (
     NodeTarget,
     node_pod_images,
-    node_target,
 )
 
 # Past this share of the wanted images changed, every node is planned from scratch.
@@ -499,18 +498,8 @@ class IncrementalPlanner:
             held = present.get(node.name, EMPTY)
             if memo is None:
                 placements = self._fresh_placements.pop(node.name, {})
-                target = self.book.shared(
-                    node_target(
-                        node,
-                        wanted,
-                        managed,
-                        config,
-                        now,
-                        edit.limited,
-                        placements,
-                        pods_here,
-                        held,
-                    )
+                target = self.book.planned(
+                    node, wanted, managed, now, edit.limited, placements, pods_here, held
                 )
                 memo = NodeMemo(node=node, target=target, placements=placements)
             elif (
@@ -523,18 +512,8 @@ class IncrementalPlanner:
                 if not same_placement(memo.node, node):
                     memo.placements = self._fresh_placements.pop(node.name, {})
                 memo.node = node
-                memo.target = self.book.shared(
-                    node_target(
-                        node,
-                        wanted,
-                        managed,
-                        config,
-                        now,
-                        edit.limited,
-                        memo.placements,
-                        pods_here,
-                        held,
-                    )
+                memo.target = self.book.planned(
+                    node, wanted, managed, now, edit.limited, memo.placements, pods_here, held
                 )
                 # A node that changed (its images' sizes, its disk) keeps its cells while its
                 # target places the same images and leaves out the same ones, as large.

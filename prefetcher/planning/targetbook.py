@@ -5,12 +5,13 @@ targets share (nodes of one pool then share them, and a patch is made once for a
 from __future__ import annotations
 
 import bisect
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 
 from imagesync.config import Config
 from prefetcher import budget as budgets
 from prefetcher import pods
+from prefetcher.model import NodeInfo
 from prefetcher.planning.images import MergedImage, placement, size_on
 from prefetcher.planning.memo import ImageEdit, NodeMemo
 from prefetcher.planning.targets import NOT_PREDICTED, NodeTarget, node_target
@@ -104,17 +105,25 @@ class TargetBook:
                     held=old.held,
                 )
         memo.rebuild = True
+        return self.planned(
+            node, wanted, managed, now, edit.limited, memo.placements, old.pod_images, held
+        )
+
+    def planned(
+        self,
+        node: NodeInfo,
+        wanted: Sequence[MergedImage],
+        managed: Collection[str],
+        now: datetime,
+        limited: Mapping[str, frozenset[str]],
+        placements: dict[str, str | None],
+        pod_images: frozenset[str],
+        held: frozenset[str],
+    ) -> NodeTarget:
+        """The node's target planned anew, holding the image lists equal targets share."""
         return self.shared(
             node_target(
-                node,
-                wanted,
-                managed,
-                config,
-                now,
-                edit.limited,
-                memo.placements,
-                old.pod_images,
-                held,
+                node, wanted, managed, self.config, now, limited, placements, pod_images, held
             )
         )
 
