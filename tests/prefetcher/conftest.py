@@ -130,6 +130,21 @@ def install_image_sync(api: client.ApiClient) -> None:
     )
 
 
+def bound_gpu_pod(name: str, image: str, node: str) -> dict[str, Any]:
+    """A workload pod in `default` bound to `node` (as the scheduler would bind it) that
+    runs `image`, tolerating the GPU taint."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "nodeName": node,
+            "containers": [{"name": "main", "image": image, "imagePullPolicy": "IfNotPresent"}],
+            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}],
+        },
+    }
+
+
 def declare(api: client.ApiClient, image: str, node_selector: dict[str, str] | None = None) -> str:
     """Apply a Declared CachedImage, as a user would; returns its name."""
     from imagesync.cachedimage import object_name

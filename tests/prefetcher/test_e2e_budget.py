@@ -17,6 +17,7 @@ from simulator.scenario import load_scenario
 from tests.prefetcher.conftest import (
     POD_NAMESPACE,
     Running,
+    bound_gpu_pod,
     declare,
     install_image_sync,
     report,
@@ -43,20 +44,6 @@ def cluster() -> Iterator[Any]:
         install_image_sync(api)
         api.close()
         yield sim
-
-
-def workload_pod(name: str, image: str) -> dict[str, Any]:
-    """A pod bound to NODE (as the scheduler would bind it) that runs `image`."""
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {
-            "nodeName": NODE,
-            "containers": [{"name": "main", "image": image, "imagePullPolicy": "IfNotPresent"}],
-            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}],
-        },
-    }
 
 
 def keeper_images(core: Any) -> set[str] | None:
@@ -104,8 +91,8 @@ def test_the_budget_gives_the_disk_back_to_the_nodes_pods_and_takes_it_again(
 
         # Two pods need 34.3 GB more on a 60 GB disk whose keeper pins 28.5 GB (63.3 GB in
         # all): the budget shrinks to 45 - 34.3 = 10.7 GB, so pytorch (20.4 GB) must go.
-        core.create_namespaced_pod("default", workload_pod("serve", TRITON))
-        core.create_namespaced_pod("default", workload_pod("train", TENSORFLOW))
+        core.create_namespaced_pod("default", bound_gpu_pod("serve", TRITON, NODE))
+        core.create_namespaced_pod("default", bound_gpu_pod("train", TENSORFLOW, NODE))
 
         def running(name: str) -> bool:
             return bool(core.read_namespaced_pod(name, "default").status.phase == "Running")

@@ -17,6 +17,7 @@ from tests.prefetcher.conftest import (
     CUDA,
     POD_NAMESPACE,
     Running,
+    bound_gpu_pod,
     declare,
     install_image_sync,
     sim_config,
@@ -48,20 +49,6 @@ def has(sim: Any, image: str) -> bool:
     return bool(sim.image_store(NODE).has(image))
 
 
-def workload_pod(name: str, image: str) -> dict[str, Any]:
-    """A pod bound to NODE (as the scheduler would bind it) that needs `image`."""
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {
-            "nodeName": NODE,
-            "containers": [{"name": "main", "image": image, "imagePullPolicy": "IfNotPresent"}],
-            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}],
-        },
-    }
-
-
 def yielded_total(prefetcher: Any) -> float:
     text = requests.get(f"http://127.0.0.1:{prefetcher.server.port}/metrics", timeout=30).text
     for line in text.splitlines():
@@ -88,7 +75,7 @@ def test_a_puller_yields_to_a_starting_pod_that_misses_an_image(
 
         wait_for(pulling, timeout=60, interval=0.1, what="the prefetch of pytorch in flight")
         assert not has(cluster, PYTORCH)
-        core.create_namespaced_pod("default", workload_pod("check", CUDA))
+        core.create_namespaced_pod("default", bound_gpu_pod("check", CUDA, NODE))
 
         events = wait_for(
             lambda: [
