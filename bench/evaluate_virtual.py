@@ -186,15 +186,8 @@ WEEK_COST = {
 VARIANTS = ("roomy", "tight")
 # What `--week` replays without --policy: the sources' policies are measured on its first day
 # apart (docs/evaluation.md, "Where each source pays").
-WEEK_POLICIES = (
-    "none",
-    "static-list",
-    "everything",
-    "image-sync",
-    "image-sync+declared",
-    "image-sync+demand",
-    "oracle",
-)
+SOURCE_POLICIES = ("image-sync+observed", "image-sync+catalog")
+WEEK_POLICIES = tuple(p for p in replay.POLICIES if p not in SOURCE_POLICIES)
 
 
 @functools.cache
