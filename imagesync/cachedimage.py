@@ -2,8 +2,9 @@
 
 A CachedImage says "this image is wanted" and, for learned images, *where* it will be
 wanted: one placement profile per distinct way pods that used it were constrained
-(nodeSelector, required node affinity, tolerations, GPU request). The prefetcher treats a
-node as eligible when any profile could have been scheduled there.
+(nodeSelector, required node affinity, tolerations, GPU request) with the smallest resource
+requests seen among those pods. The prefetcher treats a node as eligible when any profile
+could have been scheduled there.
 
     apiVersion: image-sync.io/v1alpha1
     kind: CachedImage
@@ -18,6 +19,7 @@ node as eligible when any profile could have been scheduled there.
         requiredNodeAffinity: [ {matchExpressions: [...]} ]   # nodeSelectorTerms (ORed)
         tolerations: [ {...} ]
         gpu: true
+        requests: {cpu: "32", memory: 256Gi, nvidia.com/gpu: "8"}   # effective, per pod
         namespace: training
         ownerKind: Job
         lastSeen: "2026-11-22T10:00:00Z"
@@ -58,6 +60,7 @@ from imagesync.names import (
     SOURCE_LEARNED,
     SOURCE_OBSERVED,
 )
+from imagesync.resources import Requests, pod_requests, smaller_requests
 
 MAX_PROFILES = 16
 # Namespaces a Learned image is confirmed in, at most (the CRD's maxItems); no more are added.
@@ -84,6 +87,9 @@ class PlacementProfile(TypedDict):
     namespace: str
     ownerKind: str
     lastSeen: NotRequired[str]
+    # The pods' effective requests (`imagesync.resources`); absent in profiles written before
+    # requests were learned and in the prefetcher's own: unknown, any node fits.
+    requests: NotRequired[Requests]
 
 
 class CachedImageSpec(TypedDict):
@@ -167,12 +173,31 @@ def profile_from_pod(pod: Mapping[str, Any], namespace: str) -> PlacementProfile
         gpu=requests_gpu(spec),
         namespace=namespace,
         ownerKind=str(controller.get("kind", "")) if controller else "",
+        requests=pod_requests(spec),
     )
 
 
 def profile_key(profile: PlacementProfile) -> str:
     """Identity of a profile: everything but when it was last seen."""
     return json.dumps({k: v for k, v in profile.items() if k != "lastSeen"}, sort_keys=True)
+
+
+def placement_identity(profile: PlacementProfile) -> str:
+    """Where a profile's pods may go, leaving out how large they are: profiles that differ
+    only in requests merge."""
+    return json.dumps(
+        {k: v for k, v in profile.items() if k not in ("lastSeen", "requests")}, sort_keys=True
+    )
+
+
+def merged_requests(first: Requests | None, second: Requests | None) -> Requests | None:
+    """The requests of two merged profiles: the smaller per resource; unknown (None, a
+    profile written before requests were learned) gives way to known."""
+    if first is None:
+        return second
+    if second is None:
+        return first
+    return smaller_requests(first, second)
 
 
 def planning_spec(spec: Any) -> Any:
@@ -195,13 +220,26 @@ def merge_profiles(
     seen: Iterable[PlacementProfile],
     limit: int = MAX_PROFILES,
 ) -> list[PlacementProfile]:
-    """Union by identity keeping the newest `lastSeen`; the `limit` most recent survive."""
+    """Union by placement keeping the newest `lastSeen` and the smaller requests (a node
+    that fits the smallest pod may get the image); the `limit` most recent survive."""
     merged: dict[str, PlacementProfile] = {}
     for profile in [*existing, *seen]:
-        key = profile_key(profile)
+        key = placement_identity(profile)
         current = merged.get(key)
-        if current is None or profile.get("lastSeen", "") > current.get("lastSeen", ""):
+        if current is None:
             merged[key] = profile
+            continue
+        newer = profile if profile.get("lastSeen", "") > current.get("lastSeen", "") else current
+        requests = merged_requests(current.get("requests"), profile.get("requests"))
+        if requests == newer.get("requests"):
+            merged[key] = newer
+            continue
+        combined = newer.copy()
+        if requests is None:
+            combined.pop("requests", None)
+        else:
+            combined["requests"] = requests
+        merged[key] = combined
     ordered = sorted(merged.values(), key=lambda p: (p.get("lastSeen", ""), profile_key(p)))
     return ordered[-limit:]
 

@@ -8,8 +8,15 @@ Two questions, each answered with None (yes) or a reason a person can read:
   image's declared nodeSelector must match, its architecture (when known) must fit, and
   at least one placement profile must fit: nodeSelector, required node affinity (In, NotIn,
   Exists, DoesNotExist, Gt, Lt; matchFields metadata.name), tolerations against the node's
-  NoSchedule/NoExecute taints, and a GPU request only on GPU nodes. An image used only by
-  GPU pods never lands on CPU nodes. No profiles (a declared image) means any node.
+  NoSchedule/NoExecute taints, a GPU request only on GPU nodes, and the pods' effective
+  requests within the node's allocatable (kube-scheduler's NodeResourcesFit filter: a pod
+  asking for 8 GPUs never runs on a 4-GPU node, however idle). An image used only by GPU
+  pods never lands on CPU nodes. No profiles (a declared image) means any node.
+
+Requests are held against allocatable, not against what is free: pods come and go, and the
+image is for the pods that will come. A resource the node does not report at all (a device
+plugin not registered yet on a node that just joined) is not held against it, nor is any
+request of a profile written before requests were learned: both keep the older rule.
 
 Taints that Kubernetes itself manages for node health (not-ready, unreachable,
 unschedulable) and the startup taint are left out of the prediction: readiness and
@@ -30,6 +37,7 @@ from typing import Any
 from imagesync.cachedimage import PlacementProfile, Toleration
 from imagesync.config import Config
 from imagesync.names import GPU_PRESENT_LABEL, GPU_RESOURCE
+from imagesync.resources import request_amount
 from prefetcher.model import NodeInfo, Taint, WantedImage
 
 HEALTH_TAINTS = frozenset(
@@ -41,6 +49,8 @@ HEALTH_TAINTS = frozenset(
 )
 BLOCKING_EFFECTS = frozenset({"NoSchedule", "NoExecute"})
 CONTROL_PLANE_ROLES = ("node-role.kubernetes.io/control-plane", "node-role.kubernetes.io/master")
+BYTE_RESOURCES = ("memory", "ephemeral-storage", "hugepages-")
+BINARY_UNITS = (("Ti", 2.0**40), ("Gi", 2.0**30), ("Mi", 2.0**20), ("Ki", 2.0**10))
 
 
 def node_problem(node: NodeInfo, config: Config) -> str | None:
@@ -179,6 +189,36 @@ def allows_control_plane(profile: PlacementProfile) -> bool:
     )
 
 
+def describe_amount(resource: str, amount: float) -> str:
+    """An allocatable amount as a person reads it: `4`, `1500m`, `191.9Gi`."""
+    if resource.startswith(BYTE_RESOURCES):
+        for suffix, unit in BINARY_UNITS:
+            if amount >= unit:
+                return f"{amount / unit:.1f}".removesuffix(".0") + suffix
+    if amount == int(amount):
+        return str(int(amount))
+    return f"{round(amount * 1000)}m"
+
+
+def _request_order(resource: str) -> tuple[bool, str]:
+    # Extended resources (GPUs and other devices) first: the scarcest, and the telling reason.
+    return ("/" not in resource, resource)
+
+
+def request_shortfall(requests: Mapping[str, str] | None, node: NodeInfo) -> str | None:
+    """The first request the node's allocatable cannot hold (`needs 8 nvidia.com/gpu, node
+    has 4`), or None."""
+    if not requests or not node.allocatable:
+        return None
+    for resource in sorted(requests, key=_request_order):
+        have = node.allocatable.get(resource)
+        need = request_amount(requests[resource])
+        if have is not None and need is not None and need > have:
+            shown = describe_amount(resource, have)
+            return f"needs {requests[resource]} {resource}, node has {shown}"
+    return None
+
+
 def profile_problem(
     profile: PlacementProfile, node: NodeInfo, taints: Sequence[Taint]
 ) -> str | None:
@@ -192,6 +232,9 @@ def profile_problem(
         return "required node affinity of the pods using this image does not match the node"
     if profile.get("gpu") and not has_gpu(node):
         return f"no GPU: pods using this image request {GPU_RESOURCE}"
+    shortfall = request_shortfall(profile.get("requests"), node)
+    if shortfall is not None:
+        return shortfall
     taint = untolerated(profile.get("tolerations") or [], taints)
     if taint is not None:
         return f"taint {describe_taint(taint)} not tolerated"

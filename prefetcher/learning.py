@@ -72,15 +72,15 @@ def learn_writes(
         if spec.get("source", SOURCE_LEARNED) != SOURCE_LEARNED:
             continue
         stored: list[PlacementProfile] = list(spec.get("profiles") or [])
-        known = {profile_key(p) for p in stored}
-        if all(profile_key(p) in known for p in profiles):
-            continue
+        merged = merge_profiles(stored, stamped)
+        if {profile_key(p) for p in merged} == {profile_key(p) for p in stored}:
+            continue  # nothing new (a template's larger pod merges into a smaller one seen)
         meta = obj.get("metadata") or {}
         writes.append(
             LearnWrite(
                 image,
                 str(meta.get("name") or ""),
-                profiles=tuple(merge_profiles(stored, stamped)),
+                profiles=tuple(merged),
                 resource_version=str(meta.get("resourceVersion") or ""),
             )
         )

@@ -65,6 +65,9 @@ class NodeInfo:
     arch: str = ""  # kubernetes.io/arch or status.nodeInfo.architecture; "" = unknown
     os: str = ""  # kubernetes.io/os or status.nodeInfo.operatingSystem; "" = unknown (Linux)
     gpu_allocatable: int = 0
+    # status.allocatable (resource → amount, quantities parsed): what pods may request in all.
+    # Empty when the node reports none (then no request is held against it).
+    allocatable: Mapping[str, float] = field(default_factory=dict)
     image_fs_capacity: int | None = None  # bytes; None = unknown (no budget limit)
     image_fs_other_used: int | None = None  # bytes used by things we do not manage, if known
     hinted_images: Mapping[str, int] = field(default_factory=dict)

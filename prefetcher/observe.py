@@ -146,6 +146,11 @@ def node_info(obj: Mapping[str, Any]) -> NodeInfo:
     if fs_capacity is None:
         fs_capacity = parse_quantity(capacity.get("ephemeral-storage"))
     gpus = parse_quantity(allocatable.get(GPU_RESOURCE, capacity.get(GPU_RESOURCE)))
+    allocatable_amounts = {
+        str(name): amount
+        for name, value in (allocatable or capacity).items()
+        if (amount := parse_quantity(value)) is not None
+    }
 
     hinted: dict[str, int] = {}
     for entry in _list(status.get("images")):
@@ -174,6 +179,7 @@ def node_info(obj: Mapping[str, Any]) -> NodeInfo:
         arch=labels.get(LABEL_ARCH) or str(node_system.get("architecture") or ""),
         os=labels.get(LABEL_OS) or str(node_system.get("operatingSystem") or ""),
         gpu_allocatable=int(gpus or 0),
+        allocatable=allocatable_amounts,
         image_fs_capacity=int(fs_capacity) if fs_capacity else None,
         hinted_images=hinted,
         images_listed=len(_list(status.get("images"))),
@@ -209,6 +215,9 @@ def wanted_image(obj: Mapping[str, Any]) -> WantedImage:
         )
         if raw.get("lastSeen"):
             profile["lastSeen"] = str(raw["lastSeen"])
+        requests = raw.get("requests")
+        if isinstance(requests, Mapping):
+            profile["requests"] = {str(k): str(v) for k, v in requests.items()}
         profiles.append(profile)
 
     def number(key: str) -> float | None:

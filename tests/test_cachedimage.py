@@ -72,6 +72,7 @@ def test_profile_from_a_gpu_job() -> None:
         "gpu": True,
         "namespace": "training",
         "ownerKind": "Job",
+        "requests": {"nvidia.com/gpu": "8"},
     }
 
 

@@ -86,6 +86,7 @@ def same_placement(old: NodeInfo, new: NodeInfo) -> bool:
         and old.arch == new.arch
         and old.os == new.os
         and old.gpu_allocatable == new.gpu_allocatable
+        and old.allocatable == new.allocatable
     )
 
 

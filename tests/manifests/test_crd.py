@@ -160,6 +160,8 @@ def assert_type_matches(annotation: Any, node: dict[str, Any], where: str) -> No
     origin = typing.get_origin(annotation)
     if origin in (typing.NotRequired, typing.Required):
         assert_type_matches(typing.get_args(annotation)[0], node, where)
+    elif annotation is str and node.get("x-kubernetes-int-or-string"):
+        pass  # a quantity: the code writes text, a person may write a number
     elif annotation in JSON_TYPES:
         assert node.get("type") == JSON_TYPES[annotation], where
     elif origin is dict:
@@ -218,6 +220,11 @@ def test_schema_is_structural(schema: dict[str, Any]) -> None:
     """Every node has a type; nothing that Kubernetes forbids in a structural schema."""
 
     def visit(node: dict[str, Any], where: str) -> None:
+        if node.get("x-kubernetes-int-or-string"):
+            # The one union Kubernetes allows, as it writes resource quantities.
+            assert node["anyOf"] == [{"type": "integer"}, {"type": "string"}], where
+            assert "type" not in node and not {"$ref", "allOf", "oneOf", "not"} & set(node)
+            return
         assert "type" in node, f"{where} has no type"
         assert not {"$ref", "allOf", "oneOf", "anyOf", "not"} & set(node), where
         assert not ("properties" in node and "additionalProperties" in node), where
@@ -286,6 +293,11 @@ def test_samples_pass_the_generic_validator_too() -> None:
         (lambda o: o["status"].update(lastSeen="yesterday"), "lastSeen not RFC 3339"),
         (lambda o: o["spec"].update(pullSecret="x"), "unknown spec field (pruned in a cluster)"),
         (lambda o: o["spec"]["profiles"][0].update(gpu="yes"), "gpu not a boolean"),
+        (
+            lambda o: o["spec"]["profiles"][0]["requests"].update(cpu="lots"),
+            "request not a quantity",
+        ),
+        (lambda o: o["spec"]["profiles"][0]["requests"].update(cpu=[1]), "request not a quantity"),
         (lambda o: o["spec"].update(placement="Some"), "placement outside the enum"),
         (lambda o: o.pop("spec"), "spec missing"),
     ],

@@ -47,6 +47,54 @@ def test_gpu_images_only_on_gpu_nodes() -> None:
     assert placement_problem(mixed, node("c"), CFG) is None
 
 
+GIB = 2.0**30
+L4 = {"cpu": 48.0, "memory": 191.9 * GIB, "nvidia.com/gpu": 4.0}
+TRAINING = {"cpu": "32", "memory": "256Gi", "nvidia.com/gpu": "8"}
+SERVING = {"cpu": "4", "memory": "32Gi", "nvidia.com/gpu": "1"}
+
+
+def test_a_node_too_small_for_the_pods_is_not_eligible() -> None:
+    l4 = node("l4", gpu=4, allocatable=L4)
+    training = image(PYTORCH, profiles=(profile(gpu=True, requests=TRAINING),))
+    assert placement_problem(training, l4, CFG) == "needs 8 nvidia.com/gpu, node has 4"
+    a100 = node("a100", gpu=8, allocatable={"cpu": 96.0, "memory": 1024 * GIB, "nvidia.com/gpu": 8})
+    assert placement_problem(training, a100, CFG) is None
+    # Allocatable, not what is free: a full node still fits. Devices are named first.
+    big_cpu = image(PYTORCH, profiles=(profile(requests={"cpu": "16", "memory": "256Gi"}),))
+    assert placement_problem(big_cpu, l4, CFG) == "needs 256Gi memory, node has 191.9Gi"
+    assert (
+        placement_problem(image(APP, profiles=(profile(requests={"cpu": "49500m"}),)), l4, CFG)
+        == "needs 49500m cpu, node has 48"
+    )
+
+
+def test_any_profile_that_fits_makes_the_node_eligible() -> None:
+    l4 = node("l4", gpu=4, allocatable=L4)
+    both = image(
+        PYTORCH,
+        profiles=(profile(gpu=True, requests=TRAINING), profile(gpu=True, requests=SERVING)),
+    )
+    assert placement_problem(both, l4, CFG) is None
+    tainted = replace(l4, taints=(Taint("dedicated", "infer", "NoSchedule"),))
+    assert placement_problem(both, tainted, CFG) == (
+        "no placement of its pods fits: needs 8 nvidia.com/gpu, node has 4; "
+        "taint dedicated=infer:NoSchedule not tolerated"
+    )
+
+
+def test_requests_are_held_only_against_what_the_node_reports() -> None:
+    training = image(PYTORCH, profiles=(profile(gpu=True, requests=TRAINING),))
+    # A GPU node whose device plugin has not registered yet: its GPUs are not judged.
+    joining = node("new", labels={"nvidia.com/gpu.present": "true"}, allocatable={"cpu": 96.0})
+    assert placement_problem(training, joining, CFG) is None
+    # A node that reports no allocatable at all, and a profile from before requests: as before.
+    assert placement_problem(training, node("bare", gpu=4), CFG) is None
+    older = image(PYTORCH, profiles=(profile(gpu=True),))
+    assert placement_problem(older, node("l4", gpu=4, allocatable=L4), CFG) is None
+    # A declared image (no profiles) goes anywhere its nodeSelector allows.
+    assert placement_problem(image(PYTORCH, profiles=()), node("l4", allocatable=L4), CFG) is None
+
+
 def test_taints_and_tolerations() -> None:
     tainted = node("t", taints=(Taint("dedicated", "infer", "NoSchedule"),))
     assert (

@@ -24,7 +24,15 @@ from prefetcher.model import (
 from prefetcher.planner import plan
 from prefetcher.planning.incremental import IncrementalPlanner
 from tests.prefetcher.test_core_fixtures import GB, World, image, node, profile
-from tests.prefetcher.test_core_properties import POOL, configs, images_st, nodes_st
+from tests.prefetcher.test_core_properties import (
+    POOL,
+    REQUESTS,
+    allocatable_st,
+    configs,
+    images_st,
+    nodes_st,
+    with_requests,
+)
 
 EXTRA = [f"harbor.example.internal/team/svc-{i}:1.0" for i in range(6)]
 EVENTS = [
@@ -36,6 +44,7 @@ EVENTS = [
     "cordon",
     "capacity",
     "hints",
+    "resize",
     "add image",
     "remove image",
     "rescore",
@@ -105,14 +114,15 @@ def _apply(w: TwinWorld, event: str, pick: int, data: Any) -> None:
                 gpu=pick % 2 * 8,
                 capacity=[None, 40 * GB, 500 * GB][pick % 3],
                 age=timedelta(0),
+                allocatable=data.draw(allocatable_st(pick % 2 * 8)),
             ),
         ]
         w.uid_counter += 1
-    elif not nodes and event in ("leave", "label", "taint", "ready", "cordon", "capacity", "hints"):
+    elif not nodes and event in NODE_EVENTS:
         return
     elif event == "leave":
         del w.nodes[pick % len(nodes)]
-    elif event in ("label", "taint", "ready", "cordon", "capacity", "hints"):
+    elif event in NODE_EVENTS:
         i = pick % len(nodes)
         n = nodes[i]
         if event == "label":
@@ -127,6 +137,9 @@ def _apply(w: TwinWorld, event: str, pick: int, data: Any) -> None:
             n = replace(n, ready=not n.ready, ready_since=w.now if not n.ready else None)
         elif event == "cordon":
             n = replace(n, unschedulable=not n.unschedulable)
+        elif event == "resize":  # a device plugin registers, or the GPUs change
+            gpu = data.draw(st.sampled_from([0, 4, 8]))
+            n = replace(n, gpu_allocatable=gpu, allocatable=data.draw(allocatable_st(gpu)))
         elif event == "capacity":
             n = replace(
                 n, image_fs_capacity=data.draw(st.sampled_from([None, 10 * GB, 25 * GB, 500 * GB]))
@@ -147,7 +160,9 @@ def _apply(w: TwinWorld, event: str, pick: int, data: Any) -> None:
                     uses=pick % 40,
                     size=data.draw(st.sampled_from([None, 5_000_000, GB, 12 * GB])),
                     source=data.draw(st.sampled_from(["Learned", "Declared"])),
-                    profiles=(profile(gpu=pick % 3 == 0),),
+                    profiles=(
+                        with_requests(profile(gpu=pick % 3 == 0), REQUESTS[pick % len(REQUESTS)]),
+                    ),
                     age=timedelta(0),
                 ),
             ]
@@ -195,6 +210,7 @@ def _apply(w: TwinWorld, event: str, pick: int, data: Any) -> None:
         assert w.planner.full(w.snapshot()) == plan(w.snapshot(), w.config)
 
 
+NODE_EVENTS = ("leave", "label", "taint", "ready", "cordon", "resize", "capacity", "hints")
 DEMAND_EVENTS = ("workload", "workload gone", "pod runs", "pod stops", "rollout", "unschedulable")
 
 

@@ -26,7 +26,7 @@ NODE = {
     },
     "status": {
         "capacity": {"ephemeral-storage": "2000Gi", "nvidia.com/gpu": "8"},
-        "allocatable": {"nvidia.com/gpu": "8"},
+        "allocatable": {"cpu": "95500m", "memory": "1000Gi", "nvidia.com/gpu": "8"},
         "conditions": [
             {"type": "Ready", "status": "True", "lastTransitionTime": "2026-11-21T10:00:00Z"},
             {"type": "DiskPressure", "status": "False"},
@@ -52,6 +52,15 @@ def test_node_info_reads_what_the_planner_needs() -> None:
     assert info.hinted_images == {PYTORCH: 20400000000, BUSYBOX: 4000000}
     assert info.taints[0].key == "dedicated" and info.taints[0].effect == "NoSchedule"
     assert info.ready_since == datetime(2026, 11, 21, 10, tzinfo=UTC)
+
+
+def test_node_info_reads_the_allocatable_or_else_the_capacity() -> None:
+    info = observe.node_info(NODE)
+    assert info.allocatable == {"cpu": 95.5, "memory": 1000 * 2**30, "nvidia.com/gpu": 8}
+    status = {"capacity": {"cpu": "8", "nvidia.com/gpu": "4", "odd": "lots"}}
+    bare = observe.node_info({"metadata": {"name": "x"}, "status": status})
+    assert bare.allocatable == {"cpu": 8, "nvidia.com/gpu": 4}
+    assert observe.node_info({"metadata": {"name": "x"}}).allocatable == {}
 
 
 def test_node_info_tolerates_a_bare_node() -> None:
@@ -82,7 +91,9 @@ def test_wanted_image_from_cached_image() -> None:
                     "namespace": "ns",
                     "ownerKind": "Job",
                     "lastSeen": "2026-11-21T00:00:00Z",
-                }
+                    "requests": {"cpu": "500m", "nvidia.com/gpu": 8},
+                },
+                {"gpu": False, "namespace": "ns"},
             ],
         },
         "status": {
@@ -96,6 +107,9 @@ def test_wanted_image_from_cached_image() -> None:
     wanted = observe.wanted_image(obj)
     assert wanted.image == APP and wanted.uid == "c-1" and wanted.use_count == 7
     assert wanted.profiles[0]["gpu"] and wanted.profiles[0]["nodeSelector"] == {"pool": "a"}
+    # A number a person wrote reads as the text the webhook writes; no requests: unknown.
+    assert wanted.profiles[0]["requests"] == {"cpu": "500m", "nvidia.com/gpu": "8"}
+    assert "requests" not in wanted.profiles[1]
     assert wanted.reported.score == 1.5 and wanted.reported.nodes_wanted == 2
     assert wanted.reported.nodes_present is None and wanted.reported.last_error is None
 

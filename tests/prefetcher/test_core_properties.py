@@ -11,7 +11,9 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from imagesync.cachedimage import PlacementProfile
 from imagesync.config import Config
+from imagesync.resources import request_amount
 from prefetcher import observe
 from prefetcher.eligibility import has_gpu
 from prefetcher.model import (
@@ -51,10 +53,12 @@ def nodes_st(draw: Any) -> tuple[NodeInfo, ...]:
         taints: tuple[Taint, ...] = ()
         if draw(st.booleans()) and draw(st.booleans()):
             taints = (Taint("dedicated", draw(st.sampled_from(["infer", "train"])), "NoSchedule"),)
+        gpu = draw(st.sampled_from([0, 0, 1, 4, 8]))
         out.append(
             node(
                 f"n{i}",
-                gpu=draw(st.sampled_from([0, 0, 1, 8])),
+                gpu=gpu,
+                allocatable=draw(allocatable_st(gpu)),
                 capacity=draw(st.sampled_from([None, 10 * GB, 40 * GB, 500 * GB])),
                 taints=taints,
                 ready=draw(st.booleans()) or draw(st.booleans()),
@@ -65,19 +69,50 @@ def nodes_st(draw: Any) -> tuple[NodeInfo, ...]:
     return tuple(out)
 
 
+# A node's allocatable: none reported, or cpu and memory (and its GPUs, when it has any).
+def allocatable_st(gpu: int) -> st.SearchStrategy[dict[str, float]]:
+    sizes = st.sampled_from([(16.0, 64.0 * 2**30), (96.0, 1024.0 * 2**30)])
+    devices = {"nvidia.com/gpu": float(gpu)} if gpu else {}
+    return st.one_of(st.just({}), sizes.map(lambda cm: {"cpu": cm[0], "memory": cm[1], **devices}))
+
+
+# A profile's requests: none written (a profile from before requests were learned), none asked
+# for, a training pod, a notebook, a large CPU pod.
+REQUESTS = [
+    None,
+    {},
+    {"cpu": "32", "memory": "256Gi", "nvidia.com/gpu": "8"},
+    {"cpu": "4", "memory": "16Gi", "nvidia.com/gpu": "1"},
+    {"cpu": "48", "memory": "96Gi"},
+]
+
+
+def with_requests(base: PlacementProfile, requests: dict[str, str] | None) -> PlacementProfile:
+    if requests is not None:
+        base["requests"] = requests
+    return base
+
+
 @st.composite
 def images_st(draw: Any) -> tuple[WantedImage, ...]:
     refs = draw(st.lists(st.sampled_from(POOL), unique=True, max_size=len(POOL)))
     out = []
     for ref in refs:
         profiles = tuple(
-            profile(
-                gpu=draw(st.booleans()),
-                tolerations=draw(
-                    st.sampled_from(
-                        [[], [{"key": "dedicated", "operator": "Exists"}], [{"operator": "Exists"}]]
-                    )
+            with_requests(
+                profile(
+                    gpu=draw(st.booleans()),
+                    tolerations=draw(
+                        st.sampled_from(
+                            [
+                                [],
+                                [{"key": "dedicated", "operator": "Exists"}],
+                                [{"operator": "Exists"}],
+                            ]
+                        )
+                    ),
                 ),
+                draw(st.sampled_from(REQUESTS)),
             )
             for _ in range(draw(st.integers(0, 2)))
         )
@@ -320,6 +355,41 @@ def test_gpu_only_images_never_on_cpu_nodes(snapshot: Snapshot, cfg: Config) -> 
         for ref in keeper.images:
             if _gpu_only(snapshot, ref):
                 assert has_gpu(nodes[keeper.node])
+
+
+def _fits(profile: PlacementProfile, node: NodeInfo) -> bool:
+    """Whether the node's allocatable holds every request the node reports the resource of."""
+    return all(
+        resource not in node.allocatable
+        or (request_amount(text) or 0.0) <= node.allocatable[resource]
+        for resource, text in (profile.get("requests") or {}).items()
+    )
+
+
+@SETTINGS
+@given(snapshots(), configs)
+def test_no_image_goes_to_a_node_too_small_for_all_of_its_pods(
+    snapshot: Snapshot, cfg: Config
+) -> None:
+    result = plan(snapshot, cfg)
+    nodes = {n.name: n for n in snapshot.nodes}
+    by_ref: dict[str, list[WantedImage]] = {}
+    for wanted in snapshot.images:
+        by_ref.setdefault(wanted.image, []).append(wanted)
+
+    def too_small(ref: str, node: NodeInfo) -> bool:
+        objects = by_ref.get(ref, [])
+        return bool(objects) and all(
+            o.profiles and not any(_fits(p, node) for p in o.profiles) for o in objects
+        )
+
+    placed = [(a.node, ref) for a in result.pulls for ref in a.images]
+    placed += [(k.node, ref) for k in result.keepers for ref in k.images]
+    for where, ref in placed:
+        assert not too_small(ref, nodes[where]), (where, ref)
+    for cell in result.cells:
+        if too_small(cell.image, nodes[cell.node]):
+            assert not cell.wanted, cell
 
 
 @SETTINGS

@@ -278,3 +278,42 @@ def test_learning_merges_a_new_profile_into_a_learned_image_only() -> None:
     }
     declared = {"metadata": {"name": "d"}, "spec": {"image": APP, "source": "Declared"}}
     assert learn_writes([deployment(APP, **GPU_SPEC)], [declared], "t2") == []
+
+
+def gpu_containers(gpus: int, *images: str) -> list[dict[str, Any]]:
+    # A template is not defaulted by the API server: the GPU limit alone is the request.
+    return [
+        {
+            "name": f"c{i}",
+            "image": image,
+            "resources": {"requests": {"cpu": "4"}, "limits": {"nvidia.com/gpu": str(gpus)}},
+        }
+        for i, image in enumerate(images)
+    ]
+
+
+def test_learning_writes_the_templates_requests_and_keeps_the_smaller_pod() -> None:
+    training = deployment(containers=gpu_containers(8, PYTORCH), **GPU_SPEC)
+    (created,) = learn_writes([training], [], "t1")
+    assert created.body is not None
+    (profile,) = created.body["spec"]["profiles"]
+    assert profile["requests"] == {"cpu": "4", "nvidia.com/gpu": "8"}
+    stored = dict(created.body, metadata={"name": created.name, "resourceVersion": "3"})
+    # A smaller pod of the same placement lowers the requests...
+    smaller = deployment(containers=gpu_containers(1, PYTORCH), **GPU_SPEC)
+    (lowered,) = learn_writes([smaller], [stored], "t2")
+    assert [p["requests"] for p in lowered.profiles] == [{"cpu": "4", "nvidia.com/gpu": "1"}]
+    # ...and once they are stored, the larger template calls for no write.
+    stored["spec"] = dict(stored["spec"], profiles=list(lowered.profiles))
+    assert learn_writes([training, smaller], [stored], "t3") == []
+
+
+def test_a_profile_stored_before_requests_were_learned_gets_them_once() -> None:
+    training = deployment(containers=gpu_containers(8, PYTORCH), **GPU_SPEC)
+    (created,) = learn_writes([training], [], "t1")
+    assert created.body is not None
+    older = {k: v for k, v in created.body["spec"]["profiles"][0].items() if k != "requests"}
+    stored = dict(created.body, metadata={"name": created.name, "resourceVersion": "3"})
+    stored["spec"] = dict(stored["spec"], profiles=[older])
+    (write,) = learn_writes([training], [stored], "t2")
+    assert [p["requests"] for p in write.profiles] == [{"cpu": "4", "nvidia.com/gpu": "8"}]

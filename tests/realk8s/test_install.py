@@ -81,6 +81,9 @@ def _cached_image(name: str, spec: dict[str, object]) -> str:
         ({"image": "nvcr.io/nvidia/cuda:12.4.1-base-ubuntu22.04", "source": "Declared",
           "nodeSelector": {"pool": 7}}, "spec.nodeSelector.pool"),
         ({"source": "Declared"}, "spec.image"),
+        ({"image": "nvcr.io/nvidia/cuda:12.4.1-base-ubuntu22.04", "source": "Learned",
+          "profiles": [{"requests": {"nvidia.com/gpu": "lots"}}]},
+         "spec.profiles[0].requests.nvidia.com/gpu"),
     ],
 )  # fmt: skip
 def test_the_server_refuses_a_cached_image_against_the_schema(
@@ -110,3 +113,20 @@ def test_a_declared_cached_image_is_accepted(installed: Installed) -> None:
         },
     )
     kubectl(plane, "create", "--dry-run=server", "-f", "-", stdin=body)
+
+
+def test_learned_requests_are_kept_as_written(installed: Installed) -> None:
+    """The optional `requests` of a profile survives the server's pruning, text or number."""
+    requests = {"cpu": "500m", "memory": "256Gi", "nvidia.com/gpu": 8}
+    body = _cached_image(
+        "requests-probe",
+        {
+            "image": "nvcr.io/nvidia/pytorch:24.08-py3",
+            "source": names.SOURCE_LEARNED,
+            "profiles": [{"gpu": True, "namespace": "ml", "requests": requests}],
+        },
+    )
+    result = kubectl(
+        installed.control_plane, "create", "--dry-run=server", "-o", "json", "-f", "-", stdin=body
+    )
+    assert json.loads(result.stdout)["spec"]["profiles"][0]["requests"] == requests

@@ -139,6 +139,8 @@ def test_learned_objects_have_spec_profiles_and_usage(apiserver: ApiServer) -> N
         {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
     ]
     assert profile["requiredNodeAffinity"][0]["matchExpressions"][0]["values"] == ["amd64"]
+    # The init container (fetch-data) adds the memory the container does not ask for.
+    assert profile["requests"] == {"cpu": "4", "memory": "128Mi", "nvidia.com/gpu": "1"}
     assert pytorch["status"]["useCount"] == 2
     assert sum(pytorch["status"]["dailyUses"].values()) == 2
     assert pytorch["status"]["lastSeen"] == profile["lastSeen"]
@@ -151,6 +153,33 @@ def test_learned_objects_have_spec_profiles_and_usage(apiserver: ApiServer) -> N
     pytorch = objects(apiserver)[PYTORCH]
     assert pytorch["status"]["useCount"] == 3
     assert sorted(p["namespace"] for p in pytorch["spec"]["profiles"]) == ["research", "training"]
+
+
+def sized_gpu_job_pod(gpus: int, init_memory: str) -> dict[str, Any]:
+    """The GPU job with `gpus` GPUs (a limit alone), an init container asking for memory, and
+    the overhead of a sandboxed RuntimeClass."""
+    pod = gpu_job_pod()
+    pod["spec"]["containers"][0]["resources"] = {
+        "limits": {"nvidia.com/gpu": str(gpus)},
+        "requests": {"cpu": "8", "memory": "64Gi"},
+    }
+    pod["spec"]["initContainers"][0]["resources"] = {"requests": {"memory": init_memory}}
+    pod["spec"]["overhead"] = {"cpu": "250m", "memory": "160Mi"}
+    return pod
+
+
+def test_learned_profiles_keep_the_smallest_effective_requests(apiserver: ApiServer) -> None:
+    recorder = make_recorder(apiserver)
+    see(recorder, sized_gpu_job_pod(8, init_memory="96Gi"))
+    recorder.flush()
+    [profile] = objects(apiserver)[PYTORCH]["spec"]["profiles"]
+    # The init container's 96Gi outweighs the 64Gi of the container; the overhead comes on top.
+    assert profile["requests"] == {"cpu": "8250m", "memory": "98464Mi", "nvidia.com/gpu": "8"}
+    # A smaller pod of the same placement: the profile now stands for it too.
+    see(recorder, sized_gpu_job_pod(2, init_memory="1Gi"))
+    recorder.flush()
+    [profile] = objects(apiserver)[PYTORCH]["spec"]["profiles"]
+    assert profile["requests"] == {"cpu": "8250m", "memory": "65696Mi", "nvidia.com/gpu": "2"}
 
 
 def test_two_recorders_flushing_at_once_lose_no_update(apiserver: ApiServer) -> None:
