@@ -23,6 +23,30 @@ from simulator.registry import RegistrySet
 from simulator.scheduling import parse_quantity
 
 
+def node_capacity(config: NodeConfig) -> JSON:
+    """`status.capacity` of a simulated node."""
+    out: JSON = {
+        "cpu": config.cpu,
+        "memory": config.memory,
+        "pods": str(config.max_pods),
+        "ephemeral-storage": str(config.disk),
+        "hugepages-1Gi": "0",
+        "hugepages-2Mi": "0",
+    }
+    if config.gpus:
+        out[GPU_RESOURCE] = str(config.gpus)
+    return out
+
+
+def node_allocatable(config: NodeConfig) -> JSON:
+    """`status.allocatable`: the capacity less the kubelet's reservations."""
+    out = node_capacity(config)
+    memory = parse_quantity(config.memory) - 100 * 1024**2
+    out["memory"] = f"{max(0, int(memory) // 1024)}Ki"
+    out["ephemeral-storage"] = str(int(config.disk * 0.9))
+    return out
+
+
 class StatusReporting:
     """The node runtime's state, and what the kubelet adapter reads back from it."""
 
@@ -175,25 +199,10 @@ class StatusReporting:
 
     # -- node ------------------------------------------------------------------------
     def capacity(self) -> JSON:
-        config = self.config
-        out: JSON = {
-            "cpu": config.cpu,
-            "memory": config.memory,
-            "pods": str(config.max_pods),
-            "ephemeral-storage": str(config.disk),
-            "hugepages-1Gi": "0",
-            "hugepages-2Mi": "0",
-        }
-        if config.gpus:
-            out[GPU_RESOURCE] = str(config.gpus)
-        return out
+        return node_capacity(self.config)
 
     def allocatable(self) -> JSON:
-        out = self.capacity()
-        memory = parse_quantity(self.config.memory) - 100 * 1024**2
-        out["memory"] = f"{max(0, int(memory) // 1024)}Ki"
-        out["ephemeral-storage"] = str(int(self.config.disk * 0.9))
-        return out
+        return node_allocatable(self.config)
 
     def node_status(self, now: float, heartbeat: float) -> JSON:
         """The node's `status`: capacity, conditions, addresses, node info, images."""

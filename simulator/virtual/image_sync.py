@@ -46,8 +46,11 @@ from prefetcher.model import (
     Taint,
     UnschedulablePod,
 )
+from prefetcher.observe import parse_quantity
 from prefetcher.planning.incremental import IncrementalPlanner
 from prefetcher.poolhistory import PoolHistory
+from simulator.nodes import NodeConfig
+from simulator.nodestatus import node_allocatable
 from simulator.virtual.learner import Learner
 from simulator.virtual.loop import Timer
 from simulator.virtual.node import registry_host
@@ -141,6 +144,15 @@ def running_pod(pod: Pod) -> RunningPod:
     return RunningPod(pod.node, workload, spec.images if spec is not None else ())
 
 
+def allocatable_amounts(config: NodeConfig) -> dict[str, float]:
+    """The node's `status.allocatable` as `prefetcher.observe.node_info` reads it."""
+    return {
+        name: amount
+        for name, value in node_allocatable(config).items()
+        if (amount := parse_quantity(value)) is not None
+    }
+
+
 def node_info(node: VirtualNode) -> NodeInfo:
     """A node as `prefetcher.observe.node_info` reads its Node object."""
     config = node.config
@@ -158,6 +170,7 @@ def node_info(node: VirtualNode) -> NodeInfo:
         arch=config.arch,
         os=config.os,
         gpu_allocatable=config.gpus,
+        allocatable=allocatable_amounts(config),
         image_fs_capacity=config.disk,
         hinted_images=node.top_images(),
         created=moment(node.joined),

@@ -43,7 +43,9 @@ def pod_object(spec: PodSpec) -> dict[str, Any]:
         resources["limits"] = {GPU_RESOURCE: str(spec.gpus)}
     containers = []
     for index, image in enumerate(spec.images):
-        container: dict[str, Any] = {"name": f"c{index}", "image": image, "resources": resources}
+        container: dict[str, Any] = {"name": f"c{index}", "image": image}
+        if index == 0:  # the pod's requests, as the virtual scheduler counts them: once
+            container["resources"] = resources
         if spec.pull_policy:
             container["imagePullPolicy"] = spec.pull_policy
         containers.append(container)
@@ -159,7 +161,9 @@ class Learner:
             spec.owner_kind,
             tuple(sorted(spec.node_selector.items())),
             repr(spec.tolerations),
-            bool(spec.gpus),
+            spec.gpus,
+            spec.cpu,
+            spec.memory,
         )
         profile = self._profiles.get(key)
         if profile is None:
