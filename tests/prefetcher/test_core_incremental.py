@@ -137,9 +137,8 @@ def _apply(w: TwinWorld, event: str, pick: int, data: Any) -> None:
             n = replace(n, ready=not n.ready, ready_since=w.now if not n.ready else None)
         elif event == "cordon":
             n = replace(n, unschedulable=not n.unschedulable)
-        elif event == "resize":  # a device plugin registers, or the GPUs change
-            gpu = data.draw(st.sampled_from([0, 4, 8]))
-            n = replace(n, gpu_allocatable=gpu, allocatable=data.draw(allocatable_st(gpu)))
+        elif event == "resize":  # the kubelet reports another allocatable, labels unchanged
+            n = replace(n, allocatable=data.draw(allocatable_st(n.gpu_allocatable)))
         elif event == "capacity":
             n = replace(
                 n, image_fs_capacity=data.draw(st.sampled_from([None, 10 * GB, 25 * GB, 500 * GB]))
@@ -311,6 +310,22 @@ def test_a_joining_node_or_a_new_image_reuses_the_other_nodes_work() -> None:
     w.plan()
     # Nodes of one kind share their image lists: the new image was placed once per kind.
     assert len({id(m.target.fitted) for m in planner.memo.values()}) == 2
+
+
+def test_a_node_whose_allocatable_changes_is_placed_again() -> None:
+    cfg = Config()
+    large = with_requests(profile(), {"cpu": "32"})
+    w = TwinWorld(
+        nodes=[node("a", allocatable={"cpu": 96.0}), node("b", allocatable={"cpu": 96.0})],
+        images=[image(POOL[0], profiles=(large,))],
+        config=cfg,
+    )
+    w.planner = IncrementalPlanner(cfg)
+    w.converge()
+    w.nodes[0] = replace(w.nodes[0], allocatable={"cpu": 16.0})
+    cells = {c.node: c for c in w.plan().cells}
+    assert (cells["a"].state, cells["a"].reason) == ("ineligible", "needs 32 cpu, node has 16")
+    assert cells["b"].wanted
 
 
 def test_cells_follow_changes_to_their_messages_and_failures_alone() -> None:
