@@ -16,8 +16,8 @@ What is kept between passes, and what makes it stale:
   (its cells inserted or removed in place) unless the node's disk budget leaves images
   out and the change touches an image it places; a node's cells are rebuilt only for the images whose inputs changed there
   (present, pulling, started, failed, waiting) or whose place in its target moved;
-- per node also: its placements (while labels, taints, arch and GPUs are the same), its
-  pool, its share of the image size hints.
+- per node also: its placements (while labels, taints, arch, GPUs and allocatable are the
+  same), its pool, its share of the image size hints.
 
 The stages that decide writes (pullers, pulls, keepers, taints) run every pass over the
 remembered per-node results, so their cost follows the pods and the missing images, not
