@@ -77,6 +77,8 @@ def test_a_deployment_scaled_to_zero_is_learned_and_prefetched(
         assert profile["ownerKind"] == "ReplicaSet"  # what its pods would carry
         assert profile["gpu"] is True
         assert profile["nodeSelector"] == {names.GPU_PRESENT_LABEL: "true"}
+        # The limit alone is the request; the real API server keeps the field.
+        assert profile["requests"] == {names.GPU_RESOURCE: "1"}
 
         def present_on_gpu_nodes() -> bool:
             report = prefetcher.report() or {"images": []}
