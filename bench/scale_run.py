@@ -138,6 +138,7 @@ class SizeResult:
     load_after: tuple[float, float, float] = (0.0, 0.0, 0.0)
     profiles: dict[str, Any] = field(default_factory=dict)
     heap: str = ""  # with --heap: the prefetcher's live allocations after converging
+    heap_converging: str = ""  # with --heap: the same at half coverage (pullers cached)
     notes: list[str] = field(default_factory=list)
 
 
@@ -260,7 +261,15 @@ def run_size(
         elif profile:
             result.notes.append("py-spy not installed: no profiles")
         try:
-            _converge(result, sim, prefetcher, floor.seconds, sim_cpu_start, left)
+            _converge(
+                result,
+                sim,
+                prefetcher,
+                floor.seconds,
+                sim_cpu_start,
+                left,
+                heap_out=heap_out if heap else None,
+            )
             for name, recorder in recorders.items():
                 result.profiles[name] = asdict(recorder.finish())
             if heap:
@@ -290,15 +299,20 @@ def _converge(
     floor: float,
     sim_cpu_start: float,
     left: Callable[[], float],
+    heap_out: Path | None = None,
 ) -> None:
     """From empty to every image on every node (the prefetcher's coverage metric at 1.0),
-    then to the first pass with nothing to write."""
+    then to the first pass with nothing to write; with `heap_out`, a heap profile at half
+    coverage, when the most finished pullers wait for their keepers."""
     last_said = time.monotonic()
 
     def covered() -> bool:
         nonlocal last_said
         samples = prefetcher.metrics()
         result.coverage = metric(samples, f"{PREFIX}_coverage_ratio")
+        if heap_out is not None and result.coverage >= 0.5 and not result.heap_converging:
+            result.heap_converging = _heap(prefetcher, heap_out)
+            heap_out.unlink(missing_ok=True)
         now = time.monotonic()
         if now - last_said >= 30:
             last_said = now
@@ -348,8 +362,8 @@ def _converge(
 def _heap(prefetcher: PrefetcherProcess, out: Path) -> str:
     """The traced prefetcher's live allocations now (bench/traced_prefetcher.py, SIGUSR2)."""
     prefetcher.process.send_signal(signal.SIGUSR2)
-    if not poll(lambda: out.exists() and out.stat().st_size, 120.0, 0.5):
-        return "no heap profile within 2 minutes"
+    if not poll(lambda: out.exists() and out.stat().st_size, 300.0, 0.5):
+        return "no heap profile within 5 minutes"
     text = out.read_text()
     say(f"  heap of the prefetcher, RSS {prefetcher.memory_kib('VmRSS') / 1024:.0f} MiB:\n{text}")
     return text

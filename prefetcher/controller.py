@@ -124,7 +124,9 @@ class Controller(ImageLearners, SnapshotBuilder, PlanExecutor):
         self._prepare_report = prepare_report
         self.sources = SourceSync(config, catalog)
         settings = informer_settings or InformerSettings(watch_timeout=int(config.watch_timeout))
-        self.nodes = self._informer(NODES, kube.node_source(), settings)
+        self.nodes = self._informer(
+            NODES, kube.node_source(), settings, transform=observe.slim_node
+        )
         self.images = self._informer(IMAGES, kube.cached_image_source(), settings)
         self.pods = self._informer(
             PODS, kube.own_pod_source(), settings, transform=observe.slim_managed_pod
@@ -152,7 +154,7 @@ class Controller(ImageLearners, SnapshotBuilder, PlanExecutor):
         self.pull_throughput: dict[str, float] = {}  # registry → bytes/s, as last measured
         self._created: dict[str, tuple[dict[str, Any], float]] = {}
         self._deleted: dict[str, float] = {}
-        self._reported_outcomes: set[tuple[str, str]] = set()  # (pod uid, image)
+        self._reported_outcomes: dict[str, frozenset[str]] = {}  # puller uid → images
         self._reported_yields: set[str] = set()  # uids of pullers that yielded
         self._refused: list[tuple[PullAction, KubeError]] = []  # this pass's refused pullers
         self._counts_written: dict[str, float] = {}  # CachedImage → clock of the last count write
