@@ -49,6 +49,7 @@ from prefetcher.informer import Change, Clock, Informer, InformerSettings, Obj
 from prefetcher.kube import Kube
 from prefetcher.learners import ImageLearners
 from prefetcher.learnlimits import LearnedSelection
+from prefetcher.memory import FreedMemory
 from prefetcher.metrics import Metrics
 from prefetcher.model import Plan, PullAction, PullKey, PullRecord, Snapshot
 from prefetcher.planning.incremental import IncrementalPlanner
@@ -119,6 +120,7 @@ class Controller(ImageLearners, SnapshotBuilder, PlanExecutor):
         self._plan_fn = plan_fn
         self._planner = IncrementalPlanner(config)
         self._planner_lock = threading.Lock()
+        self._freed = FreedMemory()  # given back to the OS after passes
         self._is_leader = is_leader
         self._before_write = before_write
         self._prepare_report = prepare_report
@@ -425,6 +427,7 @@ class Controller(ImageLearners, SnapshotBuilder, PlanExecutor):
             )
             self.metrics.observe_plan(plan)
             self._observe_warm_nodes(plan)
+            self._freed.release()
         log.info(
             "pass (%s): %d writes planned, done %s, %d already done, %d API errors, "
             "%.3fs (plan %.3fs)",

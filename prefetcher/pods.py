@@ -133,15 +133,23 @@ def puller_backstop(sizes: Sequence[int], config: Config) -> int:
     return BACKSTOP_FACTOR * sum(pull_deadline(size, config) for size in sizes)
 
 
-def _security() -> dict[str, Any]:
-    return {
-        "allowPrivilegeEscalation": False,
-        "capabilities": {"drop": ["ALL"]},
-        "readOnlyRootFilesystem": True,
-        "runAsNonRoot": True,
-        "runAsUser": RUN_AS,
-        "runAsGroup": RUN_AS,
-    }
+# The parts every sleeper container of our pods has alike, one object each for all of them
+# (like the resources above): a keeper of 200 images is 200 containers, and a pass that
+# creates a thousand keepers holds their manifests (1.5 kB a container with these copied,
+# 0.4 kB shared). Read-only: nothing edits a manifest once built.
+SECURITY: Final[dict[str, Any]] = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
+    "runAsUser": RUN_AS,
+    "runAsGroup": RUN_AS,
+}
+SLEEPER_MOUNTS: Final[list[dict[str, Any]]] = [
+    {"name": SLEEPER_VOLUME, "mountPath": SLEEPER_DIR, "readOnly": True}
+]
+KEEPER_COMMAND: Final[list[str]] = [SLEEPER_COPY]
+PULLER_COMMAND: Final[list[str]] = [SLEEPER_COPY, "--exit"]
 
 
 def _owner_node(node: NodeInfo) -> list[dict[str, Any]]:
@@ -157,7 +165,7 @@ def _install_container(config: Config) -> dict[str, Any]:
         "imagePullPolicy": "IfNotPresent",
         "command": [SLEEPER_PATH, "--install", SLEEPER_COPY],
         "resources": INSTALL_RESOURCES,
-        "securityContext": _security(),
+        "securityContext": SECURITY,
         "volumeMounts": [{"name": SLEEPER_VOLUME, "mountPath": SLEEPER_DIR}],
     }
 
@@ -261,10 +269,10 @@ def build_puller(
             "name": puller_container_name(image),
             "image": image,
             "imagePullPolicy": "IfNotPresent",
-            "command": [SLEEPER_COPY, "--exit"],
+            "command": PULLER_COMMAND,
             "resources": SLEEPER_RESOURCES,
-            "securityContext": _security(),
-            "volumeMounts": [{"name": SLEEPER_VOLUME, "mountPath": SLEEPER_DIR, "readOnly": True}],
+            "securityContext": SECURITY,
+            "volumeMounts": SLEEPER_MOUNTS,
         }
         for image in ordered
     ]
@@ -293,10 +301,10 @@ def build_keeper(node: NodeInfo, images: Iterable[str], config: Config) -> PodMa
             "name": keeper_container_name(image),
             "image": image,
             "imagePullPolicy": "Never",
-            "command": [SLEEPER_COPY],
+            "command": KEEPER_COMMAND,
             "resources": SLEEPER_RESOURCES,
-            "securityContext": _security(),
-            "volumeMounts": [{"name": SLEEPER_VOLUME, "mountPath": SLEEPER_DIR, "readOnly": True}],
+            "securityContext": SECURITY,
+            "volumeMounts": SLEEPER_MOUNTS,
         }
         for image in ordered
     ]
