@@ -86,7 +86,9 @@ def test_the_node_cache_keeps_what_is_read_and_drops_the_rest() -> None:
     assert observe.node_info(slim) == observe.node_info(full)
     assert observe.node_info(slim).image_fs_capacity == 500 * 2**30
     assert slim["spec"] == full["spec"] and "managedFields" not in slim["metadata"]
-    assert "@" not in json.dumps(slim["status"]["images"])
+    listed = slim["status"][observe.LISTED_IMAGES]
+    assert listed.entries == 50 and not any("@" in name for name in listed.sizes)
+    assert observe.node_info(slim).hinted_images is listed.sizes  # one form, shared
     assert not {"addresses", "daemonEndpoints"} & slim["status"].keys()
     assert len(json.dumps(slim)) < len(json.dumps(full)) / 2
     # A heartbeat changes nothing a trigger reads; a new taint does.
