@@ -138,7 +138,7 @@ class SizeResult:
     load_after: tuple[float, float, float] = (0.0, 0.0, 0.0)
     profiles: dict[str, Any] = field(default_factory=dict)
     heap: str = ""  # with --heap: the prefetcher's live allocations after converging
-    heap_converging: str = ""  # with --heap: the same at half coverage (pullers cached)
+    heap_converging: str = ""  # with --heap: the same while converging (pullers cached)
     notes: list[str] = field(default_factory=list)
 
 
@@ -157,6 +157,7 @@ def run_size(
     budget: float,
     profile: bool,
     heap: bool = False,
+    heap_at: float = 0.5,
 ) -> SizeResult:
     """Run one size within `budget` wall seconds; whatever phase the budget ends leaves the
     figures gathered so far."""
@@ -269,6 +270,7 @@ def run_size(
                 sim_cpu_start,
                 left,
                 heap_out=heap_out if heap else None,
+                heap_at=heap_at,
             )
             for name, recorder in recorders.items():
                 result.profiles[name] = asdict(recorder.finish())
@@ -300,17 +302,18 @@ def _converge(
     sim_cpu_start: float,
     left: Callable[[], float],
     heap_out: Path | None = None,
+    heap_at: float = 0.5,
 ) -> None:
     """From empty to every image on every node (the prefetcher's coverage metric at 1.0),
-    then to the first pass with nothing to write; with `heap_out`, a heap profile at half
-    coverage, when the most finished pullers wait for their keepers."""
+    then to the first pass with nothing to write; with `heap_out`, a heap profile once
+    coverage reaches `heap_at`, while finished pullers wait for their keepers."""
     last_said = time.monotonic()
 
     def covered() -> bool:
         nonlocal last_said
         samples = prefetcher.metrics()
         result.coverage = metric(samples, f"{PREFIX}_coverage_ratio")
-        if heap_out is not None and result.coverage >= 0.5 and not result.heap_converging:
+        if heap_out is not None and result.coverage >= heap_at and not result.heap_converging:
             result.heap_converging = _heap(prefetcher, heap_out)
             heap_out.unlink(missing_ok=True)
         now = time.monotonic()
@@ -478,6 +481,9 @@ def main() -> int:
     parser.add_argument(
         "--heap", action="store_true", help="trace the prefetcher's memory (tracemalloc)"
     )
+    parser.add_argument(
+        "--heap-at", type=float, default=0.5, help="coverage of the heap profile while converging"
+    )
     args = parser.parse_args()
     nodes, images = (int(part) for part in args.size.split("x"))
     result = run_size(
@@ -488,6 +494,7 @@ def main() -> int:
         budget=args.budget,
         profile=args.profile,
         heap=args.heap,
+        heap_at=args.heap_at,
     )
     args.out.write_text(json.dumps(asdict(result)))
     return 0
