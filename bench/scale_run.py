@@ -66,6 +66,7 @@ from bench.scale_figures import (  # noqa: E402
     join_floor,
     minimum_writes,
 )
+from prefetcher.memory import ALLOCATOR_ENV  # noqa: E402
 from simulator.cluster import SimCluster  # noqa: E402
 
 
@@ -235,6 +236,7 @@ def run_size(
             # replica leading through that (the default 10 s is for a real API server).
             "IMAGE_SYNC_LEASE_DURATION": "60s",
             "IMAGE_SYNC_LEASE_RENEW_DEADLINE": "45s",
+            **ALLOCATOR_ENV,  # as its Deployment runs it
         }
         heap_out = Path(workdir) / "heap.txt"
         command = (

@@ -29,6 +29,7 @@ from prefetcher.controller import Controller, PlanFn, WriteHook
 from prefetcher.informer import Clock, InformerSettings, SystemClock
 from prefetcher.kube import Kube
 from prefetcher.leader import LeaderElector, LeaseSettings
+from prefetcher.memory import allocator_note
 from prefetcher.metrics import Metrics
 from prefetcher.model import Plan
 from prefetcher.report import SweepInfo, learning_section
@@ -304,6 +305,8 @@ def serve(args: argparse.Namespace, config: Config) -> int:
         config.pod_namespace,
         "on" if config.leader_election else "off",
     )
+    if note := allocator_note():
+        log.info(note)
     prefetcher.start()
     prefetcher.wait()
     prefetcher.stop()

@@ -2,10 +2,13 @@
 
 A pass at 1,000 nodes x 200 images allocates and frees tens of MiB (the candidates, the
 outcomes of finished pullers, the report's JSON), and the informers' threads decode every
-watch event. glibc's malloc keeps what Python frees, in one arena per thread, for reuse:
-the process's RSS stayed at three times its live heap. `malloc_trim(0)` hands the free
-pages of every arena back; it takes milliseconds, so it runs after a pass, at most every
-`every` seconds. Where the C library has no `malloc_trim` (musl, macOS) it does nothing.
+watch event, of which the cache keeps a small part. Python's own small-object allocator
+(pymalloc) hands an arena of 1 MiB back only once every object in it is gone: one cached
+object among a watch event's garbage keeps its arena, and the process's RSS stayed at
+three times its live heap. So the prefetcher runs on the C library's malloc
+(`PYTHONMALLOC=malloc`, set by its Deployment: ALLOCATOR_ENV), and `malloc_trim(0)` hands
+the free pages of every malloc arena back after a pass, at most every `every` seconds (it
+takes milliseconds). Where the C library has no `malloc_trim` (musl, macOS) it does nothing.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
+import os
 import time
 from collections.abc import Callable
 
@@ -20,6 +24,18 @@ log = logging.getLogger(__name__)
 
 # Wall seconds between two trims: a busy cluster runs a pass every second or two.
 TRIM_EVERY = 10.0
+# The environment the prefetcher runs in (its Deployment sets it; Python reads it at start).
+ALLOCATOR_ENV = {"PYTHONMALLOC": "malloc"}
+
+
+def allocator_note() -> str:
+    """A line for the log when the process runs on Python's own allocator, "" otherwise."""
+    if os.environ.get("PYTHONMALLOC") == ALLOCATOR_ENV["PYTHONMALLOC"]:
+        return ""
+    return (
+        "running on Python's small-object allocator: set PYTHONMALLOC=malloc (the Deployment "
+        "does) so that memory freed after a pass goes back to the system"
+    )
 
 
 def _malloc_trim() -> Callable[[int], int] | None:

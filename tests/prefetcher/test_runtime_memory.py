@@ -46,3 +46,14 @@ def test_trims_at_most_every_so_often() -> None:
     time.sleep(0.001)
     soon.release()
     assert soon.trims == 2
+
+
+def test_the_log_says_when_the_prefetcher_runs_on_pythons_own_allocator(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from prefetcher.memory import ALLOCATOR_ENV, allocator_note
+
+    monkeypatch.delenv("PYTHONMALLOC", raising=False)
+    assert "PYTHONMALLOC=malloc" in allocator_note()
+    monkeypatch.setenv("PYTHONMALLOC", ALLOCATOR_ENV["PYTHONMALLOC"])
+    assert allocator_note() == ""
