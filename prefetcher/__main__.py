@@ -33,7 +33,7 @@ from prefetcher.memory import allocator_note
 from prefetcher.metrics import Metrics
 from prefetcher.model import Plan
 from prefetcher.report import SweepInfo, learning_section
-from prefetcher.report_cache import Chunk, ReportCache
+from prefetcher.report_cache import ReportCache
 from prefetcher.report_query import ReportQuery
 from prefetcher.server import ReportServer, create_app, metrics_only_app, parse_bind
 from prefetcher.sources.catalog import CatalogReader
@@ -241,7 +241,7 @@ class Prefetcher:
         """The core's report of the last plan, with what the runtime did and knows."""
         return {**self.reports.report(*self._report_plan()), **self._report_extra()}
 
-    def report_json(self, query: ReportQuery) -> list[Chunk]:
+    def report_json(self, query: ReportQuery) -> list[bytes]:
         """`GET /report`: the report narrowed by `query`, serialized (in parts)."""
         return self.reports.json_chunks(*self._report_plan(), query, self._report_extra())
 

@@ -29,7 +29,7 @@ WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 def create_app(
     *,
-    report_json: Callable[[ReportQuery], bytes | Sequence[bytes | memoryview]],
+    report_json: Callable[[ReportQuery], bytes | Sequence[bytes]],
     report_html: Callable[[ReportQuery], str],
     healthy: Callable[[], tuple[bool, str]],
     registry: CollectorRegistry | None,
@@ -45,7 +45,7 @@ def create_app(
     def respond(
         start: StartResponse,
         status: str,
-        body: bytes | Sequence[bytes | memoryview],
+        body: bytes | Sequence[bytes],
         content_type: str,
     ) -> Iterable[bytes]:
         """The response; a body in parts is sent part by part, not joined into a copy."""
@@ -58,7 +58,7 @@ def create_app(
                 ("Cache-Control", "no-store"),
             ],
         )
-        return chunks  # type: ignore[return-value]  # WSGI servers take any bytes-like part
+        return chunks
 
     def app(environ: dict[str, Any], start: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO") or "/"
