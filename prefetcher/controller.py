@@ -35,7 +35,7 @@ from typing import Any
 from imagesync.backoff import Backoff
 from imagesync.config import Config
 from imagesync.kubeclient import KubeError
-from prefetcher import observe
+from prefetcher import cacheforms
 from prefetcher.confirmation import StoredPodImages
 from prefetcher.demandwatch import DemandWatch
 from prefetcher.executor import (
@@ -127,11 +127,11 @@ class Controller(ImageLearners, SnapshotBuilder, PlanExecutor):
         self.sources = SourceSync(config, catalog)
         settings = informer_settings or InformerSettings(watch_timeout=int(config.watch_timeout))
         self.nodes = self._informer(
-            NODES, kube.node_source(), settings, transform=observe.slim_node
+            NODES, kube.node_source(), settings, transform=cacheforms.slim_node
         )
         self.images = self._informer(IMAGES, kube.cached_image_source(), settings)
         self.pods = self._informer(
-            PODS, kube.own_pod_source(), settings, transform=observe.slim_managed_pod
+            PODS, kube.own_pod_source(), settings, transform=cacheforms.slim_managed_pod
         )
         self.starting = self._informer(STARTING, kube.starting_pod_source(), settings)
         self.demand = DemandWatch(

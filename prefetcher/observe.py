@@ -19,7 +19,6 @@ import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from kubernetes.utils.quantity import parse_quantity as kube_quantity
@@ -208,38 +207,6 @@ def listed_images(images: Any) -> ListedImages:
 
 # Where the slim form of a Node keeps its image list, read once (`ListedImages`).
 LISTED_IMAGES = "listedImages"
-# What `node_info`, the triggers and the taint removal read of a Node's status.
-_NODE_CONDITION_FIELDS = ("type", "status", "lastTransitionTime")
-_NODE_SYSTEM_FIELDS = ("architecture", "operatingSystem")
-
-
-def slim_node(obj: dict[str, Any]) -> dict[str, Any]:
-    """What the informer keeps of a Node: its metadata (no managedFields) and spec, and of its
-    status the conditions' states, capacity, allocatable, its platform, and its image list
-    already read (`ListedImages`, under `status.listedImages`: the NodeInfo made of it shares
-    it). As the API sends it a Node took 40 kB (50 listed images of several names each,
-    digests included, heartbeats, addresses); kept so, 6 kB with its NodeInfo."""
-    meta, spec, status = (_mapping(obj.get(k)) for k in ("metadata", "spec", "status"))
-    return {
-        "metadata": {k: v for k, v in meta.items() if k != "managedFields"},
-        "spec": dict(spec),
-        "status": {
-            "conditions": [
-                {k: c[k] for k in _NODE_CONDITION_FIELDS if k in c}
-                for c in map(_mapping, _list(status.get("conditions")))
-            ],
-            "nodeInfo": {
-                k: v
-                for k, v in _mapping(status.get("nodeInfo")).items()
-                if k in _NODE_SYSTEM_FIELDS
-            },
-            "capacity": dict(_mapping(status.get("capacity"))),
-            "allocatable": dict(_mapping(status.get("allocatable"))),
-            LISTED_IMAGES: listed_images(status.get("images")),
-        },
-    }
-
-
 # --------------------------------------------------------------------------------------
 # CachedImages
 # --------------------------------------------------------------------------------------
@@ -328,7 +295,7 @@ def _container_state(status: Mapping[str, Any]) -> tuple[ContainerStateKind, Map
 
 def managed_pod(obj: Mapping[str, Any]) -> ManagedPod | None:
     """A puller or keeper pod as ManagedPod; None for any other pod. Reads the API's form
-    and the informer's slim form (`slim_managed_pod`) alike."""
+    and the informer's form (`cacheforms.slim_managed_pod`) alike."""
     meta, spec, status = (_mapping(obj.get(k)) for k in ("metadata", "spec", "status"))
     labels = _mapping(meta.get("labels"))
     annotations = _mapping(meta.get("annotations"))
@@ -411,8 +378,6 @@ def containers_seen(
             )
     observations = []
     running: list[str] = []
-    if role == "keeper":
-        running.extend(map(str, _list(status.get(RUNNING_IMAGES))))
     for init, key in ((True, "initContainerStatuses"), (False, "containerStatuses")):
         for raw in _list(status.get(key)):
             raw = _mapping(raw)
@@ -452,62 +417,6 @@ def _shared_images(images: tuple[str, ...]) -> tuple[str, ...]:
 
 # Where the slim form of a managed pod keeps its containers, read once (`ContainersSeen`).
 OBSERVED = "observed"
-# Where the slim form of a keeper keeps the images of its running containers.
-RUNNING_IMAGES = "runningImages"
-
-
-def slim_managed_pod(obj: dict[str, Any]) -> dict[str, Any]:
-    """What the informer keeps of a puller or keeper: the fields `managed_pod`, the
-    triggers and the executor read, with the containers already read (`ContainersSeen`,
-    under `status.observed`) instead of their specs and statuses. A thousand nodes converging
-    keep twenty thousand finished pullers of ten containers each until their keepers hold
-    the images: as API dicts, 10 kB each; read once, under 2 kB, and the ManagedPod made of
-    it shares its observations. No owner references (nothing reads them), and the strings
-    that repeat from pod to pod (node names, image lists) shared."""
-    meta, spec, status = (_mapping(obj.get(k)) for k in ("metadata", "spec", "status"))
-    labels = _mapping(meta.get("labels"))
-    role: Role = "keeper" if labels.get(LABEL_COMPONENT) == COMPONENT_KEEPER else "puller"
-    kept_meta = {
-        k: meta[k]
-        for k in (
-            "name",
-            "namespace",
-            "uid",
-            "resourceVersion",
-            "labels",
-            "annotations",
-            "creationTimestamp",
-            "deletionTimestamp",
-        )
-        if k in meta
-    }
-    if isinstance(meta.get("labels"), Mapping):
-        kept_meta["labels"] = _shared_labels(tuple((k, _shared(v)) for k, v in labels.items()))
-    if isinstance(meta.get("annotations"), Mapping):
-        kept_meta["annotations"] = {k: _shared(v) for k, v in meta["annotations"].items()}
-    return {
-        "metadata": kept_meta,
-        "spec": {k: _shared(spec[k]) for k in ("nodeName", "activeDeadlineSeconds") if k in spec},
-        "status": {
-            **{k: status[k] for k in ("phase", "reason", "message") if k in status},
-            OBSERVED: containers_seen(spec, status, role),
-        },
-    }
-
-
-@functools.lru_cache(maxsize=4096)
-def _shared_labels(items: tuple[tuple[str, Any], ...]) -> Mapping[str, Any]:
-    """One labels mapping for every pod of ours on a node (they carry the same labels);
-    read-only."""
-    return MappingProxyType(dict(items))
-
-
-def _shared(value: Any) -> Any:
-    """A string as the one copy every cached pod shares (a thousand keepers name the same
-    images, nodes and phases); anything else as it is."""
-    return sys.intern(value) if isinstance(value, str) else value
-
-
 # Waiting reasons of a container that is on its way to start (pulling included).
 STARTING_REASONS = frozenset({"", "ContainerCreating", "PodInitializing"})
 

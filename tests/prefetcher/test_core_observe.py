@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from prefetcher import observe
+from prefetcher import cacheforms, observe
 from prefetcher.model import ContainerObservation, ManagedPod
 from prefetcher.pods import build_keeper, build_puller
 from tests.prefetcher.test_core_fixtures import APP, BUSYBOX, NOW, PYTORCH, config, node
@@ -82,7 +82,7 @@ def test_the_node_cache_keeps_what_is_read_and_drops_the_rest() -> None:
         }
         for i in range(48)
     ]
-    slim = observe.slim_node(json.loads(json.dumps(full)))
+    slim = cacheforms.slim_node(json.loads(json.dumps(full)))
     assert observe.node_info(slim) == observe.node_info(full)
     assert observe.node_info(slim).image_fs_capacity == 500 * 2**30
     assert slim["spec"] == full["spec"] and "managedFields" not in slim["metadata"]
@@ -94,10 +94,10 @@ def test_the_node_cache_keeps_what_is_read_and_drops_the_rest() -> None:
     # A heartbeat changes nothing a trigger reads; a new taint does.
     beat = json.loads(json.dumps(full))
     beat["status"]["conditions"][0]["lastHeartbeatTime"] = "2026-11-22T10:00:10Z"
-    assert node_trigger(Change("Node", "gpu-1", slim, observe.slim_node(beat))) is None
+    assert node_trigger(Change("Node", "gpu-1", slim, cacheforms.slim_node(beat))) is None
     tainted = json.loads(json.dumps(full))
     tainted["spec"]["taints"].append({"key": "x", "effect": "NoExecute"})
-    changed = Change("Node", "gpu-1", slim, observe.slim_node(tainted))
+    changed = Change("Node", "gpu-1", slim, cacheforms.slim_node(tainted))
     assert node_trigger(changed) == "node changed"
 
 
@@ -241,7 +241,7 @@ def test_the_slim_cache_entry_of_a_puller_or_keeper_reads_the_same() -> None:
         ],
     }
     for full in (puller, keeper):
-        slim = observe.slim_managed_pod(json.loads(json.dumps(full)))
+        slim = cacheforms.slim_managed_pod(json.loads(json.dumps(full)))
         assert observe.managed_pod(slim) == observe.managed_pod(full)
         assert slim["metadata"] == {
             k: v
@@ -251,7 +251,7 @@ def test_the_slim_cache_entry_of_a_puller_or_keeper_reads_the_same() -> None:
         assert set(slim["spec"]) <= {"nodeName", "activeDeadlineSeconds"}
         assert set(slim["status"]) <= {"phase", "reason", "message", observe.OBSERVED}
     # The ManagedPod made of the slim form shares its observations: one form of each.
-    slim = observe.slim_managed_pod(puller)
+    slim = cacheforms.slim_managed_pod(puller)
     made = observe.managed_pod(slim)
     assert made is not None and made.containers is slim["status"][observe.OBSERVED].containers
 
@@ -286,7 +286,7 @@ def test_a_finished_puller_is_cached_small() -> None:
     raw = [finished(i) for i in range(200)]
     tracemalloc.start()
     try:
-        kept = [observe.slim_managed_pod(pod) for pod in raw]
+        kept = [cacheforms.slim_managed_pod(pod) for pod in raw]
         made = [observe.managed_pod(pod) for pod in kept]
         size = tracemalloc.get_traced_memory()[0] / len(raw)
     finally:
@@ -313,7 +313,7 @@ def test_a_cached_keeper_is_the_set_of_images_it_runs() -> None:
             for c in keeper["spec"]["containers"]
         ],
     }
-    slim = observe.slim_managed_pod(keeper)
+    slim = cacheforms.slim_managed_pod(keeper)
     seen = slim["status"][observe.OBSERVED]
     assert seen.running == {APP, BUSYBOX}
     assert [c.state for c in seen.containers] == ["waiting"]
