@@ -275,8 +275,8 @@ class PlanExecutor:
             before = reported.get(outcome.pod_uid, frozenset())
             if outcome.image in before:
                 continue
-            # The images of a puller reported so far, as one set that its pullers' namesakes
-            # on other nodes share (20,000 finished pullers wait for their keepers).
+            # The images of a puller reported so far, as one set shared with the pullers of
+            # the same images on other nodes (20,000 finished pullers wait for keepers).
             reported[outcome.pod_uid] = observe.image_set(tuple(sorted(before | {outcome.image})))
             self.metrics.pull_finished(outcome)
             if outcome.succeeded:
