@@ -127,6 +127,12 @@ FIGURES = (
         lambda v: v <= 300,
     ),
     Figure(
+        "  its peak (converging)",
+        lambda r: r.get("peak_rss_mib") or None,
+        "MiB",
+        "VmHWM",
+    ),
+    Figure(
         "time to full coverage",
         lambda r: r["converge_simulated"] if r["covered"] else None,
         "s",

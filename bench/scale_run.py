@@ -66,6 +66,7 @@ from bench.scale_figures import (  # noqa: E402
     join_floor,
     minimum_writes,
 )
+from prefetcher.memory import ALLOCATOR_ENV  # noqa: E402
 from simulator.cluster import SimCluster  # noqa: E402
 
 
@@ -138,6 +139,7 @@ class SizeResult:
     load_after: tuple[float, float, float] = (0.0, 0.0, 0.0)
     profiles: dict[str, Any] = field(default_factory=dict)
     heap: str = ""  # with --heap: the prefetcher's live allocations after converging
+    heap_converging: str = ""  # with --heap: the same while converging (pullers cached)
     notes: list[str] = field(default_factory=list)
 
 
@@ -156,6 +158,7 @@ def run_size(
     budget: float,
     profile: bool,
     heap: bool = False,
+    heap_at: float = 0.5,
 ) -> SizeResult:
     """Run one size within `budget` wall seconds; whatever phase the budget ends leaves the
     figures gathered so far."""
@@ -233,6 +236,7 @@ def run_size(
             # replica leading through that (the default 10 s is for a real API server).
             "IMAGE_SYNC_LEASE_DURATION": "60s",
             "IMAGE_SYNC_LEASE_RENEW_DEADLINE": "45s",
+            **ALLOCATOR_ENV,  # as its Deployment runs it
         }
         heap_out = Path(workdir) / "heap.txt"
         command = (
@@ -260,7 +264,16 @@ def run_size(
         elif profile:
             result.notes.append("py-spy not installed: no profiles")
         try:
-            _converge(result, sim, prefetcher, floor.seconds, sim_cpu_start, left)
+            _converge(
+                result,
+                sim,
+                prefetcher,
+                floor.seconds,
+                sim_cpu_start,
+                left,
+                heap_out=heap_out if heap else None,
+                heap_at=heap_at,
+            )
             for name, recorder in recorders.items():
                 result.profiles[name] = asdict(recorder.finish())
             if heap:
@@ -290,15 +303,21 @@ def _converge(
     floor: float,
     sim_cpu_start: float,
     left: Callable[[], float],
+    heap_out: Path | None = None,
+    heap_at: float = 0.5,
 ) -> None:
     """From empty to every image on every node (the prefetcher's coverage metric at 1.0),
-    then to the first pass with nothing to write."""
+    then to the first pass with nothing to write; with `heap_out`, a heap profile once
+    coverage reaches `heap_at`, while finished pullers wait for their keepers."""
     last_said = time.monotonic()
 
     def covered() -> bool:
         nonlocal last_said
         samples = prefetcher.metrics()
         result.coverage = metric(samples, f"{PREFIX}_coverage_ratio")
+        if heap_out is not None and result.coverage >= heap_at and not result.heap_converging:
+            result.heap_converging = _heap(prefetcher, heap_out)
+            heap_out.unlink(missing_ok=True)
         now = time.monotonic()
         if now - last_said >= 30:
             last_said = now
@@ -348,8 +367,8 @@ def _converge(
 def _heap(prefetcher: PrefetcherProcess, out: Path) -> str:
     """The traced prefetcher's live allocations now (bench/traced_prefetcher.py, SIGUSR2)."""
     prefetcher.process.send_signal(signal.SIGUSR2)
-    if not poll(lambda: out.exists() and out.stat().st_size, 120.0, 0.5):
-        return "no heap profile within 2 minutes"
+    if not poll(lambda: out.exists() and out.stat().st_size, 300.0, 0.5):
+        return "no heap profile within 5 minutes"
     text = out.read_text()
     say(f"  heap of the prefetcher, RSS {prefetcher.memory_kib('VmRSS') / 1024:.0f} MiB:\n{text}")
     return text
@@ -464,6 +483,9 @@ def main() -> int:
     parser.add_argument(
         "--heap", action="store_true", help="trace the prefetcher's memory (tracemalloc)"
     )
+    parser.add_argument(
+        "--heap-at", type=float, default=0.5, help="coverage of the heap profile while converging"
+    )
     args = parser.parse_args()
     nodes, images = (int(part) for part in args.size.split("x"))
     result = run_size(
@@ -474,6 +496,7 @@ def main() -> int:
         budget=args.budget,
         profile=args.profile,
         heap=args.heap,
+        heap_at=args.heap_at,
     )
     args.out.write_text(json.dumps(asdict(result)))
     return 0

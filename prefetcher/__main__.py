@@ -29,6 +29,7 @@ from prefetcher.controller import Controller, PlanFn, WriteHook
 from prefetcher.informer import Clock, InformerSettings, SystemClock
 from prefetcher.kube import Kube
 from prefetcher.leader import LeaderElector, LeaseSettings
+from prefetcher.memory import allocator_note
 from prefetcher.metrics import Metrics
 from prefetcher.model import Plan
 from prefetcher.report import SweepInfo, learning_section
@@ -240,9 +241,9 @@ class Prefetcher:
         """The core's report of the last plan, with what the runtime did and knows."""
         return {**self.reports.report(*self._report_plan()), **self._report_extra()}
 
-    def report_json(self, query: ReportQuery) -> bytes:
-        """`GET /report`: the report narrowed by `query`, serialized."""
-        return self.reports.json(*self._report_plan(), query, self._report_extra())
+    def report_json(self, query: ReportQuery) -> list[bytes]:
+        """`GET /report`: the report narrowed by `query`, serialized (in parts)."""
+        return self.reports.json_chunks(*self._report_plan(), query, self._report_extra())
 
     def _report_extra(self) -> dict[str, Any]:
         """What the runtime adds to the planner's report: itself, the image sources, and
@@ -304,6 +305,8 @@ def serve(args: argparse.Namespace, config: Config) -> int:
         config.pod_namespace,
         "on" if config.leader_election else "off",
     )
+    if note := allocator_note():
+        log.info(note)
     prefetcher.start()
     prefetcher.wait()
     prefetcher.stop()

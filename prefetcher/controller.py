@@ -35,7 +35,7 @@ from typing import Any
 from imagesync.backoff import Backoff
 from imagesync.config import Config
 from imagesync.kubeclient import KubeError
-from prefetcher import observe
+from prefetcher import cacheforms
 from prefetcher.confirmation import StoredPodImages
 from prefetcher.demandwatch import DemandWatch
 from prefetcher.executor import (
@@ -49,6 +49,7 @@ from prefetcher.informer import Change, Clock, Informer, InformerSettings, Obj
 from prefetcher.kube import Kube
 from prefetcher.learners import ImageLearners
 from prefetcher.learnlimits import LearnedSelection
+from prefetcher.memory import FreedMemory
 from prefetcher.metrics import Metrics
 from prefetcher.model import Plan, PullAction, PullKey, PullRecord, Snapshot
 from prefetcher.planning.incremental import IncrementalPlanner
@@ -119,15 +120,18 @@ class Controller(ImageLearners, SnapshotBuilder, PlanExecutor):
         self._plan_fn = plan_fn
         self._planner = IncrementalPlanner(config)
         self._planner_lock = threading.Lock()
+        self._freed = FreedMemory()  # given back to the OS after passes
         self._is_leader = is_leader
         self._before_write = before_write
         self._prepare_report = prepare_report
         self.sources = SourceSync(config, catalog)
         settings = informer_settings or InformerSettings(watch_timeout=int(config.watch_timeout))
-        self.nodes = self._informer(NODES, kube.node_source(), settings)
+        self.nodes = self._informer(
+            NODES, kube.node_source(), settings, transform=cacheforms.slim_node
+        )
         self.images = self._informer(IMAGES, kube.cached_image_source(), settings)
         self.pods = self._informer(
-            PODS, kube.own_pod_source(), settings, transform=observe.slim_managed_pod
+            PODS, kube.own_pod_source(), settings, transform=cacheforms.slim_managed_pod
         )
         self.starting = self._informer(STARTING, kube.starting_pod_source(), settings)
         self.demand = DemandWatch(
@@ -152,7 +156,7 @@ class Controller(ImageLearners, SnapshotBuilder, PlanExecutor):
         self.pull_throughput: dict[str, float] = {}  # registry → bytes/s, as last measured
         self._created: dict[str, tuple[dict[str, Any], float]] = {}
         self._deleted: dict[str, float] = {}
-        self._reported_outcomes: set[tuple[str, str]] = set()  # (pod uid, image)
+        self._reported_outcomes: dict[str, frozenset[str]] = {}  # puller uid → images
         self._reported_yields: set[str] = set()  # uids of pullers that yielded
         self._refused: list[tuple[PullAction, KubeError]] = []  # this pass's refused pullers
         self._counts_written: dict[str, float] = {}  # CachedImage → clock of the last count write
@@ -423,6 +427,7 @@ class Controller(ImageLearners, SnapshotBuilder, PlanExecutor):
             )
             self.metrics.observe_plan(plan)
             self._observe_warm_nodes(plan)
+            self._freed.release()
         log.info(
             "pass (%s): %d writes planned, done %s, %d already done, %d API errors, "
             "%.3fs (plan %.3fs)",

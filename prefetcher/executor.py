@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from imagesync.cachedimage import format_time
 from imagesync.config import Config
 from imagesync.kubeclient import KubeError
-from prefetcher import refusals
+from prefetcher import observe, refusals
 from prefetcher.informer import Clock, Informer
 from prefetcher.kube import Kube, pull_failure_event, puller_event
 from prefetcher.metrics import Metrics
@@ -97,7 +97,7 @@ class PlanExecutor:
     _pool: ThreadPoolExecutor | None
     _created: dict[str, tuple[dict[str, Any], float]]
     _deleted: dict[str, float]
-    _reported_outcomes: set[tuple[str, str]]
+    _reported_outcomes: dict[str, frozenset[str]]  # puller uid → images reported
     _reported_yields: set[str]
     _refused: list[tuple[PullAction, KubeError]]
     _counts_written: dict[str, float]
@@ -267,13 +267,17 @@ class PlanExecutor:
     def _outcome_events(self, plan: Plan) -> list[Callable[[], bool]]:
         """Metrics for each finished puller, once per pod; an Event for each failure."""
         live = {obj["metadata"].get("uid") for obj in self.pods.items()}
-        self._reported_outcomes = {k for k in self._reported_outcomes if k[0] in live}
+        reported = self._reported_outcomes = {
+            uid: images for uid, images in self._reported_outcomes.items() if uid in live
+        }
         events: list[Callable[[], bool]] = []
         for outcome in plan.outcomes:
-            key = (outcome.pod_uid, outcome.image)
-            if key in self._reported_outcomes:
+            before = reported.get(outcome.pod_uid, frozenset())
+            if outcome.image in before:
                 continue
-            self._reported_outcomes.add(key)
+            # The images of a puller reported so far, as one set shared with the pullers of
+            # the same images on other nodes (20,000 finished pullers wait for keepers).
+            reported[outcome.pod_uid] = observe.image_set(tuple(sorted(before | {outcome.image})))
             self.metrics.pull_finished(outcome)
             if outcome.succeeded:
                 continue
@@ -318,7 +322,8 @@ class PlanExecutor:
         """The images the deleted puller had still to pull (all of them when it is not cached)."""
         for obj in self.pods.items():
             if obj["metadata"].get("uid") == deletion.uid:
-                return [str(c.get("image", "")) for c in obj.get("spec", {}).get("containers", [])]
+                pod = observe.managed_pod(obj)
+                return list(pod.images) if pod is not None else []
         return []
 
     def _yield_event(

@@ -19,7 +19,7 @@ import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from kubernetes.utils.quantity import parse_quantity as kube_quantity
 
@@ -115,6 +115,11 @@ def normalize_or_keep(image: str) -> str:
         return image
 
 
+# How many distinct image lists and sets the converters share (each remembered one is kept
+# alive: a keeper's list of 200 images is 10 kB of text and an 8 kB set).
+SHARED_FORMS = 256
+
+
 def _mapping(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
@@ -152,12 +157,10 @@ def node_info(obj: Mapping[str, Any]) -> NodeInfo:
         if (amount := parse_quantity(value)) is not None
     }
 
-    hinted: dict[str, int] = {}
-    for entry in _list(status.get("images")):
-        size = int(parse_quantity(_mapping(entry).get("sizeBytes")) or 0)
-        for name in _list(_mapping(entry).get("names")):
-            if isinstance(name, str) and "@" not in name:
-                hinted[normalize_or_keep(name)] = size
+    listed = status.get(LISTED_IMAGES)
+    hinted, images_listed = (
+        listed if isinstance(listed, ListedImages) else listed_images(status.get("images"))
+    )
 
     taints = tuple(
         Taint(
@@ -182,12 +185,34 @@ def node_info(obj: Mapping[str, Any]) -> NodeInfo:
         allocatable=allocatable_amounts,
         image_fs_capacity=int(fs_capacity) if fs_capacity else None,
         hinted_images=hinted,
-        images_listed=len(_list(status.get("images"))),
+        images_listed=images_listed,
         created=parse_timestamp(meta.get("creationTimestamp")),
         ready_since=parse_timestamp(ready_condition.get("lastTransitionTime")) if ready else None,
     )
 
 
+class ListedImages(NamedTuple):
+    """`node.status.images` as the planner reads it: sizes by normalized name, and how many
+    entries the kubelet listed (it stops at nodeStatusMaxImages)."""
+
+    sizes: Mapping[str, int]
+    entries: int
+
+
+def listed_images(images: Any) -> ListedImages:
+    """A node's `status.images` read: digests left out, names normalized."""
+    sizes: dict[str, int] = {}
+    entries = _list(images)
+    for entry in entries:
+        size = int(parse_quantity(_mapping(entry).get("sizeBytes")) or 0)
+        for name in _list(_mapping(entry).get("names")):
+            if isinstance(name, str) and "@" not in name:
+                sizes[normalize_or_keep(name)] = size
+    return ListedImages(sizes, len(entries))
+
+
+# Where the slim form of a Node keeps its image list, read once (`ListedImages`).
+LISTED_IMAGES = "listedImages"
 # --------------------------------------------------------------------------------------
 # CachedImages
 # --------------------------------------------------------------------------------------
@@ -278,7 +303,8 @@ def _container_state(status: Mapping[str, Any]) -> tuple[ContainerStateKind, Map
 
 
 def managed_pod(obj: Mapping[str, Any]) -> ManagedPod | None:
-    """A puller or keeper pod as ManagedPod; None for any other pod."""
+    """A puller or keeper pod as ManagedPod; None for any other pod. Reads the API's form
+    and the informer's form (`cacheforms.slim_managed_pod`) alike."""
     meta, spec, status = (_mapping(obj.get(k)) for k in ("metadata", "spec", "status"))
     labels = _mapping(meta.get("labels"))
     annotations = _mapping(meta.get("annotations"))
@@ -289,60 +315,13 @@ def managed_pod(obj: Mapping[str, Any]) -> ManagedPod | None:
     ):
         return None
     role: Role = "puller" if component == COMPONENT_PULLER else "keeper"
-
-    spec_images: dict[tuple[bool, str], str] = {}
-    for init, key in ((True, "initContainers"), (False, "containers")):
-        for container in _list(spec.get(key)):
-            container = _mapping(container)
-            spec_images[(init, str(container.get("name", "")))] = normalize_or_keep(
-                str(container.get("image", ""))
-            )
-
-    try:
-        listed = json.loads(str(annotations.get(ANNOTATION_IMAGES, "[]")))
-    except ValueError:
-        listed = []
-    if not isinstance(listed, list):
-        listed = []
-    # Pullers keep their pull order; a puller of an earlier version names one image.
-    images = tuple(dict.fromkeys(normalize_or_keep(str(i)) for i in listed if i))
+    read = status.get(OBSERVED)
+    seen = read if isinstance(read, ContainersSeen) else containers_seen(spec, status, role)
+    images = _listed_images(str(annotations.get(ANNOTATION_IMAGES, "[]")), role == "keeper")
     if role == "puller" and not images and annotations.get(ANNOTATION_IMAGE):
         images = (normalize_or_keep(str(annotations[ANNOTATION_IMAGE])),)
     if role == "puller" and not images:
-        images = tuple(image for (init, _), image in spec_images.items() if not init)
-    if role == "keeper":
-        images = tuple(sorted(images))
-
-    observations = []
-    running: set[str] = set()
-    if role == "keeper":
-        running.update(map(str, _list(status.get(RUNNING_IMAGES))))
-    for init, key in ((True, "initContainerStatuses"), (False, "containerStatuses")):
-        for raw in _list(status.get(key)):
-            raw = _mapping(raw)
-            name = str(raw.get("name", ""))
-            kind, detail = _container_state(raw)
-            if role == "keeper" and not init and kind == "running":
-                running.add(
-                    spec_images.get((init, name), normalize_or_keep(str(raw.get("image", ""))))
-                )
-                continue
-            exit_code = detail.get("exitCode")
-            observations.append(
-                ContainerObservation(
-                    name=name,
-                    image=spec_images.get(
-                        (init, name), normalize_or_keep(str(raw.get("image", "")))
-                    ),
-                    state=kind,
-                    reason=str(detail.get("reason") or ""),
-                    message=str(detail.get("message") or ""),
-                    exit_code=int(exit_code) if isinstance(exit_code, int) else None,
-                    started_at=parse_timestamp(detail.get("startedAt")),
-                    finished_at=parse_timestamp(detail.get("finishedAt")),
-                    init=init,
-                )
-            )
+        images = seen.spec_images  # a puller of an earlier version names no images
     deadline = spec.get("activeDeadlineSeconds")
     attempt = str(annotations.get(ANNOTATION_ATTEMPT, ""))
     return ManagedPod(
@@ -354,104 +333,99 @@ def managed_pod(obj: Mapping[str, Any]) -> ManagedPod | None:
         phase=str(status.get("phase") or "Pending"),
         reason=str(status.get("reason") or ""),
         message=str(status.get("message") or ""),
-        containers=tuple(observations),
+        containers=seen.containers,
         created=parse_timestamp(meta.get("creationTimestamp")),
         deleting=meta.get("deletionTimestamp") is not None,
         active_deadline=int(deadline) if isinstance(deadline, int) else None,
         attempt=int(attempt) if attempt.isdigit() else 0,
-        running=frozenset(running),
+        running=seen.running,
     )
 
 
-def _shared(value: Any) -> Any:
-    """A string as the one copy every cached pod shares (a thousand keepers name the same
-    images, containers and seconds); anything else as it is."""
-    return sys.intern(value) if isinstance(value, str) else value
+@functools.lru_cache(maxsize=SHARED_FORMS)
+def _listed_images(text: str, keeper: bool) -> tuple[str, ...]:
+    """The images an `image-sync.io/images` annotation lists: a puller's in its pull order,
+    a keeper's sorted. Remembered: a thousand keepers list the same two hundred images, and
+    share one tuple."""
+    try:
+        listed = json.loads(text)
+    except ValueError:
+        listed = []
+    if not isinstance(listed, list):
+        listed = []
+    images = tuple(dict.fromkeys(normalize_or_keep(str(i)) for i in listed if i))
+    return tuple(sorted(images)) if keeper else images
 
 
-# What `managed_pod` reads of a container's state.
-_STATE_FIELDS = ("reason", "message", "exitCode", "startedAt", "finishedAt")
+@functools.lru_cache(maxsize=SHARED_FORMS)
+def image_set(images: tuple[str, ...]) -> frozenset[str]:
+    """One frozenset for every pod that holds the same images (a keeper's 200 images take 8
+    kB as a set; a thousand keepers, and the pullers of the same batch, share one)."""
+    return frozenset(images)
 
 
-def _slim_state(state: Any) -> dict[str, Any]:
-    return {
-        kind: {k: _shared(v) for k, v in _mapping(detail).items() if k in _STATE_FIELDS}
-        for kind, detail in _mapping(state).items()
-    }
+class ContainersSeen(NamedTuple):
+    """What the statuses and the spec of a managed pod's containers say, read once."""
+
+    containers: tuple[ContainerObservation, ...]  # keepers: all but the running ones
+    running: frozenset[str]  # keepers: the images of the running containers
+    spec_images: tuple[str, ...]  # the images of the (non-init) containers of the spec
 
 
-# Where the slim form of a keeper keeps the images of its running containers.
-RUNNING_IMAGES = "runningImages"
-
-
-def slim_managed_pod(obj: dict[str, Any]) -> dict[str, Any]:
-    """The fields of a puller or keeper that `managed_pod` and the executor read, so that the
-    cache of a thousand nodes' pods stays small: no security contexts, mounts or resources,
-    only the container states' fields read, and strings shared between pods. A keeper's
-    containers are read from its status alone (the kubelet reports each one's image), and its
-    running ones only as the list of their images (`runningImages`): all a keeper's running
-    container says is that its image is held."""
-    meta, spec, status = (_mapping(obj.get(k)) for k in ("metadata", "spec", "status"))
-    keeper = _mapping(meta.get("labels")).get(LABEL_COMPONENT) == COMPONENT_KEEPER
-    container_statuses = [_mapping(item) for item in _list(status.get("containerStatuses"))]
-    held: list[str] = []
-    if keeper:
-        held = [
-            _shared(normalize_or_keep(str(item.get("image", ""))))
-            for item in container_statuses
-            if _mapping(item.get("state")).get("running") is not None
-        ]
-        container_statuses = [
-            item
-            for item in container_statuses
-            if _mapping(item.get("state")).get("running") is None
-        ]
-
-    def named(items: Any) -> list[dict[str, Any]]:
-        return [
-            {k: _shared(item[k]) for k in ("name", "image") if k in item}
-            for item in map(_mapping, _list(items))
-        ]
-
-    def statuses(items: Any) -> list[dict[str, Any]]:
-        return [
-            {
-                **{k: _shared(item[k]) for k in ("name", "image") if k in item},
-                "state": _slim_state(item.get("state")),
-            }
-            for item in map(_mapping, _list(items))
-        ]
-
-    return {
-        "metadata": {
-            k: meta[k]
-            for k in (
-                "name",
-                "namespace",
-                "uid",
-                "resourceVersion",
-                "labels",
-                "annotations",
-                "creationTimestamp",
-                "deletionTimestamp",
-                "ownerReferences",
+def containers_seen(
+    spec: Mapping[str, Any], status: Mapping[str, Any], role: Role
+) -> ContainersSeen:
+    """A managed pod's container statuses as observations. A keeper's running containers are
+    only the set of their images: all a running keeper container says is that its image is
+    held (a thousand keepers of two hundred images: a set each, not 200,000 observations)."""
+    spec_images: dict[tuple[bool, str], str] = {}
+    for init, key in ((True, "initContainers"), (False, "containers")):
+        for container in _list(spec.get(key)):
+            container = _mapping(container)
+            spec_images[(init, str(container.get("name", "")))] = normalize_or_keep(
+                str(container.get("image", ""))
             )
-            if k in meta
-        },
-        "spec": {
-            **{k: spec[k] for k in ("nodeName", "activeDeadlineSeconds") if k in spec},
-            "initContainers": named(spec.get("initContainers")),
-            "containers": [] if keeper else named(spec.get("containers")),
-        },
-        "status": {
-            **{k: status[k] for k in ("phase", "reason", "message") if k in status},
-            "initContainerStatuses": statuses(status.get("initContainerStatuses")),
-            "containerStatuses": statuses(container_statuses),
-            **({RUNNING_IMAGES: held} if keeper else {}),
-        },
-    }
+    observations = []
+    running: list[str] = []
+    for init, key in ((True, "initContainerStatuses"), (False, "containerStatuses")):
+        for raw in _list(status.get(key)):
+            raw = _mapping(raw)
+            name = str(raw.get("name", ""))
+            image = spec_images.get((init, name))
+            if image is None:
+                image = normalize_or_keep(str(raw.get("image", "")))
+            kind, detail = _container_state(raw)
+            if role == "keeper" and not init and kind == "running":
+                running.append(image)
+                continue
+            exit_code = detail.get("exitCode")
+            observations.append(
+                ContainerObservation(
+                    name=sys.intern(name),
+                    image=image,
+                    state=kind,
+                    reason=sys.intern(str(detail.get("reason") or "")),
+                    message=str(detail.get("message") or ""),
+                    exit_code=int(exit_code) if isinstance(exit_code, int) else None,
+                    started_at=parse_timestamp(detail.get("startedAt")),
+                    finished_at=parse_timestamp(detail.get("finishedAt")),
+                    init=init,
+                )
+            )
+    main = tuple(image for (init, _), image in spec_images.items() if not init)
+    return ContainersSeen(
+        tuple(observations), image_set(tuple(sorted(set(running)))), _shared_images(main)
+    )
 
 
+@functools.lru_cache(maxsize=SHARED_FORMS)
+def _shared_images(images: tuple[str, ...]) -> tuple[str, ...]:
+    """One tuple for every pod whose containers use the same images."""
+    return images
+
+
+# Where the slim form of a managed pod keeps its containers, read once (`ContainersSeen`).
+OBSERVED = "observed"
 # Waiting reasons of a container that is on its way to start (pulling included).
 STARTING_REASONS = frozenset({"", "ContainerCreating", "PodInitializing"})
 
@@ -525,6 +499,13 @@ class PullResult:
     finished_at: datetime | None = None
 
 
+@functools.lru_cache(maxsize=4096)
+def _pulled(finished_at: datetime | None) -> PullResult:
+    """A success, one object per second of the clock: twenty thousand finished pullers of
+    ten images each share a few thousand."""
+    return PullResult(succeeded=True, finished_at=finished_at)
+
+
 def failure_kind(reason: str, message: str) -> str:
     """A short class for a pull failure, so the report can group and people can act."""
     text = message.lower()
@@ -576,9 +557,7 @@ def puller_results(pod: ManagedPod) -> dict[str, PullResult]:
         if container.init or container.image not in pod.images:
             continue
         if container.state in ("running", "terminated"):
-            results[container.image] = PullResult(
-                succeeded=True, finished_at=container.finished_at or container.started_at
-            )
+            results[container.image] = _pulled(container.finished_at or container.started_at)
         elif container.state == "waiting" and container.reason in PULL_FAILURE_REASONS:
             results[container.image] = _failure(container.reason, container.message, None)
     if len(results) == len(pod.images):

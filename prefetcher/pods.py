@@ -37,6 +37,7 @@ it). Names from a hash make creation idempotent: a 409 on create means it is alr
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -133,15 +134,26 @@ def puller_backstop(sizes: Sequence[int], config: Config) -> int:
     return BACKSTOP_FACTOR * sum(pull_deadline(size, config) for size in sizes)
 
 
-def _security() -> dict[str, Any]:
-    return {
-        "allowPrivilegeEscalation": False,
-        "capabilities": {"drop": ["ALL"]},
-        "readOnlyRootFilesystem": True,
-        "runAsNonRoot": True,
-        "runAsUser": RUN_AS,
-        "runAsGroup": RUN_AS,
-    }
+# The parts every sleeper container of our pods has alike, one object each for all of them
+# (like the resources above), and each image's container one object for every pod: a keeper
+# of 200 images is 200 containers, and a pass holds the manifests of the keepers it plans
+# (a thousand while a cluster converges: 249 kB each with every part copied, 6 kB now).
+# Read-only: nothing edits a manifest once built.
+SECURITY: Final[dict[str, Any]] = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
+    "runAsUser": RUN_AS,
+    "runAsGroup": RUN_AS,
+}
+SLEEPER_MOUNTS: Final[list[dict[str, Any]]] = [
+    {"name": SLEEPER_VOLUME, "mountPath": SLEEPER_DIR, "readOnly": True}
+]
+KEEPER_COMMAND: Final[list[str]] = [SLEEPER_COPY]
+PULLER_COMMAND: Final[list[str]] = [SLEEPER_COPY, "--exit"]
+# Images whose containers are remembered (more than a cluster prefetches).
+SHARED_CONTAINERS = 4096
 
 
 def _owner_node(node: NodeInfo) -> list[dict[str, Any]]:
@@ -157,7 +169,7 @@ def _install_container(config: Config) -> dict[str, Any]:
         "imagePullPolicy": "IfNotPresent",
         "command": [SLEEPER_PATH, "--install", SLEEPER_COPY],
         "resources": INSTALL_RESOURCES,
-        "securityContext": _security(),
+        "securityContext": SECURITY,
         "volumeMounts": [{"name": SLEEPER_VOLUME, "mountPath": SLEEPER_DIR}],
     }
 
@@ -230,6 +242,35 @@ def _labels(node: str, component: str) -> dict[str, str]:
     }
 
 
+@functools.lru_cache(maxsize=SHARED_CONTAINERS)
+def _puller_container(image: str) -> dict[str, Any]:
+    """A puller's container for `image`: the same on every node, so one object for all."""
+    return {
+        "name": puller_container_name(image),
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": PULLER_COMMAND,
+        "resources": SLEEPER_RESOURCES,
+        "securityContext": SECURITY,
+        "volumeMounts": SLEEPER_MOUNTS,
+    }
+
+
+@functools.lru_cache(maxsize=SHARED_CONTAINERS)
+def _keeper_container(image: str) -> dict[str, Any]:
+    """A keeper's container for `image`: the same on every node, so one object for all (a
+    thousand keepers of 200 images: 200 containers, not 200,000)."""
+    return {
+        "name": keeper_container_name(image),
+        "image": image,
+        "imagePullPolicy": "Never",
+        "command": KEEPER_COMMAND,
+        "resources": SLEEPER_RESOURCES,
+        "securityContext": SECURITY,
+        "volumeMounts": SLEEPER_MOUNTS,
+    }
+
+
 def build_puller(
     node: NodeInfo,
     images: Sequence[str],
@@ -256,18 +297,7 @@ def build_puller(
     spec = _pod_spec(node, config)
     spec["restartPolicy"] = "Never"
     spec["activeDeadlineSeconds"] = max(1, int(deadline_seconds))
-    spec["containers"] = [
-        {
-            "name": puller_container_name(image),
-            "image": image,
-            "imagePullPolicy": "IfNotPresent",
-            "command": [SLEEPER_COPY, "--exit"],
-            "resources": SLEEPER_RESOURCES,
-            "securityContext": _security(),
-            "volumeMounts": [{"name": SLEEPER_VOLUME, "mountPath": SLEEPER_DIR, "readOnly": True}],
-        }
-        for image in ordered
-    ]
+    spec["containers"] = [_puller_container(image) for image in ordered]
     return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}
 
 
@@ -288,16 +318,5 @@ def build_keeper(node: NodeInfo, images: Iterable[str], config: Config) -> PodMa
         metadata["ownerReferences"] = owners
     spec = _pod_spec(node, config)
     spec["restartPolicy"] = "Always"
-    spec["containers"] = [
-        {
-            "name": keeper_container_name(image),
-            "image": image,
-            "imagePullPolicy": "Never",
-            "command": [SLEEPER_COPY],
-            "resources": SLEEPER_RESOURCES,
-            "securityContext": _security(),
-            "volumeMounts": [{"name": SLEEPER_VOLUME, "mountPath": SLEEPER_DIR, "readOnly": True}],
-        }
-        for image in ordered
-    ]
+    spec["containers"] = [_keeper_container(image) for image in ordered]
     return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import waitress.server
@@ -29,7 +29,7 @@ WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 def create_app(
     *,
-    report_json: Callable[[ReportQuery], bytes],
+    report_json: Callable[[ReportQuery], bytes | Sequence[bytes]],
     report_html: Callable[[ReportQuery], str],
     healthy: Callable[[], tuple[bool, str]],
     registry: CollectorRegistry | None,
@@ -42,16 +42,23 @@ def create_app(
     """
     metrics_app = make_wsgi_app(registry) if registry is not None else None
 
-    def respond(start: StartResponse, status: str, body: bytes, content_type: str) -> list[bytes]:
+    def respond(
+        start: StartResponse,
+        status: str,
+        body: bytes | Sequence[bytes],
+        content_type: str,
+    ) -> Iterable[bytes]:
+        """The response; a body in parts is sent part by part, not joined into a copy."""
+        chunks = [body] if isinstance(body, bytes) else list(body)
         start(
             status,
             [
                 ("Content-Type", content_type),
-                ("Content-Length", str(len(body))),
+                ("Content-Length", str(sum(len(c) for c in chunks))),
                 ("Cache-Control", "no-store"),
             ],
         )
-        return [body]
+        return chunks
 
     def app(environ: dict[str, Any], start: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO") or "/"

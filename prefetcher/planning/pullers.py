@@ -31,7 +31,8 @@ class Finished(NamedTuple):
     pulled: frozenset[str]
     outcomes: tuple[PullOutcome, ...]
     pulled_at: Mapping[PullKey, datetime]
-    samples: tuple[tuple[str, float], ...]  # (registry, bytes per second), see `_measure`
+    # (registry, its pulls' bytes per second), see `_measure`
+    samples: tuple[tuple[str, tuple[float, ...]], ...]
 
 
 def finished_puller(state: PlanState, pod: ManagedPod) -> Finished | None:
@@ -45,7 +46,12 @@ def finished_puller(state: PlanState, pod: ManagedPod) -> Finished | None:
     for image, result in results.items():
         outcomes.append(_success(state, pod, image, result))
         pulled_at[(pod.node, image)] = result.finished_at or pod.created or state.now
-    return Finished(frozenset(results), tuple(outcomes), pulled_at, tuple(_measure(state, pod)))
+    by_registry: dict[str, list[float]] = {}
+    for registry, rate in _measure(state, pod):
+        by_registry.setdefault(registry, []).append(rate)
+    samples = tuple((registry, tuple(rates)) for registry, rates in by_registry.items())
+    pulled = observe.image_set(tuple(sorted(results)))  # shared by pullers of one batch
+    return Finished(pulled, tuple(outcomes), pulled_at, samples)
 
 
 def read_pullers(state: PlanState) -> None:
@@ -109,8 +115,8 @@ def _record_finished(state: PlanState, finished: Finished) -> None:
             records.pop(key, None)
     state.pulled_at.update(finished.pulled_at)
     state.outcomes.extend(finished.outcomes)
-    for registry, rate in finished.samples:
-        state.throughput_samples.setdefault(registry, []).append(rate)
+    for registry, rates in finished.samples:
+        state.throughput_samples.setdefault(registry, []).extend(rates)
 
 
 def _measure(state: PlanState, pod: ManagedPod) -> list[tuple[str, float]]:

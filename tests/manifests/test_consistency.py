@@ -215,6 +215,11 @@ def test_prefetcher_container_arguments_and_ports(base: list[dict[str, Any]]) ->
     service = find(base, "Service", "image-sync-prefetcher")
     [port] = service["spec"]["ports"]
     assert _named_port(c, port["targetPort"]) == names.PREFETCHER_PORT
+    # The allocator the prefetcher's memory figures are measured with.
+    from prefetcher.memory import ALLOCATOR_ENV
+
+    env = env_of(c)
+    assert {k: env[k]["value"] for k in ALLOCATOR_ENV} == ALLOCATOR_ENV
 
 
 @pytest.mark.parametrize("kind", ["Job", "CronJob"])

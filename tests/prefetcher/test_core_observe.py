@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from prefetcher import observe
+from prefetcher import cacheforms, observe
 from prefetcher.model import ContainerObservation, ManagedPod
 from prefetcher.pods import build_keeper, build_puller
 from tests.prefetcher.test_core_fixtures import APP, BUSYBOX, NOW, PYTORCH, config, node
@@ -61,6 +61,53 @@ def test_node_info_reads_the_allocatable_or_else_the_capacity() -> None:
     bare = observe.node_info({"metadata": {"name": "x"}, "status": status})
     assert bare.allocatable == {"cpu": 8, "nvidia.com/gpu": 4}
     assert observe.node_info({"metadata": {"name": "x"}}).allocatable == {}
+
+
+def test_the_node_cache_keeps_what_is_read_and_drops_the_rest() -> None:
+    # A kubelet's Node as the API sends it: heartbeats, addresses, the image list with
+    # digests. The cache keeps what node_info, the triggers and the taint removal read.
+    import json
+
+    from prefetcher.informer import Change
+    from prefetcher.triggers import node_trigger
+
+    full: dict[str, Any] = json.loads(json.dumps(NODE))
+    full["metadata"]["managedFields"] = [{"manager": "kubelet", "fieldsV1": {"f:status": {}}}]
+    full["metadata"]["annotations"] = {"image-sync.io/image-fs-capacity": "500Gi"}
+    full["status"]["addresses"] = [{"type": "InternalIP", "address": "10.0.0.1"}]
+    full["status"]["daemonEndpoints"] = {"kubeletEndpoint": {"Port": 10250}}
+    full["status"]["nodeInfo"].update(kubeletVersion="v1.31.0", machineID="m" * 32)
+    for condition in full["status"]["conditions"]:
+        condition.update(
+            lastHeartbeatTime="2026-11-22T10:00:00Z", reason="KubeletReady", message="ok"
+        )
+    full["status"]["images"] += [
+        {
+            "names": [
+                f"harbor.example.internal/library/app-{i}@sha256:{i:064d}",
+                f"harbor.example.internal/library/app-{i}:1.0",
+            ],
+            "sizeBytes": 1000 + i,
+        }
+        for i in range(48)
+    ]
+    slim = cacheforms.slim_node(json.loads(json.dumps(full)))
+    assert observe.node_info(slim) == observe.node_info(full)
+    assert observe.node_info(slim).image_fs_capacity == 500 * 2**30
+    assert slim["spec"] == full["spec"] and "managedFields" not in slim["metadata"]
+    listed = slim["status"][observe.LISTED_IMAGES]
+    assert listed.entries == 50 and not any("@" in name for name in listed.sizes)
+    assert observe.node_info(slim).hinted_images is listed.sizes  # one form, shared
+    assert not {"addresses", "daemonEndpoints"} & slim["status"].keys()
+    assert len(json.dumps(slim)) < len(json.dumps(full)) / 2
+    # A heartbeat changes nothing a trigger reads; a new taint does.
+    beat = json.loads(json.dumps(full))
+    beat["status"]["conditions"][0]["lastHeartbeatTime"] = "2026-11-22T10:00:10Z"
+    assert node_trigger(Change("Node", "gpu-1", slim, cacheforms.slim_node(beat))) is None
+    tainted = json.loads(json.dumps(full))
+    tainted["spec"]["taints"].append({"key": "x", "effect": "NoExecute"})
+    changed = Change("Node", "gpu-1", slim, cacheforms.slim_node(tainted))
+    assert node_trigger(changed) == "node changed"
 
 
 def test_node_info_tolerates_a_bare_node() -> None:
@@ -208,13 +255,58 @@ def test_the_slim_cache_entry_of_a_puller_or_keeper_reads_the_same() -> None:
         ],
     }
     for full in (puller, keeper):
-        slim = observe.slim_managed_pod(json.loads(json.dumps(full)))
+        slim = cacheforms.slim_managed_pod(json.loads(json.dumps(full)))
         assert observe.managed_pod(slim) == observe.managed_pod(full)
         assert slim["metadata"] == {
-            k: v for k, v in full["metadata"].items() if k != "managedFields"
+            k: v
+            for k, v in full["metadata"].items()
+            if k not in ("managedFields", "ownerReferences")
         }
-        assert len(json.dumps(slim)) < len(json.dumps(full)) / 2
-    assert "securityContext" not in json.dumps(observe.slim_managed_pod(puller))
+        assert set(slim["spec"]) <= {"nodeName", "activeDeadlineSeconds"}
+        assert set(slim["status"]) <= {"phase", "reason", "message", observe.OBSERVED}
+    # The ManagedPod made of the slim form shares its observations: one form of each.
+    slim = cacheforms.slim_managed_pod(puller)
+    made = observe.managed_pod(slim)
+    assert made is not None and made.containers is slim["status"][observe.OBSERVED].containers
+
+
+def test_a_finished_puller_is_cached_small() -> None:
+    # Twenty thousand finished pullers wait for their keepers while a thousand nodes
+    # converge: what the cache keeps of one (and the ManagedPod made of it) stays small.
+    import json
+    import tracemalloc
+
+    n = node("cpu-1")
+    images = [f"harbor.example.internal/library/app-{i}:1.0" for i in range(10)]
+    moment = "2026-11-22T00:00:05Z"
+
+    def finished(index: int) -> dict[str, Any]:
+        pod = build_puller(n, images, config(), deadline_seconds=700)
+        pod["metadata"].update(
+            uid=f"p-{index}", resourceVersion=str(index), creationTimestamp=moment
+        )
+        done = {"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": moment}}
+        pod["status"] = {
+            "phase": "Succeeded",
+            "initContainerStatuses": [{"name": "install", "image": "tools", "state": done}],
+            "containerStatuses": [
+                {"name": c["name"], "image": c["image"], "imageID": "sha256:1", "state": done}
+                for c in pod["spec"]["containers"]
+            ],
+        }
+        copied: dict[str, Any] = json.loads(json.dumps(pod))  # as decoded from the API
+        return copied
+
+    raw = [finished(i) for i in range(200)]
+    tracemalloc.start()
+    try:
+        kept = [cacheforms.slim_managed_pod(pod) for pod in raw]
+        made = [observe.managed_pod(pod) for pod in kept]
+        size = tracemalloc.get_traced_memory()[0] / len(raw)
+    finally:
+        tracemalloc.stop()
+    assert all(m == observe.managed_pod(r) for m, r in zip(made, raw, strict=True))
+    assert size < 4000  # bytes; the API's form, slimmed as dicts, took over 10 kB
 
 
 def test_a_cached_keeper_is_the_set_of_images_it_runs() -> None:
@@ -235,9 +327,10 @@ def test_a_cached_keeper_is_the_set_of_images_it_runs() -> None:
             for c in keeper["spec"]["containers"]
         ],
     }
-    slim = observe.slim_managed_pod(keeper)
-    assert sorted(slim["status"][observe.RUNNING_IMAGES]) == sorted([APP, BUSYBOX])
-    assert [c["state"] for c in slim["status"]["containerStatuses"]] == [gone]
+    slim = cacheforms.slim_managed_pod(keeper)
+    seen = slim["status"][observe.OBSERVED]
+    assert seen.running == {APP, BUSYBOX}
+    assert [c.state for c in seen.containers] == ["waiting"]
     pod = observe.managed_pod(slim)
     assert pod is not None and pod == observe.managed_pod(keeper)
     assert observe.keeper_running_images(pod) == {APP, BUSYBOX}
