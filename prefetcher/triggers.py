@@ -21,7 +21,8 @@ def _ready(obj: Mapping[str, Any] | None) -> bool:
 
 
 def _node_shape(obj: Mapping[str, Any] | None) -> tuple[Any, ...]:
-    """What about a node changes a plan (heartbeats do not)."""
+    """What about a node changes a plan (heartbeats do not): allocatable too, since a device
+    plugin that registers after the node is Ready makes it fit GPU images."""
     obj = obj or {}
     spec = obj.get("spec") or {}
     return (
@@ -29,6 +30,7 @@ def _node_shape(obj: Mapping[str, Any] | None) -> tuple[Any, ...]:
         bool(spec.get("unschedulable")),
         repr(spec.get("taints") or []),
         repr(sorted(((obj.get("metadata") or {}).get("labels") or {}).items())),
+        repr(sorted(((obj.get("status") or {}).get("allocatable") or {}).items())),
     )
 
 

@@ -41,6 +41,9 @@ def test_node_triggers_ignore_heartbeats() -> None:
     assert node_trigger(Change("Node", "n1", node(heartbeat="t0"), node(heartbeat="t1"))) is None
     tainted = node(taints=[{"key": "k", "effect": "NoSchedule"}])
     assert node_trigger(Change("Node", "n1", node(), tainted)) == "node changed"
+    plugged = node()
+    plugged["status"]["allocatable"] = {"nvidia.com/gpu": "8"}
+    assert node_trigger(Change("Node", "n1", node(), plugged)) == "node changed"
 
 
 def test_image_triggers_ignore_status_updates() -> None:
