@@ -19,6 +19,7 @@ from prefetcher.planning.timing import retry_at
 # ((urgency, demand tier, -score, node, image), why); urgency 0: a need named by a workload
 # (rollout, CronJob run, pods waiting for capacity), 1: a new node or image, 2: routine.
 Candidate = tuple[tuple[int, int, float, str, str], str]
+NEW_NODE = "new node"
 
 
 def node_candidates(
@@ -72,7 +73,7 @@ def urgent_need(state: PlanState, entry: NodeTarget, image: MergedImage) -> tupl
                 return "CronJob run due", 0
             state.wake(start)
     if entry.urgent_recent:
-        return "new node", 1
+        return NEW_NODE, 1
     if image.new_in_use:
         return "new image in use", 1
     return "routine", 2
@@ -98,6 +99,15 @@ def node_pull_cap(node: NodeInfo, config: Config) -> int:
     if selector is None or selector_mismatch(dict(selector), node.labels) is not None:
         return config.max_pulls_per_node
     return config.max_pulls_per_node + 1
+
+
+def batch_limit(why: str, config: Config) -> int:
+    """Images a new puller takes: `joinPullBatchSize` on a node that just joined (no workload
+    pod starts there, or it would have no candidates), so its images follow one another with
+    no puller's start, end and next pass between them; else `pullBatchSize`."""
+    if why == NEW_NODE:
+        return max(config.pull_batch_size, config.join_pull_batch_size)
+    return config.pull_batch_size
 
 
 def choose_pulls(state: PlanState) -> None:
@@ -174,8 +184,9 @@ def start_pulls(state: PlanState, candidates: list[Candidate], starting: Startin
         if record is None:
             # A retry is pulled alone; first tries share a pod with the node's next
             # candidates from the same registry that are first tries too.
+            limit = batch_limit(why, config)
             for other in by_node[name]:
-                if len(batch) >= config.pull_batch_size:
+                if len(batch) >= limit:
                     break
                 if (
                     other != ref

@@ -549,6 +549,20 @@ def test_a_puller_pulls_a_batch_of_one_registry_in_rank_order() -> None:
     assert sum(len(p.pulls) for p in w.history) == 3
 
 
+def test_a_node_that_just_joined_pulls_its_images_in_one_larger_batch() -> None:
+    """A new node (no workload pod starting there) takes joinPullBatchSize images a puller,
+    so no puller's start and end fall between its pulls; an older node pullBatchSize."""
+    images = [image(ref, uses=10 - i) for i, ref in enumerate(HARBOR)]
+    settings = config(pull_batch_size=2, join_pull_batch_size=4)
+    fresh = World(nodes=[node("new", age=timedelta(minutes=1))], images=images, config=settings)
+    old = World(nodes=[node("old")], images=images, config=settings)
+    joined = fresh.step().pulls
+    assert [(p.images, p.why) for p in joined] == [(tuple(HARBOR[:4]), "new node")]
+    assert [p.images for p in old.step().pulls] == [tuple(HARBOR[:2])]
+    assert [p.images for p in fresh.step().pulls] == [(HARBOR[4],)]
+    assert fresh.converge().summary.coverage == 1.0  # type: ignore[union-attr]
+
+
 def test_keeper_waits_for_the_nodes_batch_to_finish() -> None:
     """While the node still pulls, a pulled image stays held by its finished puller; the
     keeper is replaced once the node is done, or after KEEPER_BATCH_WAIT."""
