@@ -3,6 +3,7 @@ every cap."""
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 
 from imagesync.config import Config
@@ -16,9 +17,10 @@ from prefetcher.planning.state import PlanState
 from prefetcher.planning.targets import NodeTarget
 from prefetcher.planning.timing import retry_at
 
-# ((urgency, demand tier, -score, node, image), why); urgency 0: a need named by a workload
-# (rollout, CronJob run, pods waiting for capacity), 1: a new node or image, 2: routine.
-Candidate = tuple[tuple[int, int, float, str, str], str]
+# ((urgency, demand tier, -score, node, spread, image), why); urgency 0: a need named by a
+# workload (rollout, CronJob run, pods waiting for capacity), 1: a new node or image, 2:
+# routine. `spread` orders a node's images of equal rank (see `spread`).
+Candidate = tuple[tuple[int, int, float, str, int, str], str]
 NEW_NODE = "new node"
 
 
@@ -56,8 +58,17 @@ def node_candidates(
             )
             continue
         tier = state.demand.tier(ref, name)
-        out.append(((urgency, tier, -image.score, name, ref), why))
+        out.append(((urgency, tier, -image.score, name, spread(name, ref), ref), why))
     return out
+
+
+def spread(node: str, image: str) -> int:
+    """The order of a node's images of equal rank: a hash of (node, image), so the nodes of a
+    fleet pull them in different orders. In one order, every node would wait for the
+    registry's answer before each image at the same moments (the registry idle meanwhile)
+    and pull the same image at once (its `maxPullsPerImage` binding)."""
+    digest = hashlib.blake2b(f"{node}\n{image}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
 
 
 def urgent_need(state: PlanState, entry: NodeTarget, image: MergedImage) -> tuple[str, int]:
@@ -111,8 +122,8 @@ def batch_limit(why: str, config: Config) -> int:
 
 
 def choose_pulls(state: PlanState) -> None:
-    """Candidates in order (urgency, demand tier, score, node, image), batched per node,
-    each puller within every cap."""
+    """Candidates in order (urgency, demand tier, score, node, then a node's own order of its
+    images of equal rank), batched per node, each puller within every cap."""
     starting = starting_pods(state)
     candidates: list[Candidate] = []
     busy = Counter(pod.node for pod, _ in state.in_flight.values())
@@ -125,7 +136,7 @@ def choose_pulls(state: PlanState) -> None:
             # wait without being ranked against the fleet's (most of them, while a fleet
             # converges).
             for key, _why in mine:
-                state.waiting.setdefault(key[-2:], "waiting for a pull slot")
+                state.waiting.setdefault((key[3], key[-1]), "waiting for a pull slot")
         else:
             candidates += mine
     start_pulls(state, candidates, starting)
@@ -137,7 +148,7 @@ def start_pulls(state: PlanState, candidates: list[Candidate], starting: Startin
     candidates.sort()
     by_node: dict[str, list[str]] = {}
     for key, _why in candidates:
-        by_node.setdefault(key[-2], []).append(key[-1])
+        by_node.setdefault(key[3], []).append(key[-1])
     puller_names = {p.name for p in state.pullers}
     flying = list(state.in_flight.values())
     per_node = Counter(pod.node for pod, _ in flying)
@@ -154,7 +165,7 @@ def start_pulls(state: PlanState, candidates: list[Candidate], starting: Startin
     taken: set[PullKey] = set()
     shares: dict[str, int | None] = {}
     for key, why in candidates:
-        name, ref = key[-2], key[-1]
+        name, ref = key[3], key[-1]
         if (name, ref) in taken:
             continue
         image = state.by_image[ref]

@@ -563,6 +563,19 @@ def test_a_node_that_just_joined_pulls_its_images_in_one_larger_batch() -> None:
     assert fresh.converge().summary.coverage == 1.0  # type: ignore[union-attr]
 
 
+def test_nodes_pull_images_of_equal_rank_in_orders_of_their_own() -> None:
+    """In one shared order every node would wait for the registry's answer at the same
+    moments and pull the same image at once: each node orders its equal images its own way."""
+    images = [image(ref, uses=5) for ref in HARBOR]
+    nodes = [node(f"n{i}") for i in range(4)]
+    pulls = World(nodes=nodes, images=images, config=config(pull_batch_size=5)).step().pulls
+    orders = {p.node: p.images for p in pulls}
+    assert set(orders) == {n.name for n in nodes}
+    assert all(sorted(order) == sorted(HARBOR) for order in orders.values())
+    assert len(set(orders.values())) > 1
+    assert {order[0] for order in orders.values()} != {HARBOR[0]}
+
+
 def test_keeper_waits_for_the_nodes_batch_to_finish() -> None:
     """While the node still pulls, a pulled image stays held by its finished puller; the
     keeper is replaced once the node is done, or after KEEPER_BATCH_WAIT."""
