@@ -9,7 +9,8 @@ passes. For each puller of a node joining the converged cluster it prints, in wa
 
 - create → kubelet: the pod's creation to its first status write (the kubelet saw it);
 - init: the first status write to the tools container running;
-- pulls: the bytes (first "Pulling" to last "Pulled");
+- pulls: the images' answers and bytes (first "Pulling" to last "Pulled"; the tools image's
+  pull belongs to the init step);
 - last start: the last image pulled to the pod's status saying so (the container start,
   the kubelet's status write);
 - to next: that status write to the node's next puller created (the watch, the coalescing
