@@ -9,7 +9,8 @@ passes. For each puller of a node joining the converged cluster it prints, in wa
 
 - create → kubelet: the pod's creation to its first status write (the kubelet saw it);
 - init: the first status write to the tools container running;
-- pulls: the bytes (first "Pulling" to last "Pulled");
+- pulls: the images' answers and bytes (first "Pulling" to last "Pulled"; the tools image's
+  pull belongs to the init step);
 - last start: the last image pulled to the pod's status saying so (the container start,
   the kubelet's status write);
 - to next: that status write to the node's next puller created (the watch, the coalescing
@@ -49,6 +50,7 @@ from imagesync.names import POD_NAMESPACE_DEFAULT  # noqa: E402
 from simulator.cluster import SimCluster  # noqa: E402
 from simulator.noderuntime import NodeRuntime  # noqa: E402
 
+TOOLS = "image-sync/image-sync:"  # the tools image the init container copies the sleeper from
 LOG_LINE = re.compile(
     r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) .*pass \(.* "
     r"(?P<seconds>[\d.]+)s \(plan"
@@ -215,8 +217,13 @@ def report(node: str, joined_at: float, warm: float, timeline: Timeline, log: li
         created = min(t for t, kind, _ in seen if kind == "ADDED")
         kubelet_first = min((t for t, _, _ in steps), default=None)
         started = [t for t, reason, _ in steps if reason == "Started"]
-        pulling = [t for t, reason, _ in steps if reason == "Pulling"]
-        pulled = [t for t, reason, msg in steps if reason == "Pulled" and "Successfully" in msg]
+        # The images' own pulls; the tools image's (the init container's) is part of "init".
+        pulling = [t for t, reason, msg in steps if reason == "Pulling" and TOOLS not in msg]
+        pulled = [
+            t
+            for t, reason, msg in steps
+            if reason == "Pulled" and "Successfully" in msg and TOOLS not in msg
+        ]
         status_done = min((t for t, kind, done in seen if done and kind != "DELETED"), default=None)
         create_pass = [p for p in passes if p[0] - 0.05 <= created <= p[1] + 0.05]
         parts = {

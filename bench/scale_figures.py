@@ -35,6 +35,7 @@ def coverage_floor(
     node_bandwidth: float,
     registry_bandwidth: float,
     caps: PullCaps,
+    round_trip: float = 0.0,
 ) -> CoverageFloor:
     """Every image on every node, all from one registry, in the least time physics allows.
 
@@ -42,7 +43,9 @@ def coverage_floor(
     most its node's: with k pulls in flight the cluster moves min(registry, k x node) bytes a
     second, and k is at most the nodes and the pull caps. A node pulls one image at a time,
     so it needs its own bytes ÷ its bandwidth; an image capped at `per_image` pullers needs
-    its bytes x nodes ÷ (cap x node bandwidth).
+    its bytes x nodes ÷ (cap x node bandwidth). With `round_trip`, a node also waits that
+    long for the registry's answer before each image's bytes (a wait that uses no
+    bandwidth, so the registry's own bound is unchanged).
     """
     if nodes <= 0 or not image_bytes:
         return CoverageFloor(0.0, "nothing to pull")
@@ -55,13 +58,13 @@ def coverage_floor(
         aggregate_reason = "pull caps"
     else:
         aggregate_reason = "node bandwidth"
+    waits = round_trip * len(image_bytes)
+    node_reason = "node bandwidth and round trips" if round_trip else "node bandwidth"
+    largest = max(image_bytes) / node_bandwidth + round_trip
     candidates = [
         (per_node * nodes / aggregate, aggregate_reason),
-        (per_node / min(node_bandwidth, registry_bandwidth), "node bandwidth"),
-        (
-            max(image_bytes) * nodes / (min(caps.per_image, nodes) * node_bandwidth),
-            "one image's cap",
-        ),
+        (per_node / min(node_bandwidth, registry_bandwidth) + waits, node_reason),
+        (largest * nodes / min(caps.per_image, nodes), "one image's cap"),
     ]
     seconds, reason = max(candidates, key=lambda c: c[0])
     return CoverageFloor(seconds, reason)

@@ -105,6 +105,8 @@ class SizeResult:
     converge_simulated: float = 0.0
     floor: float = 0.0
     floor_bound_by: str = ""
+    floor_round_trips: float = 0.0  # the floor plus the registry's answer before each image
+    floor_round_trips_bound_by: str = ""
     prefetcher_cpu: float = 0.0
     startup_cpu: float = 0.0
     simulator_cpu: float = 0.0
@@ -172,6 +174,9 @@ def run_size(
     sizes = [size for _, size, _ in images]
     caps = PullCaps(nodes, nodes, nodes)
     floor = coverage_floor(sizes, nodes, NODE_BANDWIDTH, REGISTRY_BANDWIDTH, caps)
+    physical = coverage_floor(
+        sizes, nodes, NODE_BANDWIDTH, REGISTRY_BANDWIDTH, caps, REGISTRY_ROUND_TRIP
+    )
     speed = speed or auto_speed(floor.seconds, floor_wall)
     # The default sweep interval (30 minutes), as in a cluster: converging is driven by the
     # changes, and the converged sweep is asked for at once with SIGHUP.
@@ -185,6 +190,8 @@ def run_size(
         load_before=os.getloadavg(),
         floor=floor.seconds,
         floor_bound_by=floor.bound_by,
+        floor_round_trips=physical.seconds,
+        floor_round_trips_bound_by=physical.bound_by,
         join_floor=join_floor(sizes, NODE_BANDWIDTH, REGISTRY_BANDWIDTH),
         join_floor_round_trips=join_floor(
             sizes, NODE_BANDWIDTH, REGISTRY_BANDWIDTH, REGISTRY_ROUND_TRIP
@@ -202,7 +209,8 @@ def run_size(
     )
     say(
         f"== {nodes} nodes x {image_count} images: simulated clock at {speed:g}x, sweep every "
-        f"{sweep_interval:g}s, coverage floor {floor.seconds:.0f}s simulated ({floor.bound_by})"
+        f"{sweep_interval:g}s, coverage floor {floor.seconds:.0f}s simulated ({floor.bound_by}), "
+        f"{physical.seconds:.0f}s with the registry's answer per image ({physical.bound_by})"
     )
     sim_cpu_start = self_cpu_seconds()
     with (

@@ -435,6 +435,13 @@ class Config:
         10,
         "Images one puller pod pulls, one after another (fewer pods and API writes per image).",
     )
+    join_pull_batch_size: int = _key(
+        _integer(1),
+        100,
+        "Images one puller pod pulls on a node that joined or turned Ready within urgentWindow "
+        "while no workload pod starts there: its pulls follow one another with no puller's "
+        "start and end between them.",
+    )
     quiet_hours: str = _key(
         _quiet_hours,
         "",

@@ -57,6 +57,7 @@ from prefetcher.pullpolicy import RewriteWatch
 from prefetcher.snapshot import IMAGES, NODES, PODS, STARTING, SnapshotBuilder
 from prefetcher.sources.sync import CatalogView, SourceSync
 from prefetcher.triggers import (
+    PLANNED_AT_ONCE,
     image_trigger,
     keeper_holds,
     node_trigger,
@@ -144,6 +145,7 @@ class Controller(ImageLearners, SnapshotBuilder, PlanExecutor):
         self._excluded_loaded = False
         self.rewrites = RewriteWatch(metrics, clock.now)
         self._wake = threading.Event()
+        self._at_once = threading.Event()  # a change that skips the coalescing wait came
         self._lock = threading.Lock()
         self._reasons: Counter[str] = Counter()
         self._stop = threading.Event()
@@ -257,6 +259,8 @@ class Controller(ImageLearners, SnapshotBuilder, PlanExecutor):
         """Ask for a pass soon (after the coalescing wait)."""
         with self._lock:
             self._reasons[reason] += 1
+            if reason in PLANNED_AT_ONCE:
+                self._at_once.set()
         self._wake.set()
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -275,6 +279,7 @@ class Controller(ImageLearners, SnapshotBuilder, PlanExecutor):
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
         self._wake.set()
+        self._at_once.set()
         for informer in self.informers:
             informer.stop()
         if self._thread is not None:
@@ -322,8 +327,11 @@ class Controller(ImageLearners, SnapshotBuilder, PlanExecutor):
                 continue
             if now < due and now < self._last_pass_end + self.config.pass_coalesce:
                 # Passes come at most every passCoalesce: the changes that arrive meanwhile
-                # make one pass; a change after a quiet spell is planned at once.
-                self.clock.wait(self._stop, self._last_pass_end + self.config.pass_coalesce - now)
+                # make one pass; a change after a quiet spell is planned at once, and so is a
+                # node that joined or turned Ready (its first puller waits for nothing).
+                self.clock.wait(
+                    self._at_once, self._last_pass_end + self.config.pass_coalesce - now
+                )
             reasons = self._take_reasons()
             now = self.clock.now()
             if now >= self._next_sweep:
@@ -360,6 +368,8 @@ class Controller(ImageLearners, SnapshotBuilder, PlanExecutor):
         with self._lock:
             reasons, self._reasons = self._reasons, Counter()
             self._wake.clear()
+            if not self._stop.is_set():
+                self._at_once.clear()
         return reasons
 
     def report_plan(self) -> tuple[Plan, PassInfo | None]:

@@ -16,7 +16,8 @@
 4. Pulls: target - present - pulling - in backoff, ordered urgent first (a workload's
    need: a rollout, a CronJob's next run, pods waiting for capacity; then a node that
    joined or turned Ready within `urgent_window`, an image first seen that recently and
-   in use), then by demand tier, then by score, then node and image. A puller takes up to `pull_batch_size`
+   in use), then by demand tier, then by score, then node and the node's own order of its
+   equal images (a hash, so a fleet does not pull in lockstep). A puller takes up to `pull_batch_size`
    first-try images of one registry (a retry goes alone); each start must fit every cap
    (per node, per registry, per image, cluster-wide), counting pullers already running.
    In quiet hours only urgent pulls start; on a node where a workload pod is starting

@@ -12,6 +12,10 @@ from prefetcher import observe
 from prefetcher.informer import Change
 from prefetcher.model import Plan
 
+# Triggers planned without the coalescing wait: a node that can pull now should not wait for
+# the pass slot (they are rare next to pod changes, which make most passes).
+PLANNED_AT_ONCE = frozenset({"node joined", "node ready"})
+
 
 def _ready(obj: Mapping[str, Any] | None) -> bool:
     for condition in ((obj or {}).get("status") or {}).get("conditions") or []:

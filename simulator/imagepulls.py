@@ -64,8 +64,7 @@ class ImagePulls(StatusReporting):
             return
         for job in [j for j in self.active if not j.waiters]:
             self.active.remove(job)
-            if not job.cached and job.resolved is not None:
-                self.registries.end_transfer(job.host)
+            self.end_bytes(job)
 
     def _job_priority(self, job: PullJob) -> int:
         return max((self.pods[u].priority for u, _ in job.waiters if u in self.pods), default=0)
@@ -87,41 +86,58 @@ class ImagePulls(StatusReporting):
                 self._start_pull(job, cursor)
             if not self.active:
                 return
-            # Find the next pull to finish within (cursor, now].
-            finish_at, first = None, None
+            # The next moment within (cursor, now] a pull's bytes begin or a pull finishes.
+            next_at, first = None, None
             for job in self.active:
-                t = self._finish_time(job, cursor)
-                if t is not None and (finish_at is None or t < finish_at):
-                    finish_at, first = t, job
-            if finish_at is None or first is None or finish_at > now:
+                t = self._next_moment(job, cursor)
+                if next_at is None or t < next_at:
+                    next_at, first = t, job
+            if next_at is None or first is None or next_at > now:
                 for job in list(self.active):
                     self._progress(job, cursor, now)
                     if not job.cached and self.registries.is_down(job.host, now):
                         self._fail_pull(job, self.registries.unavailable_error(job.reference), now)
                 return
             for job in self.active:
-                self._progress(job, cursor, finish_at)
-            cursor = finish_at
-            self._complete_pull(first, cursor)
+                self._progress(job, cursor, next_at)
+            cursor = next_at
+            if first.cached or first.transferring:
+                self._complete_pull(first, cursor)
+            else:
+                self._begin_bytes(first)
 
     def _rate(self, job: PullJob) -> float:
-        """The registry's share, within the node's bandwidth split among its downloads."""
-        downloads = sum(1 for j in self.active if not j.cached) or 1
+        """The registry's share, within the node's bandwidth split among its downloads (pulls
+        whose bytes flow: a pull waiting for its manifest's round trip takes no bandwidth)."""
+        downloads = sum(1 for j in self.active if j.transferring) or 1
         link = self.config.bandwidth / downloads
         return max(1.0, min(link, self.registries.share(job.host)))
 
-    def _finish_time(self, job: PullJob, cursor: float) -> float | None:
+    def _next_moment(self, job: PullJob, cursor: float) -> float:
+        """When `job` next changes: its local check ends, its bytes begin, or its bytes end."""
         if job.cached:
             return max(cursor, job.local_until)
-        remaining = job.total - job.done
-        return cursor + max(0.0, remaining) / self._rate(job)
+        if not job.transferring:
+            return max(cursor, job.bytes_from)
+        return cursor + max(0.0, job.total - job.done) / self._rate(job)
 
     def _progress(self, job: PullJob, start: float, end: float) -> None:
-        if job.cached or end <= start:
+        if not job.transferring or end <= start:
             return
         if self.registries.is_down(job.host, end):
             return  # stalls; failed at the next check
         job.done = min(job.total, job.done + (end - start) * self._rate(job))
+
+    def _begin_bytes(self, job: PullJob) -> None:
+        """The manifest is in: the layers' bytes flow, sharing the registry's bandwidth."""
+        job.transferring = True
+        self.registries.begin_transfer(job.host)
+
+    def end_bytes(self, job: PullJob) -> None:
+        """The pull no longer takes a share of its registry (done, failed or cancelled)."""
+        if job.transferring:
+            job.transferring = False
+            self.registries.end_transfer(job.host)
 
     def _start_pull(self, job: PullJob, now: float) -> None:
         job.started_at = now
@@ -163,19 +179,17 @@ class ImagePulls(StatusReporting):
             )
             return
         job.total = resolved.platform.compressed_size
-        job.done = -latency * self._rate(job)  # the manifest round trip before the first byte
-        self.registries.begin_transfer(job.host)
+        # The registry answers (token, manifests, config) before the first layer byte: a wait
+        # of `latency` that uses none of the registry's or the node's bandwidth.
+        job.bytes_from = now + latency
         self.active.append(job)
 
     def _complete_pull(self, job: PullJob, now: float) -> None:
         self.active.remove(job)
-        if not job.cached:
-            self.registries.end_transfer(job.host)
+        self.end_bytes(job)
         assert job.resolved is not None
         if not job.cached and self.registries.is_down(job.host, now):
-            self._fail_pull(
-                job, self.registries.unavailable_error(job.reference), now, queued=False
-            )
+            self._fail_pull(job, self.registries.unavailable_error(job.reference), now)
             return
         if not job.cached and not self.store.fits(job.resolved.platform.disk_size):
             self._collect(now, need_bytes=job.resolved.platform.disk_size)
@@ -227,11 +241,10 @@ class ImagePulls(StatusReporting):
             if pod is not None:
                 self._step_pod(pod, now)
 
-    def _fail_pull(self, job: PullJob, error: PullError, now: float, queued: bool = True) -> None:
+    def _fail_pull(self, job: PullJob, error: PullError, now: float) -> None:
         if job in self.active:
             self.active.remove(job)
-            if queued and not job.cached and job.resolved is not None:
-                self.registries.end_transfer(job.host)
+        self.end_bytes(job)
         for uid, name in job.waiters:
             pod = self.pods.get(uid)
             if pod is None:

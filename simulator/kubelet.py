@@ -509,8 +509,7 @@ class KubeletSet:
         """The Node object is gone: stop its kubelet and, like the pod GC controller, delete its pods."""
         runtime = self.runtimes.pop(name)
         for job in runtime.active:
-            if not job.cached and job.resolved is not None:
-                self.registries.end_transfer(job.host)
+            runtime.end_bytes(job)
         self._last_status.pop(name, None)
         self._last_lease.pop(name, None)
         self._not_ready.discard(name)

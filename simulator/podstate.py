@@ -257,3 +257,5 @@ class PullJob:
     host: str = ""
     cached: bool = False
     local_until: float = 0.0
+    bytes_from: float = 0.0  # the manifest's round trip ends: the first byte can flow
+    transferring: bool = False  # counted among the registry's transfers (bytes flowing)

@@ -48,6 +48,17 @@ def test_a_per_image_cap_bounds_its_largest_image() -> None:
     assert floor.bound_by == "one image's cap"
 
 
+def test_round_trips_add_to_a_nodes_own_floor_not_to_the_registrys() -> None:
+    # 10 nodes: each waits 2 x 0.5 s for the registry's answers on top of its 5 GB at 1 GB/s.
+    floor = coverage_floor([2 * GB, 3 * GB], 10, 1 * GB, 50 * GB, OPEN, round_trip=0.5)
+    assert floor.seconds == pytest.approx(6.0)
+    assert floor.bound_by == "node bandwidth and round trips"
+    # 1,000 nodes: the registry's bytes still bound it; waiting for answers uses no bandwidth.
+    floor = coverage_floor([2 * GB, 3 * GB], 1000, 1 * GB, 50 * GB, OPEN, round_trip=0.5)
+    assert floor.seconds == pytest.approx(100.0)
+    assert floor.bound_by == "registry bandwidth"
+
+
 def test_nothing_to_pull_has_no_floor() -> None:
     assert coverage_floor([], 10, GB, GB, OPEN).seconds == 0.0
 

@@ -3,6 +3,7 @@ every cap."""
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 
 from imagesync.config import Config
@@ -16,9 +17,11 @@ from prefetcher.planning.state import PlanState
 from prefetcher.planning.targets import NodeTarget
 from prefetcher.planning.timing import retry_at
 
-# ((urgency, demand tier, -score, node, image), why); urgency 0: a need named by a workload
-# (rollout, CronJob run, pods waiting for capacity), 1: a new node or image, 2: routine.
-Candidate = tuple[tuple[int, int, float, str, str], str]
+# ((urgency, demand tier, -score, node, spread, image), why); urgency 0: a need named by a
+# workload (rollout, CronJob run, pods waiting for capacity), 1: a new node or image, 2:
+# routine. `spread` orders a node's images of equal rank (see `spread`).
+Candidate = tuple[tuple[int, int, float, str, int, str], str]
+NEW_NODE = "new node"
 
 
 def node_candidates(
@@ -55,8 +58,17 @@ def node_candidates(
             )
             continue
         tier = state.demand.tier(ref, name)
-        out.append(((urgency, tier, -image.score, name, ref), why))
+        out.append(((urgency, tier, -image.score, name, spread(name, ref), ref), why))
     return out
+
+
+def spread(node: str, image: str) -> int:
+    """The order of a node's images of equal rank: a hash of (node, image), so the nodes of a
+    fleet pull them in different orders. In one order, every node would wait for the
+    registry's answer before each image at the same moments (the registry idle meanwhile)
+    and pull the same image at once (its `maxPullsPerImage` binding)."""
+    digest = hashlib.blake2b(f"{node}\n{image}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
 
 
 def urgent_need(state: PlanState, entry: NodeTarget, image: MergedImage) -> tuple[str, int]:
@@ -72,7 +84,7 @@ def urgent_need(state: PlanState, entry: NodeTarget, image: MergedImage) -> tupl
                 return "CronJob run due", 0
             state.wake(start)
     if entry.urgent_recent:
-        return "new node", 1
+        return NEW_NODE, 1
     if image.new_in_use:
         return "new image in use", 1
     return "routine", 2
@@ -100,9 +112,43 @@ def node_pull_cap(node: NodeInfo, config: Config) -> int:
     return config.max_pulls_per_node + 1
 
 
+def batch_limit(why: str, config: Config) -> int:
+    """Images a new puller takes: `joinPullBatchSize` on a node that just joined (no workload
+    pod starts there, or it would have no candidates), so its images follow one another with
+    no puller's start, end and next pass between them; else `pullBatchSize`."""
+    if why == NEW_NODE:
+        return max(config.pull_batch_size, config.join_pull_batch_size)
+    return config.pull_batch_size
+
+
+# A puller with this few images left to pull lets its node's next puller be created: the new
+# pod's start (its creation, the kubelet's sync, its init container) overlaps those last
+# pulls, and its first pull queues right behind them instead of waiting for a pass.
+EARLY_NEXT_PENDING = 2
+
+
+def node_slots(state: PlanState, node: NodeInfo) -> int:
+    """Pullers `node` may have now: its cap (`node_pull_cap`), one more while its pullers
+    pull their last EARLY_NEXT_PENDING images. Only nodes with candidates use it, so never
+    where a workload pod starts (its pulls go first); a workload pod bound later makes the
+    pullers in its way yield, as any."""
+    config = state.config
+    cap = node_pull_cap(node, config)
+    if cap > config.max_pulls_per_node:
+        return cap  # a kubelet that pulls in parallel: the next puller runs beside already
+    flying = [(pod, pending) for pod, pending in state.in_flight.values() if pod.node == node.name]
+    if (
+        len(flying) == cap
+        and not any(pod.deleting for pod, _ in flying)
+        and sum(len(pending) for _, pending in flying) <= EARLY_NEXT_PENDING
+    ):
+        return cap + 1
+    return cap
+
+
 def choose_pulls(state: PlanState) -> None:
-    """Candidates in order (urgency, demand tier, score, node, image), batched per node,
-    each puller within every cap."""
+    """Candidates in order (urgency, demand tier, score, node, then a node's own order of its
+    images of equal rank), batched per node, each puller within every cap."""
     starting = starting_pods(state)
     candidates: list[Candidate] = []
     busy = Counter(pod.node for pod, _ in state.in_flight.values())
@@ -110,12 +156,12 @@ def choose_pulls(state: PlanState) -> None:
         if entry.problem is not None:
             continue
         mine = node_candidates(state, entry, state.missing(entry), starting)
-        if busy[entry.node.name] >= node_pull_cap(entry.node, state.config):
+        if busy[entry.node.name] >= node_slots(state, entry.node):
             # A node whose pullers fill its slots starts nothing this pass: its candidates
             # wait without being ranked against the fleet's (most of them, while a fleet
             # converges).
             for key, _why in mine:
-                state.waiting.setdefault(key[-2:], "waiting for a pull slot")
+                state.waiting.setdefault((key[3], key[-1]), "waiting for a pull slot")
         else:
             candidates += mine
     start_pulls(state, candidates, starting)
@@ -127,7 +173,7 @@ def start_pulls(state: PlanState, candidates: list[Candidate], starting: Startin
     candidates.sort()
     by_node: dict[str, list[str]] = {}
     for key, _why in candidates:
-        by_node.setdefault(key[-2], []).append(key[-1])
+        by_node.setdefault(key[3], []).append(key[-1])
     puller_names = {p.name for p in state.pullers}
     flying = list(state.in_flight.values())
     per_node = Counter(pod.node for pod, _ in flying)
@@ -143,8 +189,9 @@ def start_pulls(state: PlanState, candidates: list[Candidate], starting: Startin
     total = len(flying)
     taken: set[PullKey] = set()
     shares: dict[str, int | None] = {}
+    slots: dict[str, int] = {}
     for key, why in candidates:
-        name, ref = key[-2], key[-1]
+        name, ref = key[3], key[-1]
         if (name, ref) in taken:
             continue
         image = state.by_image[ref]
@@ -161,9 +208,11 @@ def start_pulls(state: PlanState, candidates: list[Candidate], starting: Startin
             )
             continue
         node = state.targets[name].node
+        if name not in slots:
+            slots[name] = node_slots(state, node)
         if (
             total >= config.max_concurrent_pulls
-            or per_node[name] >= node_pull_cap(node, config)
+            or per_node[name] >= slots[name]
             or per_image[ref] >= config.max_pulls_per_image
             or per_registry[image.registry] >= config.max_pulls_per_registry
         ):
@@ -174,8 +223,9 @@ def start_pulls(state: PlanState, candidates: list[Candidate], starting: Startin
         if record is None:
             # A retry is pulled alone; first tries share a pod with the node's next
             # candidates from the same registry that are first tries too.
+            limit = batch_limit(why, config)
             for other in by_node[name]:
-                if len(batch) >= config.pull_batch_size:
+                if len(batch) >= limit:
                     break
                 if (
                     other != ref

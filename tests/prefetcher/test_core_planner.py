@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import timedelta
+from typing import Any
 
 from prefetcher.model import (
     ContainerObservation,
@@ -29,6 +30,7 @@ from tests.prefetcher.test_core_fixtures import (
     config,
     image,
     node,
+    running,
     world,
 )
 
@@ -120,21 +122,24 @@ def test_running_pullers_count_against_caps() -> None:
     )
     snap = Snapshot(now=NOW, nodes=nodes, images=(image(APP), image(BUSYBOX)), pods=(running,))
     result = plan(snap, config(max_pulls_per_image=1))
-    assert [(p.node, p.images) for p in result.pulls] == [("b", (BUSYBOX,))]
+    # a's puller pulls its last image, so a's next puller may start (EARLY_NEXT_PENDING) and
+    # takes BUSYBOX; b finds both images at their cap: the running puller counts for APP.
+    assert [(p.node, p.images) for p in result.pulls] == [("a", (BUSYBOX,))]
     cell = next(c for c in result.cells if c.node == "a" and c.image == APP)
     assert cell.state == "pulling"
 
 
 def test_a_node_that_pulls_in_parallel_gets_its_next_puller_beside_the_one_in_flight() -> None:
     nodes = (node("serial"), node("parallel", labels={"pool": "fast"}))
-    images = tuple(image(f"harbor.example.internal/lib/app-{i}:1.0", uses=10 - i) for i in range(3))
+    images = tuple(image(f"harbor.example.internal/lib/app-{i}:1.0", uses=10 - i) for i in range(6))
+    flying = tuple(i.image for i in images[:3])  # more left to pull than EARLY_NEXT_PENDING
     pods = tuple(
         ManagedPod(
-            name=puller_name(n.name, [images[0].image]),
+            name=puller_name(n.name, flying),
             uid=f"u-{n.name}",
             node=n.name,
             role="puller",
-            images=(images[0].image,),
+            images=flying,
             created=NOW,
         )
         for n in nodes
@@ -143,9 +148,39 @@ def test_a_node_that_pulls_in_parallel_gets_its_next_puller_beside_the_one_in_fl
     settings = {"pull_batch_size": 1}
     assert plan(snap, config(**settings)).pulls == ()
     pipelined = plan(snap, config(parallel_pull_nodes=(("pool", "fast"),), **settings))
-    assert [(p.node, p.images) for p in pipelined.pulls] == [("parallel", (images[1].image,))]
+    assert [(p.node, p.images) for p in pipelined.pulls] == [("parallel", (images[3].image,))]
     every_node = plan(snap, config(parallel_pull_nodes=(), **settings))
     assert sorted(p.node for p in every_node.pulls) == ["parallel", "serial"]
+
+
+def test_a_pullers_last_pulls_let_the_nodes_next_puller_start() -> None:
+    """With EARLY_NEXT_PENDING images left to pull, a node's next puller is created: its start
+    overlaps those pulls and its first pull queues right behind them. Not sooner, and not
+    while a workload pod starts on the node."""
+    images = tuple(image(f"harbor.example.internal/lib/app-{i}:1.0", uses=10 - i) for i in range(5))
+    batch = tuple(i.image for i in images[:3])
+
+    def puller(pulled: int) -> ManagedPod:
+        return ManagedPod(
+            name=puller_name("a", batch),
+            uid="u-a",
+            node="a",
+            role="puller",
+            images=batch,
+            created=NOW,
+            containers=tuple(running(f"c{i}", ref) for i, ref in enumerate(batch[:pulled])),
+        )
+
+    settings = config(pull_batch_size=2)
+
+    def pulls(pulled: int, **more: Any) -> list[tuple[str, ...]]:
+        snap = Snapshot(now=NOW, nodes=(node("a"),), images=images, pods=(puller(pulled),), **more)
+        return [p.images for p in plan(snap, settings).pulls]
+
+    assert pulls(0) == []  # three images left: too soon
+    assert pulls(1) == [(images[3].image, images[4].image)]
+    workload = StartingPod(pod="default/web", node="a", registries=("docker.io",), since=NOW)
+    assert pulls(1, starting=(workload,)) == []
 
 
 def test_failed_pull_is_reported_and_retried_with_backoff() -> None:
@@ -547,6 +582,33 @@ def test_a_puller_pulls_a_batch_of_one_registry_in_rank_order() -> None:
     assert final.summary is not None and final.summary.coverage == 1.0
     assert w.guarded("a") == set(HARBOR) | {BUSYBOX}
     assert sum(len(p.pulls) for p in w.history) == 3
+
+
+def test_a_node_that_just_joined_pulls_its_images_in_one_larger_batch() -> None:
+    """A new node (no workload pod starting there) takes joinPullBatchSize images a puller,
+    so no puller's start and end fall between its pulls; an older node pullBatchSize."""
+    images = [image(ref, uses=10 - i) for i, ref in enumerate(HARBOR)]
+    settings = config(pull_batch_size=2, join_pull_batch_size=4)
+    fresh = World(nodes=[node("new", age=timedelta(minutes=1))], images=images, config=settings)
+    old = World(nodes=[node("old")], images=images, config=settings)
+    joined = fresh.step().pulls
+    assert [(p.images, p.why) for p in joined] == [(tuple(HARBOR[:4]), "new node")]
+    assert [p.images for p in old.step().pulls] == [tuple(HARBOR[:2])]
+    assert [p.images for p in fresh.step().pulls] == [(HARBOR[4],)]
+    assert fresh.converge().summary.coverage == 1.0  # type: ignore[union-attr]
+
+
+def test_nodes_pull_images_of_equal_rank_in_orders_of_their_own() -> None:
+    """In one shared order every node would wait for the registry's answer at the same
+    moments and pull the same image at once: each node orders its equal images its own way."""
+    images = [image(ref, uses=5) for ref in HARBOR]
+    nodes = [node(f"n{i}") for i in range(4)]
+    pulls = World(nodes=nodes, images=images, config=config(pull_batch_size=5)).step().pulls
+    orders = {p.node: p.images for p in pulls}
+    assert set(orders) == {n.name for n in nodes}
+    assert all(sorted(order) == sorted(HARBOR) for order in orders.values())
+    assert len(set(orders.values())) > 1
+    assert {order[0] for order in orders.values()} != {HARBOR[0]}
 
 
 def test_keeper_waits_for_the_nodes_batch_to_finish() -> None:

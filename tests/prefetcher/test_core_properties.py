@@ -248,6 +248,7 @@ configs = st.builds(
     max_pulls_per_image=st.integers(1, 3),
     max_pulls_per_node=st.integers(1, 2),
     pull_batch_size=st.integers(1, 4),
+    join_pull_batch_size=st.integers(1, 6),
     quiet_hours=st.sampled_from(["", "02:00-04:00"]),
     keeper_enabled=st.booleans(),
     placement=st.sampled_from(["all", "demand"]),
@@ -299,7 +300,12 @@ def test_never_pull_a_present_image_or_twice(snapshot: Snapshot, cfg: Config) ->
     pairs = [(p.node, ref) for p in result.pulls for ref in p.images]
     for pull in result.pulls:
         assert pull.pod_name not in existing
-        assert 1 <= len(pull.images) <= cfg.pull_batch_size
+        # A node that just joined takes joinPullBatchSize images a puller, others pullBatchSize.
+        joined = pull.why == "new node"
+        limit = (
+            max(cfg.pull_batch_size, cfg.join_pull_batch_size) if joined else cfg.pull_batch_size
+        )
+        assert 1 <= len(pull.images) <= limit
         assert len({ref.split("/")[0] for ref in pull.images}) == 1  # one registry
         for ref in pull.images:
             assert ref not in present.get(pull.node, ())
@@ -320,10 +326,21 @@ def test_caps_hold(snapshot: Snapshot, cfg: Config) -> None:
         pending = tuple(i for i in p.images if i not in observe.puller_results(p))
         if p.role == "puller" and pending and p.uid not in deleted and p.node in names:
             pullers.append((p.node, pending))
+    # A node whose pullers have at most 2 images left to pull may start one more (its start
+    # overlaps their last pulls).
+    left = Counter[str]()
+    for node_name, refs in pullers:
+        left[node_name] += len(refs)
+    per_node = Counter(node_name for node_name, _ in pullers)
+
+    def node_cap(node_name: str) -> int:
+        ending = per_node[node_name] == cfg.max_pulls_per_node and left[node_name] <= 2
+        return cfg.max_pulls_per_node + (1 if ending else 0)
+
     pullers += [(a.node, a.images) for a in result.pulls]
     keys: list[tuple[str, str, int]] = []
     for node_name, refs in pullers:
-        keys += [("all", "", cfg.max_concurrent_pulls), ("node", node_name, cfg.max_pulls_per_node)]
+        keys += [("all", "", cfg.max_concurrent_pulls), ("node", node_name, node_cap(node_name))]
         keys += [("image", ref, cfg.max_pulls_per_image) for ref in refs]
         keys += [
             ("registry", registry, cfg.max_pulls_per_registry)

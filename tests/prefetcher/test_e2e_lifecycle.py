@@ -234,3 +234,28 @@ def test_failing_image_is_reported_with_its_reason_and_retried_with_backoff(
         next(i["name"] for i in r["images"] if i["image"] == missing),
     )
     assert "not found" in obj["status"]["lastError"]
+
+
+def test_a_joining_node_is_planned_without_the_coalescing_wait(
+    sim: Any, prefetchers: Running
+) -> None:
+    """Passes come at most every passCoalesce, but a node that joins or turns Ready is planned
+    at once: its first puller does not wait for the next slot."""
+    api = sim.api_client()
+    declare(api, SMALL)
+    # The slot after any pass is 10 simulated hours away (10 wall minutes at this speed).
+    prefetchers.start(sim_config(sweep_interval=10 * HOUR, pass_coalesce=10 * HOUR))
+
+    def pullers_on(node: str | None = None) -> list[Any]:
+        return [
+            p
+            for p in our_pods(api)
+            if p.metadata.labels.get("app.kubernetes.io/component") == "puller"
+            and (node is None or p.spec.node_name == node)
+        ]
+
+    wait_for(pullers_on, timeout=60, interval=0.2, what="the first pass's pullers")
+    joined = sim.add_node("cpu")
+    wait_for(
+        lambda: pullers_on(joined), timeout=60, interval=0.2, what="a puller on the joined node"
+    )

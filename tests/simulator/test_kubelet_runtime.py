@@ -516,3 +516,29 @@ def test_never_policy_container_starts_at_the_recheck_after_its_image_arrives() 
     for t in range(5, 13):
         node.advance(T0 + t)
     assert _status(node, "keeper")["phase"] == "Running"  # seen at the 10 s recheck
+
+
+def test_a_pull_waiting_for_its_manifest_takes_none_of_the_registrys_bandwidth() -> None:
+    """The registry's answer before the first byte (token, manifests) is a wait, not a
+    transfer: a second node in that wait leaves the registry's whole bandwidth to the first."""
+    registry = Registry(host="docker.io", bandwidth=100 * MB, latency=1.0)
+    registry.add(catalog_image("busybox:1.36", compressed="100MB", disk="200MB"))
+    registries = RegistrySet([registry], epoch=T0)
+    first, second = (
+        NodeRuntime(NodeConfig(name=name, bandwidth=1000 * MB), registries, T0)
+        for name in ("n1", "n2")
+    )
+    first.sync_pod(_pod("a", "busybox:1.36"), T0)
+    first.advance(T0 + 1.5)  # its manifest came at T0 + 1; half its bytes are in
+    second.advance(T0 + 1.5)
+    second.sync_pod(_pod("b", "busybox:1.36"), T0 + 1.5)
+    second.advance(T0 + 1.5)
+    assert second.pulls_in_flight() == ["docker.io/library/busybox:1.36"]
+    assert registries.active_transfers("docker.io") == 1  # only the first one's bytes flow
+    first.advance(T0 + 2.01)
+    assert first.store.find("docker.io/library/busybox:1.36") is not None
+    second.advance(T0 + 2.6)  # its bytes began at T0 + 2.5, alone at the registry's 100 MB/s
+    assert registries.active_transfers("docker.io") == 1
+    second.advance(T0 + 3.51)
+    assert second.store.find("docker.io/library/busybox:1.36") is not None
+    assert registries.active_transfers("docker.io") == 0
