@@ -314,21 +314,28 @@ class IncrementalPlanner:
                 and old.hinted_images != node.hinted_images
             )
         ]
+        # A size added can only raise an image's hint; an image whose largest size went is
+        # summed again once, after every node (so a sweep's cost follows the nodes' lists).
+        stale: set[str] = set()
         for name in changed:
             old, new = known.get(name), current.get(name)
             before = old.hinted_images if old is not None else {}
             after = new.hinted_images if new is not None else {}
-            for image in before:
+            for image, size in before.items():
                 del by_image[image][name]
+                if size >= hints[image]:
+                    stale.add(image)
             for image, size in after.items():
                 by_image.setdefault(image, {})[name] = size
-            for image in before.keys() | after.keys():
-                sizes = by_image.get(image)
-                if sizes:
-                    hints[image] = max(sizes.values())
-                else:
-                    by_image.pop(image, None)
-                    hints.pop(image, None)
+                if image not in stale and size > hints.get(image, -1):
+                    hints[image] = size
+        for image in stale:
+            sizes = by_image.get(image)
+            if sizes:
+                hints[image] = max(sizes.values())
+            else:
+                by_image.pop(image, None)
+                hints.pop(image, None)
         self._hint_nodes = current
         return hints
 
