@@ -157,7 +157,6 @@ class IncrementalPlanner:
         self._image_hints: dict[str, dict[str, int]] = {}  # image → node → its size there
         self._pods: dict[tuple[str, str], tuple[ManagedPod, PodFacts]] = {}
         self._seen_pods: dict[tuple[str, str], tuple[ManagedPod, PodFacts]] = {}
-        self._pass_facts: dict[int, PodFacts] = {}
         self._pod_images_hit: (
             tuple[tuple[object, object, object], Mapping[str, frozenset[str]]] | None
         ) = None
@@ -208,7 +207,6 @@ class IncrementalPlanner:
             self._sets = {}
         ordered = sorted(snapshot.pods, key=lambda p: (p.node, p.role, p.name, p.uid))
         self._seen_pods, self._seen_finished = {}, {}
-        self._pass_facts = {}  # by id: the snapshot holds every pod through the pass
         present = self._present(ordered)
         pod_images = self._pod_images(snapshot, edit)
         targets = self._targets(nodes, wanted, edit, present, pod_images, snapshot.now)
@@ -440,9 +438,6 @@ class IncrementalPlanner:
     def pod_facts(self, pod: ManagedPod) -> PodFacts:
         """A pod's running images (keeper), results and pulled images (puller), remembered
         while the pod object is the same."""
-        known = self._pass_facts.get(id(pod))  # asked for again this pass
-        if known is not None:
-            return known
         key = (pod.name, pod.uid)
         hit = self._seen_pods.get(key) or self._pods.get(key)
         if hit is None or hit[0] is not pod:
@@ -455,7 +450,6 @@ class IncrementalPlanner:
                 facts = (EMPTY, results, self._sets.setdefault(pulled, pulled))
             hit = (pod, facts)
         self._seen_pods[key] = hit
-        self._pass_facts[id(pod)] = hit[1]
         return hit[1]
 
     def finished_puller(
