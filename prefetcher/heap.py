@@ -9,9 +9,10 @@ the most objects. At 300 nodes x 60 images, with the caches churning while the c
 converged, such collections took 1 to 2 s of wall time of a pass's plan under load (0.1 to
 0.25 s of CPU each), against 70 ms for the plan itself.
 
-Nearly all of those objects are in no reference cycle (parsed JSON, dataclasses): reference counting frees
-them the moment the caches drop them, without the collector. What cycles there are (a
-client's exceptions and their tracebacks) wait for the sweep's collection.
+Nearly all of those objects are in no reference cycle (parsed JSON, dataclasses):
+reference counting frees them the moment the caches drop them, without the collector. What
+cycles there are (a client's exceptions and their tracebacks) wait for the sweep's
+collection.
 """
 
 from __future__ import annotations
