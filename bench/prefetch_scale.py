@@ -202,6 +202,7 @@ FIGURES = (
         "(warm - that floor) / pullers",
     ),
     Figure("plan: a sweep (full)", lambda r: r["sweep_plan"], "s", "≤ 1 s", lambda v: v <= 1.0),
+    Figure("  its thread's CPU", lambda r: r.get("sweep_plan_cpu"), "s", "(the rest waited)"),
     Figure("plan: a node joins", lambda r: r["join_plan"], "s", "≤ 0.05 s", lambda v: v <= 0.05),
     Figure(
         "plan: a new image", lambda r: r["new_image_plan"], "s", "≤ 0.05 s", lambda v: v <= 0.05

@@ -27,7 +27,7 @@ Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 PASS_LINE = re.compile(
     r"pass \((?P<trigger>[^)]*)\): (?P<writes>\d+) writes planned.* (?P<seconds>[\d.]+)s "
-    r"\(plan (?P<plan>[\d.]+)s\)"
+    r"\(plan (?P<plan>[\d.]+)s(?:, (?P<plan_cpu>[\d.]+)s CPU)?\)"
 )
 
 
@@ -39,6 +39,7 @@ class PassLine:
     writes: int
     seconds: float
     plan: float
+    plan_cpu: float | None = None  # the planning thread's CPU seconds (None: not logged)
 
 
 def proc_cpu_seconds(pid: int) -> float:
@@ -121,6 +122,7 @@ class PrefetcherProcess:
                         int(match["writes"]),
                         float(match["seconds"]),
                         float(match["plan"]),
+                        float(match["plan_cpu"]) if match["plan_cpu"] else None,
                     )
                 )
         return out

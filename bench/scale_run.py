@@ -120,6 +120,7 @@ class SizeResult:
     steady_requests: dict[str, int] | None = None
     steady_actions: dict[str, int] | None = None
     sweep_plan: float | None = None
+    sweep_plan_cpu: float | None = None  # the planning thread's CPU seconds
     sweep_seconds: float | None = None
     join_simulated: float | None = None
     join_floor: float = 0.0
@@ -401,6 +402,7 @@ def _steady(result: SizeResult, prefetcher: PrefetcherProcess, left: Callable[[]
     result.steady_actions = delta(actions(samples), before_actions)
     sweep = [p for p in prefetcher.passes() if p.trigger == "sweep"][-1]
     result.sweep_plan, result.sweep_seconds = sweep.plan, sweep.seconds
+    result.sweep_plan_cpu = sweep.plan_cpu
     say(
         f"  a converged sweep: {writes(result.steady_requests)} writes, requests "
         f"{result.steady_requests}; plan {sweep.plan * 1e3:.0f} ms"

@@ -105,6 +105,15 @@ class DemandMemo:
     def __init__(self) -> None:
         self._pools: dict[str, tuple[NodeInfo, Pool]] = {}
         self._running: tuple[object, object, RunningNodes] | None = None
+        self._index: tuple[Demand, tuple[object, ...], DemandIndex] | None = None
+
+    def index(self, demand: Demand, inputs: tuple[object, ...]) -> DemandIndex | None:
+        """The last pass's index, if it was made of the same `demand` object and `inputs`."""
+        hit = self._index
+        return hit[2] if hit is not None and hit[0] is demand and hit[1] == inputs else None
+
+    def keep(self, demand: Demand, inputs: tuple[object, ...], index: DemandIndex) -> None:
+        self._index = (demand, inputs, index)
 
     def pools(self, nodes: list[NodeInfo], labels: tuple[str, ...]) -> dict[str, Pool]:
         known, self._pools = self._pools, {}
@@ -150,12 +159,37 @@ def demand_index(
 ) -> DemandIndex:
     """The index of `demand` for this planning step (`memo`: what earlier steps kept)."""
     node_list = list(nodes)
+    joined = [
+        n.name for n in node_list if recent(n.ready_since or n.created, now, config.urgent_window)
+    ]
+    runs = [next_run(workload, now) for workload in demand.workloads]
     if memo is None:
         pools = {node.name: node_pool(node, config.node_pool_labels) for node in node_list}
-        workload_nodes, image_nodes = running_nodes(demand)
-    else:
-        pools = memo.pools(node_list, config.node_pool_labels)
-        workload_nodes, image_nodes = memo.running(demand)
+        return _index(demand, config, now, pools, running_nodes(demand), joined, runs)
+    pools = memo.pools(node_list, config.node_pool_labels)
+    # Time changes the index only through these: which nodes joined recently, the CronJobs'
+    # next runs, and which rollouts' grace periods ended.
+    grace = timedelta(seconds=config.rollout_grace)
+    ended = tuple(r.at + grace <= now for r in demand.rollouts)
+    inputs = (pools, joined, runs, ended)
+    index = memo.index(demand, inputs)
+    if index is None:
+        index = _index(demand, config, now, pools, memo.running(demand), joined, runs)
+        memo.keep(demand, inputs, index)
+    return index
+
+
+def _index(
+    demand: Demand,
+    config: Config,
+    now: datetime,
+    pools: dict[str, Pool],
+    running_on: RunningNodes,
+    joined: list[str],
+    runs: list[datetime | None],
+) -> DemandIndex:
+    """The index itself (`demand_index` finds its inputs, or the last pass's index)."""
+    workload_nodes, image_nodes = running_on
     images: dict[str, ImageDemand] = {
         image: ImageDemand(nodes=set(names)) for image, names in image_nodes.items()
     }
@@ -163,9 +197,8 @@ def demand_index(
     def of(image: str) -> ImageDemand:
         return images.setdefault(image, ImageDemand())
 
-    for workload in demand.workloads:
+    for workload, run in zip(demand.workloads, runs, strict=True):
         running = workload_nodes.get(workload.key, set())
-        run = next_run(workload, now)
         for image in workload.images:
             entry = of(image)
             entry.templated = True
@@ -179,9 +212,6 @@ def demand_index(
     for waiting in demand.unschedulable:
         for image in waiting.images:
             of(image).waiting += 1
-    joined = [
-        n.name for n in node_list if recent(n.ready_since or n.created, now, config.urgent_window)
-    ]
     for entry in images.values():
         if entry.waiting:
             for name in joined:

@@ -149,11 +149,17 @@ class IncrementalPlanner:
         self.memo = {}
         self._facts: dict[str, tuple[tuple[WantedImage, ...], int | None, datetime, ImageFacts]]
         self._facts = {}
+        self._objects: tuple[WantedImage, ...] | None = None  # the last pass's CachedImages
+        self._day: datetime | None = None
+        self._fact_order: list[ImageFacts] = []  # their facts, in the order merged
         self._hint_nodes: dict[str, NodeInfo] = {}
         self._hints: dict[str, int] = {}
         self._image_hints: dict[str, dict[str, int]] = {}  # image → node → its size there
         self._pods: dict[tuple[str, str], tuple[ManagedPod, PodFacts]] = {}
         self._seen_pods: dict[tuple[str, str], tuple[ManagedPod, PodFacts]] = {}
+        self._pod_images_hit: (
+            tuple[tuple[object, object, object], Mapping[str, frozenset[str]]] | None
+        ) = None
         self._finished: dict[tuple[str, str], tuple[ManagedPod, Finished | None]] = {}
         self._seen_finished: dict[tuple[str, str], tuple[ManagedPod, Finished | None]] = {}
         self._resized: set[str] = set()  # images whose size changed since the previous pass
@@ -202,7 +208,7 @@ class IncrementalPlanner:
         ordered = sorted(snapshot.pods, key=lambda p: (p.node, p.role, p.name, p.uid))
         self._seen_pods, self._seen_finished = {}, {}
         present = self._present(ordered)
-        pod_images = node_pod_images(snapshot, edit.position)
+        pod_images = self._pod_images(snapshot, edit)
         targets = self._targets(nodes, wanted, edit, present, pod_images, snapshot.now)
         state = _MemoState(
             self,
@@ -233,10 +239,16 @@ class IncrementalPlanner:
     ) -> list[MergedImage]:
         """merge_images(), reusing each image's facts while its objects, hint and day hold."""
         config, now = self.config, snapshot.now
-        hints = self._size_hints(nodes)
+        hints, hints_moved = self._size_hints(nodes)
         day = scoring.day_start(now)
+        if snapshot.images is self._objects and not hints_moved and day == self._day:
+            # The same CachedImage objects, hints and day: every image's facts as before.
+            merged = [self._merged_image(facts, now, demand) for facts in self._fact_order]
+            self._resized = set()
+            return self._ranked_images(merged)
+        self._objects, self._day = snapshot.images, day
         known, self._facts = self._facts, {}
-        merged: list[MergedImage] = []
+        merged = []
         if len(self._sources) > 2 * len(snapshot.images) + 64:
             self._sources = {}  # images long gone
         for image, objects in group_images(snapshot.images, config, self._sources).items():
@@ -265,19 +277,23 @@ class IncrementalPlanner:
                 facts = image_facts(image, objects, hint, day, config)
             self._facts[image] = (key, hint, day, facts)
             merged.append(self._merged_image(facts, now, demand))
-        self._merged, self._seen_merged = self._seen_merged, {}
-        if len(merged) == len(self._unranked) and all(map(is_, merged, self._unranked)):
-            ranked_images = list(self._ranked)  # the same images: the same order
-        else:
-            self._unranked = merged.copy()
-            ranked_images = self._ranked = ranked(merged)
+        self._fact_order = [hit[3] for hit in self._facts.values()]
         self._resized = {
             image
             for image, hit in known.items()
             if image not in self._facts or self._facts[image][3].size != hit[3].size
         }
         self._resized.update(self._facts.keys() - known.keys())
-        return ranked_images
+        return self._ranked_images(merged)
+
+    def _ranked_images(self, merged: list[MergedImage]) -> list[MergedImage]:
+        """ranked(merged), the last pass's order while the merged images are the same."""
+        self._merged, self._seen_merged = self._seen_merged, {}
+        if len(merged) == len(self._unranked) and all(map(is_, merged, self._unranked)):
+            return list(self._ranked)  # the same images: the same order
+        self._unranked = merged.copy()
+        self._ranked = ranked(merged)
+        return self._ranked
 
     def _merged_image(self, facts: ImageFacts, now: datetime, demand: DemandIndex) -> MergedImage:
         """merged_image(), the same object while its facts and demand are the same and no
@@ -299,9 +315,9 @@ class IncrementalPlanner:
         self._seen_merged[facts.image] = hit
         return hit[5]
 
-    def _size_hints(self, nodes: list[NodeInfo]) -> dict[str, int]:
+    def _size_hints(self, nodes: list[NodeInfo]) -> tuple[dict[str, int], bool]:
         """size_hints() of the nodes, updated for the nodes that joined, left or list other
-        images (every pull changes one node's list)."""
+        images (every pull changes one node's list); and whether any node's list changed."""
         known, current = self._hint_nodes, {n.name: n for n in nodes}
         by_image, hints = self._image_hints, self._hints
         changed = [name for name in known.keys() - current.keys()]
@@ -314,23 +330,30 @@ class IncrementalPlanner:
                 and old.hinted_images != node.hinted_images
             )
         ]
+        # A size added can only raise an image's hint; an image whose largest size went is
+        # summed again once, after every node (so a sweep's cost follows the nodes' lists).
+        stale: set[str] = set()
         for name in changed:
             old, new = known.get(name), current.get(name)
             before = old.hinted_images if old is not None else {}
             after = new.hinted_images if new is not None else {}
-            for image in before:
+            for image, size in before.items():
                 del by_image[image][name]
+                if size >= hints[image]:
+                    stale.add(image)
             for image, size in after.items():
                 by_image.setdefault(image, {})[name] = size
-            for image in before.keys() | after.keys():
-                sizes = by_image.get(image)
-                if sizes:
-                    hints[image] = max(sizes.values())
-                else:
-                    by_image.pop(image, None)
-                    hints.pop(image, None)
+                if image not in stale and size > hints.get(image, -1):
+                    hints[image] = size
+        for image in stale:
+            sizes = by_image.get(image)
+            if sizes:
+                hints[image] = max(sizes.values())
+            else:
+                by_image.pop(image, None)
+                hints.pop(image, None)
         self._hint_nodes = current
-        return hints
+        return hints, bool(changed)
 
     def _limited(
         self, nodes: list[NodeInfo], wanted: list[MergedImage], demand: DemandIndex
@@ -475,6 +498,15 @@ class IncrementalPlanner:
         return present
 
     # --- targets --------------------------------------------------------------------------
+
+    def _pod_images(self, snapshot: Snapshot, edit: ImageEdit) -> Mapping[str, frozenset[str]]:
+        """node_pod_images(), the last pass's while the running pods (the same object), the
+        starting ones and the wanted images are the same."""
+        key = (snapshot.demand.running, snapshot.starting, edit.position)
+        hit = self._pod_images_hit
+        if hit is None or hit[0][0] is not key[0] or hit[0][2] is not key[2] or hit[0][1] != key[1]:
+            hit = self._pod_images_hit = (key, node_pod_images(snapshot, edit.position))
+        return hit[1]
 
     def _targets(
         self,

@@ -215,6 +215,8 @@ class ImageSync(Policy):
         self._pod_cache: dict[
             str, tuple[int, ManagedPod, list[tuple[ContainerKey, ContainerObservation]]]
         ] = {}
+        # Our pods as read for the last snapshot, until one of them changes or comes or goes.
+        self._pods_read: tuple[ManagedPod, ...] | None = None
 
     # -- hooks ------------------------------------------------------------------------
     def attach(self, cluster: VirtualCluster) -> None:
@@ -241,6 +243,7 @@ class ImageSync(Policy):
     def pod_changed(self, pod: Pod) -> None:
         if pod.role != "workload":
             if pod.name in self.own:
+                self._pods_read = None
                 self.trigger("pod changed")
             return
         if pod.node and not pod.ended:
@@ -294,6 +297,7 @@ class ImageSync(Policy):
             # The Node's ownerReference takes its pods with it.
             self.cluster.delete_pod(pod)
             del self.own[pod.name]
+            self._pods_read = None
         self.trigger("node removed")
 
     def targeted(self, node: str, image: str) -> bool:
@@ -359,25 +363,28 @@ class ImageSync(Policy):
                 cached = (key, node_info(node))
                 self._node_cache[node.name] = cached
             nodes.append(cached[1])
-        pods = []
-        for pod in self.own.values():
-            hit = self._pod_cache.get(pod.uid)
-            if hit is None or hit[0] != pod.version:
-                read, observed = managed_pod(pod, hit[2] if hit is not None else ())
-                hit = (pod.version, read, observed)
-                self._pod_cache[pod.uid] = hit
-            pods.append(hit[1])
+        if self._pods_read is None:
+            self._pods_read = tuple(self._read(pod) for pod in self.own.values())
         starting = tuple(starting_pod(pod) for pod in self.bound_pending.values() if pod.starting())
         return Snapshot(
             now=moment(now),
             nodes=tuple(nodes),
             images=self.learner.wanted(),
-            pods=tuple(pods),
+            pods=self._pods_read,
             pull_records=dict(self.records),
             pull_throughput=dict(self.throughput),
             starting=starting,
             demand=self.demand(),
         )
+
+    def _read(self, pod: Pod) -> ManagedPod:
+        """Our pod as the informer holds it, read again only after it changed."""
+        hit = self._pod_cache.get(pod.uid)
+        if hit is None or hit[0] != pod.version:
+            read, observed = managed_pod(pod, hit[2] if hit is not None else ())
+            hit = (pod.version, read, observed)
+            self._pod_cache[pod.uid] = hit
+        return hit[1]
 
     def demand(self) -> Demand:
         """Where images are needed: the workload pods bound to nodes, and those the scheduler
@@ -410,11 +417,13 @@ class ImageSync(Policy):
             self.own[keeper.pod_name] = cluster.own_pod(
                 keeper.node, "keeper", keeper.pod_name, containers, images=tuple(keeper.images)
             )
+            self._pods_read = None
         for deletion in plan.deletions:
             pod = self.own.get(deletion.name)
             if pod is not None and (not deletion.uid or pod.uid == deletion.uid):
                 del self.own[deletion.name]
                 self._pod_cache.pop(pod.uid, None)
+                self._pods_read = None
                 cluster.delete_pod(pod)
         for pull in plan.pulls:
             if pull.pod_name in self.own:
@@ -423,6 +432,7 @@ class ImageSync(Policy):
             containers += [Container(image, IF_NOT_PRESENT, exits=True) for image in pull.images]
             self.pulls_started += len(pull.images)
             self.pulled_pairs.update((pull.node, image) for image in pull.images)
+            self._pods_read = None
             self.own[pull.pod_name] = cluster.own_pod(
                 pull.node,
                 "puller",

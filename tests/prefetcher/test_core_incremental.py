@@ -145,7 +145,8 @@ def _apply(w: TwinWorld, event: str, pick: int, data: Any) -> None:
             )
         else:
             refs = data.draw(st.lists(st.sampled_from(POOL + EXTRA), max_size=4, unique=True))
-            n = replace(n, hinted_images={ref: (1 + len(ref) % 7) * GB for ref in refs})
+            # Nodes list the same image with different sizes: the largest is its hint.
+            n = replace(n, hinted_images={ref: (1 + (len(ref) + pick) % 7) * GB for ref in refs})
         w.nodes[i] = n
     elif event == "add image":
         known = {i.image for i in images}
@@ -395,3 +396,25 @@ def test_a_changed_node_keeps_its_cells_only_while_its_exclusions_read_the_same(
     w.nodes = [replace(w.nodes[0], image_fs_capacity=int(5.4 * GB))]
     (excluded,) = w.plan().budget_left_out  # equal to plan(): the larger budget's figures
     assert "2.7 GB" in excluded.why
+
+
+def test_an_image_size_hint_falls_back_when_the_node_listing_it_largest_drops_it() -> None:
+    """An image of unknown size takes the largest size any node lists: when that node stops
+    listing it, the next largest is its size on the nodes that do not list it."""
+    cfg = Config()
+    w = TwinWorld(
+        nodes=[node(name, capacity=5 * GB) for name in ("a", "b", "c")],
+        images=[image(POOL[0], uses=30), image(POOL[1], uses=20, size=None)],
+        config=cfg,
+    )
+    w.planner = IncrementalPlanner(cfg)
+
+    def left_out_on_b(a_lists: int | None) -> list[int]:
+        w.nodes[0] = replace(w.nodes[0], hinted_images={POOL[1]: a_lists} if a_lists else {})
+        return [b.size for b in w.plan().budget_left_out if b.node == "b"]
+
+    w.nodes[2] = replace(w.nodes[2], hinted_images={POOL[1]: GB})
+    assert left_out_on_b(3 * GB) == [3 * GB]
+    assert left_out_on_b(None) == []  # b's size for it is c's 1 GB: it fits
+    assert left_out_on_b(2 * GB) == [2 * GB]
+    assert left_out_on_b(GB // 2) == []
