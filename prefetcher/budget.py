@@ -6,11 +6,16 @@ budget is taken:
 
     budget = min(diskBudget * capacity, GC high threshold% * capacity - other use) - pods' images
 
+"pods' images" are those of the pods there now and of those that used the node within
+`budgetHold` (`prefetcher.budgethold`): the budget grows back only once the pods have needed
+less room for that long, so what image GC removed for them is not pulled again at once.
+
 "other use" is what the node stores that image-sync does not manage: the runtime's figure
 when known, else the sizes `node.status.images` lists for images nobody wants (a lower
 bound: at most 50 are listed). Staying under the GC high threshold matters: past it the
 kubelet deletes unused images. An image the pods use that the keeper already holds counts
-once (it stays, at no cost); one it does not hold is added only if it fits beside the pods'
+once (it stays, at no cost: up to the limit, so the keeper never pins more than it, however
+many images the pods used); one it does not hold is added only if it fits beside the pods'
 bytes (under pressure their own containers pin it). When
 the pods need more room the lowest-ranked images that no longer fit leave the keeper (the
 kubelet's image GC may then remove them); when the pods leave the budget grows back.
@@ -58,9 +63,11 @@ class NodeRoom:
     keep: int  # limit - pods' images: for held images the pods do not use
     add: int  # the same, a band's width lower: for images not on the node yet
     other: int
-    pods: int  # bytes of the wanted images the node's pods use
-    pod_images: int  # how many
+    pods: int  # bytes of the wanted images the node's pods use or used within `hold`
+    pod_images: int  # how many they use now
     by_share: bool  # diskBudget sets the limit (else the GC threshold)
+    hold: float = 0.0  # budgetHold, seconds
+    lately: int = 0  # how many images they used within `hold` and no longer use
 
 
 @dataclass(frozen=True)
@@ -81,10 +88,16 @@ class BudgetResult:
 
 
 def node_room(
-    node: NodeInfo, config: Config, managed: Collection[str], pods: int = 0, pod_images: int = 0
+    node: NodeInfo,
+    config: Config,
+    managed: Collection[str],
+    pods: int = 0,
+    pod_images: int = 0,
+    lately: int = 0,
 ) -> NodeRoom | None:
     """The limits of `node` (`pods`: bytes of the `pod_images` wanted images its own pods
-    use); None when its capacity is unknown."""
+    use and of the `lately` ones they used within budgetHold); None when its capacity is
+    unknown."""
     capacity = node.image_fs_capacity
     if not capacity:
         return None
@@ -109,6 +122,8 @@ def node_room(
         pods=pods,
         pod_images=pod_images,
         by_share=share <= below_gc,
+        hold=config.budget_hold,
+        lately=lately,
     )
 
 
@@ -133,7 +148,7 @@ def fit(
         every = tuple(i.image for i in items)
         size = sum(i.size for i in items)
         return BudgetResult(None, every, size, (), reason=budget_reason(None))
-    used = alone = 0
+    used = alone = shared = 0
     held_matters = False
     fitted: list[str] = []
     left_out: list[tuple[BudgetItem, str]] = []
@@ -141,7 +156,9 @@ def fit(
         size = item.size
         if item.image in pods:
             held_matters = True
-        if item.image not in pods or item.image not in held:
+        if item.image in pods and item.image in held and shared + size <= room.limit:
+            shared += size  # on the disk for the pods anyway, and within the limit
+        else:
             # An image the pods use and the keeper does not hold is added only if it fits
             # beside their bytes (it counts twice while they run): under pressure their own
             # containers pin it, and a keeper replaced twice per pod would gain nothing.
@@ -190,10 +207,27 @@ def budget_reason(room: NodeRoom | None) -> str:
         if room.other:
             parts.append(f"less {format_bytes(room.other)} other use")
     if room.pods:
-        parts.append(
-            f"less {format_bytes(room.pods)} for {room.pod_images} image(s) the node's pods use"
-        )
+        parts.append(f"less {format_bytes(room.pods)} for {_pods_use(room)}")
     return ", ".join(parts)
+
+
+def _pods_use(room: NodeRoom) -> str:
+    """Whose images the pods' bytes are: the node's pods' now, and those held for it."""
+    now = f"{room.pod_images} image(s) the node's pods use"
+    if not room.lately:
+        return now
+    within = f"used within budgetHold {format_duration(room.hold)} (held)"
+    if room.pod_images:
+        return f"{now} and {room.lately} they {within}"
+    return f"{room.lately} image(s) the node's pods {within}"
+
+
+def format_duration(seconds: float) -> str:
+    """`1h`, `90m`, `45s`: as the settings are written."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
 
 
 def _left_out(item: BudgetItem, room: NodeRoom, alone: int, ahead: int) -> str:
@@ -205,7 +239,13 @@ def _left_out(item: BudgetItem, room: NodeRoom, alone: int, ahead: int) -> str:
         f"of {format_bytes(max(0, limit))} left after {ahead} higher-ranked image(s)"
     )
     if room.pods:
-        why += f" (the node's pods use {format_bytes(room.pods)} of {room.pod_images} image(s))"
+        use = (
+            "use"
+            if not room.lately
+            else f"use or used within budgetHold {format_duration(room.hold)}"
+        )
+        count = room.pod_images + room.lately
+        why += f" (the node's pods {use} {format_bytes(room.pods)} of {count} image(s))"
     if new:
         why += f" (a new image stops {room.high_pct - room.low_pct:g} % of the disk short)"
     return why

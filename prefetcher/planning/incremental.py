@@ -74,7 +74,9 @@ from prefetcher.planning.summary import node_summary, result
 from prefetcher.planning.taints import plan_startup_taints
 from prefetcher.planning.targetbook import TargetBook
 from prefetcher.planning.targets import (
+    NO_POD_IMAGES,
     NodeTarget,
+    PodImages,
     node_pod_images,
 )
 
@@ -482,7 +484,7 @@ class IncrementalPlanner:
         wanted: list[MergedImage],
         edit: ImageEdit,
         present: Mapping[str, frozenset[str]],
-        pod_images: Mapping[str, frozenset[str]],
+        pod_images: Mapping[str, PodImages],
         now: datetime,
     ) -> dict[str, NodeTarget]:
         """Every node's target: kept, patched for the images that changed, or planned anew
@@ -494,7 +496,7 @@ class IncrementalPlanner:
         fresh: dict[str, NodeMemo] = {}
         for node in nodes:
             memo = self.memo.get(node.name)
-            pods_here = pod_images.get(node.name, EMPTY)
+            pods_here = pod_images.get(node.name, NO_POD_IMAGES)
             held = present.get(node.name, EMPTY)
             if memo is None:
                 placements = self._fresh_placements.pop(node.name, {})
