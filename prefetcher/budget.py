@@ -14,9 +14,10 @@ less room for that long, so what image GC removed for them is not pulled again a
 when known, else the sizes `node.status.images` lists for images nobody wants (a lower
 bound: at most 50 are listed). Staying under the GC high threshold matters: past it the
 kubelet deletes unused images. An image the pods use that the keeper already holds counts
-once (it stays, at no cost: up to the limit, so the keeper never pins more than it, however
-many images the pods used); one it does not hold is added only if it fits beside the pods'
-bytes (under pressure their own containers pin it). When
+once (it stays, at no cost); one it does not hold is added only if it fits beside the pods'
+bytes (under pressure their own containers pin it). An image they used within budgetHold
+and no longer use keeps its room while the keeper does not hold it, and competes like any
+other while it does: the keeper then pins no more than before. When
 the pods need more room the lowest-ranked images that no longer fit leave the keeper (the
 kubelet's image GC may then remove them); when the pods leave the budget grows back.
 
@@ -63,11 +64,11 @@ class NodeRoom:
     keep: int  # limit - pods' images: for held images the pods do not use
     add: int  # the same, a band's width lower: for images not on the node yet
     other: int
-    pods: int  # bytes of the wanted images the node's pods use or used within `hold`
+    pods: int  # bytes of the wanted images the node's pods use, or used within `hold`
     pod_images: int  # how many they use now
     by_share: bool  # diskBudget sets the limit (else the GC threshold)
     hold: float = 0.0  # budgetHold, seconds
-    lately: int = 0  # how many images they used within `hold` and no longer use
+    lately: int = 0  # how many they used within `hold`, no longer use and are not held
 
 
 @dataclass(frozen=True)
@@ -148,7 +149,7 @@ def fit(
         every = tuple(i.image for i in items)
         size = sum(i.size for i in items)
         return BudgetResult(None, every, size, (), reason=budget_reason(None))
-    used = alone = shared = 0
+    used = alone = 0
     held_matters = False
     fitted: list[str] = []
     left_out: list[tuple[BudgetItem, str]] = []
@@ -156,9 +157,7 @@ def fit(
         size = item.size
         if item.image in pods:
             held_matters = True
-        if item.image in pods and item.image in held and shared + size <= room.limit:
-            shared += size  # on the disk for the pods anyway, and within the limit
-        else:
+        if item.image not in pods or item.image not in held:
             # An image the pods use and the keeper does not hold is added only if it fits
             # beside their bytes (it counts twice while they run): under pressure their own
             # containers pin it, and a keeper replaced twice per pod would gain nothing.

@@ -74,8 +74,10 @@ def node_target(
 ) -> NodeTarget:
     """The target of `node` for the wanted images in rank order (`managed`: their refs;
     `limited`: the nodes images placed by demand are limited to; `pod_images`: the wanted
-    images its own pods use or used lately; `held`: the images present there). `placements` (placement
-    key → why not, None: fits) is filled as the images are placed."""
+    images its own pods use or used lately; `held`: the images present there). An image
+    the pods used lately and no longer use keeps its room while the keeper does not hold
+    it, and is an image like any other while it does (it counts once either way).
+    `placements` (placement key → why not, None: fits) is filled as the images are placed."""
     entry = NodeTarget(
         node=node,
         problem=eligibility.node_problem(node, config),
@@ -84,11 +86,14 @@ def node_target(
     items: list[budgets.BudgetItem] = []
     seen = {} if placements is None else placements
     hinted = node.hinted_images
-    pods_bytes = 0
-    every = pod_images.every
+    pods_bytes = lately = 0
+    using, used = pod_images.using, pod_images.used
     for image in wanted:
-        if every and image.image in every:
+        if using and image.image in using:
             pods_bytes += hinted.get(image.image) or image.size
+        elif used and image.image in used and image.image not in held:
+            pods_bytes += hinted.get(image.image) or image.size
+            lately += 1
         key = image.placement_key
         if key in seen:
             why = seen[key]
@@ -101,14 +106,12 @@ def node_target(
             entry.not_placed[ref] = why
             continue
         items.append(budgets.BudgetItem(ref, hinted.get(ref) or image.size, image.score))
-    room = budgets.node_room(
-        node, config, managed, pods_bytes, len(pod_images.using), len(pod_images.used)
-    )
-    result = budgets.fit(room, items, every, held)
+    room = budgets.node_room(node, config, managed, pods_bytes, len(using), lately)
+    result = budgets.fit(room, items, using, held)
     entry.budget, entry.budget_used = result.budget, result.used
     entry.budget_reason, entry.room, entry.budget_alone = result.reason, room, result.alone
     entry.pod_images = pod_images
-    entry.held = held if result.held_matters else None
+    entry.held = held if result.held_matters or used else None
     entry.fitted = list(result.fitted)
     entry.fitted_set = frozenset(result.fitted)
     entry.left_out = {item.image: why for item, why in result.left_out}

@@ -107,8 +107,9 @@ class PodsWorld(World):
 
     running: list[RunningPod] = field(default_factory=list)
     starting: list[StartingPod] = field(default_factory=list)
-    # The runtime's memory of the images each node's pods used (None: no memory).
+    # The runtime's memory of the images each node's pods used (None: `pods_used` as set).
     hold: BudgetHold | None = None
+    pods_used: dict[str, frozenset[str]] = field(default_factory=dict)
 
     def snapshot(self) -> Snapshot:
         if self.hold is not None:
@@ -116,7 +117,7 @@ class PodsWorld(World):
                 self.hold.saw(pod.node, pod.images, self.now)
             for starting in self.starting:
                 self.hold.saw(starting.node, starting.images, self.now)
-        used = self.hold.used(self.now) if self.hold is not None else {}
+        used = self.hold.used(self.now) if self.hold is not None else self.pods_used
         return replace(
             super().snapshot(),
             demand=Demand(running=tuple(self.running), pods_used=used),
@@ -171,14 +172,36 @@ def test_the_hold_remembers_each_nodes_pod_images_for_its_window() -> None:
     assert format_duration(3600) == "1h" and format_duration(5400) == "90m"
 
 
-def test_held_pod_images_the_keeper_holds_count_once_but_never_past_the_limit() -> None:
-    # The pods used A, B and C (45 GB) lately, the keeper holds them all: they stay, free.
-    lately = fit(room(pods=45 * GB), ITEMS, pods=EVERY, held=EVERY)
-    assert lately.fitted == (A, B, C)
-    # 75 GB of images used lately, on a 50 GB limit: the keeper pins no more than the limit.
-    big = [*ITEMS, BudgetItem("d", 30 * GB, 0.5)]
-    capped = fit(room(pods=75 * GB), big, pods={*EVERY, "d"}, held={*EVERY, "d"})
-    assert capped.fitted == (A, B, C) and sum(i.size for i in big[:3]) <= 50 * GB
+def test_an_image_the_pods_used_lately_counts_once_held_or_not() -> None:
+    def world(job_uses: int, job_size: int) -> PodsWorld:
+        return PodsWorld(
+            nodes=[node("g", gpu=8, capacity=100 * GB)],
+            images=[
+                image(A, uses=20, gpu=True, size=20 * GB),
+                image(B, uses=10, gpu=True, size=15 * GB),
+                image(JOB, uses=job_uses, gpu=True, size=job_size),
+            ],
+            config=config(),
+        )
+
+    # Not held by the keeper: its 40 GB stay out of the 50 GB budget; A and B do not fit.
+    gone = world(1, 40 * GB)
+    gone.pods_used = {"g": frozenset({JOB})}
+    [summary] = gone.converge().nodes
+    assert gone.guarded("g") == set() and summary.budget == 10 * GB
+    assert summary.budget_reason == (
+        "diskBudget 50% of 100.0 GB, less 40.0 GB for 1 image(s) the node's pods used within "
+        "budgetHold 1h (held)"
+    )
+    # Held by the keeper: one of its images like any other (the keeper pins no more than
+    # its budget), its room not counted twice.
+    kept = world(30, 10 * GB)
+    kept.converge()
+    assert kept.guarded("g") == {JOB, A, B}
+    kept.pods_used = {"g": frozenset({JOB})}
+    held = kept.step()
+    assert held.writes == 0 and held.nodes[0].budget == 50 * GB
+    assert held.nodes[0].budget_reason == "diskBudget 50% of 100.0 GB"
 
 
 def test_the_budget_stays_low_while_the_hold_lasts_after_the_pods_leave() -> None:
