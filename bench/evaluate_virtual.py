@@ -342,7 +342,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--budget-hold",
         type=parse_duration,
         metavar="DURATION",
-        help="image-sync's budgetHold, e.g. 6h or 0 (default: the config's, 1h)",
+        help="image-sync's budgetHold, e.g. 6h or 0 (default: the config's, 1d)",
     )
     args = parser.parse_args(argv)
     config = evaluation_config()

@@ -401,7 +401,7 @@ class Config:
     )
     budget_hold: float = _key(
         parse_duration,
-        3600.0,
+        86400.0,
         "After a node's workload pods used an image, its bytes stay out of the node's budget "
         "for this long, so the budget grows back only once the pods have needed less room "
         "for that long; 0 turns the hold off.",

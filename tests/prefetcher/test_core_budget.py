@@ -191,7 +191,7 @@ def test_an_image_the_pods_used_lately_counts_once_held_or_not() -> None:
     assert gone.guarded("g") == set() and summary.budget == 10 * GB
     assert summary.budget_reason == (
         "diskBudget 50% of 100.0 GB, less 40.0 GB for 1 image(s) the node's pods used within "
-        "budgetHold 1h (held)"
+        "budgetHold 1d (held)"
     )
     # Held by the keeper: one of its images like any other (the keeper pins no more than
     # its budget), its room not counted twice.
