@@ -19,7 +19,8 @@ bytes (under pressure their own containers pin it). An image they used within bu
 and no longer use keeps its room while the keeper does not hold it, and competes like any
 other while it does: the keeper then pins no more than before. When
 the pods need more room the lowest-ranked images that no longer fit leave the keeper (the
-kubelet's image GC may then remove them); when the pods leave the budget grows back.
+kubelet's image GC may then remove them); when the pods leave the budget grows back,
+once their images' hold has lapsed.
 
 Against churn, a band as wide as the kubelet's two GC thresholds (high - low, 5 % of the
 disk by default): an image already on the node stays up to the budget, a new one is added
