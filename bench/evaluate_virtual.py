@@ -32,7 +32,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.evaluate import SCENARIOS, scenario_path
-from imagesync.config import Config, load_config
+from imagesync.config import Config, load_config, parse_duration
 from imagesync.matching import parse_prefix
 from simulator.demo import MANAGED_REGISTRIES, load_run_scenario, scenario_extra
 from simulator.outcomes import fmt_bytes, fmt_seconds, fmt_share
@@ -89,27 +89,32 @@ def knowing_bandwidths(config: Config, scenario: Scenario) -> Config:
 @dataclass(frozen=True)
 class RunSettings:
     """What every run changes: NodeConfig settings for every kubelet, the scheduler's scoring
-    strategy (None: the scenario's own), and image-sync's (and the oracle's) `diskBudget`
-    (None: the default)."""
+    strategy (None: the scenario's own), image-sync's (and the oracle's) `diskBudget` and
+    image-sync's `budgetHold` (None: the defaults)."""
 
     kubelets: Mapping[str, Any] = field(default_factory=dict)
     scoring: ScoringStrategy | None = None
     disk_budget: float | None = None
+    budget_hold: float | None = None
 
     def applied(self, scenario: Scenario) -> Scenario:
         scenario = scenario.with_kubelets(**self.kubelets)
         return scenario if self.scoring is None else replace(scenario, scoring=self.scoring)
 
     def configured(self, config: Config) -> Config:
-        if self.disk_budget is None:
-            return config
-        return replace(config, disk_budget=self.disk_budget)
+        if self.disk_budget is not None:
+            config = replace(config, disk_budget=self.disk_budget)
+        if self.budget_hold is not None:
+            config = replace(config, budget_hold=self.budget_hold)
+        return config
 
     def label(self, scenario: Scenario) -> str:
         """The settings on `scenario` in a file name (its scoring strategy included)."""
         parts = [f"{k}={v}" for k, v in sorted(self.kubelets.items())]
         if self.disk_budget is not None:
             parts.append(f"diskBudget={self.disk_budget:g}")
+        if self.budget_hold is not None:
+            parts.append(f"budgetHold={self.budget_hold:g}")
         return "-".join([*parts, self.applied(scenario).scoring.type])
 
 
@@ -333,6 +338,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="F",
         help="image-sync's (and the oracle's) diskBudget, 0 to 1 (default: the config's, 0.5)",
     )
+    parser.add_argument(
+        "--budget-hold",
+        type=parse_duration,
+        metavar="DURATION",
+        help="image-sync's budgetHold, e.g. 6h or 0 (default: the config's, 1d)",
+    )
     args = parser.parse_args(argv)
     config = evaluation_config()
     policies = args.policy or (WEEK_POLICIES if args.week else replay.POLICIES)
@@ -341,6 +352,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         kubelet_settings(args.kubelets_cancel_pulls, args.parallel_pulls),
         SCORINGS[args.scoring],
         args.disk_budget,
+        args.budget_hold,
     )
     if args.week:
         workers = max(1, args.workers)

@@ -399,6 +399,13 @@ class Config:
         "The kubelet's imageGCLowThresholdPercent: high - low is the band a new image must "
         "leave free below the budget (what is held stays up to it), so the keeper does not churn.",
     )
+    budget_hold: float = _key(
+        parse_duration,
+        86400.0,
+        "After a node's workload pods used an image, its bytes stay out of the node's budget "
+        "for this long, so the budget grows back only once the pods have needed less room "
+        "for that long; 0 turns the hold off.",
+    )
     max_concurrent_pulls: int = _key(_integer(1), 50, "Puller pods running at once, cluster-wide.")
     max_pulls_per_registry: int = _key(
         _integer(1), 20, "Puller pods running at once against one registry host."

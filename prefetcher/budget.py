@@ -6,14 +6,21 @@ budget is taken:
 
     budget = min(diskBudget * capacity, GC high threshold% * capacity - other use) - pods' images
 
+"pods' images" are those of the pods there now and of those that used the node within
+`budgetHold` (`prefetcher.budgethold`): the budget grows back only once the pods have needed
+less room for that long, so what image GC removed for them is not pulled again at once.
+
 "other use" is what the node stores that image-sync does not manage: the runtime's figure
 when known, else the sizes `node.status.images` lists for images nobody wants (a lower
 bound: at most 50 are listed). Staying under the GC high threshold matters: past it the
 kubelet deletes unused images. An image the pods use that the keeper already holds counts
 once (it stays, at no cost); one it does not hold is added only if it fits beside the pods'
-bytes (under pressure their own containers pin it). When
+bytes (under pressure their own containers pin it). An image they used within budgetHold
+and no longer use keeps its room while the keeper does not hold it, and competes like any
+other while it does: the keeper then pins no more than before. When
 the pods need more room the lowest-ranked images that no longer fit leave the keeper (the
-kubelet's image GC may then remove them); when the pods leave the budget grows back.
+kubelet's image GC may then remove them); when the pods leave the budget grows back,
+once their images' hold has lapsed.
 
 Against churn, a band as wide as the kubelet's two GC thresholds (high - low, 5 % of the
 disk by default): an image already on the node stays up to the budget, a new one is added
@@ -58,9 +65,11 @@ class NodeRoom:
     keep: int  # limit - pods' images: for held images the pods do not use
     add: int  # the same, a band's width lower: for images not on the node yet
     other: int
-    pods: int  # bytes of the wanted images the node's pods use
-    pod_images: int  # how many
+    pods: int  # bytes of the wanted images the node's pods use, or used within `hold`
+    pod_images: int  # how many they use now
     by_share: bool  # diskBudget sets the limit (else the GC threshold)
+    hold: float = 0.0  # budgetHold, seconds
+    lately: int = 0  # how many they used within `hold`, no longer use and are not held
 
 
 @dataclass(frozen=True)
@@ -81,10 +90,16 @@ class BudgetResult:
 
 
 def node_room(
-    node: NodeInfo, config: Config, managed: Collection[str], pods: int = 0, pod_images: int = 0
+    node: NodeInfo,
+    config: Config,
+    managed: Collection[str],
+    pods: int = 0,
+    pod_images: int = 0,
+    lately: int = 0,
 ) -> NodeRoom | None:
     """The limits of `node` (`pods`: bytes of the `pod_images` wanted images its own pods
-    use); None when its capacity is unknown."""
+    use and of the `lately` ones they used within budgetHold); None when its capacity is
+    unknown."""
     capacity = node.image_fs_capacity
     if not capacity:
         return None
@@ -109,6 +124,8 @@ def node_room(
         pods=pods,
         pod_images=pod_images,
         by_share=share <= below_gc,
+        hold=config.budget_hold,
+        lately=lately,
     )
 
 
@@ -190,10 +207,27 @@ def budget_reason(room: NodeRoom | None) -> str:
         if room.other:
             parts.append(f"less {format_bytes(room.other)} other use")
     if room.pods:
-        parts.append(
-            f"less {format_bytes(room.pods)} for {room.pod_images} image(s) the node's pods use"
-        )
+        parts.append(f"less {format_bytes(room.pods)} for {_pods_use(room)}")
     return ", ".join(parts)
+
+
+def _pods_use(room: NodeRoom) -> str:
+    """Whose images the pods' bytes are: the node's pods' now, and those held for it."""
+    now = f"{room.pod_images} image(s) the node's pods use"
+    if not room.lately:
+        return now
+    within = f"used within budgetHold {format_duration(room.hold)} (held)"
+    if room.pod_images:
+        return f"{now} and {room.lately} they {within}"
+    return f"{room.lately} image(s) the node's pods {within}"
+
+
+def format_duration(seconds: float) -> str:
+    """`1h`, `90m`, `45s`: as the settings are written."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
 
 
 def _left_out(item: BudgetItem, room: NodeRoom, alone: int, ahead: int) -> str:
@@ -205,7 +239,13 @@ def _left_out(item: BudgetItem, room: NodeRoom, alone: int, ahead: int) -> str:
         f"of {format_bytes(max(0, limit))} left after {ahead} higher-ranked image(s)"
     )
     if room.pods:
-        why += f" (the node's pods use {format_bytes(room.pods)} of {room.pod_images} image(s))"
+        use = (
+            "use"
+            if not room.lately
+            else f"use or used within budgetHold {format_duration(room.hold)}"
+        )
+        count = room.pod_images + room.lately
+        why += f" (the node's pods {use} {format_bytes(room.pods)} of {count} image(s))"
     if new:
         why += f" (a new image stops {room.high_pct - room.low_pct:g} % of the disk short)"
     return why

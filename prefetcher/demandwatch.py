@@ -3,7 +3,8 @@
 Watches (list + watch, read-only) the kinds with pod templates (Deployments, StatefulSets,
 DaemonSets, ReplicaSets, Jobs, CronJobs, and the configured `templateKinds`), the workload
 pods running, and the pods not bound yet; remembers template image changes (rollouts) for
-`rolloutGrace`, and the pools each image's pods ran in (`poolhistory`); and turns all of it
+`rolloutGrace`, the pools each image's pods ran in (`poolhistory`) and the images each node's
+pods used lately (`budgethold`); and turns all of it
 into a `Demand` for each pass. The controller owns the loop; this module owns what the
 caches mean.
 """
@@ -20,6 +21,7 @@ from typing import Any, Protocol, TypeVar
 from imagesync.config import Config
 from imagesync.templates import BUILTIN_KINDS, TemplateKind
 from prefetcher import workloads
+from prefetcher.budgethold import BudgetHold
 from prefetcher.informer import Change, Informer, Obj
 from prefetcher.kube import Kube
 from prefetcher.model import Demand, NodeInfo, Rollout, Workload
@@ -68,6 +70,7 @@ class DemandWatch:
         self.history = PoolHistory(
             config.node_pool_labels, timedelta(seconds=config.image_retention)
         )
+        self.hold = BudgetHold(timedelta(seconds=config.budget_hold))
         self._lock = threading.Lock()
 
     def left_out(self, labelled: Iterable[str]) -> frozenset[str]:
@@ -102,11 +105,15 @@ class DemandWatch:
     def on_change(self, change: Change, now: float) -> str | None:
         """Why a change needs a pass now (a template's images changed), or None; notes
         rollouts. Pod changes feed the next pass without asking for one."""
-        if change.kind == RUNNING and change.new is not None:
-            pod = workloads.running_pod(change.new)
+        seen = change.new if change.new is not None else change.old
+        if change.kind == RUNNING and seen is not None:
+            moment = datetime.fromtimestamp(now, UTC)
+            pod = workloads.running_pod(seen)
             if pod is not None:
-                with self._lock:
-                    self.history.saw_on(pod, datetime.fromtimestamp(now, UTC))
+                with self._lock:  # (a pod gone: its images' room is held from now on)
+                    if change.new is not None:
+                        self.history.saw_on(pod, moment)
+                    self.hold.saw(pod.node, pod.images, moment)
         if change.kind not in self.kinds:
             return None
         old = self.workload_of(change.kind, change.old)
@@ -148,8 +155,10 @@ class DemandWatch:
         with self._lock:
             for pod in running:
                 self.history.saw_on(pod, now)
+                self.hold.saw(pod.node, pod.images, now)
             self.history.place({n.name: n.labels for n in nodes})
             ran_in = self.history.pools(now)
+            pods_used = self.hold.used(now)
         return Demand(
             workloads=tuple(sorted(found, key=lambda w: w.key)),
             running=tuple(sorted(running, key=lambda p: (p.node, p.workload, p.images))),
@@ -157,4 +166,5 @@ class DemandWatch:
             rollouts=tuple(rollouts),
             parents=dict(sorted(parents.items())),
             ran_in=ran_in,
+            pods_used=pods_used,
         )

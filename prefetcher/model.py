@@ -235,6 +235,9 @@ class Demand:
     # Image → the pools (values of `nodePoolLabels`) its pods ran in before, as the runtime
     # remembers them (`prefetcher.poolhistory`): a finished Job's pools still count.
     ran_in: Mapping[str, frozenset[tuple[str, ...]]] = field(default_factory=dict)
+    # Node → the images its workload pods used within `budgetHold`, as the runtime remembers
+    # them (`prefetcher.budgethold`): the node's disk budget keeps their room that long.
+    pods_used: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

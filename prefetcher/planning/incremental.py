@@ -74,7 +74,9 @@ from prefetcher.planning.summary import node_summary, result
 from prefetcher.planning.taints import plan_startup_taints
 from prefetcher.planning.targetbook import TargetBook
 from prefetcher.planning.targets import (
+    NO_POD_IMAGES,
     NodeTarget,
+    PodImages,
     node_pod_images,
 )
 
@@ -158,7 +160,7 @@ class IncrementalPlanner:
         self._pods: dict[tuple[str, str], tuple[ManagedPod, PodFacts]] = {}
         self._seen_pods: dict[tuple[str, str], tuple[ManagedPod, PodFacts]] = {}
         self._pod_images_hit: (
-            tuple[tuple[object, object, object], Mapping[str, frozenset[str]]] | None
+            tuple[tuple[object, object, object, object], Mapping[str, PodImages]] | None
         ) = None
         self._finished: dict[tuple[str, str], tuple[ManagedPod, Finished | None]] = {}
         self._seen_finished: dict[tuple[str, str], tuple[ManagedPod, Finished | None]] = {}
@@ -499,12 +501,19 @@ class IncrementalPlanner:
 
     # --- targets --------------------------------------------------------------------------
 
-    def _pod_images(self, snapshot: Snapshot, edit: ImageEdit) -> Mapping[str, frozenset[str]]:
+    def _pod_images(self, snapshot: Snapshot, edit: ImageEdit) -> Mapping[str, PodImages]:
         """node_pod_images(), the last pass's while the running pods (the same object), the
-        starting ones and the wanted images are the same."""
-        key = (snapshot.demand.running, snapshot.starting, edit.position)
+        starting ones, the images the pods used lately and the wanted images are the same."""
+        demand = snapshot.demand
+        key = (demand.running, snapshot.starting, edit.position, demand.pods_used)
         hit = self._pod_images_hit
-        if hit is None or hit[0][0] is not key[0] or hit[0][2] is not key[2] or hit[0][1] != key[1]:
+        if (
+            hit is None
+            or hit[0][0] is not key[0]
+            or hit[0][2] is not key[2]
+            or hit[0][1] != key[1]
+            or hit[0][3] != key[3]
+        ):
             hit = self._pod_images_hit = (key, node_pod_images(snapshot, edit.position))
         return hit[1]
 
@@ -514,7 +523,7 @@ class IncrementalPlanner:
         wanted: list[MergedImage],
         edit: ImageEdit,
         present: Mapping[str, frozenset[str]],
-        pod_images: Mapping[str, frozenset[str]],
+        pod_images: Mapping[str, PodImages],
         now: datetime,
     ) -> dict[str, NodeTarget]:
         """Every node's target: kept, patched for the images that changed, or planned anew
@@ -526,7 +535,7 @@ class IncrementalPlanner:
         fresh: dict[str, NodeMemo] = {}
         for node in nodes:
             memo = self.memo.get(node.name)
-            pods_here = pod_images.get(node.name, EMPTY)
+            pods_here = pod_images.get(node.name, NO_POD_IMAGES)
             held = present.get(node.name, EMPTY)
             if memo is None:
                 placements = self._fresh_placements.pop(node.name, {})

@@ -14,7 +14,7 @@ from prefetcher import pods
 from prefetcher.model import NodeInfo
 from prefetcher.planning.images import MergedImage, placement, size_on
 from prefetcher.planning.memo import ImageEdit, NodeMemo
-from prefetcher.planning.targets import NOT_PREDICTED, NodeTarget, node_target
+from prefetcher.planning.targets import NOT_PREDICTED, NodeTarget, PodImages, node_target
 
 SharedLists = tuple[list[str], frozenset[str], dict[str, str]]
 
@@ -66,7 +66,7 @@ class TargetBook:
                 why = NOT_PREDICTED
             whys.append(why)
         same_fit = None not in whys and edit.removed <= old.not_placed.keys()
-        if edit.touched.isdisjoint(old.pod_images) and (not old.left_out or same_fit):
+        if edit.touched.isdisjoint(old.pod_images.every) and (not old.left_out or same_fit):
             fitted, fitted_set, not_placed = self._patched(old, tuple(whys), edit)
             hinted = node.hinted_images
             used, alone = old.budget_used, old.budget_alone
@@ -84,7 +84,9 @@ class TargetBook:
                 and node.image_fs_other_used is None
                 and not edit.touched.isdisjoint(hinted.keys())
             ):
-                room = budgets.node_room(node, config, managed, room.pods, room.pod_images)
+                room = budgets.node_room(
+                    node, config, managed, room.pods, room.pod_images, room.lately
+                )
             fits = room == old.room if old.left_out else budgets.fits_all(room, used, alone)
             if fits:
                 budget = budgets.shown_budget(room, used, alone)
@@ -117,7 +119,7 @@ class TargetBook:
         now: datetime,
         limited: Mapping[str, frozenset[str]],
         placements: dict[str, str | None],
-        pod_images: frozenset[str],
+        pod_images: PodImages,
         held: frozenset[str],
     ) -> NodeTarget:
         """The node's target planned anew, holding the image lists equal targets share."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import NamedTuple
 
 from imagesync.config import Config
 from prefetcher import budget as budgets
@@ -16,6 +17,25 @@ from prefetcher.planning.images import MergedImage, placement, recent
 
 NOT_PREDICTED = "placement Demand: not where its pods are predicted to run"
 NONE: frozenset[str] = frozenset()
+
+
+class PodImages(NamedTuple):
+    """The wanted images a node's disk budget gives way to: those of its pods now, and those
+    its pods used within budgetHold and no longer use (`every`: both)."""
+
+    using: frozenset[str] = NONE
+    used: frozenset[str] = NONE
+    every: frozenset[str] = NONE
+
+
+NO_POD_IMAGES = PodImages()
+
+
+def pod_images_of(using: frozenset[str], used: frozenset[str] = NONE) -> PodImages:
+    """The node's pods' images, `used` lately besides those `using` now."""
+    if not used:
+        return PodImages(using, NONE, using)
+    return PodImages(using, used - using, using | used)
 
 
 @dataclass
@@ -35,8 +55,9 @@ class NodeTarget:
     room: budgets.NodeRoom | None = None
     budget_alone: int = 0  # bytes of fitted images the node's pods do not use
     # The inputs of the budget beside the node and the images: the wanted images the node's
-    # pods use, and the images present there when that decided what fits (else None).
-    pod_images: frozenset[str] = NONE
+    # pods use (or used lately), and the images present there when that decided what fits
+    # (else None).
+    pod_images: PodImages = NO_POD_IMAGES
     held: frozenset[str] | None = None
 
 
@@ -48,13 +69,15 @@ def node_target(
     now: datetime,
     limited: Mapping[str, frozenset[str]] | None = None,
     placements: dict[str, str | None] | None = None,
-    pod_images: frozenset[str] = NONE,
+    pod_images: PodImages = NO_POD_IMAGES,
     held: frozenset[str] = NONE,
 ) -> NodeTarget:
     """The target of `node` for the wanted images in rank order (`managed`: their refs;
     `limited`: the nodes images placed by demand are limited to; `pod_images`: the wanted
-    images its own pods use; `held`: the images present there). `placements` (placement
-    key → why not, None: fits) is filled as the images are placed."""
+    images its own pods use or used lately; `held`: the images present there). An image
+    the pods used lately and no longer use keeps its room while the keeper does not hold
+    it, and is an image like any other while it does (it counts once either way).
+    `placements` (placement key → why not, None: fits) is filled as the images are placed."""
     entry = NodeTarget(
         node=node,
         problem=eligibility.node_problem(node, config),
@@ -63,10 +86,14 @@ def node_target(
     items: list[budgets.BudgetItem] = []
     seen = {} if placements is None else placements
     hinted = node.hinted_images
-    pods_bytes = 0
+    pods_bytes = lately = 0
+    using, used = pod_images.using, pod_images.used
     for image in wanted:
-        if pod_images and image.image in pod_images:
+        if using and image.image in using:
             pods_bytes += hinted.get(image.image) or image.size
+        elif used and image.image in used and image.image not in held:
+            pods_bytes += hinted.get(image.image) or image.size
+            lately += 1
         key = image.placement_key
         if key in seen:
             why = seen[key]
@@ -79,12 +106,12 @@ def node_target(
             entry.not_placed[ref] = why
             continue
         items.append(budgets.BudgetItem(ref, hinted.get(ref) or image.size, image.score))
-    room = budgets.node_room(node, config, managed, pods_bytes, len(pod_images))
-    result = budgets.fit(room, items, pod_images, held)
+    room = budgets.node_room(node, config, managed, pods_bytes, len(using), lately)
+    result = budgets.fit(room, items, using, held)
     entry.budget, entry.budget_used = result.budget, result.used
     entry.budget_reason, entry.room, entry.budget_alone = result.reason, room, result.alone
     entry.pod_images = pod_images
-    entry.held = held if result.held_matters else None
+    entry.held = held if result.held_matters or used else None
     entry.fitted = list(result.fitted)
     entry.fitted_set = frozenset(result.fitted)
     entry.left_out = {item.image: why for item, why in result.left_out}
@@ -97,7 +124,7 @@ def plan_targets(
     config: Config,
     now: datetime,
     demand: DemandIndex,
-    pod_images: Mapping[str, frozenset[str]],
+    pod_images: Mapping[str, PodImages],
     present: Mapping[str, frozenset[str]],
 ) -> dict[str, NodeTarget]:
     """Every node's target, by node name (`pod_images`: the wanted images each node's pods
@@ -112,16 +139,17 @@ def plan_targets(
             config,
             now,
             limited,
-            pod_images=pod_images.get(node.name, NONE),
+            pod_images=pod_images.get(node.name, NO_POD_IMAGES),
             held=present.get(node.name, NONE),
         )
         for node in nodes
     }
 
 
-def node_pod_images(snapshot: Snapshot, managed: Collection[str]) -> dict[str, frozenset[str]]:
+def node_pod_images(snapshot: Snapshot, managed: Collection[str]) -> dict[str, PodImages]:
     """Per node, the wanted images of the workload pods running on it or bound to it (their
-    bytes are on its disk, or about to land): its disk budget gives way to them."""
+    bytes are on its disk, or about to land), and of those that used it within budgetHold
+    (the kubelet keeps them for the next such pod): its disk budget gives way to them."""
     found: dict[str, set[str]] = {}
     for pod in snapshot.demand.running:
         for image in pod.images:
@@ -131,7 +159,12 @@ def node_pod_images(snapshot: Snapshot, managed: Collection[str]) -> dict[str, f
         for image in starting.images:
             if image in managed:
                 found.setdefault(starting.node, set()).add(image)
-    return {node: frozenset(images) for node, images in found.items()}
+    out = {node: pod_images_of(frozenset(images)) for node, images in found.items()}
+    for node, images in snapshot.demand.pods_used.items():
+        used = frozenset(image for image in images if image in managed)
+        if used:
+            out[node] = pod_images_of(out.get(node, NO_POD_IMAGES).using, used)
+    return out
 
 
 def limited_nodes(

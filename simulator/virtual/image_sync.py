@@ -31,6 +31,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from imagesync.config import Config
+from prefetcher.budgethold import BudgetHold
 from prefetcher.model import (
     BudgetExclusion,
     ContainerObservation,
@@ -204,7 +205,10 @@ class ImageSync(Policy):
         self.pool_history = PoolHistory(
             config.node_pool_labels, timedelta(seconds=config.image_retention)
         )
-        self._demand: tuple[tuple[UnschedulablePod, ...], Demand] | None = None
+        self.budget_hold = BudgetHold(timedelta(seconds=config.budget_hold))
+        self._demand: (
+            tuple[tuple[UnschedulablePod, ...], Mapping[str, frozenset[str]], Demand] | None
+        ) = None
         self._timer: Timer | None = None
         self._last_pass = -math.inf
         self._flush: Timer | None = None
@@ -265,11 +269,14 @@ class ImageSync(Policy):
             self.trigger("workload pod started")
 
     def _saw(self, pod: RunningPod) -> None:
-        """Remember the pool a workload pod runs in (as the controller's demand watch does)."""
+        """Remember the pool a workload pod runs in and the images its node's pods used (as
+        the controller's demand watch does)."""
         assert self.cluster is not None
+        now = moment(self.cluster.loop.now)
+        self.budget_hold.saw(pod.node, pod.images, now)
         node = self.cluster.nodes.get(pod.node)
         if node is not None:
-            self.pool_history.saw(pod.images, node.labels, moment(self.cluster.loop.now))
+            self.pool_history.saw(pod.images, node.labels, now)
 
     def _keeper_holds(self, pod: Pod) -> bool:
         """As `prefetcher.triggers.keeper_holds`: our keeper on the pod's node holds every
@@ -395,14 +402,17 @@ class ImageSync(Policy):
             for pod in self.cluster.scheduler.pending
             if not pod.ended
         )
-        if self._demand is None or self._demand[0] != waiting:
+        now = moment(self.cluster.loop.now)
+        used = self.budget_hold.used(now)
+        if self._demand is None or self._demand[0] != waiting or self._demand[1] != used:
             demand = Demand(
                 running=tuple(self.running.values()),
                 unschedulable=waiting,
-                ran_in=self.pool_history.pools(moment(self.cluster.loop.now)),
+                ran_in=self.pool_history.pools(now),
+                pods_used=used,
             )
-            self._demand = (waiting, demand)
-        return self._demand[1]
+            self._demand = (waiting, used, demand)
+        return self._demand[2]
 
     # -- carrying out a plan ------------------------------------------------------------
     def _execute(self, plan: Plan) -> None:

@@ -4,7 +4,8 @@ bound for any prefetcher.
 Each node pulls, one image at a time through its kubelet queue, the images its node pool will
 need in the next 6 hours, earliest next need first, as far as the same disk budget as
 image-sync's allows
-(`diskBudget` of the image filesystem, below the GC high threshold), within the same caps
+(`diskBudget` of the image filesystem, below the GC high threshold, less the images of the
+workload pods bound to the node: an image they use counts once), within the same caps
 (pulls per registry), and keeps what it pulled safe from image GC until no future pod of the
 pool needs it. It pays the same bandwidth as everyone: what it cannot pull before the need
 still misses. Pods get the webhook's pull-policy rewrite, as with image-sync.
@@ -67,6 +68,7 @@ class Oracle(Policy):
         self.busy: dict[str, Pod] = {}  # node → its oracle puller
         self.failed_until: dict[tuple[str, str], float] = {}
         self.pinned: dict[str, set[str]] = {}  # node → image ids it keeps
+        self.bound: dict[str, dict[str, tuple[str, ...]]] = {}  # node → workload pod → images
         self.targets: dict[str, list[str]] = {}
         self.budget_out: dict[str, set[str]] = {}
         self.per_registry: Counter[str] = Counter()
@@ -92,6 +94,9 @@ class Oracle(Policy):
         self._wake_all()
 
     def pod_changed(self, pod: Pod) -> None:
+        if pod.role == "workload":
+            self._workload_changed(pod)
+            return
         if self.busy.get(pod.node) is not pod:
             return
         if pod.ended or any(c.reason == "ErrImagePull" for c in pod.containers):
@@ -122,10 +127,31 @@ class Oracle(Policy):
             self.sizes[image] = size
         return size or None
 
-    def _budget(self, node: VirtualNode) -> int:
+    def _workload_changed(self, pod: Pod) -> None:
+        """A workload pod bound to a node or gone from it: the node's budget gives way to
+        the images of those bound there."""
+        assert self.cluster is not None
+        if not pod.node:
+            return
+        on_node = self.bound.setdefault(pod.node, {})
+        if pod.ended:
+            if on_node.pop(pod.key, None) is None:
+                return
+        elif pod.key in on_node or pod.spec is None:
+            return
+        else:
+            on_node[pod.key] = pod.spec.images
+        node = self.cluster.nodes.get(pod.node)
+        if node is not None:
+            self._decide(node)
+
+    def _budget(self, node: VirtualNode) -> tuple[int, set[str]]:
+        """What the node's prefetched images may take beside its pods' images, and those."""
         disk = node.config.disk
         high = node.config.gc.high_threshold / 100.0 * disk - node.config.system_disk_used
-        return max(0, int(min(self.config.disk_budget * disk, high)))
+        pods = {image for images in self.bound.get(node.name, {}).values() for image in images}
+        taken = sum(self._size(node, image) or 0 for image in pods)
+        return max(0, int(min(self.config.disk_budget * disk, high)) - taken), pods
 
     def _wake_all(self) -> None:
         assert self.cluster is not None
@@ -145,13 +171,16 @@ class Oracle(Policy):
             if index < len(times) and times[index] <= now + HORIZON_SECONDS:
                 upcoming.append((times[index], image))
         upcoming.sort()
-        budget = self._budget(node)
+        budget, pods = self._budget(node)
         used = 0
         targets: list[str] = []
         out: set[str] = set()
         for _, image in upcoming:
             size = self._size(node, image)
             if size is None:
+                continue
+            if image in pods:  # on the disk for its pods: counted already
+                targets.append(image)
                 continue
             if used + size > budget:
                 out.add(image)

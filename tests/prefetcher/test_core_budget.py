@@ -4,8 +4,10 @@ of the node's own pods, with the two GC thresholds as a band against churn."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from datetime import timedelta
 
-from prefetcher.budget import BudgetItem, NodeRoom, fit, format_bytes, node_room
+from prefetcher.budget import BudgetItem, NodeRoom, fit, format_bytes, format_duration, node_room
+from prefetcher.budgethold import BudgetHold
 from prefetcher.model import Demand, RunningPod, Snapshot, StartingPod
 from tests.prefetcher.test_core_fixtures import GB, World, config, image, node
 
@@ -105,11 +107,20 @@ class PodsWorld(World):
 
     running: list[RunningPod] = field(default_factory=list)
     starting: list[StartingPod] = field(default_factory=list)
+    # The runtime's memory of the images each node's pods used (None: `pods_used` as set).
+    hold: BudgetHold | None = None
+    pods_used: dict[str, frozenset[str]] = field(default_factory=dict)
 
     def snapshot(self) -> Snapshot:
+        if self.hold is not None:
+            for pod in self.running:
+                self.hold.saw(pod.node, pod.images, self.now)
+            for starting in self.starting:
+                self.hold.saw(starting.node, starting.images, self.now)
+        used = self.hold.used(self.now) if self.hold is not None else self.pods_used
         return replace(
             super().snapshot(),
-            demand=Demand(running=tuple(self.running)),
+            demand=Demand(running=tuple(self.running), pods_used=used),
             starting=tuple(self.starting),
         )
 
@@ -141,6 +152,92 @@ def test_the_keeper_gives_the_space_back_while_the_pods_need_it_and_takes_it_aga
     w.running.append(RunningPod("g", "Job/team/job-1", (JOB,)))
     assert w.converge().nodes[0].budget == 10 * GB
     w.running.clear()
+    grown = w.converge()
+    assert w.guarded("g") == {A, B, C}
+    assert grown.nodes[0].budget_reason == "diskBudget 50% of 100.0 GB"
+
+
+def test_the_hold_remembers_each_nodes_pod_images_for_its_window() -> None:
+    hold = BudgetHold(timedelta(hours=1))
+    start = World(nodes=[], images=[], config=config()).now
+    hold.saw("g", (A, B), start)
+    hold.saw("g", (B,), start + timedelta(minutes=40))
+    hold.saw("h", (C,), start + timedelta(minutes=10))
+    assert hold.used(start + timedelta(minutes=30)) == {"g": {A, B}, "h": {C}}
+    assert hold.used(start + timedelta(minutes=65)) == {"g": {B}, "h": {C}}
+    assert hold.used(start + timedelta(minutes=101)) == {}  # forgotten: the budget grows back
+    off = BudgetHold(timedelta(0))
+    off.saw("g", (A,), start)
+    assert off.used(start) == {}
+    assert format_duration(3600) == "1h" and format_duration(5400) == "90m"
+
+
+def test_an_image_the_pods_used_lately_counts_once_held_or_not() -> None:
+    def world(job_uses: int, job_size: int) -> PodsWorld:
+        return PodsWorld(
+            nodes=[node("g", gpu=8, capacity=100 * GB)],
+            images=[
+                image(A, uses=20, gpu=True, size=20 * GB),
+                image(B, uses=10, gpu=True, size=15 * GB),
+                image(JOB, uses=job_uses, gpu=True, size=job_size),
+            ],
+            config=config(),
+        )
+
+    # Not held by the keeper: its 40 GB stay out of the 50 GB budget; A and B do not fit.
+    gone = world(1, 40 * GB)
+    gone.pods_used = {"g": frozenset({JOB})}
+    [summary] = gone.converge().nodes
+    assert gone.guarded("g") == set() and summary.budget == 10 * GB
+    assert summary.budget_reason == (
+        "diskBudget 50% of 100.0 GB, less 40.0 GB for 1 image(s) the node's pods used within "
+        "budgetHold 1d (held)"
+    )
+    # Held by the keeper: one of its images like any other (the keeper pins no more than
+    # its budget), its room not counted twice.
+    kept = world(30, 10 * GB)
+    kept.converge()
+    assert kept.guarded("g") == {JOB, A, B}
+    kept.pods_used = {"g": frozenset({JOB})}
+    held = kept.step()
+    assert held.writes == 0 and held.nodes[0].budget == 50 * GB
+    assert held.nodes[0].budget_reason == "diskBudget 50% of 100.0 GB"
+
+
+def test_the_budget_stays_low_while_the_hold_lasts_after_the_pods_leave() -> None:
+    w = PodsWorld(
+        nodes=[node("g", gpu=8, capacity=100 * GB)],
+        images=[
+            image(A, uses=30, gpu=True, size=20 * GB),
+            image(B, uses=20, gpu=True, size=10 * GB),
+            image(C, uses=10, gpu=True, size=10 * GB),
+            image(JOB, uses=1, gpu=True, size=40 * GB),
+        ],
+        config=config(budget_hold=3600.0),
+        hold=BudgetHold(timedelta(hours=1)),
+    )
+    w.converge()
+    assert w.guarded("g") == {A, B, C}
+    # A job pulls the 40 GB image: the keeper lets A and C go for it, as without the hold.
+    w.starting.append(StartingPod("g", "team/job-1", w.now, images=(JOB,)))
+    w.converge()
+    assert w.guarded("g") == {B}
+    w.starting.clear()
+    w.running.append(RunningPod("g", "Job/team/job-1", (JOB,)))
+    w.converge()
+    # The job ends: for the next hour its image keeps its room, A and C are not pulled again.
+    w.running.clear()
+    held = w.step(advance=timedelta(minutes=10))
+    assert not held.pulls and w.guarded("g") == {B}
+    [summary] = held.nodes
+    assert summary.budget == 10 * GB
+    assert summary.budget_reason == (
+        "diskBudget 50% of 100.0 GB, less 40.0 GB for 1 image(s) the node's pods used within "
+        "budgetHold 1h (held)"
+    )
+    assert not w.step(advance=timedelta(minutes=40)).pulls
+    # An hour after the job left, the budget grows back and A and C come back.
+    w.now += timedelta(minutes=15)
     grown = w.converge()
     assert w.guarded("g") == {A, B, C}
     assert grown.nodes[0].budget_reason == "diskBudget 50% of 100.0 GB"

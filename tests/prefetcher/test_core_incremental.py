@@ -64,6 +64,8 @@ EVENTS = [
     "pod stops",
     "rollout",
     "unschedulable",
+    "pods used",
+    "hold over",
 ]
 
 
@@ -211,11 +213,21 @@ def _apply(w: TwinWorld, event: str, pick: int, data: Any) -> None:
 
 
 NODE_EVENTS = ("leave", "label", "taint", "ready", "cordon", "resize", "capacity", "hints")
-DEMAND_EVENTS = ("workload", "workload gone", "pod runs", "pod stops", "rollout", "unschedulable")
+DEMAND_EVENTS = (
+    "workload",
+    "workload gone",
+    "pod runs",
+    "pod stops",
+    "rollout",
+    "unschedulable",
+    "pods used",
+    "hold over",
+)
 
 
 def _change_demand(w: TwinWorld, event: str, pick: int, data: Any) -> None:
-    """Workloads come and go, their pods run and stop, a rollout swaps an image."""
+    """Workloads come and go, their pods run and stop, a rollout swaps an image, the budget
+    holds the room of images a node's pods used and lets it go."""
     d = w.demand
     refs = POOL + EXTRA
     if event == "workload":
@@ -247,6 +259,13 @@ def _change_demand(w: TwinWorld, event: str, pick: int, data: Any) -> None:
             workloads=(replace(old, images=new), *d.workloads[1:]),
             rollouts=(*d.rollouts, rollout),
         )
+    elif event == "pods used" and w.nodes:
+        where = w.nodes[pick % len(w.nodes)].name
+        used = frozenset(data.draw(st.lists(st.sampled_from(refs), min_size=1, max_size=3)))
+        w.demand = replace(d, pods_used={**d.pods_used, where: used})
+    elif event == "hold over" and d.pods_used:
+        gone = sorted(d.pods_used)[pick % len(d.pods_used)]
+        w.demand = replace(d, pods_used={k: v for k, v in d.pods_used.items() if k != gone})
     elif event == "unschedulable":
         waiting = UnschedulablePod(f"team/p{pick}", (refs[pick % len(refs)],))
         w.demand = replace(d, unschedulable=(*d.unschedulable, waiting))

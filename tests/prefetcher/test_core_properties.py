@@ -238,7 +238,16 @@ def demand_st(draw: Any, names: list[str], rollouts: bool = True) -> Demand:
         if rollouts
         else ()
     )
-    return Demand(workloads=workloads, running=running, unschedulable=waiting, rollouts=changes)
+    used = {
+        name: frozenset(draw(refs)) for name in draw(st.lists(st.sampled_from(names), max_size=2))
+    }
+    return Demand(
+        workloads=workloads,
+        running=running,
+        unschedulable=waiting,
+        rollouts=changes,
+        pods_used=used,
+    )
 
 
 configs = st.builds(

@@ -1,11 +1,13 @@
 """End to end on the wall-clock simulator: a node's own pods need the disk its keeper holds;
 the budget gives way (the keeper lets its lowest-ranked image go, the kubelet's image GC takes
-it), no pod's pull fails, and once the pods leave the budget grows back."""
+it), no pod's pull fails, and once the pods leave the budget holds their room for budgetHold
+(the image is not pulled again meanwhile), then grows back."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -33,6 +35,7 @@ TRITON = "nvcr.io/nvidia/tritonserver:24.08-py3"  # 17.4 GB
 TENSORFLOW = "nvcr.io/nvidia/tensorflow:24.08-tf2-py3"  # 16.9 GB
 DISK = 60_000_000_000  # diskBudget 0.75: 45 GB (the GC high threshold, 85 %: 51 GB)
 SPEED = 30.0
+HOLD = 600.0  # budgetHold, simulated seconds: 20 s of wall time
 
 
 @pytest.fixture
@@ -56,6 +59,17 @@ def keeper_images(core: Any) -> set[str] | None:
     return None
 
 
+def pulling_on_node(core: Any, image: str) -> bool:
+    """Whether a puller on NODE pulls `image`."""
+    return any(
+        pod.spec.node_name == NODE
+        and image in json.loads(pod.metadata.annotations["image-sync.io/images"])
+        for pod in core.list_namespaced_pod(
+            POD_NAMESPACE, label_selector="app.kubernetes.io/component=puller"
+        ).items
+    )
+
+
 def node_entry(prefetcher: Any) -> dict[str, Any]:
     return next(n for n in report(prefetcher)["nodes"] if n["name"] == NODE)
 
@@ -74,7 +88,9 @@ def test_the_budget_gives_the_disk_back_to_the_nodes_pods_and_takes_it_again(
     declare(api, TENSORFLOW, {"kubernetes.io/hostname": "gpu-2"})
     prefetchers = Running(cluster)
     try:
-        prefetcher = prefetchers.start(sim_config(disk_budget=0.75, sweep_interval=120.0))
+        prefetcher = prefetchers.start(
+            sim_config(disk_budget=0.75, sweep_interval=120.0, budget_hold=HOLD)
+        )
         wait_for(
             lambda: keeper_images(core) == {PYTORCH, TRAINER},
             timeout=180,
@@ -110,14 +126,38 @@ def test_the_budget_gives_the_disk_back_to_the_nodes_pods_and_takes_it_again(
         ]
         assert failed == []  # no pod's own pull failed for lack of space
         assert keeper_images(core) == {TRAINER}
-        entry = node_entry(prefetcher)
-        assert "the node's pods use" in entry["budgetReason"], entry
-        assert entry["budgetBytes"] < 20_400_000_000
+        # The report follows at the next pass that sees both pods running.
+        wait_for(
+            lambda: node_entry(prefetcher)["budgetBytes"] < 20_400_000_000,
+            timeout=60,
+            interval=0.5,
+            what="the report's budget without room for pytorch",
+        )
+        assert "the node's pods use" in node_entry(prefetcher)["budgetReason"]
         assert not cluster.image_store(NODE).has(PYTORCH)  # the kubelet's image GC took it
 
-        # The pods leave: the budget grows back, pytorch is pulled and kept again.
+        # The pods leave: their images' room stays held for budgetHold, so pytorch is not
+        # pulled again at once (8 s of wall time: 240 of the 600 simulated seconds).
         for name in ("serve", "train"):
             core.delete_namespaced_pod(name, "default", grace_period_seconds=0)
+        wait_for(
+            lambda: "(held)" in node_entry(prefetcher)["budgetReason"],
+            timeout=60,
+            interval=0.5,
+            what="the report showing the budget held for the pods' images",
+        )
+        assert node_entry(prefetcher)["budgetReason"] == (
+            "diskBudget 75% of 60.0 GB, less 34.3 GB for 2 image(s) the node's pods used "
+            "within budgetHold 10m (held)"
+        )
+        until = time.monotonic() + 8.0
+        while time.monotonic() < until:
+            assert keeper_images(core) == {TRAINER}
+            assert not pulling_on_node(core, PYTORCH)
+            assert not cluster.image_store(NODE).has(PYTORCH)
+            time.sleep(0.5)
+
+        # Past the hold, the budget grows back: pytorch is pulled and kept again.
         wait_for(
             lambda: keeper_images(core) == {PYTORCH, TRAINER},
             timeout=240,
