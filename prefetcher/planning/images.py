@@ -80,8 +80,10 @@ def registry_of(image: str) -> tuple[str, str | None]:
 
 
 def recent(moment: datetime | None, now: datetime, window: float) -> bool:
-    """True when `moment` lies within `window` seconds before `now`."""
-    return moment is not None and 0 <= (now - moment).total_seconds() <= window
+    """True when `moment` lies within `window` seconds before `now`, or after it: a kubelet
+    whose clock runs ahead of ours stamps a node that just joined in our future, and that
+    node must not count as old (nor wait a whole window to count as new)."""
+    return moment is not None and (now - moment).total_seconds() <= window
 
 
 def size_hints(nodes: Iterable[NodeInfo]) -> dict[str, int]:

@@ -596,6 +596,10 @@ def test_a_node_that_just_joined_pulls_its_images_in_one_larger_batch() -> None:
     assert [p.images for p in old.step().pulls] == [tuple(HARBOR[:2])]
     assert [p.images for p in fresh.step().pulls] == [(HARBOR[4],)]
     assert fresh.converge().summary.coverage == 1.0  # type: ignore[union-attr]
+    # A kubelet whose clock runs ahead of the prefetcher's stamps the node in our future:
+    # it is new all the same.
+    ahead = World(nodes=[node("ahead", age=timedelta(minutes=-5))], images=images, config=settings)
+    assert [(p.images, p.why) for p in ahead.step().pulls] == [(tuple(HARBOR[:4]), "new node")]
 
 
 def test_nodes_pull_images_of_equal_rank_in_orders_of_their_own() -> None:
