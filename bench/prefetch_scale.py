@@ -86,7 +86,7 @@ FIGURES = (
         "",
         "≤ 1.1 x minimum",
     ),
-    Figure("  the minimum", _minimum, "", "pullers x 2 + keepers"),
+    Figure("  the minimum", _minimum, "", "pullers x 2 + keepers, joinPullBatchSize a puller"),
     Figure(
         "  writes ÷ minimum",
         lambda r: _ratio(_pod_writes(r), _minimum(r)) if r["covered"] else None,

@@ -13,6 +13,7 @@ from typing import Any
 from kubernetes import client
 
 from imagesync.cachedimage import object_name
+from imagesync.config import Config
 from imagesync.names import POD_NAMESPACE_DEFAULT
 from simulator.scenario import parse_scenario
 
@@ -24,6 +25,7 @@ NODE_BANDWIDTH = 10e9 / 8  # bytes/s (10 Gbit/s)
 REGISTRY_BANDWIDTH = 400e9 / 8  # bytes/s (400 Gbit/s)
 REGISTRY_ROUND_TRIP = 0.3  # seconds before an image's first byte (its manifest), per pull
 PULL_BATCH_SIZE = 10
+JOIN_PULL_BATCH_SIZE = Config().join_pull_batch_size  # the default: nodes that just joined
 MB = 1_000_000
 NEW_IMAGE_BYTES = 20 * MB
 NODE_STATUS_EVERY = 10.0  # simulated seconds, the kubelet's nodeStatusUpdateFrequency

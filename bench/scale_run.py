@@ -44,6 +44,7 @@ from bench.prefetcher_process import (  # noqa: E402
     writes,
 )
 from bench.scale_cluster import (  # noqa: E402
+    JOIN_PULL_BATCH_SIZE,
     NAMESPACE,
     NODE_BANDWIDTH,
     NODE_STATUS_EVERY,
@@ -182,7 +183,8 @@ def run_size(
     # The default sweep interval (30 minutes), as in a cluster: converging is driven by the
     # changes, and the converged sweep is asked for at once with SIGHUP.
     sweep_interval = 1800.0
-    minimum = minimum_writes(nodes, [image_count], PULL_BATCH_SIZE)
+    # Every node joins at the bench's start, so each takes joinPullBatchSize images a puller.
+    minimum = minimum_writes(nodes, [image_count], max(PULL_BATCH_SIZE, JOIN_PULL_BATCH_SIZE))
     result = SizeResult(
         nodes=nodes,
         images=image_count,
