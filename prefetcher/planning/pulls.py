@@ -121,31 +121,6 @@ def batch_limit(why: str, config: Config) -> int:
     return config.pull_batch_size
 
 
-# A puller with this few images left to pull lets its node's next puller be created: the new
-# pod's start (its creation, the kubelet's sync, its init container) overlaps those last
-# pulls, and its first pull queues right behind them instead of waiting for a pass.
-EARLY_NEXT_PENDING = 2
-
-
-def node_slots(state: PlanState, node: NodeInfo) -> int:
-    """Pullers `node` may have now: its cap (`node_pull_cap`), one more while its pullers
-    pull their last EARLY_NEXT_PENDING images. Only nodes with candidates use it, so never
-    where a workload pod starts (its pulls go first); a workload pod bound later makes the
-    pullers in its way yield, as any."""
-    config = state.config
-    cap = node_pull_cap(node, config)
-    if cap > config.max_pulls_per_node:
-        return cap  # a kubelet that pulls in parallel: the next puller runs beside already
-    flying = [(pod, pending) for pod, pending in state.in_flight.values() if pod.node == node.name]
-    if (
-        len(flying) == cap
-        and not any(pod.deleting for pod, _ in flying)
-        and sum(len(pending) for _, pending in flying) <= EARLY_NEXT_PENDING
-    ):
-        return cap + 1
-    return cap
-
-
 def choose_pulls(state: PlanState) -> None:
     """Candidates in order (urgency, demand tier, score, node, then a node's own order of its
     images of equal rank), batched per node, each puller within every cap."""
@@ -156,7 +131,7 @@ def choose_pulls(state: PlanState) -> None:
         if entry.problem is not None:
             continue
         mine = node_candidates(state, entry, state.missing(entry), starting)
-        if busy[entry.node.name] >= node_slots(state, entry.node):
+        if busy[entry.node.name] >= node_pull_cap(entry.node, state.config):
             # A node whose pullers fill its slots starts nothing this pass: its candidates
             # wait without being ranked against the fleet's (most of them, while a fleet
             # converges).
@@ -189,7 +164,6 @@ def start_pulls(state: PlanState, candidates: list[Candidate], starting: Startin
     total = len(flying)
     taken: set[PullKey] = set()
     shares: dict[str, int | None] = {}
-    slots: dict[str, int] = {}
     for key, why in candidates:
         name, ref = key[3], key[-1]
         if (name, ref) in taken:
@@ -208,11 +182,9 @@ def start_pulls(state: PlanState, candidates: list[Candidate], starting: Startin
             )
             continue
         node = state.targets[name].node
-        if name not in slots:
-            slots[name] = node_slots(state, node)
         if (
             total >= config.max_concurrent_pulls
-            or per_node[name] >= slots[name]
+            or per_node[name] >= node_pull_cap(node, config)
             or per_image[ref] >= config.max_pulls_per_image
             or per_registry[image.registry] >= config.max_pulls_per_registry
         ):

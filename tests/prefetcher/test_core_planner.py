@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import timedelta
-from typing import Any
 
 from prefetcher.model import (
     ContainerObservation,
@@ -30,7 +29,6 @@ from tests.prefetcher.test_core_fixtures import (
     config,
     image,
     node,
-    running,
     world,
 )
 
@@ -122,24 +120,21 @@ def test_running_pullers_count_against_caps() -> None:
     )
     snap = Snapshot(now=NOW, nodes=nodes, images=(image(APP), image(BUSYBOX)), pods=(running,))
     result = plan(snap, config(max_pulls_per_image=1))
-    # a's puller pulls its last image, so a's next puller may start (EARLY_NEXT_PENDING) and
-    # takes BUSYBOX; b finds both images at their cap: the running puller counts for APP.
-    assert [(p.node, p.images) for p in result.pulls] == [("a", (BUSYBOX,))]
+    assert [(p.node, p.images) for p in result.pulls] == [("b", (BUSYBOX,))]
     cell = next(c for c in result.cells if c.node == "a" and c.image == APP)
     assert cell.state == "pulling"
 
 
 def test_a_node_that_pulls_in_parallel_gets_its_next_puller_beside_the_one_in_flight() -> None:
     nodes = (node("serial"), node("parallel", labels={"pool": "fast"}))
-    images = tuple(image(f"harbor.example.internal/lib/app-{i}:1.0", uses=10 - i) for i in range(6))
-    flying = tuple(i.image for i in images[:3])  # more left to pull than EARLY_NEXT_PENDING
+    images = tuple(image(f"harbor.example.internal/lib/app-{i}:1.0", uses=10 - i) for i in range(3))
     pods = tuple(
         ManagedPod(
-            name=puller_name(n.name, flying),
+            name=puller_name(n.name, [images[0].image]),
             uid=f"u-{n.name}",
             node=n.name,
             role="puller",
-            images=flying,
+            images=(images[0].image,),
             created=NOW,
         )
         for n in nodes
@@ -148,39 +143,9 @@ def test_a_node_that_pulls_in_parallel_gets_its_next_puller_beside_the_one_in_fl
     settings = {"pull_batch_size": 1}
     assert plan(snap, config(**settings)).pulls == ()
     pipelined = plan(snap, config(parallel_pull_nodes=(("pool", "fast"),), **settings))
-    assert [(p.node, p.images) for p in pipelined.pulls] == [("parallel", (images[3].image,))]
+    assert [(p.node, p.images) for p in pipelined.pulls] == [("parallel", (images[1].image,))]
     every_node = plan(snap, config(parallel_pull_nodes=(), **settings))
     assert sorted(p.node for p in every_node.pulls) == ["parallel", "serial"]
-
-
-def test_a_pullers_last_pulls_let_the_nodes_next_puller_start() -> None:
-    """With EARLY_NEXT_PENDING images left to pull, a node's next puller is created: its start
-    overlaps those pulls and its first pull queues right behind them. Not sooner, and not
-    while a workload pod starts on the node."""
-    images = tuple(image(f"harbor.example.internal/lib/app-{i}:1.0", uses=10 - i) for i in range(5))
-    batch = tuple(i.image for i in images[:3])
-
-    def puller(pulled: int) -> ManagedPod:
-        return ManagedPod(
-            name=puller_name("a", batch),
-            uid="u-a",
-            node="a",
-            role="puller",
-            images=batch,
-            created=NOW,
-            containers=tuple(running(f"c{i}", ref) for i, ref in enumerate(batch[:pulled])),
-        )
-
-    settings = config(pull_batch_size=2)
-
-    def pulls(pulled: int, **more: Any) -> list[tuple[str, ...]]:
-        snap = Snapshot(now=NOW, nodes=(node("a"),), images=images, pods=(puller(pulled),), **more)
-        return [p.images for p in plan(snap, settings).pulls]
-
-    assert pulls(0) == []  # three images left: too soon
-    assert pulls(1) == [(images[3].image, images[4].image)]
-    workload = StartingPod(pod="default/web", node="a", registries=("docker.io",), since=NOW)
-    assert pulls(1, starting=(workload,)) == []
 
 
 def test_failed_pull_is_reported_and_retried_with_backoff() -> None:
