@@ -22,7 +22,7 @@ from imagesync.config import Config
 from imagesync.kubeclient import KubeError
 from imagesync.mutation import decide
 from imagesync.names import LABEL_MANAGED_BY, MANAGED_BY
-from prefetcher import observe
+from prefetcher import observe, presence
 from prefetcher.confirmation import StoredPodImages, confirmation_patches
 from prefetcher.demandwatch import DemandWatch
 from prefetcher.executor import PassInfo, Stopped
@@ -132,7 +132,7 @@ class ImageLearners:
             )
         # What our own pods hold is not Observed: read only when the Observed source is on
         # (every puller's results, each pass: a tenth of a pass at a thousand nodes).
-        ours = observe.present_images(pod for pod in pods if pod is not None)
+        ours = presence.present_images(pod for pod in pods if pod is not None)
         now = datetime.fromtimestamp(self.clock.now(), UTC)
         writes = self.sources.writes(nodes, self.images.items(), now, ours)
         self.metrics.observe_sources(self.sources.observed_count, len(self.sources.nodes_at_cap))

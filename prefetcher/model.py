@@ -357,7 +357,7 @@ class PullOutcome:
     message: str = ""
     seconds: float | None = None  # pod creation → image ready, when known
     size: int = 0  # estimated bytes
-    kind: str = ""  # failure class, see prefetcher.observe.failure_kind
+    kind: str = ""  # failure class, see prefetcher.presence.failure_kind
 
 
 @dataclass(frozen=True, slots=True)

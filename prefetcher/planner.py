@@ -47,7 +47,7 @@ passes between sweeps, and returns the same Plan.
 from __future__ import annotations
 
 from imagesync.config import Config
-from prefetcher import observe
+from prefetcher import presence
 from prefetcher.model import Plan, Snapshot
 from prefetcher.planning.cells import fill_cells
 from prefetcher.planning.demand import demand_index
@@ -81,7 +81,7 @@ def plan(snapshot: Snapshot, config: Config) -> Plan:
     images = merge_images(snapshot, config, demand)
     wanted = [i for i in images if i.wanted]
     pods = sorted(snapshot.pods, key=lambda p: (p.node, p.role, p.name, p.uid))
-    present = observe.present_images(pods)
+    present = presence.present_images(pods)
     pod_images = node_pod_images(snapshot, {i.image for i in wanted})
     state = PlanState(
         snapshot,

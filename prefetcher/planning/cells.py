@@ -10,7 +10,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from imagesync.config import Config
-from prefetcher import observe
+from prefetcher import presence
 from prefetcher.model import BudgetExclusion, CellState, PullKey, PullRecord
 from prefetcher.planning.images import MergedImage, size_on
 from prefetcher.planning.state import PlanState
@@ -64,7 +64,7 @@ def cell(
             record.message,
             wanted=True,
             retry_at=retry_at(record, config),
-            kind=observe.failure_kind(record.reason, record.message),
+            kind=presence.failure_kind(record.reason, record.message),
             attempts=record.attempts,
         )
     return CellState(name, ref, "missing", message=waiting.get(key, ""), wanted=True)

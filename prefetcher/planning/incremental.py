@@ -34,7 +34,7 @@ from datetime import datetime
 from operator import is_
 
 from imagesync.config import Config
-from prefetcher import eligibility, observe, scoring
+from prefetcher import eligibility, presence, scoring
 from prefetcher.model import (
     ManagedPod,
     NodeInfo,
@@ -86,7 +86,7 @@ PATCH_LIMIT = 0.25
 
 # (facts, templated, released, made at, steady until, the merged image)
 _MergedHit = tuple[ImageFacts, bool, bool, datetime, datetime, MergedImage]
-PodFacts = tuple[frozenset[str], Mapping[str, observe.PullResult], frozenset[str]]
+PodFacts = tuple[frozenset[str], Mapping[str, presence.PullResult], frozenset[str]]
 
 
 class _MemoState(PlanState):
@@ -119,7 +119,7 @@ class _MemoState(PlanState):
     def running_images(self, pod: ManagedPod) -> frozenset[str]:
         return self._planner.pod_facts(pod)[0]
 
-    def puller_results(self, pod: ManagedPod) -> Mapping[str, observe.PullResult]:
+    def puller_results(self, pod: ManagedPod) -> Mapping[str, presence.PullResult]:
         return self._planner.pod_facts(pod)[1]
 
     def finished_puller(self, pod: ManagedPod, read: ReadFinished) -> Finished | None:
@@ -444,10 +444,10 @@ class IncrementalPlanner:
         hit = self._seen_pods.get(key) or self._pods.get(key)
         if hit is None or hit[0] is not pod:
             if pod.role == "keeper":
-                running = observe.keeper_running_images(pod)
+                running = presence.keeper_running_images(pod)
                 facts: PodFacts = (self._sets.setdefault(running, running), {}, EMPTY)
             else:
-                results = observe.puller_results(pod)
+                results = presence.puller_results(pod)
                 pulled = frozenset(image for image, r in results.items() if r.succeeded)
                 facts = (EMPTY, results, self._sets.setdefault(pulled, pulled))
             hit = (pod, facts)
@@ -480,7 +480,7 @@ class IncrementalPlanner:
         return hit[3]
 
     def _present(self, ordered: list[ManagedPod]) -> dict[str, frozenset[str]]:
-        """observe.present_images(), sharing one pod's set when a node has only that, and the
+        """presence.present_images(), sharing one pod's set when a node has only that, and the
         last pass's set when a node's pods hold the same sets."""
         parts: dict[str, list[frozenset[str]]] = {}
         for pod in ordered:

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
-from prefetcher import observe, pods
+from prefetcher import observe, pods, presence
 from prefetcher.model import ManagedPod, PullKey, PullOutcome, PullRecord
 from prefetcher.planning.images import DISK_PER_COMPRESSED_BYTE, registry_of
 from prefetcher.planning.starting import Starting, starting_pods, yields_to
@@ -146,7 +146,7 @@ def _measure(state: PlanState, pod: ManagedPod) -> list[tuple[str, float]]:
 
 
 def _record_failure(
-    state: PlanState, pod: ManagedPod, image: str, result: observe.PullResult
+    state: PlanState, pod: ManagedPod, image: str, result: presence.PullResult
 ) -> None:
     """Count a failed pull once per puller (by uid) in its (node, image) backoff record."""
     key = (pod.node, image)
@@ -162,7 +162,7 @@ def _record_failure(
 
 
 def _record_success(
-    state: PlanState, pod: ManagedPod, image: str, result: observe.PullResult
+    state: PlanState, pod: ManagedPod, image: str, result: presence.PullResult
 ) -> None:
     state.records.pop((pod.node, image), None)
     state.outcomes.append(_success(state, pod, image, result))
@@ -170,7 +170,7 @@ def _record_success(
 
 
 def _success(
-    state: PlanState, pod: ManagedPod, image: str, result: observe.PullResult
+    state: PlanState, pod: ManagedPod, image: str, result: presence.PullResult
 ) -> PullOutcome:
     return _outcome(state, pod, image, result, result.finished_at)
 
@@ -179,7 +179,7 @@ def _outcome(
     state: PlanState,
     pod: ManagedPod,
     image: str,
-    result: observe.PullResult,
+    result: presence.PullResult,
     end: datetime | None,
 ) -> PullOutcome:
     return PullOutcome(
@@ -204,7 +204,7 @@ def _hold(state: PlanState, pod: ManagedPod, pulled: Iterable[str]) -> None:
 
 
 def pull_clock_start(
-    state: PlanState, pod: ManagedPod, results: Mapping[str, observe.PullResult]
+    state: PlanState, pod: ManagedPod, results: Mapping[str, presence.PullResult]
 ) -> datetime:
     """When the puller's current image could start pulling: after the pod's creation, after
     its previous image was ready (the kubelet pulls a pod's images one after another), and
@@ -222,7 +222,7 @@ def _read_unfinished(
     state: PlanState,
     pod: ManagedPod,
     pending: tuple[str, ...],
-    results: Mapping[str, observe.PullResult],
+    results: Mapping[str, presence.PullResult],
     starting: Starting,
 ) -> None:
     """A puller with images still to pull: flying, stuck past its current image's deadline
@@ -245,9 +245,9 @@ def _read_unfinished(
     stuck_at = began + timedelta(seconds=allowed + STUCK_GRACE)
     if now > stuck_at:
         waited = int((now - began).total_seconds())
-        stuck = observe.PullResult(
+        stuck = presence.PullResult(
             succeeded=False,
-            reason=observe.DEADLINE_REASON,
+            reason=presence.DEADLINE_REASON,
             message=(
                 f"{current} still not pulled {waited} s after its pull could start "
                 f"(allowed {allowed} s for {state.size_of(current)} bytes)"

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from imagesync.config import Config
-from prefetcher import observe, pods
+from prefetcher import pods, presence
 from prefetcher.model import (
     BudgetExclusion,
     CellState,
@@ -96,11 +96,11 @@ class PlanState:
 
     def running_images(self, pod: ManagedPod) -> frozenset[str]:
         """The images a keeper's running containers hold."""
-        return observe.keeper_running_images(pod)
+        return presence.keeper_running_images(pod)
 
-    def puller_results(self, pod: ManagedPod) -> Mapping[str, observe.PullResult]:
+    def puller_results(self, pod: ManagedPod) -> Mapping[str, presence.PullResult]:
         """The outcome of each image of a puller that has one."""
-        return observe.puller_results(pod)
+        return presence.puller_results(pod)
 
     def finished_puller(self, pod: ManagedPod, read: ReadFinished) -> Finished | None:
         """What a puller whose every image was pulled gives each pass; None for any other

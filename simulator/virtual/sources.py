@@ -8,7 +8,7 @@ The real code decides everything; this module only feeds it the virtual cluster:
   age limit), plus the size lookups of wanted images under a `sources` prefix;
 - each pass, `prefetcher.sources.sync.SourceSync.writes` over the nodes' `status.images`
   (pool labels included) and the CachedImages, less what image-sync's own pods hold
-  (`prefetcher.observe.present_images`); its writes are applied to a store of the
+  (`prefetcher.presence.present_images`); its writes are applied to a store of the
   prefetcher's Observed and Catalog objects, read back with `prefetcher.observe.wanted_image`.
 
 The `sources` setting (`imagesync.sources`) says which sources count per prefix, as in a
@@ -29,7 +29,7 @@ from imagesync.matching import RegistryPrefix
 from imagesync.names import SOURCE_CATALOG, SOURCE_OBSERVED
 from imagesync.reference import InvalidReference, parse_reference
 from imagesync.sources import SourceRule, parse_rules, rule_for, sources_for
-from prefetcher import observe
+from prefetcher import observe, presence
 from prefetcher.model import Snapshot, WantedImage
 from prefetcher.registry.client import ImageFacts
 from prefetcher.sources.catalog import (
@@ -203,7 +203,7 @@ class SourcedImageSync(ImageSync):
     # -- each pass: the sources' writes, then the snapshot with their objects ------------
     def snapshot(self) -> Snapshot:
         snapshot = super().snapshot()
-        ours = observe.present_images(snapshot.pods)
+        ours = presence.present_images(snapshot.pods)
         objects = [*self.objects.values(), *self._learned_objects(snapshot.images)]
         writes = self.sync.writes(snapshot.nodes, objects, snapshot.now, ours)
         if writes:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from prefetcher import cacheforms, observe
+from prefetcher import cacheforms, observe, presence
 from prefetcher.model import ContainerObservation, ManagedPod
 from prefetcher.pods import build_keeper, build_puller
 from tests.prefetcher.test_core_fixtures import APP, BUSYBOX, NOW, PYTORCH, config, node
@@ -186,11 +186,11 @@ def test_managed_pod_round_trips_the_pods_we_build() -> None:
     assert pod is not None and pod.role == "puller" and pod.node == "cpu-1"
     assert pod.images == (APP, BUSYBOX, PYTORCH)  # pull order
     assert pod.active_deadline == 700 and pod.attempt == 1
-    results = observe.puller_results(pod)
+    results = presence.puller_results(pod)
     assert set(results) == {APP, BUSYBOX}  # PYTORCH is still to come
     assert (results[APP].reason, results[APP].kind) == ("ErrImagePull", "not-found")
     assert results[BUSYBOX].succeeded
-    assert observe.present_images([pod]) == {"cpu-1": frozenset({BUSYBOX})}
+    assert presence.present_images([pod]) == {"cpu-1": frozenset({BUSYBOX})}
 
     keeper = build_keeper(n, [BUSYBOX, APP], config())
     keeper["metadata"]["deletionTimestamp"] = "2026-11-22T00:00:00Z"
@@ -204,7 +204,7 @@ def test_managed_pod_round_trips_the_pods_we_build() -> None:
     pod = observe.managed_pod(keeper)
     assert pod is not None and pod.role == "keeper" and pod.deleting
     assert pod.images == (BUSYBOX, APP)  # sorted
-    assert observe.keeper_running_images(pod) == {APP, BUSYBOX}
+    assert presence.keeper_running_images(pod) == {APP, BUSYBOX}
 
 
 def test_the_slim_cache_entry_of_a_puller_or_keeper_reads_the_same() -> None:
@@ -333,10 +333,10 @@ def test_a_cached_keeper_is_the_set_of_images_it_runs() -> None:
     assert [c.state for c in seen.containers] == ["waiting"]
     pod = observe.managed_pod(slim)
     assert pod is not None and pod == observe.managed_pod(keeper)
-    assert observe.keeper_running_images(pod) == {APP, BUSYBOX}
+    assert presence.keeper_running_images(pod) == {APP, BUSYBOX}
     assert [c.reason for c in pod.containers] == ["ErrImageNeverPull"]
-    assert observe.keeper_settled(pod)
-    assert observe.present_images([pod]) == {"cpu-1": frozenset({APP, BUSYBOX})}
+    assert presence.keeper_settled(pod)
+    assert presence.present_images([pod]) == {"cpu-1": frozenset({APP, BUSYBOX})}
 
 
 def test_other_pods_are_not_ours() -> None:
@@ -359,8 +359,8 @@ def _puller(
     )
 
 
-def _result(pod: ManagedPod) -> observe.PullResult | None:
-    return observe.puller_results(pod).get(APP)
+def _result(pod: ManagedPod) -> presence.PullResult | None:
+    return presence.puller_results(pod).get(APP)
 
 
 def test_puller_outcomes() -> None:
@@ -380,7 +380,7 @@ def test_puller_outcomes() -> None:
     tools = ContainerObservation(
         "install-sleeper", "t", "waiting", reason="ImagePullBackOff", init=True
     )
-    assert _result(_puller(done)) == observe.PullResult(True)
+    assert _result(_puller(done)) == presence.PullResult(True)
     ok = _result(_puller(crashed))
     assert ok is not None and ok.succeeded  # the container was created: the image is there
     assert _result(_puller(creating)) is None
@@ -408,7 +408,7 @@ def test_a_batch_ends_per_image() -> None:
         ),
         images=(APP, BUSYBOX),
     )
-    results = observe.puller_results(pod)
+    results = presence.puller_results(pod)
     assert results[APP].succeeded
     assert not results[BUSYBOX].succeeded and results[BUSYBOX].kind == "deadline"
 
@@ -510,6 +510,6 @@ def test_presence_is_keepers_running_plus_successful_pullers() -> None:
         containers=(ContainerObservation("pull", PYTORCH, "terminated", exit_code=0),),
     )
     pulling = ManagedPod(name="q", uid="q", node="b", role="puller", images=(APP,))
-    present = observe.present_images([keeper, pulled, pulling])
+    present = presence.present_images([keeper, pulled, pulling])
     assert present == {"a": frozenset({APP}), "b": frozenset({PYTORCH})}
-    assert observe.keeper_settled(keeper) is True
+    assert presence.keeper_settled(keeper) is True

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from imagesync.cachedimage import PlacementProfile
 from imagesync.config import Config
 from imagesync.resources import request_amount
-from prefetcher import observe
+from prefetcher import presence
 from prefetcher.eligibility import has_gpu
 from prefetcher.model import (
     ContainerObservation,
@@ -297,14 +297,14 @@ def _gpu_only(snapshot: Snapshot, ref: str) -> bool:
 @given(snapshots(), configs)
 def test_never_pull_a_present_image_or_twice(snapshot: Snapshot, cfg: Config) -> None:
     result = plan(snapshot, cfg)
-    present = observe.present_images(snapshot.pods)
+    present = presence.present_images(snapshot.pods)
     existing = {p.name for p in snapshot.pods}
     pulling = {
         (p.node, ref)
         for p in snapshot.pods
         if p.role == "puller"
         for ref in p.images
-        if ref not in observe.puller_results(p)
+        if ref not in presence.puller_results(p)
     }
     pairs = [(p.node, ref) for p in result.pulls for ref in p.images]
     for pull in result.pulls:
@@ -332,7 +332,7 @@ def test_caps_hold(snapshot: Snapshot, cfg: Config) -> None:
     # image it has still to pull.
     pullers: list[tuple[str, tuple[str, ...]]] = []
     for p in snapshot.pods:
-        pending = tuple(i for i in p.images if i not in observe.puller_results(p))
+        pending = tuple(i for i in p.images if i not in presence.puller_results(p))
         if p.role == "puller" and pending and p.uid not in deleted and p.node in names:
             pullers.append((p.node, pending))
     pullers += [(a.node, a.images) for a in result.pulls]
@@ -417,7 +417,7 @@ def test_keeper_deletion_is_make_before_break(snapshot: Snapshot, cfg: Config) -
     for pod in snapshot.pods:
         if pod.role != "keeper" or pod.uid not in deleted:
             continue
-        for ref in observe.keeper_running_images(pod):
+        for ref in presence.keeper_running_images(pod):
             if (pod.node, ref) not in kept_present or not cfg.keeper_enabled:
                 continue
             survivors = [
@@ -427,7 +427,7 @@ def test_keeper_deletion_is_make_before_break(snapshot: Snapshot, cfg: Config) -
                 and k.node == pod.node
                 and k.uid not in deleted
                 and not k.deleting
-                and ref in observe.keeper_running_images(k)
+                and ref in presence.keeper_running_images(k)
             ]
             assert survivors, (pod.name, ref)
 

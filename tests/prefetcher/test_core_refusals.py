@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from prefetcher import observe, refusals
+from prefetcher import presence, refusals
 from prefetcher.model import PullAction, PullRecord
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -38,7 +38,7 @@ def test_every_image_of_a_refused_puller_fails_with_the_servers_answer_and_a_hin
     assert "(hint: the PriorityClass of image-sync's pods is missing" in records[0].message
     assert [o.succeeded for o in outcomes] == [False, False]
     assert {o.kind for o in outcomes} == {"refused"}
-    assert observe.failure_kind(records[0].reason, records[0].message) == "refused"
+    assert presence.failure_kind(records[0].reason, records[0].message) == "refused"
 
 
 def test_attempts_grow_from_the_previous_record() -> None:

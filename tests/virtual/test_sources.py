@@ -13,7 +13,7 @@ import pytest
 from imagesync.config import Config, load_config
 from imagesync.matching import parse_prefix
 from imagesync.names import SOURCE_CATALOG, SOURCE_OBSERVED
-from prefetcher import observe
+from prefetcher import observe, presence
 from prefetcher.model import Snapshot
 from prefetcher.sources.catalog import CatalogReader
 from prefetcher.sources.sync import SourceSync
@@ -131,7 +131,7 @@ class CheckedAgainstRealSync(SourcedImageSync):
         api_nodes = [observe.node_info(node_object(n)) for n in self.cluster.live_nodes()]
         before = dict(self.objects)
         snapshot = super().snapshot()
-        ours = observe.present_images(snapshot.pods)
+        ours = presence.present_images(snapshot.pods)
         real = SourceSync(self.config).writes(api_nodes, list(before.values()), snapshot.now, ours)
         created = {n: o["spec"] for n, o in self.objects.items() if n not in before}
         self.compared.append((created, {b["metadata"]["name"]: b["spec"] for b in real.creates}))
