@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
+from imagesync.config import Config
 from prefetcher.budget import BudgetItem, NodeRoom, fit, format_bytes, format_duration, node_room
 from prefetcher.budgethold import BudgetHold
 from prefetcher.model import Demand, RunningPod, Snapshot, StartingPod
@@ -125,17 +126,24 @@ class PodsWorld(World):
         )
 
 
-def test_the_keeper_gives_the_space_back_while_the_pods_need_it_and_takes_it_again() -> None:
-    w = PodsWorld(
+def gpu_node_world(settings: Config, hold: BudgetHold | None = None) -> PodsWorld:
+    """One 100 GB GPU node; A, B and C fill its 50 GB budget and JOB's 40 GB, ranked last,
+    is beyond it."""
+    return PodsWorld(
         nodes=[node("g", gpu=8, capacity=100 * GB)],
         images=[
             image(A, uses=30, gpu=True, size=20 * GB),
             image(B, uses=20, gpu=True, size=10 * GB),
             image(C, uses=10, gpu=True, size=10 * GB),
-            image(JOB, uses=1, gpu=True, size=40 * GB),  # ranked last: beyond the budget
+            image(JOB, uses=1, gpu=True, size=40 * GB),
         ],
-        config=config(),
+        config=settings,
+        hold=hold,
     )
+
+
+def test_the_keeper_gives_the_space_back_while_the_pods_need_it_and_takes_it_again() -> None:
+    w = gpu_node_world(config())
     w.converge()
     assert w.guarded("g") == {A, B, C}
     # A job using the 40 GB image is bound to the node and pulls it: 50 - 40 = 10 GB left.
@@ -205,17 +213,7 @@ def test_an_image_the_pods_used_lately_counts_once_held_or_not() -> None:
 
 
 def test_the_budget_stays_low_while_the_hold_lasts_after_the_pods_leave() -> None:
-    w = PodsWorld(
-        nodes=[node("g", gpu=8, capacity=100 * GB)],
-        images=[
-            image(A, uses=30, gpu=True, size=20 * GB),
-            image(B, uses=20, gpu=True, size=10 * GB),
-            image(C, uses=10, gpu=True, size=10 * GB),
-            image(JOB, uses=1, gpu=True, size=40 * GB),
-        ],
-        config=config(budget_hold=3600.0),
-        hold=BudgetHold(timedelta(hours=1)),
-    )
+    w = gpu_node_world(config(budget_hold=3600.0), BudgetHold(timedelta(hours=1)))
     w.converge()
     assert w.guarded("g") == {A, B, C}
     # A job pulls the 40 GB image: the keeper lets A and C go for it, as without the hold.

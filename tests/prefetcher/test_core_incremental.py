@@ -35,6 +35,16 @@ from tests.prefetcher.test_core_properties import (
 )
 
 EXTRA = [f"harbor.example.internal/team/svc-{i}:1.0" for i in range(6)]
+DEMAND_EVENTS = (
+    "workload",
+    "workload gone",
+    "pod runs",
+    "pod stops",
+    "rollout",
+    "unschedulable",
+    "pods used",
+    "hold over",
+)
 EVENTS = [
     "join",
     "leave",
@@ -58,14 +68,7 @@ EVENTS = [
     "time",
     "day",
     "sweep",
-    "workload",
-    "workload gone",
-    "pod runs",
-    "pod stops",
-    "rollout",
-    "unschedulable",
-    "pods used",
-    "hold over",
+    *DEMAND_EVENTS,
 ]
 
 
@@ -213,16 +216,6 @@ def _apply(w: TwinWorld, event: str, pick: int, data: Any) -> None:
 
 
 NODE_EVENTS = ("leave", "label", "taint", "ready", "cordon", "resize", "capacity", "hints")
-DEMAND_EVENTS = (
-    "workload",
-    "workload gone",
-    "pod runs",
-    "pod stops",
-    "rollout",
-    "unschedulable",
-    "pods used",
-    "hold over",
-)
 
 
 def _change_demand(w: TwinWorld, event: str, pick: int, data: Any) -> None:
