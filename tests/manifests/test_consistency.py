@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from certs.cli import DEFAULT_SECRET_NAME, DEFAULT_WEBHOOK_CONFIG
-from certs.generate import service_dns_names
+from certs.names import service_dns_names
 from imagesync import config as config_module
 from imagesync import names
 from imagesync.cli import build_parser
