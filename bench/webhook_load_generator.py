@@ -1,5 +1,4 @@
-"""The load side of the webhook load test: sample reviews, and generator processes sending them
-over keep-alive HTTPS connections at a fixed rate or as fast as answers come."""
+"""The load side of the webhook benchmark: sample reviews, and the processes that send them."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""The two servers the webhook load test compares, each run in a child process: an allow-all
-floor and the webhook with learning on."""
+"""The servers the webhook benchmark compares, each in a child process: allow-all floor, webhook."""
 
 from __future__ import annotations
 

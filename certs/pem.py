@@ -1,4 +1,4 @@
-"""Certificates and keys to and from PEM, and a certificate paired with the key that belongs to it."""
+"""Certificates and keys to and from PEM, and a certificate paired with the key it belongs to."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""The parsers of single configuration values: each turns what YAML or an environment variable
-gives into a typed value, or raises ValueError saying what was expected."""
+"""Parsers of single config values: YAML or environment text in, a typed value or ValueError out."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Durations, sizes and bandwidths as people write them in a ConfigMap (`30m`, `20Gi`, `10Gbit/s`)."""
+"""Durations, sizes and bandwidths as written in a ConfigMap: `30m`, `20Gi`, `10Gbit/s`."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""One conditional CachedImage write of an image's buffered usage, safe against other writers
-and against answers lost on the way back."""
+"""One conditional CachedImage write of buffered usage, safe against rival writers, lost answers."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""Get, list (paged, at a resource version) and watch as the real server does them — a part
-of `Core` kept apart."""
+"""Get, paged list and watch as the real server does them — a part of `Core` kept apart."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""Update and patch as the real server does them: preconditions, admission outside the lock,
-generation, no-op writes, server-side apply of a missing object — a part of `Core` kept apart."""
+"""Update and patch as the real server does them — a part of `Core` kept apart."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""Reading rendered manifests as the cluster and the components do: pod specs and containers,
-arguments through the real CLI, environment, label selectors, bound Roles, the shipped config."""
+"""Reading rendered manifests as the cluster and components do: specs, args, selectors, roles."""
 
 from __future__ import annotations
 

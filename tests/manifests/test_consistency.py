@@ -1,5 +1,4 @@
-"""The manifests and the code agree: names, paths, ports, arguments, the priority class, the
-cert-manager overlay and the installation guide."""
+"""Manifests and code agree: names, paths, ports, arguments, priority class, overlays, the guide."""
 
 from __future__ import annotations
 

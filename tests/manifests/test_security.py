@@ -1,5 +1,4 @@
-"""Every container locked down, every service account present, and nothing in the pod
-namespace that could change image-sync."""
+"""Containers locked down, service accounts present, the pod namespace cannot alter image-sync."""
 
 from __future__ import annotations
 

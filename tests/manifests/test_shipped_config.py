@@ -1,5 +1,4 @@
-"""The shipped configuration: the environment variables are ones the code reads, the config
-file and namespace reach both components, and the config itself is valid."""
+"""The shipped configuration is valid and reaches both components through file and environment."""
 
 from __future__ import annotations
 

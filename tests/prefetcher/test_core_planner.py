@@ -1,5 +1,4 @@
-"""The planner on whole scenarios: coverage, GPU placement, what is never pulled, node and
-image lifecycle, the startup taint, determinism."""
+"""The planner on scenarios: coverage, GPU placement, lifecycle, startup taint, determinism."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""Failed and stuck pulls on whole scenarios: reasons, backoff, deadlines that grow with the
-image size, and attempts that survive a restart."""
+"""Failed and stuck pulls on whole scenarios: reasons, backoff, size-based deadlines, restarts."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""Keeper pods on whole scenarios: cached images survive image GC, changes are make-before-break,
-and keepers that lost an image or were evicted are replaced."""
+"""Keeper pods on whole scenarios: cached images survive GC, make-before-break, replacement."""
 
 from __future__ import annotations
 

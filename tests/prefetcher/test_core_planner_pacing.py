@@ -1,5 +1,4 @@
-"""How fast pulls start on whole scenarios: caps, batches of one registry, parallel pulls, quiet
-hours, and holding back while workload pods pull."""
+"""How fast pulls start on whole scenarios: caps, registry batches, quiet hours, holding back."""
 
 from __future__ import annotations
 
