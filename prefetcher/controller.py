@@ -2,7 +2,9 @@
 
 A *pass* is: snapshot of the informer caches → the plan → execute the plan's writes.
 Passes run when something that matters changed (a node joined, turned Ready or left; a
-CachedImage appeared or its spec changed; one of our pods changed), at most one every
+CachedImage appeared or its spec changed; one of our pods changed, save a keeper's
+containers coming up that no deletion waits for; a workload pod that the last plan held a
+pull back for started: `prefetcher.triggers`), at most one every
 `pass_coalesce` (a change after a quiet spell is planned at once, a burst waits for the
 next slot and makes one pass), and as a full resync *sweep* every `sweep_interval`. A
 sweep plans from scratch; the passes between sweeps plan incrementally
@@ -59,8 +61,11 @@ from prefetcher.triggers import (
     PLANNED_AT_ONCE,
     image_trigger,
     keeper_holds,
+    missed_while_planning,
     node_trigger,
+    own_pod_change,
     pulling_on,
+    started_trigger,
     wake_time,
 )
 
@@ -227,7 +232,7 @@ class Controller(ImageLearners, SnapshotBuilder, PlanExecutor):
             # A pod that started (or went) frees its node for pulls held back for it; a pod
             # bound to a node was stored by the API server: it confirms the images it uses,
             # and its node's disk budget gives way to them.
-            reason = "workload pod started" if change.new is None else None
+            reason = started_trigger(change.key, self.last_plan) if change.new is None else None
             if change.old is None and change.new is not None:
                 node = str((change.new.get("spec") or {}).get("nodeName") or "")
                 if pulling_on(node, self.pods.items()):
@@ -241,7 +246,7 @@ class Controller(ImageLearners, SnapshotBuilder, PlanExecutor):
         else:
             # The watch has seen this pod: our own record of creating it is no longer needed.
             self._created.pop(change.key.rpartition("/")[2], None)
-            reason = "pod changed"
+            reason = own_pod_change(change, self.last_plan)
         if reason is not None:
             self.trigger(reason)
 
@@ -423,6 +428,8 @@ class Controller(ImageLearners, SnapshotBuilder, PlanExecutor):
             except Exception:  # the report's trouble must not stop the passes
                 log.exception("preparing the report")
         self.last_plan = plan
+        if missed := missed_while_planning(plan, self.starting.get, self.pods.items()):
+            self.trigger(missed)
         self._wake_at = min(self._wake_at, wake_time(plan))
         try:
             self._execute(plan, info)

@@ -295,3 +295,25 @@ def test_budget_not_exceeded_by_keeper_set() -> None:
     )
     w.converge()
     assert w.guarded("g") == {CUDA, APP}  # PyTorch first by score, but 20.4 > 15 GB budget
+
+
+def test_an_image_used_lately_is_not_pulled_back_when_it_would_not_stay() -> None:
+    """While not held, an image the node's pods used within budgetHold keeps its room; once
+    held it is an image like any other. One that fits only while its room is kept would be
+    pulled, left out once held, let go by the keeper and pulled again on every pass."""
+    w = PodsWorld(
+        nodes=[node("g", gpu=8, capacity=100 * GB)],
+        images=[
+            image(A, uses=30, gpu=True, size=12 * GB),
+            image(B, uses=20, gpu=True, size=25 * GB),
+            image(JOB, uses=10, gpu=True, size=15 * GB),
+        ],
+        config=config(),
+        pods_used={"g": frozenset({JOB})},
+    )
+    final = w.converge()
+    pulled = [ref for plan in w.history for pull in plan.pulls for ref in pull.images]
+    assert pulled == [A] and w.guarded("g") == {A}
+    # B does not fit beside the 15 GB kept for JOB, and JOB is not pulled into that room.
+    assert final.budget_left_out[-1].image == JOB
+    assert "once pulled it would not fit" in final.budget_left_out[-1].why
