@@ -18,8 +18,9 @@ from imagesync.cachedimage import format_time
 from imagesync.config import Config
 from imagesync.kubeclient import KubeError
 from prefetcher import observe, refusals
+from prefetcher.events import pull_failure_event, puller_event
 from prefetcher.informer import Clock, Informer
-from prefetcher.kube import Kube, pull_failure_event, puller_event
+from prefetcher.kube import Kube
 from prefetcher.metrics import Metrics
 from prefetcher.model import (
     Plan,
