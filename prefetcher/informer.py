@@ -138,7 +138,6 @@ class Informer:
         self._resource_version: str | None = None
         self._response: Any = None
         self._retry_after = 0.0
-        self._resync = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.synced = threading.Event()
@@ -174,15 +173,6 @@ class Informer:
             with contextlib.suppress(Exception):
                 response.shutdown()
 
-    def resync(self) -> None:
-        """Relist soon, even though the watch looks healthy: a sweep repairs any drift, such
-        as an event a server lost, by comparing the cache with a fresh list."""
-        self._resync = True
-        response = self._response
-        if response is not None:
-            with contextlib.suppress(Exception):
-                response.shutdown()
-
     def join(self, timeout: float | None = None) -> None:
         if self._thread is not None:
             self._thread.join(timeout)
@@ -193,9 +183,6 @@ class Informer:
         backoff = Backoff(self._settings.backoff_initial, self._settings.backoff_max)
         while not self._stop.is_set():
             try:
-                if self._resync:
-                    self._resync = False
-                    self._resource_version = None
                 if self._resource_version is None:
                     self._relist()
                     backoff.reset()
@@ -223,8 +210,6 @@ class Informer:
             except Exception as exc:
                 if self._stop.is_set():
                     break
-                if self._resync:
-                    continue  # we closed the watch ourselves, to relist
                 error = KubeError(f"watch {self.kind}: connection lost: {exc!r}")
                 self._report(error)
                 pause = backoff.next()
