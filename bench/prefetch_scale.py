@@ -216,6 +216,7 @@ FIGURES = (
     Figure("  its thread's CPU", lambda r: r.get("new_image_plan_cpu"), "s", ""),
     Figure("  other threads' CPU meanwhile", lambda r: r.get("new_image_plan_others"), "s", ""),
     Figure("plan: median while converging", lambda r: r["plan_median"], "s", ""),
+    Figure("  its thread's CPU, median", lambda r: r.get("plan_cpu_median"), "s", ""),
     Figure("CPU converging: prefetcher", lambda r: r["prefetcher_cpu"], "s", ""),
     Figure("CPU converging: simulator", lambda r: r["simulator_cpu"], "s", ""),
     Figure("wall time converging", lambda r: r["converge_wall"] if r["covered"] else None, "s", ""),

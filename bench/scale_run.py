@@ -114,6 +114,7 @@ class SizeResult:
     simulator_cpu: float = 0.0
     passes: int = 0
     plan_median: float = 0.0
+    plan_cpu_median: float | None = None  # the planning thread's CPU seconds, median
     plan_max: float = 0.0
     converge_actions: dict[str, int] = field(default_factory=dict)
     converge_requests: dict[str, int] = field(default_factory=dict)
@@ -374,6 +375,8 @@ def _converge(
     result.passes = len(passes)
     result.plan_median = statistics.median(plans) if plans else 0.0
     result.plan_max = max(plans, default=0.0)
+    plans_cpu = [p.plan_cpu for p in passes if p.plan_cpu is not None]
+    result.plan_cpu_median = statistics.median(plans_cpu) if plans_cpu else None
     samples = prefetcher.metrics()
     result.converge_actions = delta(actions(samples), {})
     result.converge_requests = delta(api_requests(samples), {})
