@@ -195,10 +195,11 @@ class Config:
     )
     join_pull_batch_size: int = _key(
         integer(1),
-        100,
+        500,
         "Images one puller pod pulls on a node that joined or turned Ready within urgentWindow "
         "while no workload pod starts there: its pulls follow one another with no puller's "
-        "start and end between them.",
+        "start and end between them (up to 500, everything a node usually needs: one puller, "
+        "as one keeper holds them).",
     )
     quiet_hours: str = _key(
         quiet_hours,

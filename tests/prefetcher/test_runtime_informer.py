@@ -8,6 +8,7 @@ from kubernetes import client
 
 from imagesync.kubeclient import KubeError
 from prefetcher.informer import Change, Informer, InformerSettings, SystemClock
+from prefetcher.plangate import PlanGate
 from tests.prefetcher.conftest import untyped
 from tests.waiting import wait_for
 
@@ -187,3 +188,34 @@ def test_a_watch_that_ends_at_once_is_not_retried_in_a_tight_loop(
     # Waiting 0.2 s, then at most 0.4 s (plus jitter) between watches: a handful in 2 s, where
     # a tight loop makes hundreds.
     assert 2 <= informer.watches <= 12, informer.watches
+
+
+def test_a_closed_plan_gate_holds_the_watch_events_until_the_plan_ends(
+    api: client.ApiClient,
+) -> None:
+    """What arrives while a plan runs is decoded once it ends: nothing is lost, and nothing
+    competes with the plan for the interpreter."""
+    core = untyped(client.CoreV1Api(api))
+    core.create_node(node_body("before"))
+    gate = PlanGate(max_wait=300.0)
+    recorder = Recorder()
+    informer = Informer(
+        "Node",
+        core.list_node,
+        clock=SystemClock(),
+        on_event=recorder.change,
+        settings=FAST,
+        gate=gate,
+    )
+    informer.start()
+    try:
+        wait_for(informer.synced.is_set, what="first list")
+        with gate.closed():
+            core.create_node(node_body("during"))
+            wait_for(lambda: gate.waiting == 1, what="the watch's thread waiting at the gate")
+            assert names(informer) == {"before"}
+        wait_for(lambda: names(informer) == {"before", "during"}, what="the event after the plan")
+        assert [c.key for c in recorder.changes if not c.initial] == ["during"]
+    finally:
+        informer.stop()
+        informer.join(timeout=5)
