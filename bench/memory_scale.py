@@ -21,11 +21,11 @@ bench's nodes do, all joining at once, each pulling its images in pullers of
 6. a sweep (SIGHUP);
 7. `/report` and the page.
 
-After each step, once the prefetcher has been quiet (no pass) for a few seconds, it prints
+After each step, once the prefetcher has been idle (no pass, no CPU) for a few seconds, it prints
 the prefetcher's RSS (VmRSS), its peak during the step (VmHWM, reset between steps) and
 its CPU. With `--heap` the prefetcher runs under tracemalloc (bench/traced_prefetcher.py,
 twice the CPU) and the live allocations are printed after step 3 (the converging peak's
-state) and at the end.
+state), step 5 (converged) and at the end.
 """
 
 from __future__ import annotations
@@ -76,7 +76,10 @@ from prefetcher.memory import ALLOCATOR_ENV  # noqa: E402
 from simulator.apiserver.server import ApiServer  # noqa: E402
 from simulator.testing import kube_client  # noqa: E402
 
-QUIET = 3.0  # wall seconds without a pass: the prefetcher has done what the step asked
+# The prefetcher has done what a step asked once it has made no pass and used no more than
+# IDLE_CPU seconds of CPU every half second for QUIET wall seconds (a pass logs at its end).
+QUIET = 3.0
+IDLE_CPU = 0.05
 STEP_TIMEOUT = 240.0
 TARGET_MIB = 300.0  # at 1,000 nodes x 200 images, the whole cluster cached
 
@@ -106,6 +109,7 @@ class Step:
     pods: dict[str, int]
     coverage: float
     passes: int
+    malloc: str  # what malloc holds: in use, free, mapped
 
 
 @dataclass
@@ -170,11 +174,14 @@ def half_way(pod: Obj, now: float) -> Obj:
 
 
 class Bench:
-    def __init__(self, nodes: int, image_count: int, heap: bool, workdir: Path) -> None:
+    def __init__(
+        self, nodes: int, image_count: int, heap: bool, workdir: Path, env: dict[str, str]
+    ) -> None:
         self.nodes = nodes
         self.images = [(ref, disk) for ref, _, disk in image_sizes(image_count)]
         self.result = Result(nodes, image_count, os.getloadavg())
-        self.heap_out = workdir / "heap.txt" if heap else None
+        self.traced = heap
+        self.dumps = workdir / "heap.txt"
         self.server = ApiServer()
         self.server.start()
         self.kubeconfig = self.server.write_kubeconfig(workdir / "kubeconfig")
@@ -184,6 +191,7 @@ class Bench:
         self.kubelet = BenchKubelet(self.store)
         self.started = time.monotonic()
         self.prefetcher: PrefetcherProcess | None = None
+        self.env = env
 
     # --- the cluster ---------------------------------------------------------------------
 
@@ -239,12 +247,16 @@ class Bench:
             "IMAGE_SYNC_LOG_LEVEL": "info",
             "IMAGE_SYNC_LOG_FORMAT": "text",
             **ALLOCATOR_ENV,  # as its Deployment runs it
+            **self.env,
         }
-        command = (
-            [sys.executable, str(ROOT / "bench" / "traced_prefetcher.py"), str(self.heap_out)]
-            if self.heap_out
-            else [str(ROOT / ".venv" / "bin" / "image-sync")]
-        )
+        # The real command, in a wrapper that reports malloc's figures on a signal (and
+        # traces every allocation with --heap).
+        command = [
+            sys.executable,
+            str(ROOT / "bench" / "traced_prefetcher.py"),
+            *([] if self.traced else ["--no-trace"]),
+            str(self.dumps),
+        ]
         self.prefetcher = PrefetcherProcess(
             [*command, "prefetcher", "--kubeconfig", str(self.kubeconfig)],
             env,
@@ -258,18 +270,20 @@ class Bench:
         prefetcher = self.prefetcher
         assert prefetcher is not None
         deadline = time.monotonic() + STEP_TIMEOUT
-        seen, quiet_since = -1, time.monotonic()
+        seen, quiet_since, cpu = -1, time.monotonic(), prefetcher.cpu_seconds()
         while time.monotonic() < deadline:
+            time.sleep(0.5)
             prefetcher.check()
-            count = len(prefetcher.passes())
-            if count != seen:
+            count, used = len(prefetcher.passes()), prefetcher.cpu_seconds()
+            if count != seen or used - cpu > IDLE_CPU:
                 seen, quiet_since = count, time.monotonic()
             elif time.monotonic() - quiet_since >= QUIET and seen and condition():
                 break
-            time.sleep(0.3)
+            cpu = used
         else:
             say(f"  {name}: not settled within {STEP_TIMEOUT:.0f}s")
         samples = prefetcher.metrics()
+        malloc = self.dump(full=False).splitlines()[0]
         step = Step(
             name=name,
             wall=time.monotonic() - self.started,
@@ -279,24 +293,31 @@ class Bench:
             pods=self.counts(),
             coverage=metric(samples, f"{PREFIX}_coverage_ratio"),
             passes=seen,
+            malloc=malloc,
         )
         self.result.steps.append(step)
         self.result.peak_resets = reset_peak(prefetcher.pid) and self.result.peak_resets
         say(
             f"  {name:<28} RSS {step.rss_mib:6.0f} MiB, peak {step.peak_mib:6.0f} MiB, CPU "
             f"{step.cpu:5.1f}s, coverage {step.coverage:.3f}, {step.pods}, {step.passes} passes, "
-            f"{step.wall:.0f}s"
+            f"{step.wall:.0f}s\n    {malloc}"
         )
 
-    def dump_heap(self, name: str) -> None:
-        if self.heap_out is None or self.prefetcher is None:
-            return
-        self.heap_out.unlink(missing_ok=True)
-        self.prefetcher.process.send_signal(signal.SIGUSR2)
+    def dump(self, full: bool) -> str:
+        """The prefetcher's malloc figures (`full`: and its objects by type, and with --heap
+        its traced allocations)."""
+        assert self.prefetcher is not None
+        self.dumps.unlink(missing_ok=True)
+        self.prefetcher.process.send_signal(signal.SIGUSR2 if full else signal.SIGUSR1)
         deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and not self.heap_out.exists():
-            time.sleep(0.5)
-        text = self.heap_out.read_text() if self.heap_out.exists() else "no heap profile"
+        while time.monotonic() < deadline and not self.dumps.exists():
+            time.sleep(0.2)
+        return self.dumps.read_text() if self.dumps.exists() else "no answer"
+
+    def dump_heap(self, name: str) -> None:
+        if not self.traced:
+            return
+        text = self.dump(full=True)
         self.result.heap[name] = text
         say(f"  heap after {name}:\n{text}")
 
@@ -334,6 +355,7 @@ class Bench:
             self.settle("4 converged", converged)
             self.heartbeat()
             self.settle("5 node status round")
+            self.dump_heap("5 node status round")
             sweeps = sum(p.trigger == "sweep" for p in prefetcher.passes())
             prefetcher.request_sweep()
             self.settle(
@@ -381,11 +403,22 @@ def main() -> int:
     parser.add_argument("--size", default="1000x200", help="NODESxIMAGES")
     parser.add_argument("--heap", action="store_true", help="trace the prefetcher (tracemalloc)")
     parser.add_argument("--json", type=Path, help="write every figure here")
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="more environment for the prefetcher (to compare settings), repeatable",
+    )
     args = parser.parse_args()
     nodes, images = (int(part) for part in args.size.split("x"))
-    say(f"== memory at {nodes} nodes x {images} images{' (traced)' if args.heap else ''}")
+    say(
+        f"== memory at {nodes} nodes x {images} images{' (traced)' if args.heap else ''}"
+        f"{''.join(f', {item}' for item in args.env)}"
+    )
     with tempfile.TemporaryDirectory(prefix="memory-scale-") as workdir:
-        result = Bench(nodes, images, args.heap, Path(workdir)).run()
+        env = dict(item.split("=", 1) for item in args.env)
+        result = Bench(nodes, images, args.heap, Path(workdir), env).run()
     say(summary(result))
     if args.json:
         args.json.write_text(json.dumps(asdict(result), indent=1))
