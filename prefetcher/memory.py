@@ -8,7 +8,7 @@ object among a watch event's garbage keeps its arena, and the process's RSS stay
 three times its live heap. So the prefetcher runs on the C library's malloc
 (`PYTHONMALLOC=malloc`, set by its Deployment: ALLOCATOR_ENV), and `malloc_trim(0)` hands
 the free pages of every malloc arena back after a pass, at most every `every` seconds (it
-takes milliseconds). Where the C library has no `malloc_trim` (musl, macOS) it does nothing.
+takes milliseconds), once more when the passes stop, and after a cache's relist. Where the C library has no `malloc_trim` (musl, macOS) it does nothing.
 
 The garbage collector's full passes are kept out of the planning passes: one full
 collection per sweep, between passes, instead of whenever enough objects have piled up.
@@ -76,18 +76,23 @@ class FreedMemory:
         self._trim = _malloc_trim()
         self._every = every
         self._last = -float("inf")
+        self._owed = False  # a pass freed memory since the last trim
         self.trims = 0
 
     @property
     def available(self) -> bool:
         return self._trim is not None
 
-    def release(self) -> None:
-        """Trim now, unless the last trim was less than `every` seconds ago."""
+    def release(self, *, force: bool = False) -> None:
+        """Trim now, unless the last trim was less than `every` seconds ago (`force`: now
+        in any case, after a rare large release such as a cache's relist)."""
         now = time.monotonic()
-        if self._trim is None or now - self._last < self._every:
+        if self._trim is None:
             return
-        self._last = now
+        if not force and now - self._last < self._every:
+            self._owed = True
+            return
+        self._last, self._owed = now, False
         try:
             self._trim(0)
         except OSError:  # a C library that refuses: nothing is lost but the saving
@@ -95,6 +100,13 @@ class FreedMemory:
             self._trim = None
             return
         self.trims += 1
+
+    def settle(self) -> None:
+        """Trim what the last passes freed once they are over: a burst of passes trims at
+        most every `every` seconds, and its last pass's memory would otherwise wait for the
+        next burst (the allocator keeps hundreds of MiB free at 1,000 nodes)."""
+        if self._owed:
+            self.release(force=True)
 
 
 def leave_full_collections_to_sweeps() -> None:

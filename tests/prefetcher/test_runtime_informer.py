@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from kubernetes import client
@@ -187,3 +188,29 @@ def test_a_watch_that_ends_at_once_is_not_retried_in_a_tight_loop(
     # Waiting 0.2 s, then at most 0.4 s (plus jitter) between watches: a handful in 2 s, where
     # a tight loop makes hundreds.
     assert 2 <= informer.watches <= 12, informer.watches
+
+
+def test_each_relist_ends_with_its_hook_on_the_informers_thread(api: client.ApiClient) -> None:
+    """The hook gives back what a relist's pages took (the prefetcher trims malloc there)."""
+    core = untyped(client.CoreV1Api(api))
+    for i in range(10):
+        core.create_node(node_body(f"r{i}"))
+    recorder = Recorder()
+    relisted: list[tuple[int, str]] = []
+    informer = Informer(
+        "Node",
+        untyped(client.CoreV1Api(api)).list_node,
+        clock=SystemClock(),
+        on_event=recorder.change,
+        settings=FAST,
+        after_relist=lambda: relisted.append((len(informer), threading.current_thread().name)),
+    )
+    informer.start()
+    try:
+        wait_for(lambda: len(relisted) == 1, what="first list")
+        informer.resync()
+        wait_for(lambda: len(relisted) == 2, what="the relist")
+        assert relisted == [(10, "informer-Node")] * 2  # the cache already replaced
+    finally:
+        informer.stop()
+        informer.join(5)
