@@ -175,12 +175,19 @@ def half_way(pod: Obj, now: float) -> Obj:
 
 class Bench:
     def __init__(
-        self, nodes: int, image_count: int, heap: bool, workdir: Path, env: dict[str, str]
+        self,
+        nodes: int,
+        image_count: int,
+        heap: bool,
+        workdir: Path,
+        env: dict[str, str],
+        garbage: bool = False,
     ) -> None:
         self.nodes = nodes
         self.images = [(ref, disk) for ref, _, disk in image_sizes(image_count)]
         self.result = Result(nodes, image_count, os.getloadavg())
         self.traced = heap
+        self.garbage = garbage
         self.dumps = workdir / "heap.txt"
         self.server = ApiServer()
         self.server.start()
@@ -255,6 +262,7 @@ class Bench:
             sys.executable,
             str(ROOT / "bench" / "traced_prefetcher.py"),
             *([] if self.traced else ["--no-trace"]),
+            *(["--garbage"] if self.garbage else []),
             str(self.dumps),
         ]
         self.prefetcher = PrefetcherProcess(
@@ -315,7 +323,7 @@ class Bench:
         return self.dumps.read_text() if self.dumps.exists() else "no answer"
 
     def dump_heap(self, name: str) -> None:
-        if not self.traced:
+        if not (self.traced or self.garbage):
             return
         text = self.dump(full=True)
         self.result.heap[name] = text
@@ -404,6 +412,12 @@ def main() -> int:
     parser.add_argument("--heap", action="store_true", help="trace the prefetcher (tracemalloc)")
     parser.add_argument("--json", type=Path, help="write every figure here")
     parser.add_argument(
+        "--garbage",
+        action="store_true",
+        help="after steps 3, 5 and 7: the unreachable cycles by type, then collect them "
+        "(the later steps' figures then start from a collected heap)",
+    )
+    parser.add_argument(
         "--env",
         action="append",
         default=[],
@@ -418,7 +432,7 @@ def main() -> int:
     )
     with tempfile.TemporaryDirectory(prefix="memory-scale-") as workdir:
         env = dict(item.split("=", 1) for item in args.env)
-        result = Bench(nodes, images, args.heap, Path(workdir), env).run()
+        result = Bench(nodes, images, args.heap, Path(workdir), env, args.garbage).run()
     say(summary(result))
     if args.json:
         args.json.write_text(json.dumps(asdict(result), indent=1))

@@ -72,13 +72,17 @@ def _status(field: str) -> str:
     return "?"
 
 
-def dump(out: Path, full: bool) -> None:
+def dump(out: Path, full: bool, garbage: bool = False) -> None:
     """Write malloc's figures to `out`; `full`: the traced allocations and the objects by
-    type too (a walk of every object: seconds, and a list of them all for a moment)."""
+    type too (a walk of every object: seconds, and a list of them all for a moment);
+    `garbage`: first the objects in reference cycles that nothing reaches, by type, and
+    what collecting them gave back (the prefetcher collects them at sweeps only)."""
     lines = malloc_lines()
     if not full:
         _write(out, lines)
         return
+    if garbage:
+        lines += collected()
     if tracemalloc.is_tracing():
         lines += _traced()
     lines += ["", "by type (objects the collector tracks, their own size):"]
@@ -87,6 +91,28 @@ def dump(out: Path, full: bool) -> None:
         for name, (count, size) in by_type()[:TOP]
     ]
     _write(out, lines)
+
+
+def collected() -> list[str]:
+    """Collect the unreachable cycles now, saying what they were and what malloc got back."""
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        gc.collect()
+        found = list(gc.garbage)
+        gc.garbage.clear()
+    finally:
+        gc.set_debug(0)
+    counts: dict[str, int] = {}
+    for obj in found:
+        counts[type(obj).__qualname__] = counts.get(type(obj).__qualname__, 0) + 1
+    del found
+    gc.collect()
+    top = sorted(counts.items(), key=lambda item: -item[1])[:15]
+    return [
+        f"unreachable cycles: {sum(counts.values()):,} objects; after collecting them:",
+        *malloc_lines(),
+        *(f"  {count:9,d} {name}" for name, count in top),
+    ]
 
 
 def _write(out: Path, lines: list[str]) -> None:
@@ -130,6 +156,9 @@ def main() -> int:
     )
     parser.add_argument("out", type=Path, help="where each SIGUSR2 writes the allocations")
     parser.add_argument("--no-trace", action="store_true", help="malloc's figures only")
+    parser.add_argument(
+        "--garbage", action="store_true", help="SIGUSR2 collects the unreachable cycles first"
+    )
     parser.add_argument("command", nargs=argparse.REMAINDER, help="image-sync's arguments")
     args = parser.parse_args()
     out: Path = args.out
@@ -138,7 +167,7 @@ def main() -> int:
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         del frame
-        dump(out, full=signum == signal.SIGUSR2)
+        dump(out, full=signum == signal.SIGUSR2, garbage=args.garbage)
 
     signal.signal(signal.SIGUSR1, on_signal)
     signal.signal(signal.SIGUSR2, on_signal)
