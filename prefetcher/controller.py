@@ -24,6 +24,7 @@ learning sources (`prefetcher.learners`) and what triggers a pass (`prefetcher.t
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import threading
@@ -89,6 +90,10 @@ PlanFn = Callable[[Snapshot, Config], Plan]
 
 SWEEP = "sweep"
 INFORMER_RESOURCES = {NODES: "nodes", IMAGES: "cachedimages", PODS: "pods", STARTING: "pods"}
+# Objects a list page holds, for the caches of large objects: a page is decoded whole before
+# the cache keeps its slim form, and a page of 500 keepers of 200 containers each took 1 GiB
+# decoded (a Node listing 50 images is 40 kB, a keeper of 200 images 140 kB as JSON).
+PAGE_SIZES = {NODES: 100, PODS: 25}
 ERROR_LOG = 20
 # Clock seconds between leadership checks while idle.
 LEADER_CHECK = 5.0
@@ -206,6 +211,7 @@ class Controller(ImageLearners, SnapshotBuilder, PlanExecutor):
         transform: Callable[[Obj], Obj] | None = None,
     ) -> Informer:
         resource = resource or INFORMER_RESOURCES[kind]
+        page = min(settings.page_size, PAGE_SIZES.get(kind, settings.page_size))
         return Informer(
             kind,
             source,
@@ -213,9 +219,10 @@ class Controller(ImageLearners, SnapshotBuilder, PlanExecutor):
             on_event=self._on_change,
             on_error=self._on_watch_error,
             on_request=lambda verb: self.kube.count(verb, resource, None),
-            settings=settings,
+            settings=dataclasses.replace(settings, page_size=page),
             transform=transform,
             gate=self._gate,
+            after_relist=lambda: self._freed.release(force=True),
         )
 
     # --- triggers -------------------------------------------------------------------------
@@ -328,6 +335,7 @@ class Controller(ImageLearners, SnapshotBuilder, PlanExecutor):
             due = min(self._next_sweep, self._wake_at)
             if now < due and not self._wake.is_set():
                 # Sleep until a trigger or a due time; re-check leadership now and then.
+                self._freed.settle()  # the last passes' memory back to the system
                 self.clock.wait(self._wake, min(due - now, LEADER_CHECK))
                 continue
             if not leader:

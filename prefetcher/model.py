@@ -16,7 +16,7 @@ timezone-aware UTC datetimes. Sizes are bytes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, NamedTuple
@@ -425,7 +425,7 @@ class Plan:
     deletions: tuple[PodDeletion, ...] = ()
     taint_removals: tuple[TaintRemoval, ...] = ()
     status_updates: tuple[StatusUpdate, ...] = ()
-    cells: tuple[CellState, ...] = ()
+    cells: Sequence[CellState] = ()  # the planner's: a CellGrid (prefetcher.cellgrid)
     budget_left_out: tuple[BudgetExclusion, ...] = ()
     outcomes: tuple[PullOutcome, ...] = ()
     pull_records: Mapping[PullKey, PullRecord] = field(default_factory=dict)
