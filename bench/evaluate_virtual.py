@@ -178,16 +178,23 @@ def comparison(results: Sequence[RunResult]) -> str:
     return "\n".join(lines)
 
 
-# The policies' relative cost on the week (CPU seconds, tight disks, roughly): the longest
-# runs start first so that the workers finish together.
+# CPU seconds of each seven-day run (variant, policy), as measured (docs/evaluation.md,
+# "Running time"): the longest runs start first so that the workers finish together.
 WEEK_COST = {
-    "image-sync+declared": 9,
-    "image-sync": 8,
-    "image-sync+demand": 7,
-    "everything": 6,
-    "oracle": 2,
-    "static-list": 1,
-    "none": 1,
+    ("tight", "image-sync+demand"): 179,
+    ("tight", "image-sync+declared"): 136,
+    ("tight", "image-sync"): 127,
+    ("tight", "everything"): 110,
+    ("roomy", "image-sync+declared"): 105,
+    ("roomy", "image-sync+demand"): 104,
+    ("roomy", "image-sync"): 87,
+    ("tight", "oracle"): 63,
+    ("roomy", "everything"): 61,
+    ("roomy", "oracle"): 38,
+    ("tight", "static-list"): 14,
+    ("roomy", "static-list"): 8,
+    ("tight", "none"): 6,
+    ("roomy", "none"): 6,
 }
 VARIANTS = ("roomy", "tight")
 # What `--week` replays without --policy: the sources' policies are measured on its first day
@@ -250,7 +257,7 @@ def week(
             print(f"week-{job[0]} / {job[1]}: read from {path}", file=sys.stderr)
     todo = sorted(
         (job for job in jobs if job not in done),
-        key=lambda job: (-WEEK_COST.get(job[1], 5), job[0] != "tight"),
+        key=lambda job: -WEEK_COST.get(job, 100),
     )
     began = time.perf_counter()
     with ProcessPoolExecutor(max_workers=workers) as pool:

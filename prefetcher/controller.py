@@ -444,7 +444,11 @@ class Controller(ImageLearners, SnapshotBuilder, PlanExecutor):
                 except Exception:  # the report's trouble must not stop the passes
                     log.exception("preparing the report")
         self.last_plan = plan
-        if missed := missed_while_planning(plan, self.starting.get, self.pods.items()):
+
+        def ours(name: str) -> Obj | None:
+            return self.pods.get(f"{self.config.pod_namespace}/{name}")
+
+        if missed := missed_while_planning(plan, self.starting.get, ours):
             self.trigger(missed)
         self._wake_at = min(self._wake_at, wake_time(plan))
         try:

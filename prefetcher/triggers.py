@@ -155,20 +155,21 @@ def own_pod_change(change: Change, plan: Plan | None) -> str | None:
 
 
 def missed_while_planning(
-    plan: Plan, starting: Callable[[str], object], ours: Iterable[Mapping[str, Any]]
+    plan: Plan,
+    starting: Callable[[str], object],
+    ours: Callable[[str], Mapping[str, Any] | None],
 ) -> str | None:
     """A change the plan waits for that came while it was made (its snapshot did not see
     it, and the check against the previous plan let it pass): a pod it holds a pull back
-    for no longer starting (`starting(key)` is None), or a keeper running a guard's images."""
+    for no longer starting (`starting(namespace/name)` is None), or a keeper (`ours(name)`)
+    running a guard's images."""
     if any(starting(pod) is None for pod in plan.holding):
         return "workload pod started"
-    if plan.guard_waits:
-        names = {name for name, _ in plan.guard_waits}
-        for obj in ours:
-            if str((obj.get("metadata") or {}).get("name") or "") in names:
-                keeper = observe.managed_pod(obj)
-                if keeper is not None and guard_met(plan, keeper):
-                    return "keeper holds the images"
+    for name, _ in plan.guard_waits:
+        obj = ours(name)
+        keeper = observe.managed_pod(obj) if obj is not None else None
+        if keeper is not None and guard_met(plan, keeper):
+            return "keeper holds the images"
     return None
 
 

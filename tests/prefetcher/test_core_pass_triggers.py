@@ -120,7 +120,8 @@ def test_the_controller_reads_keeper_changes_and_what_came_while_it_planned() ->
     # came up meanwhile, asks for the next pass.
     starting: dict[str, dict[str, Any]] = {JOB: {}}
     gone: dict[str, dict[str, Any]] = {}
-    assert missed_while_planning(waits, starting.get, [api_keeper(A)]) is None
-    assert missed_while_planning(waits, gone.get, [api_keeper(A)]) == "workload pod started"
-    up = missed_while_planning(waits, starting.get, [api_keeper(A, B)])
-    assert up == "keeper holds the images"
+    coming = {name: api_keeper(A)}
+    assert missed_while_planning(waits, starting.get, coming.get) is None
+    assert missed_while_planning(waits, gone.get, coming.get) == "workload pod started"
+    up = {name: api_keeper(A, B)}
+    assert missed_while_planning(waits, starting.get, up.get) == "keeper holds the images"
