@@ -7,7 +7,8 @@ prefetcher's /metrics, its pass log, /proc, the simulated disks):
 
 1. converge from empty, the simulated clock at `speed` (sized so the floor takes a couple of
    minutes of wall time; never slower than real time);
-2. stay converged: the writes of a sweep asked for (SIGHUP) after the first quiet pass;
+2. stay converged: the writes of a sweep asked for (SIGHUP) once the last puller is deleted
+   (or as late as the joining node's time allows);
 3. a node joins, at real time (1x), until its images are on its disk;
 4. /report and the HTML page are timed; the prefetcher's memory is read;
 5. a new image is declared: the plan time of the pass it triggers.
@@ -381,7 +382,7 @@ def _converge(
             pullers = core.list_namespaced_pod(
                 POD_NAMESPACE_DEFAULT, label_selector=selector, limit=1
             )
-            return not pullers.items and prefetcher.passes()[-1].writes == 0
+            return not pullers.items
 
         # Bounded so that a joining node keeps the time it needs (its floor and a margin).
         keep = 90.0 + 1.5 * result.join_floor_round_trips
