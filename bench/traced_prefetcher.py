@@ -5,12 +5,18 @@
 It runs the real command in this process with tracemalloc on; each SIGUSR2 writes the
 live allocations grouped by line (largest first), by file, and the objects the garbage
 collector tracks counted by type (with their own sizes, `sys.getsizeof`) to OUT.txt.
-Tracing slows the process (about twice the CPU), so its figures of time are not the bench's.
+Tracing slows the process (two to five times the CPU), so its figures of time are not the
+bench's. With `--no-trace` the process runs untraced and each SIGUSR2 writes only what the
+C library's malloc holds (in use, free, mapped: `mallinfo2`) and the objects by type: what
+of the RSS is live, and what the allocator keeps. SIGUSR1 writes malloc's figures alone
+(cheap).
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
 import gc
 import signal
 import sys
@@ -21,7 +27,101 @@ from types import FrameType
 TOP = 40
 
 
-def dump(out: Path) -> None:
+class MallInfo(ctypes.Structure):
+    """glibc's `struct mallinfo2` (2.33 and later): every arena's figures, summed."""
+
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
+
+
+def malloc_lines() -> list[str]:
+    """What malloc holds: in use, free inside its heaps, and mapped apart (large blocks)."""
+    name = ctypes.util.find_library("c")
+    try:
+        call = ctypes.CDLL(name).mallinfo2
+    except (OSError, AttributeError, TypeError):
+        return ["malloc: no mallinfo2 in this C library"]
+    call.restype = MallInfo
+    info = call()
+    mib = 2**20
+    return [
+        f"malloc: {info.uordblks / mib:.1f} MiB in use in its heaps, {info.fordblks / mib:.1f} "
+        f"MiB free in them ({info.arena / mib:.1f} MiB of heaps), {info.hblkhd / mib:.1f} MiB "
+        f"in {info.hblks} blocks mapped apart",
+        f"VmRSS: {_status('VmRSS')}, VmHWM: {_status('VmHWM')}, threads: {_status('Threads')}",
+    ]
+
+
+def _status(field: str) -> str:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return " ".join(line.split()[1:])
+    return "?"
+
+
+def dump(out: Path, full: bool, garbage: bool = False) -> None:
+    """Write malloc's figures to `out`; `full`: the traced allocations and the objects by
+    type too (a walk of every object: seconds, and a list of them all for a moment);
+    `garbage`: first the objects in reference cycles that nothing reaches, by type, and
+    what collecting them gave back (the prefetcher collects them at sweeps only)."""
+    lines = malloc_lines()
+    if not full:
+        _write(out, lines)
+        return
+    if garbage:
+        lines += collected()
+    if tracemalloc.is_tracing():
+        lines += _traced()
+    lines += ["", "by type (objects the collector tracks, their own size):"]
+    lines += [
+        f"  {size / 2**20:8.1f} MiB {count:9,d} objects  {name}"
+        for name, (count, size) in by_type()[:TOP]
+    ]
+    _write(out, lines)
+
+
+def collected() -> list[str]:
+    """Collect the unreachable cycles now, saying what they were and what malloc got back."""
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        gc.collect()
+        found = list(gc.garbage)
+        gc.garbage.clear()
+    finally:
+        gc.set_debug(0)
+    counts: dict[str, int] = {}
+    for obj in found:
+        counts[type(obj).__qualname__] = counts.get(type(obj).__qualname__, 0) + 1
+    del found
+    gc.collect()
+    top = sorted(counts.items(), key=lambda item: -item[1])[:15]
+    return [
+        f"unreachable cycles: {sum(counts.values()):,} objects; after collecting them:",
+        *malloc_lines(),
+        *(f"  {count:9,d} {name}" for name, count in top),
+    ]
+
+
+def _write(out: Path, lines: list[str]) -> None:
+    written = out.with_suffix(".part")  # the reader waits for the whole file
+    written.write_text("\n".join(lines) + "\n")
+    written.replace(out)
+
+
+def _traced() -> list[str]:
     snapshot = tracemalloc.take_snapshot().filter_traces(
         (tracemalloc.Filter(False, tracemalloc.__file__),)
     )
@@ -36,14 +136,7 @@ def dump(out: Path) -> None:
         f"  {stat.size / 2**20:8.1f} MiB  {stat.traceback[0].filename}"
         for stat in snapshot.statistics("filename")[:TOP]
     ]
-    lines += ["", "by type (objects the collector tracks, their own size):"]
-    lines += [
-        f"  {size / 2**20:8.1f} MiB {count:9,d} objects  {name}"
-        for name, (count, size) in by_type()[:TOP]
-    ]
-    written = out.with_suffix(".part")  # the reader waits for the whole file
-    written.write_text("\n".join(lines) + "\n")
-    written.replace(out)
+    return lines
 
 
 def by_type() -> list[tuple[str, tuple[int, int]]]:
@@ -62,15 +155,21 @@ def main() -> int:
         description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("out", type=Path, help="where each SIGUSR2 writes the allocations")
+    parser.add_argument("--no-trace", action="store_true", help="malloc's figures only")
+    parser.add_argument(
+        "--garbage", action="store_true", help="SIGUSR2 collects the unreachable cycles first"
+    )
     parser.add_argument("command", nargs=argparse.REMAINDER, help="image-sync's arguments")
     args = parser.parse_args()
     out: Path = args.out
-    tracemalloc.start(1)
+    if not args.no_trace:
+        tracemalloc.start(1)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        del signum, frame
-        dump(out)
+        del frame
+        dump(out, full=signum == signal.SIGUSR2, garbage=args.garbage)
 
+    signal.signal(signal.SIGUSR1, on_signal)
     signal.signal(signal.SIGUSR2, on_signal)
     from imagesync.cli import main as cli
 

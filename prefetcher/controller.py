@@ -2,7 +2,9 @@
 
 A *pass* is: snapshot of the informer caches → the plan → execute the plan's writes.
 Passes run when something that matters changed (a node joined, turned Ready or left; a
-CachedImage appeared or its spec changed; one of our pods changed), at most one every
+CachedImage appeared or its spec changed; one of our pods changed, save a keeper's
+containers coming up that no deletion waits for; a workload pod that the last plan held a
+pull back for started: `prefetcher.triggers`), at most one every
 `pass_coalesce` (a change after a quiet spell is planned at once, a burst waits for the
 next slot and makes one pass), and as a full resync *sweep* every `sweep_interval`. A
 sweep plans from scratch; the passes between sweeps plan incrementally
@@ -22,6 +24,7 @@ learning sources (`prefetcher.learners`) and what triggers a pass (`prefetcher.t
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import threading
@@ -61,8 +64,11 @@ from prefetcher.triggers import (
     PLANNED_AT_ONCE,
     image_trigger,
     keeper_holds,
+    missed_while_planning,
     node_trigger,
+    own_pod_change,
     pulling_on,
+    started_trigger,
     wake_time,
 )
 
@@ -84,6 +90,10 @@ PlanFn = Callable[[Snapshot, Config], Plan]
 
 SWEEP = "sweep"
 INFORMER_RESOURCES = {NODES: "nodes", IMAGES: "cachedimages", PODS: "pods", STARTING: "pods"}
+# Objects a list page holds, for the caches of large objects: a page is decoded whole before
+# the cache keeps its slim form, and a page of 500 keepers of 200 containers each took 1 GiB
+# decoded (a Node listing 50 images is 40 kB, a keeper of 200 images 140 kB as JSON).
+PAGE_SIZES = {NODES: 100, PODS: 25}
 ERROR_LOG = 20
 # Clock seconds between leadership checks while idle.
 LEADER_CHECK = 5.0
@@ -177,7 +187,8 @@ class Controller(ImageLearners, SnapshotBuilder, PlanExecutor):
         self._confirming: dict[str, set[str]] = {}
         self._legacy_cleared = False
         # For the report.
-        self.last_plan: Plan | None = None
+        self.last_plan: Plan | None = None  # what the triggers compare changes with
+        self._shown_plan: Plan | None = None  # the report's: the last plan, once prepared
         self._report_lock = threading.Lock()
         self._report_planned_at = 0.0
         self._report_plan: Plan | None = None
@@ -201,6 +212,7 @@ class Controller(ImageLearners, SnapshotBuilder, PlanExecutor):
         transform: Callable[[Obj], Obj] | None = None,
     ) -> Informer:
         resource = resource or INFORMER_RESOURCES[kind]
+        page = min(settings.page_size, PAGE_SIZES.get(kind, settings.page_size))
         return Informer(
             kind,
             source,
@@ -208,9 +220,10 @@ class Controller(ImageLearners, SnapshotBuilder, PlanExecutor):
             on_event=self._on_change,
             on_error=self._on_watch_error,
             on_request=lambda verb: self.kube.count(verb, resource, None),
-            settings=settings,
+            settings=dataclasses.replace(settings, page_size=page),
             transform=transform,
             gate=self._gate,
+            after_relist=lambda: self._freed.release(force=True),
         )
 
     # --- triggers -------------------------------------------------------------------------
@@ -231,7 +244,7 @@ class Controller(ImageLearners, SnapshotBuilder, PlanExecutor):
             # A pod that started (or went) frees its node for pulls held back for it; a pod
             # bound to a node was stored by the API server: it confirms the images it uses,
             # and its node's disk budget gives way to them.
-            reason = "workload pod started" if change.new is None else None
+            reason = started_trigger(change.key, self.last_plan) if change.new is None else None
             if change.old is None and change.new is not None:
                 node = str((change.new.get("spec") or {}).get("nodeName") or "")
                 if pulling_on(node, self.pods.items()):
@@ -245,7 +258,7 @@ class Controller(ImageLearners, SnapshotBuilder, PlanExecutor):
         else:
             # The watch has seen this pod: our own record of creating it is no longer needed.
             self._created.pop(change.key.rpartition("/")[2], None)
-            reason = "pod changed"
+            reason = own_pod_change(change, self.last_plan)
         if reason is not None:
             self.trigger(reason)
 
@@ -323,6 +336,7 @@ class Controller(ImageLearners, SnapshotBuilder, PlanExecutor):
             due = min(self._next_sweep, self._wake_at)
             if now < due and not self._wake.is_set():
                 # Sleep until a trigger or a due time; re-check leadership now and then.
+                self._freed.settle()  # the last passes' memory back to the system
                 self.clock.wait(self._wake, min(due - now, LEADER_CHECK))
                 continue
             if not leader:
@@ -384,8 +398,8 @@ class Controller(ImageLearners, SnapshotBuilder, PlanExecutor):
         first pass) plans from its own caches without acting, at most every few seconds, since
         /report may reach either replica."""
         with self._report_lock:
-            if self._is_leader() and self.last_plan is not None:
-                return self.last_plan, self.last_pass
+            if self._is_leader() and self._shown_plan is not None:
+                return self._shown_plan, self.last_pass
             now = self.clock.now()
             if self._report_plan is None or now - self._report_planned_at > REPORT_PLAN_TTL:
                 self._report_plan = self._planned(self.snapshot(), full=False)
@@ -396,11 +410,10 @@ class Controller(ImageLearners, SnapshotBuilder, PlanExecutor):
 
     def _planned(self, snapshot: Snapshot, *, full: bool) -> Plan:
         """The plan of `snapshot`: from scratch at a sweep, else from the previous pass's."""
-        with self._gate.closed():
-            if self._plan_fn is not None:
-                return self._plan_fn(snapshot, self.config)
-            with self._planner_lock:
-                return self._planner.full(snapshot) if full else self._planner.plan(snapshot)
+        if self._plan_fn is not None:
+            return self._plan_fn(snapshot, self.config)
+        with self._planner_lock:
+            return self._planner.full(snapshot) if full else self._planner.plan(snapshot)
 
     def run_pass(self, trigger: str) -> PassInfo:
         """Snapshot, plan, execute; keep what the report shows."""
@@ -417,13 +430,19 @@ class Controller(ImageLearners, SnapshotBuilder, PlanExecutor):
             snapshot = self.snapshot()
         self._confirm_learned(info)
         # Wall time, its own CPU and the other threads' (informers, report requests): a plan
-        # slower than its CPU waited for them, or for other processes.
-        with Stopwatch() as planning:
-            plan = self._planned(snapshot, full=trigger == SWEEP)
+        # slower than its CPU waited for them, or for other processes. What the watches
+        # bring while it plans is decoded once it is the last plan, so the triggers judge
+        # those changes against the plan that did not see them.
+        with self._gate.closed():
+            with Stopwatch() as planning:
+                plan = self._planned(snapshot, full=trigger == SWEEP)
+            self.last_plan = plan
         info.plan_seconds = planning.took.wall
         self.metrics.plan_seconds.observe(info.plan_seconds)
         self.pull_records = dict(plan.pull_records)
         self.pull_throughput = dict(plan.pull_throughput)
+        if missed := missed_while_planning(plan, self.starting.get, self.pods.items()):
+            self.trigger(missed)
         self._wake_at = min(self._wake_at, wake_time(plan))
         try:
             self._execute(plan, info)
@@ -438,7 +457,7 @@ class Controller(ImageLearners, SnapshotBuilder, PlanExecutor):
                         self._prepare_report(plan)
                     except Exception:  # the report's trouble must not stop the passes
                         log.exception("preparing the report")
-            self.last_plan = plan
+            self._shown_plan = plan
             info.seconds = time.perf_counter() - started_wall
             self._last_pass_end = self.clock.now()
             self.passes += 1

@@ -8,7 +8,7 @@ object among a watch event's garbage keeps its arena, and the process's RSS stay
 three times its live heap. So the prefetcher runs on the C library's malloc
 (`PYTHONMALLOC=malloc`, set by its Deployment: ALLOCATOR_ENV), and `malloc_trim(0)` hands
 the free pages of every malloc arena back after a pass, at most every `every` seconds (it
-takes milliseconds). Where the C library has no `malloc_trim` (musl, macOS) it does nothing.
+takes milliseconds), once more when the passes stop, and after a cache's relist. Where the C library has no `malloc_trim` (musl, macOS) it does nothing.
 
 The garbage collector's full passes are kept out of the planning passes: one full
 collection per sweep, between passes, instead of whenever enough objects have piled up.
@@ -43,8 +43,13 @@ log = logging.getLogger(__name__)
 NEVER = 2**31 - 1
 # Wall seconds between two trims: a busy cluster runs a pass every second or two.
 TRIM_EVERY = 10.0
-# The environment the prefetcher runs in (its Deployment sets it; Python reads it at start).
-ALLOCATOR_ENV = {"PYTHONMALLOC": "malloc"}
+# The environment the prefetcher runs in (its Deployment sets it; Python and the C library
+# read it at start). A fixed mmap threshold: every block of 256 KiB or more (a list page's
+# bytes, the report's JSON, a response being sent) is mapped apart and unmapped when freed.
+# By default glibc raises the threshold after each such block is freed, up to 32 MiB, and
+# later ones came from the heaps, where what they left stayed until the next trim (at
+# 1,000 x 200 a /report request added 36 MiB of RSS).
+ALLOCATOR_ENV = {"PYTHONMALLOC": "malloc", "MALLOC_MMAP_THRESHOLD_": "262144"}
 
 
 def allocator_note() -> str:
@@ -76,18 +81,23 @@ class FreedMemory:
         self._trim = _malloc_trim()
         self._every = every
         self._last = -float("inf")
+        self._owed = False  # a pass freed memory since the last trim
         self.trims = 0
 
     @property
     def available(self) -> bool:
         return self._trim is not None
 
-    def release(self) -> None:
-        """Trim now, unless the last trim was less than `every` seconds ago."""
+    def release(self, *, force: bool = False) -> None:
+        """Trim now, unless the last trim was less than `every` seconds ago (`force`: now
+        in any case, after a rare large release such as a cache's relist)."""
         now = time.monotonic()
-        if self._trim is None or now - self._last < self._every:
+        if self._trim is None:
             return
-        self._last = now
+        if not force and now - self._last < self._every:
+            self._owed = True
+            return
+        self._last, self._owed = now, False
         try:
             self._trim(0)
         except OSError:  # a C library that refuses: nothing is lost but the saving
@@ -95,6 +105,13 @@ class FreedMemory:
             self._trim = None
             return
         self.trims += 1
+
+    def settle(self) -> None:
+        """Trim what the last passes freed once they are over: a burst of passes trims at
+        most every `every` seconds, and its last pass's memory would otherwise wait for the
+        next burst (the allocator keeps hundreds of MiB free at 1,000 nodes)."""
+        if self._owed:
+            self.release(force=True)
 
 
 def leave_full_collections_to_sweeps() -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 from imagesync.cachedimage import format_time
 from imagesync.config import Config
+from prefetcher.cellgrid import Cell, rows_of
 from prefetcher.learnlimits import (
     LEFT_OUT_REASONS,
     NAMESPACE_LIMIT,
@@ -22,7 +23,7 @@ from prefetcher.learnlimits import (
     UNCONFIRMED,
     LearnedSelection,
 )
-from prefetcher.model import CellState, Plan
+from prefetcher.model import Plan
 
 
 @dataclass(frozen=True)
@@ -36,12 +37,11 @@ class SweepInfo:
     errors: tuple[str, ...] = ()
 
 
-def _cell(cell: CellState, shared: dict[tuple[Any, ...], dict[str, Any]]) -> dict[str, Any]:
+def _cell(cell: Cell, shared: dict[Cell, dict[str, Any]]) -> dict[str, Any]:
     """The JSON of a cell. Equal cells share one dict (most of a large fleet's pairs are a
     plain `present`), which makes building the report several times cheaper; the report is
     read-only."""
-    key = cell[2:]
-    out = shared.get(key)
+    out = shared.get(cell)
     if out is not None:
         return out
     out = {"state": cell.state}
@@ -55,7 +55,7 @@ def _cell(cell: CellState, shared: dict[tuple[Any, ...], dict[str, Any]]) -> dic
         out["attempts"] = cell.attempts
     if cell.retry_at is not None:
         out["retryAt"] = format_time(cell.retry_at)
-    shared[key] = out
+    shared[cell] = out
     return out
 
 
@@ -65,13 +65,13 @@ def build_report(plan: Plan, sweep: SweepInfo | None = None) -> dict[str, Any]:
     per_node: dict[str, dict[str, Any]] = {n.name: {} for n in plan.nodes}
     per_image: dict[str, dict[str, Any]] = {i.image: {} for i in plan.images if i.wanted}
     failures = []
-    shared: dict[tuple[Any, ...], dict[str, Any]] = {}
-    for cell in plan.cells:
+    shared: dict[Cell, dict[str, Any]] = {}
+    for node, image, cell in rows_of(plan.cells):
         entry = _cell(cell, shared)
-        per_node.setdefault(cell.node, {})[cell.image] = entry
-        per_image.setdefault(cell.image, {})[cell.node] = entry
+        per_node.setdefault(node, {})[image] = entry
+        per_image.setdefault(image, {})[node] = entry
         if cell.state == "failed":
-            failures.append({"node": cell.node, "image": cell.image, **entry})
+            failures.append({"node": node, "image": image, **entry})
     failures.sort(key=lambda f: (f["image"], f["node"]))
 
     report: dict[str, Any] = {

@@ -18,6 +18,7 @@ from typing import Any
 
 import waitress.server
 from prometheus_client import CollectorRegistry, make_wsgi_app
+from waitress import wasyncore
 
 from prefetcher.report_query import ReportQuery, parse_query
 
@@ -152,8 +153,20 @@ class ReportServer:
         log.info("serving the %s on http://%s:%d/", self.name, self.host, self.port)
 
     def stop(self) -> None:
-        self._server.close()
-        self._thread.join(timeout=5)
+        """Close every socket on the server's own thread, then let the request threads end.
+
+        Closed from another thread, a socket can still be in the loop's select(), which then
+        fails with EBADF and ends the thread with an error (Pylons/waitress#468, fixed after
+        3.0.2): the trigger runs the close inside the loop, which ends once nothing is left."""
+        if self._thread.is_alive():
+            self._server.trigger.pull_trigger(self._close_all)
+            self._thread.join(timeout=5)
+        if self._thread.is_alive() or self._thread.ident is None:  # stuck, or never started
+            self._server.close()
+        self._server.task_dispatcher.shutdown()
+
+    def _close_all(self) -> None:
+        wasyncore.close_all(self._server._map)  # the loop's own map: it ends when emptied
 
 
 def parse_bind(text: str) -> tuple[str, int]:

@@ -9,14 +9,15 @@ from itertools import chain
 from operator import is_not
 from typing import NamedTuple
 
-from prefetcher.model import CELL_STATES, BudgetExclusion, CellState, PullKey, PullRecord
+from prefetcher.cellgrid import CellGrid, ineligible
+from prefetcher.model import CELL_STATES, BudgetExclusion, PullKey, PullRecord
 from prefetcher.planning.cells import cell, node_cells
 from prefetcher.planning.images import size_on
 from prefetcher.planning.memo import EMPTY, ImageEdit, NodeMemo
 from prefetcher.planning.state import PlanState
 from prefetcher.planning.targets import NodeTarget
 
-_PLACEHOLDER = CellState("", "", "ineligible")
+_PLACEHOLDER = ineligible("")
 
 
 class CellBook:
@@ -27,8 +28,6 @@ class CellBook:
         self._present_counts: Counter[str] = Counter()
         self._other_counts: Counter[tuple[str, str]] = Counter()
         self._inputs = _Inputs(frozenset(), frozenset(), {}, {})  # the last pass's
-        self._rows: list[list[CellState]] = []  # every node's cells, in node order
-        self._all: tuple[CellState, ...] = ()  # the same, as one tuple
         self._left_out: list[list[BudgetExclusion]] = []  # every node's budget exclusions
         self._all_left_out: tuple[BudgetExclusion, ...] = ()
 
@@ -86,11 +85,11 @@ class CellBook:
             counted = memo.desired if entry.problem is None else EMPTY
             memo.tally = _tally(len(wanted), counted, others)
             self._count(memo, counted, others)
-        rows = [m.cells for m in memos.values()]
-        if len(rows) != len(self._rows) or any(map(is_not, rows, self._rows)):
-            self._all = tuple(chain.from_iterable(rows))  # some node's row changed
-            self._rows = rows
-        state.cells = self._all
+        state.cells = CellGrid(
+            [image.image for image in wanted],
+            list(memos),
+            [m.cells for m in memos.values()],
+        )
         left_out = [m.left_out for m in memos.values()]
         if len(left_out) != len(self._left_out) or any(map(is_not, left_out, self._left_out)):
             self._all_left_out = tuple(chain.from_iterable(left_out))

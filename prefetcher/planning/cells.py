@@ -1,7 +1,8 @@
 """Stage 7, cells: the state of every (node, wanted image) pair, as the report shows it.
 
 The hot path of a large cluster (a cell per node and image): most cells are present or
-ineligible, so those are built inline and counted in plain integers."""
+ineligible, so those are one shared `Cell` each and counted in plain integers; a node's
+cells are a row of the plan's `CellGrid`."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from dataclasses import dataclass
 
 from imagesync.config import Config
 from prefetcher import presence
-from prefetcher.model import BudgetExclusion, CellState, PullKey, PullRecord
+from prefetcher.cellgrid import PRESENT, Cell, CellGrid, ineligible, shared
+from prefetcher.model import BudgetExclusion, PullKey, PullRecord
 from prefetcher.planning.images import MergedImage, size_on
 from prefetcher.planning.state import PlanState
 from prefetcher.planning.targets import NodeTarget
@@ -22,7 +24,7 @@ from prefetcher.planning.timing import retry_at
 class NodeCells:
     """One node's cells in rank order, its counts by state, and its budget exclusions."""
 
-    cells: list[CellState]
+    cells: list[Cell]
     tally: Counter[str]
     left_out: list[BudgetExclusion]
     present_refs: list[str]  # wanted images present here (counted apart: the common case)
@@ -38,36 +40,40 @@ def cell(
     records: Mapping[PullKey, PullRecord],
     waiting: Mapping[PullKey, str],
     config: Config,
-) -> CellState:
+) -> Cell:
     """The state of one (node, wanted image) pair."""
-    name, ref = entry.node.name, image.image
-    key = (name, ref)
+    ref = image.image
+    key = (entry.node.name, ref)
     if entry.problem is not None:
-        return CellState(name, ref, "ineligible", entry.problem)
+        return ineligible(entry.problem)
     if ref in entry.not_placed:
-        return CellState(name, ref, "ineligible", entry.not_placed[ref])
+        return ineligible(entry.not_placed[ref])
     if ref in entry.left_out:
-        return CellState(name, ref, "ineligible", entry.left_out[ref])
+        return ineligible(entry.left_out[ref])
     if ref in present:
-        return CellState(name, ref, "present", wanted=True)
+        return PRESENT
     if key in pulling:
-        return CellState(name, ref, "pulling", message="puller running", wanted=True)
+        return _PULLING
     if key in started:
-        return CellState(name, ref, "pulling", message="puller starting", wanted=True)
+        return _STARTING
     record = records.get(key)
     if record is not None:
-        return CellState(
-            name,
-            ref,
-            "failed",
-            record.reason,
-            record.message,
-            wanted=True,
-            retry_at=retry_at(record, config),
-            kind=presence.failure_kind(record.reason, record.message),
-            attempts=record.attempts,
+        return shared(
+            Cell(
+                "failed",
+                record.reason,
+                record.message,
+                wanted=True,
+                retry_at=retry_at(record, config),
+                kind=presence.failure_kind(record.reason, record.message),
+                attempts=record.attempts,
+            )
         )
-    return CellState(name, ref, "missing", message=waiting.get(key, ""), wanted=True)
+    return shared(Cell("missing", message=waiting.get(key, ""), wanted=True))
+
+
+_PULLING = shared(Cell("pulling", message="puller running", wanted=True))
+_STARTING = shared(Cell("pulling", message="puller starting", wanted=True))
 
 
 def node_cells(
@@ -85,19 +91,19 @@ def node_cells(
     out = NodeCells([], Counter(), [], [], [])
     cells, tally = out.cells, out.tally
     if entry.problem is not None:
-        cells.extend(CellState(name, image.image, "ineligible", entry.problem) for image in wanted)
+        cells.extend([ineligible(entry.problem)] * len(wanted))
         tally["ineligible"] = len(wanted)
         return out
     not_placed, left_out = entry.not_placed, entry.left_out
-    ineligible = 0
+    ineligible_count = 0
     for image in wanted:
         ref = image.image
         why = not_placed.get(ref)
         if why is not None:
-            cells.append(CellState(name, ref, "ineligible", why))
-            ineligible += 1
+            cells.append(ineligible(why))
+            ineligible_count += 1
         elif ref in present and ref not in left_out:
-            cells.append(CellState(name, ref, "present", "", "", True))
+            cells.append(PRESENT)
             out.present_refs.append(ref)
         else:
             state = cell(entry, image, present, pulling, started, records, waiting, config)
@@ -106,11 +112,11 @@ def node_cells(
                 out.other_states.append((ref, state.state))
                 tally[state.state] += 1
             else:
-                ineligible += 1
+                ineligible_count += 1
                 size = size_on(image, entry.node)
                 out.left_out.append(BudgetExclusion(name, ref, size, image.score, state.reason))
-    if ineligible:
-        tally["ineligible"] += ineligible
+    if ineligible_count:
+        tally["ineligible"] += ineligible_count
     if out.present_refs:
         tally["present"] += len(out.present_refs)
     return out
@@ -120,7 +126,7 @@ def fill_cells(state: PlanState) -> None:
     """Every (node, wanted image) cell, with the counts per node and per image."""
     started = {(p.node, image) for p in state.pulls for image in p.images}
     empty: frozenset[str] = frozenset()
-    cells: list[CellState] = []
+    rows: list[list[Cell]] = []
     left_out: list[BudgetExclusion] = []
     for entry in state.targets.values():
         name = entry.node.name
@@ -134,10 +140,11 @@ def fill_cells(state: PlanState) -> None:
             state.waiting,
             state.config,
         )
-        cells += result.cells
+        rows.append(result.cells)
         left_out += result.left_out
         state.node_counts[name] = result.tally
         state.counts.update(result.other_states)
         state.counts.update((ref, "present") for ref in result.present_refs)
-    state.cells = cells
+    names = [entry.node.name for entry in state.targets.values()]
+    state.cells = CellGrid([i.image for i in state.wanted], names, rows)
     state.left_out = left_out

@@ -10,7 +10,8 @@ from datetime import UTC, datetime, timedelta
 
 from imagesync.config import Config
 from prefetcher import scoring
-from prefetcher.model import BudgetExclusion, CellState, NodeInfo, NodeSummary, WantedImage
+from prefetcher.cellgrid import Cell
+from prefetcher.model import BudgetExclusion, NodeInfo, NodeSummary, WantedImage
 from prefetcher.planning.images import ImageFacts, MergedImage
 from prefetcher.planning.targets import NodeTarget
 
@@ -53,7 +54,7 @@ class NodeMemo:
     keeper: tuple[list[str], str] = field(default_factory=lambda: ([], ""))
     missing: list[str] = field(default_factory=list)
     # The cells, and the target and present images they were built with.
-    cells: list[CellState] = field(default_factory=list)
+    cells: list[Cell] = field(default_factory=list)  # a row of the plan's CellGrid
     cells_target: NodeTarget | None = None
     cells_present: frozenset[str] = EMPTY
     counted: frozenset[str] = EMPTY  # images with a present cell

@@ -141,7 +141,7 @@ def result(state: PlanState, nodes: list[NodeSummary] | None = None) -> Plan:
         deletions=tuple(state.deletions),
         taint_removals=tuple(state.taint_removals),
         status_updates=tuple(status_updates),
-        cells=tuple(state.cells),
+        cells=state.cells,
         budget_left_out=tuple(state.left_out),
         outcomes=tuple(state.outcomes),
         pull_records=_sorted_records(state.records),
@@ -150,6 +150,8 @@ def result(state: PlanState, nodes: list[NodeSummary] | None = None) -> Plan:
         nodes=tuple(node_summaries(state) if nodes is None else nodes),
         summary=summary,
         wake_at=state.wake_at,
+        holding=frozenset(state.holding),
+        guard_waits=tuple(state.guard_waits),
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from kubernetes import client
@@ -219,3 +220,31 @@ def test_a_closed_plan_gate_holds_the_watch_events_until_the_plan_ends(
     finally:
         informer.stop()
         informer.join(timeout=5)
+
+
+def test_each_relist_ends_with_its_hook_on_the_informers_thread(api: client.ApiClient) -> None:
+    """The hook gives back what a relist's pages took (the prefetcher trims malloc there)."""
+    core = untyped(client.CoreV1Api(api))
+    for i in range(10):
+        core.create_node(node_body(f"r{i}"))
+    recorder = Recorder()
+    relisted: list[tuple[int, str]] = []
+    informer = Informer(
+        "Node",
+        untyped(client.CoreV1Api(api)).list_node,
+        clock=SystemClock(),
+        on_event=recorder.change,
+        settings=FAST,
+        after_relist=lambda: relisted.append((len(informer), threading.current_thread().name)),
+    )
+    informer._relist()  # an old resourceVersion: the watch gets 410 and lists again
+    relisted.clear()
+    for i in range(300):  # more than the server keeps (it trims its history past 2 x 100)
+        core.patch_node("r0", {"metadata": {"labels": {"i": str(i)}}})
+    informer.start()
+    try:
+        wait_for(lambda: len(relisted) == 1, what="the relist after 410")
+        assert relisted == [(10, "informer-Node")]  # the cache already replaced
+    finally:
+        informer.stop()
+        informer.join(5)

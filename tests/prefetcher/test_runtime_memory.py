@@ -57,3 +57,20 @@ def test_the_log_says_when_the_prefetcher_runs_on_pythons_own_allocator(
     assert "PYTHONMALLOC=malloc" in allocator_note()
     monkeypatch.setenv("PYTHONMALLOC", ALLOCATOR_ENV["PYTHONMALLOC"])
     assert allocator_note() == ""
+
+
+def test_a_trim_skipped_during_a_burst_is_made_once_the_passes_stop() -> None:
+    freed = FreedMemory(every=3600.0)
+    if not freed.available:
+        pytest.skip("no malloc_trim here")
+    freed.settle()
+    assert freed.trims == 0  # nothing freed yet: nothing owed
+    freed.release()  # the burst's first pass trims
+    freed.release()  # the next ones, too soon, owe one
+    freed.release()
+    assert freed.trims == 1
+    freed.settle()  # idle: the owed trim
+    freed.settle()
+    assert freed.trims == 2
+    freed.release(force=True)  # a relist trims whatever the time
+    assert freed.trims == 3

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from typing import Any
 
@@ -112,3 +113,21 @@ def test_a_report_in_parts_is_sent_as_one_body_without_a_copy_of_it() -> None:
         assert orjson.loads(answer.content)["runtime"] == {}
     finally:
         server.stop()
+
+
+def test_stopping_the_server_ends_its_thread_without_an_error() -> None:
+    """Closing the sockets from the stopping thread raced the loop's select() (EBADF, the
+    thread died with an error on some stops); they are closed on the loop's own thread."""
+    errors: list[BaseException | None] = []
+    previous = threading.excepthook
+    threading.excepthook = lambda args: errors.append(args.exc_value)
+    try:
+        for _ in range(30):
+            server = ReportServer(hello, "127.0.0.1", 0)
+            server.start()
+            assert requests.get(f"http://127.0.0.1:{server.port}/", timeout=5).text == "ok\n"
+            server.stop()
+            assert not server._thread.is_alive()
+    finally:
+        threading.excepthook = previous
+    assert errors == []

@@ -1,0 +1,443 @@
+"""The prefetcher's memory at a size, in a few minutes whatever the machine's load.
+
+    timeout 600 .venv/bin/python bench/memory_scale.py [--size 1000x200] [--heap]
+
+The real `image-sync prefetcher` runs in its own process against the simulator's API
+server, as in a cluster; no simulated kubelets: the bench writes what kubelets would
+(bench/memory_cluster.py), step by step, so every step's state is the same on a busy
+machine and an idle one. It walks a cluster from empty to converged the way the scale
+bench's nodes do, all joining at once, each pulling its images in pullers of
+`joinPullBatchSize`:
+
+1. the nodes join (Ready, listing no image): the prefetcher creates a puller per node;
+2. every puller is half way (its first half of containers running, the rest waiting);
+3. every puller has pulled (all its containers running), the nodes list those images: the
+   prefetcher records them and starts the next pullers, while the finished ones wait for
+   their keepers;
+4. every puller has pulled, and from now on a keeper runs as soon as it is created and a
+   deleted pod goes at once: the prefetcher creates the keepers and deletes the pullers,
+   until the coverage is 1 and no puller is left;
+5. every node's status is written again (a heartbeat round, as kubelets do every 10 s);
+6. a sweep (SIGHUP);
+7. `/report` and the page.
+
+After each step, once the prefetcher has been idle (no pass, no CPU) for a few seconds, it prints
+the prefetcher's RSS (VmRSS), its peak during the step (VmHWM, reset between steps) and
+its CPU. With `--heap` the prefetcher runs under tracemalloc (bench/traced_prefetcher.py,
+twice the CPU) and the live allocations are printed after step 3 (the converging peak's
+state), step 5 (converged) and at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.memory_cluster import (  # noqa: E402
+    Obj,
+    Store,
+    node_config,
+    node_status,
+    running_status,
+)
+from bench.prefetcher_process import (  # noqa: E402
+    PREFIX,
+    PrefetcherProcess,
+    actions,
+    metric,
+)
+from bench.scale_cluster import (  # noqa: E402
+    JOIN_PULL_BATCH_SIZE,
+    NAMESPACE,
+    PULL_BATCH_SIZE,
+    REGISTRY,
+    image_sizes,
+    install,
+)
+from imagesync.names import (  # noqa: E402
+    COMPONENT_KEEPER,
+    COMPONENT_PULLER,
+    LABEL_COMPONENT,
+    POD_NAMESPACE_DEFAULT,
+)
+from prefetcher.memory import ALLOCATOR_ENV  # noqa: E402
+from simulator.apiserver.server import ApiServer  # noqa: E402
+from simulator.testing import kube_client  # noqa: E402
+
+# The prefetcher has done what a step asked once it has made no pass and used no more than
+# IDLE_CPU seconds of CPU every half second for QUIET wall seconds (a pass logs at its end).
+QUIET = 3.0
+IDLE_CPU = 0.05
+STEP_TIMEOUT = 240.0
+TARGET_MIB = 300.0  # at 1,000 nodes x 200 images, the whole cluster cached
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+def reset_peak(pid: int) -> bool:
+    """Start VmHWM again from the current RSS (Linux: `5` into clear_refs)."""
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+@dataclass
+class Step:
+    """The prefetcher's memory and CPU after one step."""
+
+    name: str
+    wall: float
+    rss_mib: float
+    peak_mib: float  # during the step (since the start when the peak cannot be reset)
+    cpu: float
+    pods: dict[str, int]
+    coverage: float
+    passes: int
+    malloc: str  # what malloc holds: in use, free, mapped
+
+
+@dataclass
+class Result:
+    nodes: int
+    images: int
+    load_before: tuple[float, float, float]
+    steps: list[Step] = field(default_factory=list)
+    report_seconds: float = 0.0
+    report_bytes: int = 0
+    page_seconds: float = 0.0
+    page_bytes: int = 0
+    actions: dict[str, float] = field(default_factory=dict)
+    heap: dict[str, str] = field(default_factory=dict)
+    peak_resets: bool = True
+    load_after: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    wall: float = 0.0
+
+
+class BenchKubelet:
+    """What the kubelets do between the bench's steps once keepers may run: start every
+    keeper that has no status, and let go of every pod being deleted."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bench-kubelet", daemon=True)
+        self.run_keepers = False
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.3):
+            for pod in self.store.pods_in(POD_NAMESPACE_DEFAULT):
+                if pod["metadata"].get("deletionTimestamp"):
+                    self.store.remove_pod(pod)
+                elif (
+                    self.run_keepers
+                    and role(pod) == COMPONENT_KEEPER
+                    and not (pod.get("status") or {}).get("containerStatuses")
+                ):
+                    self.store.set_pod_status(pod, running_status(pod, time.time()))
+
+
+def role(pod: Obj) -> str:
+    return str((pod["metadata"].get("labels") or {}).get(LABEL_COMPONENT, ""))
+
+
+def half_way(pod: Obj, now: float) -> Obj:
+    """A puller's status half way: its first half of containers running, the rest waiting."""
+    status = running_status(pod, now)
+    containers = status["containerStatuses"]
+    for entry in containers[len(containers) // 2 :]:
+        entry.update(ready=False, started=False, state={"waiting": {"reason": "ContainerCreating"}})
+    status["conditions"] = [c for c in status["conditions"] if c["type"] != "Ready"]
+    return status
+
+
+class Bench:
+    def __init__(
+        self,
+        nodes: int,
+        image_count: int,
+        heap: bool,
+        workdir: Path,
+        env: dict[str, str],
+        garbage: bool = False,
+    ) -> None:
+        self.nodes = nodes
+        self.images = [(ref, disk) for ref, _, disk in image_sizes(image_count)]
+        self.result = Result(nodes, image_count, os.getloadavg())
+        self.traced = heap
+        self.garbage = garbage
+        self.dumps = workdir / "heap.txt"
+        self.server = ApiServer()
+        self.server.start()
+        self.kubeconfig = self.server.write_kubeconfig(workdir / "kubeconfig")
+        self.store = Store(self.server)
+        self.configs = [node_config(i) for i in range(nodes)]
+        self.workdir = workdir
+        self.kubelet = BenchKubelet(self.store)
+        self.started = time.monotonic()
+        self.prefetcher: PrefetcherProcess | None = None
+        self.env = env
+
+    # --- the cluster ---------------------------------------------------------------------
+
+    def create(self) -> None:
+        install(kube_client(self.server), [(ref, 0, 0) for ref, _ in self.images])
+        now = time.time()
+        for config in self.configs:
+            self.store.create_node(config, node_status(config, [], now))
+
+    def pods(self, component: str) -> list[Obj]:
+        return [p for p in self.store.pods_in(POD_NAMESPACE_DEFAULT) if role(p) == component]
+
+    def counts(self) -> dict[str, int]:
+        pods = self.store.pods_in(POD_NAMESPACE_DEFAULT)
+        return {
+            "pullers": sum(role(p) == COMPONENT_PULLER for p in pods),
+            "keepers": sum(role(p) == COMPONENT_KEEPER for p in pods),
+        }
+
+    def pullers_status(self, status: Callable[[Obj, float], Obj]) -> None:
+        now = time.time()
+        for pod in self.pods(COMPONENT_PULLER):
+            if not pod["metadata"].get("deletionTimestamp"):
+                self.store.set_pod_status(pod, status(pod, now))
+
+    def heartbeat(self) -> None:
+        """Every node's status written again, listing the images its pods hold or pulled."""
+        held: dict[str, set[str]] = {c.name: set() for c in self.configs}
+        for pod in self.store.pods_in(POD_NAMESPACE_DEFAULT):
+            running = {
+                s["image"]
+                for s in (pod.get("status") or {}).get("containerStatuses", [])
+                if "running" in s["state"]
+            }
+            held.setdefault(pod["spec"].get("nodeName", ""), set()).update(running)
+        sizes = dict(self.images)
+        now = time.time()
+        for config in self.configs:
+            listed = [(ref, sizes.get(ref, 0)) for ref in sorted(held[config.name])]
+            self.store.set_node_status(config.name, node_status(config, listed, now))
+
+    # --- the prefetcher ------------------------------------------------------------------
+
+    def start_prefetcher(self) -> PrefetcherProcess:
+        env = {
+            "IMAGE_SYNC_NAMESPACE": NAMESPACE,
+            "IMAGE_SYNC_REGISTRIES": REGISTRY,
+            "IMAGE_SYNC_MAX_CONCURRENT_PULLS": str(self.nodes),
+            "IMAGE_SYNC_MAX_PULLS_PER_REGISTRY": str(self.nodes),
+            "IMAGE_SYNC_MAX_PULLS_PER_IMAGE": str(self.nodes),
+            "IMAGE_SYNC_PULL_BATCH_SIZE": str(PULL_BATCH_SIZE),
+            "IMAGE_SYNC_SWEEP_INTERVAL": "1800s",
+            "IMAGE_SYNC_LOG_LEVEL": "info",
+            "IMAGE_SYNC_LOG_FORMAT": "text",
+            **ALLOCATOR_ENV,  # as its Deployment runs it
+            **self.env,
+        }
+        # The real command, in a wrapper that reports malloc's figures on a signal (and
+        # traces every allocation with --heap).
+        command = [
+            sys.executable,
+            str(ROOT / "bench" / "traced_prefetcher.py"),
+            *([] if self.traced else ["--no-trace"]),
+            *(["--garbage"] if self.garbage else []),
+            str(self.dumps),
+        ]
+        self.prefetcher = PrefetcherProcess(
+            [*command, "prefetcher", "--kubeconfig", str(self.kubeconfig)],
+            env,
+            self.workdir,
+            port=19000 + os.getpid() % 1000,
+        )
+        return self.prefetcher
+
+    def settle(self, name: str, condition: Callable[[], bool] = lambda: True) -> None:
+        """Wait for `condition`, then for QUIET seconds without a pass; record the step."""
+        prefetcher = self.prefetcher
+        assert prefetcher is not None
+        deadline = time.monotonic() + STEP_TIMEOUT
+        seen, quiet_since, cpu = -1, time.monotonic(), prefetcher.cpu_seconds()
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            prefetcher.check()
+            count, used = len(prefetcher.passes()), prefetcher.cpu_seconds()
+            if count != seen or used - cpu > IDLE_CPU:
+                seen, quiet_since = count, time.monotonic()
+            elif time.monotonic() - quiet_since >= QUIET and seen and condition():
+                break
+            cpu = used
+        else:
+            say(f"  {name}: not settled within {STEP_TIMEOUT:.0f}s")
+        samples = prefetcher.metrics()
+        malloc = self.dump(full=False).splitlines()[0]
+        step = Step(
+            name=name,
+            wall=time.monotonic() - self.started,
+            rss_mib=prefetcher.memory_kib("VmRSS") / 1024,
+            peak_mib=prefetcher.memory_kib("VmHWM") / 1024,
+            cpu=prefetcher.cpu_seconds(),
+            pods=self.counts(),
+            coverage=metric(samples, f"{PREFIX}_coverage_ratio"),
+            passes=seen,
+            malloc=malloc,
+        )
+        self.result.steps.append(step)
+        self.result.peak_resets = reset_peak(prefetcher.pid) and self.result.peak_resets
+        say(
+            f"  {name:<28} RSS {step.rss_mib:6.0f} MiB, peak {step.peak_mib:6.0f} MiB, CPU "
+            f"{step.cpu:5.1f}s, coverage {step.coverage:.3f}, {step.pods}, {step.passes} passes, "
+            f"{step.wall:.0f}s\n    {malloc}"
+        )
+
+    def dump(self, full: bool) -> str:
+        """The prefetcher's malloc figures (`full`: and its objects by type, and with --heap
+        its traced allocations)."""
+        assert self.prefetcher is not None
+        self.dumps.unlink(missing_ok=True)
+        self.prefetcher.process.send_signal(signal.SIGUSR2 if full else signal.SIGUSR1)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not self.dumps.exists():
+            time.sleep(0.2)
+        return self.dumps.read_text() if self.dumps.exists() else "no answer"
+
+    def dump_heap(self, name: str) -> None:
+        if not (self.traced or self.garbage):
+            return
+        text = self.dump(full=True)
+        self.result.heap[name] = text
+        say(f"  heap after {name}:\n{text}")
+
+    # --- the steps -----------------------------------------------------------------------
+
+    def run(self) -> Result:
+        t0 = time.monotonic()
+        self.create()
+        say(
+            f"  {self.nodes} nodes, {len(self.images)} images written in {time.monotonic() - t0:.1f}s"
+        )
+        self.kubelet.start()
+        prefetcher = self.start_prefetcher()
+        try:
+            first_wave = min(JOIN_PULL_BATCH_SIZE, len(self.images))
+            self.settle("1 pullers created", lambda: self.counts()["pullers"] >= self.nodes)
+            self.pullers_status(half_way)
+            self.settle("2 pullers half way")
+            self.pullers_status(running_status)
+            self.heartbeat()
+            more = len(self.images) > first_wave
+            self.settle(
+                "3 pulled, next pullers",
+                lambda: not more or self.counts()["pullers"] >= 2 * self.nodes,
+            )
+            self.dump_heap("3 pulled, next pullers")
+            self.kubelet.run_keepers = True
+            self.pullers_status(running_status)
+
+            def converged() -> bool:
+                counts = self.counts()
+                done = metric(prefetcher.metrics(), f"{PREFIX}_coverage_ratio") >= 1.0
+                return done and counts["pullers"] == 0 and counts["keepers"] == self.nodes
+
+            self.settle("4 converged", converged)
+            self.heartbeat()
+            self.settle("5 node status round")
+            self.dump_heap("5 node status round")
+            sweeps = sum(p.trigger == "sweep" for p in prefetcher.passes())
+            prefetcher.request_sweep()
+            self.settle(
+                "6 sweep",
+                lambda: sum(p.trigger == "sweep" for p in prefetcher.passes()) > sweeps,
+            )
+            result = self.result
+            result.report_seconds, result.report_bytes = prefetcher.timed_get("/report")
+            result.page_seconds, result.page_bytes = prefetcher.timed_get("/")
+            self.settle("7 /report and the page")
+            result.actions = actions(prefetcher.metrics())
+            self.dump_heap("7 /report and the page")
+        finally:
+            prefetcher.stop()
+            self.kubelet.stop()
+            self.server.stop()
+        self.result.wall = time.monotonic() - self.started
+        self.result.load_after = os.getloadavg()
+        return self.result
+
+
+def summary(result: Result) -> str:
+    converged = [s for s in result.steps if s.name.startswith(("5", "6", "7"))]
+    rss = max((s.rss_mib for s in converged), default=0.0)
+    peak = max((s.peak_mib for s in result.steps), default=0.0)
+    target = " (target 300 MiB)" if (result.nodes, result.images) == (1000, 200) else ""
+    return "\n".join(
+        [
+            f"  RSS converged (after the sweep, /report): {rss:.0f} MiB{target}",
+            f"  peak while converging (VmHWM): {peak:.0f} MiB"
+            + ("" if result.peak_resets else " (could not reset: since the start)"),
+            f"  /report {result.report_seconds * 1e3:.0f} ms, {result.report_bytes / 1e6:.1f} MB;"
+            f" the page {result.page_seconds * 1e3:.0f} ms",
+            f"  writes: { {k: int(v) for k, v in sorted(result.actions.items())} }",
+            f"  wall {result.wall:.0f}s, load {result.load_before[0]:.1f} before, "
+            f"{result.load_after[0]:.1f} after",
+        ]
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--size", default="1000x200", help="NODESxIMAGES")
+    parser.add_argument("--heap", action="store_true", help="trace the prefetcher (tracemalloc)")
+    parser.add_argument("--json", type=Path, help="write every figure here")
+    parser.add_argument(
+        "--garbage",
+        action="store_true",
+        help="after steps 3, 5 and 7: the unreachable cycles by type, then collect them "
+        "(the later steps' figures then start from a collected heap)",
+    )
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="more environment for the prefetcher (to compare settings), repeatable",
+    )
+    args = parser.parse_args()
+    nodes, images = (int(part) for part in args.size.split("x"))
+    say(
+        f"== memory at {nodes} nodes x {images} images{' (traced)' if args.heap else ''}"
+        f"{''.join(f', {item}' for item in args.env)}"
+    )
+    with tempfile.TemporaryDirectory(prefix="memory-scale-") as workdir:
+        env = dict(item.split("=", 1) for item in args.env)
+        result = Bench(nodes, images, args.heap, Path(workdir), env, args.garbage).run()
+    say(summary(result))
+    if args.json:
+        args.json.write_text(json.dumps(asdict(result), indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
