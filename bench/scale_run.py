@@ -7,7 +7,8 @@ prefetcher's /metrics, its pass log, /proc, the simulated disks):
 
 1. converge from empty, the simulated clock at `speed` (sized so the floor takes a couple of
    minutes of wall time; never slower than real time);
-2. stay converged: the writes of a sweep asked for (SIGHUP) after the first quiet pass;
+2. stay converged: the writes of a sweep asked for (SIGHUP) once the last puller is deleted
+   (or as late as the joining node's time allows);
 3. a node joins, at real time (1x), until its images are on its disk;
 4. /report and the HTML page are timed; the prefetcher's memory is read;
 5. a new image is declared: the plan time of the pass it triggers.
@@ -67,6 +68,11 @@ from bench.scale_figures import (  # noqa: E402
     coverage_floor,
     join_floor,
     minimum_writes,
+)
+from imagesync.names import (  # noqa: E402
+    COMPONENT_PULLER,
+    LABEL_COMPONENT,
+    POD_NAMESPACE_DEFAULT,
 )
 from prefetcher.memory import ALLOCATOR_ENV  # noqa: E402
 from simulator.cluster import SimCluster  # noqa: E402
@@ -366,8 +372,22 @@ def _converge(
             f"  full coverage after {result.converge_wall:.0f}s wall, "
             f"{result.converge_simulated:.0f}s simulated ({result.converge_simulated / floor:.2f}x the floor)"
         )
-        # The last pullers' deletions and keeper replacements follow coverage.
-        poll(lambda: prefetcher.passes()[-1].writes == 0, min(120.0, left() - 30), interval=0.5)
+        # The last pullers' deletions and keeper replacements follow coverage: a converged
+        # cluster has none of our pullers left (the sweep and the joining node that follow
+        # are measured on it, not beside a thousand deletions).
+        core: Any = client.CoreV1Api(sim.api_client())
+        selector = f"{LABEL_COMPONENT}={COMPONENT_PULLER}"
+
+        def cleaned_up() -> bool:
+            pullers = core.list_namespaced_pod(
+                POD_NAMESPACE_DEFAULT, label_selector=selector, limit=1
+            )
+            return not pullers.items
+
+        # Bounded so that a joining node keeps the time it needs (its floor and a margin).
+        keep = 90.0 + 1.5 * result.join_floor_round_trips
+        if not poll(cleaned_up, min(180.0, left() - keep), interval=1.0):
+            result.notes.append("pullers were still being deleted when the steady phase began")
     else:
         say(f"  coverage {result.coverage:.3f} when the time budget ran out")
     passes = prefetcher.passes()
