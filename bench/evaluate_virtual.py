@@ -32,8 +32,9 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.evaluate import SCENARIOS, scenario_path
-from imagesync.config import Config, load_config, parse_duration
+from imagesync.config import Config, load_config
 from imagesync.matching import parse_prefix
+from imagesync.quantities import parse_duration
 from simulator.demo import MANAGED_REGISTRIES, load_run_scenario, scenario_extra
 from simulator.outcomes import fmt_bytes, fmt_seconds, fmt_share
 from simulator.scenario import Scenario

@@ -203,11 +203,20 @@ FIGURES = (
     ),
     Figure("plan: a sweep (full)", lambda r: r["sweep_plan"], "s", "≤ 1 s", lambda v: v <= 1.0),
     Figure("  its thread's CPU", lambda r: r.get("sweep_plan_cpu"), "s", "(the rest waited)"),
+    Figure(
+        "  other threads' CPU meanwhile",
+        lambda r: r.get("sweep_plan_others"),
+        "s",
+        "(informers, requests)",
+    ),
     Figure("plan: a node joins", lambda r: r["join_plan"], "s", "≤ 0.05 s", lambda v: v <= 0.05),
     Figure(
         "plan: a new image", lambda r: r["new_image_plan"], "s", "≤ 0.05 s", lambda v: v <= 0.05
     ),
+    Figure("  its thread's CPU", lambda r: r.get("new_image_plan_cpu"), "s", ""),
+    Figure("  other threads' CPU meanwhile", lambda r: r.get("new_image_plan_others"), "s", ""),
     Figure("plan: median while converging", lambda r: r["plan_median"], "s", ""),
+    Figure("  its thread's CPU, median", lambda r: r.get("plan_cpu_median"), "s", ""),
     Figure("CPU converging: prefetcher", lambda r: r["prefetcher_cpu"], "s", ""),
     Figure("CPU converging: simulator", lambda r: r["simulator_cpu"], "s", ""),
     Figure("wall time converging", lambda r: r["converge_wall"] if r["covered"] else None, "s", ""),

@@ -27,7 +27,8 @@ Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 PASS_LINE = re.compile(
     r"pass \((?P<trigger>[^)]*)\): (?P<writes>\d+) writes planned.* (?P<seconds>[\d.]+)s "
-    r"\(plan (?P<plan>[\d.]+)s(?:, (?P<plan_cpu>[\d.]+)s CPU)?\)"
+    r"\(plan (?P<plan>[\d.]+)s(?:, (?P<plan_cpu>[\d.]+)s CPU)?"
+    r"(?:, (?P<plan_others>[\d.]+)s other threads)?"
 )
 
 
@@ -40,6 +41,8 @@ class PassLine:
     seconds: float
     plan: float
     plan_cpu: float | None = None  # the planning thread's CPU seconds (None: not logged)
+    # The process's other threads' CPU seconds during the plan (None: not logged).
+    plan_others: float | None = None
 
 
 def proc_cpu_seconds(pid: int) -> float:
@@ -123,6 +126,7 @@ class PrefetcherProcess:
                         float(match["seconds"]),
                         float(match["plan"]),
                         float(match["plan_cpu"]) if match["plan_cpu"] else None,
+                        float(match["plan_others"]) if match["plan_others"] else None,
                     )
                 )
         return out

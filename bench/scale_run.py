@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 from bench import profiles  # noqa: E402
 from bench.prefetcher_process import (  # noqa: E402
     PREFIX,
+    PassLine,
     PrefetcherProcess,
     actions,
     api_requests,
@@ -113,6 +114,7 @@ class SizeResult:
     simulator_cpu: float = 0.0
     passes: int = 0
     plan_median: float = 0.0
+    plan_cpu_median: float | None = None  # the planning thread's CPU seconds, median
     plan_max: float = 0.0
     converge_actions: dict[str, int] = field(default_factory=dict)
     converge_requests: dict[str, int] = field(default_factory=dict)
@@ -122,6 +124,7 @@ class SizeResult:
     steady_actions: dict[str, int] | None = None
     sweep_plan: float | None = None
     sweep_plan_cpu: float | None = None  # the planning thread's CPU seconds
+    sweep_plan_others: float | None = None  # the other threads' CPU seconds meanwhile
     sweep_seconds: float | None = None
     join_simulated: float | None = None
     join_floor: float = 0.0
@@ -130,6 +133,8 @@ class SizeResult:
     join_metric: float | None = None
     join_actions: dict[str, int] | None = None
     new_image_plan: float | None = None
+    new_image_plan_cpu: float | None = None
+    new_image_plan_others: float | None = None
     report_seconds: list[float] = field(default_factory=list)
     report_bytes: int = 0
     page_seconds: float | None = None
@@ -370,6 +375,8 @@ def _converge(
     result.passes = len(passes)
     result.plan_median = statistics.median(plans) if plans else 0.0
     result.plan_max = max(plans, default=0.0)
+    plans_cpu = [p.plan_cpu for p in passes if p.plan_cpu is not None]
+    result.plan_cpu_median = statistics.median(plans_cpu) if plans_cpu else None
     samples = prefetcher.metrics()
     result.converge_actions = delta(actions(samples), {})
     result.converge_requests = delta(api_requests(samples), {})
@@ -404,7 +411,7 @@ def _steady(result: SizeResult, prefetcher: PrefetcherProcess, left: Callable[[]
     result.steady_actions = delta(actions(samples), before_actions)
     sweep = [p for p in prefetcher.passes() if p.trigger == "sweep"][-1]
     result.sweep_plan, result.sweep_seconds = sweep.plan, sweep.seconds
-    result.sweep_plan_cpu = sweep.plan_cpu
+    result.sweep_plan_cpu, result.sweep_plan_others = sweep.plan_cpu, sweep.plan_others
     say(
         f"  a converged sweep: {writes(result.steady_requests)} writes, requests "
         f"{result.steady_requests}; plan {sweep.plan * 1e3:.0f} ms"
@@ -472,13 +479,16 @@ def _new_image(
     before = len(prefetcher.passes())
     declare(api, new_image()[0])
 
-    def new_image_pass() -> float | None:
+    def new_image_pass() -> PassLine | None:
         for line in prefetcher.passes()[before:]:
             if "new image" in line.trigger:
-                return line.plan
+                return line
         return None
 
-    result.new_image_plan = poll(new_image_pass, min(60.0, left() - 15), 0.2)
+    line = poll(new_image_pass, min(60.0, left() - 15), 0.2)
+    if line is not None:
+        result.new_image_plan = line.plan
+        result.new_image_plan_cpu, result.new_image_plan_others = line.plan_cpu, line.plan_others
 
 
 def main() -> int:

@@ -17,7 +17,9 @@ import urllib3
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from certs.generate import DEFAULT_RENEW_BEFORE, IPAddress, Outcome, RenewBefore, ensure
+from certs.material import Outcome, ensure
+from certs.names import IPAddress
+from certs.renewal import DEFAULT_RENEW_BEFORE, RenewBefore
 from certs.secret import (
     ca_bundle_patch,
     ca_secret,

@@ -12,7 +12,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from certs.generate import Existing, Material, existing_from_pem
+from certs.material import Existing, Material, existing_from_pem
 
 CA_CERT = "ca.crt"
 CA_KEY = "ca.key"

@@ -12,17 +12,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from certs import files
-from certs.generate import (
-    CertError,
-    Existing,
-    IPAddress,
-    Outcome,
-    RenewBefore,
-    ensure,
-    parse_renew_before,
-    service_dns_names,
-    split_sans,
-)
+from certs.material import Existing, Outcome, ensure
+from certs.names import IPAddress, service_dns_names, split_sans
+from certs.pem import CertError
+from certs.renewal import RenewBefore, parse_renew_before
 from certs.secret import ca_secret_name, tls_secret, to_yaml
 from imagesync.config import Config
 from imagesync.kubeclient import KubeError

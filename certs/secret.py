@@ -13,7 +13,8 @@ from typing import Any
 
 import yaml
 
-from certs.generate import Existing, KeyPair, Material, existing_from_pem
+from certs.material import Existing, Material, existing_from_pem
+from certs.pem import KeyPair
 from imagesync.names import LABEL_COMPONENT, LABEL_MANAGED_BY, MANAGED_BY
 
 SECRET_TYPE_TLS = "kubernetes.io/tls"

@@ -18,8 +18,9 @@ from imagesync.cachedimage import format_time
 from imagesync.config import Config
 from imagesync.kubeclient import KubeError
 from prefetcher import observe, refusals
+from prefetcher.events import pull_failure_event, puller_event
 from prefetcher.informer import Clock, Informer
-from prefetcher.kube import Kube, pull_failure_event, puller_event
+from prefetcher.kube import Kube
 from prefetcher.metrics import Metrics
 from prefetcher.model import (
     Plan,
@@ -102,6 +103,7 @@ class PlanExecutor:
     _refused: list[tuple[PullAction, KubeError]]
     _counts_written: dict[str, float]
     _wake_at: float
+    _at_once: threading.Event  # a node that joined or turned Ready waits for the next pass
 
     if TYPE_CHECKING:
 
@@ -124,7 +126,9 @@ class PlanExecutor:
         deleting finished pullers, the rest in the passes that follow at once: a keeper holds
         hundreds of containers, a node's keeper frees twenty pullers, and a fleet whose nodes
         finish together would otherwise hold up every node's next pull for as long as the
-        API server takes to store hundreds of keepers and delete thousands of pods.
+        API server takes to store hundreds of keepers and delete thousands of pods. A node
+        that joins or turns Ready meanwhile ends those two batches at once: its first puller
+        is planned by the next pass, not after seconds of another node's clean-up.
         Writes of one kind go out in parallel (`write_workers`), in chunks; every write is
         idempotent, and errors are counted, not fatal, unless a whole chunk fails.
         """
@@ -188,11 +192,15 @@ class PlanExecutor:
         budget: float | None = None,
     ) -> int:
         """Send `actions` in chunks; with a `budget` (wall seconds), no new chunk once it is
-        spent. Returns how many were sent."""
+        spent or a node waits to be planned at once. Returns how many were sent."""
         chunk = max(1, 2 * self.config.write_workers)
         deadline = None if budget is None else time.monotonic() + budget
         for start in range(0, len(actions), chunk):
-            if deadline is not None and start and time.monotonic() >= deadline:
+            if (
+                deadline is not None
+                and start
+                and (time.monotonic() >= deadline or self._at_once.is_set())
+            ):
                 return start
             outcomes = list(
                 self._writer().map(partial(self._attempt, kind), actions[start : start + chunk])

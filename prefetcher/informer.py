@@ -21,6 +21,7 @@ from kubernetes.client.exceptions import ApiException
 
 from imagesync.backoff import Backoff
 from imagesync.kubeclient import KubeError, from_api_exception
+from prefetcher.plangate import PlanGate
 
 log = logging.getLogger(__name__)
 
@@ -122,13 +123,16 @@ class Informer:
         on_request: Callable[[str], None] | None = None,
         settings: InformerSettings | None = None,
         transform: Callable[[Obj], Obj] | None = None,
+        gate: PlanGate | None = None,
         after_relist: Callable[[], None] | None = None,
     ) -> None:
         """`transform` keeps only what the cache's readers need (a cache of every running
-        pod in a large cluster would otherwise hold megabytes nobody reads); `after_relist`
-        runs on this thread once a relist has replaced the cache (the memory its pages took
-        can go back to the system)."""
+        pod in a large cluster would otherwise hold megabytes nobody reads); `gate` holds the
+        decoding of what the thread reads back while a plan runs; `after_relist` runs on this
+        thread once a relist has replaced the cache (the memory its pages took can go back to
+        the system)."""
         self.kind = kind
+        self._gate = gate or PlanGate()
         self._transform = transform or _slim
         self._after_relist = after_relist
         self._on_request = on_request
@@ -142,7 +146,6 @@ class Informer:
         self._resource_version: str | None = None
         self._response: Any = None
         self._retry_after = 0.0
-        self._resync = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.synced = threading.Event()
@@ -178,15 +181,6 @@ class Informer:
             with contextlib.suppress(Exception):
                 response.shutdown()
 
-    def resync(self) -> None:
-        """Relist soon, even though the watch looks healthy: a sweep repairs any drift, such
-        as an event a server lost, by comparing the cache with a fresh list."""
-        self._resync = True
-        response = self._response
-        if response is not None:
-            with contextlib.suppress(Exception):
-                response.shutdown()
-
     def join(self, timeout: float | None = None) -> None:
         if self._thread is not None:
             self._thread.join(timeout)
@@ -197,9 +191,6 @@ class Informer:
         backoff = Backoff(self._settings.backoff_initial, self._settings.backoff_max)
         while not self._stop.is_set():
             try:
-                if self._resync:
-                    self._resync = False
-                    self._resource_version = None
                 if self._resource_version is None:
                     self._relist()
                     backoff.reset()
@@ -227,8 +218,6 @@ class Informer:
             except Exception as exc:
                 if self._stop.is_set():
                     break
-                if self._resync:
-                    continue  # we closed the watch ourselves, to relist
                 error = KubeError(f"watch {self.kind}: connection lost: {exc!r}")
                 self._report(error)
                 pause = backoff.next()
@@ -271,7 +260,9 @@ class Informer:
                 # The continue token expired mid-list: start the list again.
                 items, token = {}, None
                 continue
-            body = orjson.loads(response.data)
+            data = response.data
+            self._gate.wait()
+            body = orjson.loads(data)
             for obj in body.get("items") or []:
                 items[object_key(obj)] = self._transform(obj)
             meta = body.get("metadata") or {}
@@ -317,7 +308,7 @@ class Informer:
         self._response = response
         delivered = False
         try:
-            for event in _events(response):
+            for event in _events(response, self._gate.wait):
                 if self._stop.is_set():
                     break
                 delivered = True
@@ -365,18 +356,21 @@ class Informer:
             log.exception("%s: event handler failed", self.kind)
 
 
-def _events(response: Any) -> Iterator[Obj]:
+def _events(response: Any, before_decoding: Callable[[], None]) -> Iterator[Obj]:
     """The watch events of a streamed response, one JSON object a line, decoded from the bytes
     as they come (the client's `iter_resp_lines` copies its buffer at every line and decodes
-    each to text first: at a thousand nodes that was a sixth of the process's CPU)."""
+    each to text first: at a thousand nodes that was a sixth of the process's CPU), each once
+    `before_decoding` returns (the plan gate)."""
     pending = b""
     for segment in response.stream(amt=None, decode_content=False):
         lines = (pending + (segment.encode() if isinstance(segment, str) else segment)).split(b"\n")
         pending = lines.pop()
         for line in lines:
             if line.strip():
+                before_decoding()
                 yield orjson.loads(line)
     if pending.strip():
+        before_decoding()
         yield orjson.loads(pending)
 
 

@@ -7,7 +7,8 @@ dicts, and decoding a thousand Nodes into client models would cost more than pla
 per verb through `on_call`, so metrics and the report see the API traffic and its errors.
 
 Writes are idempotent: a 409 on create means the object already exists (names are
-deterministic), a 404 on delete means it is already gone.
+deterministic), a 404 on delete means it is already gone. What each informer lists and
+watches is in `prefetcher.watchsources`; the Events it sends are built in `prefetcher.events`.
 """
 
 from __future__ import annotations
@@ -27,12 +28,11 @@ from imagesync.names import (
     CACHED_IMAGE_PLURAL,
     GROUP,
     LABEL_ENABLED,
-    LABEL_MANAGED_BY,
-    MANAGED_BY,
     MANAGED_POD_SELECTOR,
     VERSION,
 )
-from imagesync.templates import BUILTIN_KINDS, TemplateKind
+from imagesync.templates import BUILTIN_KINDS
+from prefetcher.watchsources import WatchSources
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,6 @@ Obj = dict[str, Any]
 # (verb, resource, error or None): one call to the API server, for metrics.
 CallHook = Callable[[str, str, KubeError | None], None]
 
-EVENT_SOURCE = "image-sync-prefetcher"
 REQUEST_TIMEOUT = (10.0, 60.0)
 JSON_PATCH = "application/json-patch+json"
 MERGE_PATCH = "application/merge-patch+json"
@@ -89,7 +88,7 @@ def _transport_error(exc: Exception, what: str) -> KubeError:
     return KubeError(f"{what}: API server not reached: {exc}", status=0, reason="Unreachable")
 
 
-class Kube:
+class Kube(WatchSources):
     """Reads and writes against one API server: our own namespace holds the Lease, the pod
     namespace (`pod_namespace`, the same one unless given) the puller and keeper pods."""
 
@@ -162,70 +161,6 @@ class Kube:
         """Let the informers report their list / watch calls through the same hook."""
         if self._on_call is not None:
             self._on_call(verb, resource, error)
-
-    # --- list / watch sources for the informers -----------------------------------------
-
-    def node_source(self) -> Callable[..., Any]:
-        return self.core.list_node
-
-    def cached_image_source(self) -> Callable[..., Any]:
-        def call(**kw: Any) -> Any:
-            return self.custom.list_cluster_custom_object(GROUP, VERSION, CACHED_IMAGE_PLURAL, **kw)
-
-        return call
-
-    def own_pod_source(self) -> Callable[..., Any]:
-        def call(**kw: Any) -> Any:
-            return self.core.list_namespaced_pod(
-                self.pod_namespace, label_selector=MANAGED_POD_SELECTOR, **kw
-            )
-
-        return call
-
-    def starting_pod_source(self) -> Callable[..., Any]:
-        """Pods bound to a node but not running yet, cluster-wide: few at any moment, and
-        while one starts its own pulls go first on that node."""
-
-        def call(**kw: Any) -> Any:
-            return self.core.list_pod_for_all_namespaces(
-                field_selector="status.phase=Pending,spec.nodeName!=",
-                label_selector=f"{LABEL_MANAGED_BY}!={MANAGED_BY}",
-                **kw,
-            )
-
-        return call
-
-    def template_source(self, kind: TemplateKind) -> Callable[..., Any]:
-        """Objects of a kind with pod templates (apps/v1, batch/v1 or a custom group)."""
-
-        def call(**kw: Any) -> Any:
-            return self.custom.list_cluster_custom_object(
-                kind.group, kind.version, kind.resource, **kw
-            )
-
-        return call
-
-    def running_pod_source(self) -> Callable[..., Any]:
-        """Workload pods running, cluster-wide: where each workload and image is needed."""
-
-        def call(**kw: Any) -> Any:
-            return self.core.list_pod_for_all_namespaces(
-                field_selector="status.phase=Running",
-                label_selector=f"{LABEL_MANAGED_BY}!={MANAGED_BY}",
-                **kw,
-            )
-
-        return call
-
-    def unscheduled_pod_source(self) -> Callable[..., Any]:
-        """Pods not bound to a node yet: those the scheduler cannot place wait for capacity."""
-
-        def call(**kw: Any) -> Any:
-            return self.core.list_pod_for_all_namespaces(
-                field_selector="status.phase=Pending,spec.nodeName=", **kw
-            )
-
-        return call
 
     # --- one-shot reads -------------------------------------------------------------------
 
@@ -561,63 +496,3 @@ class Kube:
                 return False
             raise
         return True
-
-
-def pull_failure_event(
-    *,
-    namespace: str,
-    pod: str,
-    pod_uid: str,
-    node: str,
-    image: str,
-    reason: str,
-    message: str,
-    now: str,
-) -> Obj:
-    """A core/v1 Event on the failed puller pod, as `kubectl describe` and `get events` show it."""
-    text = f"pull of {image} on node {node} failed: {reason}" + (f": {message}" if message else "")
-    return puller_event(
-        namespace=namespace,
-        pod=pod,
-        pod_uid=pod_uid,
-        node=node,
-        reason="PrefetchFailed",
-        message=text,
-        now=now,
-        warning=True,
-    )
-
-
-def puller_event(
-    *,
-    namespace: str,
-    pod: str,
-    pod_uid: str,
-    node: str,
-    reason: str,
-    message: str,
-    now: str,
-    warning: bool = False,
-) -> Obj:
-    """A core/v1 Event on one of our puller pods (`kubectl describe pod`, `get events`)."""
-    return {
-        "apiVersion": "v1",
-        "kind": "Event",
-        "metadata": {"generateName": f"{pod}.", "namespace": namespace},
-        "involvedObject": {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "name": pod,
-            "namespace": namespace,
-            "uid": pod_uid,
-        },
-        "reason": reason,
-        "message": message,
-        "type": "Warning" if warning else "Normal",
-        "source": {"component": EVENT_SOURCE, "host": node},
-        "reportingComponent": EVENT_SOURCE,
-        "reportingInstance": EVENT_SOURCE,
-        "firstTimestamp": now,
-        "lastTimestamp": now,
-        "count": 1,
-    }

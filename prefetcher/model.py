@@ -436,6 +436,15 @@ class Plan:
     # The next moment the plan would differ with nothing else changing (a retry falls due, a
     # puller runs past its deadline, a deferred keeper update or a hold-back expires).
     wake_at: datetime | None = None
+    # The workload pods starting now (namespace/name) that this plan waits for: they held
+    # back or throttled a pull, made a puller yield, or push back a puller's deadline on
+    # their node. Only one of these starting (or going) changes the plan; another's start
+    # needs no pass.
+    holding: frozenset[str] = frozenset()
+    # (keeper name, images): once that keeper runs all of those images, the plan deletes a
+    # pod (the finished puller that guards them, or the keeper it replaces). A keeper's
+    # container that comes up and completes none of these needs no pass.
+    guard_waits: tuple[tuple[str, frozenset[str]], ...] = ()
 
     @property
     def writes(self) -> int:

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from imagesync.config import parse_bandwidth, parse_duration, parse_size
+from imagesync.quantities import parse_bandwidth, parse_duration, parse_size
 from simulator.imagestore import GCPolicy
 
 ANNOTATION_PREFIX = "sim.image-sync.io/"

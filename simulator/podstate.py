@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from imagesync.config import parse_duration
+from imagesync.quantities import parse_duration
 from imagesync.reference import InvalidReference, parse_reference
 from simulator.clock import rfc3339
 from simulator.registry import Resolved

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from imagesync.config import parse_bandwidth, parse_duration, parse_size
+from imagesync.quantities import parse_bandwidth, parse_duration, parse_size
 from imagesync.reference import ImageReference, InvalidReference, parse_reference
 
 

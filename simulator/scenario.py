@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from imagesync.config import parse_bandwidth, parse_duration, parse_size
+from imagesync.quantities import parse_bandwidth, parse_duration, parse_size
 from simulator.imagestore import GCPolicy
 from simulator.nodes import NodeConfig
 from simulator.registry import RegistrySet, registries_from_spec

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from imagesync.config import ConfigError, load_config, parse_duration, parse_size
+from imagesync.config import ConfigError, load_config
+from imagesync.quantities import parse_duration, parse_size
 
 
 def write(tmp_path: Path, text: str) -> str:

@@ -29,7 +29,6 @@ without one (it would read as "wanted on every node").
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import itertools
 import logging
@@ -39,34 +38,23 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
 
 import orjson
 
-from imagesync.cachedimage import (
-    MAX_PROFILES,
-    PlacementProfile,
-    format_time,
-    merge_profiles,
-    new_cached_image,
-    object_name,
-)
+from imagesync.cachedimage import format_time
 from imagesync.config import Config
 from imagesync.kubeclient import KubeError
-from imagesync.names import SOURCE_LEARNED
-from imagesync.usage import add_usage, applied_sequence
 from webhook.learning import Sighting
 from webhook.metrics import Metrics
+from webhook.pending import InDoubt, PendingImage
 from webhook.store import CachedImageStore, KubeCachedImageStore
+from webhook.usage_write import LostAnswer, write_image_usage
 
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_SECONDS = 60.0
-CONFLICT_RETRIES = 8
-# Profiles one buffered image holds between flushes; merge_profiles keeps MAX_PROFILES of them.
-MAX_PENDING_PROFILES = 4 * MAX_PROFILES
 # A placement profile's JSON beyond this is not kept (real ones are well under 2 KiB).
 MAX_PROFILE_BYTES = 64 * 1024
 DEFAULT_MAX_PENDING_BYTES = 8 * 1024 * 1024
@@ -85,67 +73,6 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-@dataclass
-class PendingImage:
-    """Usage of one image not yet written: profiles by identity, uses per day, last seen.
-
-    A profile is held as the sighting brought it, with when it was last seen beside it:
-    stamping a copy with `lastSeen` waits for the flush, off the request path.
-    """
-
-    # identity → (profile, last seen, bytes of its JSON)
-    profiles: dict[bytes, tuple[PlacementProfile, str, int]] = field(default_factory=dict)
-    daily: dict[str, int] = field(default_factory=dict)
-    count: int = 0
-    last_seen: str = ""
-
-    def add(
-        self, key: bytes, profile: PlacementProfile | None, size: int, day: str, seen: str
-    ) -> bool:
-        """Count one use; keep the profile (if any) unless this image holds too many already.
-
-        True when `profile` was stored as a new entry (the caller accounts for its bytes)."""
-        profiles = self.profiles
-        added = False
-        if profile is not None:
-            if key in profiles:
-                profiles[key] = (profile, seen, profiles[key][2])
-            elif len(profiles) < MAX_PENDING_PROFILES:
-                profiles[key] = (profile, seen, size)
-                added = True
-        daily = self.daily
-        daily[day] = daily.get(day, 0) + 1
-        self.count += 1
-        if seen > self.last_seen:
-            self.last_seen = seen
-        return added
-
-    @property
-    def size(self) -> int:
-        """Bytes of profile JSON this entry accounts for."""
-        return sum(entry[2] for entry in self.profiles.values())
-
-    def absorb(self, other: PendingImage) -> None:
-        for key, (profile, seen, size) in other.profiles.items():
-            mine = self.profiles.get(key)
-            if mine is None and len(self.profiles) >= MAX_PENDING_PROFILES:
-                continue
-            if mine is None or seen > mine[1]:
-                self.profiles[key] = (profile, seen, size)
-        for day, uses in other.daily.items():
-            self.daily[day] = self.daily.get(day, 0) + uses
-        self.count += other.count
-        self.last_seen = max(self.last_seen, other.last_seen)
-
-    def profile_list(self) -> list[PlacementProfile]:
-        stamped: list[PlacementProfile] = []
-        for profile, seen, _ in self.profiles.values():
-            with_time = profile.copy()
-            with_time["lastSeen"] = seen
-            stamped.append(with_time)
-        return merge_profiles([], stamped)
-
-
 @dataclass(frozen=True)
 class FlushResult:
     written: int = 0
@@ -162,36 +89,6 @@ class ImageRetry:
 
     failures: int = 0
     due: float = 0.0
-
-
-class LostAnswer(Exception):
-    """A status write that may have landed (a timeout, a 5xx, a failure mid-call)."""
-
-    def __init__(self, cause: Exception) -> None:
-        super().__init__(str(cause))
-        self.cause = cause
-
-
-class InDoubt(NamedTuple):
-    """Uses sent in a write whose answer was lost: they landed if the writer's stamp on the
-    object reached `sequence`."""
-
-    sequence: int
-    entry: PendingImage
-
-
-def learned_spec_update(obj: dict[str, Any], pending: PendingImage) -> dict[str, Any] | None:
-    """The object with merged profiles, or None when its spec must stay (Declared, unchanged)."""
-    spec = obj.get("spec") or {}
-    if spec.get("source", SOURCE_LEARNED) != SOURCE_LEARNED:
-        return None
-    stored = list(spec.get("profiles") or [])
-    merged = merge_profiles(stored, pending.profile_list())
-    if merged == stored:
-        return None
-    updated = copy.deepcopy(obj)
-    updated.setdefault("spec", {})["profiles"] = merged
-    return updated
 
 
 class Recorder:
@@ -372,7 +269,16 @@ class Recorder:
         sequence = next(self._sequence)
         doubts = self._in_doubt.get(image, [])
         try:
-            action = self._write(image, entry, doubts, sequence)
+            action = write_image_usage(
+                self._store,
+                self._metrics,
+                image,
+                entry,
+                doubts,
+                writer_id=self.writer_id,
+                sequence=sequence,
+                clock=self._clock,
+            )
         except LostAnswer:
             if entry.count:
                 self._in_doubt[image] = [*doubts, InDoubt(sequence, entry)][-MAX_DOUBTS:]
@@ -435,69 +341,6 @@ class Recorder:
             self._metrics.dropped.inc(dropped)
         self.publish_metrics()
 
-    def _write(self, image: str, entry: PendingImage, doubts: list[InDoubt], sequence: int) -> str:
-        """Create or update one CachedImage; returns "created" or "updated".
-
-        What is sent: `entry`, plus every write in doubt that the object's stamp shows did
-        not land. A 409 means another writer was first: read again, merge again.
-        """
-        name = object_name(image)
-        created = False
-        for _ in range(CONFLICT_RETRIES):
-            obj = self._store.get(name)
-            status = dict((obj or {}).get("status") or {})
-            landed = applied_sequence(status, self.writer_id)
-            payload = PendingImage()
-            for doubt in doubts:
-                if doubt.sequence > landed:
-                    payload.absorb(doubt.entry)
-            payload.absorb(entry)
-            if not payload.count:
-                return "updated"  # everything in doubt had landed
-            if obj is None:
-                try:
-                    obj = self._store.create(new_cached_image(image, payload.profile_list()))
-                    created = True
-                except KubeError as exc:
-                    if exc.conflict:  # AlreadyExists: another writer won; update theirs
-                        self._metrics.conflicts.inc()
-                        continue
-                    raise
-            try:
-                updated = learned_spec_update(obj, payload)
-                if updated is not None:
-                    obj = self._store.replace(updated)
-                body = copy.deepcopy(obj)
-                body["status"] = add_usage(
-                    dict(obj.get("status") or {}),
-                    uses=payload.count,
-                    daily=payload.daily,
-                    last_seen=payload.last_seen,
-                    writer=self.writer_id,
-                    sequence=sequence,
-                    now=self._clock(),
-                )
-            except KubeError as exc:
-                if exc.conflict:  # stale resourceVersion: read again, merge again
-                    self._metrics.conflicts.inc()
-                    continue
-                raise
-            try:
-                self._store.replace_status(body)
-            except KubeError as exc:
-                if exc.conflict:
-                    self._metrics.conflicts.inc()
-                    continue
-                raise LostAnswer(exc) if _may_have_landed(exc) else exc from None
-            except Exception as exc:
-                raise LostAnswer(exc) from exc
-            return "created" if created else "updated"
-        raise KubeError(
-            f"writing CachedImage {name}: still conflicting after {CONFLICT_RETRIES} tries",
-            409,
-            "Conflict",
-        )
-
     # --- background thread ------------------------------------------------------------
 
     def _ensure_started(self) -> None:
@@ -541,12 +384,6 @@ class Recorder:
 
 
 _NOT_FAILING = ImageRetry()
-
-
-def _may_have_landed(exc: KubeError) -> bool:
-    """A lost answer (timeout, connection drop) or a 5xx: the write may have been applied.
-    A 4xx answer means it was not."""
-    return exc.status == 0 or exc.status >= 500
 
 
 def _reason(exc: KubeError) -> str:

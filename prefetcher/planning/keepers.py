@@ -68,9 +68,16 @@ def _node_keeper(
                 pod=pods.build_keeper(node, desired, state.config),
             )
         )
+    waits = state.guard_waits
     for keeper in active:
-        if keeper is not current and (state.running_images(keeper) & set(desired) <= guarded):
-            state.delete(keeper, f"replaced by {name}")
+        if keeper is not current:
+            kept = state.running_images(keeper) & set(desired)
+            if kept <= guarded:
+                state.delete(keeper, f"replaced by {name}")
+            else:
+                waits[(name, frozenset(kept))] = None
+    for images in state.unguarded.get(node.name, ()):
+        waits[(name, images)] = None
 
 
 def _defer_keeper(

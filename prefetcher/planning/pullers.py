@@ -93,6 +93,8 @@ def read_pullers(state: PlanState) -> None:
             state.delete(pod, f"pull failed: {', '.join(failed)}")
         else:
             _hold(state, pod, pulled)
+            if unguarded and config.keeper_enabled and not pod.deleting:
+                state.unguarded.setdefault(pod.node, []).append(frozenset(unguarded))
 
     state.pulling = {
         (p.node, image) for p, pending in state.in_flight.values() for image in pending
@@ -234,6 +236,9 @@ def _read_unfinished(
     now = state.now
     current = pending[0]
     workload = yields_to(state, starting, pod, current)
+    # The pods starting on the node push back this puller's deadline (`pull_clock_start`),
+    # and the one it yields to decides when its images are planned again.
+    state.holding.update(s.pod for s in state.snapshot.starting if s.node == pod.node)
     if workload:
         # Not a failure: no backoff; its images are planned again once the pod started.
         state.delete(pod, f"yielded to pod {workload} starting on the node", yielded_to=workload)

@@ -46,16 +46,15 @@ def node_candidates(
             state.waiting[key] = f"quiet hours {config.quiet_hours} UTC: only urgent pulls"
             continue
         if name in starting.by_node:
-            state.waiting.setdefault(
-                key, f"held back while pod {starting.by_node[name]} starts on the node"
-            )
+            holder = starting.by_node[name]
+            state.holding.add(holder)
+            state.waiting.setdefault(key, f"held back while pod {holder} starts on the node")
             continue
         if image.registry in starting.by_registry and registry_share(state, image.registry) is None:
             # (With a known bandwidth the share throttles instead: `start_pulls`.)
-            state.waiting[key] = (
-                f"held back while pod {starting.by_registry[image.registry]} pulls from "
-                f"{image.registry}"
-            )
+            holder = starting.by_registry[image.registry]
+            state.holding.add(holder)
+            state.waiting[key] = f"held back while pod {holder} pulls from {image.registry}"
             continue
         tier = state.demand.tier(ref, name)
         out.append(((urgency, tier, -image.score, name, spread(name, ref), ref), why))
@@ -176,6 +175,7 @@ def start_pulls(state: PlanState, candidates: list[Candidate], starting: Startin
             shares[image.registry] = registry_share(state, image.registry) if throttled else None
         share = shares[image.registry]
         if share is not None and per_registry[image.registry] >= share:
+            state.holding.add(starting.by_registry[image.registry])
             state.waiting.setdefault(
                 (name, ref),
                 f"waiting: prefetches from {image.registry} at their share of its bandwidth",

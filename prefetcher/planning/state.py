@@ -84,6 +84,9 @@ class PlanState:
         self.wake_at: datetime | None = None
         self.pulls: list[PullAction] = []
         self.waiting: dict[PullKey, str] = {}
+        self.holding: set[str] = set()  # starting pods this plan waits for (Plan.holding)
+        self.unguarded: dict[str, list[frozenset[str]]] = {}  # node → finished pullers' images
+        self.guard_waits: dict[tuple[str, frozenset[str]], None] = {}  # Plan.guard_waits
         self.keeper_actions: list[KeeperAction] = []
         self.taint_removals: list[TaintRemoval] = []
         self.cells: Sequence[CellState] = ()

@@ -150,6 +150,8 @@ def result(state: PlanState, nodes: list[NodeSummary] | None = None) -> Plan:
         nodes=tuple(node_summaries(state) if nodes is None else nodes),
         summary=summary,
         wake_at=state.wake_at,
+        holding=frozenset(state.holding),
+        guard_waits=tuple(state.guard_waits),
     )
 
 

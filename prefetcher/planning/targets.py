@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -88,11 +89,13 @@ def node_target(
     hinted = node.hinted_images
     pods_bytes = lately = 0
     using, used = pod_images.using, pod_images.used
+    reserved: dict[str, int] = {}  # used lately, not held: bytes kept for them
     for image in wanted:
         if using and image.image in using:
             pods_bytes += hinted.get(image.image) or image.size
         elif used and image.image in used and image.image not in held:
-            pods_bytes += hinted.get(image.image) or image.size
+            reserved[image.image] = hinted.get(image.image) or image.size
+            pods_bytes += reserved[image.image]
             lately += 1
         key = image.placement_key
         if key in seen:
@@ -108,6 +111,10 @@ def node_target(
         items.append(budgets.BudgetItem(ref, hinted.get(ref) or image.size, image.score))
     room = budgets.node_room(node, config, managed, pods_bytes, len(using), lately)
     result = budgets.fit(room, items, using, held)
+    if reserved:
+        result = _stays_once_pulled(
+            node, config, managed, items, using, held, reserved, room, result
+        )
     entry.budget, entry.budget_used = result.budget, result.used
     entry.budget_reason, entry.room, entry.budget_alone = result.reason, room, result.alone
     entry.pod_images = pod_images
@@ -116,6 +123,43 @@ def node_target(
     entry.fitted_set = frozenset(result.fitted)
     entry.left_out = {item.image: why for item, why in result.left_out}
     return entry
+
+
+def _stays_once_pulled(
+    node: NodeInfo,
+    config: Config,
+    managed: Collection[str],
+    items: list[budgets.BudgetItem],
+    using: frozenset[str],
+    held: frozenset[str],
+    reserved: Mapping[str, int],
+    room: budgets.NodeRoom | None,
+    result: budgets.BudgetResult,
+) -> budgets.BudgetResult:
+    """`result` (what fits in `room`), without the images used lately (`reserved`: the
+    bytes kept for them) that it would pull back but leave out once held (an image like any
+    other then, its room no longer kept): else each pass would pull one, leave it out, let
+    the keeper drop it, and pull it again."""
+    if room is None:
+        return result
+    dropped: set[str] = set()
+    while back := [ref for ref in result.fitted if ref in reserved]:
+        freed = sum(reserved[ref] for ref in back)
+        as_held = budgets.node_room(
+            node, config, managed, room.pods - freed, room.pod_images, room.lately - len(back)
+        )
+        kept = [item for item in items if item.image not in dropped]
+        pulled = budgets.fit(as_held, kept, using, held | frozenset(back))
+        out = {ref for ref in back if ref not in pulled.fitted}
+        if not out:
+            break
+        dropped |= out
+        result = budgets.fit(room, [item for item in kept if item.image not in out], using, held)
+    if not dropped:
+        return result
+    why = "disk budget: its room is kept (used within budgetHold), but once pulled it would not fit"
+    left = tuple((item, why) for item in items if item.image in dropped)
+    return dataclasses.replace(result, left_out=result.left_out + left)
 
 
 def plan_targets(

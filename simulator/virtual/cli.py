@@ -9,7 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-from imagesync.config import Config, parse_size
+from imagesync.config import Config
+from imagesync.quantities import parse_size
 
 DEFAULT_CLUSTER = "gpu-cluster"
 

@@ -13,7 +13,9 @@ Snapshot built from the virtual cluster as the controller's informers would see 
   from a trace).
 - Passes run when the controller's would (`prefetcher/controller.py`): after a trigger (a node
   joined, turned Ready, changed or left; a CachedImage was created or its spec changed; one of
-  our pods changed; a starting workload pod started, or began starting where we pull), at
+  our pods changed, except a keeper's containers coming up that the last plan did not wait
+  for, `Plan.guard_waits`; a starting workload pod that it held a pull back for,
+  `Plan.holding`, started; one began starting where we pull), at
   once or `passCoalesce` after the previous pass, on the sweep
   every `sweepInterval`, and at `Plan.wake_at`.
 - The Plan is carried out as the controller does: keepers, deletions, pulls (each puller pulls
@@ -50,6 +52,7 @@ from prefetcher.model import (
 from prefetcher.observe import parse_quantity
 from prefetcher.planning.incremental import IncrementalPlanner
 from prefetcher.poolhistory import PoolHistory
+from prefetcher.triggers import own_pod_trigger, started_trigger
 from simulator.nodes import NodeConfig
 from simulator.nodestatus import node_allocatable
 from simulator.virtual.learner import Learner
@@ -199,6 +202,7 @@ class ImageSync(Policy):
         self.pulled_pairs: set[tuple[str, str]] = set()
         self.left_out_pairs: set[tuple[str, str]] = set()
         self._left_out: tuple[BudgetExclusion, ...] = ()
+        self._plan: Plan | None = None  # the last pass's: which changes it waits for
         self.bound_pending: dict[str, Pod] = {}
         # Workload pods bound to a node (running or starting), as the demand informers see them.
         self.running: dict[str, RunningPod] = {}
@@ -248,7 +252,13 @@ class ImageSync(Policy):
         if pod.role != "workload":
             if pod.name in self.own:
                 self._pods_read = None
-                self.trigger("pod changed")
+                reason: str | None = "pod changed"
+                if pod.role == "keeper":  # (read at each change: `before` is the last one)
+                    before = self._pod_cache.get(pod.uid)
+                    old = before[1] if before is not None else None
+                    reason = own_pod_trigger(old, self._read(pod), self._plan)
+                if reason is not None:
+                    self.trigger(reason)
             return
         if pod.node and not pod.ended:
             if pod.key not in self.running:
@@ -265,8 +275,10 @@ class ImageSync(Policy):
                 self.trigger("workload pod starting")  # a puller there may have to yield
             elif new and not self._keeper_holds(pod):
                 self.trigger("workload pod bound")  # the node's disk budget gives way to it
-        elif self.bound_pending.pop(pod.key, None) is not None:
-            self.trigger("workload pod started")
+        elif self.bound_pending.pop(pod.key, None) is not None and started_trigger(
+            pod.key, self._plan
+        ):
+            self.trigger("workload pod started")  # the last plan held a pull back for it
 
     def _saw(self, pod: RunningPod) -> None:
         """Remember the pool a workload pod runs in and the images its node's pods used (as
@@ -350,6 +362,7 @@ class ImageSync(Policy):
         self.passes += 1
         self.records = dict(plan.pull_records)
         self.throughput = dict(plan.pull_throughput)
+        self._plan = plan
         if plan.budget_left_out is not self._left_out:  # (the same tuple while unchanged)
             self._left_out = plan.budget_left_out
             self.left_out_pairs = {(b.node, b.image) for b in plan.budget_left_out}

@@ -24,9 +24,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from imagesync.config import Config, parse_duration
+from imagesync.config import Config
 from imagesync.matching import RegistryPrefix
 from imagesync.names import SOURCE_CATALOG, SOURCE_OBSERVED
+from imagesync.quantities import parse_duration
 from imagesync.reference import InvalidReference, parse_reference
 from imagesync.sources import SourceRule, parse_rules, rule_for, sources_for
 from prefetcher import observe, presence

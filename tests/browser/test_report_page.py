@@ -22,7 +22,7 @@ import pytest
 import requests
 
 from bench.report_scale import image_ref, node_name, serve_plan, synthetic_plan
-from prefetcher.report_page import NODES_PER_PAGE
+from prefetcher.report_grid import NODES_PER_PAGE
 from tests.browser.browser import browser, chromium, page_weight
 from tests.prefetcher.conftest import BUSYBOX, NAMESPACE, declare, install_image_sync
 from tests.prefetcher.test_e2e_cli import free_port

@@ -30,14 +30,10 @@ from cryptography.x509.verification import PolicyBuilder, Store
 from kubernetes import client as k8s
 
 from certs.cluster import ATTEMPTS, Applied, Target, apply
-from certs.generate import (
-    Material,
-    generate_ca,
-    issue_serving_cert,
-    load_cert,
-    load_certs,
-    service_dns_names,
-)
+from certs.generate import generate_ca, issue_serving_cert
+from certs.material import Material
+from certs.names import service_dns_names
+from certs.pem import load_cert, load_certs
 from certs.secret import ca_secret, tls_secret
 from imagesync.kubeclient import KubeError
 from simulator.apiserver import ApiServer, FaultRule

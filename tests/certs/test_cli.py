@@ -16,13 +16,10 @@ import yaml
 from cryptography import x509
 
 from certs import files
-from certs.generate import (
-    generate_ca,
-    issue_serving_cert,
-    load_cert,
-    needs_renewal,
-    service_dns_names,
-)
+from certs.generate import generate_ca, issue_serving_cert
+from certs.names import service_dns_names
+from certs.pem import load_cert
+from certs.renewal import needs_renewal
 
 SCRIPT = Path(sys.executable).parent / "image-sync"
 BASE = ["certs", "--service", "image-sync-webhook", "--namespace", "image-sync"]

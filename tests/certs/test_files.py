@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from certs import files
-from certs.generate import Existing, ensure, service_dns_names
+from certs.material import Existing, ensure
+from certs.names import service_dns_names
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 DNS = service_dns_names("image-sync-webhook", "image-sync")

@@ -14,23 +14,11 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
-from certs.generate import (
-    CertError,
-    Existing,
-    KeyPair,
-    ca_renewal_reason,
-    certs_to_pem,
-    ensure,
-    existing_from_pem,
-    generate_ca,
-    issue_serving_cert,
-    load_certs,
-    needs_renewal,
-    parse_renew_before,
-    renewal_reason,
-    service_dns_names,
-    split_sans,
-)
+from certs.generate import generate_ca, issue_serving_cert
+from certs.material import Existing, ensure, existing_from_pem
+from certs.names import service_dns_names, split_sans
+from certs.pem import CertError, KeyPair, certs_to_pem, load_certs
+from certs.renewal import ca_renewal_reason, needs_renewal, parse_renew_before, renewal_reason
 from tests.skips import OPTIONAL
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)

@@ -13,13 +13,8 @@ from pathlib import Path
 import pytest
 
 from certs import files
-from certs.generate import (
-    Existing,
-    ensure,
-    existing_from_pem,
-    service_dns_names,
-    split_sans,
-)
+from certs.material import Existing, ensure, existing_from_pem
+from certs.names import service_dns_names, split_sans
 
 DNS = service_dns_names("image-sync-webhook", "image-sync")
 

@@ -83,7 +83,7 @@ def test_names_are_unique_and_namespaced_objects_live_in_image_sync(target: str)
         if obj["kind"] in CLUSTER_SCOPED:
             assert namespace is None, f"{obj['kind']} {obj['metadata']['name']} is cluster-scoped"
         else:
-            # image-sync's own namespace, or the pod namespace (tests/manifests/test_consistency.py)
+            # image-sync's own namespace, or the pod namespace (tests/manifests/test_security.py)
             assert namespace in ("image-sync", "image-sync-cache"), (
                 f"{obj['kind']} {obj['metadata']['name']}"
             )

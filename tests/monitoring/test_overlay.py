@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from certs.generate import service_dns_names
+from certs.names import service_dns_names
 from imagesync import names
 from tests.manifests.render import MANIFESTS, ROOT, all_of, find, render
 from tests.monitoring.shipped import COMPONENT, DASHBOARD_CONFIGMAP, OVERLAY

@@ -24,7 +24,8 @@ import bcrypt
 import pytest
 import requests
 
-from certs.generate import cert_to_pem, generate_ca, issue_serving_cert, key_to_pem
+from certs.generate import generate_ca, issue_serving_cert
+from certs.pem import cert_to_pem, key_to_pem
 
 REQUIRE_ENV = "IMAGE_SYNC_REQUIRE_REGISTRY"
 USER, PASSWORD = "robot-sync", "s3cret-pass"

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from imagesync.cachedimage import source_object_name
-from imagesync.config import load_config, parse_duration
+from imagesync.config import load_config
+from imagesync.quantities import parse_duration
 from imagesync.sources import parse_rules
 from prefetcher.metrics import Metrics
 from prefetcher.registry.credentials import (

@@ -10,7 +10,19 @@ from imagesync.config import Config
 from prefetcher.budget import BudgetItem, NodeRoom, fit, format_bytes, format_duration, node_room
 from prefetcher.budgethold import BudgetHold
 from prefetcher.model import Demand, RunningPod, Snapshot, StartingPod
-from tests.prefetcher.test_core_fixtures import GB, World, config, image, node
+from prefetcher.planner import plan
+from tests.prefetcher.test_core_fixtures import (
+    APP,
+    BUSYBOX,
+    CUDA,
+    GB,
+    NOW,
+    PYTORCH,
+    World,
+    config,
+    image,
+    node,
+)
 
 A, B, C = (
     "harbor.example.internal/a:1",
@@ -239,3 +251,69 @@ def test_the_budget_stays_low_while_the_hold_lasts_after_the_pods_leave() -> Non
     grown = w.converge()
     assert w.guarded("g") == {A, B, C}
     assert grown.nodes[0].budget_reason == "diskBudget 50% of 100.0 GB"
+
+
+def test_disk_budget_keeps_the_highest_scores_and_says_why() -> None:
+    small = node("small", capacity=40 * GB, gpu=1)
+    images = (
+        image(PYTORCH, uses=30, gpu=True, size=20_400_000_000),
+        image(CUDA, uses=20, gpu=True, size=3 * GB),
+        image(APP, uses=5, size=GB),
+    )
+    result = plan(Snapshot(now=NOW, nodes=(small,), images=images), config())
+    # Budget: min(50% of 40 GB, 85% of 40 GB) = 20 GB; PyTorch (20.4 GB) does not fit.
+    assert [b.image for b in result.budget_left_out] == [PYTORCH]
+    assert "disk budget" in result.budget_left_out[0].why
+    cell = next(c for c in result.cells if c.image == PYTORCH)
+    assert cell.state == "ineligible" and cell.reason.startswith("disk budget")
+    assert result.pulls[0].images[0] == CUDA
+
+
+def test_budget_counts_other_disk_use_from_the_hint() -> None:
+    crowded = node("c", capacity=100 * GB, hinted_images={"docker.io/library/other:1": 75 * GB})
+    images = (image(APP, size=3 * GB), image(BUSYBOX, size=2 * GB, uses=1))
+    result = plan(Snapshot(now=NOW, nodes=(crowded,), images=images), config())
+    # 85% of 100 GB - 75 GB other = 10 GB may be held; new images are pulled only up to
+    # the GC low threshold, 80% - 75 GB = 5 GB: both fit, nothing more.
+    node_summary = result.nodes[0]
+    assert node_summary.budget == 10 * GB
+    assert result.budget_left_out == ()
+    more = (*images, image(CUDA, size=GB, uses=1))
+    result = plan(Snapshot(now=NOW, nodes=(crowded,), images=more), config())
+    assert [b.image for b in result.budget_left_out] == [CUDA]
+
+
+def test_budget_not_exceeded_by_keeper_set() -> None:
+    w = World(
+        nodes=[node("g", gpu=1, capacity=30 * GB)],
+        images=[
+            image(PYTORCH, gpu=True, size=20_400_000_000),
+            image(CUDA, gpu=True, size=5 * GB),
+            image(APP, size=4 * GB),
+        ],
+        config=config(),
+    )
+    w.converge()
+    assert w.guarded("g") == {CUDA, APP}  # PyTorch first by score, but 20.4 > 15 GB budget
+
+
+def test_an_image_used_lately_is_not_pulled_back_when_it_would_not_stay() -> None:
+    """While not held, an image the node's pods used within budgetHold keeps its room; once
+    held it is an image like any other. One that fits only while its room is kept would be
+    pulled, left out once held, let go by the keeper and pulled again on every pass."""
+    w = PodsWorld(
+        nodes=[node("g", gpu=8, capacity=100 * GB)],
+        images=[
+            image(A, uses=30, gpu=True, size=12 * GB),
+            image(B, uses=20, gpu=True, size=25 * GB),
+            image(JOB, uses=10, gpu=True, size=15 * GB),
+        ],
+        config=config(),
+        pods_used={"g": frozenset({JOB})},
+    )
+    final = w.converge()
+    pulled = [ref for plan in w.history for pull in plan.pulls for ref in pull.images]
+    assert pulled == [A] and w.guarded("g") == {A}
+    # B does not fit beside the 15 GB kept for JOB, and JOB is not pulled into that room.
+    assert final.budget_left_out[-1].image == JOB
+    assert "once pulled it would not fit" in final.budget_left_out[-1].why

@@ -15,7 +15,8 @@ from bench.report_scale import image_ref, node_name, synthetic_plan
 from prefetcher.model import Plan
 from prefetcher.report import SweepInfo, build_report
 from prefetcher.report_cache import ReportCache
-from prefetcher.report_page import NODES_PER_PAGE, render_html
+from prefetcher.report_grid import NODES_PER_PAGE
+from prefetcher.report_page import render_html
 from prefetcher.report_query import ReportQuery, filter_report, parse_query
 from tests.prefetcher.test_core_fixtures import (
     APP,

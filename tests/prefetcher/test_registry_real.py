@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from imagesync.config import load_config, parse_duration
+from imagesync.config import load_config
+from imagesync.quantities import parse_duration
 from imagesync.sources import parse_rules
 from prefetcher.registry.client import RegistryClient, RegistryError
 from prefetcher.registry.credentials import Credentials, dockerconfigjson

@@ -9,6 +9,7 @@ from kubernetes import client
 
 from imagesync.kubeclient import KubeError
 from prefetcher.informer import Change, Informer, InformerSettings, SystemClock
+from prefetcher.plangate import PlanGate
 from tests.prefetcher.conftest import untyped
 from tests.waiting import wait_for
 
@@ -190,6 +191,37 @@ def test_a_watch_that_ends_at_once_is_not_retried_in_a_tight_loop(
     assert 2 <= informer.watches <= 12, informer.watches
 
 
+def test_a_closed_plan_gate_holds_the_watch_events_until_the_plan_ends(
+    api: client.ApiClient,
+) -> None:
+    """What arrives while a plan runs is decoded once it ends: nothing is lost, and nothing
+    competes with the plan for the interpreter."""
+    core = untyped(client.CoreV1Api(api))
+    core.create_node(node_body("before"))
+    gate = PlanGate(max_wait=300.0)
+    recorder = Recorder()
+    informer = Informer(
+        "Node",
+        core.list_node,
+        clock=SystemClock(),
+        on_event=recorder.change,
+        settings=FAST,
+        gate=gate,
+    )
+    informer.start()
+    try:
+        wait_for(informer.synced.is_set, what="first list")
+        with gate.closed():
+            core.create_node(node_body("during"))
+            wait_for(lambda: gate.waiting == 1, what="the watch's thread waiting at the gate")
+            assert names(informer) == {"before"}
+        wait_for(lambda: names(informer) == {"before", "during"}, what="the event after the plan")
+        assert [c.key for c in recorder.changes if not c.initial] == ["during"]
+    finally:
+        informer.stop()
+        informer.join(timeout=5)
+
+
 def test_each_relist_ends_with_its_hook_on_the_informers_thread(api: client.ApiClient) -> None:
     """The hook gives back what a relist's pages took (the prefetcher trims malloc there)."""
     core = untyped(client.CoreV1Api(api))
@@ -205,12 +237,14 @@ def test_each_relist_ends_with_its_hook_on_the_informers_thread(api: client.ApiC
         settings=FAST,
         after_relist=lambda: relisted.append((len(informer), threading.current_thread().name)),
     )
+    informer._relist()  # an old resourceVersion: the watch gets 410 and lists again
+    relisted.clear()
+    for i in range(300):  # more than the server keeps (it trims its history past 2 x 100)
+        core.patch_node("r0", {"metadata": {"labels": {"i": str(i)}}})
     informer.start()
     try:
-        wait_for(lambda: len(relisted) == 1, what="first list")
-        informer.resync()
-        wait_for(lambda: len(relisted) == 2, what="the relist")
-        assert relisted == [(10, "informer-Node")] * 2  # the cache already replaced
+        wait_for(lambda: len(relisted) == 1, what="the relist after 410")
+        assert relisted == [(10, "informer-Node")]  # the cache already replaced
     finally:
         informer.stop()
         informer.join(5)

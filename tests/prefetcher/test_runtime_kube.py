@@ -10,7 +10,8 @@ from kubernetes import client
 
 from imagesync.cachedimage import new_cached_image, object_name
 from imagesync.kubeclient import KubeError
-from prefetcher.kube import Kube, pull_failure_event
+from prefetcher.events import pull_failure_event
+from prefetcher.kube import Kube
 from prefetcher.leader import LeaderElector, LeaseSettings
 from tests.prefetcher.conftest import NAMESPACE, untyped
 

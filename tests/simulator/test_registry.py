@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from imagesync.config import parse_bandwidth
+from imagesync.quantities import parse_bandwidth
 from simulator.registry import (
     PullError,
     PullErrorKind,

@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 import requests
 
-from certs.generate import KeyPair, generate_ca, issue_serving_cert
+from certs.generate import generate_ca, issue_serving_cert
+from certs.pem import KeyPair
 from tests.webhook.pods import REGISTRIES
 
 IMAGE_SYNC = str(Path(sys.executable).with_name("image-sync"))

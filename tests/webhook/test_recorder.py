@@ -284,7 +284,7 @@ def test_background_thread_writes_without_an_explicit_flush() -> None:
 
 
 def test_profiles_per_buffered_image_are_bounded() -> None:
-    from webhook.recorder import MAX_PENDING_PROFILES
+    from webhook.pending import MAX_PENDING_PROFILES
 
     store = MemoryStore()
     learner = recorder(store)
