@@ -1,31 +1,32 @@
 """The prefetcher's memory at a size, in a few minutes whatever the machine's load.
 
-    timeout 600 .venv/bin/python bench/memory_scale.py [--size 1000x200] [--heap]
+    timeout 600 .venv/bin/python bench/memory_scale.py [--size 1000x200] [--heap] [--garbage]
 
 The real `image-sync prefetcher` runs in its own process against the simulator's API
-server, as in a cluster; no simulated kubelets: the bench writes what kubelets would
-(bench/memory_cluster.py), step by step, so every step's state is the same on a busy
-machine and an idle one. It walks a cluster from empty to converged the way the scale
-bench's nodes do, all joining at once, each pulling its images in pullers of
-`joinPullBatchSize`:
+server, as in a cluster, with the environment its Deployment gives it; no simulated
+kubelets: the bench writes what kubelets would (bench/memory_cluster.py), step by step, so
+every step's state is the same on a busy machine and an idle one. It walks a cluster from
+empty to converged the way the scale bench's nodes do, all joining at once, each pulling
+its images in pullers of `joinPullBatchSize` (one puller a node at 200 images):
 
 1. the nodes join (Ready, listing no image): the prefetcher creates a puller per node;
 2. every puller is half way (its first half of containers running, the rest waiting);
 3. every puller has pulled (all its containers running), the nodes list those images: the
-   prefetcher records them and starts the next pullers, while the finished ones wait for
-   their keepers;
+   prefetcher records them, starts the next pullers if any, and creates keepers, which do
+   not run yet: the finished pullers wait for them (the converging peak's state);
 4. every puller has pulled, and from now on a keeper runs as soon as it is created and a
-   deleted pod goes at once: the prefetcher creates the keepers and deletes the pullers,
-   until the coverage is 1 and no puller is left;
+   deleted pod goes at once: the prefetcher deletes the pullers, until the coverage is 1,
+   every node has one keeper and no puller is left;
 5. every node's status is written again (a heartbeat round, as kubelets do every 10 s);
 6. a sweep (SIGHUP);
 7. `/report` and the page.
 
-After each step, once the prefetcher has been idle (no pass, no CPU) for a few seconds, it prints
-the prefetcher's RSS (VmRSS), its peak during the step (VmHWM, reset between steps) and
-its CPU. With `--heap` the prefetcher runs under tracemalloc (bench/traced_prefetcher.py,
-twice the CPU) and the live allocations are printed after step 3 (the converging peak's
-state), step 5 (converged) and at the end.
+After each step, once the prefetcher has been idle (no pass, no CPU) for a few seconds, it
+prints the prefetcher's RSS (VmRSS), its peak during the step (VmHWM, reset between
+steps), its CPU and what malloc holds (in use, free, mapped apart). With `--heap` the
+prefetcher runs under tracemalloc (bench/traced_prefetcher.py, two to five times the CPU)
+and the live allocations are printed after step 3, step 5 (converged) and at the end;
+`--garbage` prints there the unreachable reference cycles instead, and collects them.
 """
 
 from __future__ import annotations
@@ -348,10 +349,10 @@ class Bench:
             self.heartbeat()
             more = len(self.images) > first_wave
             self.settle(
-                "3 pulled, next pullers",
+                "3 pulled, waiting for keepers",
                 lambda: not more or self.counts()["pullers"] >= 2 * self.nodes,
             )
-            self.dump_heap("3 pulled, next pullers")
+            self.dump_heap("3 pulled, waiting for keepers")
             self.kubelet.run_keepers = True
             self.pullers_status(running_status)
 
