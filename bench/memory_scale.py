@@ -115,6 +115,8 @@ class Step:
 
 @dataclass
 class Result:
+    """Every figure of one run, as JSON with --json."""
+
     nodes: int
     images: int
     load_before: tuple[float, float, float]
@@ -131,14 +133,15 @@ class Result:
 
 
 class BenchKubelet:
-    """What the kubelets do between the bench's steps once keepers may run: start every
-    keeper that has no status, and let go of every pod being deleted."""
+    """What the kubelets do between the bench's steps: let go of every pod being deleted,
+    and once `running` (step 4 on) run every pod that has no container status yet (a keeper
+    holds its images, a puller has pulled them)."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="bench-kubelet", daemon=True)
-        self.run_keepers = False
+        self.running = False
 
     def start(self) -> None:
         self._thread.start()
@@ -152,11 +155,7 @@ class BenchKubelet:
             for pod in self.store.pods_in(POD_NAMESPACE_DEFAULT):
                 if pod["metadata"].get("deletionTimestamp"):
                     self.store.remove_pod(pod)
-                elif (
-                    self.run_keepers
-                    and role(pod) == COMPONENT_KEEPER
-                    and not (pod.get("status") or {}).get("containerStatuses")
-                ):
+                elif self.running and not (pod.get("status") or {}).get("containerStatuses"):
                     self.store.set_pod_status(pod, running_status(pod, time.time()))
 
 
@@ -175,6 +174,8 @@ def half_way(pod: Obj, now: float) -> Obj:
 
 
 class Bench:
+    """The simulator's API server, the prefetcher against it, and the steps between them."""
+
     def __init__(
         self,
         nodes: int,
@@ -353,7 +354,7 @@ class Bench:
                 lambda: not more or self.counts()["pullers"] >= 2 * self.nodes,
             )
             self.dump_heap("3 pulled, waiting for keepers")
-            self.kubelet.run_keepers = True
+            self.kubelet.running = True
             self.pullers_status(running_status)
 
             def converged() -> bool:
@@ -390,7 +391,9 @@ def summary(result: Result) -> str:
     converged = [s for s in result.steps if s.name.startswith(("5", "6", "7"))]
     rss = max((s.rss_mib for s in converged), default=0.0)
     peak = max((s.peak_mib for s in result.steps), default=0.0)
-    target = " (target 300 MiB)" if (result.nodes, result.images) == (1000, 200) else ""
+    target = (
+        f" (target {TARGET_MIB:.0f} MiB)" if (result.nodes, result.images) == (1000, 200) else ""
+    )
     return "\n".join(
         [
             f"  RSS converged (after the sweep, /report): {rss:.0f} MiB{target}",
