@@ -1,31 +1,32 @@
 """The prefetcher's memory at a size, in a few minutes whatever the machine's load.
 
-    timeout 600 .venv/bin/python bench/memory_scale.py [--size 1000x200] [--heap]
+    timeout 600 .venv/bin/python bench/memory_scale.py [--size 1000x200] [--heap] [--garbage]
 
 The real `image-sync prefetcher` runs in its own process against the simulator's API
-server, as in a cluster; no simulated kubelets: the bench writes what kubelets would
-(bench/memory_cluster.py), step by step, so every step's state is the same on a busy
-machine and an idle one. It walks a cluster from empty to converged the way the scale
-bench's nodes do, all joining at once, each pulling its images in pullers of
-`joinPullBatchSize`:
+server, as in a cluster, with the environment its Deployment gives it; no simulated
+kubelets: the bench writes what kubelets would (bench/memory_cluster.py), step by step, so
+every step's state is the same on a busy machine and an idle one. It walks a cluster from
+empty to converged the way the scale bench's nodes do, all joining at once, each pulling
+its images in pullers of `joinPullBatchSize` (one puller a node at 200 images):
 
 1. the nodes join (Ready, listing no image): the prefetcher creates a puller per node;
 2. every puller is half way (its first half of containers running, the rest waiting);
 3. every puller has pulled (all its containers running), the nodes list those images: the
-   prefetcher records them and starts the next pullers, while the finished ones wait for
-   their keepers;
+   prefetcher records them, starts the next pullers if any, and creates keepers, which do
+   not run yet: the finished pullers wait for them (the converging peak's state);
 4. every puller has pulled, and from now on a keeper runs as soon as it is created and a
-   deleted pod goes at once: the prefetcher creates the keepers and deletes the pullers,
-   until the coverage is 1 and no puller is left;
+   deleted pod goes at once: the prefetcher deletes the pullers, until the coverage is 1,
+   every node has one keeper and no puller is left;
 5. every node's status is written again (a heartbeat round, as kubelets do every 10 s);
 6. a sweep (SIGHUP);
 7. `/report` and the page.
 
-After each step, once the prefetcher has been idle (no pass, no CPU) for a few seconds, it prints
-the prefetcher's RSS (VmRSS), its peak during the step (VmHWM, reset between steps) and
-its CPU. With `--heap` the prefetcher runs under tracemalloc (bench/traced_prefetcher.py,
-twice the CPU) and the live allocations are printed after step 3 (the converging peak's
-state), step 5 (converged) and at the end.
+After each step, once the prefetcher has been idle (no pass, no CPU) for a few seconds, it
+prints the prefetcher's RSS (VmRSS), its peak during the step (VmHWM, reset between
+steps), its CPU and what malloc holds (in use, free, mapped apart). With `--heap` the
+prefetcher runs under tracemalloc (bench/traced_prefetcher.py, two to five times the CPU)
+and the live allocations are printed after step 3, step 5 (converged) and at the end;
+`--garbage` prints there the unreachable reference cycles instead, and collects them.
 """
 
 from __future__ import annotations
@@ -114,6 +115,8 @@ class Step:
 
 @dataclass
 class Result:
+    """Every figure of one run, as JSON with --json."""
+
     nodes: int
     images: int
     load_before: tuple[float, float, float]
@@ -130,14 +133,15 @@ class Result:
 
 
 class BenchKubelet:
-    """What the kubelets do between the bench's steps once keepers may run: start every
-    keeper that has no status, and let go of every pod being deleted."""
+    """What the kubelets do between the bench's steps: let go of every pod being deleted,
+    and once `running` (step 4 on) run every pod that has no container status yet (a keeper
+    holds its images, a puller has pulled them)."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="bench-kubelet", daemon=True)
-        self.run_keepers = False
+        self.running = False
 
     def start(self) -> None:
         self._thread.start()
@@ -151,11 +155,7 @@ class BenchKubelet:
             for pod in self.store.pods_in(POD_NAMESPACE_DEFAULT):
                 if pod["metadata"].get("deletionTimestamp"):
                     self.store.remove_pod(pod)
-                elif (
-                    self.run_keepers
-                    and role(pod) == COMPONENT_KEEPER
-                    and not (pod.get("status") or {}).get("containerStatuses")
-                ):
+                elif self.running and not (pod.get("status") or {}).get("containerStatuses"):
                     self.store.set_pod_status(pod, running_status(pod, time.time()))
 
 
@@ -174,6 +174,8 @@ def half_way(pod: Obj, now: float) -> Obj:
 
 
 class Bench:
+    """The simulator's API server, the prefetcher against it, and the steps between them."""
+
     def __init__(
         self,
         nodes: int,
@@ -348,11 +350,11 @@ class Bench:
             self.heartbeat()
             more = len(self.images) > first_wave
             self.settle(
-                "3 pulled, next pullers",
+                "3 pulled, waiting for keepers",
                 lambda: not more or self.counts()["pullers"] >= 2 * self.nodes,
             )
-            self.dump_heap("3 pulled, next pullers")
-            self.kubelet.run_keepers = True
+            self.dump_heap("3 pulled, waiting for keepers")
+            self.kubelet.running = True
             self.pullers_status(running_status)
 
             def converged() -> bool:
@@ -389,7 +391,9 @@ def summary(result: Result) -> str:
     converged = [s for s in result.steps if s.name.startswith(("5", "6", "7"))]
     rss = max((s.rss_mib for s in converged), default=0.0)
     peak = max((s.peak_mib for s in result.steps), default=0.0)
-    target = " (target 300 MiB)" if (result.nodes, result.images) == (1000, 200) else ""
+    target = (
+        f" (target {TARGET_MIB:.0f} MiB)" if (result.nodes, result.images) == (1000, 200) else ""
+    )
     return "\n".join(
         [
             f"  RSS converged (after the sweep, /report): {rss:.0f} MiB{target}",

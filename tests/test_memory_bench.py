@@ -1,0 +1,36 @@
+"""The memory bench walks a small cluster from empty to converged through the real
+prefetcher (its figures of memory are printed, never asserted)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_memory_bench_walks_a_cluster_to_converged(tmp_path: Path) -> None:
+    out = tmp_path / "memory.json"
+    result = subprocess.run(
+        [sys.executable, "bench/memory_scale.py", "--size", "6x4", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "not settled" not in result.stdout, result.stdout
+    figures = json.loads(out.read_text())
+    steps = {step["name"][0]: step for step in figures["steps"]}
+    assert sorted(steps) == ["1", "2", "3", "4", "5", "6", "7"]
+    assert steps["1"]["pods"] == {"pullers": 6, "keepers": 0}
+    assert steps["2"]["coverage"] == 0.5  # half of every puller's containers run
+    for name in ("4", "5", "6", "7"):
+        assert steps[name]["pods"] == {"pullers": 0, "keepers": 6}
+        assert steps[name]["coverage"] == 1.0
+    assert figures["actions"]["create keeper"] == 6
+    assert figures["actions"]["start pull"] == 6
+    assert all("in use in its heaps" in step["malloc"] for step in figures["steps"])
+    assert figures["report_bytes"] > 0 and figures["page_bytes"] > 0
