@@ -14,10 +14,10 @@ from typing import Any
 
 from simulator.apiserver.server import ApiServer
 from simulator.nodes import NodeConfig, node_ip, pod_ip
+from simulator.nodestatus import node_allocatable, node_capacity, node_identity
 
 Obj = dict[str, Any]
 LISTED_IMAGES = 50  # nodeStatusMaxImages: a Node lists its 50 largest images
-KUBELET_VERSION = "v1.32.0"
 
 
 def stamp(at: float) -> str:
@@ -55,39 +55,16 @@ def node_status(config: NodeConfig, images: Sequence[tuple[str, int]], now: floa
         }
 
     largest = sorted(images, key=lambda item: -item[1])[:LISTED_IMAGES]
-    machine = hashlib.md5(config.name.encode()).hexdigest()
-    resources = {
-        "cpu": config.cpu,
-        "memory": config.memory,
-        "ephemeral-storage": str(config.disk),
-        "pods": str(config.max_pods),
-    }
     return {
-        "capacity": resources,
-        "allocatable": resources,
+        "capacity": node_capacity(config),
+        "allocatable": node_allocatable(config),
         "conditions": [
             condition("MemoryPressure", "False", "KubeletHasSufficientMemory"),
             condition("DiskPressure", "False", "KubeletHasNoDiskPressure"),
             condition("PIDPressure", "False", "KubeletHasSufficientPID"),
             condition("Ready", "True", "KubeletReady"),
         ],
-        "addresses": [
-            {"type": "InternalIP", "address": node_ip(config.name)},
-            {"type": "Hostname", "address": config.name},
-        ],
-        "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
-        "nodeInfo": {
-            "architecture": config.arch,
-            "bootID": machine,
-            "containerRuntimeVersion": "containerd://1.7.20",
-            "kernelVersion": "5.15.0-119-generic",
-            "kubeProxyVersion": KUBELET_VERSION,
-            "kubeletVersion": KUBELET_VERSION,
-            "machineID": machine,
-            "operatingSystem": config.os,
-            "osImage": "Ubuntu 22.04.4 LTS",
-            "systemUUID": machine,
-        },
+        **node_identity(config, hashlib.md5(config.name.encode()).hexdigest()),
         "images": [
             {"names": [f"{ref.rsplit(':', 1)[0]}@{_digest(ref)}", ref], "sizeBytes": size}
             for ref, size in largest

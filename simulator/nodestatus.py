@@ -47,6 +47,31 @@ def node_allocatable(config: NodeConfig) -> JSON:
     return out
 
 
+def node_identity(config: NodeConfig, boot_id: str) -> JSON:
+    """The parts of a Node's status that say which machine and kubelet it is (addresses,
+    kubelet endpoint, node info), as a kubelet writes them."""
+    machine = hashlib.md5(config.name.encode()).hexdigest()
+    return {
+        "addresses": [
+            {"type": "InternalIP", "address": node_ip(config.name)},
+            {"type": "Hostname", "address": config.name},
+        ],
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+        "nodeInfo": {
+            "architecture": config.arch,
+            "bootID": boot_id,
+            "containerRuntimeVersion": RUNTIME_VERSION,
+            "kernelVersion": "5.15.0-119-generic",
+            "kubeProxyVersion": KUBELET_VERSION,
+            "kubeletVersion": KUBELET_VERSION,
+            "machineID": machine,
+            "operatingSystem": config.os,
+            "osImage": "Ubuntu 22.04.4 LTS",
+            "systemUUID": str(uuid.UUID(machine)),
+        },
+    }
+
+
 class StatusReporting:
     """The node runtime's state, and what the kubelet adapter reads back from it."""
 
@@ -251,28 +276,11 @@ class StatusReporting:
                 self._transition("Ready", True, now),
             ),
         ]
-        machine = hashlib.md5(config.name.encode()).hexdigest()
         return {
             "capacity": self.capacity(),
             "allocatable": self.allocatable(),
             "conditions": conditions,
-            "addresses": [
-                {"type": "InternalIP", "address": node_ip(config.name)},
-                {"type": "Hostname", "address": config.name},
-            ],
-            "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
-            "nodeInfo": {
-                "architecture": config.arch,
-                "bootID": self.boot_id,
-                "containerRuntimeVersion": RUNTIME_VERSION,
-                "kernelVersion": "5.15.0-119-generic",
-                "kubeProxyVersion": KUBELET_VERSION,
-                "kubeletVersion": KUBELET_VERSION,
-                "machineID": machine,
-                "operatingSystem": config.os,
-                "osImage": "Ubuntu 22.04.4 LTS",
-                "systemUUID": str(uuid.UUID(machine)),
-            },
+            **node_identity(config, self.boot_id),
             "images": self.store.node_status_images(),
         }
 
