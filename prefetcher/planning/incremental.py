@@ -34,12 +34,13 @@ from datetime import datetime
 from operator import is_
 
 from imagesync.config import Config
-from prefetcher import eligibility, presence, scoring
+from prefetcher import eligibility, pods, presence, scoring
 from prefetcher.model import (
     ManagedPod,
     NodeInfo,
     NodeSummary,
     Plan,
+    PodManifest,
     Snapshot,
     WantedImage,
 )
@@ -136,6 +137,9 @@ class _MemoState(PlanState):
     def missing(self, entry: NodeTarget) -> list[str]:
         return self._planner.memo[entry.node.name].missing
 
+    def keeper_pod(self, node: NodeInfo, desired: list[str]) -> PodManifest:
+        return self._planner.keeper_pod(node, desired)
+
 
 class IncrementalPlanner:
     """`plan(snapshot)` equals `prefetcher.planner.plan(snapshot, config)`, computed from
@@ -145,9 +149,21 @@ class IncrementalPlanner:
         self.config = config
         self.memo: dict[str, NodeMemo] = {}
         self._sources: dict[str, tuple[str, ...]] = {}  # image → sources that count (config's)
+        self._forget_pods()
         self._forget()
 
+    def _forget_pods(self) -> None:
+        """Forget what pod objects alone decide (with the images' sizes), which a sweep keeps:
+        a thousand finished pullers of 200 images each are read once, not once per sweep."""
+        self._pods: dict[tuple[str, str], tuple[ManagedPod, PodFacts]] = {}
+        self._finished: dict[tuple[str, str], tuple[ManagedPod, Finished | None]] = {}
+        self._sizes: dict[str, int] = {}  # image → its size, as the last pass planned it
+        self._resized: set[str] = set()  # images whose size changed since the previous pass
+        self._keeper_pods: dict[str, tuple[NodeInfo, list[str], PodManifest]] = {}
+        self._seen_keeper_pods: dict[str, tuple[NodeInfo, list[str], PodManifest]] = {}
+
     def _forget(self) -> None:
+        """Forget every result but what pod objects alone decide (`_forget_pods`)."""
         self.memo = {}
         self._facts: dict[str, tuple[tuple[WantedImage, ...], int | None, datetime, ImageFacts]]
         self._facts = {}
@@ -157,14 +173,11 @@ class IncrementalPlanner:
         self._hint_nodes: dict[str, NodeInfo] = {}
         self._hints: dict[str, int] = {}
         self._image_hints: dict[str, dict[str, int]] = {}  # image → node → its size there
-        self._pods: dict[tuple[str, str], tuple[ManagedPod, PodFacts]] = {}
         self._seen_pods: dict[tuple[str, str], tuple[ManagedPod, PodFacts]] = {}
         self._pod_images_hit: (
             tuple[tuple[object, object, object, object], Mapping[str, PodImages]] | None
         ) = None
-        self._finished: dict[tuple[str, str], tuple[ManagedPod, Finished | None]] = {}
         self._seen_finished: dict[tuple[str, str], tuple[ManagedPod, Finished | None]] = {}
-        self._resized: set[str] = set()  # images whose size changed since the previous pass
         self._merged: dict[str, _MergedHit] = {}
         self._seen_merged: dict[str, _MergedHit] = {}
         self._statuses: dict[str, tuple[MergedImage, tuple[int, ...], str, ImageStatus]] = {}
@@ -185,7 +198,8 @@ class IncrementalPlanner:
         self._sets: dict[frozenset[str], frozenset[str]] = {}
 
     def full(self, snapshot: Snapshot) -> Plan:
-        """Forget every remembered result and plan from scratch."""
+        """Forget every remembered result and plan from scratch (but for what a pod object
+        alone decides)."""
         self._forget()
         return self.plan(snapshot)
 
@@ -194,7 +208,8 @@ class IncrementalPlanner:
         try:
             return self._plan(snapshot)
         except BaseException:
-            self._forget()  # half-updated memory must not shape the next pass
+            self._forget_pods()  # half-updated memory must not shape the next pass
+            self._forget()
             raise
 
     def _plan(self, snapshot: Snapshot) -> Plan:
@@ -202,13 +217,14 @@ class IncrementalPlanner:
         nodes = sorted({n.name: n for n in snapshot.nodes}.values(), key=lambda n: n.name)
         demand = demand_index(snapshot.demand, nodes, config, now, self._demand_memo)
         images = self._merge(snapshot, nodes, demand)
+        self._note_sizes(images)
         wanted = [i for i in images if i.wanted]
         edit = self._edit(wanted, self._limited(nodes, wanted, demand))
         self.book.new_pass(len(nodes))
         if len(self._sets) > 4 * len(snapshot.pods) + 64:
             self._sets = {}
         ordered = sorted(snapshot.pods, key=lambda p: (p.node, p.role, p.name, p.uid))
-        self._seen_pods, self._seen_finished = {}, {}
+        self._seen_pods, self._seen_finished, self._seen_keeper_pods = {}, {}, {}
         present = self._present(ordered)
         pod_images = self._pod_images(snapshot, edit)
         targets = self._targets(nodes, wanted, edit, present, pod_images, snapshot.now)
@@ -230,6 +246,7 @@ class IncrementalPlanner:
         plan_startup_taints(state)
         self.cellbook.fill(self.memo, state, edit)
         self._pods, self._finished = self._seen_pods, self._seen_finished
+        self._keeper_pods, self._seen_keeper_pods = self._seen_keeper_pods, {}
         made = result(state, [self._node_summary(memo) for memo in self.memo.values()])
         self._statuses, self._seen_statuses = self._seen_statuses, {}
         return made
@@ -246,7 +263,6 @@ class IncrementalPlanner:
         if snapshot.images is self._objects and not hints_moved and day == self._day:
             # The same CachedImage objects, hints and day: every image's facts as before.
             merged = [self._merged_image(facts, now, demand) for facts in self._fact_order]
-            self._resized = set()
             return self._ranked_images(merged)
         self._objects, self._day = snapshot.images, day
         known, self._facts = self._facts, {}
@@ -280,13 +296,18 @@ class IncrementalPlanner:
             self._facts[image] = (key, hint, day, facts)
             merged.append(self._merged_image(facts, now, demand))
         self._fact_order = [hit[3] for hit in self._facts.values()]
-        self._resized = {
-            image
-            for image, hit in known.items()
-            if image not in self._facts or self._facts[image][3].size != hit[3].size
-        }
-        self._resized.update(self._facts.keys() - known.keys())
         return self._ranked_images(merged)
+
+    def _note_sizes(self, images: list[MergedImage]) -> None:
+        """The images whose size changed (or which came or went) since the last pass, sweeps
+        included: what a finished puller gave holds while its images' sizes do."""
+        sizes = {i.image: i.size for i in images}
+        if sizes != self._sizes:
+            known = self._sizes
+            self._resized = {r for r in sizes.keys() | known.keys() if sizes.get(r) != known.get(r)}
+            self._sizes = sizes
+        else:
+            self._resized = set()
 
     def _ranked_images(self, merged: list[MergedImage]) -> list[MergedImage]:
         """ranked(merged), the last pass's order while the merged images are the same."""
@@ -467,6 +488,16 @@ class IncrementalPlanner:
             hit = (pod, read(state, pod))
         self._seen_finished[key] = hit
         return hit[1]
+
+    def keeper_pod(self, node: NodeInfo, desired: list[str]) -> PodManifest:
+        """build_keeper(), the same manifest while the node object and its images are (a
+        thousand nodes waiting for their keepers: one manifest of 200 containers each, built
+        once, not once per pass)."""
+        hit = self._keeper_pods.get(node.name)
+        if hit is None or hit[0] is not node or hit[1] != desired:
+            hit = (node, list(desired), pods.build_keeper(node, desired, self.config))
+        self._seen_keeper_pods[node.name] = hit
+        return hit[2]
 
     def image_status(
         self, image: MergedImage, states: tuple[int, ...], last_error: str, make: MakeImageStatus

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from prefetcher import pods
 from prefetcher.model import KeeperAction, ManagedPod
 from prefetcher.planning.state import PlanState
 from prefetcher.planning.targets import NodeTarget
@@ -65,7 +64,7 @@ def _node_keeper(
                 pod_name=name,
                 images=tuple(desired),
                 replaces=tuple(k.name for k in active),
-                pod=pods.build_keeper(node, desired, state.config),
+                pod=state.keeper_pod(node, desired),
             )
         )
     waits = state.guard_waits

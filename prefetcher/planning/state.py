@@ -17,6 +17,7 @@ from prefetcher.model import (
     ManagedPod,
     NodeInfo,
     PodDeletion,
+    PodManifest,
     PullAction,
     PullKey,
     PullOutcome,
@@ -121,6 +122,10 @@ class PlanState:
         keeper's name ("" when there are none)."""
         desired = sorted(entry.fitted_set & self.present.get(entry.node.name, frozenset()))
         return desired, pods.keeper_name(entry.node.name, desired) if desired else ""
+
+    def keeper_pod(self, node: NodeInfo, desired: list[str]) -> PodManifest:
+        """The keeper pod holding `desired` (sorted) on `node`."""
+        return pods.build_keeper(node, desired, self.config)
 
     def missing(self, entry: NodeTarget) -> list[str]:
         """The node's target images not present there, in rank order."""
