@@ -484,7 +484,11 @@ class IncrementalPlanner:
             return read(state, pod)  # its pull times would fall back on the pass's time
         key = (pod.name, pod.uid)
         hit = self._finished.get(key)
-        if hit is None or hit[0] is not pod or not self._resized.isdisjoint(pod.images):
+        if (
+            hit is None
+            or hit[0] is not pod
+            or (hit[1] is not None and not hit[1].pulled.isdisjoint(self._resized))
+        ):
             hit = (pod, read(state, pod))
         self._seen_finished[key] = hit
         return hit[1]

@@ -33,6 +33,7 @@ class Finished(NamedTuple):
     pulled_at: Mapping[PullKey, datetime]
     # (registry, its pulls' bytes per second), see `_measure`
     samples: tuple[tuple[str, tuple[float, ...]], ...]
+    node: str
 
 
 def finished_puller(state: PlanState, pod: ManagedPod) -> Finished | None:
@@ -51,7 +52,7 @@ def finished_puller(state: PlanState, pod: ManagedPod) -> Finished | None:
         by_registry.setdefault(registry, []).append(rate)
     samples = tuple((registry, tuple(rates)) for registry, rates in by_registry.items())
     pulled = observe.image_set(tuple(sorted(results)))  # shared by pullers of one batch
-    return Finished(pulled, tuple(outcomes), pulled_at, samples)
+    return Finished(pulled, tuple(outcomes), pulled_at, samples, pod.node)
 
 
 def read_pullers(state: PlanState) -> None:
@@ -115,7 +116,7 @@ def _record_finished(state: PlanState, finished: Finished) -> None:
     if records and not records.keys().isdisjoint(finished.pulled_at):
         for key in finished.pulled_at:
             records.pop(key, None)
-    state.pulled_at.update(finished.pulled_at)
+    state.pulled_at.add(finished.node, finished.pulled_at)
     state.outcomes.extend(finished.outcomes)
     for registry, rates in finished.samples:
         state.throughput_samples.setdefault(registry, []).extend(rates)
@@ -168,7 +169,9 @@ def _record_success(
 ) -> None:
     state.records.pop((pod.node, image), None)
     state.outcomes.append(_success(state, pod, image, result))
-    state.pulled_at[(pod.node, image)] = result.finished_at or pod.created or state.now
+    state.pulled_at.add(
+        pod.node, {(pod.node, image): result.finished_at or pod.created or state.now}
+    )
 
 
 def _success(
@@ -202,7 +205,13 @@ def _hold(state: PlanState, pod: ManagedPod, pulled: Iterable[str]) -> None:
     """Note the images a puller that stays (for now) keeps from image GC."""
     if pod.deleting or pod.uid in state.deleted:
         return
-    state.puller_held.setdefault(pod.node, set()).update(pulled)
+    held = state.puller_held.get(pod.node)
+    if held is None and isinstance(pulled, frozenset):
+        state.puller_held[pod.node] = pulled  # shared until a second puller adds to it
+    elif held is None or isinstance(held, frozenset):
+        state.puller_held[pod.node] = {*(held or ()), *pulled}
+    else:
+        held.update(pulled)
 
 
 def pull_clock_start(

@@ -39,6 +39,26 @@ ImageStatus = tuple[tuple[StatusUpdate, ...], ImageSummary]
 MakeImageStatus = Callable[[MergedImage, tuple[int, ...], str], ImageStatus]
 
 
+class PulledTimes:
+    """When each (node, image) was pulled, as the pullers said it, the last one read winning:
+    kept as each puller's own mapping, so a finished puller's (remembered between passes)
+    is not copied pair by pair every pass."""
+
+    def __init__(self) -> None:
+        self._by_node: dict[str, list[Mapping[PullKey, datetime]]] = {}
+
+    def add(self, node: str, times: Mapping[PullKey, datetime]) -> None:
+        """Note `times`, all of `node`'s pairs."""
+        self._by_node.setdefault(node, []).append(times)
+
+    def get(self, key: PullKey, default: datetime) -> datetime:
+        for times in reversed(self._by_node.get(key[0], ())):
+            found = times.get(key)
+            if found is not None:
+                return found
+        return default
+
+
 class PlanState:
     """Inputs sorted for determinism, the earlier stages' results, and the decisions so far."""
 
@@ -78,8 +98,9 @@ class PlanState:
         self.deleted: set[str] = set()
         self.outcomes: list[PullOutcome] = []
         self._guarded: dict[str, set[str]] = {}  # node → images running keepers hold
-        self.puller_held: dict[str, set[str]] = {}  # node → images live pullers pulled
-        self.pulled_at: dict[PullKey, datetime] = {}
+        # node → images live pullers pulled (one puller's own set while it is the only one)
+        self.puller_held: dict[str, set[str] | frozenset[str]] = {}
+        self.pulled_at = PulledTimes()
         self.in_flight: dict[str, tuple[ManagedPod, tuple[str, ...]]] = {}  # uid → pending
         self.pulling: set[PullKey] = set()  # (node, image) of in_flight, once pullers are read
         self.wake_at: datetime | None = None
