@@ -29,7 +29,7 @@ targets patched and the image lists they share, `targetbook.TargetBook`.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from operator import is_
 
@@ -140,6 +140,9 @@ class _MemoState(PlanState):
     def keeper_pod(self, node: NodeInfo, desired: list[str]) -> PodManifest:
         return self._planner.keeper_pod(node, desired)
 
+    def median_rate(self, rates: Sequence[tuple[float, ...]]) -> float:
+        return self._planner.median_rate(rates, super().median_rate)
+
 
 class IncrementalPlanner:
     """`plan(snapshot)` equals `prefetcher.planner.plan(snapshot, config)`, computed from
@@ -161,6 +164,9 @@ class IncrementalPlanner:
         self._resized: set[str] = set()  # images whose size changed since the previous pass
         self._keeper_pods: dict[str, tuple[NodeInfo, list[str], PodManifest]] = {}
         self._seen_keeper_pods: dict[str, tuple[NodeInfo, list[str], PodManifest]] = {}
+        # (the finished pullers' rates of a registry, their median), last pass's and this one's
+        self._medians: list[tuple[list[tuple[float, ...]], float]] = []
+        self._seen_medians: list[tuple[list[tuple[float, ...]], float]] = []
 
     def _forget(self) -> None:
         """Forget every result but what pod objects alone decide (`_forget_pods`)."""
@@ -247,6 +253,7 @@ class IncrementalPlanner:
         self.cellbook.fill(self.memo, state, edit)
         self._pods, self._finished = self._seen_pods, self._seen_finished
         self._keeper_pods, self._seen_keeper_pods = self._seen_keeper_pods, {}
+        self._medians, self._seen_medians = self._seen_medians, []
         made = result(state, [self._node_summary(memo) for memo in self.memo.values()])
         self._statuses, self._seen_statuses = self._seen_statuses, {}
         return made
@@ -492,6 +499,21 @@ class IncrementalPlanner:
             hit = (pod, read(state, pod))
         self._seen_finished[key] = hit
         return hit[1]
+
+    def median_rate(
+        self,
+        rates: Sequence[tuple[float, ...]],
+        median: Callable[[Sequence[tuple[float, ...]]], float],
+    ) -> float:
+        """A registry's median pull rate, the same while the finished pullers' rates are (the
+        same tuples: 200,000 samples are not sorted again every pass)."""
+        for known, value in self._medians:
+            if len(known) == len(rates) and all(map(is_, known, rates)):
+                self._seen_medians.append((known, value))
+                return value
+        value = median(rates)
+        self._seen_medians.append((list(rates), value))
+        return value
 
     def keeper_pod(self, node: NodeInfo, desired: list[str]) -> PodManifest:
         """build_keeper(), the same manifest while the node object and its images are (a

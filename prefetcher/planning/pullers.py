@@ -119,7 +119,7 @@ def _record_finished(state: PlanState, finished: Finished) -> None:
     state.pulled_at.add(finished.node, finished.pulled_at)
     state.outcomes.extend(finished.outcomes)
     for registry, rates in finished.samples:
-        state.throughput_samples.setdefault(registry, []).extend(rates)
+        state.throughput_samples.setdefault(registry, []).append(rates)
 
 
 def _measure(state: PlanState, pod: ManagedPod) -> list[tuple[str, float]]:

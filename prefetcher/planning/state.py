@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import statistics
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
+from itertools import chain
 from typing import TYPE_CHECKING
 
 from imagesync.config import Config
@@ -93,7 +95,8 @@ class PlanState:
         self.present = present
         self.records: dict[PullKey, PullRecord] = dict(snapshot.pull_records)
         self.throughput: dict[str, float] = dict(snapshot.pull_throughput)
-        self.throughput_samples: dict[str, list[float]] = {}  # registry → this pass's pulls
+        # registry → the rates each finished puller seen this pass measured
+        self.throughput_samples: dict[str, list[tuple[float, ...]]] = {}
         self.deletions: list[PodDeletion] = []
         self.deleted: set[str] = set()
         self.outcomes: list[PullOutcome] = []
@@ -143,6 +146,10 @@ class PlanState:
         keeper's name ("" when there are none)."""
         desired = sorted(entry.fitted_set & self.present.get(entry.node.name, frozenset()))
         return desired, pods.keeper_name(entry.node.name, desired) if desired else ""
+
+    def median_rate(self, rates: Sequence[tuple[float, ...]]) -> float:
+        """The median of every puller's `rates`."""
+        return statistics.median(chain.from_iterable(rates))
 
     def keeper_pod(self, node: NodeInfo, desired: list[str]) -> PodManifest:
         """The keeper pod holding `desired` (sorted) on `node`."""
