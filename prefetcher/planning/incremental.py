@@ -34,13 +34,13 @@ from datetime import datetime
 from operator import is_
 
 from imagesync.config import Config
-from prefetcher import eligibility, pods, presence, scoring
+from prefetcher import eligibility, presence, scoring
 from prefetcher.model import (
+    KeeperAction,
     ManagedPod,
     NodeInfo,
     NodeSummary,
     Plan,
-    PodManifest,
     Snapshot,
     WantedImage,
 )
@@ -137,8 +137,10 @@ class _MemoState(PlanState):
     def missing(self, entry: NodeTarget) -> list[str]:
         return self._planner.memo[entry.node.name].missing
 
-    def keeper_pod(self, node: NodeInfo, desired: list[str]) -> PodManifest:
-        return self._planner.keeper_pod(node, desired)
+    def keeper_action(
+        self, node: NodeInfo, name: str, desired: list[str], replaces: tuple[str, ...]
+    ) -> KeeperAction:
+        return self._planner.keeper_action(self, node, name, desired, replaces)
 
     def median_rate(self, rates: Sequence[tuple[float, ...]]) -> float:
         return self._planner.median_rate(rates, super().median_rate)
@@ -162,8 +164,8 @@ class IncrementalPlanner:
         self._finished: dict[tuple[str, str], tuple[ManagedPod, Finished | None]] = {}
         self._sizes: dict[str, int] = {}  # image → its size, as the last pass planned it
         self._resized: set[str] = set()  # images whose size changed since the previous pass
-        self._keeper_pods: dict[str, tuple[NodeInfo, list[str], PodManifest]] = {}
-        self._seen_keeper_pods: dict[str, tuple[NodeInfo, list[str], PodManifest]] = {}
+        self._keeper_actions: dict[str, tuple[NodeInfo, KeeperAction, list[str]]] = {}
+        self._seen_keeper_actions: dict[str, tuple[NodeInfo, KeeperAction, list[str]]] = {}
         # (the finished pullers' rates of a registry, their median), last pass's and this one's
         self._medians: list[tuple[list[tuple[float, ...]], float]] = []
         self._seen_medians: list[tuple[list[tuple[float, ...]], float]] = []
@@ -230,7 +232,7 @@ class IncrementalPlanner:
         if len(self._sets) > 4 * len(snapshot.pods) + 64:
             self._sets = {}
         ordered = sorted(snapshot.pods, key=lambda p: (p.node, p.role, p.name, p.uid))
-        self._seen_pods, self._seen_finished, self._seen_keeper_pods = {}, {}, {}
+        self._seen_pods, self._seen_finished, self._seen_keeper_actions = {}, {}, {}
         present = self._present(ordered)
         pod_images = self._pod_images(snapshot, edit)
         targets = self._targets(nodes, wanted, edit, present, pod_images, snapshot.now)
@@ -252,7 +254,7 @@ class IncrementalPlanner:
         plan_startup_taints(state)
         self.cellbook.fill(self.memo, state, edit)
         self._pods, self._finished = self._seen_pods, self._seen_finished
-        self._keeper_pods, self._seen_keeper_pods = self._seen_keeper_pods, {}
+        self._keeper_actions, self._seen_keeper_actions = self._seen_keeper_actions, {}
         self._medians, self._seen_medians = self._seen_medians, []
         made = result(state, [self._node_summary(memo) for memo in self.memo.values()])
         self._statuses, self._seen_statuses = self._seen_statuses, {}
@@ -515,15 +517,29 @@ class IncrementalPlanner:
         self._seen_medians.append((list(rates), value))
         return value
 
-    def keeper_pod(self, node: NodeInfo, desired: list[str]) -> PodManifest:
-        """build_keeper(), the same manifest while the node object and its images are (a
-        thousand nodes waiting for their keepers: one manifest of 200 containers each, built
-        once, not once per pass)."""
-        hit = self._keeper_pods.get(node.name)
-        if hit is None or hit[0] is not node or hit[1] != desired:
-            hit = (node, list(desired), pods.build_keeper(node, desired, self.config))
-        self._seen_keeper_pods[node.name] = hit
-        return hit[2]
+    def keeper_action(
+        self,
+        state: PlanState,
+        node: NodeInfo,
+        name: str,
+        desired: list[str],
+        replaces: tuple[str, ...],
+    ) -> KeeperAction:
+        """PlanState.keeper_action(), the same action while the node object, its images and
+        the keepers it replaces are (a thousand nodes waiting for their keepers: a manifest
+        of 200 containers each, built once, not once per pass)."""
+        hit = self._keeper_actions.get(node.name)
+        if (
+            hit is None
+            or hit[0] is not node
+            or hit[1].pod_name != name
+            or hit[1].replaces != replaces
+            or hit[2] != desired
+        ):
+            action = PlanState.keeper_action(state, node, name, desired, replaces)
+            hit = (node, action, list(desired))
+        self._seen_keeper_actions[node.name] = hit
+        return hit[1]
 
     def image_status(
         self, image: MergedImage, states: tuple[int, ...], last_error: str, make: MakeImageStatus

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from prefetcher.model import KeeperAction, ManagedPod
+from prefetcher.model import ManagedPod
 from prefetcher.planning.state import PlanState
 from prefetcher.planning.targets import NodeTarget
 
@@ -59,13 +59,7 @@ def _node_keeper(
         return
     elif name not in names:  # (a namesake still terminating: wait for it)
         state.keeper_actions.append(
-            KeeperAction(
-                node=node.name,
-                pod_name=name,
-                images=tuple(desired),
-                replaces=tuple(k.name for k in active),
-                pod=state.keeper_pod(node, desired),
-            )
+            state.keeper_action(node, name, desired, tuple(k.name for k in active))
         )
     waits = state.guard_waits
     for keeper in active:

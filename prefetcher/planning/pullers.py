@@ -82,9 +82,14 @@ def read_pullers(state: PlanState) -> None:
             pulled = frozenset(image for image, result in results.items() if result.succeeded)
             failed = sorted({r.reason for r in results.values() if not r.succeeded})
         # Finished: keep it while it is the only guard of an image it pulled.
-        unguarded = pulled & state.fits(pod.node)
+        # (the puller's own set while the node wants all of it and no keeper holds any: the
+        # same object, its hash kept, every pass)
+        fits = state.fits(pod.node)
+        unguarded = pulled if pulled <= fits else pulled & fits
         if unguarded and config.keeper_enabled:
-            unguarded = unguarded - state.guarded(pod.node)
+            guarded = state.guarded(pod.node)
+            if guarded and not guarded.isdisjoint(unguarded):
+                unguarded = unguarded - guarded
         if not unguarded:
             why = "pulled; the keeper holds the image" if not failed else "pull failed"
             state.delete(pod, f"{why}: {', '.join(failed)}" if failed else why)

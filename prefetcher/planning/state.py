@@ -19,7 +19,6 @@ from prefetcher.model import (
     ManagedPod,
     NodeInfo,
     PodDeletion,
-    PodManifest,
     PullAction,
     PullKey,
     PullOutcome,
@@ -151,9 +150,12 @@ class PlanState:
         """The median of every puller's `rates`."""
         return statistics.median(chain.from_iterable(rates))
 
-    def keeper_pod(self, node: NodeInfo, desired: list[str]) -> PodManifest:
-        """The keeper pod holding `desired` (sorted) on `node`."""
-        return pods.build_keeper(node, desired, self.config)
+    def keeper_action(
+        self, node: NodeInfo, name: str, desired: list[str], replaces: tuple[str, ...]
+    ) -> KeeperAction:
+        """Create keeper `name` holding `desired` (sorted) on `node`, replacing `replaces`."""
+        pod = pods.build_keeper(node, desired, self.config)
+        return KeeperAction(node.name, name, tuple(desired), replaces, pod)
 
     def missing(self, entry: NodeTarget) -> list[str]:
         """The node's target images not present there, in rank order."""
