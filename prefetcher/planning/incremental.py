@@ -161,7 +161,8 @@ class IncrementalPlanner:
         """Forget what pod objects alone decide (with the images' sizes), which a sweep keeps:
         a thousand finished pullers of 200 images each are read once, not once per sweep."""
         self._pods: dict[tuple[str, str], tuple[ManagedPod, PodFacts]] = {}
-        self._finished: dict[tuple[str, str], tuple[ManagedPod, Finished | None]] = {}
+        self._finished: dict[tuple[str, str, ReadFinished], tuple[ManagedPod, Finished | None]]
+        self._finished = {}
         self._sizes: dict[str, int] = {}  # image → its size, as the last pass planned it
         self._resized: set[str] = set()  # images whose size changed since the previous pass
         self._keeper_actions: dict[str, tuple[NodeInfo, KeeperAction, list[str]]] = {}
@@ -185,7 +186,9 @@ class IncrementalPlanner:
         self._pod_images_hit: (
             tuple[tuple[object, object, object, object], Mapping[str, PodImages]] | None
         ) = None
-        self._seen_finished: dict[tuple[str, str], tuple[ManagedPod, Finished | None]] = {}
+        self._seen_finished: dict[
+            tuple[str, str, ReadFinished], tuple[ManagedPod, Finished | None]
+        ] = {}
         self._merged: dict[str, _MergedHit] = {}
         self._seen_merged: dict[str, _MergedHit] = {}
         self._statuses: dict[str, tuple[MergedImage, tuple[int, ...], str, ImageStatus]] = {}
@@ -491,7 +494,7 @@ class IncrementalPlanner:
         and its images' sizes are the same (a finished puller cannot change otherwise)."""
         if pod.created is None:
             return read(state, pod)  # its pull times would fall back on the pass's time
-        key = (pod.name, pod.uid)
+        key = (pod.name, pod.uid, read)
         hit = self._finished.get(key)
         if (
             hit is None

@@ -9,6 +9,7 @@ from typing import NamedTuple
 from prefetcher import observe, pods, presence
 from prefetcher.model import ManagedPod, PullKey, PullOutcome, PullRecord
 from prefetcher.planning.images import DISK_PER_COMPRESSED_BYTE, registry_of
+from prefetcher.planning.memo import EMPTY
 from prefetcher.planning.starting import Starting, starting_pods, yields_to
 from prefetcher.planning.state import PlanState
 
@@ -55,6 +56,22 @@ def finished_puller(state: PlanState, pod: ManagedPod) -> Finished | None:
     return Finished(pulled, tuple(outcomes), pulled_at, samples, pod.node)
 
 
+def pulled_so_far(state: PlanState, pod: ManagedPod) -> Finished | None:
+    """The outcomes and pull times of the images a puller still pulling (or one with failed
+    images) pulled, as `finished_puller` gives them for a finished one but without its
+    throughput samples; None when it pulled none yet."""
+    outcomes = []
+    pulled_at = {}
+    for image, result in state.puller_results(pod).items():
+        if result.succeeded:
+            outcomes.append(_success(state, pod, image, result))
+            pulled_at[(pod.node, image)] = result.finished_at or pod.created or state.now
+    if not outcomes:
+        return None
+    pulled = observe.image_set(tuple(sorted(image for _, image in pulled_at)))
+    return Finished(pulled, tuple(outcomes), pulled_at, (), pod.node)
+
+
 def read_pullers(state: PlanState) -> None:
     """Outcomes of pullers' images, which pullers still fly, and which to delete."""
     config = state.config
@@ -70,16 +87,17 @@ def read_pullers(state: PlanState) -> None:
         else:
             results = state.puller_results(pod)
             pending = tuple(i for i in pod.images if i not in results)
+            part = state.finished_puller(pod, pulled_so_far)
+            if part is not None:
+                _record_finished(state, part)
             for image, result in results.items():
-                if result.succeeded:
-                    _record_success(state, pod, image, result)
-                else:
+                if not result.succeeded:
                     _record_failure(state, pod, image, result)
+            pulled = part.pulled if part is not None else EMPTY
             if pending:
                 _read_unfinished(state, pod, pending, results, starting)
-                _hold(state, pod, (i for i, r in results.items() if r.succeeded))
+                _hold(state, pod, pulled)
                 continue
-            pulled = frozenset(image for image, result in results.items() if result.succeeded)
             failed = sorted({r.reason for r in results.values() if not r.succeeded})
         # Finished: keep it while it is the only guard of an image it pulled.
         # (the puller's own set while the node wants all of it and no keeper holds any: the
@@ -167,16 +185,6 @@ def _record_failure(
         pod.node, image, attempts, state.now, result.reason, result.message, pod.uid
     )
     state.outcomes.append(_outcome(state, pod, image, result, state.now))
-
-
-def _record_success(
-    state: PlanState, pod: ManagedPod, image: str, result: presence.PullResult
-) -> None:
-    state.records.pop((pod.node, image), None)
-    state.outcomes.append(_success(state, pod, image, result))
-    state.pulled_at.add(
-        pod.node, {(pod.node, image): result.finished_at or pod.created or state.now}
-    )
 
 
 def _success(
