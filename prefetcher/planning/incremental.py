@@ -21,7 +21,8 @@ What is kept between passes, and what makes it stale:
 
 The stages that decide writes (pullers, pulls, keepers, taints) run every pass over the
 remembered per-node results, so their cost follows the pods and the missing images, not
-nodes x images. `full()` forgets everything first: the controller runs it at every sweep.
+nodes x images. `full()` forgets everything first but what a pod object alone decides (a
+puller is read once, not at every sweep): the controller runs it at every sweep.
 What is kept per node is `memo.NodeMemo`; the cells and their counts, `cellbook.CellBook`;
 targets patched and the image lists they share, `targetbook.TargetBook`.
 """
