@@ -23,14 +23,14 @@ The stages that decide writes (pullers, pulls, keepers, taints) run every pass o
 remembered per-node results, so their cost follows the pods and the missing images, not
 nodes x images. `full()` forgets everything first but what a pod object alone decides (a
 puller is read once, not at every sweep): the controller runs it at every sweep.
-What is kept per node is `memo.NodeMemo`; the cells and their counts, `cellbook.CellBook`;
+What is kept per pod is `podbook.PodBook`; per node, `memo.NodeMemo`; the cells and their counts, `cellbook.CellBook`;
 targets patched and the image lists they share, `targetbook.TargetBook`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from operator import is_
 
@@ -69,6 +69,7 @@ from prefetcher.planning.memo import (
     with_objects,
     with_scores,
 )
+from prefetcher.planning.podbook import PodBook
 from prefetcher.planning.pullers import Finished, read_pullers
 from prefetcher.planning.pulls import choose_pulls
 from prefetcher.planning.state import ImageStatus, MakeImageStatus, PlanState, ReadFinished
@@ -88,7 +89,6 @@ PATCH_LIMIT = 0.25
 
 # (facts, templated, released, made at, steady until, the merged image)
 _MergedHit = tuple[ImageFacts, bool, bool, datetime, datetime, MergedImage]
-PodFacts = tuple[frozenset[str], Mapping[str, presence.PullResult], frozenset[str]]
 
 
 class _MemoState(PlanState):
@@ -119,13 +119,13 @@ class _MemoState(PlanState):
         self._planner = planner
 
     def running_images(self, pod: ManagedPod) -> frozenset[str]:
-        return self._planner.pod_facts(pod)[0]
+        return self._planner.pods.pod_facts(pod)[0]
 
     def puller_results(self, pod: ManagedPod) -> Mapping[str, presence.PullResult]:
-        return self._planner.pod_facts(pod)[1]
+        return self._planner.pods.pod_facts(pod)[1]
 
     def finished_puller(self, pod: ManagedPod, read: ReadFinished) -> Finished | None:
-        return self._planner.finished_puller(pod, self, read)
+        return self._planner.pods.finished_puller(pod, self, read)
 
     def image_status(
         self, image: MergedImage, states: tuple[int, ...], last_error: str, make: MakeImageStatus
@@ -141,10 +141,10 @@ class _MemoState(PlanState):
     def keeper_action(
         self, node: NodeInfo, name: str, desired: list[str], replaces: tuple[str, ...]
     ) -> KeeperAction:
-        return self._planner.keeper_action(self, node, name, desired, replaces)
+        return self._planner.pods.keeper_action(self, node, name, desired, replaces)
 
     def median_rate(self, rates: Sequence[tuple[float, ...]]) -> float:
-        return self._planner.median_rate(rates, super().median_rate)
+        return self._planner.pods.median_rate(rates, super().median_rate)
 
 
 class IncrementalPlanner:
@@ -155,22 +155,8 @@ class IncrementalPlanner:
         self.config = config
         self.memo: dict[str, NodeMemo] = {}
         self._sources: dict[str, tuple[str, ...]] = {}  # image → sources that count (config's)
-        self._forget_pods()
+        self.pods = PodBook()
         self._forget()
-
-    def _forget_pods(self) -> None:
-        """Forget what pod objects alone decide (with the images' sizes), which a sweep keeps:
-        a thousand finished pullers of 200 images each are read once, not once per sweep."""
-        self._pods: dict[tuple[str, str], tuple[ManagedPod, PodFacts]] = {}
-        self._finished: dict[tuple[str, str, ReadFinished], tuple[ManagedPod, Finished | None]]
-        self._finished = {}
-        self._sizes: dict[str, int] = {}  # image → its size, as the last pass planned it
-        self._resized: set[str] = set()  # images whose size changed since the previous pass
-        self._keeper_actions: dict[str, tuple[NodeInfo, KeeperAction, list[str]]] = {}
-        self._seen_keeper_actions: dict[str, tuple[NodeInfo, KeeperAction, list[str]]] = {}
-        # (the finished pullers' rates of a registry, their median), last pass's and this one's
-        self._medians: list[tuple[list[tuple[float, ...]], float]] = []
-        self._seen_medians: list[tuple[list[tuple[float, ...]], float]] = []
 
     def _forget(self) -> None:
         """Forget every result but what pod objects alone decide (`_forget_pods`)."""
@@ -183,13 +169,9 @@ class IncrementalPlanner:
         self._hint_nodes: dict[str, NodeInfo] = {}
         self._hints: dict[str, int] = {}
         self._image_hints: dict[str, dict[str, int]] = {}  # image → node → its size there
-        self._seen_pods: dict[tuple[str, str], tuple[ManagedPod, PodFacts]] = {}
         self._pod_images_hit: (
             tuple[tuple[object, object, object, object], Mapping[str, PodImages]] | None
         ) = None
-        self._seen_finished: dict[
-            tuple[str, str, ReadFinished], tuple[ManagedPod, Finished | None]
-        ] = {}
         self._merged: dict[str, _MergedHit] = {}
         self._seen_merged: dict[str, _MergedHit] = {}
         self._statuses: dict[str, tuple[MergedImage, tuple[int, ...], str, ImageStatus]] = {}
@@ -207,7 +189,6 @@ class IncrementalPlanner:
         self._info = {}
         self.cellbook = CellBook()
         self.book = TargetBook(self.config)
-        self._sets: dict[frozenset[str], frozenset[str]] = {}
 
     def full(self, snapshot: Snapshot) -> Plan:
         """Forget every remembered result and plan from scratch (but for what a pod object
@@ -220,7 +201,7 @@ class IncrementalPlanner:
         try:
             return self._plan(snapshot)
         except BaseException:
-            self._forget_pods()  # half-updated memory must not shape the next pass
+            self.pods = PodBook()  # half-updated memory must not shape the next pass
             self._forget()
             raise
 
@@ -229,14 +210,11 @@ class IncrementalPlanner:
         nodes = sorted({n.name: n for n in snapshot.nodes}.values(), key=lambda n: n.name)
         demand = demand_index(snapshot.demand, nodes, config, now, self._demand_memo)
         images = self._merge(snapshot, nodes, demand)
-        self._note_sizes(images)
+        self.pods.new_pass(images, len(snapshot.pods))
         wanted = [i for i in images if i.wanted]
         edit = self._edit(wanted, self._limited(nodes, wanted, demand))
         self.book.new_pass(len(nodes))
-        if len(self._sets) > 4 * len(snapshot.pods) + 64:
-            self._sets = {}
         ordered = sorted(snapshot.pods, key=lambda p: (p.node, p.role, p.name, p.uid))
-        self._seen_pods, self._seen_finished, self._seen_keeper_actions = {}, {}, {}
         present = self._present(ordered)
         pod_images = self._pod_images(snapshot, edit)
         targets = self._targets(nodes, wanted, edit, present, pod_images, snapshot.now)
@@ -257,10 +235,8 @@ class IncrementalPlanner:
         plan_keepers(state)
         plan_startup_taints(state)
         self.cellbook.fill(self.memo, state, edit)
-        self._pods, self._finished = self._seen_pods, self._seen_finished
-        self._keeper_actions, self._seen_keeper_actions = self._seen_keeper_actions, {}
-        self._medians, self._seen_medians = self._seen_medians, []
         made = result(state, [self._node_summary(memo) for memo in self.memo.values()])
+        self.pods.end_pass()
         self._statuses, self._seen_statuses = self._seen_statuses, {}
         return made
 
@@ -310,17 +286,6 @@ class IncrementalPlanner:
             merged.append(self._merged_image(facts, now, demand))
         self._fact_order = [hit[3] for hit in self._facts.values()]
         return self._ranked_images(merged)
-
-    def _note_sizes(self, images: list[MergedImage]) -> None:
-        """The images whose size changed (or which came or went) since the last pass, sweeps
-        included: what a finished puller gave holds while its images' sizes do."""
-        sizes = {i.image: i.size for i in images}
-        if sizes != self._sizes:
-            known = self._sizes
-            self._resized = {r for r in sizes.keys() | known.keys() if sizes.get(r) != known.get(r)}
-            self._sizes = sizes
-        else:
-            self._resized = set()
 
     def _ranked_images(self, merged: list[MergedImage]) -> list[MergedImage]:
         """ranked(merged), the last pass's order while the merged images are the same."""
@@ -471,80 +436,6 @@ class IncrementalPlanner:
 
     # --- pods -----------------------------------------------------------------------------
 
-    def pod_facts(self, pod: ManagedPod) -> PodFacts:
-        """A pod's running images (keeper), results and pulled images (puller), remembered
-        while the pod object is the same."""
-        key = (pod.name, pod.uid)
-        hit = self._seen_pods.get(key) or self._pods.get(key)
-        if hit is None or hit[0] is not pod:
-            if pod.role == "keeper":
-                running = presence.keeper_running_images(pod)
-                facts: PodFacts = (self._sets.setdefault(running, running), {}, EMPTY)
-            else:
-                results = presence.puller_results(pod)
-                pulled = frozenset(image for image, r in results.items() if r.succeeded)
-                facts = (EMPTY, results, self._sets.setdefault(pulled, pulled))
-            hit = (pod, facts)
-        self._seen_pods[key] = hit
-        return hit[1]
-
-    def finished_puller(
-        self, pod: ManagedPod, state: PlanState, read: ReadFinished
-    ) -> Finished | None:
-        """What a puller whose every image was pulled gives, remembered while the pod object
-        and its images' sizes are the same (a finished puller cannot change otherwise)."""
-        if pod.created is None:
-            return read(state, pod)  # its pull times would fall back on the pass's time
-        key = (pod.name, pod.uid, read)
-        hit = self._finished.get(key)
-        if (
-            hit is None
-            or hit[0] is not pod
-            or (hit[1] is not None and not hit[1].pulled.isdisjoint(self._resized))
-        ):
-            hit = (pod, read(state, pod))
-        self._seen_finished[key] = hit
-        return hit[1]
-
-    def median_rate(
-        self,
-        rates: Sequence[tuple[float, ...]],
-        median: Callable[[Sequence[tuple[float, ...]]], float],
-    ) -> float:
-        """A registry's median pull rate, the same while the finished pullers' rates are (the
-        same tuples: 200,000 samples are not sorted again every pass)."""
-        for known, value in self._medians:
-            if len(known) == len(rates) and all(map(is_, known, rates)):
-                self._seen_medians.append((known, value))
-                return value
-        value = median(rates)
-        self._seen_medians.append((list(rates), value))
-        return value
-
-    def keeper_action(
-        self,
-        state: PlanState,
-        node: NodeInfo,
-        name: str,
-        desired: list[str],
-        replaces: tuple[str, ...],
-    ) -> KeeperAction:
-        """PlanState.keeper_action(), the same action while the node object, its images and
-        the keepers it replaces are (a thousand nodes waiting for their keepers: a manifest
-        of 200 containers each, built once, not once per pass)."""
-        hit = self._keeper_actions.get(node.name)
-        if (
-            hit is None
-            or hit[0] is not node
-            or hit[1].pod_name != name
-            or hit[1].replaces != replaces
-            or hit[2] != desired
-        ):
-            action = PlanState.keeper_action(state, node, name, desired, replaces)
-            hit = (node, action, list(desired))
-        self._seen_keeper_actions[node.name] = hit
-        return hit[1]
-
     def image_status(
         self, image: MergedImage, states: tuple[int, ...], last_error: str, make: MakeImageStatus
     ) -> ImageStatus:
@@ -561,7 +452,7 @@ class IncrementalPlanner:
         last pass's set when a node's pods hold the same sets."""
         parts: dict[str, list[frozenset[str]]] = {}
         for pod in ordered:
-            running, _, pulled = self.pod_facts(pod)
+            running, _, pulled = self.pods.pod_facts(pod)
             images = running if pod.role == "keeper" else pulled
             if images:
                 parts.setdefault(pod.node, []).append(images)

@@ -443,9 +443,9 @@ def test_a_sweep_reads_a_finished_puller_again_only_when_its_images_sizes_change
     (puller,) = (p for p in w.pods.values() if p.role == "puller")
     before = w.plan()
     assert [o.size for o in before.outcomes] == [w.images[0].size]
-    kept = planner._finished[(puller.name, puller.uid, finished_puller)]
+    kept = planner.pods._finished[(puller.name, puller.uid, finished_puller)]
     assert planner.full(w.snapshot()) == plan(w.snapshot(), cfg)
-    assert planner._finished[(puller.name, puller.uid, finished_puller)] is kept
+    assert planner.pods._finished[(puller.name, puller.uid, finished_puller)] is kept
 
     w.images[0] = replace(w.images[0], size=3 * GB)
     swept = planner.full(w.snapshot())
