@@ -85,17 +85,15 @@ def _defer_keeper(
     held: set[str] = set()
     for keeper in active:
         held |= state.running_images(keeper)
-    if not held <= set(desired):
+    wanted = set(desired)
+    if not held <= wanted:
         return False
-    added = set(desired) - held
+    added = wanted - held
     if not added <= state.puller_held.get(node, set()):
         return False
     if not added:
         return True
-    pulled = state.pulled_at
-    due = min(pulled.get((node, image), state.now) for image in added) + timedelta(
-        seconds=KEEPER_BATCH_WAIT
-    )
+    due = state.pulled_at.earliest(node, added, state.now) + timedelta(seconds=KEEPER_BATCH_WAIT)
     if due <= state.now:
         return False
     state.wake(due)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import statistics
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
-from itertools import chain
+from itertools import chain, repeat
 from typing import TYPE_CHECKING
 
 from imagesync.config import Config
@@ -61,6 +61,16 @@ class PulledTimes:
             own = self._own[key[0]] = {}
             self._by_node.setdefault(key[0], []).append(own)
         own[key] = moment
+
+    def earliest(self, node: str, images: Iterable[str], default: datetime) -> datetime:
+        """The earliest pull time of `images` on `node` (`default` for an image without one):
+        a node's single puller's mapping is read without a loop in Python (a thousand nodes
+        of 100 images each, every pass)."""
+        parts = self._by_node.get(node, ())
+        if len(parts) == 1:
+            times = parts[0].get
+            return min(map(times, zip(repeat(node), images), repeat(default)), default=default)
+        return min((self.get((node, image), default) for image in images), default=default)
 
     def get(self, key: PullKey, default: datetime) -> datetime:
         for times in reversed(self._by_node.get(key[0], ())):
