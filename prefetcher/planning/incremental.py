@@ -23,8 +23,9 @@ The stages that decide writes (pullers, pulls, keepers, taints) run every pass o
 remembered per-node results, so their cost follows the pods and the missing images, not
 nodes x images. `full()` forgets everything first but what a pod object alone decides (a
 puller is read once, not at every sweep): the controller runs it at every sweep.
-What is kept per pod is `podbook.PodBook`; per node, `memo.NodeMemo`; the cells and their counts, `cellbook.CellBook`;
-targets patched and the image lists they share, `targetbook.TargetBook`.
+What is kept per pod is `podbook.PodBook`; per node, `memo.NodeMemo`; the cells and their
+counts, `cellbook.CellBook`; targets patched and the image lists they share,
+`targetbook.TargetBook`.
 """
 
 from __future__ import annotations
@@ -159,7 +160,7 @@ class IncrementalPlanner:
         self._forget()
 
     def _forget(self) -> None:
-        """Forget every result but what pod objects alone decide (`_forget_pods`)."""
+        """Forget every result but what pod objects alone decide (`self.pods`)."""
         self.memo = {}
         self._facts: dict[str, tuple[tuple[WantedImage, ...], int | None, datetime, ImageFacts]]
         self._facts = {}

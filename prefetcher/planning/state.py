@@ -47,20 +47,10 @@ class PulledTimes:
 
     def __init__(self) -> None:
         self._by_node: dict[str, list[Mapping[PullKey, datetime]]] = {}
-        self._own: dict[str, dict[PullKey, datetime]] = {}  # node → its last part, if ours
 
     def add(self, node: str, times: Mapping[PullKey, datetime]) -> None:
         """Note `times`, all of `node`'s pairs (kept as they are: not to be changed)."""
         self._by_node.setdefault(node, []).append(times)
-        self._own.pop(node, None)
-
-    def note(self, key: PullKey, moment: datetime) -> None:
-        """Note one pair's time."""
-        own = self._own.get(key[0])
-        if own is None:
-            own = self._own[key[0]] = {}
-            self._by_node.setdefault(key[0], []).append(own)
-        own[key] = moment
 
     def earliest(self, node: str, images: Iterable[str], default: datetime) -> datetime:
         """The earliest pull time of `images` on `node` (`default` for an image without one):
