@@ -11,12 +11,20 @@ already written, so the full plan has no writes. Then it times:
 - a full plan (what the sweep runs: the incremental planner from scratch), best of a few;
 - incremental passes after the full plan: nothing changed, one node joined, one new image
   declared, one node's keeper holding one image fewer.
+
+Then the same cluster converging, as the running prefetcher sees it between two sweeps:
+every node with a finished puller of all its images waiting for its keeper ("pullers
+done"), or with its puller still running, half its images pulled ("pullers running").
+For each, the sweep, a node joining and a new image are timed, and a profile of the sweep
+says which stage spent the CPU.
 """
 
 from __future__ import annotations
 
+import cProfile
 import dataclasses
 import gc
+import pstats
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,7 +45,7 @@ from prefetcher.model import (
 )
 from prefetcher.planner import plan
 from prefetcher.planning.incremental import IncrementalPlanner
-from prefetcher.pods import keeper_name
+from prefetcher.pods import keeper_name, puller_name
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 REGISTRY = "harbor.example.internal"
@@ -185,6 +193,72 @@ def converged_snapshot(nodes: int, images: int, config: Config) -> Snapshot:
     return converge(start, config)
 
 
+def puller(node: NodeInfo, images: list[str], pulled: int) -> ManagedPod:
+    """A puller of `images` on `node` whose first `pulled` images have pulled (finished, its
+    pod Succeeded, when that is all of them; running, its next image pulling, otherwise)."""
+    name = puller_name(node.name, images)
+    done = pulled >= len(images)
+    # A running puller's last image finished 5 s ago: it is pulling, not stuck.
+    created = NOW - (timedelta(hours=1) if done else timedelta(seconds=10 * pulled + 5))
+    containers = [
+        ContainerObservation(
+            "install", "registry.k8s.io/pause:3.9", "terminated", finished_at=created, init=True
+        )
+    ]
+    for i, ref in enumerate(images):
+        started = created + timedelta(seconds=10 * (i + 1))
+        if i < pulled:
+            state = "terminated"
+        elif i == pulled:
+            state = "waiting"
+        else:
+            state = "unknown"
+        containers.append(
+            ContainerObservation(
+                f"pull-{i}",
+                ref,
+                state,  # type: ignore[arg-type]
+                reason="PodInitializing" if state == "waiting" else "",
+                exit_code=0 if state == "terminated" else None,
+                started_at=started if state == "terminated" else None,
+                finished_at=started if state == "terminated" else None,
+            )
+        )
+    return ManagedPod(
+        name=name,
+        uid=f"uid-{name}",
+        node=node.name,
+        role="puller",
+        images=tuple(images),
+        phase="Succeeded" if done else "Running",
+        containers=tuple(containers),
+        created=created,
+    )
+
+
+def converging(converged: Snapshot, *, running: bool) -> Snapshot:
+    """The converged snapshot before its keepers ran: each node's images pulled by one
+    puller (joinPullBatchSize holds all of them) that waits for the keeper, or, `running`,
+    that still pulls the second half of them (the nodes list only what is pulled)."""
+    by_node = {n.name: n for n in converged.nodes}
+    pods: list[ManagedPod] = []
+    nodes: list[NodeInfo] = []
+    for keeping in converged.pods:
+        node = by_node.pop(keeping.node)
+        images = list(keeping.images)
+        pulled = len(images) // 2 if running else len(images)
+        pods.append(puller(node, images, pulled))
+        if running:
+            held = set(images[:pulled])
+            hints = {r: s for r, s in (node.hinted_images or {}).items() if r in held}
+            node = dataclasses.replace(node, hinted_images=hints)
+        nodes.append(node)
+    nodes.extend(by_node.values())
+    return dataclasses.replace(
+        converged, nodes=tuple(sorted(nodes, key=lambda n: n.name)), pods=tuple(pods)
+    )
+
+
 @dataclass(frozen=True)
 class Timing:
     """Best of a few runs: wall-clock and CPU seconds (the CPU figure is what a loaded
@@ -239,7 +313,7 @@ def changes(snapshot: Snapshot, nodes: int, images: int) -> dict[str, Snapshot]:
     }
 
 
-def measure(nodes: int, images: int, config: Config, repeat: int = 3) -> Figures:
+def measure(nodes: int, images: int, config: Config, repeat: int = 3) -> tuple[Figures, Snapshot]:
     """Time full and incremental plans on a converged snapshot; checks that each incremental
     plan equals plan() of the same snapshot."""
     snapshot = converged_snapshot(nodes, images, config)
@@ -256,7 +330,7 @@ def measure(nodes: int, images: int, config: Config, repeat: int = 3) -> Figures
         )
         planner.full(snapshot)
         assert planner.plan(after) == plan(after, config), f"{name}: differs from plan()"
-    return Figures(
+    figures = Figures(
         nodes=nodes,
         images=images,
         full=full,
@@ -265,6 +339,102 @@ def measure(nodes: int, images: int, config: Config, repeat: int = 3) -> Figures
         new_image=timings["new image"],
         keeper_replaced=timings["keeper replaced"],
         writes=reference.writes,
+    )
+    return figures, snapshot
+
+
+@dataclass(frozen=True)
+class Converging:
+    """Plan times on a converging snapshot, and where the sweep's CPU went."""
+
+    name: str
+    first_sweep: Timing  # a planner that has seen none of these pullers yet
+    sweep: Timing
+    node_joined: Timing
+    new_image: Timing
+    writes: int
+    stages: tuple[tuple[str, float], ...]  # (stage, cumulative CPU seconds) of one sweep
+    top: tuple[tuple[str, float, float], ...]  # (function, own seconds, cumulative)
+
+
+# The planner's stages as the profile names them (function name → what it does).
+STAGES = (
+    ("_merge", "images merged"),
+    ("_present", "pods' images"),
+    ("_pod_images", "node pods"),
+    ("_targets", "targets"),
+    ("read_pullers", "pullers"),
+    ("choose_pulls", "pulls"),
+    ("plan_keepers", "keepers"),
+    ("plan_startup_taints", "taints"),
+    ("fill", "cells"),
+    ("result", "summary"),
+)
+
+
+def profile(
+    action: Callable[[], Plan], top: int = 12
+) -> tuple[tuple[tuple[str, float], ...], tuple[tuple[str, float, float], ...]]:
+    """cProfile of one `action`: each stage's cumulative seconds, and the `top` functions by
+    their own time."""
+    profiler = cProfile.Profile(time.process_time)
+    gc.collect()
+    profiler.runcall(action)
+    stats = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
+    by_name: dict[str, float] = {}
+    rows: list[tuple[str, float, float]] = []
+    for (path, line, function), (_, _, own, cumulative, _) in stats.items():
+        if path.endswith(
+            (
+                "incremental.py",
+                "pullers.py",
+                "pulls.py",
+                "keepers.py",
+                "taints.py",
+                "cellbook.py",
+                "summary.py",
+            )
+        ):
+            by_name[function] = max(by_name.get(function, 0.0), cumulative)
+        where = f"{path.rsplit('/', 2)[-2]}/{path.rsplit('/', 1)[-1]}" if "/" in path else path
+        rows.append((f"{where}:{line}({function})", own, cumulative))
+    stages = tuple((label, by_name.get(function, 0.0)) for function, label in STAGES)
+    rows.sort(key=lambda r: -r[1])
+    return stages, tuple(rows[:top])
+
+
+def measure_converging(
+    converged: Snapshot, nodes: int, images: int, config: Config, *, running: bool, repeat: int = 3
+) -> Converging:
+    """Time the sweep, a node joining and a new image on the converging snapshot (each
+    incremental plan checked against plan()), and profile its sweep."""
+    snapshot = converging(converged, running=running)
+    reference = plan(snapshot, config)
+    planner = IncrementalPlanner(config)
+    sweep = _timed(lambda: None, partial(planner.full, snapshot), repeat)
+    assert planner.full(snapshot) == reference, "the sweep's plan differs from plan()"
+    timings: dict[str, Timing] = {}
+    after_change = changes(snapshot, nodes, images)
+    for name in ("node joined", "new image"):
+        after = after_change[name]
+        timings[name] = _timed(
+            partial(planner.full, snapshot), partial(planner.plan, after), repeat
+        )
+        planner.full(snapshot)
+        assert planner.plan(after) == plan(after, config), f"{name}: differs from plan()"
+    # The sweep as it runs after the first one: a finished puller is read once, at the
+    # first pass that sees it (the first sweep's extra CPU is the "first sweep" figure).
+    first = _timed(lambda: None, partial(IncrementalPlanner(config).full, snapshot), 1)
+    stages, top = profile(partial(planner.full, snapshot))
+    return Converging(
+        name="pullers running" if running else "pullers done",
+        first_sweep=first,
+        sweep=sweep,
+        node_joined=timings["node joined"],
+        new_image=timings["new image"],
+        writes=reference.writes,
+        stages=stages,
+        top=top,
     )
 
 
@@ -279,8 +449,9 @@ def run(sizes: tuple[tuple[int, int], ...] = SIZES, say: Callable[[str], None] =
     columns = ("full plan", "unchanged", "node joins", "new image", "keeper swap")
     say(f"  {'size':>9} {'pairs':>7} " + " ".join(f"{c:>16}" for c in columns))
     results: list[Figures] = []
+    converged: dict[tuple[int, int], Snapshot] = {}
     for nodes, images in sizes:
-        f = measure(nodes, images, config)
+        f, converged[(nodes, images)] = measure(nodes, images, config)
         results.append(f)
         base = results[0]
         row = (f.full, f.unchanged, f.node_joined, f.new_image, f.keeper_replaced)
@@ -304,6 +475,33 @@ def run(sizes: tuple[tuple[int, int], ...] = SIZES, say: Callable[[str], None] =
             f"{change.ms()} ms, target <= {CHANGE_TARGET * 1e3:g} ms: "
             f"{_verdict(change, CHANGE_TARGET)}"
         )
+    say("")
+    say("the same clusters converging (every node's puller done, or half done, no keeper yet)")
+    stages = ("first sweep", "sweep", "node joins", "new image")
+    say(f"  {'size':>9} {'snapshot':>16} " + " ".join(f"{c:>16}" for c in stages))
+    for (nodes, images), snapshot in converged.items():
+        for running in (False, True):
+            c = measure_converging(snapshot, nodes, images, config, running=running)
+            times = (c.first_sweep, c.sweep, c.node_joined, c.new_image)
+            say(
+                f"  {f'{nodes}x{images}':>9} {c.name:>16} "
+                + " ".join(f"{t.ms():>16}" for t in times)
+                + f"   ({c.writes} writes)"
+            )
+            if (nodes, images) == max(converged):
+                say(
+                    "    sweep CPU by stage (cumulative ms): "
+                    + ", ".join(f"{label} {seconds * 1e3:.0f}" for label, seconds in c.stages)
+                )
+                say("    top functions by own CPU (own ms / cumulative ms):")
+                for function, own, cumulative in c.top:
+                    say(f"      {own * 1e3:8.1f} {cumulative * 1e3:8.1f}  {function}")
+            if (nodes, images) == (1000, 200):
+                change = max(c.node_joined, c.new_image, key=lambda t: t.cpu)
+                say(
+                    f"    at 1000x200, {c.name}: sweep {_verdict(c.sweep, FULL_TARGET)}; "
+                    f"a node joins or a new image {_verdict(change, CHANGE_TARGET)}"
+                )
     return 0
 
 

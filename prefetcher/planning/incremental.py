@@ -21,21 +21,24 @@ What is kept between passes, and what makes it stale:
 
 The stages that decide writes (pullers, pulls, keepers, taints) run every pass over the
 remembered per-node results, so their cost follows the pods and the missing images, not
-nodes x images. `full()` forgets everything first: the controller runs it at every sweep.
-What is kept per node is `memo.NodeMemo`; the cells and their counts, `cellbook.CellBook`;
-targets patched and the image lists they share, `targetbook.TargetBook`.
+nodes x images. `full()` forgets everything first but what a pod object alone decides (a
+puller is read once, not at every sweep): the controller runs it at every sweep.
+What is kept per pod is `podbook.PodBook`; per node, `memo.NodeMemo`; the cells and their
+counts, `cellbook.CellBook`; targets patched and the image lists they share,
+`targetbook.TargetBook`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from operator import is_
 
 from imagesync.config import Config
 from prefetcher import eligibility, presence, scoring
 from prefetcher.model import (
+    KeeperAction,
     ManagedPod,
     NodeInfo,
     NodeSummary,
@@ -67,6 +70,7 @@ from prefetcher.planning.memo import (
     with_objects,
     with_scores,
 )
+from prefetcher.planning.podbook import PodBook
 from prefetcher.planning.pullers import Finished, read_pullers
 from prefetcher.planning.pulls import choose_pulls
 from prefetcher.planning.state import ImageStatus, MakeImageStatus, PlanState, ReadFinished
@@ -86,7 +90,6 @@ PATCH_LIMIT = 0.25
 
 # (facts, templated, released, made at, steady until, the merged image)
 _MergedHit = tuple[ImageFacts, bool, bool, datetime, datetime, MergedImage]
-PodFacts = tuple[frozenset[str], Mapping[str, presence.PullResult], frozenset[str]]
 
 
 class _MemoState(PlanState):
@@ -117,13 +120,13 @@ class _MemoState(PlanState):
         self._planner = planner
 
     def running_images(self, pod: ManagedPod) -> frozenset[str]:
-        return self._planner.pod_facts(pod)[0]
+        return self._planner.pods.pod_facts(pod)[0]
 
     def puller_results(self, pod: ManagedPod) -> Mapping[str, presence.PullResult]:
-        return self._planner.pod_facts(pod)[1]
+        return self._planner.pods.pod_facts(pod)[1]
 
     def finished_puller(self, pod: ManagedPod, read: ReadFinished) -> Finished | None:
-        return self._planner.finished_puller(pod, self, read)
+        return self._planner.pods.finished_puller(pod, self, read)
 
     def image_status(
         self, image: MergedImage, states: tuple[int, ...], last_error: str, make: MakeImageStatus
@@ -136,6 +139,14 @@ class _MemoState(PlanState):
     def missing(self, entry: NodeTarget) -> list[str]:
         return self._planner.memo[entry.node.name].missing
 
+    def keeper_action(
+        self, node: NodeInfo, name: str, desired: list[str], replaces: tuple[str, ...]
+    ) -> KeeperAction:
+        return self._planner.pods.keeper_action(self, node, name, desired, replaces)
+
+    def median_rate(self, rates: Sequence[tuple[float, ...]]) -> float:
+        return self._planner.pods.median_rate(rates, super().median_rate)
+
 
 class IncrementalPlanner:
     """`plan(snapshot)` equals `prefetcher.planner.plan(snapshot, config)`, computed from
@@ -145,9 +156,11 @@ class IncrementalPlanner:
         self.config = config
         self.memo: dict[str, NodeMemo] = {}
         self._sources: dict[str, tuple[str, ...]] = {}  # image → sources that count (config's)
+        self.pods = PodBook()
         self._forget()
 
     def _forget(self) -> None:
+        """Forget every result but what pod objects alone decide (`self.pods`)."""
         self.memo = {}
         self._facts: dict[str, tuple[tuple[WantedImage, ...], int | None, datetime, ImageFacts]]
         self._facts = {}
@@ -157,14 +170,9 @@ class IncrementalPlanner:
         self._hint_nodes: dict[str, NodeInfo] = {}
         self._hints: dict[str, int] = {}
         self._image_hints: dict[str, dict[str, int]] = {}  # image → node → its size there
-        self._pods: dict[tuple[str, str], tuple[ManagedPod, PodFacts]] = {}
-        self._seen_pods: dict[tuple[str, str], tuple[ManagedPod, PodFacts]] = {}
         self._pod_images_hit: (
             tuple[tuple[object, object, object, object], Mapping[str, PodImages]] | None
         ) = None
-        self._finished: dict[tuple[str, str], tuple[ManagedPod, Finished | None]] = {}
-        self._seen_finished: dict[tuple[str, str], tuple[ManagedPod, Finished | None]] = {}
-        self._resized: set[str] = set()  # images whose size changed since the previous pass
         self._merged: dict[str, _MergedHit] = {}
         self._seen_merged: dict[str, _MergedHit] = {}
         self._statuses: dict[str, tuple[MergedImage, tuple[int, ...], str, ImageStatus]] = {}
@@ -182,10 +190,10 @@ class IncrementalPlanner:
         self._info = {}
         self.cellbook = CellBook()
         self.book = TargetBook(self.config)
-        self._sets: dict[frozenset[str], frozenset[str]] = {}
 
     def full(self, snapshot: Snapshot) -> Plan:
-        """Forget every remembered result and plan from scratch."""
+        """Forget every remembered result and plan from scratch (but for what a pod object
+        alone decides)."""
         self._forget()
         return self.plan(snapshot)
 
@@ -194,7 +202,8 @@ class IncrementalPlanner:
         try:
             return self._plan(snapshot)
         except BaseException:
-            self._forget()  # half-updated memory must not shape the next pass
+            self.pods = PodBook()  # half-updated memory must not shape the next pass
+            self._forget()
             raise
 
     def _plan(self, snapshot: Snapshot) -> Plan:
@@ -202,13 +211,11 @@ class IncrementalPlanner:
         nodes = sorted({n.name: n for n in snapshot.nodes}.values(), key=lambda n: n.name)
         demand = demand_index(snapshot.demand, nodes, config, now, self._demand_memo)
         images = self._merge(snapshot, nodes, demand)
+        self.pods.new_pass(images, len(snapshot.pods))
         wanted = [i for i in images if i.wanted]
         edit = self._edit(wanted, self._limited(nodes, wanted, demand))
         self.book.new_pass(len(nodes))
-        if len(self._sets) > 4 * len(snapshot.pods) + 64:
-            self._sets = {}
         ordered = sorted(snapshot.pods, key=lambda p: (p.node, p.role, p.name, p.uid))
-        self._seen_pods, self._seen_finished = {}, {}
         present = self._present(ordered)
         pod_images = self._pod_images(snapshot, edit)
         targets = self._targets(nodes, wanted, edit, present, pod_images, snapshot.now)
@@ -229,8 +236,8 @@ class IncrementalPlanner:
         plan_keepers(state)
         plan_startup_taints(state)
         self.cellbook.fill(self.memo, state, edit)
-        self._pods, self._finished = self._seen_pods, self._seen_finished
         made = result(state, [self._node_summary(memo) for memo in self.memo.values()])
+        self.pods.end_pass()
         self._statuses, self._seen_statuses = self._seen_statuses, {}
         return made
 
@@ -246,7 +253,6 @@ class IncrementalPlanner:
         if snapshot.images is self._objects and not hints_moved and day == self._day:
             # The same CachedImage objects, hints and day: every image's facts as before.
             merged = [self._merged_image(facts, now, demand) for facts in self._fact_order]
-            self._resized = set()
             return self._ranked_images(merged)
         self._objects, self._day = snapshot.images, day
         known, self._facts = self._facts, {}
@@ -280,12 +286,6 @@ class IncrementalPlanner:
             self._facts[image] = (key, hint, day, facts)
             merged.append(self._merged_image(facts, now, demand))
         self._fact_order = [hit[3] for hit in self._facts.values()]
-        self._resized = {
-            image
-            for image, hit in known.items()
-            if image not in self._facts or self._facts[image][3].size != hit[3].size
-        }
-        self._resized.update(self._facts.keys() - known.keys())
         return self._ranked_images(merged)
 
     def _ranked_images(self, merged: list[MergedImage]) -> list[MergedImage]:
@@ -437,37 +437,6 @@ class IncrementalPlanner:
 
     # --- pods -----------------------------------------------------------------------------
 
-    def pod_facts(self, pod: ManagedPod) -> PodFacts:
-        """A pod's running images (keeper), results and pulled images (puller), remembered
-        while the pod object is the same."""
-        key = (pod.name, pod.uid)
-        hit = self._seen_pods.get(key) or self._pods.get(key)
-        if hit is None or hit[0] is not pod:
-            if pod.role == "keeper":
-                running = presence.keeper_running_images(pod)
-                facts: PodFacts = (self._sets.setdefault(running, running), {}, EMPTY)
-            else:
-                results = presence.puller_results(pod)
-                pulled = frozenset(image for image, r in results.items() if r.succeeded)
-                facts = (EMPTY, results, self._sets.setdefault(pulled, pulled))
-            hit = (pod, facts)
-        self._seen_pods[key] = hit
-        return hit[1]
-
-    def finished_puller(
-        self, pod: ManagedPod, state: PlanState, read: ReadFinished
-    ) -> Finished | None:
-        """What a puller whose every image was pulled gives, remembered while the pod object
-        and its images' sizes are the same (a finished puller cannot change otherwise)."""
-        if pod.created is None:
-            return read(state, pod)  # its pull times would fall back on the pass's time
-        key = (pod.name, pod.uid)
-        hit = self._finished.get(key)
-        if hit is None or hit[0] is not pod or not self._resized.isdisjoint(pod.images):
-            hit = (pod, read(state, pod))
-        self._seen_finished[key] = hit
-        return hit[1]
-
     def image_status(
         self, image: MergedImage, states: tuple[int, ...], last_error: str, make: MakeImageStatus
     ) -> ImageStatus:
@@ -484,7 +453,7 @@ class IncrementalPlanner:
         last pass's set when a node's pods hold the same sets."""
         parts: dict[str, list[frozenset[str]]] = {}
         for pod in ordered:
-            running, _, pulled = self.pod_facts(pod)
+            running, _, pulled = self.pods.pod_facts(pod)
             images = running if pod.role == "keeper" else pulled
             if images:
                 parts.setdefault(pod.node, []).append(images)

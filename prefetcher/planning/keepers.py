@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from prefetcher import pods
-from prefetcher.model import KeeperAction, ManagedPod
+from prefetcher.model import ManagedPod
 from prefetcher.planning.state import PlanState
 from prefetcher.planning.targets import NodeTarget
 
@@ -60,13 +59,7 @@ def _node_keeper(
         return
     elif name not in names:  # (a namesake still terminating: wait for it)
         state.keeper_actions.append(
-            KeeperAction(
-                node=node.name,
-                pod_name=name,
-                images=tuple(desired),
-                replaces=tuple(k.name for k in active),
-                pod=pods.build_keeper(node, desired, state.config),
-            )
+            state.keeper_action(node, name, desired, tuple(k.name for k in active))
         )
     waits = state.guard_waits
     for keeper in active:
@@ -92,17 +85,15 @@ def _defer_keeper(
     held: set[str] = set()
     for keeper in active:
         held |= state.running_images(keeper)
-    if not held <= set(desired):
+    wanted = set(desired)
+    if not held <= wanted:
         return False
-    added = set(desired) - held
+    added = wanted - held
     if not added <= state.puller_held.get(node, set()):
         return False
     if not added:
         return True
-    pulled = state.pulled_at
-    due = min(pulled.get((node, image), state.now) for image in added) + timedelta(
-        seconds=KEEPER_BATCH_WAIT
-    )
+    due = state.pulled_at.earliest(node, added, state.now) + timedelta(seconds=KEEPER_BATCH_WAIT)
     if due <= state.now:
         return False
     state.wake(due)

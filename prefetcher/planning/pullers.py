@@ -9,6 +9,7 @@ from typing import NamedTuple
 from prefetcher import observe, pods, presence
 from prefetcher.model import ManagedPod, PullKey, PullOutcome, PullRecord
 from prefetcher.planning.images import DISK_PER_COMPRESSED_BYTE, registry_of
+from prefetcher.planning.memo import EMPTY
 from prefetcher.planning.starting import Starting, starting_pods, yields_to
 from prefetcher.planning.state import PlanState
 
@@ -33,6 +34,7 @@ class Finished(NamedTuple):
     pulled_at: Mapping[PullKey, datetime]
     # (registry, its pulls' bytes per second), see `_measure`
     samples: tuple[tuple[str, tuple[float, ...]], ...]
+    node: str
 
 
 def finished_puller(state: PlanState, pod: ManagedPod) -> Finished | None:
@@ -51,7 +53,23 @@ def finished_puller(state: PlanState, pod: ManagedPod) -> Finished | None:
         by_registry.setdefault(registry, []).append(rate)
     samples = tuple((registry, tuple(rates)) for registry, rates in by_registry.items())
     pulled = observe.image_set(tuple(sorted(results)))  # shared by pullers of one batch
-    return Finished(pulled, tuple(outcomes), pulled_at, samples)
+    return Finished(pulled, tuple(outcomes), pulled_at, samples, pod.node)
+
+
+def pulled_so_far(state: PlanState, pod: ManagedPod) -> Finished | None:
+    """The outcomes and pull times of the images a puller still pulling (or one with failed
+    images) pulled, as `finished_puller` gives them for a finished one but without its
+    throughput samples; None when it pulled none yet."""
+    outcomes = []
+    pulled_at = {}
+    for image, result in state.puller_results(pod).items():
+        if result.succeeded:
+            outcomes.append(_success(state, pod, image, result))
+            pulled_at[(pod.node, image)] = result.finished_at or pod.created or state.now
+    if not outcomes:
+        return None
+    pulled = observe.image_set(tuple(sorted(image for _, image in pulled_at)))
+    return Finished(pulled, tuple(outcomes), pulled_at, (), pod.node)
 
 
 def read_pullers(state: PlanState) -> None:
@@ -69,21 +87,27 @@ def read_pullers(state: PlanState) -> None:
         else:
             results = state.puller_results(pod)
             pending = tuple(i for i in pod.images if i not in results)
+            part = state.finished_puller(pod, pulled_so_far)
+            if part is not None:
+                _record_finished(state, part)
             for image, result in results.items():
-                if result.succeeded:
-                    _record_success(state, pod, image, result)
-                else:
+                if not result.succeeded:
                     _record_failure(state, pod, image, result)
+            pulled = part.pulled if part is not None else EMPTY
             if pending:
                 _read_unfinished(state, pod, pending, results, starting)
-                _hold(state, pod, (i for i, r in results.items() if r.succeeded))
+                _hold(state, pod, pulled)
                 continue
-            pulled = frozenset(image for image, result in results.items() if result.succeeded)
             failed = sorted({r.reason for r in results.values() if not r.succeeded})
         # Finished: keep it while it is the only guard of an image it pulled.
-        unguarded = pulled & state.fits(pod.node)
+        # (the puller's own set while the node wants all of it and no keeper holds any: the
+        # same object, its hash kept, every pass)
+        fits = state.fits(pod.node)
+        unguarded = pulled if pulled <= fits else pulled & fits
         if unguarded and config.keeper_enabled:
-            unguarded = unguarded - state.guarded(pod.node)
+            guarded = state.guarded(pod.node)
+            if guarded and not guarded.isdisjoint(unguarded):
+                unguarded = unguarded - guarded
         if not unguarded:
             why = "pulled; the keeper holds the image" if not failed else "pull failed"
             state.delete(pod, f"{why}: {', '.join(failed)}" if failed else why)
@@ -115,10 +139,10 @@ def _record_finished(state: PlanState, finished: Finished) -> None:
     if records and not records.keys().isdisjoint(finished.pulled_at):
         for key in finished.pulled_at:
             records.pop(key, None)
-    state.pulled_at.update(finished.pulled_at)
+    state.pulled_at.add(finished.node, finished.pulled_at)
     state.outcomes.extend(finished.outcomes)
     for registry, rates in finished.samples:
-        state.throughput_samples.setdefault(registry, []).extend(rates)
+        state.throughput_samples.setdefault(registry, []).append(rates)
 
 
 def _measure(state: PlanState, pod: ManagedPod) -> list[tuple[str, float]]:
@@ -163,14 +187,6 @@ def _record_failure(
     state.outcomes.append(_outcome(state, pod, image, result, state.now))
 
 
-def _record_success(
-    state: PlanState, pod: ManagedPod, image: str, result: presence.PullResult
-) -> None:
-    state.records.pop((pod.node, image), None)
-    state.outcomes.append(_success(state, pod, image, result))
-    state.pulled_at[(pod.node, image)] = result.finished_at or pod.created or state.now
-
-
 def _success(
     state: PlanState, pod: ManagedPod, image: str, result: presence.PullResult
 ) -> PullOutcome:
@@ -202,7 +218,13 @@ def _hold(state: PlanState, pod: ManagedPod, pulled: Iterable[str]) -> None:
     """Note the images a puller that stays (for now) keeps from image GC."""
     if pod.deleting or pod.uid in state.deleted:
         return
-    state.puller_held.setdefault(pod.node, set()).update(pulled)
+    held = state.puller_held.get(pod.node)
+    if held is None and isinstance(pulled, frozenset):
+        state.puller_held[pod.node] = pulled  # shared until a second puller adds to it
+    elif held is None or isinstance(held, frozenset):
+        state.puller_held[pod.node] = {*(held or ()), *pulled}
+    else:
+        held.update(pulled)
 
 
 def pull_clock_start(

@@ -151,7 +151,9 @@ def start_pulls(state: PlanState, candidates: list[Candidate], starting: Startin
     puller_names = {p.name for p in state.pullers}
     flying = list(state.in_flight.values())
     per_node = Counter(pod.node for pod, _ in flying)
-    per_image = Counter(image for _, pending in flying for image in pending)
+    per_image: Counter[str] = Counter()
+    for _, pending in flying:
+        per_image.update(pending)  # (counted in C: a thousand pullers of 100 images)
     per_registry = Counter(
         registry
         for _, pending in flying

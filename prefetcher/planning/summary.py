@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import statistics
 from collections import Counter
 from collections.abc import Mapping
 from typing import Any
@@ -181,5 +180,5 @@ def measured_throughput(state: PlanState) -> dict[str, float]:
     measured one."""
     out = dict(state.throughput)
     for registry, samples in state.throughput_samples.items():
-        out[registry] = statistics.median(samples)
+        out[registry] = state.median_rate(samples)
     return dict(sorted(out.items()))

@@ -23,6 +23,7 @@ from prefetcher.model import (
 )
 from prefetcher.planner import plan
 from prefetcher.planning.incremental import IncrementalPlanner
+from prefetcher.planning.pullers import finished_puller
 from tests.prefetcher.test_core_fixtures import GB, World, image, node, profile
 from tests.prefetcher.test_core_properties import (
     POOL,
@@ -430,3 +431,23 @@ def test_an_image_size_hint_falls_back_when_the_node_listing_it_largest_drops_it
     assert left_out_on_b(None) == []  # b's size for it is c's 1 GB: it fits
     assert left_out_on_b(2 * GB) == [2 * GB]
     assert left_out_on_b(GB // 2) == []
+
+
+def test_a_sweep_reads_a_finished_puller_again_only_when_its_images_sizes_changed() -> None:
+    """What a finished puller gave is kept through a sweep (the same pod object), and read
+    again when one of its images has another size: its outcomes carry the size."""
+    cfg = Config()
+    w = TwinWorld(nodes=[node("n1")], images=[image(POOL[0], uses=10)], config=cfg)
+    w.planner = planner = IncrementalPlanner(cfg)
+    w.step()  # the puller is created, and pulls
+    (puller,) = (p for p in w.pods.values() if p.role == "puller")
+    before = w.plan()
+    assert [o.size for o in before.outcomes] == [w.images[0].size]
+    kept = planner.pods._finished[(puller.name, puller.uid, finished_puller)]
+    assert planner.full(w.snapshot()) == plan(w.snapshot(), cfg)
+    assert planner.pods._finished[(puller.name, puller.uid, finished_puller)] is kept
+
+    w.images[0] = replace(w.images[0], size=3 * GB)
+    swept = planner.full(w.snapshot())
+    assert swept == plan(w.snapshot(), cfg)
+    assert [o.size for o in swept.outcomes] == [3 * GB]

@@ -1,0 +1,133 @@
+"""What the planner remembers of our pods between passes, sweeps included: what a pod object
+alone decides (with its images' sizes) cannot change while the object is the same, and a
+converging cluster holds a thousand pullers of 200 images waiting for their keepers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from operator import is_
+
+from prefetcher import presence
+from prefetcher.model import KeeperAction, ManagedPod, NodeInfo
+from prefetcher.planning.images import MergedImage
+from prefetcher.planning.memo import EMPTY
+from prefetcher.planning.pullers import Finished
+from prefetcher.planning.state import PlanState, ReadFinished
+
+# A pod's (running images if a keeper, results and pulled images if a puller)
+PodFacts = tuple[frozenset[str], Mapping[str, presence.PullResult], frozenset[str]]
+Median = Callable[[Sequence[tuple[float, ...]]], float]
+FinishedKey = tuple[str, str, ReadFinished]  # a pod's name and uid, and what reads it
+
+
+class PodBook:
+    """Per pod object: its facts, what a puller gave, the node's keeper action and the
+    registries' median pull rates; each kept from one pass to the next while its inputs
+    are the same objects (the last pass's and this pass's, so what went is dropped)."""
+
+    def __init__(self) -> None:
+        self._pods: dict[tuple[str, str], tuple[ManagedPod, PodFacts]] = {}
+        self._seen_pods: dict[tuple[str, str], tuple[ManagedPod, PodFacts]] = {}
+        self._finished: dict[FinishedKey, tuple[ManagedPod, Finished | None]] = {}
+        self._seen_finished: dict[FinishedKey, tuple[ManagedPod, Finished | None]] = {}
+        self._sizes: dict[str, int] = {}  # image → its size, as the last pass planned it
+        self._resized: set[str] = set()  # images whose size changed since the last pass
+        self._keepers: dict[str, tuple[NodeInfo, KeeperAction, list[str]]] = {}
+        self._seen_keepers: dict[str, tuple[NodeInfo, KeeperAction, list[str]]] = {}
+        # (the finished pullers' rates of a registry, their median)
+        self._medians: list[tuple[list[tuple[float, ...]], float]] = []
+        self._seen_medians: list[tuple[list[tuple[float, ...]], float]] = []
+        self._sets: dict[frozenset[str], frozenset[str]] = {}  # shared image sets
+
+    def new_pass(self, images: list[MergedImage], pods: int) -> None:
+        """Start a pass over `pods` pods: note the images whose size changed (or which came
+        or went) since the last pass; what a puller gave holds while its images' sizes do."""
+        sizes = {i.image: i.size for i in images}
+        if sizes != self._sizes:
+            known = self._sizes
+            self._resized = {r for r in sizes.keys() | known.keys() if sizes.get(r) != known.get(r)}
+            self._sizes = sizes
+        else:
+            self._resized = set()
+        if len(self._sets) > 4 * pods + 64:
+            self._sets = {}
+        self._seen_pods, self._seen_finished, self._seen_keepers, self._seen_medians = (
+            {},
+            {},
+            {},
+            [],
+        )
+
+    def end_pass(self) -> None:
+        """Keep what this pass used, for the next one."""
+        self._pods, self._finished = self._seen_pods, self._seen_finished
+        self._keepers, self._medians = self._seen_keepers, self._seen_medians
+
+    def pod_facts(self, pod: ManagedPod) -> PodFacts:
+        """A pod's running images (keeper), results and pulled images (puller)."""
+        key = (pod.name, pod.uid)
+        hit = self._seen_pods.get(key) or self._pods.get(key)
+        if hit is None or hit[0] is not pod:
+            if pod.role == "keeper":
+                running = presence.keeper_running_images(pod)
+                facts: PodFacts = (self._sets.setdefault(running, running), {}, EMPTY)
+            else:
+                results = presence.puller_results(pod)
+                pulled = frozenset(image for image, r in results.items() if r.succeeded)
+                facts = (EMPTY, results, self._sets.setdefault(pulled, pulled))
+            hit = (pod, facts)
+        self._seen_pods[key] = hit
+        return hit[1]
+
+    def finished_puller(
+        self, pod: ManagedPod, state: PlanState, read: ReadFinished
+    ) -> Finished | None:
+        """What `read` makes of a puller (all it pulled, or what it pulled so far), while the
+        pod object and its pulled images' sizes are the same (it cannot change otherwise)."""
+        if pod.created is None:
+            return read(state, pod)  # its pull times would fall back on the pass's time
+        key = (pod.name, pod.uid, read)
+        hit = self._finished.get(key)
+        if (
+            hit is None
+            or hit[0] is not pod
+            or (hit[1] is not None and not hit[1].pulled.isdisjoint(self._resized))
+        ):
+            hit = (pod, read(state, pod))
+        self._seen_finished[key] = hit
+        return hit[1]
+
+    def median_rate(self, rates: Sequence[tuple[float, ...]], median: Median) -> float:
+        """A registry's median pull rate, the same while the finished pullers' rates are (the
+        same tuples: 200,000 samples are not sorted again every pass)."""
+        for known, value in self._medians:
+            if len(known) == len(rates) and all(map(is_, known, rates)):
+                self._seen_medians.append((known, value))
+                return value
+        value = median(rates)
+        self._seen_medians.append((list(rates), value))
+        return value
+
+    def keeper_action(
+        self,
+        state: PlanState,
+        node: NodeInfo,
+        name: str,
+        desired: list[str],
+        replaces: tuple[str, ...],
+    ) -> KeeperAction:
+        """PlanState.keeper_action(), the same action while the node object, its images and
+        the keepers it replaces are (a thousand nodes waiting for their keepers: a manifest
+        of 200 containers each, built once, not once per pass)."""
+        hit = self._keepers.get(node.name)
+        if (
+            hit is None
+            or hit[0] is not node
+            or hit[1].pod_name != name
+            or hit[1].replaces != replaces
+            or hit[2] != desired
+        ):
+            action = PlanState.keeper_action(state, node, name, desired, replaces)
+            hit = (node, action, list(desired))
+        self._seen_keepers[node.name] = hit
+        return hit[1]
