@@ -214,7 +214,7 @@ class Prefetcher:
             "recentErrors": list(controller.errors),
             "badObjects": {kind: dict(bad) for kind, bad in controller.bad_objects.items() if bad},
             "pullPolicyRewriteUndone": controller.rewrites.as_dict(),
-            "nodeWarmSeconds": dict(controller.warm_times),
+            "nodeWarmSeconds": dict(controller.warm_nodes.times),
             "watches": {
                 informer.kind: {
                     "objects": len(informer),

@@ -71,6 +71,7 @@ from prefetcher.triggers import (
     started_trigger,
     wake_time,
 )
+from prefetcher.warmnodes import WarmNodes
 
 __all__ = [
     "STATUS_COUNTS_INTERVAL",
@@ -174,8 +175,7 @@ class Controller(ImageLearners, SnapshotBuilder, PlanExecutor):
         self._reported_yields: set[str] = set()  # uids of pullers that yielded
         self._refused: list[tuple[PullAction, KubeError]] = []  # this pass's refused pullers
         self._counts_written: dict[str, float] = {}  # CachedImage → clock of the last count write
-        self._warming: dict[str, float] = {}
-        self.warm_times: dict[str, float] = {}
+        self.warm_nodes = WarmNodes(self.metrics)
         self._next_sweep = 0.0
         self._last_pass_end = -math.inf  # clock time, for the coalescing wait
         self._wake_at = math.inf  # the next pull retry that falls due, from the last plan
@@ -231,11 +231,7 @@ class Controller(ImageLearners, SnapshotBuilder, PlanExecutor):
     def _on_change(self, change: Change) -> None:
         if change.kind == NODES:
             reason = node_trigger(change)
-            if reason in ("node joined", "node ready") and not change.initial:
-                self._warming.setdefault(change.key, self.clock.now())
-            elif reason == "node removed":
-                self._warming.pop(change.key, None)
-                self.warm_times.pop(change.key, None)
+            self.warm_nodes.node_changed(reason, change.key, change.initial, self.clock.now())
         elif change.kind == IMAGES:
             reason = image_trigger(change)
         elif change.kind == STARTING:
@@ -473,7 +469,7 @@ class Controller(ImageLearners, SnapshotBuilder, PlanExecutor):
                 info.seconds
             )
             self.metrics.observe_plan(plan)
-            self._observe_warm_nodes(plan)
+            self.warm_nodes.observe(plan, self.clock.now())
             self._freed.release()
         log.info(
             "pass (%s): %d writes planned, done %s, %d already done, %d API errors, "
@@ -500,29 +496,3 @@ class Controller(ImageLearners, SnapshotBuilder, PlanExecutor):
             },
         )
         return info
-
-    def _observe_warm_nodes(self, plan: Plan) -> None:
-        """Time to warm: from a node joining (or turning Ready) to all its wanted images present.
-
-        A node that wants nothing yet (or is not eligible) keeps its start time but is not
-        shown as waiting."""
-        now = self.clock.now()
-        waiting: dict[str, float] = {}
-        for node in plan.nodes if self._warming else ():
-            since = self._warming.get(node.name)
-            if since is None or not node.eligible or node.wanted == 0:
-                continue
-            if node.present >= node.wanted:
-                self.metrics.node_warm_seconds.observe(now - since)
-                self.warm_times[node.name] = now - since
-                del self._warming[node.name]
-                log.info(
-                    "node %s warm after %.0fs: %d images present",
-                    node.name,
-                    now - since,
-                    node.present,
-                    extra={"node": node.name, "seconds": round(now - since, 3)},
-                )
-            else:
-                waiting[node.name] = since
-        self.metrics.observe_warming(waiting)
