@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 from simulator.registry import RegistrySet
 from simulator.virtual.loop import EventLoop, Timer
 
 # A transfer counts as done when fewer bytes than this are left (float rounding).
 EPSILON_BYTES = 1.0
+_cap = attrgetter("cap")
 
 
 def max_min_fair(capacity: float, caps: Sequence[float]) -> list[float]:
@@ -59,10 +61,6 @@ class Transfer:
             return self.sent
         left = self.remaining - self.rate * (moment - self.updated)
         return int(self.size - max(0.0, left))
-
-
-def _cap(transfer: Transfer) -> float:
-    return transfer.cap
 
 
 @dataclass
@@ -141,16 +139,21 @@ class Network:
         left = self._bandwidth(host)
         remaining = len(flows)
         soonest = float("inf")
+        # min() and max() written out: this loop is most of a copy-everything run's network.
         for flow in sorted(flows, key=_cap):  # (stable: the order max_min_fair fills them)
             if flow.updated != now:
                 flow.remaining -= flow.rate * (now - flow.updated)
                 flow.updated = now
-            rate = min(flow.cap, left / remaining)
+            share = left / remaining
+            rate = share if share < flow.cap else flow.cap  # min(cap, share)
             flow.rate = rate
             left -= rate
             remaining -= 1
             if rate > 0:
-                soonest = min(soonest, max(0.0, flow.remaining) / rate)
+                bytes_left = flow.remaining
+                seconds = (bytes_left if bytes_left > 0.0 else 0.0) / rate
+                if seconds < soonest:
+                    soonest = seconds
         if soonest < float("inf"):
             self._timers[host] = self.loop.after(soonest, lambda: self._tick(host))
 
