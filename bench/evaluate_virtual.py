@@ -32,6 +32,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.evaluate import SCENARIOS, scenario_path
+from bench.week import SEED as WEEK_SEED
 from imagesync.config import Config, load_config
 from imagesync.matching import parse_prefix
 from imagesync.quantities import parse_duration
@@ -204,23 +205,28 @@ WEEK_POLICIES = tuple(p for p in replay.POLICIES if p not in SOURCE_POLICIES)
 
 
 @functools.cache
-def _week_pods(days: float) -> tuple[PodSpec, ...]:
+def _week_pods(days: float, seed: int) -> tuple[PodSpec, ...]:
     """The week's pods (generated once per process: every run of a worker replays them)."""
     from bench.week import DAY, week_pods
 
-    return tuple(pod for pod in week_pods() if pod.at < days * DAY)
+    return tuple(pod for pod in week_pods(seed) if pod.at < days * DAY)
 
 
 def week_run(
-    variant: str, policy: str, days: float, settings: RunSettings | None = None
+    variant: str,
+    policy: str,
+    days: float,
+    settings: RunSettings | None = None,
+    seed: int = WEEK_SEED,
 ) -> tuple[RunResult, float]:
-    """One policy on the week (or its first `days`), and the CPU seconds it took."""
+    """One policy on the week (or its first `days`, its pods drawn from `seed`), and the CPU
+    seconds it took."""
     from bench.week import DAY, static_list, week_scenario
 
     began = time.process_time()
     settings = settings or RunSettings()
     scenario = settings.applied(week_scenario(variant))
-    work = replay.workload(scenario, _week_pods(days), static_list())
+    work = replay.workload(scenario, _week_pods(days, seed), static_list())
     work = replay.Workload(work.scenario, work.pods, days * DAY, work.static_list)
     config = knowing_bandwidths(settings.configured(evaluation_config()), work.scenario)
     result = replay.run(work, policy, config)
@@ -233,13 +239,15 @@ def week(
     workers: int,
     settings: RunSettings | None = None,
     runs_dir: Path | None = None,
+    variants: Sequence[str] = VARIANTS,
+    seed: int = WEEK_SEED,
 ) -> tuple[list[RunResult], float]:
-    """Every policy on both disk variants, `workers` runs at a time (one per core), the
+    """Every policy on each disk variant, `workers` runs at a time (one per core), the
     longest first; the results in (variant, policy) order, and the CPU seconds they took.
 
     With `runs_dir`, each finished run is kept there and a run already kept is read back
     instead of replayed: a week that does not fit one sitting is finished in several."""
-    jobs = [(variant, policy) for variant in VARIANTS for policy in policies]
+    jobs = [(variant, policy) for variant in variants for policy in policies]
     done: dict[tuple[str, str], tuple[RunResult, float]] = {}
 
     def kept(job: tuple[str, str]) -> Path | None:
@@ -248,6 +256,8 @@ def week(
         from bench.week import week_scenario
 
         label = (settings or RunSettings()).label(week_scenario(job[0]))
+        if seed != WEEK_SEED:
+            label += f"-seed={seed}"
         return runs_dir / f"week-{job[0]}-{job[1]}-{days:g}d-{label}.pickle"
 
     for job in jobs:
@@ -261,7 +271,7 @@ def week(
     )
     began = time.perf_counter()
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        futures = {pool.submit(week_run, *job, days, settings): job for job in todo}
+        futures = {pool.submit(week_run, *job, days, settings, seed): job for job in todo}
         for future in as_completed(futures):
             job = futures[future]
             done[job] = result, cpu = future.result()
@@ -313,6 +323,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", metavar="FILE", help="also write every figure as JSON")
     parser.add_argument("--week", action="store_true", help="the week-long scenario instead")
     parser.add_argument("--days", type=float, default=7.0, help="--week: replay the first N days")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        choices=VARIANTS,
+        help="--week: replay only this disk variant (repeatable; default both)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=WEEK_SEED,
+        help=f"--week: draw the week's pods from this seed (default {WEEK_SEED}); the "
+        "cluster, its images and events stay the same",
+    )
     parser.add_argument("--workers", type=int, default=2, help="--week: runs in parallel")
     parser.add_argument(
         "--runs-dir",
@@ -364,7 +387,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if args.week:
         workers = max(1, args.workers)
-        results, cpu = week(policies, args.days, workers, settings, args.runs_dir)
+        variants = tuple(args.variant or VARIANTS)
+        results, cpu = week(
+            policies, args.days, workers, settings, args.runs_dir, variants, args.seed
+        )
         where = f"{cpu:.0f} s of CPU in {workers} worker processes"
     else:
         results = short_scenarios(args.scenario or VIRTUAL_SCENARIOS, policies, config, settings)
