@@ -9,6 +9,8 @@ discrete-event model (simulator/virtual/), with the real planner, no wall clock 
     .venv/bin/python bench/evaluate_virtual.py --parallel-pulls 3  # serializeImagePulls: false
     .venv/bin/python bench/evaluate_virtual.py --scoring most-allocated  # a bin-packing scheduler
     .venv/bin/python bench/evaluate_virtual.py --week --days 2 --disk-budget 0.25
+    .venv/bin/python bench/evaluate_virtual.py --week --days 3 --variant roomy --seed 2
+    .venv/bin/python bench/evaluate_virtual.py --week --days 3 --scheduler-seed 1  # random ties
 
 Same inputs, same numbers, whatever the machine's load. docs/evaluation.md explains the
 model, the policies and the comparison with the wall-clock evaluation (bench/evaluate.py).
@@ -92,15 +94,19 @@ def knowing_bandwidths(config: Config, scenario: Scenario) -> Config:
 class RunSettings:
     """What every run changes: NodeConfig settings for every kubelet, the scheduler's scoring
     strategy (None: the scenario's own), image-sync's (and the oracle's) `diskBudget` and
-    image-sync's `budgetHold` (None: the defaults)."""
+    image-sync's `budgetHold` (None: the defaults), and the seed of the scheduler's draw
+    among equal scores (None: the first node by name)."""
 
     kubelets: Mapping[str, Any] = field(default_factory=dict)
     scoring: ScoringStrategy | None = None
     disk_budget: float | None = None
     budget_hold: float | None = None
+    scheduler_seed: int | None = None
 
     def applied(self, scenario: Scenario) -> Scenario:
         scenario = scenario.with_kubelets(**self.kubelets)
+        if self.scheduler_seed is not None:
+            scenario = replace(scenario, scheduler_seed=self.scheduler_seed)
         return scenario if self.scoring is None else replace(scenario, scoring=self.scoring)
 
     def configured(self, config: Config) -> Config:
@@ -117,6 +123,8 @@ class RunSettings:
             parts.append(f"diskBudget={self.disk_budget:g}")
         if self.budget_hold is not None:
             parts.append(f"budgetHold={self.budget_hold:g}")
+        if self.scheduler_seed is not None:
+            parts.append(f"schedulerSeed={self.scheduler_seed}")
         return "-".join([*parts, self.applied(scenario).scoring.type])
 
 
@@ -364,6 +372,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "memory and nvidia.com/gpu weighing 3, as GPU clusters bin-pack)",
     )
     parser.add_argument(
+        "--scheduler-seed",
+        type=int,
+        metavar="N",
+        help="the scheduler draws among nodes of equal score with this seed, as kube-scheduler "
+        "does (default: the first by name); a few seeds show how much of a tail is the draw",
+    )
+    parser.add_argument(
         "--disk-budget",
         type=share_of_disk,
         metavar="F",
@@ -384,6 +399,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         SCORINGS[args.scoring],
         args.disk_budget,
         args.budget_hold,
+        args.scheduler_seed,
     )
     if args.week:
         workers = max(1, args.workers)
