@@ -38,8 +38,8 @@ SAMPLE_SECONDS = 60.0  # how often a tail pod's wait is looked at
 
 @dataclass
 class RecordingScheduler(Scheduler):
-    """The virtual scheduler, counting for each GPU pod it binds whether ImageLocality moved
-    it off NodeResourcesFit's best node, and whether nodes tied for the top score."""
+    """The virtual scheduler, counting for each GPU pod it binds whether ImageLocality changed
+    which nodes score highest (against NodeResourcesFit alone), and whether nodes tied."""
 
     moved: set[str] = field(default_factory=set)
     tied: int = 0
@@ -53,19 +53,25 @@ class RecordingScheduler(Scheduler):
         images = pod.spec.images if pod.spec is not None else ()
         listed = {node.name: self.node_images(node) for node in live}
         spread = {i: sum(1 for held in listed.values() if i in held) / len(live) for i in images}
-        fits: list[tuple[float, str]] = []
-        totals: list[float] = []
+        fits: dict[str, float] = {}
+        totals: dict[str, float] = {}
         for node in live:
             free = self.free(node.name)
             if filter_problem(pod, node, free) is None:
                 fit = resource_fit_score(self.scoring, free, allocatable(node), pod.requests)
-                fits.append((-fit, node.name))
-                totals.append(fit + image_locality(images, listed[node.name], spread))
+                fits[node.name] = fit
+                totals[node.name] = fit + image_locality(images, listed[node.name], spread)
+        best = _best(totals)
         self.placed += 1
-        self.tied += totals.count(max(totals)) > 1
-        if min(fits)[1] != chosen:
+        self.tied += len(best) > 1
+        if best != _best(fits):  # ImageLocality changed which nodes score highest
             self.moved.add(pod.key)
         return chosen
+
+
+def _best(scores: dict[str, float]) -> set[str]:
+    top = max(scores.values())
+    return {name for name, score in scores.items() if score == top}
 
 
 def recording_scheduler(cluster: VirtualCluster) -> RecordingScheduler:
@@ -90,7 +96,7 @@ class Tail:
     split_minutes: int  # enough free GPUs, none with room on one node
     overtaken: float  # median count of pods created after it and bound before it
     freed_at_once: int  # bound when the GPUs it asks freed at once on its node
-    moved: int  # GPU pods whose node ImageLocality chose
+    moved: int  # GPU pods whose best nodes ImageLocality changed
     placed: int
     moved_neighbours: int  # ... among the pods that held a tail pod's node until it was bound
     neighbours: int
@@ -201,7 +207,7 @@ def table(tails: Sequence[Tail]) -> str:
             "tail pods bound when their GPUs freed at once on the node",
             lambda t: str(t.freed_at_once),
         ),
-        ("GPU pods whose node ImageLocality chose", lambda t: f"{t.moved} of {t.placed}"),
+        ("GPU pods whose best nodes ImageLocality changed", lambda t: f"{t.moved} of {t.placed}"),
         (
             "... among the pods that held a tail pod's node until it was bound",
             lambda t: f"{t.moved_neighbours} of {t.neighbours}",
