@@ -216,10 +216,10 @@ def test_large_json_holds_every_summary_and_one_page_of_pairs(big: Big) -> None:
     while link:
         query = parse_query(link.partition("?")[2])
         page = orjson.loads(big.cache.json(big.plan, None, query, {}))
-        for node in page["nodes"]:
-            for image, cell in (node.get("images") or {}).items():
-                assert (node["name"], image) not in cells
-                cells[(node["name"], image)] = cell
+        for entry in page["nodes"]:
+            for ref, cell in (entry.get("images") or {}).items():
+                assert (entry["name"], ref) not in cells
+                cells[(entry["name"], ref)] = cell
         failures += page["failures"]
         link = page["pairs"]["next"]
     every = {(n["name"], i): c for n in whole["nodes"] for i, c in n["images"].items()}
