@@ -203,3 +203,17 @@ def test_seeded_counts_of_running_pods_never_overwrite_the_webhooks(kube: Kube) 
     controller._seed_usage(other, version, 3, now)
     assert use_count(other) == 3  # nothing in between: the seed lands
     controller.stop(timeout=1)
+
+
+def test_running_pods_leaves_out_our_own(kube: Kube, api: client.ApiClient) -> None:
+    """The start-up scan reads the workloads' running pods, not our pullers and keepers
+    (thousands of containers at scale, and they confirm nothing)."""
+    core = untyped(client.CoreV1Api(api))
+    ours = pod("isync-keep-x")
+    theirs = {**pod("web-1"), "metadata": {"name": "web-1", "labels": {"app": "web"}}}
+    for body in (ours, theirs):
+        core.create_namespaced_pod(NAMESPACE, body)
+        core.patch_namespaced_pod_status(
+            body["metadata"]["name"], NAMESPACE, {"status": {"phase": "Running"}}
+        )
+    assert [p["metadata"]["name"] for p in kube.running_pods()] == ["web-1"]
