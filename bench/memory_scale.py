@@ -23,8 +23,9 @@ its images in pullers of `joinPullBatchSize` (one puller a node at 200 images):
 8. one more node joins;
 9. one more image is declared (its pass only: the pullers it starts are not followed).
 
-A node also joins at step 2, while every other node's puller runs; with `--restart` a new
-prefetcher process replaces the first after step 3 (its first pass reads every puller).
+A node also joins at step 2, while every other node's puller runs. With `--restart` a new
+prefetcher process replaces the first after step 3 (its first pass reads every puller, as
+after an upgrade or a new leader), and the run ends there.
 After each step it also prints the plan figures of the step's passes from the pass log
 (bench/pass_times.py: the plan's wall time, the planning thread's own CPU, the other
 threads' CPU meanwhile, the snapshot and the report), and the pass of the sweep, of each
@@ -49,7 +50,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,7 +66,14 @@ from bench.memory_cluster import (  # noqa: E402
     role,
     running_status,
 )
-from bench.pass_times import PASS_TARGET, SWEEP_TARGET, PlanTimes, describe, plan_times  # noqa: E402
+from bench.memory_result import Result, Step, summary  # noqa: E402
+from bench.pass_times import (  # noqa: E402
+    PASS_TARGET,
+    SWEEP_TARGET,
+    describe,
+    plan_times,
+    profile_lines,
+)
 from bench.prefetcher_process import (  # noqa: E402
     PREFIX,
     PassLine,
@@ -97,7 +105,6 @@ from simulator.testing import kube_client  # noqa: E402
 QUIET = 3.0
 IDLE_CPU = 0.05
 STEP_TIMEOUT = 240.0
-TARGET_MIB = 300.0  # at 1,000 nodes x 200 images, the whole cluster cached
 
 
 def say(text: str) -> None:
@@ -113,45 +120,6 @@ def reset_peak(pid: int) -> bool:
     return True
 
 
-@dataclass
-class Step:
-    """The prefetcher's memory and CPU after one step."""
-
-    name: str
-    wall: float
-    rss_mib: float
-    peak_mib: float  # during the step (since the start when the peak cannot be reset)
-    cpu: float
-    pods: dict[str, int]
-    coverage: float
-    passes: int
-    malloc: str  # what malloc holds: in use, free, mapped
-    plans: PlanTimes | None = None  # the plan figures of the step's passes (see bench/pass_times)
-
-
-@dataclass
-class Result:
-    """Every figure of one run, as JSON with --json."""
-
-    nodes: int
-    images: int
-    load_before: tuple[float, float, float]
-    steps: list[Step] = field(default_factory=list)
-    report_seconds: float = 0.0
-    report_bytes: int = 0
-    report_all_seconds: float = 0.0  # /report?pairs=all: every pair
-    report_all_bytes: int = 0
-    # The pass a change makes (the sweep, a node joining, a new image, ...): its plan figures.
-    plans: dict[str, PlanTimes] = field(default_factory=dict)
-    page_seconds: float = 0.0
-    page_bytes: int = 0
-    actions: dict[str, float] = field(default_factory=dict)
-    heap: dict[str, str] = field(default_factory=dict)
-    peak_resets: bool = True
-    load_after: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    wall: float = 0.0
-
-
 class Bench:
     """The simulator's API server, the prefetcher against it, and the steps between them."""
 
@@ -164,6 +132,7 @@ class Bench:
         env: dict[str, str],
         garbage: bool = False,
         restarted: bool = False,
+        profile_plans: bool = False,
     ) -> None:
         self.nodes = nodes
         self.images = [(ref, disk) for ref, _, disk in image_sizes(image_count)]
@@ -171,6 +140,7 @@ class Bench:
         self.traced = heap
         self.garbage = garbage
         self.restarted = restarted  # a new prefetcher process once the pullers have pulled
+        self.profiles = workdir / "plans" if profile_plans else None  # a cProfile per plan
         self.dumps = workdir / "heap.txt"
         self.server = ApiServer()
         self.server.start()
@@ -248,6 +218,7 @@ class Bench:
             str(ROOT / "bench" / "traced_prefetcher.py"),
             *([] if self.traced else ["--no-trace"]),
             *(["--garbage"] if self.garbage else []),
+            *(["--profile-plans", str(self.profiles)] if self.profiles else []),
             str(self.dumps),
         ]
         self.prefetcher = PrefetcherProcess(
@@ -284,7 +255,11 @@ class Bench:
             if found is not None:
                 times = plan_times([found])
                 self.result.plans[name] = times
+                self.result.targets[name] = target
                 say(f"  {name}: {describe(times, target)}")
+                if self.profiles is not None:
+                    number = self.prefetcher.passes().index(found) + 1
+                    say("\n".join(profile_lines(self.profiles / f"plan-{number:04d}.prof")))
                 return found
             time.sleep(0.2)
         say(f"  {name}: no pass for {trigger!r} within {wait:.0f}s")
@@ -385,10 +360,11 @@ class Bench:
             lambda: not more or self.counts()["pullers"] >= 2 * self.nodes,
         )
         self.dump_heap("3 pulled, waiting for keepers")
-        if self.restarted:
+        if self.restarted:  # the restart's figures, and the run ends there (10 minutes)
             self.restart()
             self.first_pass("3r restarted: its first pass", "", SWEEP_TARGET)
             self.settle("3r restarted, pullers waiting")
+            return
         self.kubelet.running = True
         self.pullers_status(running_status)
 
@@ -442,33 +418,6 @@ class Bench:
         return self.result
 
 
-def summary(result: Result) -> str:
-    converged = [s for s in result.steps if s.name.startswith(("5", "6", "7"))]
-    rss = max((s.rss_mib for s in converged), default=0.0)
-    peak = max((s.peak_mib for s in result.steps), default=0.0)
-    target = (
-        f" (target {TARGET_MIB:.0f} MiB)" if (result.nodes, result.images) == (1000, 200) else ""
-    )
-    return "\n".join(
-        [
-            f"  RSS converged (after the sweep, /report): {rss:.0f} MiB{target}",
-            f"  peak while converging (VmHWM): {peak:.0f} MiB"
-            + ("" if result.peak_resets else " (could not reset: since the start)"),
-            f"  /report {result.report_seconds * 1e3:.0f} ms, {result.report_bytes / 1e6:.1f} MB"
-            f" (target 1 s); ?pairs=all {result.report_all_seconds * 1e3:.0f} ms, "
-            f"{result.report_all_bytes / 1e6:.1f} MB; the page {result.page_seconds * 1e3:.0f} ms",
-            *(
-                f"  {name}: {describe(times, PASS_TARGET if 'sweep' not in name else SWEEP_TARGET)}"
-                for name, times in result.plans.items()
-                if not name.startswith("3r")
-            ),
-            f"  writes: { {k: int(v) for k, v in sorted(result.actions.items())} }",
-            f"  wall {result.wall:.0f}s, load {result.load_before[0]:.1f} before, "
-            f"{result.load_after[0]:.1f} after",
-        ]
-    )
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
@@ -486,7 +435,13 @@ def main() -> int:
         "--restart",
         action="store_true",
         help="once every puller has pulled, a new prefetcher process in place of the first "
-        "(its first pass reads every puller; the later steps' memory is the new process's)",
+        "(its first pass reads every puller), and the run ends there",
+    )
+    parser.add_argument(
+        "--profile-plans",
+        action="store_true",
+        help="profile every plan (cProfile: about twice the plans' CPU) and print where the "
+        "sweep's, the joining nodes' and the new image's plans spent it",
     )
     parser.add_argument(
         "--env",
@@ -503,7 +458,16 @@ def main() -> int:
     )
     with tempfile.TemporaryDirectory(prefix="memory-scale-") as workdir:
         env = dict(item.split("=", 1) for item in args.env)
-        bench = Bench(nodes, images, args.heap, Path(workdir), env, args.garbage, args.restart)
+        bench = Bench(
+            nodes,
+            images,
+            args.heap,
+            Path(workdir),
+            env,
+            args.garbage,
+            args.restart,
+            args.profile_plans,
+        )
         result = bench.run()
     say(summary(result))
     if args.json:
