@@ -47,9 +47,9 @@ def _without(entry: Mapping[str, Any], key: str) -> dict[str, Any]:
 def paged_report(report: Mapping[str, Any], query: ReportQuery, pairs: int) -> dict[str, Any]:
     """`report` with every summary and the pairs of one page of its nodes (none with
     `pairs=none`): the page's nodes keep their `images`, the other nodes and every image
-    go without their pairs (`images[].nodes`), and `failures` and `budgetLeftOut` hold the
-    page's nodes', and so does `pullsStarted` (a puller lists its images). `pairs` says
-    what was left out and links the next page."""
+    go without their pairs (`images[].nodes`); `failures`, `budgetLeftOut` and
+    `pullsStarted` (a puller lists its images) hold the page's nodes' entries. `pairs`
+    says what was left out and links the next page."""
     nodes = report.get("nodes") or []
     size = query.page_size
     pages = max(1, -(-len(nodes) // size))
@@ -64,9 +64,7 @@ def paged_report(report: Mapping[str, Any], query: ReportQuery, pairs: int) -> d
         "pageSize": size if paging else None,
         "pages": pages,
         "next": (
-            "/report" + query.params(page=query.page + 1, pairs="")
-            if paging and query.page < pages
-            else None
+            "/report" + query.params(page=query.page + 1) if paging and query.page < pages else None
         ),
         "all": "/report" + query.params(page=1, pairs=PAIRS_ALL, page_size=JSON_PAGE_SIZE),
     }

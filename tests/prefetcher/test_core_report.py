@@ -247,6 +247,7 @@ def test_a_small_report_is_whole_unless_a_page_is_asked_for() -> None:
     paged = orjson.loads(cache.json(plan, None, ReportQuery(pairs="page", page_size=1), {}))
     assert [n["name"] for n in paged["nodes"] if "images" in n] == [whole["nodes"][0]["name"]]
     assert paged["pairs"]["pages"] == len(whole["nodes"])
+    assert paged["pairs"]["next"] == "/report?page=2&pairs=page&pageSize=1"
 
 
 def test_large_page_is_light_and_shows_failures_first(big: Big) -> None:
