@@ -1,6 +1,7 @@
 """The prefetcher's memory at a size, in a few minutes whatever the machine's load.
 
-    timeout 600 .venv/bin/python bench/memory_scale.py [--size 1000x200] [--restart] [--heap] [--garbage]
+    timeout 600 .venv/bin/python bench/memory_scale.py [--size 1000x200] [--restart]
+        [--profile-plans] [--heap] [--garbage]
 
 The real `image-sync prefetcher` runs in its own process against the simulator's API
 server, as in a cluster, with the environment its Deployment gives it; no simulated
@@ -30,7 +31,8 @@ After each step it also prints the plan figures of the step's passes from the pa
 (bench/pass_times.py: the plan's wall time, the planning thread's own CPU, the other
 threads' CPU meanwhile, the snapshot and the report), and the pass of the sweep, of each
 joining node and of the new image next to its target (1 s; 50 ms): the plan's own CPU is
-the figure a busy machine does not change.
+the figure a busy machine does not change. `--profile-plans` profiles every plan (cProfile,
+about twice the plans' CPU) and prints where those passes' plans went.
 
 After each step, once the prefetcher has been idle (no pass, no CPU) for a few seconds, it
 prints the prefetcher's RSS (VmRSS), its peak during the step (VmHWM, reset between
@@ -229,13 +231,12 @@ class Bench:
         )
         return self.prefetcher
 
-    def join(self) -> str:
+    def join(self) -> None:
         """One more node joins, Ready and listing no image (as the scale bench's do)."""
         config = node_config(self.nodes)
         self.configs.append(config)
         self.nodes += 1
         self.store.create_node(config, node_status(config, [], time.time()))
-        return config.name
 
     def step_passes(self) -> list[PassLine]:
         """The passes logged since the step began."""
@@ -272,14 +273,9 @@ class Bench:
         self.logged = 0  # the new process starts a new log
         return self.start_prefetcher()
 
-    def settle(
-        self,
-        name: str,
-        condition: Callable[[], bool] = lambda: True,
-        target: float | None = None,
-    ) -> None:
+    def settle(self, name: str, condition: Callable[[], bool] = lambda: True) -> None:
         """Wait for `condition`, then for QUIET seconds without a pass; record the step
-        (the plan figures of its passes, against `target` when given)."""
+        and the plan figures of its passes."""
         prefetcher = self.prefetcher
         assert prefetcher is not None
         deadline = time.monotonic() + STEP_TIMEOUT
@@ -316,7 +312,7 @@ class Bench:
         say(
             f"  {name:<28} RSS {step.rss_mib:6.0f} MiB, peak {step.peak_mib:6.0f} MiB, CPU "
             f"{step.cpu:5.1f}s, coverage {step.coverage:.3f}, {step.pods}, {step.passes} passes, "
-            f"{step.wall:.0f}s\n    {malloc}\n    {describe(plans, target)}"
+            f"{step.wall:.0f}s\n    {malloc}\n    {describe(plans)}"
         )
 
     def dump(self, full: bool) -> str:
