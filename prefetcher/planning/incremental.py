@@ -61,7 +61,14 @@ from prefetcher.planning.memo import (
 from prefetcher.planning.podbook import PodBook
 from prefetcher.planning.pullers import Finished, read_pullers
 from prefetcher.planning.pulls import choose_pulls
-from prefetcher.planning.state import ImageStatus, MakeImageStatus, PlanState, ReadFinished
+from prefetcher.planning.reading import PullerReading
+from prefetcher.planning.state import (
+    ImageStatus,
+    KeeperWait,
+    MakeImageStatus,
+    PlanState,
+    ReadFinished,
+)
 from prefetcher.planning.summary import node_summary, result
 from prefetcher.planning.taints import plan_startup_taints
 from prefetcher.planning.targetbook import TargetBook
@@ -106,6 +113,9 @@ class _MemoState(PlanState):
     def puller_results(self, pod: ManagedPod) -> Mapping[str, presence.PullResult]:
         return self._planner.pods.pod_facts(pod)[1]
 
+    def puller_reading(self, pod: ManagedPod) -> PullerReading:
+        return self._planner.pods.reading(pod)
+
     def finished_puller(self, pod: ManagedPod, read: ReadFinished) -> Finished | None:
         return self._planner.pods.finished_puller(pod, self, read)
 
@@ -124,6 +134,11 @@ class _MemoState(PlanState):
         self, node: NodeInfo, name: str, desired: list[str], replaces: tuple[str, ...]
     ) -> KeeperAction:
         return self._planner.pods.keeper_action(self, node, name, desired, replaces)
+
+    def keeper_wait(
+        self, node: str, desired: list[str], active: Sequence[ManagedPod]
+    ) -> KeeperWait:
+        return self._planner.pods.keeper_wait(self, node, desired, active)
 
     def median_rate(self, rates: Sequence[tuple[float, ...]]) -> float:
         return self._planner.pods.median_rate(rates, super().median_rate)

@@ -5,19 +5,25 @@ converging cluster holds a thousand pullers of 200 images waiting for their keep
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from operator import is_
 
 from prefetcher import presence
-from prefetcher.model import KeeperAction, ManagedPod, NodeInfo
+from prefetcher.model import KeeperAction, ManagedPod, NodeInfo, PullKey
 from prefetcher.planning.images import MergedImage
 from prefetcher.planning.memo import EMPTY
 from prefetcher.planning.pullers import Finished
-from prefetcher.planning.state import PlanState, ReadFinished
+from prefetcher.planning.reading import PullerReading, read_puller
+from prefetcher.planning.state import KeeperWait, PlanState, ReadFinished
 
 # A pod's (running images if a keeper, results and pulled images if a puller)
 PodFacts = tuple[frozenset[str], Mapping[str, presence.PullResult], frozenset[str]]
 Median = Callable[[Sequence[tuple[float, ...]]], float]
 FinishedKey = tuple[str, str, ReadFinished]  # a pod's name and uid, and what reads it
+# (active keepers, desired images, the node's puller-held images, its pull times' mappings)
+KeeperWaitInputs = tuple[
+    tuple[ManagedPod, ...], list[str], object, tuple[Mapping[PullKey, datetime], ...]
+]
 
 
 class PodBook:
@@ -28,10 +34,14 @@ class PodBook:
     def __init__(self) -> None:
         self._pods: dict[tuple[str, str], tuple[ManagedPod, PodFacts]] = {}
         self._seen_pods: dict[tuple[str, str], tuple[ManagedPod, PodFacts]] = {}
+        self._readings: dict[tuple[str, str], tuple[ManagedPod, PullerReading]] = {}
+        self._seen_readings: dict[tuple[str, str], tuple[ManagedPod, PullerReading]] = {}
         self._finished: dict[FinishedKey, tuple[ManagedPod, Finished | None]] = {}
         self._seen_finished: dict[FinishedKey, tuple[ManagedPod, Finished | None]] = {}
         self._sizes: dict[str, int] = {}  # image → its size, as the last pass planned it
         self._resized: set[str] = set()  # images whose size changed since the last pass
+        self._waits: dict[str, tuple[KeeperWaitInputs, KeeperWait]] = {}
+        self._seen_waits: dict[str, tuple[KeeperWaitInputs, KeeperWait]] = {}
         self._keepers: dict[str, tuple[NodeInfo, KeeperAction, list[str]]] = {}
         self._seen_keepers: dict[str, tuple[NodeInfo, KeeperAction, list[str]]] = {}
         # (the finished pullers' rates of a registry, their median)
@@ -57,11 +67,13 @@ class PodBook:
             {},
             [],
         )
+        self._seen_readings, self._seen_waits = {}, {}
 
     def end_pass(self) -> None:
         """Keep what this pass used, for the next one."""
         self._pods, self._finished = self._seen_pods, self._seen_finished
         self._keepers, self._medians = self._seen_keepers, self._seen_medians
+        self._readings, self._waits = self._seen_readings, self._seen_waits
 
     def pod_facts(self, pod: ManagedPod) -> PodFacts:
         """A pod's running images (keeper), results and pulled images (puller)."""
@@ -77,6 +89,15 @@ class PodBook:
                 facts = (EMPTY, results, self._sets.setdefault(pulled, pulled))
             hit = (pod, facts)
         self._seen_pods[key] = hit
+        return hit[1]
+
+    def reading(self, pod: ManagedPod) -> PullerReading:
+        """What a puller pod alone says (`reading.read_puller`), while it is the same object."""
+        key = (pod.name, pod.uid)
+        hit = self._readings.get(key)
+        if hit is None or hit[0] is not pod:
+            hit = (pod, read_puller(pod, self.pod_facts(pod)[1]))
+        self._seen_readings[key] = hit
         return hit[1]
 
     def finished_puller(
@@ -108,6 +129,25 @@ class PodBook:
         self._seen_medians.append((list(rates), value))
         return value
 
+    def keeper_wait(
+        self, state: PlanState, node: str, desired: list[str], active: Sequence[ManagedPod]
+    ) -> KeeperWait:
+        """PlanState.keeper_wait(), the same while the keepers, the desired list, the images
+        the node's pullers hold and their pull times are the same objects (a thousand nodes
+        waiting for their keepers: 100 images each compared and looked up once, not once
+        per pass)."""
+        inputs = (
+            tuple(active),
+            desired,
+            state.puller_held.get(node),
+            tuple(state.pulled_at.parts(node)),
+        )
+        hit = self._waits.get(node)
+        if hit is None or not _same(hit[0], inputs):
+            hit = (inputs, PlanState.keeper_wait(state, node, desired, active))
+        self._seen_waits[node] = hit
+        return hit[1]
+
     def keeper_action(
         self,
         state: PlanState,
@@ -131,3 +171,15 @@ class PodBook:
             hit = (node, action, list(desired))
         self._seen_keepers[node.name] = hit
         return hit[1]
+
+
+def _same(old: KeeperWaitInputs, new: KeeperWaitInputs) -> bool:
+    """The same objects, one by one."""
+    return (
+        old[1] is new[1]
+        and old[2] is new[2]
+        and len(old[0]) == len(new[0])
+        and all(map(is_, old[0], new[0]))
+        and len(old[3]) == len(new[3])
+        and all(map(is_, old[3], new[3]))
+    )

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
+from itertools import chain
 
 from imagesync.config import Config
 from prefetcher import pods
 from prefetcher.eligibility import selector_mismatch
 from prefetcher.model import NodeInfo, PullAction, PullKey
 from prefetcher.planning.demand import cron_lead
-from prefetcher.planning.images import MergedImage, registry_of, size_on
+from prefetcher.planning.images import MergedImage, size_on
 from prefetcher.planning.starting import Starting, starting_pods
 from prefetcher.planning.state import PlanState
 from prefetcher.planning.targets import NodeTarget
@@ -32,10 +33,14 @@ def node_candidates(
     config = state.config
     name = entry.node.name
     out: list[Candidate] = []
+    here = state.pulling.on(name)
+    if here:
+        # (a node's puller most often pulls every image it misses: nothing to start there)
+        if here.issuperset(missing):
+            return out
+        missing = [ref for ref in missing if ref not in here]
     for ref in missing:
         key = (name, ref)
-        if key in state.pulling:
-            continue
         record = state.records.get(key)
         if record is not None and state.now < retry_at(record, config):
             state.wake(retry_at(record, config))
@@ -143,6 +148,8 @@ def choose_pulls(state: PlanState) -> None:
 
 def start_pulls(state: PlanState, candidates: list[Candidate], starting: Starting) -> None:
     """Start the candidates, best first, while every cap allows, batched per node."""
+    if not candidates:
+        return
     config = state.config
     candidates.sort()
     by_node: dict[str, list[str]] = {}
@@ -151,17 +158,9 @@ def start_pulls(state: PlanState, candidates: list[Candidate], starting: Startin
     puller_names = {p.name for p in state.pullers}
     flying = list(state.in_flight.values())
     per_node = Counter(pod.node for pod, _ in flying)
-    per_image: Counter[str] = Counter()
-    for _, pending in flying:
-        per_image.update(pending)  # (counted in C: a thousand pullers of 100 images)
-    per_registry = Counter(
-        registry
-        for _, pending in flying
-        for registry in {
-            state.by_image[i].registry if i in state.by_image else registry_of(i)[0]
-            for i in pending
-        }
-    )
+    # (counted in C: a thousand pullers of 100 images)
+    per_image = Counter(chain.from_iterable(reading.pending for _, reading in flying))
+    per_registry = Counter(chain.from_iterable(reading.registries for _, reading in flying))
     total = len(flying)
     taken: set[PullKey] = set()
     shares: dict[str, int | None] = {}
