@@ -232,8 +232,11 @@ def pull_clock_start(state: PlanState, pod: ManagedPod, reading: PullerReading) 
     time spent behind that pod's pulls is not this image's)."""
     if reading.clock_start is None:
         return state.now
-    moments = [s.since for s in state.starting_on(pod.node) if s.since is not None]
-    return min(max([reading.clock_start, *moments]), state.now)
+    began = reading.clock_start
+    for starting in state.starting_on(pod.node):
+        if starting.since is not None and starting.since > began:
+            began = starting.since
+    return min(began, state.now)
 
 
 def _read_unfinished(
@@ -253,7 +256,9 @@ def _read_unfinished(
     workload = yields_to(state, starting, pod, current)
     # The pods starting on the node push back this puller's deadline (`pull_clock_start`),
     # and the one it yields to decides when its images are planned again.
-    state.holding.update(s.pod for s in state.starting_on(pod.node))
+    here = state.starting_on(pod.node)
+    if here:
+        state.holding.update(s.pod for s in here)
     if workload:
         # Not a failure: no backoff; its images are planned again once the pod started.
         state.delete(pod, f"yielded to pod {workload} starting on the node", yielded_to=workload)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from itertools import chain
+from itertools import chain, filterfalse
 
 from imagesync.config import Config
 from prefetcher import pods
@@ -26,10 +26,16 @@ NEW_NODE = "new node"
 
 
 def node_candidates(
-    state: PlanState, entry: NodeTarget, missing: list[str], starting: Starting
+    state: PlanState,
+    entry: NodeTarget,
+    missing: list[str],
+    starting: Starting,
+    *,
+    ranked: bool = True,
 ) -> list[Candidate]:
     """The pulls `entry`'s node could start now among its `missing` images (rank order);
-    notes why the others wait."""
+    notes why the others wait. Not `ranked`: the candidates' demand tier and spread are left
+    0 (a node whose pull slots are full starts none of them)."""
     config = state.config
     name = entry.node.name
     out: list[Candidate] = []
@@ -38,7 +44,7 @@ def node_candidates(
         # (a node's puller most often pulls every image it misses: nothing to start there)
         if here.issuperset(missing):
             return out
-        missing = [ref for ref in missing if ref not in here]
+        missing = list(filterfalse(here.__contains__, missing))
     for ref in missing:
         key = (name, ref)
         record = state.records.get(key)
@@ -61,8 +67,11 @@ def node_candidates(
             state.holding.add(holder)
             state.waiting[key] = f"held back while pod {holder} pulls from {image.registry}"
             continue
-        tier = state.demand.tier(ref, name)
-        out.append(((urgency, tier, -image.score, name, spread(name, ref), ref), why))
+        if ranked:
+            rank = (urgency, state.demand.tier(ref, name), -image.score, name, spread(name, ref))
+            out.append(((*rank, ref), why))
+        else:
+            out.append(((urgency, 0, -image.score, name, 0, ref), why))
     return out
 
 
@@ -134,8 +143,9 @@ def choose_pulls(state: PlanState) -> None:
     for entry in state.targets.values():
         if entry.problem is not None:
             continue
-        mine = node_candidates(state, entry, state.missing(entry), starting)
-        if busy[entry.node.name] >= node_pull_cap(entry.node, state.config):
+        full = busy[entry.node.name] >= node_pull_cap(entry.node, state.config)
+        mine = node_candidates(state, entry, state.missing(entry), starting, ranked=not full)
+        if full:
             # A node whose pullers fill its slots starts nothing this pass: its candidates
             # wait without being ranked against the fleet's (most of them, while a fleet
             # converges).
