@@ -32,10 +32,12 @@ class CellBook:
         self._inputs = _Inputs({}, frozenset(), {}, {})  # the last pass's
         self._left_out: list[list[BudgetExclusion]] = []  # every node's budget exclusions
         self._all_left_out: tuple[BudgetExclusion, ...] = ()
+        self._totals: Counter[str] = Counter()  # every node's cells by state
 
     def drop(self, memo: NodeMemo) -> None:
         """A node left: its cells no longer count."""
         self._count(memo, EMPTY, {})
+        self._totals.subtract(memo.tally)
 
     def fill(self, memos: Mapping[str, NodeMemo], state: PlanState, edit: ImageEdit) -> None:
         """fill_cells(): each node's cells patched where their inputs changed."""
@@ -85,10 +87,14 @@ class CellBook:
                 others, moves = self._patch_cells(memo, touched, edit, removed_at, state, started)
             memo.cells_present = memo.present
             counted = memo.desired if entry.problem is None else EMPTY
-            if moves is None or not memo.tally:
+            tally = memo.tally
+            if moves is None or not tally:
                 memo.tally = _tally(len(wanted), counted, others)
             else:
-                memo.tally = _retally(memo.tally, len(wanted), counted, others, moves)
+                memo.tally = _retally(tally, len(wanted), counted, others, moves)
+            if memo.tally is not tally:
+                self._totals.subtract(tally)
+                self._totals.update(memo.tally)
             self._count(memo, counted, others, moves)
         state.cells = CellGrid(
             [image.image for image in wanted],
@@ -101,6 +107,7 @@ class CellBook:
             self._left_out = left_out
         state.left_out = self._all_left_out
         state.node_counts = {name: m.tally for name, m in memos.items()}
+        state.totals = self._totals
         counts: Counter[tuple[str, str]] = Counter(
             {(ref, "present"): n for ref, n in self._present_counts.items()}
         )

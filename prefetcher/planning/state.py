@@ -178,6 +178,7 @@ class PlanState:
         self.left_out: Sequence[BudgetExclusion] = ()
         self.counts: Counter[tuple[str, str]] = Counter()  # (image, state), wanted pairs
         self.node_counts: dict[str, Mapping[str, int]] = {}  # node → cells by state
+        self.totals: Mapping[str, int] | None = None  # cells by state, when already summed
         self.quiet = in_quiet_hours(self.now, config.quiet_hours)
 
     # --- what pods say; the incremental planner remembers these between passes -----------

@@ -100,7 +100,9 @@ class TargetBook:
                     not_placed=not_placed,
                     left_out=old.left_out,
                     fitted_set=fitted_set,
-                    budget_reason=budgets.budget_reason(room),
+                    budget_reason=(
+                        old.budget_reason if room is old.room else budgets.budget_reason(room)
+                    ),
                     room=room,
                     budget_alone=alone,
                     pod_images=old.pod_images,
