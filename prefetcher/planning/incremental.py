@@ -31,6 +31,7 @@ image lists they share, `targetbook.TargetBook`.
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from operator import is_
@@ -134,6 +135,9 @@ class _MemoState(PlanState):
         self, node: NodeInfo, name: str, desired: list[str], replaces: tuple[str, ...]
     ) -> KeeperAction:
         return self._planner.pods.keeper_action(self, node, name, desired, replaces)
+
+    def flight_counts(self) -> tuple[Counter[str], Counter[str]]:
+        return self._planner.pods.flight_counts(self.in_flight)
 
     def keeper_wait(
         self, node: str, desired: list[str], active: Sequence[ManagedPod]

@@ -4,6 +4,7 @@ converging cluster holds a thousand pullers of 200 images waiting for their keep
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from operator import is_
@@ -48,6 +49,9 @@ class PodBook:
         self._medians: list[tuple[list[tuple[float, ...]], float]] = []
         self._seen_medians: list[tuple[list[tuple[float, ...]], float]] = []
         self._sets: dict[frozenset[str], frozenset[str]] = {}  # shared image sets
+        # the pullers in flight counted last (uid → reading), and their counts
+        self._flying: dict[str, PullerReading] = {}
+        self._flight_counts: tuple[Counter[str], Counter[str]] = (Counter(), Counter())
 
     def new_pass(self, images: list[MergedImage], pods: int) -> None:
         """Start a pass over `pods` pods: note the images whose size changed (or which came
@@ -128,6 +132,26 @@ class PodBook:
         value = median(rates)
         self._seen_medians.append((list(rates), value))
         return value
+
+    def flight_counts(
+        self, in_flight: Mapping[str, tuple[ManagedPod, PullerReading]]
+    ) -> tuple[Counter[str], Counter[str]]:
+        """PlanState.flight_counts(), moved from the last counted ones by the pullers that
+        came, went or read otherwise (a thousand pullers of 100 images: not counted anew
+        each pass)."""
+        per_image, per_registry = self._flight_counts
+        flying = self._flying
+        for uid, reading in flying.items():
+            now = in_flight.get(uid)
+            if now is None or now[1] is not reading:
+                per_image.subtract(reading.pending)
+                per_registry.subtract(reading.registries)
+        for uid, (_, reading) in in_flight.items():
+            if flying.get(uid) is not reading:
+                per_image.update(reading.pending)
+                per_registry.update(reading.registries)
+        self._flying = {uid: reading for uid, (_, reading) in in_flight.items()}
+        return per_image, per_registry
 
     def keeper_wait(
         self, state: PlanState, node: str, desired: list[str], active: Sequence[ManagedPod]

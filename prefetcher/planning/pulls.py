@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from itertools import chain, filterfalse
+from itertools import filterfalse
 
 from imagesync.config import Config
 from prefetcher import pods
@@ -168,9 +168,7 @@ def start_pulls(state: PlanState, candidates: list[Candidate], starting: Startin
     puller_names = {p.name for p in state.pullers}
     flying = list(state.in_flight.values())
     per_node = Counter(pod.node for pod, _ in flying)
-    # (counted in C: a thousand pullers of 100 images)
-    per_image = Counter(chain.from_iterable(reading.pending for _, reading in flying))
-    per_registry = Counter(chain.from_iterable(reading.registries for _, reading in flying))
+    per_image, per_registry = (Counter(counts) for counts in state.flight_counts())
     total = len(flying)
     taken: set[PullKey] = set()
     shares: dict[str, int | None] = {}

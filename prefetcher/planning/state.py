@@ -216,6 +216,15 @@ class PlanState:
         """The median of every puller's `rates`."""
         return statistics.median(chain.from_iterable(rates))
 
+    def flight_counts(self) -> tuple[Counter[str], Counter[str]]:
+        """The pullers in flight by image they still pull, and by registry they pull from
+        (read-only: copy before counting more)."""
+        flying = self.in_flight.values()
+        # (counted in C: a thousand pullers of 100 images)
+        per_image = Counter(chain.from_iterable(reading.pending for _, reading in flying))
+        per_registry = Counter(chain.from_iterable(reading.registries for _, reading in flying))
+        return per_image, per_registry
+
     def keeper_wait(
         self, node: str, desired: list[str], active: Sequence[ManagedPod]
     ) -> KeeperWait:

@@ -546,3 +546,18 @@ def test_running_pullers_unchanged_across_passes_are_read_once() -> None:
     w.slow.clear()
     w.converge()
     assert not any(p.role == "puller" for p in w.pods.values())
+
+
+def test_pulls_per_image_count_the_pullers_in_flight_as_they_come_and_go() -> None:
+    """The pullers in flight per image (maxPullsPerImage) are counted from one pass to the
+    next: a stalled puller holds its image's one slot, and frees it once it finished."""
+    cfg = Config(max_pulls_per_image=1)
+    w = TwinWorld(nodes=[node("n0"), node("n1")], images=[image(EXTRA[0], uses=10)], config=cfg)
+    w.planner = IncrementalPlanner(cfg)
+    w.slow.add(EXTRA[0])
+    first = w.step()
+    assert [p.node for p in first.pulls] == ["n0"]
+    assert not w.step().pulls  # n0's puller still pulls the image: n1 waits
+    w.slow.clear()
+    w.step()  # n0's puller finishes
+    assert [p.node for p in w.step().pulls] == ["n1"]
