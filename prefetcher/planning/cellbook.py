@@ -32,12 +32,12 @@ class CellBook:
         self._inputs = _Inputs({}, frozenset(), {}, {})  # the last pass's
         self._left_out: list[list[BudgetExclusion]] = []  # every node's budget exclusions
         self._all_left_out: tuple[BudgetExclusion, ...] = ()
-        self._totals: Counter[str] = Counter()  # every node's cells by state
+        self._totals: dict[str, int] = dict.fromkeys(CELL_STATES, 0)  # every node's cells
 
     def drop(self, memo: NodeMemo) -> None:
         """A node left: its cells no longer count."""
         self._count(memo, EMPTY, {})
-        self._totals.subtract(memo.tally)
+        _add(self._totals, memo.tally, -1)
 
     def fill(self, memos: Mapping[str, NodeMemo], state: PlanState, edit: ImageEdit) -> None:
         """fill_cells(): each node's cells patched where their inputs changed."""
@@ -90,11 +90,10 @@ class CellBook:
             tally = memo.tally
             if moves is None or not tally:
                 memo.tally = _tally(len(wanted), counted, others)
+                _add(self._totals, tally, -1)
+                _add(self._totals, memo.tally, 1)
             else:
-                memo.tally = _retally(tally, len(wanted), counted, others, moves)
-            if memo.tally is not tally:
-                self._totals.subtract(tally)
-                self._totals.update(memo.tally)
+                memo.tally = _retally(tally, len(wanted), counted, others, moves, self._totals)
             self._count(memo, counted, others, moves)
         state.cells = CellGrid(
             [image.image for image in wanted],
@@ -255,8 +254,10 @@ def _retally(
     counted: frozenset[str],
     others: Mapping[str, str],
     moves: list[Move],
+    totals: dict[str, int],
 ) -> Mapping[str, int]:
-    """`_tally` from the node's last one and the moves since (the same dict when equal)."""
+    """`_tally` from the node's last one and the moves since (the same dict when equal),
+    with every node's `totals` moved alike."""
     present, ineligible_count = len(counted), wanted - len(counted) - len(others)
     if not moves and before["present"] == present and before["ineligible"] == ineligible_count:
         return before
@@ -264,7 +265,17 @@ def _retally(
     for _, old, new in moves:
         if old is not None:
             tally[old] -= 1
+            totals[old] -= 1
         if new is not None:
             tally[new] += 1
+            totals[new] += 1
+    totals["present"] += present - tally["present"]
+    totals["ineligible"] += ineligible_count - tally["ineligible"]
     tally["present"], tally["ineligible"] = present, ineligible_count
     return tally
+
+
+def _add(totals: dict[str, int], tally: Mapping[str, int], sign: int) -> None:
+    """Add a node's `tally` to (sign 1) or take it from (-1) every node's `totals`."""
+    for kind, count in tally.items():
+        totals[kind] += sign * count

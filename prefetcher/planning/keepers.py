@@ -51,7 +51,7 @@ def _node_keeper(
         for keeper in active:
             state.delete(keeper, "no cached image left to guard")
         return
-    current = next((k for k in active if k.name == name), None)
+    current = next((k for k in active if k.name == name), None) if active else None
     guarded: frozenset[str] = frozenset()
     if current is not None:
         guarded = state.running_images(current)

@@ -157,9 +157,9 @@ class PodBook:
         self, state: PlanState, node: str, desired: list[str], active: Sequence[ManagedPod]
     ) -> KeeperWait:
         """PlanState.keeper_wait(), the same while the keepers, the desired list, the images
-        the node's pullers hold and their pull times are the same objects (a thousand nodes
-        waiting for their keepers: 100 images each compared and looked up once, not once
-        per pass)."""
+        the node's pullers hold and their pull times are (the same objects, pass after
+        pass: a thousand nodes waiting for their keepers, 100 images each compared and
+        looked up once, not once per pass)."""
         inputs = (
             tuple(active),
             desired,
@@ -167,7 +167,7 @@ class PodBook:
             tuple(state.pulled_at.parts(node)),
         )
         hit = self._waits.get(node)
-        if hit is None or not _same(hit[0], inputs):
+        if hit is None or hit[0] != inputs:  # (the same objects: equal at once)
             hit = (inputs, PlanState.keeper_wait(state, node, desired, active))
         self._seen_waits[node] = hit
         return hit[1]
@@ -195,15 +195,3 @@ class PodBook:
             hit = (node, action, list(desired))
         self._seen_keepers[node.name] = hit
         return hit[1]
-
-
-def _same(old: KeeperWaitInputs, new: KeeperWaitInputs) -> bool:
-    """The same objects, one by one."""
-    return (
-        old[1] is new[1]
-        and old[2] is new[2]
-        and len(old[0]) == len(new[0])
-        and all(map(is_, old[0], new[0]))
-        and len(old[3]) == len(new[3])
-        and all(map(is_, old[3], new[3]))
-    )

@@ -81,12 +81,14 @@ def read_pullers(state: PlanState) -> None:
         if pod.node not in state.node_names:
             state.delete(pod, "node no longer exists")
             continue
-        finished = state.finished_puller(pod, finished_puller)
+        reading = state.puller_reading(pod)
+        finished = None
+        if not reading.pending and not reading.failed:  # (else it has not pulled them all)
+            finished = state.finished_puller(pod, finished_puller)
         if finished is not None:
             _record_finished(state, finished)
             pulled, failed = finished.pulled, []
         else:
-            reading = state.puller_reading(pod)
             part = state.finished_puller(pod, pulled_so_far)
             if part is not None:
                 _record_finished(state, part)

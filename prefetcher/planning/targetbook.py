@@ -183,5 +183,6 @@ class TargetBook:
         if desired != memo.desired:
             ordered = sorted(desired)
             memo.keeper = (ordered, pods.keeper_name(target.node.name, ordered) if ordered else "")
-        memo.desired, memo.missing = desired, hit[3]
+            memo.desired = desired  # (else the same object: the cells' counts see no change)
+        memo.missing = hit[3]
         memo.present, memo.fitted_seen = present, target.fitted_set
