@@ -139,8 +139,10 @@ class PodBook:
         """PlanState.flight_counts(), moved from the last counted ones by the pullers that
         came, went or read otherwise (a thousand pullers of 100 images: not counted anew
         each pass)."""
+        if not in_flight:
+            self._flight_counts = (Counter(), Counter())  # (images gone leave no zeros)
         per_image, per_registry = self._flight_counts
-        flying = self._flying
+        flying = self._flying if in_flight else {}
         for uid, reading in flying.items():
             now = in_flight.get(uid)
             if now is None or now[1] is not reading:

@@ -38,6 +38,8 @@ if TYPE_CHECKING:
     from prefetcher.planning.pullers import Finished
 
 ReadFinished = Callable[["PlanState", ManagedPod], "Finished | None"]
+ImageStatus = tuple[tuple[StatusUpdate, ...], ImageSummary]
+MakeImageStatus = Callable[[MergedImage, tuple[int, ...], str], ImageStatus]
 
 
 class KeeperWait(NamedTuple):
@@ -50,8 +52,6 @@ class KeeperWait(NamedTuple):
 
 
 NO_WAIT = KeeperWait(False, None, False)
-ImageStatus = tuple[tuple[StatusUpdate, ...], ImageSummary]
-MakeImageStatus = Callable[[MergedImage, tuple[int, ...], str], ImageStatus]
 
 
 class PulledTimes:
