@@ -319,6 +319,7 @@ class IncrementalPlanner:
         fresh: dict[str, NodeMemo] = {}
         for node in nodes:
             memo = self.memo.get(node.name)
+            patched = False  # the target patched for the edit (not planned anew)
             pods_here = pod_images.get(node.name, NO_POD_IMAGES)
             held = present.get(node.name, EMPTY)
             if memo is None:
@@ -347,12 +348,13 @@ class IncrementalPlanner:
                 memo.node = node
                 if not edit.empty:
                     memo.target = self.book.patch(memo, wanted, by_image, managed, edit, now, held)
+                    patched = not memo.rebuild
                 urgent = recent(node.ready_since or node.created, now, config.urgent_window)
                 if memo.target.urgent_recent != urgent:
                     memo.target = dataclasses.replace(memo.target, urgent_recent=urgent)
             if edit.rescored and memo.left_out and not memo.rebuild:
                 memo.left_out = with_scores(memo.left_out, by_image)
-            self.book.node_pods(memo, present.get(node.name, EMPTY), edit)
+            self.book.node_pods(memo, present.get(node.name, EMPTY), edit, patched=patched)
             fresh[node.name] = memo
         for name, memo in self.memo.items():
             if name not in fresh:
