@@ -359,7 +359,7 @@ class Converging:
 
 # The planner's stages as the profile names them (function name → what it does).
 STAGES = (
-    ("_merge", "images merged"),
+    ("merge", "images merged"),
     ("_present", "pods' images"),
     ("_pod_images", "node pods"),
     ("_targets", "targets"),
@@ -387,6 +387,7 @@ def profile(
         if path.endswith(
             (
                 "incremental.py",
+                "imagebook.py",
                 "pullers.py",
                 "pulls.py",
                 "keepers.py",

@@ -42,7 +42,6 @@ from prefetcher import cacheforms, memory
 from prefetcher.confirmation import StoredPodImages
 from prefetcher.demandwatch import DemandWatch
 from prefetcher.executor import (
-    STATUS_COUNTS_INTERVAL,
     PassInfo,
     PlanExecutor,
     Stopped,
@@ -59,6 +58,7 @@ from prefetcher.planning.incremental import IncrementalPlanner
 from prefetcher.pullpolicy import RewriteWatch
 from prefetcher.snapshot import IMAGES, NODES, PODS, STARTING, SnapshotBuilder
 from prefetcher.sources.sync import CatalogView, SourceSync
+from prefetcher.statuswriter import STATUS_COUNTS_INTERVAL, StatusWriter
 from prefetcher.steptime import Stopwatch
 from prefetcher.triggers import (
     PLANNED_AT_ONCE,
@@ -174,7 +174,14 @@ class Controller(ImageLearners, SnapshotBuilder, PlanExecutor):
         self._reported_outcomes: dict[str, frozenset[str]] = {}  # puller uid → images
         self._reported_yields: set[str] = set()  # uids of pullers that yielded
         self._refused: list[tuple[PullAction, KubeError]] = []  # this pass's refused pullers
-        self._counts_written: dict[str, float] = {}  # CachedImage → clock of the last count write
+        self.status_writer = StatusWriter(
+            kube.patch_cached_image_status,
+            clock,
+            guard=self._guard,
+            gate=self._gate,
+            on_written=lambda: self.metrics.actions.labels("update status").inc(),
+            on_error=lambda error: self._record_error("update status", error),
+        )
         self.warm_nodes = WarmNodes(self.metrics)
         self._next_sweep = 0.0
         self._last_pass_end = -math.inf  # clock time, for the coalescing wait
@@ -234,6 +241,10 @@ class Controller(ImageLearners, SnapshotBuilder, PlanExecutor):
             self.warm_nodes.node_changed(reason, change.key, change.initial, self.clock.now())
         elif change.kind == IMAGES:
             reason = image_trigger(change)
+            if change.new is None:
+                self.status_writer.forget(change.key)
+            else:
+                self.status_writer.seen(change.key)
         elif change.kind == STARTING:
             if change.new is not None:
                 self.rewrites.see(change.new)
@@ -294,6 +305,7 @@ class Controller(ImageLearners, SnapshotBuilder, PlanExecutor):
         self._at_once.set()
         for informer in self.informers:
             informer.stop()
+        self.status_writer.stop()
         if self._thread is not None:
             self._thread.join(timeout)
         for informer in self.informers:
@@ -356,10 +368,6 @@ class Controller(ImageLearners, SnapshotBuilder, PlanExecutor):
                 # cache and never lists. A relist here had every informer's thread decode
                 # its whole kind while the sweep planned (1,000 x 200: the plan took 1.08 s
                 # of wall time for 0.58 s of its own CPU).
-                names = {str(obj["metadata"]["name"]) for obj in self.images.items()}
-                self._counts_written = {
-                    name: at for name, at in self._counts_written.items() if name in names
-                }
             elif reasons:
                 trigger = ", ".join(sorted(reasons))
             else:

@@ -28,6 +28,8 @@ from imagesync.names import (
     CACHED_IMAGE_PLURAL,
     GROUP,
     LABEL_ENABLED,
+    LABEL_MANAGED_BY,
+    MANAGED_BY,
     MANAGED_POD_SELECTOR,
     VERSION,
 )
@@ -165,10 +167,17 @@ class Kube(WatchSources):
     # --- one-shot reads -------------------------------------------------------------------
 
     def running_pods(self, page_size: int = 500) -> Iterator[Obj]:
-        """Every Running pod cluster-wide, page by page (a fresh install learns from them)."""
+        """Every Running pod cluster-wide but our own, page by page (a fresh install learns
+        from them). Our pullers and keepers confirm nothing and are left out by the server:
+        a page of 500 of them, 200 containers each at 1,000 nodes x 200 images, took the
+        restarted prefetcher to 1.2 GiB to decode."""
         token: str | None = None
         while True:
-            kw: dict[str, Any] = {"field_selector": "status.phase=Running", "limit": page_size}
+            kw: dict[str, Any] = {
+                "field_selector": "status.phase=Running",
+                "label_selector": f"{LABEL_MANAGED_BY}!={MANAGED_BY}",
+                "limit": page_size,
+            }
             if token:
                 kw["_continue"] = token
             try:

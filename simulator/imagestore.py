@@ -87,6 +87,7 @@ class ImageStore:
         self._by_name: dict[str, str] = {}
         self.reports: list[GCReport] = []
         self.last_gc: float | None = None
+        self.version = 0  # counts changes to `images` and their names (readers cache by it)
 
     # -- what is there -----------------------------------------------------------------
     @property
@@ -122,6 +123,7 @@ class ImageStore:
 
     def add(self, resolved: Resolved, now: float) -> StoredImage:
         """Store a pulled image (or add a tag to an image already there)."""
+        self.version += 1
         image_id = resolved.image_id
         stored = self.images.get(image_id)
         if stored is None:
@@ -147,6 +149,7 @@ class ImageStore:
     def remove(self, image_id: str) -> StoredImage | None:
         stored = self.images.pop(image_id, None)
         if stored is not None:
+            self.version += 1
             self._image_bytes -= stored.size
             for name in stored.names:
                 if self._by_name.get(name) == image_id:

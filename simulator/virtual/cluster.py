@@ -113,6 +113,7 @@ class VirtualCluster:
             self._remove_node(node)
         elif event.action in ("cordon", "uncordon"):
             node.unschedulable = event.action == "cordon"
+            self.scheduler.nodes_changed()
             self.policy.node_changed(node, "node changed")
             if not node.unschedulable:
                 self._retry_pending([node.name])
@@ -120,6 +121,7 @@ class VirtualCluster:
             ready = event.action == "ready"
             if node.ready != ready:
                 node.ready = ready
+                self.scheduler.nodes_changed()
                 if ready:
                     node.ready_since = self.loop.now
                 self.policy.node_changed(node, "node ready" if ready else "node changed")

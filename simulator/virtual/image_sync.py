@@ -195,6 +195,7 @@ class ImageSync(Policy):
         self.cluster: VirtualCluster | None = None
         self.learner = Learner(config, moment, self.trigger)
         self.own: dict[str, Pod] = {}
+        self._own_on: dict[str, dict[str, Pod]] = {}  # node → our pods there, by name
         self.records: dict[PullKey, PullRecord] = {}
         self.throughput: dict[str, float] = {}
         self.passes = 0
@@ -295,14 +296,26 @@ class ImageSync(Policy):
         image it waits for."""
         held = {
             image
-            for own in self.own.values()
-            if own.node == pod.node and own.role == "keeper" and not own.ended
+            for own in self._own_on.get(pod.node, {}).values()
+            if own.role == "keeper" and not own.ended
             for image in own.images
         }
         return held.issuperset(starting_pod(pod).images)
 
     def _pulling_on(self, node: str) -> bool:
-        return any(p.node == node and p.role == "puller" and not p.ended for p in self.own.values())
+        return any(p.role == "puller" and not p.ended for p in self._own_on.get(node, {}).values())
+
+    def _keep(self, pod: Pod) -> None:
+        """One of our pods was created."""
+        self.own[pod.name] = pod
+        self._own_on.setdefault(pod.node, {})[pod.name] = pod
+        self._pods_read = None
+
+    def _forget(self, pod: Pod) -> None:
+        """One of our pods was deleted."""
+        del self.own[pod.name]
+        self._own_on[pod.node].pop(pod.name, None)
+        self._pods_read = None
 
     def node_added(self, node: VirtualNode) -> None:
         self.trigger("node joined")
@@ -315,8 +328,7 @@ class ImageSync(Policy):
         for pod in [p for p in self.own.values() if p.node == node.name]:
             # The Node's ownerReference takes its pods with it.
             self.cluster.delete_pod(pod)
-            del self.own[pod.name]
-            self._pods_read = None
+            self._forget(pod)
         self.trigger("node removed")
 
     def targeted(self, node: str, image: str) -> bool:
@@ -437,16 +449,16 @@ class ImageSync(Policy):
                 continue
             containers = [Container(tools, IF_NOT_PRESENT, init=True, exits=True)]
             containers += [Container(image, NEVER) for image in keeper.images]
-            self.own[keeper.pod_name] = cluster.own_pod(
-                keeper.node, "keeper", keeper.pod_name, containers, images=tuple(keeper.images)
+            self._keep(
+                cluster.own_pod(
+                    keeper.node, "keeper", keeper.pod_name, containers, images=tuple(keeper.images)
+                )
             )
-            self._pods_read = None
         for deletion in plan.deletions:
             pod = self.own.get(deletion.name)
             if pod is not None and (not deletion.uid or pod.uid == deletion.uid):
-                del self.own[deletion.name]
+                self._forget(pod)
                 self._pod_cache.pop(pod.uid, None)
-                self._pods_read = None
                 cluster.delete_pod(pod)
         for pull in plan.pulls:
             if pull.pod_name in self.own:
@@ -455,15 +467,16 @@ class ImageSync(Policy):
             containers += [Container(image, IF_NOT_PRESENT, exits=True) for image in pull.images]
             self.pulls_started += len(pull.images)
             self.pulled_pairs.update((pull.node, image) for image in pull.images)
-            self._pods_read = None
-            self.own[pull.pod_name] = cluster.own_pod(
-                pull.node,
-                "puller",
-                pull.pod_name,
-                containers,
-                images=tuple(pull.images),
-                deadline=float(pull.deadline_seconds),
-                attempt=pull.attempt,
+            self._keep(
+                cluster.own_pod(
+                    pull.node,
+                    "puller",
+                    pull.pod_name,
+                    containers,
+                    images=tuple(pull.images),
+                    deadline=float(pull.deadline_seconds),
+                    attempt=pull.attempt,
+                )
             )
         for update in plan.status_updates:
             self.learner.report(update.name, update.patch)

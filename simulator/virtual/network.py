@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 from simulator.registry import RegistrySet
 from simulator.virtual.loop import EventLoop, Timer
 
 # A transfer counts as done when fewer bytes than this are left (float rounding).
 EPSILON_BYTES = 1.0
+_cap = attrgetter("cap")
 
 
 def max_min_fair(capacity: float, caps: Sequence[float]) -> list[float]:
@@ -119,23 +121,40 @@ class Network:
         now = self.loop.now
         flows = self._active.get(host, [])
         for flow in flows:
-            flow.remaining -= flow.rate * (now - flow.updated)
-            flow.updated = now
+            if flow.updated != now:
+                flow.remaining -= flow.rate * (now - flow.updated)
+                flow.updated = now
         return flows
 
     def _reshare(self, host: str) -> None:
-        """New rates for `host`'s transfers, and one timer for the next to finish."""
-        flows = self._advance(host)
-        rates = max_min_fair(self._bandwidth(host), [flow.cap for flow in flows])
-        soonest = float("inf")
-        for flow, rate in zip(flows, rates, strict=True):
-            flow.rate = rate
-            if rate > 0:
-                soonest = min(soonest, max(0.0, flow.remaining) / rate)
+        """New rates for `host`'s transfers (brought up to now at their old rates), as
+        `max_min_fair` gives them, and one timer for the next to finish."""
         timer = self._timers.pop(host, None)
         if timer is not None:
             timer.cancel()
-        if flows and soonest < float("inf"):
+        flows = self._active.get(host)
+        if not flows:
+            return
+        now = self.loop.now
+        left = self._bandwidth(host)
+        remaining = len(flows)
+        soonest = float("inf")
+        # min() and max() written out: this loop is most of a copy-everything run's network.
+        for flow in sorted(flows, key=_cap):  # (stable: the order max_min_fair fills them)
+            if flow.updated != now:
+                flow.remaining -= flow.rate * (now - flow.updated)
+                flow.updated = now
+            share = left / remaining
+            rate = share if share < flow.cap else flow.cap  # min(cap, share)
+            flow.rate = rate
+            left -= rate
+            remaining -= 1
+            if rate > 0:
+                bytes_left = flow.remaining
+                seconds = (bytes_left if bytes_left > 0.0 else 0.0) / rate
+                if seconds < soonest:
+                    soonest = seconds
+        if soonest < float("inf"):
             self._timers[host] = self.loop.after(soonest, lambda: self._tick(host))
 
     def _tick(self, host: str) -> None:
@@ -151,7 +170,10 @@ class Network:
         flows = self._active.get(transfer.host, [])
         if transfer not in flows:
             return
-        self._advance(transfer.host)
+        now = self.loop.now
+        if transfer.updated != now:  # (the others are brought up to now by the reshare)
+            transfer.remaining -= transfer.rate * (now - transfer.updated)
+            transfer.updated = now
         flows.remove(transfer)
         transfer.ended = self.loop.now
         transfer.ok = ok

@@ -73,6 +73,14 @@ class Oracle(Policy):
         self.budget_out: dict[str, set[str]] = {}
         self.per_registry: Counter[str] = Counter()
         self._serial = 0
+        # The pool's upcoming needs at one moment (every idle node of a pool decides at once).
+        self._upcoming: dict[str, tuple[float, list[tuple[float, str]]]] = {}
+        self._pinned_from: dict[str, tuple[list[str], int]] = {}  # node → (targets, store version)
+        self._budgets: dict[str, tuple[int, set[str]]] = {}  # node → _budget() while its pods stay
+        # node → (upcoming, budget, pods) and the targets and left-out images chosen from them
+        self._chosen: dict[
+            str, tuple[list[tuple[float, str]], int, set[str], list[str], set[str]]
+        ] = {}
 
     def attach(self, cluster: VirtualCluster) -> None:
         self.cluster = cluster
@@ -141,17 +149,26 @@ class Oracle(Policy):
             return
         else:
             on_node[pod.key] = pod.spec.images
+        self._budgets.pop(pod.node, None)
         node = self.cluster.nodes.get(pod.node)
         if node is not None:
             self._decide(node)
 
     def _budget(self, node: VirtualNode) -> tuple[int, set[str]]:
-        """What the node's prefetched images may take beside its pods' images, and those."""
+        """What the node's prefetched images may take beside its pods' images, and those
+        (the same set object until a pod is bound there or leaves)."""
+        kept = self._budgets.get(node.name)
+        if kept is not None:
+            return kept
         disk = node.config.disk
         high = node.config.gc.high_threshold / 100.0 * disk - node.config.system_disk_used
         pods = {image for images in self.bound.get(node.name, {}).values() for image in images}
-        taken = sum(self._size(node, image) or 0 for image in pods)
-        return max(0, int(min(self.config.disk_budget * disk, high)) - taken), pods
+        sizes = [self._size(node, image) for image in pods]
+        taken = sum(size or 0 for size in sizes)
+        budget = max(0, int(min(self.config.disk_budget * disk, high)) - taken), pods
+        if None not in sizes:  # (an image not pushed yet may be by the next call)
+            self._budgets[node.name] = budget
+        return budget
 
     def _wake_all(self) -> None:
         assert self.cluster is not None
@@ -165,28 +182,15 @@ class Oracle(Policy):
         if node.removed or not node.ready:
             return
         now = self.cluster.loop.now
-        upcoming = []
-        for image, times in self.needs.get(node.pool, {}).items():
-            index = bisect.bisect_right(times, now)
-            if index < len(times) and times[index] <= now + HORIZON_SECONDS:
-                upcoming.append((times[index], image))
-        upcoming.sort()
+        upcoming = self._upcoming_needs(node.pool, now)
         budget, pods = self._budget(node)
-        used = 0
-        targets: list[str] = []
-        out: set[str] = set()
-        for _, image in upcoming:
-            size = self._size(node, image)
-            if size is None:
-                continue
-            if image in pods:  # on the disk for its pods: counted already
-                targets.append(image)
-                continue
-            if used + size > budget:
-                out.add(image)
-                continue
-            used += size
-            targets.append(image)
+        kept = self._chosen.get(node.name)
+        if kept is not None and kept[0] is upcoming and kept[1] == budget and kept[2] is pods:
+            targets, out = kept[3], kept[4]
+        else:
+            targets, out, all_sized = self._choose(node, upcoming, budget, pods)
+            if all_sized:  # (an image not pushed yet may be by the next decision)
+                self._chosen[node.name] = (upcoming, budget, pods, targets, out)
         self.targets[node.name] = targets
         self.budget_out[node.name] = out
         self._pin(node, targets)
@@ -201,7 +205,54 @@ class Oracle(Policy):
             self._start(node, image, host)
             return
 
+    def _choose(
+        self, node: VirtualNode, upcoming: list[tuple[float, str]], budget: int, pods: set[str]
+    ) -> tuple[list[str], set[str], bool]:
+        """The node's targets in order, the images its budget leaves out, and whether every
+        upcoming image's size was known."""
+        used = 0
+        targets: list[str] = []
+        out: set[str] = set()
+        all_sized = True
+        for _, image in upcoming:
+            size = self._size(node, image)
+            if size is None:
+                all_sized = False
+                continue
+            if image in pods:  # on the disk for its pods: counted already
+                targets.append(image)
+                continue
+            if used + size > budget:
+                out.add(image)
+                continue
+            used += size
+            targets.append(image)
+        return targets, out, all_sized
+
+    def _upcoming_needs(self, pool: str, now: float) -> list[tuple[float, str]]:
+        """The pool's images needed within the horizon, by their next need after `now` (the
+        same list object while it stays the same)."""
+        kept = self._upcoming.get(pool)
+        if kept is not None and kept[0] == now:
+            return kept[1]
+        upcoming = []
+        for image, times in self.needs.get(pool, {}).items():
+            index = bisect.bisect_right(times, now)
+            if index < len(times) and times[index] <= now + HORIZON_SECONDS:
+                upcoming.append((times[index], image))
+        upcoming.sort()
+        if kept is not None and kept[1] == upcoming:
+            upcoming = kept[1]
+        self._upcoming[pool] = (now, upcoming)
+        return upcoming
+
     def _pin(self, node: VirtualNode, targets: list[str]) -> None:
+        """Keep the targets present on the node safe from image GC, and only those (nothing
+        to do while the targets and the node's images are those of the last call)."""
+        version = node.store.version
+        if self._pinned_from.get(node.name) == (targets, version):
+            return
+        self._pinned_from[node.name] = (targets, version)
         wanted = {i for i in (node.image_id(image) for image in targets) if i is not None}
         pinned = self.pinned.setdefault(node.name, set())
         for image_id in pinned - wanted:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from simulator.registry import Registry, RegistrySet
 from simulator.virtual.loop import EventLoop
-from simulator.virtual.network import Network, max_min_fair
+from simulator.virtual.network import EPSILON_BYTES, Network, max_min_fair
 
 
 def test_max_min_fair_gives_capped_flows_their_cap_and_splits_the_rest() -> None:
@@ -53,3 +55,44 @@ def test_an_outage_fails_the_transfers_in_flight() -> None:
     loop.run(10.0)
     assert outcome == [(1.0, False)]
     assert net.log[0].sent == 100
+
+
+# One registry of 100 B/s; node caps below, at and above an even share.
+CAPS = st.sampled_from([10.0, 25.0, 40.0, 100.0, 1000.0])
+STEPS = st.lists(
+    st.tuples(st.sampled_from(["start", "cancel", "caps", "run"]), st.integers(1, 1000), CAPS),
+    max_size=40,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(STEPS)
+def test_rates_are_always_the_max_min_fair_shares_of_the_transfers_in_flight(
+    steps: list[tuple[str, int, float]],
+) -> None:
+    """Whatever starts, ends, fails or changes its cap, every transfer in flight has the rate
+    a full recomputation gives it, bytes are never lost or invented, and each transfer that
+    ended well got every byte."""
+    loop, net = network(outages=[(30.0, 31.0)])
+    for action, number, cap in steps:
+        flows = net.active("r.example")
+        if action == "start":
+            net.start("r.example", f"n{number}", "workload", number, cap, lambda ok: None)
+        elif action == "cancel" and flows:
+            net.cancel(flows[number % len(flows)])
+        elif action == "caps" and flows:
+            net.set_caps([flows[number % len(flows)]], cap)
+        else:
+            loop.run(loop.now + number / 100.0)
+        flows = net.active("r.example")
+        rates = [flow.rate for flow in flows]
+        assert rates == max_min_fair(100.0, [flow.cap for flow in flows])
+        assert sum(rates) <= 100.0 + 1e-9
+        for flow in flows:
+            assert -EPSILON_BYTES <= flow.sent_by(loop.now) <= flow.size
+    loop.run(loop.now + 1e6)
+    assert net.active("r.example") == []
+    for transfer in net.log:
+        assert transfer.ended is not None
+        if transfer.ok:
+            assert transfer.sent == transfer.size

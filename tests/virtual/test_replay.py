@@ -6,9 +6,13 @@ from dataclasses import replace
 
 import pytest
 
+from bench.week import DAY, week_pods, week_scenario
 from imagesync.config import Config, load_config
 from imagesync.matching import parse_prefix
 from simulator.virtual import replay
+from simulator.virtual.cluster import VirtualCluster
+from simulator.virtual.node import VirtualNode
+from simulator.virtual.oracle import Oracle
 from simulator.virtual.pods import PodSpec
 from simulator.virtual.results import RunResult
 from tests.virtual.small_cluster import APP, BIG, GPU_IMAGE, pod, scenario
@@ -84,3 +88,28 @@ def test_a_replay_gives_identical_results_twice(results: dict[str, RunResult]) -
     again = replay.run(work(), "image-sync", config())
     assert again.figures() == results["image-sync"].figures()
     assert again.pods == results["image-sync"].pods
+
+
+class FreshOracle(Oracle):
+    """The oracle deciding every time from scratch: nothing kept between decisions."""
+
+    def _decide(self, node: VirtualNode) -> None:
+        self._upcoming.clear()
+        self._budgets.clear()
+        self._chosen.clear()
+        self._pinned_from.clear()
+        super()._decide(node)
+
+
+def test_the_oracle_decides_as_it_would_from_scratch() -> None:
+    """Each pool's upcoming needs, each node's budget, targets and pins, kept while their
+    inputs stay the same, give the run of an oracle that recomputes them at every decision
+    (the week's first hours on tight disks: budgets full, image GC busy)."""
+    setup = week_scenario("tight")
+    specs = [spec for spec in week_pods() if spec.at < 0.4 * DAY]
+    kept, fresh = (
+        VirtualCluster(setup, specs, cls(specs, config()), 0.4 * DAY).run()
+        for cls in (Oracle, FreshOracle)
+    )
+    assert kept.pods == fresh.pods
+    assert kept.bytes_by_registry == fresh.bytes_by_registry

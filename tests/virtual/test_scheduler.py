@@ -6,12 +6,23 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from simulator.scoring import resource_fit_score
 from simulator.virtual.cluster import VirtualCluster
-from simulator.virtual.pods import PodSpec
+from simulator.virtual.pods import Pod, PodSpec
 from simulator.virtual.policy import Policy
-from simulator.virtual.scheduler import MAX_CONTAINER_THRESHOLD, MIN_THRESHOLD, image_locality
-from tests.virtual.small_cluster import BIG, GPU_IMAGE, pod, scenario
+from simulator.virtual.scheduler import (
+    MAX_CONTAINER_THRESHOLD,
+    MIN_THRESHOLD,
+    RESOURCES,
+    Scheduler,
+    allocatable,
+    filter_problem,
+    image_locality,
+)
+from tests.virtual.small_cluster import APP, BIG, GPU_IMAGE, pod, scenario
 
 
 def test_image_locality_scales_size_by_spread_and_clamps_to_the_thresholds() -> None:
@@ -100,6 +111,83 @@ def test_most_allocated_packs_gpu_jobs_and_keeps_a_whole_node_free(
     assert placed["half-2"].node == second_on
     whole = placed["whole"]
     assert (whole.bound_at is not None and whole.bound_at > 20.0) == whole_node_job_waits
+
+
+def reference_choice(scheduler: Scheduler, pod: Pod) -> str | None:
+    """kube-scheduler's choice computed from scratch: every node filtered and scored anew."""
+    live = [node for _, node in sorted(scheduler.nodes.items()) if not node.removed]
+    feasible = []
+    for node in live:
+        alloc = allocatable(node)
+        used = scheduler.used.get(node.name, {})
+        free = {r: alloc[r] - used.get(r, 0.0) for r in RESOURCES}
+        if filter_problem(pod, node, free) is None:
+            feasible.append((node, alloc, free))
+    if not feasible:
+        return None
+    images = pod.spec.images if pod.spec is not None else ()
+    listed = {node.name: node.top_images() for node in live}
+    spread = {i: sum(1 for held in listed.values() if i in held) / len(live) for i in images}
+    scored = [
+        (
+            -(
+                resource_fit_score(scheduler.scoring, free, alloc, pod.requests)
+                + image_locality(images, listed[node.name], spread)
+            ),
+            node.name,
+        )
+        for node, alloc, free in feasible
+    ]
+    return min(scored)[1]
+
+
+class CheckedScheduler(Scheduler):
+    """The scheduler, each of its choices checked against the reference."""
+
+    def choose(self, pod: Pod) -> str | None:
+        choice = super().choose(pod)
+        assert choice == reference_choice(self, pod)
+        return choice
+
+
+GPU_JOB: dict[str, Any] = {
+    "tolerations": ({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},),
+    "node_selector": {"nvidia.com/gpu.present": "true"},
+}
+POD = st.tuples(
+    st.floats(0.0, 1800.0),
+    st.sampled_from([APP, BIG, GPU_IMAGE]),
+    st.sampled_from([0.5, 4.0, 15.0]),
+    st.sampled_from([0, 2, 8]),
+    st.sampled_from([30.0, 300.0, None]),
+)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(POD, max_size=40), st.sampled_from([None, BIN_PACKING]))
+def test_kept_scores_and_node_lists_choose_as_a_fresh_look_at_every_node(
+    pods: list[tuple[float, str, float, int, float | None]], scoring: dict[str, Any] | None
+) -> None:
+    """Free resources, fit scores, image lists and filter results kept between choices give
+    the choice of checking and scoring every node anew, while pods come and go, images are
+    pulled and collected, and nodes are cordoned, turn NotReady and join."""
+    specs = [
+        pod(f"p{i}", at, image, duration, cpu=cpu, gpus=gpus, **(GPU_JOB if gpus else {}))
+        for i, (at, image, cpu, gpus, duration) in enumerate(pods)
+    ]
+    events: list[dict[str, Any]] = [
+        {"at": "5m", "node": "cpu-1", "action": "cordon"},
+        {"at": "10m", "node": "gpu-1", "action": "notready"},
+        {"at": "12m", "pool": "cpu", "action": "join", "count": 1},
+        {"at": "15m", "node": "cpu-1", "action": "uncordon"},
+        {"at": "20m", "node": "gpu-1", "action": "ready"},
+        {"at": "25m", "node": "cpu-2", "action": "remove"},
+    ]
+    work = scenario(cpu_nodes=2, gpu_nodes=2, disk="9Gi", events=events, scoring=scoring)
+    cluster = VirtualCluster(work, specs, Policy(), 3600.0)
+    cluster.scheduler = CheckedScheduler(cluster.nodes, work.scoring)
+    cluster.run()
+    assert all(p.node for p in cluster.workload if p.bound_at is not None)
 
 
 def test_equal_scores_go_to_the_first_node_by_name_or_to_a_seeded_draw() -> None:
