@@ -298,3 +298,23 @@ def test_html_shows_the_sources_and_nodes_at_the_image_list_cap() -> None:
     page = render_html(report)
     assert "cpu-9" in page and "nodeStatusMaxImages" in page
     assert "harbor.example.internal/library" in page and "unauthorized: HTTP 401 &lt;x&gt;" in page
+
+
+def test_passes_prepare_reports_only_while_someone_reads_them() -> None:
+    from prefetcher.report_cache import READERS_WINDOW
+
+    w = world()
+    first = w.plan()
+    w.step()
+    second = w.plan()
+    cache = ReportCache()
+    cache.prepare(first)
+    assert cache._plan is None  # nobody has read a report: nothing built
+    assert orjson.loads(cache.json(first, None, ReportQuery(), {}))["nodes"]  # built for it
+    cache.prepare(second)
+    assert cache._plan is second and cache._head_json  # a reader: built and serialized
+    cache._read_at -= READERS_WINDOW + 1  # the reader went away
+    cache.prepare(first)
+    assert cache._plan is None and not cache._body  # let go
+    page = cache.html(first, None, ReportQuery())
+    assert 'id="summary"' in page and cache._plan is first
