@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import pytest
@@ -13,7 +12,7 @@ from imagesync.kubeclient import KubeError
 from prefetcher.events import pull_failure_event
 from prefetcher.kube import Kube
 from prefetcher.leader import LeaderElector, LeaseSettings
-from tests.prefetcher.conftest import NAMESPACE, untyped
+from tests.prefetcher.conftest import NAMESPACE, StepClock, untyped
 
 IMAGE = "nvcr.io/nvidia/cuda:12.4.1-base-ubuntu22.04"
 
@@ -111,20 +110,6 @@ def test_remove_taint_and_event(kube: Kube) -> None:
     events = core.list_namespaced_event(NAMESPACE).items
     assert [e.reason for e in events] == ["PrefetchFailed"]
     assert "ErrImagePull: not found" in events[0].message
-
-
-class StepClock:
-    def __init__(self) -> None:
-        self.t = 1_800_000_000.0
-
-    def now(self) -> float:
-        return self.t
-
-    def wait(self, event: threading.Event, seconds: float) -> bool:
-        return event.is_set()
-
-    def monotonic(self) -> float:
-        return self.t
 
 
 def test_two_replicas_elect_one_leader_on_a_real_lease(kube: Kube, api: client.ApiClient) -> None:

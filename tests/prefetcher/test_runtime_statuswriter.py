@@ -15,27 +15,11 @@ from prefetcher.kube import Kube
 from prefetcher.metrics import Metrics
 from prefetcher.model import Plan, StatusUpdate
 from simulator.apiserver import FaultRule
-from tests.prefetcher.conftest import NAMESPACE, untyped
+from tests.prefetcher.conftest import NAMESPACE, StepClock, untyped
 
 IMAGE = "nvcr.io/nvidia/cuda:12.4.1-base-ubuntu22.04"
 NAME = object_name(IMAGE)
 STATUS_PATH = f"/apis/image-sync.io/v1alpha1/cachedimages/{NAME}/status"
-
-
-class StepClock:
-    """Clock time that moves only when the test moves it."""
-
-    def __init__(self) -> None:
-        self.t = 1_800_000_000.0
-
-    def now(self) -> float:
-        return self.t
-
-    def wait(self, event: threading.Event, seconds: float) -> bool:
-        return event.is_set()
-
-    def monotonic(self) -> float:
-        return self.t
 
 
 class Cluster:
