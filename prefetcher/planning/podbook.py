@@ -28,8 +28,9 @@ KeeperWaitInputs = tuple[
 
 
 class PodBook:
-    """Per pod object: its facts, what a puller gave, the node's keeper action and the
-    registries' median pull rates; each kept from one pass to the next while its inputs
+    """Per pod object: its facts, a puller's reading and what it gave, the node's keeper
+    action and keeper wait, the registries' median pull rates and the pullers in flight
+    counted per image and registry; each kept from one pass to the next while its inputs
     are the same objects (the last pass's and this pass's, so what went is dropped)."""
 
     def __init__(self) -> None:
