@@ -26,7 +26,6 @@ from prefetcher.informer import Change, Clock, Informer
 from prefetcher.metrics import Metrics
 from prefetcher.model import Plan
 from prefetcher.passrun import SWEEP
-from prefetcher.plangate import PlanGate
 from prefetcher.pullpolicy import RewriteWatch
 from prefetcher.snapshot import IMAGES, NODES, PODS, STARTING
 from prefetcher.statuswriter import StatusWriter
@@ -58,7 +57,6 @@ class PassLoop:
     clock: Clock
     metrics: Metrics
     pods: Informer
-    starting: Informer
     demand: DemandWatch
     rewrites: RewriteWatch
     status_writer: StatusWriter
@@ -67,7 +65,6 @@ class PassLoop:
     last_plan: Plan | None
     last_pass: PassInfo | None
     failing_passes: int
-    _gate: PlanGate
     _freed: memory.FreedMemory
     _wake: threading.Event
     _at_once: threading.Event
@@ -78,7 +75,6 @@ class PassLoop:
     _next_sweep: float
     _last_pass_end: float
     _wake_at: float
-
     _is_leader: Callable[[], bool]
 
     if TYPE_CHECKING:

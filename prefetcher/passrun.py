@@ -66,7 +66,6 @@ class PassRunner:
     _legacy_cleared: bool
     _wake_at: float
     _last_pass_end: float
-
     _is_leader: Callable[[], bool]
 
     if TYPE_CHECKING:
