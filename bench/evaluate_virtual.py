@@ -9,6 +9,8 @@ discrete-event model (simulator/virtual/), with the real planner, no wall clock 
     .venv/bin/python bench/evaluate_virtual.py --parallel-pulls 3  # serializeImagePulls: false
     .venv/bin/python bench/evaluate_virtual.py --scoring most-allocated  # a bin-packing scheduler
     .venv/bin/python bench/evaluate_virtual.py --week --days 2 --disk-budget 0.25
+    .venv/bin/python bench/evaluate_virtual.py --week --days 3 --variant roomy --seed 2
+    .venv/bin/python bench/evaluate_virtual.py --week --days 3 --scheduler-seed 1  # random ties
 
 Same inputs, same numbers, whatever the machine's load. docs/evaluation.md explains the
 model, the policies and the comparison with the wall-clock evaluation (bench/evaluate.py).
@@ -32,6 +34,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.evaluate import SCENARIOS, scenario_path
+from bench.week import SEED as WEEK_SEED
 from imagesync.config import Config, load_config
 from imagesync.matching import parse_prefix
 from imagesync.quantities import parse_duration
@@ -91,15 +94,19 @@ def knowing_bandwidths(config: Config, scenario: Scenario) -> Config:
 class RunSettings:
     """What every run changes: NodeConfig settings for every kubelet, the scheduler's scoring
     strategy (None: the scenario's own), image-sync's (and the oracle's) `diskBudget` and
-    image-sync's `budgetHold` (None: the defaults)."""
+    image-sync's `budgetHold` (None: the defaults), and the seed of the scheduler's draw
+    among equal scores (None: the first node by name)."""
 
     kubelets: Mapping[str, Any] = field(default_factory=dict)
     scoring: ScoringStrategy | None = None
     disk_budget: float | None = None
     budget_hold: float | None = None
+    scheduler_seed: int | None = None
 
     def applied(self, scenario: Scenario) -> Scenario:
         scenario = scenario.with_kubelets(**self.kubelets)
+        if self.scheduler_seed is not None:
+            scenario = replace(scenario, scheduler_seed=self.scheduler_seed)
         return scenario if self.scoring is None else replace(scenario, scoring=self.scoring)
 
     def configured(self, config: Config) -> Config:
@@ -116,6 +123,8 @@ class RunSettings:
             parts.append(f"diskBudget={self.disk_budget:g}")
         if self.budget_hold is not None:
             parts.append(f"budgetHold={self.budget_hold:g}")
+        if self.scheduler_seed is not None:
+            parts.append(f"schedulerSeed={self.scheduler_seed}")
         return "-".join([*parts, self.applied(scenario).scoring.type])
 
 
@@ -204,23 +213,28 @@ WEEK_POLICIES = tuple(p for p in replay.POLICIES if p not in SOURCE_POLICIES)
 
 
 @functools.cache
-def _week_pods(days: float) -> tuple[PodSpec, ...]:
+def _week_pods(days: float, seed: int) -> tuple[PodSpec, ...]:
     """The week's pods (generated once per process: every run of a worker replays them)."""
     from bench.week import DAY, week_pods
 
-    return tuple(pod for pod in week_pods() if pod.at < days * DAY)
+    return tuple(pod for pod in week_pods(seed) if pod.at < days * DAY)
 
 
 def week_run(
-    variant: str, policy: str, days: float, settings: RunSettings | None = None
+    variant: str,
+    policy: str,
+    days: float,
+    settings: RunSettings | None = None,
+    seed: int = WEEK_SEED,
 ) -> tuple[RunResult, float]:
-    """One policy on the week (or its first `days`), and the CPU seconds it took."""
+    """One policy on the week (or its first `days`, its pods drawn from `seed`), and the CPU
+    seconds it took."""
     from bench.week import DAY, static_list, week_scenario
 
     began = time.process_time()
     settings = settings or RunSettings()
     scenario = settings.applied(week_scenario(variant))
-    work = replay.workload(scenario, _week_pods(days), static_list())
+    work = replay.workload(scenario, _week_pods(days, seed), static_list())
     work = replay.Workload(work.scenario, work.pods, days * DAY, work.static_list)
     config = knowing_bandwidths(settings.configured(evaluation_config()), work.scenario)
     result = replay.run(work, policy, config)
@@ -233,13 +247,15 @@ def week(
     workers: int,
     settings: RunSettings | None = None,
     runs_dir: Path | None = None,
+    variants: Sequence[str] = VARIANTS,
+    seed: int = WEEK_SEED,
 ) -> tuple[list[RunResult], float]:
-    """Every policy on both disk variants, `workers` runs at a time (one per core), the
+    """Every policy on each disk variant, `workers` runs at a time (one per core), the
     longest first; the results in (variant, policy) order, and the CPU seconds they took.
 
     With `runs_dir`, each finished run is kept there and a run already kept is read back
     instead of replayed: a week that does not fit one sitting is finished in several."""
-    jobs = [(variant, policy) for variant in VARIANTS for policy in policies]
+    jobs = [(variant, policy) for variant in variants for policy in policies]
     done: dict[tuple[str, str], tuple[RunResult, float]] = {}
 
     def kept(job: tuple[str, str]) -> Path | None:
@@ -248,6 +264,8 @@ def week(
         from bench.week import week_scenario
 
         label = (settings or RunSettings()).label(week_scenario(job[0]))
+        if seed != WEEK_SEED:
+            label += f"-seed={seed}"
         return runs_dir / f"week-{job[0]}-{job[1]}-{days:g}d-{label}.pickle"
 
     for job in jobs:
@@ -261,7 +279,7 @@ def week(
     )
     began = time.perf_counter()
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        futures = {pool.submit(week_run, *job, days, settings): job for job in todo}
+        futures = {pool.submit(week_run, *job, days, settings, seed): job for job in todo}
         for future in as_completed(futures):
             job = futures[future]
             done[job] = result, cpu = future.result()
@@ -313,6 +331,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", metavar="FILE", help="also write every figure as JSON")
     parser.add_argument("--week", action="store_true", help="the week-long scenario instead")
     parser.add_argument("--days", type=float, default=7.0, help="--week: replay the first N days")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        choices=VARIANTS,
+        help="--week: replay only this disk variant (repeatable; default both)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=WEEK_SEED,
+        help=f"--week: draw the week's pods from this seed (default {WEEK_SEED}); the "
+        "cluster, its images and events stay the same",
+    )
     parser.add_argument("--workers", type=int, default=2, help="--week: runs in parallel")
     parser.add_argument(
         "--runs-dir",
@@ -341,6 +372,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "memory and nvidia.com/gpu weighing 3, as GPU clusters bin-pack)",
     )
     parser.add_argument(
+        "--scheduler-seed",
+        type=int,
+        metavar="N",
+        help="the scheduler draws among nodes of equal score with this seed, as kube-scheduler "
+        "does (default: the first by name); a few seeds show how much of a tail is the draw",
+    )
+    parser.add_argument(
         "--disk-budget",
         type=share_of_disk,
         metavar="F",
@@ -361,10 +399,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         SCORINGS[args.scoring],
         args.disk_budget,
         args.budget_hold,
+        args.scheduler_seed,
     )
     if args.week:
         workers = max(1, args.workers)
-        results, cpu = week(policies, args.days, workers, settings, args.runs_dir)
+        variants = tuple(args.variant or VARIANTS)
+        results, cpu = week(
+            policies, args.days, workers, settings, args.runs_dir, variants, args.seed
+        )
         where = f"{cpu:.0f} s of CPU in {workers} worker processes"
     else:
         results = short_scenarios(args.scenario or VIRTUAL_SCENARIOS, policies, config, settings)

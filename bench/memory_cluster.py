@@ -8,10 +8,13 @@ informers decode what they decode in a cluster, at a cost of milliseconds per ob
 from __future__ import annotations
 
 import hashlib
+import threading
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from imagesync.names import LABEL_COMPONENT, POD_NAMESPACE_DEFAULT
 from simulator.apiserver.server import ApiServer
 from simulator.nodes import NodeConfig, node_ip, pod_ip
 from simulator.nodestatus import node_allocatable, node_capacity, node_identity
@@ -163,3 +166,44 @@ class Store:
         """A pod the kubelet has stopped: gone, no grace left."""
         meta = pod["metadata"]
         self.core.delete(self.pods, meta["namespace"], meta["name"], {"gracePeriodSeconds": 0})
+
+
+class BenchKubelet:
+    """What the kubelets do between the bench's steps: let go of every pod being deleted,
+    and once `running` (step 4 on) run every pod that has no container status yet (a keeper
+    holds its images, a puller has pulled them)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bench-kubelet", daemon=True)
+        self.running = False
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.3):
+            for pod in self.store.pods_in(POD_NAMESPACE_DEFAULT):
+                if pod["metadata"].get("deletionTimestamp"):
+                    self.store.remove_pod(pod)
+                elif self.running and not (pod.get("status") or {}).get("containerStatuses"):
+                    self.store.set_pod_status(pod, running_status(pod, time.time()))
+
+
+def role(pod: Obj) -> str:
+    return str((pod["metadata"].get("labels") or {}).get(LABEL_COMPONENT, ""))
+
+
+def half_way(pod: Obj, now: float) -> Obj:
+    """A puller's status half way: its first half of containers running, the rest waiting."""
+    status = running_status(pod, now)
+    containers = status["containerStatuses"]
+    for entry in containers[len(containers) // 2 :]:
+        entry.update(ready=False, started=False, state={"waiting": {"reason": "ContainerCreating"}})
+    status["conditions"] = [c for c in status["conditions"] if c["type"] != "Ready"]
+    return status

@@ -1,6 +1,7 @@
 """The prefetcher's memory at a size, in a few minutes whatever the machine's load.
 
-    timeout 600 .venv/bin/python bench/memory_scale.py [--size 1000x200] [--heap] [--garbage]
+    timeout 600 .venv/bin/python bench/memory_scale.py [--size 1000x200] [--restart]
+        [--profile-plans] [--heap] [--garbage]
 
 The real `image-sync prefetcher` runs in its own process against the simulator's API
 server, as in a cluster, with the environment its Deployment gives it; no simulated
@@ -19,7 +20,19 @@ its images in pullers of `joinPullBatchSize` (one puller a node at 200 images):
    every node has one keeper and no puller is left;
 5. every node's status is written again (a heartbeat round, as kubelets do every 10 s);
 6. a sweep (SIGHUP);
-7. `/report` and the page.
+7. `/report` (a page of pairs, and every pair) and the page;
+8. one more node joins;
+9. one more image is declared (its pass only: the pullers it starts are not followed).
+
+A node also joins at step 2, while every other node's puller runs. With `--restart` a new
+prefetcher process replaces the first after step 3 (its first pass reads every puller, as
+after an upgrade or a new leader), and the run ends there.
+After each step it also prints the plan figures of the step's passes from the pass log
+(bench/pass_times.py: the plan's wall time, the planning thread's own CPU, the other
+threads' CPU meanwhile, the snapshot and the report), and the pass of the sweep, of each
+joining node and of the new image next to its target (1 s; 50 ms): the plan's own CPU is
+the figure a busy machine does not change. `--profile-plans` profiles every plan (cProfile,
+about twice the plans' CPU) and prints where those passes' plans went.
 
 After each step, once the prefetcher has been idle (no pass, no CPU) for a few seconds, it
 prints the prefetcher's RSS (VmRSS), its peak during the step (VmHWM, reset between
@@ -37,24 +50,35 @@ import os
 import signal
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.memory_cluster import (  # noqa: E402
+    BenchKubelet,
     Obj,
     Store,
+    half_way,
     node_config,
     node_status,
+    role,
     running_status,
+)
+from bench.memory_result import Result, Step, summary  # noqa: E402
+from bench.pass_times import (  # noqa: E402
+    PASS_TARGET,
+    SWEEP_TARGET,
+    describe,
+    plan_times,
+    profile_lines,
 )
 from bench.prefetcher_process import (  # noqa: E402
     PREFIX,
+    PassLine,
     PrefetcherProcess,
     actions,
     metric,
@@ -64,13 +88,14 @@ from bench.scale_cluster import (  # noqa: E402
     NAMESPACE,
     PULL_BATCH_SIZE,
     REGISTRY,
+    declare,
     image_sizes,
     install,
+    new_image,
 )
 from imagesync.names import (  # noqa: E402
     COMPONENT_KEEPER,
     COMPONENT_PULLER,
-    LABEL_COMPONENT,
     POD_NAMESPACE_DEFAULT,
 )
 from prefetcher.memory import ALLOCATOR_ENV  # noqa: E402
@@ -82,7 +107,6 @@ from simulator.testing import kube_client  # noqa: E402
 QUIET = 3.0
 IDLE_CPU = 0.05
 STEP_TIMEOUT = 240.0
-TARGET_MIB = 300.0  # at 1,000 nodes x 200 images, the whole cluster cached
 
 
 def say(text: str) -> None:
@@ -98,81 +122,6 @@ def reset_peak(pid: int) -> bool:
     return True
 
 
-@dataclass
-class Step:
-    """The prefetcher's memory and CPU after one step."""
-
-    name: str
-    wall: float
-    rss_mib: float
-    peak_mib: float  # during the step (since the start when the peak cannot be reset)
-    cpu: float
-    pods: dict[str, int]
-    coverage: float
-    passes: int
-    malloc: str  # what malloc holds: in use, free, mapped
-
-
-@dataclass
-class Result:
-    """Every figure of one run, as JSON with --json."""
-
-    nodes: int
-    images: int
-    load_before: tuple[float, float, float]
-    steps: list[Step] = field(default_factory=list)
-    report_seconds: float = 0.0
-    report_bytes: int = 0
-    page_seconds: float = 0.0
-    page_bytes: int = 0
-    actions: dict[str, float] = field(default_factory=dict)
-    heap: dict[str, str] = field(default_factory=dict)
-    peak_resets: bool = True
-    load_after: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    wall: float = 0.0
-
-
-class BenchKubelet:
-    """What the kubelets do between the bench's steps: let go of every pod being deleted,
-    and once `running` (step 4 on) run every pod that has no container status yet (a keeper
-    holds its images, a puller has pulled them)."""
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="bench-kubelet", daemon=True)
-        self.running = False
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.3):
-            for pod in self.store.pods_in(POD_NAMESPACE_DEFAULT):
-                if pod["metadata"].get("deletionTimestamp"):
-                    self.store.remove_pod(pod)
-                elif self.running and not (pod.get("status") or {}).get("containerStatuses"):
-                    self.store.set_pod_status(pod, running_status(pod, time.time()))
-
-
-def role(pod: Obj) -> str:
-    return str((pod["metadata"].get("labels") or {}).get(LABEL_COMPONENT, ""))
-
-
-def half_way(pod: Obj, now: float) -> Obj:
-    """A puller's status half way: its first half of containers running, the rest waiting."""
-    status = running_status(pod, now)
-    containers = status["containerStatuses"]
-    for entry in containers[len(containers) // 2 :]:
-        entry.update(ready=False, started=False, state={"waiting": {"reason": "ContainerCreating"}})
-    status["conditions"] = [c for c in status["conditions"] if c["type"] != "Ready"]
-    return status
-
-
 class Bench:
     """The simulator's API server, the prefetcher against it, and the steps between them."""
 
@@ -184,12 +133,16 @@ class Bench:
         workdir: Path,
         env: dict[str, str],
         garbage: bool = False,
+        restarted: bool = False,
+        profile_plans: bool = False,
     ) -> None:
         self.nodes = nodes
         self.images = [(ref, disk) for ref, _, disk in image_sizes(image_count)]
         self.result = Result(nodes, image_count, os.getloadavg())
         self.traced = heap
         self.garbage = garbage
+        self.restarted = restarted  # a new prefetcher process once the pullers have pulled
+        self.profiles = workdir / "plans" if profile_plans else None  # a cProfile per plan
         self.dumps = workdir / "heap.txt"
         self.server = ApiServer()
         self.server.start()
@@ -201,6 +154,7 @@ class Bench:
         self.started = time.monotonic()
         self.prefetcher: PrefetcherProcess | None = None
         self.env = env
+        self.logged = 0  # passes in the prefetcher's log before the current step
 
     # --- the cluster ---------------------------------------------------------------------
 
@@ -248,9 +202,10 @@ class Bench:
         env = {
             "IMAGE_SYNC_NAMESPACE": NAMESPACE,
             "IMAGE_SYNC_REGISTRIES": REGISTRY,
-            "IMAGE_SYNC_MAX_CONCURRENT_PULLS": str(self.nodes),
-            "IMAGE_SYNC_MAX_PULLS_PER_REGISTRY": str(self.nodes),
-            "IMAGE_SYNC_MAX_PULLS_PER_IMAGE": str(self.nodes),
+            # Caps no node waits for (nodes join after the start).
+            "IMAGE_SYNC_MAX_CONCURRENT_PULLS": str(2 * self.nodes),
+            "IMAGE_SYNC_MAX_PULLS_PER_REGISTRY": str(2 * self.nodes),
+            "IMAGE_SYNC_MAX_PULLS_PER_IMAGE": str(2 * self.nodes),
             "IMAGE_SYNC_PULL_BATCH_SIZE": str(PULL_BATCH_SIZE),
             "IMAGE_SYNC_SWEEP_INTERVAL": "1800s",
             "IMAGE_SYNC_LOG_LEVEL": "info",
@@ -265,6 +220,7 @@ class Bench:
             str(ROOT / "bench" / "traced_prefetcher.py"),
             *([] if self.traced else ["--no-trace"]),
             *(["--garbage"] if self.garbage else []),
+            *(["--profile-plans", str(self.profiles)] if self.profiles else []),
             str(self.dumps),
         ]
         self.prefetcher = PrefetcherProcess(
@@ -275,8 +231,51 @@ class Bench:
         )
         return self.prefetcher
 
+    def join(self) -> None:
+        """One more node joins, Ready and listing no image (as the scale bench's do)."""
+        config = node_config(self.nodes)
+        self.configs.append(config)
+        self.nodes += 1
+        self.store.create_node(config, node_status(config, [], time.time()))
+
+    def step_passes(self) -> list[PassLine]:
+        """The passes logged since the step began."""
+        assert self.prefetcher is not None
+        return self.prefetcher.passes()[self.logged :]
+
+    def first_pass(
+        self, name: str, trigger: str, target: float, wait: float = STEP_TIMEOUT
+    ) -> PassLine | None:
+        """Wait for the step's first pass whose trigger names `trigger`; print and keep its
+        plan figures next to `target`."""
+        assert self.prefetcher is not None
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            self.prefetcher.check()
+            found = next((p for p in self.step_passes() if trigger in p.trigger), None)
+            if found is not None:
+                times = plan_times([found])
+                self.result.plans[name] = times
+                self.result.targets[name] = target
+                say(f"  {name}: {describe(times, target)}")
+                if self.profiles is not None:
+                    number = self.prefetcher.passes().index(found) + 1
+                    say("\n".join(profile_lines(self.profiles / f"plan-{number:04d}.prof")))
+                return found
+            time.sleep(0.2)
+        say(f"  {name}: no pass for {trigger!r} within {wait:.0f}s")
+        return None
+
+    def restart(self) -> PrefetcherProcess:
+        """A new prefetcher process in place of the running one (an upgrade, a new leader)."""
+        assert self.prefetcher is not None
+        self.prefetcher.stop()
+        self.logged = 0  # the new process starts a new log
+        return self.start_prefetcher()
+
     def settle(self, name: str, condition: Callable[[], bool] = lambda: True) -> None:
-        """Wait for `condition`, then for QUIET seconds without a pass; record the step."""
+        """Wait for `condition`, then for QUIET seconds without a pass; record the step
+        and the plan figures of its passes."""
         prefetcher = self.prefetcher
         assert prefetcher is not None
         deadline = time.monotonic() + STEP_TIMEOUT
@@ -294,6 +293,7 @@ class Bench:
             say(f"  {name}: not settled within {STEP_TIMEOUT:.0f}s")
         samples = prefetcher.metrics()
         malloc = self.dump(full=False).splitlines()[0]
+        plans = plan_times(self.step_passes())
         step = Step(
             name=name,
             wall=time.monotonic() - self.started,
@@ -304,13 +304,15 @@ class Bench:
             coverage=metric(samples, f"{PREFIX}_coverage_ratio"),
             passes=seen,
             malloc=malloc,
+            plans=plans,
         )
+        self.logged = seen
         self.result.steps.append(step)
         self.result.peak_resets = reset_peak(prefetcher.pid) and self.result.peak_resets
         say(
             f"  {name:<28} RSS {step.rss_mib:6.0f} MiB, peak {step.peak_mib:6.0f} MiB, CPU "
             f"{step.cpu:5.1f}s, coverage {step.coverage:.3f}, {step.pods}, {step.passes} passes, "
-            f"{step.wall:.0f}s\n    {malloc}"
+            f"{step.wall:.0f}s\n    {malloc}\n    {describe(plans)}"
         )
 
     def dump(self, full: bool) -> str:
@@ -333,6 +335,65 @@ class Bench:
 
     # --- the steps -----------------------------------------------------------------------
 
+    def coverage(self) -> float:
+        assert self.prefetcher is not None
+        return metric(self.prefetcher.metrics(), f"{PREFIX}_coverage_ratio")
+
+    def steps(self) -> None:
+        """From empty to converged, then a sweep, a node joining and a new image."""
+        first_wave = min(JOIN_PULL_BATCH_SIZE, len(self.images))
+        self.settle("1 pullers created", lambda: self.counts()["pullers"] >= self.nodes)
+        self.pullers_status(half_way)
+        self.settle("2 pullers half way")
+        self.join()  # while every other node's puller runs
+        self.first_pass("2j a node joins, pullers running", "node", PASS_TARGET)
+        self.settle("2j a node joined", lambda: self.counts()["pullers"] >= self.nodes)
+        self.pullers_status(running_status)
+        self.heartbeat()
+        more = len(self.images) > first_wave
+        self.settle(
+            "3 pulled, waiting for keepers",
+            lambda: not more or self.counts()["pullers"] >= 2 * self.nodes,
+        )
+        self.dump_heap("3 pulled, waiting for keepers")
+        if self.restarted:  # the restart's figures, and the run ends there (10 minutes)
+            self.restart()
+            self.first_pass("3r restarted: its first pass", "", SWEEP_TARGET)
+            self.settle("3r restarted, pullers waiting")
+            return
+        self.kubelet.running = True
+        self.pullers_status(running_status)
+
+        def converged() -> bool:
+            counts = self.counts()
+            done = self.coverage() >= 1.0
+            return done and counts["pullers"] == 0 and counts["keepers"] == self.nodes
+
+        self.settle("4 converged", converged)
+        self.heartbeat()
+        self.settle("5 node status round")
+        self.dump_heap("5 node status round")
+        prefetcher = self.prefetcher
+        assert prefetcher is not None
+        prefetcher.request_sweep()
+        self.first_pass("6 the converged sweep", "sweep", SWEEP_TARGET)
+        self.settle("6 sweep", lambda: any(p.trigger == "sweep" for p in self.step_passes()))
+        result = self.result
+        result.report_seconds, result.report_bytes = prefetcher.timed_get("/report")
+        result.report_all_seconds, result.report_all_bytes = prefetcher.timed_get(
+            "/report?pairs=all"
+        )
+        result.page_seconds, result.page_bytes = prefetcher.timed_get("/")
+        self.settle("7 /report and the page")
+        self.dump_heap("7 /report and the page")
+        self.join()
+        self.first_pass("8 a node joins, converged", "node", PASS_TARGET)
+        self.settle("8 a node joined", lambda: self.coverage() >= 1.0)
+        declare(kube_client(self.server), new_image()[0])
+        # Its pass's plan; the thousand pullers it starts are not followed.
+        self.first_pass("9 a new image, converged", "new image", PASS_TARGET)
+        result.actions = actions(prefetcher.metrics())
+
     def run(self) -> Result:
         t0 = time.monotonic()
         self.create()
@@ -340,72 +401,17 @@ class Bench:
             f"  {self.nodes} nodes, {len(self.images)} images written in {time.monotonic() - t0:.1f}s"
         )
         self.kubelet.start()
-        prefetcher = self.start_prefetcher()
+        self.start_prefetcher()
         try:
-            first_wave = min(JOIN_PULL_BATCH_SIZE, len(self.images))
-            self.settle("1 pullers created", lambda: self.counts()["pullers"] >= self.nodes)
-            self.pullers_status(half_way)
-            self.settle("2 pullers half way")
-            self.pullers_status(running_status)
-            self.heartbeat()
-            more = len(self.images) > first_wave
-            self.settle(
-                "3 pulled, waiting for keepers",
-                lambda: not more or self.counts()["pullers"] >= 2 * self.nodes,
-            )
-            self.dump_heap("3 pulled, waiting for keepers")
-            self.kubelet.running = True
-            self.pullers_status(running_status)
-
-            def converged() -> bool:
-                counts = self.counts()
-                done = metric(prefetcher.metrics(), f"{PREFIX}_coverage_ratio") >= 1.0
-                return done and counts["pullers"] == 0 and counts["keepers"] == self.nodes
-
-            self.settle("4 converged", converged)
-            self.heartbeat()
-            self.settle("5 node status round")
-            self.dump_heap("5 node status round")
-            sweeps = sum(p.trigger == "sweep" for p in prefetcher.passes())
-            prefetcher.request_sweep()
-            self.settle(
-                "6 sweep",
-                lambda: sum(p.trigger == "sweep" for p in prefetcher.passes()) > sweeps,
-            )
-            result = self.result
-            result.report_seconds, result.report_bytes = prefetcher.timed_get("/report")
-            result.page_seconds, result.page_bytes = prefetcher.timed_get("/")
-            self.settle("7 /report and the page")
-            result.actions = actions(prefetcher.metrics())
-            self.dump_heap("7 /report and the page")
+            self.steps()
         finally:
-            prefetcher.stop()
+            if self.prefetcher is not None:
+                self.prefetcher.stop()
             self.kubelet.stop()
             self.server.stop()
         self.result.wall = time.monotonic() - self.started
         self.result.load_after = os.getloadavg()
         return self.result
-
-
-def summary(result: Result) -> str:
-    converged = [s for s in result.steps if s.name.startswith(("5", "6", "7"))]
-    rss = max((s.rss_mib for s in converged), default=0.0)
-    peak = max((s.peak_mib for s in result.steps), default=0.0)
-    target = (
-        f" (target {TARGET_MIB:.0f} MiB)" if (result.nodes, result.images) == (1000, 200) else ""
-    )
-    return "\n".join(
-        [
-            f"  RSS converged (after the sweep, /report): {rss:.0f} MiB{target}",
-            f"  peak while converging (VmHWM): {peak:.0f} MiB"
-            + ("" if result.peak_resets else " (could not reset: since the start)"),
-            f"  /report {result.report_seconds * 1e3:.0f} ms, {result.report_bytes / 1e6:.1f} MB;"
-            f" the page {result.page_seconds * 1e3:.0f} ms",
-            f"  writes: { {k: int(v) for k, v in sorted(result.actions.items())} }",
-            f"  wall {result.wall:.0f}s, load {result.load_before[0]:.1f} before, "
-            f"{result.load_after[0]:.1f} after",
-        ]
-    )
 
 
 def main() -> int:
@@ -422,6 +428,18 @@ def main() -> int:
         "(the later steps' figures then start from a collected heap)",
     )
     parser.add_argument(
+        "--restart",
+        action="store_true",
+        help="once every puller has pulled, a new prefetcher process in place of the first "
+        "(its first pass reads every puller), and the run ends there",
+    )
+    parser.add_argument(
+        "--profile-plans",
+        action="store_true",
+        help="profile every plan (cProfile: about twice the plans' CPU) and print where the "
+        "sweep's, the joining nodes' and the new image's plans spent it",
+    )
+    parser.add_argument(
         "--env",
         action="append",
         default=[],
@@ -436,7 +454,17 @@ def main() -> int:
     )
     with tempfile.TemporaryDirectory(prefix="memory-scale-") as workdir:
         env = dict(item.split("=", 1) for item in args.env)
-        result = Bench(nodes, images, args.heap, Path(workdir), env, args.garbage).run()
+        bench = Bench(
+            nodes,
+            images,
+            args.heap,
+            Path(workdir),
+            env,
+            args.garbage,
+            args.restart,
+            args.profile_plans,
+        )
+        result = bench.run()
     say(summary(result))
     if args.json:
         args.json.write_text(json.dumps(asdict(result), indent=1))

@@ -359,7 +359,7 @@ class Converging:
 
 # The planner's stages as the profile names them (function name → what it does).
 STAGES = (
-    ("_merge", "images merged"),
+    ("merge", "images merged"),
     ("_present", "pods' images"),
     ("_pod_images", "node pods"),
     ("_targets", "targets"),
@@ -387,6 +387,7 @@ def profile(
         if path.endswith(
             (
                 "incremental.py",
+                "imagebook.py",
                 "pullers.py",
                 "pulls.py",
                 "keepers.py",
@@ -479,6 +480,7 @@ def run(sizes: tuple[tuple[int, int], ...] = SIZES, say: Callable[[str], None] =
     say("the same clusters converging (every node's puller done, or half done, no keeper yet)")
     stages = ("first sweep", "sweep", "node joins", "new image")
     say(f"  {'size':>9} {'snapshot':>16} " + " ".join(f"{c:>16}" for c in stages))
+    smallest: dict[str, tuple[int, tuple[Timing, ...]]] = {}  # snapshot → (pairs, times)
     for (nodes, images), snapshot in converged.items():
         for running in (False, True):
             c = measure_converging(snapshot, nodes, images, config, running=running)
@@ -487,6 +489,13 @@ def run(sizes: tuple[tuple[int, int], ...] = SIZES, say: Callable[[str], None] =
                 f"  {f'{nodes}x{images}':>9} {c.name:>16} "
                 + " ".join(f"{t.ms():>16}" for t in times)
                 + f"   ({c.writes} writes)"
+            )
+            pairs, at_smallest = smallest.setdefault(c.name, (nodes * images, times))
+            say(
+                f"  {'growth':>9} {_growth(nodes * images, pairs):>16} "
+                + " ".join(
+                    f"{_growth(t.cpu, b.cpu):>16}" for t, b in zip(times, at_smallest, strict=True)
+                )
             )
             if (nodes, images) == max(converged):
                 say(

@@ -29,6 +29,7 @@ PASS_LINE = re.compile(
     r"pass \((?P<trigger>[^)]*)\): (?P<writes>\d+) writes planned.* (?P<seconds>[\d.]+)s "
     r"\(plan (?P<plan>[\d.]+)s(?:, (?P<plan_cpu>[\d.]+)s CPU)?"
     r"(?:, (?P<plan_others>[\d.]+)s other threads)?"
+    r"(?:; snapshot (?P<snapshot>[\d.]+)s, report (?P<report>[\d.]+)s)?"
 )
 
 
@@ -43,6 +44,8 @@ class PassLine:
     plan_cpu: float | None = None  # the planning thread's CPU seconds (None: not logged)
     # The process's other threads' CPU seconds during the plan (None: not logged).
     plan_others: float | None = None
+    snapshot: float | None = None  # seconds of the pass's snapshot of the caches
+    report: float | None = None  # seconds of preparing the plan's report
 
 
 def proc_cpu_seconds(pid: int) -> float:
@@ -127,6 +130,8 @@ class PrefetcherProcess:
                         float(match["plan"]),
                         float(match["plan_cpu"]) if match["plan_cpu"] else None,
                         float(match["plan_others"]) if match["plan_others"] else None,
+                        float(match["snapshot"]) if match["snapshot"] else None,
+                        float(match["report"]) if match["report"] else None,
                     )
                 )
         return out

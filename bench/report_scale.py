@@ -263,9 +263,15 @@ def main(argv: list[str] | None = None) -> int:
     with serve_plan(plan) as url:
         seconds, size = _get(f"{url}/report")
         rows.append(("/report, first request for a plan", seconds, size, "≤ 1 s"))
+        seconds, size = _get(f"{url}/report?pairs=all")
+        rows.append(("/report?pairs=all, first request", seconds, size, "≤ 1 s"))
         for label, path, target in (
             ("/report, the same plan again", "/report", "≤ 1 s"),
+            ("/report?page=10", "/report?page=10", "≤ 1 s"),
+            ("/report?pairs=none", "/report?pairs=none", "≤ 1 s"),
+            ("/report?pairs=all, again", "/report?pairs=all", "≤ 1 s"),
             ("/report?node=ONE", f"/report?node={one}", "≤ 1 s"),
+            ("/report?state=failed", "/report?state=failed", "≤ 1 s"),
             ("/ (the page)", "/", PAGE_TARGET),
             ("/?node=ONE", f"/?node={one}", PAGE_TARGET),
             ("/?state=failed", "/?state=failed", PAGE_TARGET),

@@ -12,6 +12,9 @@ prefetcher's /metrics, its pass log, /proc, the simulated disks):
 3. a node joins, at real time (1x), until its images are on its disk;
 4. /report and the HTML page are timed; the prefetcher's memory is read;
 5. a new image is declared: the plan time of the pass it triggers.
+
+This module sizes and wires the run; each phase is in bench/scale_phases.py, the figures they
+gather in bench/scale_result.py.
 """
 
 from __future__ import annotations
@@ -19,32 +22,17 @@ from __future__ import annotations
 import json
 import os
 import resource
-import signal
-import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
-
-from kubernetes import client
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import profiles  # noqa: E402
-from bench.prefetcher_process import (  # noqa: E402
-    PREFIX,
-    PassLine,
-    PrefetcherProcess,
-    actions,
-    api_requests,
-    delta,
-    metric,
-    writes,
-)
+from bench.prefetcher_process import PrefetcherProcess  # noqa: E402
 from bench.scale_cluster import (  # noqa: E402
     JOIN_PULL_BATCH_SIZE,
     NAMESPACE,
@@ -55,12 +43,10 @@ from bench.scale_cluster import (  # noqa: E402
     REGISTRY,
     REGISTRY_BANDWIDTH,
     REGISTRY_ROUND_TRIP,
-    declare,
     heartbeat_wall,
     image_sizes,
     install,
     kubelet_tick,
-    new_image,
     scenario,
 )
 from bench.scale_figures import (  # noqa: E402
@@ -69,93 +55,19 @@ from bench.scale_figures import (  # noqa: E402
     join_floor,
     minimum_writes,
 )
-from imagesync.names import (  # noqa: E402
-    COMPONENT_PULLER,
-    LABEL_COMPONENT,
-    POD_NAMESPACE_DEFAULT,
+from bench.scale_phases import (  # noqa: E402
+    heap_profile,
+    measure_converge,
+    measure_join,
+    measure_new_image,
+    measure_report,
+    measure_steady,
+    say,
+    self_cpu_seconds,
 )
+from bench.scale_result import SizeResult  # noqa: E402
 from prefetcher.memory import ALLOCATOR_ENV  # noqa: E402
 from simulator.cluster import SimCluster  # noqa: E402
-
-
-def say(text: str) -> None:
-    print(text, flush=True)
-
-
-def poll(condition: Callable[[], Any], timeout: float, interval: float = 1.0) -> Any:
-    """The first truthy value of `condition`, or None after `timeout` wall seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    return None
-
-
-def self_cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-@dataclass
-class SizeResult:
-    """Every figure of one size, as JSON for the command that runs all sizes."""
-
-    nodes: int
-    images: int
-    speed: float
-    sweep_interval: float
-    load_before: tuple[float, float, float]
-    covered: bool = False
-    coverage: float = 0.0
-    converge_wall: float = 0.0
-    converge_simulated: float = 0.0
-    floor: float = 0.0
-    floor_bound_by: str = ""
-    floor_round_trips: float = 0.0  # the floor plus the registry's answer before each image
-    floor_round_trips_bound_by: str = ""
-    prefetcher_cpu: float = 0.0
-    startup_cpu: float = 0.0
-    simulator_cpu: float = 0.0
-    passes: int = 0
-    plan_median: float = 0.0
-    plan_cpu_median: float | None = None  # the planning thread's CPU seconds, median
-    plan_max: float = 0.0
-    converge_actions: dict[str, int] = field(default_factory=dict)
-    converge_requests: dict[str, int] = field(default_factory=dict)
-    minimum_pullers: int = 0
-    minimum_keepers: int = 0
-    steady_requests: dict[str, int] | None = None
-    steady_actions: dict[str, int] | None = None
-    sweep_plan: float | None = None
-    sweep_plan_cpu: float | None = None  # the planning thread's CPU seconds
-    sweep_plan_others: float | None = None  # the other threads' CPU seconds meanwhile
-    sweep_seconds: float | None = None
-    join_simulated: float | None = None
-    join_floor: float = 0.0
-    join_floor_round_trips: float = 0.0
-    join_plan: float | None = None
-    join_metric: float | None = None
-    join_actions: dict[str, int] | None = None
-    new_image_plan: float | None = None
-    new_image_plan_cpu: float | None = None
-    new_image_plan_others: float | None = None
-    report_seconds: list[float] = field(default_factory=list)
-    report_bytes: int = 0
-    page_seconds: float | None = None
-    page_bytes: int = 0
-    rss_mib: float = 0.0
-    peak_rss_mib: float = 0.0
-    simulator_peak_rss_mib: float = 0.0
-    total_wall: float = 0.0
-    total_prefetcher_cpu: float = 0.0
-    total_simulator_cpu: float = 0.0
-    load_after: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    profiles: dict[str, Any] = field(default_factory=dict)
-    heap: str = ""  # with --heap: the prefetcher's live allocations after converging
-    heap_converging: str = ""  # with --heap: the same while converging (pullers cached)
-    notes: list[str] = field(default_factory=list)
 
 
 def auto_speed(floor: float, wall: float) -> float:
@@ -286,7 +198,7 @@ def run_size(
         elif profile:
             result.notes.append("py-spy not installed: no profiles")
         try:
-            _converge(
+            measure_converge(
                 result,
                 sim,
                 prefetcher,
@@ -299,13 +211,13 @@ def run_size(
             for name, recorder in recorders.items():
                 result.profiles[name] = asdict(recorder.finish())
             if heap:
-                result.heap = _heap(prefetcher, heap_out)
+                result.heap = heap_profile(prefetcher, heap_out)
             if result.covered:
-                _steady(result, prefetcher, left)
-                _join(result, sim, prefetcher, left)
-            _report(result, prefetcher)
+                measure_steady(result, prefetcher, left)
+                measure_join(result, sim, prefetcher, left)
+            measure_report(result, prefetcher)
             if result.covered:
-                _new_image(result, api, prefetcher, left)
+                measure_new_image(result, api, prefetcher, left)
             result.total_prefetcher_cpu = prefetcher.cpu_seconds()
         finally:
             for recorder in recorders.values():
@@ -316,199 +228,6 @@ def run_size(
     result.simulator_peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result.load_after = os.getloadavg()
     return result
-
-
-def _converge(
-    result: SizeResult,
-    sim: SimCluster,
-    prefetcher: PrefetcherProcess,
-    floor: float,
-    sim_cpu_start: float,
-    left: Callable[[], float],
-    heap_out: Path | None = None,
-    heap_at: float = 0.5,
-) -> None:
-    """From empty to every image on every node (the prefetcher's coverage metric at 1.0),
-    then to the first pass with nothing to write; with `heap_out`, a heap profile once
-    coverage reaches `heap_at`, while finished pullers wait for their keepers."""
-    last_said = time.monotonic()
-
-    def covered() -> bool:
-        nonlocal last_said
-        samples = prefetcher.metrics()
-        result.coverage = metric(samples, f"{PREFIX}_coverage_ratio")
-        if heap_out is not None and result.coverage >= heap_at and not result.heap_converging:
-            result.heap_converging = _heap(prefetcher, heap_out)
-            heap_out.unlink(missing_ok=True)
-        now = time.monotonic()
-        if now - last_said >= 30:
-            last_said = now
-            passes = prefetcher.passes()
-            say(
-                f"    {now - wall_start:4.0f}s wall, {sim.clock.now() - sim_start:5.0f}s simulated: "
-                f"coverage {result.coverage:.3f}, pulling "
-                f"{metric(samples, f'{PREFIX}_pairs', state='pulling'):.0f} pairs, "
-                f"{len(passes)} passes; CPU prefetcher {prefetcher.cpu_seconds():.0f}s, "
-                f"simulator {self_cpu_seconds() - sim_cpu_start:.0f}s; load {os.getloadavg()[0]:.1f}"
-            )
-        return result.coverage >= 1.0
-
-    if not poll(prefetcher.passes, min(120.0, left()), interval=0.1):
-        result.notes.append("the prefetcher made no pass in time")
-        return
-    # The clock starts with the first pass (the log line comes at its end): the process's
-    # start and its caches' first lists are not part of converging.
-    result.startup_cpu = prefetcher.cpu_seconds()  # imports, first lists, the first pass
-    first = prefetcher.passes()[0].seconds
-    wall_start = time.monotonic() - first
-    sim_start = sim.clock.now() - first * sim.clock.speed
-    result.covered = bool(poll(covered, left() - 60, interval=0.5))
-    result.converge_simulated = sim.clock.now() - sim_start
-    result.converge_wall = time.monotonic() - wall_start
-    result.prefetcher_cpu = prefetcher.cpu_seconds()
-    result.simulator_cpu = self_cpu_seconds() - sim_cpu_start
-    if result.covered:
-        say(
-            f"  full coverage after {result.converge_wall:.0f}s wall, "
-            f"{result.converge_simulated:.0f}s simulated ({result.converge_simulated / floor:.2f}x the floor)"
-        )
-        # The last pullers' deletions and keeper replacements follow coverage: a converged
-        # cluster has none of our pullers left (the sweep and the joining node that follow
-        # are measured on it, not beside a thousand deletions).
-        core: Any = client.CoreV1Api(sim.api_client())
-        selector = f"{LABEL_COMPONENT}={COMPONENT_PULLER}"
-
-        def cleaned_up() -> bool:
-            pullers = core.list_namespaced_pod(
-                POD_NAMESPACE_DEFAULT, label_selector=selector, limit=1
-            )
-            return not pullers.items
-
-        # Bounded so that a joining node keeps the time it needs (its floor and a margin).
-        keep = 90.0 + 1.5 * result.join_floor_round_trips
-        if not poll(cleaned_up, min(180.0, left() - keep), interval=1.0):
-            result.notes.append("pullers were still being deleted when the steady phase began")
-    else:
-        say(f"  coverage {result.coverage:.3f} when the time budget ran out")
-    passes = prefetcher.passes()
-    plans = [p.plan for p in passes]
-    result.passes = len(passes)
-    result.plan_median = statistics.median(plans) if plans else 0.0
-    result.plan_max = max(plans, default=0.0)
-    plans_cpu = [p.plan_cpu for p in passes if p.plan_cpu is not None]
-    result.plan_cpu_median = statistics.median(plans_cpu) if plans_cpu else None
-    samples = prefetcher.metrics()
-    result.converge_actions = delta(actions(samples), {})
-    result.converge_requests = delta(api_requests(samples), {})
-
-
-def _heap(prefetcher: PrefetcherProcess, out: Path) -> str:
-    """The traced prefetcher's live allocations now (bench/traced_prefetcher.py, SIGUSR2)."""
-    prefetcher.process.send_signal(signal.SIGUSR2)
-    if not poll(lambda: out.exists() and out.stat().st_size, 300.0, 0.5):
-        return "no heap profile within 5 minutes"
-    text = out.read_text()
-    say(f"  heap of the prefetcher, RSS {prefetcher.memory_kib('VmRSS') / 1024:.0f} MiB:\n{text}")
-    return text
-
-
-def _sweeps(prefetcher: PrefetcherProcess) -> int:
-    return sum(p.trigger == "sweep" for p in prefetcher.passes())
-
-
-def _steady(result: SizeResult, prefetcher: PrefetcherProcess, left: Callable[[], float]) -> None:
-    """A converged cluster through a sweep (asked for with SIGHUP right after convergence):
-    what staying converged costs."""
-    samples = prefetcher.metrics()
-    before_requests, before_actions = api_requests(samples), actions(samples)
-    seen = _sweeps(prefetcher)
-    prefetcher.request_sweep()
-    if not poll(lambda: _sweeps(prefetcher) > seen, min(120.0, left() - 120), 0.2):
-        result.notes.append("no sweep came round in time to check the steady state")
-        return
-    samples = prefetcher.metrics()
-    result.steady_requests = delta(api_requests(samples), before_requests)
-    result.steady_actions = delta(actions(samples), before_actions)
-    sweep = [p for p in prefetcher.passes() if p.trigger == "sweep"][-1]
-    result.sweep_plan, result.sweep_seconds = sweep.plan, sweep.seconds
-    result.sweep_plan_cpu, result.sweep_plan_others = sweep.plan_cpu, sweep.plan_others
-    say(
-        f"  a converged sweep: {writes(result.steady_requests)} writes, requests "
-        f"{result.steady_requests}; plan {sweep.plan * 1e3:.0f} ms"
-    )
-
-
-def _join(
-    result: SizeResult,
-    sim: SimCluster,
-    prefetcher: PrefetcherProcess,
-    left: Callable[[], float],
-) -> None:
-    """One node joins at real time: from its creation to every wanted image on its disk."""
-    sim.clock.set_speed(1.0)
-    refs = [ref for ref, _, _ in image_sizes(result.images)]
-    passes_before = len(prefetcher.passes())
-    actions_before = actions(prefetcher.metrics())
-    joined_at = sim.clock.now()
-    joined = sim.add_node("cpu")
-
-    def warm() -> bool:
-        try:
-            store = sim.image_store(joined)
-        except KeyError:
-            return False
-        return all(store.has(ref) for ref in refs)
-
-    if not poll(warm, min(max(60.0, 10 * result.join_floor), left() - 60), 0.05):
-        result.notes.append(f"{joined} did not hold its images in time")
-        return
-    result.join_simulated = sim.clock.now() - joined_at
-    join_passes = [p for p in prefetcher.passes()[passes_before:] if "node joined" in p.trigger]
-    result.join_plan = join_passes[0].plan if join_passes else None
-    poll(lambda: metric(prefetcher.metrics(), f"{PREFIX}_node_warm_seconds_count") >= 1, 30, 0.5)
-    samples = prefetcher.metrics()
-    result.join_metric = metric(samples, f"{PREFIX}_node_warm_seconds_sum") or None
-    # Its pullers are deleted once its keeper holds their images: wait for quiet.
-    poll(lambda: prefetcher.passes()[-1].writes == 0, min(60.0, left() - 45), 0.5)
-    result.join_actions = delta(actions(prefetcher.metrics()), actions_before)
-    say(
-        f"  {joined} joined: its images on disk after {result.join_simulated:.1f}s "
-        f"(floor {result.join_floor:.1f}s)"
-    )
-
-
-def _report(result: SizeResult, prefetcher: PrefetcherProcess) -> None:
-    """/report three times (the first after a new plan is the costly one), then the page;
-    then the prefetcher's memory with the whole cluster in its caches."""
-    for _ in range(3):
-        seconds, size = prefetcher.timed_get("/report")
-        result.report_seconds.append(seconds)
-        result.report_bytes = size
-    result.page_seconds, result.page_bytes = prefetcher.timed_get("/")
-    result.rss_mib = prefetcher.memory_kib("VmRSS") / 1024
-    result.peak_rss_mib = prefetcher.memory_kib("VmHWM") / 1024
-
-
-def _new_image(
-    result: SizeResult,
-    api: client.ApiClient,
-    prefetcher: PrefetcherProcess,
-    left: Callable[[], float],
-) -> None:
-    """A new image is declared: the plan time of the pass it triggers."""
-    before = len(prefetcher.passes())
-    declare(api, new_image()[0])
-
-    def new_image_pass() -> PassLine | None:
-        for line in prefetcher.passes()[before:]:
-            if "new image" in line.trigger:
-                return line
-        return None
-
-    line = poll(new_image_pass, min(60.0, left() - 15), 0.2)
-    if line is not None:
-        result.new_image_plan = line.plan
-        result.new_image_plan_cpu, result.new_image_plan_others = line.plan_cpu, line.plan_others
 
 
 def main() -> int:

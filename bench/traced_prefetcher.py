@@ -9,7 +9,8 @@ Tracing slows the process (two to five times the CPU), so its figures of time ar
 bench's. With `--no-trace` the process runs untraced and each SIGUSR2 writes only what the
 C library's malloc holds (in use, free, mapped: `mallinfo2`) and the objects by type: what
 of the RSS is live, and what the allocator keeps. SIGUSR1 writes malloc's figures alone
-(cheap).
+(cheap). `--profile-plans DIR` writes a cProfile of every plan into DIR (numbered in the
+order of the pass log's lines).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import sys
 import tracemalloc
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 TOP = 40
 
@@ -150,6 +152,33 @@ def by_type() -> list[tuple[str, tuple[int, int]]]:
     return sorted(totals.items(), key=lambda item: -item[1][1])
 
 
+def profile_plans(into: Path) -> None:
+    """Profile every plan of the incremental planner (cProfile: about twice the CPU), each
+    into its own `plan-NNNN.prof` under `into`, in the order the passes log them."""
+    import cProfile
+    import functools
+    import itertools
+
+    from prefetcher.planning.incremental import IncrementalPlanner
+
+    into.mkdir(parents=True, exist_ok=True)
+    numbers = itertools.count(1)
+
+    def profiled(method: Any) -> Any:
+        @functools.wraps(method)
+        def run(self: IncrementalPlanner, snapshot: Any) -> Any:
+            profile = cProfile.Profile()
+            try:
+                return profile.runcall(method, self, snapshot)
+            finally:
+                profile.dump_stats(into / f"plan-{next(numbers):04d}.prof")
+
+        return run
+
+    # A sweep's `full` forgets and calls `plan`: every pass's plan is one `plan` call.
+    IncrementalPlanner.plan = profiled(IncrementalPlanner.plan)  # type: ignore[method-assign]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
@@ -159,9 +188,14 @@ def main() -> int:
     parser.add_argument(
         "--garbage", action="store_true", help="SIGUSR2 collects the unreachable cycles first"
     )
+    parser.add_argument(
+        "--profile-plans", type=Path, metavar="DIR", help="a cProfile of every plan, into DIR"
+    )
     parser.add_argument("command", nargs=argparse.REMAINDER, help="image-sync's arguments")
     args = parser.parse_args()
     out: Path = args.out
+    if args.profile_plans:
+        profile_plans(args.profile_plans)
     if not args.no_trace:
         tracemalloc.start(1)
 

@@ -1,6 +1,7 @@
 """A week of a 50-node GPU cluster, generated deterministically from a seed.
 
     .venv/bin/python bench/week.py --out DIR     # writes DIR/week.yaml and DIR/week.jsonl
+    .venv/bin/python bench/week.py --out DIR --seed 2   # another week's pods, same cluster
 
 - 30 CPU nodes and 20 GPU nodes (8 A100 each); at midnight 12 CPU and 8 GPU nodes leave, at
   07:00 as many new ones join (diurnal scaling with node churn);
@@ -420,13 +421,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--out", required=True, help="directory for week-<variant>.yaml and week.jsonl"
     )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=SEED,
+        help=f"draw the pods from this seed (default {SEED}); the cluster stays the same",
+    )
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for variant in ("roomy", "tight"):
         data = {**scenario_data(variant), "staticList": static_list()}
         (out / f"week-{variant}.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
-    pods = week_pods()
+    pods = week_pods(args.seed)
     (out / "week.jsonl").write_text("\n".join(trace_lines(pods)) + "\n")
     print(f"{len(pods)} pods; wrote {out}/week-roomy.yaml, week-tight.yaml, week.jsonl")
     return 0

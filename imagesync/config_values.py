@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -13,15 +13,34 @@ from imagesync.quantities import parse_bandwidth, parse_duration, parse_size
 from imagesync.sources import DEFAULT_SOURCE_ORDER, SourceRule, parse_rules, parse_source_names
 from imagesync.templates import TemplateKind, parse_template_kind
 
+T = TypeVar("T")
+
+
+def _yaml_text(value: Any, empty: Any) -> Any:
+    """A string from the environment read as YAML (blank text is `empty`); anything else as is."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return yaml.safe_load(value) if value.strip() else empty
+    except yaml.YAMLError as exc:
+        raise ValueError(f"not valid YAML: {exc}") from None
+
+
+def _each(items: Any, parse: Callable[[Any], T]) -> tuple[T, ...]:
+    """Every item parsed, an error naming the index of the first bad one."""
+    parsed = []
+    for index, item in enumerate(items):
+        try:
+            parsed.append(parse(item))
+        except ValueError as exc:
+            raise ValueError(f"[{index}]: {exc}") from None
+    return tuple(parsed)
+
 
 def registry_bandwidths(value: Any) -> tuple[tuple[str, float], ...]:
     """`{registry host: bandwidth}` as sorted (host, bytes per second) pairs (a string from
     the environment is read as YAML)."""
-    if isinstance(value, str):
-        try:
-            value = yaml.safe_load(value) if value.strip() else {}
-        except yaml.YAMLError as exc:
-            raise ValueError(f"not valid YAML: {exc}") from None
+    value = _yaml_text(value, {})
     if not isinstance(value, Mapping):
         raise ValueError(f'expected a map like {{"harbor.example.com": "10Gbit/s"}}, got {value!r}')
     out: dict[str, float] = {}
@@ -38,11 +57,7 @@ def registry_bandwidths(value: Any) -> tuple[tuple[str, float], ...]:
 def node_selector(value: Any) -> tuple[tuple[str, str], ...] | None:
     """`{label: value}` as sorted pairs; `{}` selects every node, null (the default) none (a
     string from the environment is read as YAML)."""
-    if isinstance(value, str):
-        try:
-            value = yaml.safe_load(value) if value.strip() else None
-        except yaml.YAMLError as exc:
-            raise ValueError(f"not valid YAML: {exc}") from None
+    value = _yaml_text(value, None)
     if value is None:
         return None
     if not isinstance(value, Mapping) or not all(
@@ -75,14 +90,7 @@ def parse_str_list(value: Any) -> tuple[str, ...]:
 
 
 def parse_prefixes(value: Any) -> tuple[RegistryPrefix, ...]:
-    items = parse_str_list(value)
-    prefixes = []
-    for index, item in enumerate(items):
-        try:
-            prefixes.append(parse_prefix(item))
-        except ValueError as exc:
-            raise ValueError(f"[{index}]: {exc}") from None
-    return tuple(prefixes)
+    return _each(parse_str_list(value), parse_prefix)
 
 
 def one_of(*allowed: str) -> Callable[[Any], str]:
@@ -145,20 +153,10 @@ def quiet_hours(value: Any) -> str:
 def parse_template_kinds(value: Any) -> tuple[TemplateKind, ...]:
     """A YAML list of `{apiVersion, kind, resource, templatePaths}` (a string from the
     environment is read as YAML)."""
-    if isinstance(value, str):
-        try:
-            value = yaml.safe_load(value) if value.strip() else []
-        except yaml.YAMLError as exc:
-            raise ValueError(f"not valid YAML: {exc}") from None
+    value = _yaml_text(value, [])
     if not isinstance(value, list):
         raise ValueError(f"expected a list of kinds, got {value!r}")
-    kinds = []
-    for index, item in enumerate(value):
-        try:
-            kinds.append(parse_template_kind(item))
-        except ValueError as exc:
-            raise ValueError(f"[{index}]: {exc}") from None
-    return tuple(kinds)
+    return _each(value, parse_template_kind)
 
 
 def positive_size(value: Any) -> int:

@@ -1,4 +1,4 @@
-"""The prefetcher's loop, kept apart from its work: when to plan, then plan and carry it out.
+"""The prefetcher's controller: its caches, loop and passes wired together in one object.
 
 A *pass* is: snapshot of the informer caches → the plan → execute the plan's writes.
 Passes run when something that matters changed (a node joined, turned Ready or left; a
@@ -17,58 +17,51 @@ deterministic names; a 409 on create means "done"), so a new process adopts it. 
 only here — the pull backoff memory and the pods created but not yet seen by the watch —
 is lost on a restart, which costs at most one early retry.
 
-The pass's parts live in their own modules and the Controller combines them: the snapshot
-(`prefetcher.snapshot`), the executor of a plan's writes (`prefetcher.executor`), the
-learning sources (`prefetcher.learners`) and what triggers a pass (`prefetcher.triggers`).
+The pass's parts live in their own modules and the Controller wires them together: the loop
+and its triggers (`prefetcher.passloop`, `prefetcher.triggers`), one pass
+(`prefetcher.passrun`), the snapshot (`prefetcher.snapshot`), the executor of a plan's
+writes (`prefetcher.executor`) and the learning sources (`prefetcher.learners`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import logging
 import math
 import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from typing import Any
 
-from imagesync.backoff import Backoff
 from imagesync.config import Config
 from imagesync.kubeclient import KubeError
 from prefetcher import cacheforms, memory
 from prefetcher.confirmation import StoredPodImages
 from prefetcher.demandwatch import DemandWatch
 from prefetcher.executor import (
-    STATUS_COUNTS_INTERVAL,
     PassInfo,
     PlanExecutor,
     Stopped,
     WriteHook,
 )
-from prefetcher.informer import Change, Clock, Informer, InformerSettings, Obj
+from prefetcher.informer import Clock, Informer, InformerSettings, Obj
 from prefetcher.kube import Kube
 from prefetcher.learners import ImageLearners
 from prefetcher.learnlimits import LearnedSelection
 from prefetcher.metrics import Metrics
-from prefetcher.model import Plan, PullAction, PullKey, PullRecord, Snapshot
+from prefetcher.model import Plan, PullAction, PullKey, PullRecord
+from prefetcher.passloop import PassLoop
+from prefetcher.passrun import PassRunner, PlanFn
 from prefetcher.plangate import PlanGate
 from prefetcher.planning.incremental import IncrementalPlanner
 from prefetcher.pullpolicy import RewriteWatch
 from prefetcher.snapshot import IMAGES, NODES, PODS, STARTING, SnapshotBuilder
 from prefetcher.sources.sync import CatalogView, SourceSync
-from prefetcher.steptime import Stopwatch
+from prefetcher.statuswriter import STATUS_COUNTS_INTERVAL, StatusWriter
 from prefetcher.triggers import (
-    PLANNED_AT_ONCE,
     image_trigger,
-    keeper_holds,
-    missed_while_planning,
     node_trigger,
-    own_pod_change,
-    pulling_on,
-    started_trigger,
     wake_time,
 )
 from prefetcher.warmnodes import WarmNodes
@@ -85,31 +78,19 @@ __all__ = [
     "wake_time",
 ]
 
-log = logging.getLogger(__name__)
-
-PlanFn = Callable[[Snapshot, Config], Plan]
-
-SWEEP = "sweep"
 INFORMER_RESOURCES = {NODES: "nodes", IMAGES: "cachedimages", PODS: "pods", STARTING: "pods"}
 # Objects a list page holds, for the caches of large objects: a page is decoded whole before
 # the cache keeps its slim form, and a page of 500 keepers of 200 containers each took 1 GiB
 # decoded (a Node listing 50 images is 40 kB, a keeper of 200 images 140 kB as JSON).
 PAGE_SIZES = {NODES: 100, PODS: 25}
 ERROR_LOG = 20
-# Clock seconds between leadership checks while idle.
-LEADER_CHECK = 5.0
-# A pass that stopped on API errors is retried after this, doubling up to the max.
-RETRY_PASS_INITIAL = 5.0
-RETRY_PASS_MAX = 300.0
-# How long a standby's report plan is reused (clock seconds).
-REPORT_PLAN_TTL = 10.0
 # Wall seconds the first pass waits for the workload template caches once the others are
 # ready: long enough for a normal list, short enough that a missing RBAC rule (403, logged)
 # or a slow list never stops prefetching.
 TEMPLATE_SYNC_WAIT = 30.0
 
 
-class Controller(ImageLearners, SnapshotBuilder, PlanExecutor):
+class Controller(PassLoop, PassRunner, ImageLearners, SnapshotBuilder, PlanExecutor):
     """Informer caches, a trigger queue, and passes that carry out plans."""
 
     def __init__(
@@ -174,7 +155,14 @@ class Controller(ImageLearners, SnapshotBuilder, PlanExecutor):
         self._reported_outcomes: dict[str, frozenset[str]] = {}  # puller uid → images
         self._reported_yields: set[str] = set()  # uids of pullers that yielded
         self._refused: list[tuple[PullAction, KubeError]] = []  # this pass's refused pullers
-        self._counts_written: dict[str, float] = {}  # CachedImage → clock of the last count write
+        self.status_writer = StatusWriter(
+            kube.patch_cached_image_status,
+            clock,
+            guard=self._guard,
+            gate=self._gate,
+            on_written=lambda: self.metrics.actions.labels("update status").inc(),
+            on_error=lambda error: self._record_error("update status", error),
+        )
         self.warm_nodes = WarmNodes(self.metrics)
         self._next_sweep = 0.0
         self._last_pass_end = -math.inf  # clock time, for the coalescing wait
@@ -226,55 +214,6 @@ class Controller(ImageLearners, SnapshotBuilder, PlanExecutor):
             after_relist=lambda: self._freed.release(force=True),
         )
 
-    # --- triggers -------------------------------------------------------------------------
-
-    def _on_change(self, change: Change) -> None:
-        if change.kind == NODES:
-            reason = node_trigger(change)
-            self.warm_nodes.node_changed(reason, change.key, change.initial, self.clock.now())
-        elif change.kind == IMAGES:
-            reason = image_trigger(change)
-        elif change.kind == STARTING:
-            if change.new is not None:
-                self.rewrites.see(change.new)
-            # A pod that started (or went) frees its node for pulls held back for it; a pod
-            # bound to a node was stored by the API server: it confirms the images it uses,
-            # and its node's disk budget gives way to them.
-            reason = started_trigger(change.key, self.last_plan) if change.new is None else None
-            if change.old is None and change.new is not None:
-                node = str((change.new.get("spec") or {}).get("nodeName") or "")
-                if pulling_on(node, self.pods.items()):
-                    reason = "workload pod starting"  # a puller there may have to yield
-                elif not keeper_holds(change.new, self.pods.items()):
-                    reason = "workload pod bound"
-            if change.new is not None and self.stored_pods.observe(change.new, self.clock.now()):
-                reason = "image used by a stored pod"
-        elif change.kind != PODS:
-            reason = self.demand.on_change(change, self.clock.now())
-        else:
-            # The watch has seen this pod: our own record of creating it is no longer needed.
-            self._created.pop(change.key.rpartition("/")[2], None)
-            reason = own_pod_change(change, self.last_plan)
-        if reason is not None:
-            self.trigger(reason)
-
-    def _on_watch_error(self, verb: str, error: KubeError) -> None:
-        self._record_error(verb, error)
-        self.metrics.api_error(verb, error)
-
-    def request_sweep(self) -> None:
-        """Run a full sweep now instead of at its scheduled time."""
-        self._next_sweep = self.clock.now()
-        self._wake.set()
-
-    def trigger(self, reason: str) -> None:
-        """Ask for a pass soon (after the coalescing wait)."""
-        with self._lock:
-            self._reasons[reason] += 1
-            if reason in PLANNED_AT_ONCE:
-                self._at_once.set()
-        self._wake.set()
-
     # --- lifecycle ------------------------------------------------------------------------
 
     @property
@@ -294,6 +233,7 @@ class Controller(ImageLearners, SnapshotBuilder, PlanExecutor):
         self._at_once.set()
         for informer in self.informers:
             informer.stop()
+        self.status_writer.stop()
         if self._thread is not None:
             self._thread.join(timeout)
         for informer in self.informers:
@@ -313,186 +253,3 @@ class Controller(ImageLearners, SnapshotBuilder, PlanExecutor):
         if time.monotonic() - self._started_wall < TEMPLATE_SYNC_WAIT:
             needed += self.demand.required
         return all(informer.synced.is_set() for informer in needed)
-
-    def run(self) -> None:
-        """Wait for the caches, then pass on triggers, at due retries and on the sweep schedule."""
-        while not self.synced():
-            if self._stop.wait(0.05):
-                return
-        self._next_sweep = self.clock.now()
-        memory.leave_full_collections_to_sweeps()
-        was_leader = False
-        retry = Backoff(RETRY_PASS_INITIAL, RETRY_PASS_MAX)
-        while not self._stop.is_set():
-            leader = self._is_leader()
-            if leader and not was_leader:
-                self.trigger("became leader")
-            was_leader = leader
-            now = self.clock.now()
-            due = min(self._next_sweep, self._wake_at)
-            if now < due and not self._wake.is_set():
-                # Sleep until a trigger or a due time; re-check leadership now and then.
-                self._freed.settle()  # the last passes' memory back to the system
-                self.clock.wait(self._wake, min(due - now, LEADER_CHECK))
-                continue
-            if not leader:
-                self._take_reasons()
-                self.clock.wait(self._stop, LEADER_CHECK)
-                continue
-            if now < due and now < self._last_pass_end + self.config.pass_coalesce:
-                # Passes come at most every passCoalesce: the changes that arrive meanwhile
-                # make one pass; a change after a quiet spell is planned at once, and so is a
-                # node that joined or turned Ready (its first puller waits for nothing).
-                self.clock.wait(
-                    self._at_once, self._last_pass_end + self.config.pass_coalesce - now
-                )
-            reasons = self._take_reasons()
-            now = self.clock.now()
-            if now >= self._next_sweep:
-                trigger = SWEEP
-                self._next_sweep = now + self.config.sweep_interval
-                # The caches are not listed again: their watches keep them current (a watch
-                # that cannot resume relists by itself), as client-go's resync replays its
-                # cache and never lists. A relist here had every informer's thread decode
-                # its whole kind while the sweep planned (1,000 x 200: the plan took 1.08 s
-                # of wall time for 0.58 s of its own CPU).
-                names = {str(obj["metadata"]["name"]) for obj in self.images.items()}
-                self._counts_written = {
-                    name: at for name, at in self._counts_written.items() if name in names
-                }
-            elif reasons:
-                trigger = ", ".join(sorted(reasons))
-            else:
-                trigger = "retry due"
-            self._wake_at = math.inf
-            try:
-                self.run_pass(trigger)
-                if trigger == SWEEP:
-                    memory.collect()  # between passes, not inside a plan
-                retry.reset()
-                self.failing_passes = 0
-            except Stopped:
-                if self.last_pass is not None and self.last_pass.aborted:
-                    self.metrics.pass_failures.labels("api-errors").inc()
-                    self._wake_at = self.clock.now() + retry.next()
-            except Exception:  # the loop outlives any one bad pass
-                log.exception("pass failed")
-                self.metrics.pass_failures.labels("error").inc()
-                self.failing_passes += 1
-                self._wake_at = self.clock.now() + retry.next()
-
-    def _take_reasons(self) -> Counter[str]:
-        with self._lock:
-            reasons, self._reasons = self._reasons, Counter()
-            self._wake.clear()
-            if not self._stop.is_set():
-                self._at_once.clear()
-        return reasons
-
-    def report_plan(self) -> tuple[Plan, PassInfo | None]:
-        """The plan the report shows: the leader's last one. A standby (or a leader before its
-        first pass) plans from its own caches without acting, at most every few seconds, since
-        /report may reach either replica."""
-        with self._report_lock:
-            if self._is_leader() and self._shown_plan is not None:
-                return self._shown_plan, self.last_pass
-            now = self.clock.now()
-            if self._report_plan is None or now - self._report_planned_at > REPORT_PLAN_TTL:
-                self._report_plan = self._planned(self.snapshot(), full=False)
-                self._report_planned_at = now
-            return self._report_plan, None
-
-    # --- one pass -------------------------------------------------------------------------
-
-    def _planned(self, snapshot: Snapshot, *, full: bool) -> Plan:
-        """The plan of `snapshot`: from scratch at a sweep, else from the previous pass's."""
-        if self._plan_fn is not None:
-            return self._plan_fn(snapshot, self.config)
-        with self._planner_lock:
-            return self._planner.full(snapshot) if full else self._planner.plan(snapshot)
-
-    def run_pass(self, trigger: str) -> PassInfo:
-        """Snapshot, plan, execute; keep what the report shows."""
-        started_wall = time.perf_counter()
-        info = PassInfo(trigger=trigger, started=datetime.fromtimestamp(self.clock.now(), UTC))
-        if not self._scanned_running:
-            self._scan_running_pods(info)
-        self._sync_sources(info)
-        if self.config.learn_templates and (trigger == SWEEP or not self._excluded_loaded):
-            self._load_excluded(info)
-        if not self._legacy_cleared:
-            self._clear_legacy_pods(info)
-        with Stopwatch() as reading:
-            snapshot = self.snapshot()
-        self._confirm_learned(info)
-        # Wall time, its own CPU and the other threads' (informers, report requests): a plan
-        # slower than its CPU waited for them, or for other processes. What the watches
-        # bring while it plans is decoded once it is the last plan, so the triggers judge
-        # those changes against the plan that did not see them.
-        with self._gate.closed():
-            with Stopwatch() as planning:
-                plan = self._planned(snapshot, full=trigger == SWEEP)
-            self.last_plan = plan
-        info.plan_seconds = planning.took.wall
-        self.metrics.plan_seconds.observe(info.plan_seconds)
-        self.pull_records = dict(plan.pull_records)
-        self.pull_throughput = dict(plan.pull_throughput)
-
-        def ours(name: str) -> Obj | None:
-            return self.pods.get(f"{self.config.pod_namespace}/{name}")
-
-        if missed := missed_while_planning(plan, self.starting.get, ours):
-            self.trigger(missed)
-        self._wake_at = min(self._wake_at, wake_time(plan))
-        try:
-            self._execute(plan, info)
-            self._learn_templates(snapshot, info)
-            self.metrics.last_pass_success.set(self.clock.now())
-        finally:
-            # The report after the writes: a node's new puller waits for no report (0.2 to
-            # 1.5 s at 1,000 x 200); meanwhile requests get the last plan's, prepared.
-            with Stopwatch() as reporting:
-                if self._prepare_report is not None:
-                    try:  # before the plan is shown, so no request builds it on its own thread
-                        self._prepare_report(plan)
-                    except Exception:  # the report's trouble must not stop the passes
-                        log.exception("preparing the report")
-            self._shown_plan = plan
-            info.seconds = time.perf_counter() - started_wall
-            self._last_pass_end = self.clock.now()
-            self.passes += 1
-            self.last_pass = info
-            if trigger == SWEEP:
-                self.last_sweep = info
-                self.metrics.last_sweep.set(self.clock.now())
-            self.metrics.sweep_seconds.labels("sweep" if trigger == SWEEP else "change").observe(
-                info.seconds
-            )
-            self.metrics.observe_plan(plan)
-            self.warm_nodes.observe(plan, self.clock.now())
-            self._freed.release()
-        log.info(
-            "pass (%s): %d writes planned, done %s, %d already done, %d API errors, "
-            "%.3fs (plan %.3fs, %.3fs CPU, %.3fs other threads; snapshot %.3fs, report %.3fs)",
-            trigger,
-            plan.writes,
-            info.actions,
-            info.already_done,
-            info.api_errors,
-            info.seconds,
-            info.plan_seconds,
-            planning.took.cpu,
-            planning.took.others,
-            reading.took.wall,
-            reporting.took.wall,
-            extra={
-                "trigger": trigger,
-                "writes": sum(info.actions.values()),
-                "api_errors": info.api_errors,
-                "seconds": round(info.seconds, 4),
-                "plan_seconds": round(planning.took.wall, 4),
-                "plan_cpu_seconds": round(planning.took.cpu, 4),
-                "plan_other_threads_seconds": round(planning.took.others, 4),
-            },
-        )
-        return info

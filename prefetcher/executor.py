@@ -29,8 +29,8 @@ from prefetcher.model import (
     PullKey,
     PullOutcome,
     PullRecord,
-    StatusUpdate,
 )
+from prefetcher.statuswriter import StatusWriter
 
 # The controller's logger: admins filter the prefetcher's write failures by it.
 log = logging.getLogger("prefetcher.controller")
@@ -43,11 +43,6 @@ MAX_CHUNK_ERRORS = 5
 # Wall seconds a pass spends on writes that can wait (creating keepers, deleting finished
 # pullers and replaced keepers), each; the rest wait for the next pass (`_execute`).
 CAN_WAIT_SECONDS = 5.0
-# A CachedImage's status counts (nodesWanted, nodesPresent) are rewritten at most this often
-# (clock seconds): while a fleet converges they change with every pass, and the report is
-# the live view. Score and lastError changes are written at once.
-STATUS_COUNTS_INTERVAL = 30.0
-COUNT_FIELDS = frozenset({"nodesWanted", "nodesPresent"})
 
 
 @dataclass
@@ -101,7 +96,7 @@ class PlanExecutor:
     _reported_outcomes: dict[str, frozenset[str]]  # puller uid → images reported
     _reported_yields: set[str]
     _refused: list[tuple[PullAction, KubeError]]
-    _counts_written: dict[str, float]
+    status_writer: StatusWriter
     _wake_at: float
     _at_once: threading.Event  # a node that joined or turned Ready waits for the next pass
 
@@ -117,7 +112,8 @@ class PlanExecutor:
 
     def _execute(self, plan: Plan, info: PassInfo) -> None:
         """Carry out the plan: pullers that yield, pulls, keepers, the other deletions, taints,
-        statuses, events.
+        events; the CachedImage statuses go to the status writer, which sends them on its
+        own thread (`prefetcher.statuswriter`): up to one per image, the pass waits for none.
 
         A node waits for its next puller only for the writes that matter: new pulls go
         before keepers (a finished puller holds its images until a keeper does) and before
@@ -145,19 +141,14 @@ class PlanExecutor:
                 "remove taint",
                 [partial(self._remove_taint, r.node, r.key) for r in plan.taint_removals],
             ),
-            (
-                "update status",
-                [
-                    partial(self.kube.patch_cached_image_status, u.name, u.patch)
-                    for u in self._status_writes(plan)
-                ],
-            ),
         ]
         try:
             for kind, actions in batches:
                 budget = CAN_WAIT_SECONDS if actions is keepers or actions is cleanup else None
                 if self._run_batch(kind, actions, info, budget) < len(actions):
                     self._wake_at = min(self._wake_at, self.clock.now())  # the rest next pass
+            # After the pods' writes, which a node's next pull waits for; not waited for.
+            self.status_writer.offer(plan.status_updates)
             events = self._outcome_events(plan) + self._yield_events(plan)
             self._run_batch("create event", events, info)
         except Stopped:
@@ -166,23 +157,6 @@ class PlanExecutor:
             raise
         finally:
             self._record_refusals(plan, info)
-
-    def _status_writes(self, plan: Plan) -> list[StatusUpdate]:
-        """The plan's status patches, less count-only ones written too recently (they are
-        planned again, and written once STATUS_COUNTS_INTERVAL has passed)."""
-        now = self.clock.now()
-        out: list[StatusUpdate] = []
-        for update in plan.status_updates:
-            last = self._counts_written.get(update.name)
-            if update.patch.keys() <= COUNT_FIELDS and last is not None:
-                due = last + STATUS_COUNTS_INTERVAL
-                if now < due:
-                    self._wake_at = min(self._wake_at, due)
-                    continue
-            if update.patch.keys() & COUNT_FIELDS:
-                self._counts_written[update.name] = now
-            out.append(update)
-        return out
 
     def _run_batch(
         self,

@@ -344,9 +344,11 @@ class BudgetExclusion:
     why: str
 
 
-@dataclass(frozen=True, slots=True)
-class PullOutcome:
-    """A finished puller seen in this snapshot (report each `pod_uid` once)."""
+class PullOutcome(NamedTuple):
+    """A finished puller seen in this snapshot (report each `pod_uid` once). A NamedTuple:
+    the first pass after a start reads one per image of every finished puller (200,000 at
+    1,000 nodes x 200 images), and a tuple is three times cheaper to make than a frozen
+    dataclass."""
 
     node: str
     image: str

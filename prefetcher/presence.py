@@ -48,6 +48,14 @@ def _pulled(finished_at: datetime | None) -> PullResult:
     return PullResult(succeeded=True, finished_at=finished_at)
 
 
+@functools.lru_cache(maxsize=256)
+def _image_set(images: tuple[str, ...]) -> frozenset[str]:
+    """A puller's images as a set, one per batch of images: a membership test in the tuple
+    of a puller of 200 images cost 200 comparisons, for each of its 200 containers (a
+    fifth of the first pass's reading of a thousand such pullers)."""
+    return frozenset(images)
+
+
 def failure_kind(reason: str, message: str) -> str:
     """A short class for a pull failure, so the report can group and people can act."""
     text = message.lower()
@@ -95,8 +103,9 @@ def puller_results(pod: ManagedPod) -> dict[str, PullResult]:
     tools image) before the image's container ran.
     """
     results: dict[str, PullResult] = {}
+    wanted = _image_set(pod.images)
     for container in pod.containers:
-        if container.init or container.image not in pod.images:
+        if container.init or container.image not in wanted:
             continue
         if container.state in ("running", "terminated"):
             results[container.image] = _pulled(container.finished_at or container.started_at)

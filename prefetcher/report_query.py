@@ -16,6 +16,11 @@ from urllib.parse import parse_qs, urlencode
 from prefetcher.model import CELL_STATES
 
 MAX_PAGE = 100_000
+# What `/report` holds of the (node, image) pairs: every one, a page of nodes, or none.
+PAIRS_ALL, PAIRS_PAGE, PAIRS_NONE = "all", "page", "none"
+PAIRS = (PAIRS_ALL, PAIRS_PAGE, PAIRS_NONE)
+JSON_PAGE_SIZE = 100  # nodes a page of /report holds by default
+MAX_PAGE_SIZE = 1000
 
 
 @dataclass(frozen=True)
@@ -27,6 +32,8 @@ class ReportQuery:
     state: str = ""
     page: int = 1
     image_page: int = 1
+    pairs: str = ""  # /report: PAIRS_*, "" for the default (every pair on a small cluster)
+    page_size: int = JSON_PAGE_SIZE  # /report: nodes a page holds
 
     @property
     def filtered(self) -> bool:
@@ -50,22 +57,33 @@ class ReportQuery:
             ("state", query.state),
             ("page", query.page if query.page != 1 else ""),
             ("imagePage", query.image_page if query.image_page != 1 else ""),
+            ("pairs", query.pairs),
+            ("pageSize", query.page_size if query.page_size != JSON_PAGE_SIZE else ""),
         ]
         return "?" + urlencode([(k, v) for k, v in pairs if v != ""])
 
 
 def parse_query(query_string: str) -> ReportQuery:
-    """`node=…&image=…&state=…&page=…&imagePage=…` → ReportQuery; ValueError when malformed."""
+    """`node=…&image=…&state=…&page=…&imagePage=…&pairs=…&pageSize=…` → ReportQuery;
+    ValueError when malformed."""
     fields = {k: v[-1].strip() for k, v in parse_qs(query_string, keep_blank_values=True).items()}
     state = fields.get("state", "")
     if state and state not in CELL_STATES:
         raise ValueError(f"state must be one of {', '.join(CELL_STATES)}, got {state!r}")
+    pairs = fields.get("pairs", "")
+    if pairs and pairs not in PAIRS:
+        raise ValueError(f"pairs must be one of {', '.join(PAIRS)}, got {pairs!r}")
+    size = fields.get("pageSize", "")
+    if size and not (size.isdigit() and 1 <= int(size) <= MAX_PAGE_SIZE):
+        raise ValueError(f"pageSize is a number from 1 to {MAX_PAGE_SIZE}, got {size!r}")
     return ReportQuery(
         node=fields.get("node", "")[:253],
         image=fields.get("image", "")[:512],
         state=state,
         page=_page(fields.get("page", "")),
         image_page=_page(fields.get("imagePage", "")),
+        pairs=pairs,
+        page_size=int(size) if size else JSON_PAGE_SIZE,
     )
 
 

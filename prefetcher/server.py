@@ -153,20 +153,33 @@ class ReportServer:
         log.info("serving the %s on http://%s:%d/", self.name, self.host, self.port)
 
     def stop(self) -> None:
-        """Close every socket on the server's own thread, then let the request threads end.
+        """Close every connection on the server's own thread, then the trigger once nothing
+        can pull it.
 
         Closed from another thread, a socket can still be in the loop's select(), which then
         fails with EBADF and ends the thread with an error (Pylons/waitress#468, fixed after
-        3.0.2): the trigger runs the close inside the loop, which ends once nothing is left."""
+        3.0.2): the trigger runs the close inside the loop, which ends once its map is empty.
+        The trigger itself stays open until the loop and the request threads have ended:
+        the loop may run the close before this thread's own pull of it returns (woken by a
+        request thread's pull), and request threads pull it as they finish."""
+        trigger = self._server.trigger
         if self._thread.is_alive():
-            self._server.trigger.pull_trigger(self._close_all)
+            trigger.pull_trigger(self._close_connections)
             self._thread.join(timeout=5)
         if self._thread.is_alive() or self._thread.ident is None:  # stuck, or never started
             self._server.close()
         self._server.task_dispatcher.shutdown()
+        trigger.close()
 
-    def _close_all(self) -> None:
-        wasyncore.close_all(self._server._map)  # the loop's own map: it ends when emptied
+    def _close_connections(self) -> None:
+        """Every socket but the trigger closed, and the trigger taken out of the loop's map."""
+        server = self._server
+        for channel in list(server._map.values()):
+            if channel is server:  # (its own close() would close the trigger too)
+                wasyncore.dispatcher.close(server)
+            elif channel is not server.trigger:
+                channel.close()
+        server.trigger.del_channel()
 
 
 def parse_bind(text: str) -> tuple[str, int]:

@@ -3,33 +3,26 @@
 Like kwok, it talks to the API server only through the `kubernetes` client, so it can run
 against our API server or any other: it watches Nodes and Pods, runs each node's pods in a
 pure `NodeRuntime`, and writes back pod statuses, events, final deletions, node status and
-the node's Lease heartbeat in `kube-node-lease`.
+the node's Lease heartbeat in `kube-node-lease` (each write in simulator/kubelet_writes.py).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
-from simulator.clock import Clock, rfc3339, rfc3339_micro
+from simulator.clock import Clock
 from simulator.imagestore import ImageStore
 from simulator.informer import Informers
-from simulator.noderuntime import IMAGE_WAIT, Event, NodeRuntime, Pod
+from simulator.kubelet_writes import JSON, KubeletWriter
+from simulator.noderuntime import NodeRuntime, Pod
 from simulator.nodes import config_from_node, is_managed, is_marked_not_ready
-from simulator.rawapi import MERGE, send
 from simulator.registry import RegistrySet
-
-JSON = dict[str, Any]
-LEASE_NAMESPACE = "kube-node-lease"
-UNREACHABLE = "node.kubernetes.io/unreachable"
-DISK_PRESSURE = "node.kubernetes.io/disk-pressure"
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +48,6 @@ class KubeletSet:
         pod_gc: bool = True,
     ) -> None:
         self.api_client = api_client
-        self.core = client.CoreV1Api(api_client)
-        self.coordination = client.CoordinationV1Api(api_client)
         self.clock = clock
         self.registries = registries
         self.informers = informers or Informers(api_client)
@@ -89,11 +80,7 @@ class KubeletSet:
         self._last_status: dict[str, float] = {}
         self._last_lease: dict[str, float] = {}
         self._not_ready: set[str] = set()
-        self._lease_ns_ready = False
-        # Final deletes that failed (429, 5xx, a dropped connection): tried again on the next
-        # pass while the pod is still there, as the kubelet's status manager does.
-        self._failed_deletes: dict[str, tuple[str, str, str]] = {}
-        self._failed_lock = threading.Lock()
+        self.writer = KubeletWriter(api_client, self.counters)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kubelet-write")
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -163,12 +150,12 @@ class KubeletSet:
             nodes = {
                 n["metadata"]["name"]: n for n in self.informers.nodes.snapshot() if is_managed(n)
             }
-            if nodes and not self._lease_ns_ready:
-                self._ensure_lease_namespace()
+            if nodes and not self.writer.lease_namespace_ready:
+                self.writer.ensure_lease_namespace()
             for name, node in nodes.items():
                 if name not in self.runtimes:
                     self.runtimes[name] = NodeRuntime(config_from_node(node), self.registries, now)
-                    futures.append(self._submit(self._adopt_node, node))
+                    futures.append(self._submit(self.writer.adopt_node, node))
             for name in list(self.runtimes):
                 if name not in nodes:
                     self._drop_node(name, futures)
@@ -195,11 +182,11 @@ class KubeletSet:
                 if not_ready:
                     if name not in self._not_ready:
                         self._not_ready.add(name)
-                        futures.append(self._submit(self._mark_not_ready, name, node, now))
+                        futures.append(self._submit(self.writer.mark_not_ready, name, node, now))
                     continue  # a stopped kubelet neither runs pods nor posts status
                 if name in self._not_ready:
                     self._not_ready.discard(name)
-                    futures.append(self._submit(self._clear_not_ready, node))
+                    futures.append(self._submit(self.writer.clear_not_ready, node))
                     runtime.node_dirty = True
                 runtime.labels = dict((node.get("metadata") or {}).get("labels") or runtime.labels)
                 runtime.taints = tuple((node.get("spec") or {}).get("taints") or ())
@@ -212,14 +199,16 @@ class KubeletSet:
                 ):
                     self._last_status[name] = now
                     futures.append(
-                        self._submit(self._write_node_status, name, runtime.node_status(now, now))
+                        self._submit(
+                            self.writer.write_node_status, name, runtime.node_status(now, now)
+                        )
                     )
                 pressure = runtime.store.disk_pressure()
-                if pressure != self._has_pressure_taint(node):
-                    futures.append(self._submit(self._set_pressure_taint, node, pressure))
+                if pressure != self.writer.has_pressure_taint(node):
+                    futures.append(self._submit(self.writer.set_pressure_taint, node, pressure))
                 if now - self._last_lease.get(name, -1e18) >= lease_every:
                     self._last_lease[name] = now
-                    futures.append(self._submit(self._renew_lease, node, now))
+                    futures.append(self._submit(self.writer.renew_lease, node, now))
         for future in futures:
             try:
                 future.result(timeout=60)
@@ -260,24 +249,27 @@ class KubeletSet:
             if not self._status_due(pod, runtime.now):
                 continue
             status = runtime.pod_status(pod)
-            futures.append(self._submit(self._write_pod_status, pod.namespace, pod.name, status))
+            futures.append(
+                self._submit(self.writer.write_pod_status, pod.namespace, pod.name, status)
+            )
             if pod.image_wait_done is not None and not pod.image_wait_reported:
                 pod.image_wait_reported = True
                 self.image_waits[pod.key] = pod.image_wait_done
                 futures.append(
-                    self._submit(self._annotate_wait, pod.namespace, pod.name, pod.image_wait_done)
+                    self._submit(
+                        self.writer.annotate_wait, pod.namespace, pod.name, pod.image_wait_done
+                    )
                 )
         for namespace, name, uid in runtime.take_deletions():
-            futures.append(self._submit(self._delete_pod, namespace, name, uid))
+            futures.append(self._submit(self.writer.delete_pod, namespace, name, uid))
         events = runtime.take_events()
         if self.events_enabled and events:
-            futures.append(self._submit(self._write_events, runtime.config.name, events))
+            futures.append(self._submit(self.writer.write_events, runtime.config.name, events))
         return futures
 
     def _retry_deletes(self, pods: list[JSON]) -> list[Future[None]]:
         """Delete again the pods whose final delete failed, if they are still there."""
-        with self._failed_lock:
-            failed, self._failed_deletes = self._failed_deletes, {}
+        failed = self.writer.take_failed_deletes()
         if not failed:
             return []
         present = {str(p["metadata"].get("uid") or "") for p in pods}
@@ -286,224 +278,13 @@ class KubeletSet:
             if uid and uid not in present:
                 continue  # deleted after all (the answer was lost), or by someone else
             self.counters["delete_retries"] += 1
-            futures.append(self._submit(self._delete_pod, namespace, name, uid))
+            futures.append(self._submit(self.writer.delete_pod, namespace, name, uid))
         return futures
 
     def _submit(self, func: Callable[..., None], *args: Any) -> Future[None]:
         return self._pool.submit(func, *args)
 
     # -- writes ----------------------------------------------------------------------
-    def _write_pod_status(self, namespace: str, name: str, status: JSON) -> None:
-        try:
-            send(
-                self.core.patch_namespaced_pod_status,
-                name,
-                namespace,
-                {"status": status},
-                _content_type=MERGE,
-            )
-            self.counters["pod_status_writes"] += 1
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-
-    def _annotate_wait(self, namespace: str, name: str, seconds: float) -> None:
-        body = {"metadata": {"annotations": {IMAGE_WAIT: f"{seconds:.1f}"}}}
-        try:
-            send(self.core.patch_namespaced_pod, name, namespace, body, _content_type=MERGE)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-
-    def _delete_pod(self, namespace: str, name: str, uid: str) -> None:
-        body = (
-            {"gracePeriodSeconds": 0, "preconditions": {"uid": uid}}
-            if uid
-            else {"gracePeriodSeconds": 0}
-        )
-        try:
-            send(
-                self.core.delete_namespaced_pod, name, namespace, grace_period_seconds=0, body=body
-            )
-        except ApiException as exc:
-            if exc.status == 404:
-                return  # already gone
-            # Anything else (429, 5xx, a 409 Conflict) is tried again while a pod with that
-            # uid is there: not after a failed uid precondition (the name is another pod's).
-            self._delete_failed(namespace, name, uid)
-            raise
-        except Exception:
-            self._delete_failed(namespace, name, uid)  # e.g. the connection dropped
-            raise
-
-    def _delete_failed(self, namespace: str, name: str, uid: str) -> None:
-        with self._failed_lock:
-            self._failed_deletes[uid or f"{namespace}/{name}"] = (namespace, name, uid)
-
-    def _write_events(self, node: str, events: list[Event]) -> None:
-        for event in events:
-            now = rfc3339(event.at)
-            body = {
-                "apiVersion": "v1",
-                "kind": "Event",
-                "metadata": {
-                    "name": f"{event.name}.{uuid.uuid4().hex[:16]}",
-                    "namespace": event.namespace,
-                },
-                "involvedObject": {
-                    "apiVersion": "v1",
-                    "kind": event.kind,
-                    "name": event.name,
-                    "namespace": event.namespace if event.kind == "Pod" else "",
-                    "uid": event.uid,
-                },
-                "reason": event.reason,
-                "message": event.message,
-                "type": event.type,
-                "source": {"component": "kubelet", "host": node},
-                "reportingComponent": "kubelet",
-                "reportingInstance": node,
-                "firstTimestamp": now,
-                "lastTimestamp": now,
-                "count": 1,
-            }
-            try:
-                send(self.core.create_namespaced_event, event.namespace, body)
-                self.counters["events"] += 1
-            except ApiException as exc:
-                if exc.status not in (404, 409, 403):
-                    raise
-
-    def _write_node_status(self, name: str, status: JSON) -> None:
-        try:
-            send(self.core.patch_node_status, name, {"status": status}, _content_type=MERGE)
-            self.counters["node_status_writes"] += 1
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-
-    def _ensure_lease_namespace(self) -> None:
-        try:
-            send(self.core.create_namespace, {"metadata": {"name": LEASE_NAMESPACE}})
-        except ApiException as exc:
-            if exc.status != 409:
-                log.debug("cannot create %s: %s", LEASE_NAMESPACE, exc)
-                return
-        self._lease_ns_ready = True
-
-    def _renew_lease(self, node: JSON, now: float) -> None:
-        name = node["metadata"]["name"]
-        spec = {"holderIdentity": name, "leaseDurationSeconds": 40, "renewTime": rfc3339_micro(now)}
-        try:
-            send(
-                self.coordination.patch_namespaced_lease,
-                name,
-                LEASE_NAMESPACE,
-                {"spec": spec},
-                _content_type=MERGE,
-            )
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-            body = {
-                "apiVersion": "coordination.k8s.io/v1",
-                "kind": "Lease",
-                "metadata": {
-                    "name": name,
-                    "namespace": LEASE_NAMESPACE,
-                    "ownerReferences": [
-                        {
-                            "apiVersion": "v1",
-                            "kind": "Node",
-                            "name": name,
-                            "uid": node["metadata"].get("uid", ""),
-                        }
-                    ],
-                },
-                "spec": spec,
-            }
-            try:
-                send(self.coordination.create_namespaced_lease, LEASE_NAMESPACE, body)
-            except ApiException as again:
-                if again.status != 409:
-                    raise
-        self.counters["lease_writes"] += 1
-
-    def _adopt_node(self, node: JSON) -> None:
-        """Add the labels a kubelet registers with, if whoever created the Node left them out."""
-        config = config_from_node(node)
-        labels = (node.get("metadata") or {}).get("labels") or {}
-        missing = {k: v for k, v in config.all_labels().items() if k not in labels}
-        if missing:
-            try:
-                send(
-                    self.core.patch_node,
-                    config.name,
-                    {"metadata": {"labels": missing}},
-                    _content_type=MERGE,
-                )
-            except ApiException as exc:
-                if exc.status != 404:
-                    raise
-
-    def _mark_not_ready(self, name: str, node: JSON, now: float) -> None:
-        """What the node lifecycle controller does when a kubelet stops posting status."""
-        status = {
-            "conditions": [
-                {
-                    "type": kind,
-                    "status": "Unknown",
-                    "reason": "NodeStatusUnknown",
-                    "message": "Kubelet stopped posting node status.",
-                    "lastHeartbeatTime": rfc3339(now),
-                    "lastTransitionTime": rfc3339(now),
-                }
-                for kind in ("MemoryPressure", "DiskPressure", "PIDPressure", "Ready")
-            ]
-        }
-        self._write_node_status(name, status)
-        taints = [
-            t for t in (node.get("spec") or {}).get("taints") or [] if t.get("key") != UNREACHABLE
-        ]
-        taints += [
-            {"key": UNREACHABLE, "effect": "NoSchedule"},
-            {"key": UNREACHABLE, "effect": "NoExecute", "timeAdded": rfc3339(now)},
-        ]
-        send(self.core.patch_node, name, {"spec": {"taints": taints}}, _content_type=MERGE)
-
-    def _clear_not_ready(self, node: JSON) -> None:
-        taints = [
-            t for t in (node.get("spec") or {}).get("taints") or [] if t.get("key") != UNREACHABLE
-        ]
-        send(
-            self.core.patch_node,
-            node["metadata"]["name"],
-            {"spec": {"taints": taints or None}},
-            _content_type=MERGE,
-        )
-
-    @staticmethod
-    def _has_pressure_taint(node: JSON) -> bool:
-        taints = (node.get("spec") or {}).get("taints") or []
-        return any(t.get("key") == DISK_PRESSURE for t in taints)
-
-    def _set_pressure_taint(self, node: JSON, pressure: bool) -> None:
-        """Taint or untaint the node as TaintNodesByCondition does for DiskPressure."""
-        taints = [
-            t for t in (node.get("spec") or {}).get("taints") or [] if t.get("key") != DISK_PRESSURE
-        ]
-        if pressure:
-            taints.append({"key": DISK_PRESSURE, "effect": "NoSchedule"})
-        try:
-            send(
-                self.core.patch_node,
-                node["metadata"]["name"],
-                {"spec": {"taints": taints or None}},
-                _content_type=MERGE,
-            )
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
 
     def _drop_node(self, name: str, futures: list[Future[None]]) -> None:
         """The Node object is gone: stop its kubelet and, like the pod GC controller, delete its pods."""
@@ -515,14 +296,16 @@ class KubeletSet:
         self._not_ready.discard(name)
         if self.pod_gc:
             for pod in runtime.pods.values():
-                futures.append(self._submit(self._delete_pod, pod.namespace, pod.name, pod.uid))
+                futures.append(
+                    self._submit(self.writer.delete_pod, pod.namespace, pod.name, pod.uid)
+                )
             for obj in self.informers.pods.snapshot():
                 spec = obj.get("spec") or {}
                 meta = obj["metadata"]
                 if spec.get("nodeName") == name and meta.get("uid") not in runtime.pods:
                     futures.append(
                         self._submit(
-                            self._delete_pod,
+                            self.writer.delete_pod,
                             meta.get("namespace", "default"),
                             meta["name"],
                             meta.get("uid", ""),

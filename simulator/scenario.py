@@ -87,6 +87,9 @@ class Scenario:
     events: tuple[NodeEvent, ...] = ()
     # `scheduler.scoringStrategy`: how the scheduler's NodeResourcesFit scores nodes.
     scoring: ScoringStrategy = DEFAULT_SCORING
+    # The virtual scheduler only: None, the first node by name among equal scores; a seed,
+    # a draw among them, as kube-scheduler makes one (set per run, not read from a file).
+    scheduler_seed: int | None = None
 
     def initial_nodes(self) -> list[NodeConfig]:
         return [pool.node(i) for pool in self.pools for i in range(1, pool.count + 1)]

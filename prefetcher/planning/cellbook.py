@@ -18,6 +18,8 @@ from prefetcher.planning.state import PlanState
 from prefetcher.planning.targets import NodeTarget
 
 _PLACEHOLDER = ineligible("")
+# (image, its state before, after) of a wanted cell not present; None: not such a cell
+Move = tuple[str, str | None, str | None]
 
 
 class CellBook:
@@ -27,13 +29,15 @@ class CellBook:
     def __init__(self) -> None:
         self._present_counts: Counter[str] = Counter()
         self._other_counts: Counter[tuple[str, str]] = Counter()
-        self._inputs = _Inputs(frozenset(), frozenset(), {}, {})  # the last pass's
+        self._inputs = _Inputs({}, frozenset(), {}, {})  # the last pass's
         self._left_out: list[list[BudgetExclusion]] = []  # every node's budget exclusions
         self._all_left_out: tuple[BudgetExclusion, ...] = ()
+        self._totals: dict[str, int] = dict.fromkeys(CELL_STATES, 0)  # every node's cells
 
     def drop(self, memo: NodeMemo) -> None:
         """A node left: its cells no longer count."""
         self._count(memo, EMPTY, {})
+        _add(self._totals, memo.tally, -1)
 
     def fill(self, memos: Mapping[str, NodeMemo], state: PlanState, edit: ImageEdit) -> None:
         """fill_cells(): each node's cells patched where their inputs changed."""
@@ -42,14 +46,14 @@ class CellBook:
         # The pass's waiting reasons as they are (no stage changes them after the pulls): a
         # pair each while a thousand nodes converge, 10 MiB a copy.
         inputs = _Inputs(
-            frozenset(state.pulling), frozenset(started), dict(state.records), state.waiting
+            dict(state.pulling.by_node), frozenset(started), dict(state.records), state.waiting
         )
         touched_on = inputs.differences(self._inputs)
         self._inputs = inputs
         removed_at = sorted((edit.old_position[r] for r in edit.removed), reverse=True)
         for name, memo in memos.items():
             entry = memo.target
-            others = memo.others
+            moves: list[Move] | None = None  # (None: every cell built anew)
             before, memo.cells_target = memo.cells_target, entry
             if memo.rebuild and (
                 before is None or before.problem is not None or entry.problem is not None
@@ -80,11 +84,17 @@ class CellBook:
                 elif not touched and edit.empty:
                     continue  # nothing this node's cells depend on changed
                 touched.update(edit.changed)
-                others = self._patch_cells(memo, touched, edit, removed_at, state, started)
+                others, moves = self._patch_cells(memo, touched, edit, removed_at, state, started)
             memo.cells_present = memo.present
             counted = memo.desired if entry.problem is None else EMPTY
-            memo.tally = _tally(len(wanted), counted, others)
-            self._count(memo, counted, others)
+            tally = memo.tally
+            if moves is None or not tally:
+                memo.tally = _tally(len(wanted), counted, others)
+                _add(self._totals, tally, -1)
+                _add(self._totals, memo.tally, 1)
+            else:
+                memo.tally = _retally(tally, len(wanted), counted, others, moves, self._totals)
+            self._count(memo, counted, others, moves)
         state.cells = CellGrid(
             [image.image for image in wanted],
             list(memos),
@@ -96,6 +106,7 @@ class CellBook:
             self._left_out = left_out
         state.left_out = self._all_left_out
         state.node_counts = {name: m.tally for name, m in memos.items()}
+        state.totals = self._totals
         counts: Counter[tuple[str, str]] = Counter(
             {(ref, "present"): n for ref, n in self._present_counts.items()}
         )
@@ -110,9 +121,10 @@ class CellBook:
         removed_at: list[int],
         state: PlanState,
         started_keys: set[PullKey],
-    ) -> dict[str, str]:
+    ) -> tuple[dict[str, str], list[Move]]:
         """The node's cells with the removed images' taken out, the changed ones' put in,
-        and the touched ones' rebuilt; returns its other (not present) wanted states. (Its
+        and the touched ones' rebuilt; returns its other (not present) wanted states (the
+        same dict when none moved) and the moves among them. (Its
         budget exclusions stay: a target with any is patched only when none of them and no
         image it places changed; the planner gives them new scores.)"""
         cells = memo.cells.copy()
@@ -120,9 +132,8 @@ class CellBook:
             del cells[index]
         for ref in edit.changed:
             cells.insert(edit.position[ref], _PLACEHOLDER)
-        others = dict(memo.others)
-        for ref in edit.removed & others.keys():
-            del others[ref]
+        others = memo.others
+        after: dict[str, str | None] = dict.fromkeys(edit.removed & others.keys())
         for ref in touched:
             at = edit.position.get(ref)
             if at is None:
@@ -138,21 +149,43 @@ class CellBook:
                 state.config,
             )
             cells[at] = fresh
-            others.pop(ref, None)
-            if fresh.wanted and fresh.state != "present":
-                others[ref] = fresh.state
+            after[ref] = fresh.state if fresh.wanted and fresh.state != "present" else None
+        moves = [
+            (ref, others.get(ref), new) for ref, new in after.items() if others.get(ref) != new
+        ]
+        if moves:
+            others = dict(others)
+            for ref, _, new in moves:
+                if new is None:
+                    del others[ref]
+                else:
+                    others[ref] = new
         memo.cells = cells
-        return others
+        return others, moves
 
-    def _count(self, memo: NodeMemo, counted: frozenset[str], others: dict[str, str]) -> None:
-        """Move the node's share of the per-image counts from the last pass's to this one's."""
+    def _count(
+        self,
+        memo: NodeMemo,
+        counted: frozenset[str],
+        others: dict[str, str],
+        moves: list[Move] | None = None,
+    ) -> None:
+        """Move the node's share of the per-image counts from the last pass's to this one's
+        (by `moves`, the states that changed, when known)."""
         if counted is not memo.counted and counted != memo.counted:
             present_counts = self._present_counts
             for ref in counted - memo.counted:
                 present_counts[ref] += 1
             for ref in memo.counted - counted:
                 present_counts[ref] -= 1
-        if others is not memo.others and others != memo.others:
+        if moves is not None:
+            other_counts = self._other_counts
+            for ref, old, new in moves:
+                if old is not None:
+                    other_counts[(ref, old)] -= 1
+                if new is not None:
+                    other_counts[(ref, new)] += 1
+        elif others is not memo.others and others != memo.others:
             other_counts = self._other_counts
             for pair in memo.others.items() - others.items():
                 other_counts[pair] -= 1
@@ -183,18 +216,22 @@ class _Inputs(NamedTuple):
     """What cells depend on besides the targets and present images: pulls running, pulls
     starting, failure records, why a missing image waits."""
 
-    pulling: frozenset[PullKey]
+    pulling: dict[str, frozenset[str]]  # node → the images its pullers in flight pull
     started: frozenset[PullKey]
     records: dict[PullKey, PullRecord]
     waiting: dict[PullKey, str]
 
     def differences(self, before: _Inputs) -> dict[str, set[str]]:
         """Node → the images whose inputs differ from `before`'s."""
-        keys: set[PullKey] = set(self.pulling ^ before.pulling)
-        keys |= self.started ^ before.started
+        out: dict[str, set[str]] = {}
+        pulling, was = self.pulling, before.pulling
+        for node in pulling.keys() | was.keys():
+            now, then = pulling.get(node, EMPTY), was.get(node, EMPTY)
+            if now is not then:  # (a puller the same object: its node's set the same one)
+                out.setdefault(node, set()).update(now ^ then)
+        keys: set[PullKey] = set(self.started ^ before.started)
         keys.update(key for key, _ in self.records.items() ^ before.records.items())
         keys.update(key for key, _ in self.waiting.items() ^ before.waiting.items())
-        out: dict[str, set[str]] = {}
         for node, image in keys:
             out.setdefault(node, set()).add(image)
         return out
@@ -209,3 +246,36 @@ def _tally(wanted: int, counted: frozenset[str], others: Mapping[str, str]) -> d
     tally["present"] = len(counted)
     tally["ineligible"] = wanted - len(counted) - len(others)
     return tally
+
+
+def _retally(
+    before: Mapping[str, int],
+    wanted: int,
+    counted: frozenset[str],
+    others: Mapping[str, str],
+    moves: list[Move],
+    totals: dict[str, int],
+) -> Mapping[str, int]:
+    """`_tally` from the node's last one and the moves since (the same dict when equal),
+    with every node's `totals` moved alike."""
+    present, ineligible_count = len(counted), wanted - len(counted) - len(others)
+    if not moves and before["present"] == present and before["ineligible"] == ineligible_count:
+        return before
+    tally = dict(before)
+    for _, old, new in moves:
+        if old is not None:
+            tally[old] -= 1
+            totals[old] -= 1
+        if new is not None:
+            tally[new] += 1
+            totals[new] += 1
+    totals["present"] += present - tally["present"]
+    totals["ineligible"] += ineligible_count - tally["ineligible"]
+    tally["present"], tally["ineligible"] = present, ineligible_count
+    return tally
+
+
+def _add(totals: dict[str, int], tally: Mapping[str, int], sign: int) -> None:
+    """Add a node's `tally` to (sign 1) or take it from (-1) every node's `totals`."""
+    for kind, count in tally.items():
+        totals[kind] += sign * count

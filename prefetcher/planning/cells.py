@@ -7,7 +7,7 @@ cells are a row of the plan's `CellGrid`."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Container, Mapping, Sequence
 from dataclasses import dataclass
 
 from imagesync.config import Config
@@ -35,7 +35,7 @@ def cell(
     entry: NodeTarget,
     image: MergedImage,
     present: Collection[str],
-    pulling: Collection[PullKey],
+    pulling: Container[PullKey],
     started: Collection[PullKey],
     records: Mapping[PullKey, PullRecord],
     waiting: Mapping[PullKey, str],
@@ -80,7 +80,7 @@ def node_cells(
     entry: NodeTarget,
     wanted: Sequence[MergedImage],
     present: Collection[str],
-    pulling: Collection[PullKey],
+    pulling: Container[PullKey],
     started: Collection[PullKey],
     records: Mapping[PullKey, PullRecord],
     waiting: Mapping[PullKey, str],

@@ -51,7 +51,7 @@ def _node_keeper(
         for keeper in active:
             state.delete(keeper, "no cached image left to guard")
         return
-    current = next((k for k in active if k.name == name), None)
+    current = next((k for k in active if k.name == name), None) if active else None
     guarded: frozenset[str] = frozenset()
     if current is not None:
         guarded = state.running_images(current)
@@ -82,18 +82,15 @@ def _defer_keeper(
     held by its finished puller's container (pullers stay until a keeper holds their
     images), and no image waits longer than KEEPER_BATCH_WAIT. A keeper that lets images
     go is not deferred: the node's own pods may need their disk now."""
-    held: set[str] = set()
-    for keeper in active:
-        held |= state.running_images(keeper)
-    wanted = set(desired)
-    if not held <= wanted:
+    wait = state.keeper_wait(node, desired, active)
+    if not wait.deferrable:
         return False
-    added = wanted - held
-    if not added <= state.puller_held.get(node, set()):
-        return False
-    if not added:
-        return True
-    due = state.pulled_at.earliest(node, added, state.now) + timedelta(seconds=KEEPER_BATCH_WAIT)
+    if wait.earliest is None and not wait.untimed:
+        return True  # it adds no image
+    start = state.now if wait.earliest is None else wait.earliest
+    if wait.untimed:
+        start = min(start, state.now)
+    due = start + timedelta(seconds=KEEPER_BATCH_WAIT)
     if due <= state.now:
         return False
     state.wake(due)

@@ -4,40 +4,55 @@ converging cluster holds a thousand pullers of 200 images waiting for their keep
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from operator import is_
 
 from prefetcher import presence
-from prefetcher.model import KeeperAction, ManagedPod, NodeInfo
+from prefetcher.model import KeeperAction, ManagedPod, NodeInfo, PullKey
 from prefetcher.planning.images import MergedImage
 from prefetcher.planning.memo import EMPTY
 from prefetcher.planning.pullers import Finished
-from prefetcher.planning.state import PlanState, ReadFinished
+from prefetcher.planning.reading import PullerReading, read_puller
+from prefetcher.planning.state import KeeperWait, PlanState, ReadFinished
 
 # A pod's (running images if a keeper, results and pulled images if a puller)
 PodFacts = tuple[frozenset[str], Mapping[str, presence.PullResult], frozenset[str]]
 Median = Callable[[Sequence[tuple[float, ...]]], float]
 FinishedKey = tuple[str, str, ReadFinished]  # a pod's name and uid, and what reads it
+# (active keepers, desired images, the node's puller-held images, its pull times' mappings)
+KeeperWaitInputs = tuple[
+    tuple[ManagedPod, ...], list[str], object, tuple[Mapping[PullKey, datetime], ...]
+]
 
 
 class PodBook:
-    """Per pod object: its facts, what a puller gave, the node's keeper action and the
-    registries' median pull rates; each kept from one pass to the next while its inputs
+    """Per pod object: its facts, a puller's reading and what it gave, the node's keeper
+    action and keeper wait, the registries' median pull rates and the pullers in flight
+    counted per image and registry; each kept from one pass to the next while its inputs
     are the same objects (the last pass's and this pass's, so what went is dropped)."""
 
     def __init__(self) -> None:
         self._pods: dict[tuple[str, str], tuple[ManagedPod, PodFacts]] = {}
         self._seen_pods: dict[tuple[str, str], tuple[ManagedPod, PodFacts]] = {}
+        self._readings: dict[tuple[str, str], tuple[ManagedPod, PullerReading]] = {}
+        self._seen_readings: dict[tuple[str, str], tuple[ManagedPod, PullerReading]] = {}
         self._finished: dict[FinishedKey, tuple[ManagedPod, Finished | None]] = {}
         self._seen_finished: dict[FinishedKey, tuple[ManagedPod, Finished | None]] = {}
         self._sizes: dict[str, int] = {}  # image → its size, as the last pass planned it
         self._resized: set[str] = set()  # images whose size changed since the last pass
+        self._waits: dict[str, tuple[KeeperWaitInputs, KeeperWait]] = {}
+        self._seen_waits: dict[str, tuple[KeeperWaitInputs, KeeperWait]] = {}
         self._keepers: dict[str, tuple[NodeInfo, KeeperAction, list[str]]] = {}
         self._seen_keepers: dict[str, tuple[NodeInfo, KeeperAction, list[str]]] = {}
         # (the finished pullers' rates of a registry, their median)
         self._medians: list[tuple[list[tuple[float, ...]], float]] = []
         self._seen_medians: list[tuple[list[tuple[float, ...]], float]] = []
         self._sets: dict[frozenset[str], frozenset[str]] = {}  # shared image sets
+        # the pullers in flight counted last (uid → reading), and their counts
+        self._flying: dict[str, PullerReading] = {}
+        self._flight_counts: tuple[Counter[str], Counter[str]] = (Counter(), Counter())
 
     def new_pass(self, images: list[MergedImage], pods: int) -> None:
         """Start a pass over `pods` pods: note the images whose size changed (or which came
@@ -57,11 +72,13 @@ class PodBook:
             {},
             [],
         )
+        self._seen_readings, self._seen_waits = {}, {}
 
     def end_pass(self) -> None:
         """Keep what this pass used, for the next one."""
         self._pods, self._finished = self._seen_pods, self._seen_finished
         self._keepers, self._medians = self._seen_keepers, self._seen_medians
+        self._readings, self._waits = self._seen_readings, self._seen_waits
 
     def pod_facts(self, pod: ManagedPod) -> PodFacts:
         """A pod's running images (keeper), results and pulled images (puller)."""
@@ -77,6 +94,15 @@ class PodBook:
                 facts = (EMPTY, results, self._sets.setdefault(pulled, pulled))
             hit = (pod, facts)
         self._seen_pods[key] = hit
+        return hit[1]
+
+    def reading(self, pod: ManagedPod) -> PullerReading:
+        """What a puller pod alone says (`reading.read_puller`), while it is the same object."""
+        key = (pod.name, pod.uid)
+        hit = self._readings.get(key)
+        if hit is None or hit[0] is not pod:
+            hit = (pod, read_puller(pod, self.pod_facts(pod)[1]))
+        self._seen_readings[key] = hit
         return hit[1]
 
     def finished_puller(
@@ -107,6 +133,47 @@ class PodBook:
         value = median(rates)
         self._seen_medians.append((list(rates), value))
         return value
+
+    def flight_counts(
+        self, in_flight: Mapping[str, tuple[ManagedPod, PullerReading]]
+    ) -> tuple[Counter[str], Counter[str]]:
+        """PlanState.flight_counts(), moved from the last counted ones by the pullers that
+        came, went or read otherwise (a thousand pullers of 100 images: not counted anew
+        each pass)."""
+        if not in_flight:
+            self._flight_counts = (Counter(), Counter())  # (images gone leave no zeros)
+        per_image, per_registry = self._flight_counts
+        flying = self._flying if in_flight else {}
+        for uid, reading in flying.items():
+            now = in_flight.get(uid)
+            if now is None or now[1] is not reading:
+                per_image.subtract(reading.pending)
+                per_registry.subtract(reading.registries)
+        for uid, (_, reading) in in_flight.items():
+            if flying.get(uid) is not reading:
+                per_image.update(reading.pending)
+                per_registry.update(reading.registries)
+        self._flying = {uid: reading for uid, (_, reading) in in_flight.items()}
+        return per_image, per_registry
+
+    def keeper_wait(
+        self, state: PlanState, node: str, desired: list[str], active: Sequence[ManagedPod]
+    ) -> KeeperWait:
+        """PlanState.keeper_wait(), the same while the keepers, the desired list, the images
+        the node's pullers hold and their pull times are (the same objects, pass after
+        pass: a thousand nodes waiting for their keepers, 100 images each compared and
+        looked up once, not once per pass)."""
+        inputs = (
+            tuple(active),
+            desired,
+            state.puller_held.get(node),
+            tuple(state.pulled_at.parts(node)),
+        )
+        hit = self._waits.get(node)
+        if hit is None or hit[0] != inputs:  # (the same objects: equal at once)
+            hit = (inputs, PlanState.keeper_wait(state, node, desired, active))
+        self._seen_waits[node] = hit
+        return hit[1]
 
     def keeper_action(
         self,

@@ -10,6 +10,7 @@ from prefetcher import observe, pods, presence
 from prefetcher.model import ManagedPod, PullKey, PullOutcome, PullRecord
 from prefetcher.planning.images import DISK_PER_COMPRESSED_BYTE, registry_of
 from prefetcher.planning.memo import EMPTY
+from prefetcher.planning.reading import PullerReading
 from prefetcher.planning.starting import Starting, starting_pods, yields_to
 from prefetcher.planning.state import PlanState
 
@@ -80,25 +81,25 @@ def read_pullers(state: PlanState) -> None:
         if pod.node not in state.node_names:
             state.delete(pod, "node no longer exists")
             continue
-        finished = state.finished_puller(pod, finished_puller)
+        reading = state.puller_reading(pod)
+        finished = None
+        if not reading.pending and not reading.failed:  # (else it has not pulled them all)
+            finished = state.finished_puller(pod, finished_puller)
         if finished is not None:
             _record_finished(state, finished)
             pulled, failed = finished.pulled, []
         else:
-            results = state.puller_results(pod)
-            pending = tuple(i for i in pod.images if i not in results)
             part = state.finished_puller(pod, pulled_so_far)
             if part is not None:
                 _record_finished(state, part)
-            for image, result in results.items():
-                if not result.succeeded:
-                    _record_failure(state, pod, image, result)
+            for image, result in reading.failed:
+                _record_failure(state, pod, image, result)
             pulled = part.pulled if part is not None else EMPTY
-            if pending:
-                _read_unfinished(state, pod, pending, results, starting)
+            if reading.pending:
+                _read_unfinished(state, pod, reading, starting)
                 _hold(state, pod, pulled)
                 continue
-            failed = sorted({r.reason for r in results.values() if not r.succeeded})
+            failed = sorted({r.reason for _, r in reading.failed})
         # Finished: keep it while it is the only guard of an image it pulled.
         # (the puller's own set while the node wants all of it and no keeper holds any: the
         # same object, its hash kept, every pass)
@@ -120,9 +121,8 @@ def read_pullers(state: PlanState) -> None:
             if unguarded and config.keeper_enabled and not pod.deleting:
                 state.unguarded.setdefault(pod.node, []).append(frozenset(unguarded))
 
-    state.pulling = {
-        (p.node, image) for p, pending in state.in_flight.values() for image in pending
-    }
+    for pod, reading in state.in_flight.values():
+        state.pulling.add(pod.node, reading.pending_set)
     for key in list(state.records):
         node, image = key
         if (
@@ -227,40 +227,40 @@ def _hold(state: PlanState, pod: ManagedPod, pulled: Iterable[str]) -> None:
         held.update(pulled)
 
 
-def pull_clock_start(
-    state: PlanState, pod: ManagedPod, results: Mapping[str, presence.PullResult]
-) -> datetime:
+def pull_clock_start(state: PlanState, pod: ManagedPod, reading: PullerReading) -> datetime:
     """When the puller's current image could start pulling: after the pod's creation, after
     its previous image was ready (the kubelet pulls a pod's images one after another), and
     after any workload pod starting on the node began (the kubelet pulls in arrival order, so
     time spent behind that pod's pulls is not this image's)."""
-    moments = [pod.created or state.now]
-    moments += [r.finished_at for r in results.values() if r.finished_at is not None]
-    moments += [
-        s.since for s in state.snapshot.starting if s.node == pod.node and s.since is not None
-    ]
-    return min(max(moments), state.now)
+    if reading.clock_start is None:
+        return state.now
+    began = reading.clock_start
+    for starting in state.starting_on(pod.node):
+        if starting.since is not None and starting.since > began:
+            began = starting.since
+    return min(began, state.now)
 
 
 def _read_unfinished(
     state: PlanState,
     pod: ManagedPod,
-    pending: tuple[str, ...],
-    results: Mapping[str, presence.PullResult],
+    reading: PullerReading,
     starting: Starting,
 ) -> None:
     """A puller with images still to pull: flying, stuck past its current image's deadline
     (counted from when that image could start, not from the pod's creation), unwanted, or
     in the way of a workload pod starting on its node."""
     if pod.deleting:
-        state.in_flight[pod.uid or pod.name] = (pod, pending)  # the kubelet may still be pulling
+        state.in_flight[pod.uid or pod.name] = (pod, reading)  # the kubelet may still be pulling
         return
-    now = state.now
+    now, pending = state.now, reading.pending
     current = pending[0]
     workload = yields_to(state, starting, pod, current)
     # The pods starting on the node push back this puller's deadline (`pull_clock_start`),
     # and the one it yields to decides when its images are planned again.
-    state.holding.update(s.pod for s in state.snapshot.starting if s.node == pod.node)
+    here = state.starting_on(pod.node)
+    if here:
+        state.holding.update(s.pod for s in here)
     if workload:
         # Not a failure: no backoff; its images are planned again once the pod started.
         state.delete(pod, f"yielded to pod {workload} starting on the node", yielded_to=workload)
@@ -268,7 +268,7 @@ def _read_unfinished(
             state.waiting[(pod.node, image)] = f"yielded to pod {workload} starting on the node"
         return
     allowed = pods.pull_deadline(state.size_of(current), state.config)
-    began = pull_clock_start(state, pod, results)
+    began = pull_clock_start(state, pod, reading)
     stuck_at = began + timedelta(seconds=allowed + STUCK_GRACE)
     if now > stuck_at:
         waited = int((now - began).total_seconds())
@@ -284,8 +284,8 @@ def _read_unfinished(
         for image in pending:
             _record_failure(state, pod, image, stuck)
         state.delete(pod, "stuck past its deadline")
-    elif not any(i in state.fits(pod.node) for i in pending):
+    elif reading.pending_set.isdisjoint(state.fits(pod.node)):
         state.delete(pod, "image no longer wanted on this node")
     else:
-        state.in_flight[pod.uid or pod.name] = (pod, pending)
+        state.in_flight[pod.uid or pod.name] = (pod, reading)
         state.wake(stuck_at)

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
+from itertools import filterfalse
 
 from imagesync.config import Config
 from prefetcher import pods
 from prefetcher.eligibility import selector_mismatch
 from prefetcher.model import NodeInfo, PullAction, PullKey
 from prefetcher.planning.demand import cron_lead
-from prefetcher.planning.images import MergedImage, registry_of, size_on
+from prefetcher.planning.images import MergedImage, size_on
 from prefetcher.planning.starting import Starting, starting_pods
 from prefetcher.planning.state import PlanState
 from prefetcher.planning.targets import NodeTarget
@@ -25,17 +26,27 @@ NEW_NODE = "new node"
 
 
 def node_candidates(
-    state: PlanState, entry: NodeTarget, missing: list[str], starting: Starting
+    state: PlanState,
+    entry: NodeTarget,
+    missing: list[str],
+    starting: Starting,
+    *,
+    ranked: bool = True,
 ) -> list[Candidate]:
     """The pulls `entry`'s node could start now among its `missing` images (rank order);
-    notes why the others wait."""
+    notes why the others wait. Not `ranked`: the candidates' demand tier and spread are left
+    0 (a node whose pull slots are full starts none of them)."""
     config = state.config
     name = entry.node.name
     out: list[Candidate] = []
+    here = state.pulling.on(name)
+    if here:
+        # (a node's puller most often pulls every image it misses: nothing to start there)
+        if here.issuperset(missing):
+            return out
+        missing = list(filterfalse(here.__contains__, missing))
     for ref in missing:
         key = (name, ref)
-        if key in state.pulling:
-            continue
         record = state.records.get(key)
         if record is not None and state.now < retry_at(record, config):
             state.wake(retry_at(record, config))
@@ -56,8 +67,11 @@ def node_candidates(
             state.holding.add(holder)
             state.waiting[key] = f"held back while pod {holder} pulls from {image.registry}"
             continue
-        tier = state.demand.tier(ref, name)
-        out.append(((urgency, tier, -image.score, name, spread(name, ref), ref), why))
+        if ranked:
+            rank = (urgency, state.demand.tier(ref, name), -image.score, name, spread(name, ref))
+            out.append(((*rank, ref), why))
+        else:
+            out.append(((urgency, 0, -image.score, name, 0, ref), why))
     return out
 
 
@@ -129,8 +143,9 @@ def choose_pulls(state: PlanState) -> None:
     for entry in state.targets.values():
         if entry.problem is not None:
             continue
-        mine = node_candidates(state, entry, state.missing(entry), starting)
-        if busy[entry.node.name] >= node_pull_cap(entry.node, state.config):
+        full = busy[entry.node.name] >= node_pull_cap(entry.node, state.config)
+        mine = node_candidates(state, entry, state.missing(entry), starting, ranked=not full)
+        if full:
             # A node whose pullers fill its slots starts nothing this pass: its candidates
             # wait without being ranked against the fleet's (most of them, while a fleet
             # converges).
@@ -143,6 +158,8 @@ def choose_pulls(state: PlanState) -> None:
 
 def start_pulls(state: PlanState, candidates: list[Candidate], starting: Starting) -> None:
     """Start the candidates, best first, while every cap allows, batched per node."""
+    if not candidates:
+        return
     config = state.config
     candidates.sort()
     by_node: dict[str, list[str]] = {}
@@ -151,17 +168,7 @@ def start_pulls(state: PlanState, candidates: list[Candidate], starting: Startin
     puller_names = {p.name for p in state.pullers}
     flying = list(state.in_flight.values())
     per_node = Counter(pod.node for pod, _ in flying)
-    per_image: Counter[str] = Counter()
-    for _, pending in flying:
-        per_image.update(pending)  # (counted in C: a thousand pullers of 100 images)
-    per_registry = Counter(
-        registry
-        for _, pending in flying
-        for registry in {
-            state.by_image[i].registry if i in state.by_image else registry_of(i)[0]
-            for i in pending
-        }
-    )
+    per_image, per_registry = (Counter(counts) for counts in state.flight_counts())
     total = len(flying)
     taken: set[PullKey] = set()
     shares: dict[str, int | None] = {}

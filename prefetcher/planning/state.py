@@ -7,7 +7,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from itertools import chain, repeat
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple, cast, overload
 
 from imagesync.config import Config
 from prefetcher import pods, presence
@@ -24,11 +24,13 @@ from prefetcher.model import (
     PullOutcome,
     PullRecord,
     Snapshot,
+    StartingPod,
     StatusUpdate,
     TaintRemoval,
 )
 from prefetcher.planning.demand import DemandIndex
 from prefetcher.planning.images import MergedImage
+from prefetcher.planning.reading import PullerReading, read_puller
 from prefetcher.planning.targets import NodeTarget
 from prefetcher.planning.timing import in_quiet_hours
 
@@ -38,6 +40,18 @@ if TYPE_CHECKING:
 ReadFinished = Callable[["PlanState", ManagedPod], "Finished | None"]
 ImageStatus = tuple[tuple[StatusUpdate, ...], ImageSummary]
 MakeImageStatus = Callable[[MergedImage, tuple[int, ...], str], ImageStatus]
+
+
+class KeeperWait(NamedTuple):
+    """Whether a node's new keeper may wait for its node's pulls (it only adds images its
+    pullers hold), and the earliest pull time of the images it adds."""
+
+    deferrable: bool
+    earliest: datetime | None  # among the added images with a pull time
+    untimed: bool  # some added image has no pull time (it counts as pulled now)
+
+
+NO_WAIT = KeeperWait(False, None, False)
 
 
 class PulledTimes:
@@ -52,22 +66,57 @@ class PulledTimes:
         """Note `times`, all of `node`'s pairs (kept as they are: not to be changed)."""
         self._by_node.setdefault(node, []).append(times)
 
-    def earliest(self, node: str, images: Iterable[str], default: datetime) -> datetime:
-        """The earliest pull time of `images` on `node` (`default` for an image without one):
-        a node's single puller's mapping is read without a loop in Python (a thousand nodes
-        of 100 images each, every pass)."""
+    def earliest_known(self, node: str, images: Iterable[str]) -> tuple[datetime | None, bool]:
+        """The earliest pull time of `images` on `node` among those that have one (None when
+        none has), and whether any has none."""
         parts = self._by_node.get(node, ())
         if len(parts) == 1:
-            times = parts[0].get
-            return min(map(times, zip(repeat(node), images), repeat(default)), default=default)
-        return min((self.get((node, image), default) for image in images), default=default)
+            found = list(map(parts[0].get, zip(repeat(node), images)))
+        else:
+            found = [self.get((node, image), None) for image in images]
+        known = [moment for moment in found if moment is not None]
+        return min(known, default=None), len(known) < len(found)
 
-    def get(self, key: PullKey, default: datetime) -> datetime:
+    def parts(self, node: str) -> Sequence[Mapping[PullKey, datetime]]:
+        """The mappings `node`'s pull times come from (each puller's own, unchanged)."""
+        return self._by_node.get(node, ())
+
+    @overload
+    def get(self, key: PullKey, default: datetime) -> datetime: ...
+    @overload
+    def get(self, key: PullKey, default: None) -> datetime | None: ...
+
+    def get(self, key: PullKey, default: datetime | None) -> datetime | None:
         for times in reversed(self._by_node.get(key[0], ())):
             found = times.get(key)
             if found is not None:
                 return found
         return default
+
+
+class PullingPairs:
+    """The (node, image) pairs the pullers in flight pull, kept per node as its puller's own
+    set of pending images (a thousand pullers of 100 images each: not copied pair by pair
+    every pass, and a node whose puller is the same object keeps the same set)."""
+
+    def __init__(self) -> None:
+        self.by_node: dict[str, frozenset[str]] = {}
+
+    def add(self, node: str, images: frozenset[str]) -> None:
+        have = self.by_node.get(node)
+        self.by_node[node] = images if have is None else have | images
+
+    def on(self, node: str) -> frozenset[str]:
+        """The images pulled on `node` now."""
+        return self.by_node.get(node, _NONE)
+
+    def __contains__(self, key: object) -> bool:
+        node, image = cast(PullKey, key)
+        images = self.by_node.get(node)
+        return images is not None and image in images
+
+
+_NONE: frozenset[str] = frozenset()
 
 
 class PlanState:
@@ -113,8 +162,10 @@ class PlanState:
         # node → images live pullers pulled (one puller's own set while it is the only one)
         self.puller_held: dict[str, set[str] | frozenset[str]] = {}
         self.pulled_at = PulledTimes()
-        self.in_flight: dict[str, tuple[ManagedPod, tuple[str, ...]]] = {}  # uid → pending
-        self.pulling: set[PullKey] = set()  # (node, image) of in_flight, once pullers are read
+        # uid → the puller in flight, and its reading (the images it still pulls)
+        self.in_flight: dict[str, tuple[ManagedPod, PullerReading]] = {}
+        self.pulling = PullingPairs()  # (node, image) of in_flight, once pullers are read
+        self._starting_on: dict[str, list[StartingPod]] | None = None
         self.wake_at: datetime | None = None
         self.pulls: list[PullAction] = []
         self.waiting: dict[PullKey, str] = {}
@@ -127,6 +178,7 @@ class PlanState:
         self.left_out: Sequence[BudgetExclusion] = ()
         self.counts: Counter[tuple[str, str]] = Counter()  # (image, state), wanted pairs
         self.node_counts: dict[str, Mapping[str, int]] = {}  # node → cells by state
+        self.totals: Mapping[str, int] | None = None  # cells by state, when already summed
         self.quiet = in_quiet_hours(self.now, config.quiet_hours)
 
     # --- what pods say; the incremental planner remembers these between passes -----------
@@ -138,6 +190,10 @@ class PlanState:
     def puller_results(self, pod: ManagedPod) -> Mapping[str, presence.PullResult]:
         """The outcome of each image of a puller that has one."""
         return presence.puller_results(pod)
+
+    def puller_reading(self, pod: ManagedPod) -> PullerReading:
+        """What the puller pod alone says: its results, the images it still pulls."""
+        return read_puller(pod, self.puller_results(pod))
 
     def finished_puller(self, pod: ManagedPod, read: ReadFinished) -> Finished | None:
         """What a puller whose every image was pulled gives each pass; None for any other
@@ -159,6 +215,34 @@ class PlanState:
     def median_rate(self, rates: Sequence[tuple[float, ...]]) -> float:
         """The median of every puller's `rates`."""
         return statistics.median(chain.from_iterable(rates))
+
+    def flight_counts(self) -> tuple[Counter[str], Counter[str]]:
+        """The pullers in flight by image they still pull, and by registry they pull from
+        (read-only: copy before counting more)."""
+        flying = self.in_flight.values()
+        # (counted in C: a thousand pullers of 100 images)
+        per_image = Counter(chain.from_iterable(reading.pending for _, reading in flying))
+        per_registry = Counter(chain.from_iterable(reading.registries for _, reading in flying))
+        return per_image, per_registry
+
+    def keeper_wait(
+        self, node: str, desired: list[str], active: Sequence[ManagedPod]
+    ) -> KeeperWait:
+        """Whether a new keeper of `desired` (sorted) on `node` in place of the `active` ones
+        only adds images the node's pullers hold (it may then wait for the node's pulls),
+        and when those images were pulled."""
+        held: set[str] = set()
+        for keeper in active:
+            held |= self.running_images(keeper)
+        wanted = set(desired)
+        if not held <= wanted:
+            return NO_WAIT
+        added = wanted - held
+        if not added <= self.puller_held.get(node, set()):
+            return NO_WAIT
+        if not added:
+            return KeeperWait(True, None, False)
+        return KeeperWait(True, *self.pulled_at.earliest_known(node, added))
 
     def keeper_action(
         self, node: NodeInfo, name: str, desired: list[str], replaces: tuple[str, ...]
@@ -186,6 +270,14 @@ class PlanState:
         """The images `node` should hold (empty for a node that is gone)."""
         target = self.targets.get(node)
         return target.fitted_set if target is not None else frozenset()
+
+    def starting_on(self, node: str) -> Sequence[StartingPod]:
+        """The workload pods starting on `node` (as the snapshot lists them)."""
+        if self._starting_on is None:
+            self._starting_on = {}
+            for pod in self.snapshot.starting:
+                self._starting_on.setdefault(pod.node, []).append(pod)
+        return self._starting_on.get(node, ())
 
     def wake(self, moment: datetime) -> None:
         """Note a future moment at which this plan would change by itself."""

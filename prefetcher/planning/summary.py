@@ -110,10 +110,11 @@ def result(state: PlanState, nodes: list[NodeSummary] | None = None) -> Plan:
     """The Plan of a state whose stages have all run (`nodes`: its node summaries, when
     already made)."""
     status_updates, image_summaries = status_and_images(state)
-    totals: Counter[str] = Counter()
-    for tally in state.node_counts.values():
-        for kind, count in tally.items():
-            totals[kind] += count
+    totals = state.totals
+    if totals is None:
+        totals = Counter()
+        for tally in state.node_counts.values():
+            totals.update(tally)
     wanted_pairs = sum(totals[s] for s in WANTED_STATES)
     summary = Summary(
         nodes=len(state.nodes),

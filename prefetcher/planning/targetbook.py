@@ -7,6 +7,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
+from itertools import filterfalse
 
 from imagesync.config import Config
 from prefetcher import budget as budgets
@@ -100,7 +101,9 @@ class TargetBook:
                     not_placed=not_placed,
                     left_out=old.left_out,
                     fitted_set=fitted_set,
-                    budget_reason=budgets.budget_reason(room),
+                    budget_reason=(
+                        old.budget_reason if room is old.room else budgets.budget_reason(room)
+                    ),
                     room=room,
                     budget_alone=alone,
                     pod_images=old.pod_images,
@@ -161,10 +164,16 @@ class TargetBook:
         target.fitted, target.fitted_set, target.not_placed = known
         return target
 
-    def node_pods(self, memo: NodeMemo, present: frozenset[str], edit: ImageEdit) -> None:
-        """The node's keeper images and missing images, for its present images."""
+    def node_pods(
+        self, memo: NodeMemo, present: frozenset[str], edit: ImageEdit, *, patched: bool = False
+    ) -> None:
+        """The node's keeper images and missing images, for its present images (`patched`:
+        its target is the last pass's patched for `edit`)."""
         target = memo.target
         if target.fitted_set is memo.fitted_seen and present is memo.present:
+            return
+        if patched and present is memo.present and memo.fitted_seen is not None:
+            _patch_pods(memo, edit)
             return
         key = (id(target.fitted_set), id(present))
         hit = self.pod_sets.get(key)
@@ -181,5 +190,33 @@ class TargetBook:
         if desired != memo.desired:
             ordered = sorted(desired)
             memo.keeper = (ordered, pods.keeper_name(target.node.name, ordered) if ordered else "")
-        memo.desired, memo.missing = desired, hit[3]
+            memo.desired = desired  # (else the same object: the cells' counts see no change)
+        memo.missing = hit[3]
         memo.present, memo.fitted_seen = present, target.fitted_set
+
+
+def _patch_pods(memo: NodeMemo, edit: ImageEdit) -> None:
+    """`node_pods` of a target patched for `edit`, with the same present images: its images
+    differ from the last pass's only in the images the edit touched, and the others keep
+    their order, so the missing images are the last pass's with the touched ones taken out
+    and put in at their place (a new image: one insertion per node, not a sort of every
+    image the node misses)."""
+    before, after, present = memo.fitted_seen, memo.target.fitted_set, memo.present
+    assert before is not None
+    missing = memo.missing
+    drop = {ref for ref in edit.touched if ref in before and ref not in present}
+    if drop:
+        missing = list(filterfalse(drop.__contains__, missing))
+    add = [ref for ref in edit.changed if ref in after and ref not in present]
+    if add:
+        missing = missing.copy() if not drop else missing
+        for ref in add:
+            bisect.insort(missing, ref, key=edit.position.__getitem__)
+    if not edit.touched.isdisjoint(present):
+        desired = after & present
+        if desired != memo.desired:
+            ordered = sorted(desired)
+            name = memo.target.node.name
+            memo.keeper = (ordered, pods.keeper_name(name, ordered) if ordered else "")
+            memo.desired = desired
+    memo.missing, memo.fitted_seen = missing, after

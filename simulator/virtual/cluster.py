@@ -8,6 +8,7 @@ Nothing here reads a clock or starts a thread: the same inputs give the same res
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -47,7 +48,8 @@ class VirtualCluster:
         self.network = Network(self.loop, self.registries)
         self.nodes: dict[str, VirtualNode] = {}
         self.kubelets = Kubelets(self.loop, self.nodes, self._pod_changed)
-        self.scheduler = Scheduler(self.nodes, scenario.scoring)
+        ties = None if scenario.scheduler_seed is None else random.Random(scenario.scheduler_seed)
+        self.scheduler = Scheduler(self.nodes, scenario.scoring, ties)
         self.workload: list[Pod] = []
         self.first_seen: dict[str, float] = {}
         self.joined: list[VirtualNode] = []

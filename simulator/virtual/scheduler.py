@@ -8,12 +8,15 @@ MostAllocated to bin-pack) plus ImageLocality as kube-scheduler computes it
 (`pkg/scheduler/framework/plugins/imagelocality`): for each of the pod's images that the node
 lists in `status.images` (the 50 largest), its size scaled by the share of all nodes that
 have it, summed and mapped from [23 MiB, 1000 MiB x containers] onto [0, 100]. The highest
-total wins; the node name breaks ties (kube-scheduler picks at random among equals). A pod
-that fits nowhere waits and is tried again when capacity frees or a node joins or turns Ready.
+total wins; the node name breaks ties, or, given a seed (the scenario's `scheduler_seed`), a
+draw among the equals as kube-scheduler's `selectHost` makes it: the same seed, the same run.
+A pod that fits nowhere waits and is tried again when capacity frees or a node joins or turns
+Ready.
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 
@@ -120,6 +123,7 @@ class Scheduler:
 
     nodes: dict[str, VirtualNode]
     scoring: ScoringStrategy = DEFAULT_SCORING
+    ties: random.Random | None = None  # None: the first node by name among equal scores
     used: dict[str, dict[str, float]] = field(default_factory=dict)
     pending: list[Pod] = field(default_factory=list)
     _views: dict[str, NodeView] = field(default_factory=dict)
@@ -203,7 +207,8 @@ class Scheduler:
         images = pod.spec.images if pod.spec is not None else ()
         requested = tuple(requests.items())
         spread: dict[str, float] | None = None
-        best: tuple[float, str] | None = None
+        best = -1.0
+        equals: list[str] = []  # the nodes of the best score, by name
         for view in feasible:
             score = view.fit.get(requested)
             if score is None:
@@ -218,10 +223,13 @@ class Scheduler:
                         for image in images
                     }
                 score += image_locality(images, listed, spread)
-            key = (-score, view.name)
-            if best is None or key < best:
-                best = key
-        return best[1] if best is not None else None
+            if score > best:
+                best, equals = score, [view.name]
+            elif score == best:
+                equals.append(view.name)
+        if self.ties is None or len(equals) == 1:
+            return equals[0]
+        return self.ties.choice(equals)
 
     def bind(self, pod: Pod, node: str) -> None:
         used = self.used.setdefault(node, {})

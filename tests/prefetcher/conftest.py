@@ -237,3 +237,19 @@ def report(prefetcher: Any) -> dict[str, Any]:
     response.raise_for_status()
     result: dict[str, Any] = response.json()
     return result
+
+
+class StepClock:
+    """Clock time that moves only when the test moves it."""
+
+    def __init__(self) -> None:
+        self.t = 1_800_000_000.0
+
+    def now(self) -> float:
+        return self.t
+
+    def wait(self, event: threading.Event, seconds: float) -> bool:
+        return event.is_set()
+
+    def monotonic(self) -> float:
+        return self.t

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
@@ -11,7 +12,10 @@ from hypothesis import strategies as st
 
 from imagesync.config import Config
 from prefetcher.model import (
+    ContainerObservation,
+    ContainerStateKind,
     Demand,
+    ManagedPod,
     Plan,
     Rollout,
     RunningPod,
@@ -24,6 +28,7 @@ from prefetcher.model import (
 from prefetcher.planner import plan
 from prefetcher.planning.incremental import IncrementalPlanner
 from prefetcher.planning.pullers import finished_puller
+from prefetcher.pods import puller_container_name
 from tests.prefetcher.test_core_fixtures import GB, World, image, node, profile
 from tests.prefetcher.test_core_properties import (
     POOL,
@@ -65,6 +70,8 @@ EVENTS = [
     "starting",
     "started",
     "kill keeper",
+    "stall",
+    "unstall",
     "gc",
     "time",
     "day",
@@ -81,6 +88,7 @@ class TwinWorld(World):
     starting: list[StartingPod] = field(default_factory=list)
     demand: Demand = field(default_factory=Demand)
     passes: int = 0
+    slow: set[str] = field(default_factory=set)  # images whose pulls hang while listed
 
     def snapshot(self) -> Snapshot:
         return replace(super().snapshot(), starting=tuple(self.starting), demand=self.demand)
@@ -93,6 +101,49 @@ class TwinWorld(World):
         self.passes += 1
         assert got == expected, _first_difference(got, expected)
         return got
+
+    def kubelets(self) -> None:
+        """As World's, but a puller reaching an image of `slow` keeps pulling it: the pod
+        object stays the same, pass after pass, until that image is no longer slow."""
+        for name, pod in list(self.pods.items()):
+            if pod.role != "puller":
+                continue
+            if _stalled(pod) and self.slow.isdisjoint(pod.images):
+                self.pods[name] = replace(pod, phase="Pending", containers=())  # pulls on
+            elif not pod.containers and not self.slow.isdisjoint(pod.images):
+                self.pods[name] = self._stall(pod)
+        super().kubelets()
+
+    def _stall(self, pod: ManagedPod) -> ManagedPod:
+        """`pod` with its images before the first slow one pulled, and that one pulling."""
+        containers: list[ContainerObservation] = []
+        for ref in pod.images:
+            if containers and containers[-1].state != "terminated":
+                state: ContainerStateKind = "unknown"
+                containers.append(ContainerObservation(puller_container_name(ref), ref, state))
+            elif ref in self.slow:
+                containers.append(
+                    ContainerObservation(
+                        puller_container_name(ref), ref, "waiting", reason="PodInitializing"
+                    )
+                )
+            else:
+                self.disk.setdefault(pod.node, set()).add(ref)
+                containers.append(
+                    ContainerObservation(
+                        puller_container_name(ref),
+                        ref,
+                        "terminated",
+                        exit_code=0,
+                        started_at=self.now,
+                        finished_at=self.now,
+                    )
+                )
+        return replace(pod, phase="Running", containers=tuple(containers))
+
+
+def _stalled(pod: ManagedPod) -> bool:
+    return any(c.state == "waiting" and c.reason == "PodInitializing" for c in pod.containers)
 
 
 def _first_difference(got: Plan, expected: Plan) -> str:
@@ -172,7 +223,14 @@ def _apply(w: TwinWorld, event: str, pick: int, data: Any) -> None:
                     age=timedelta(0),
                 ),
             ]
-    elif not images and event in ("remove image", "rescore", "pin image", "fail", "heal"):
+    elif not images and event in (
+        "remove image",
+        "rescore",
+        "pin image",
+        "fail",
+        "heal",
+        "stall",
+    ):
         return
     elif event == "remove image":
         del w.images[pick % len(images)]
@@ -189,6 +247,10 @@ def _apply(w: TwinWorld, event: str, pick: int, data: Any) -> None:
         w.fail[ref] = ("ErrImagePull", f"{ref}: not found")
     elif event == "heal":
         w.fail.clear()
+    elif event == "stall":  # its pulls hang: pullers stay the same objects for passes
+        w.slow.add(images[pick % len(images)].image)
+    elif event == "unstall":
+        w.slow.clear()
     elif event == "starting":
         if nodes:
             where = nodes[pick % len(nodes)].name
@@ -451,3 +513,51 @@ def test_a_sweep_reads_a_finished_puller_again_only_when_its_images_sizes_change
     swept = planner.full(w.snapshot())
     assert swept == plan(w.snapshot(), cfg)
     assert [o.size for o in swept.outcomes] == [3 * GB]
+
+
+def test_running_pullers_unchanged_across_passes_are_read_once() -> None:
+    """Pullers that keep pulling (the same pod objects, pass after pass, sweeps included)
+    are planned as plan() plans them, each read once; a new image and a joining node
+    then touch their own cells, and the pullers finish once the registry answers."""
+    cfg = Config(join_pull_batch_size=500)
+    refs = EXTRA[:4]  # one registry: one puller per node
+    w = TwinWorld(
+        nodes=[node(f"n{i}", age=timedelta(0)) for i in range(3)],
+        images=[image(ref, uses=10 + i) for i, ref in enumerate(refs)],
+        config=cfg,
+    )
+    w.planner = planner = IncrementalPlanner(cfg)
+    w.slow.add(refs[1])
+    w.step()  # one puller per node of every image, stalled at the slow one
+    pullers = [p for p in w.pods.values() if p.role == "puller"]
+    assert pullers and all(_stalled(p) for p in pullers)
+    first = w.step()
+    readings = [planner.pods._readings[(p.name, p.uid)][1] for p in pullers]
+    assert all(c.state == "pulling" for c in first.cells if c.wanted and c.state != "present")
+    again = w.step()  # nothing changed but the clock: nothing to do, the same cells
+    assert not again.pulls and not again.deletions and again.cells == first.cells
+    assert planner.full(w.snapshot()) == plan(w.snapshot(), cfg)
+    w.images.append(image(EXTRA[4], uses=3, age=timedelta(0)))
+    w.nodes.append(node("n9", age=timedelta(0)))
+    w.step()
+    assert [w.pods[p.name] for p in pullers] == pullers  # the same objects, still pulling
+    kept = [planner.pods._readings[(p.name, p.uid)][1] for p in pullers]
+    assert all(map(operator.is_, kept, readings))
+    w.slow.clear()
+    w.converge()
+    assert not any(p.role == "puller" for p in w.pods.values())
+
+
+def test_pulls_per_image_count_the_pullers_in_flight_as_they_come_and_go() -> None:
+    """The pullers in flight per image (maxPullsPerImage) are counted from one pass to the
+    next: a stalled puller holds its image's one slot, and frees it once it finished."""
+    cfg = Config(max_pulls_per_image=1)
+    w = TwinWorld(nodes=[node("n0"), node("n1")], images=[image(EXTRA[0], uses=10)], config=cfg)
+    w.planner = IncrementalPlanner(cfg)
+    w.slow.add(EXTRA[0])
+    first = w.step()
+    assert [p.node for p in first.pulls] == ["n0"]
+    assert not w.step().pulls  # n0's puller still pulls the image: n1 waits
+    w.slow.clear()
+    w.step()  # n0's puller finishes
+    assert [p.node for p in w.step().pulls] == ["n1"]

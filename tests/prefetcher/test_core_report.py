@@ -116,7 +116,8 @@ def test_parse_query() -> None:
     query = parse_query("node=+gpu-1+&image=cuda&state=failed&page=3&imagePage=2")
     assert query == ReportQuery(node="gpu-1", image="cuda", state="failed", page=3, image_page=2)
     assert query.params(page=1) == "?node=gpu-1&image=cuda&state=failed&imagePage=2"
-    for bad in ("state=gone", "page=0", "page=-1", "imagePage=two"):
+    assert parse_query("pairs=all&pageSize=20") == ReportQuery(pairs="all", page_size=20)
+    for bad in ("state=gone", "page=0", "page=-1", "imagePage=two", "pairs=x", "pageSize=0"):
         with pytest.raises(ValueError):
             parse_query(bad)
 
@@ -161,8 +162,8 @@ def _page(big: Big, query: ReportQuery) -> str:
     return big.cache.html(big.plan, None, query)
 
 
-def test_large_report_groups_failures_and_keeps_every_pair(big: Big) -> None:
-    body = big.cache.json(big.plan, None, ReportQuery(), {"runtime": {}})
+def test_large_report_groups_failures_and_keeps_every_pair_when_asked(big: Big) -> None:
+    body = big.cache.json(big.plan, None, ReportQuery(pairs="all"), {"runtime": {}})
     report = orjson.loads(body)
     assert sum(len(n["images"]) for n in report["nodes"]) == 200_000
     top = report["failureGroups"][0]
@@ -173,8 +174,9 @@ def test_large_report_groups_failures_and_keeps_every_pair(big: Big) -> None:
 
 def test_the_whole_report_is_serialized_once_per_plan_with_the_summaries_first(big: Big) -> None:
     sweep = SweepInfo(started=datetime(2026, 1, 1, tzinfo=UTC), seconds=1.5, done={"x": 1})
-    first = big.cache.json(big.plan, sweep, ReportQuery(), {"runtime": {"passes": 1}})
-    again = big.cache.json(big.plan, None, ReportQuery(), {"runtime": {"passes": 2}})
+    every = ReportQuery(pairs="all")
+    first = big.cache.json(big.plan, sweep, every, {"runtime": {"passes": 1}})
+    again = big.cache.json(big.plan, None, every, {"runtime": {"passes": 2}})
     expected = {**build_report(big.plan, sweep), "runtime": {"passes": 1}}
     assert orjson.loads(first) == orjson.loads(orjson.dumps(expected, default=str))
     assert orjson.loads(again)["lastSweep"] == orjson.loads(
@@ -183,6 +185,69 @@ def test_the_whole_report_is_serialized_once_per_plan_with_the_summaries_first(b
     assert orjson.loads(again)["runtime"] == {"passes": 2}
     assert list(orjson.loads(first))[:4] == ["generatedAt", "summary", "lastSweep", "runtime"]
     assert first.index(b'"runtime"') < 2_000 < first.index(b'"nodes":[')
+
+
+def test_large_json_holds_every_summary_and_one_page_of_pairs(big: Big) -> None:
+    """Past FULL_PAIRS pairs /report holds the summaries and the pairs of 100 nodes; the
+    pages together hold every pair once, as `pairs=all` does."""
+    whole = orjson.loads(big.cache.json(big.plan, None, ReportQuery(pairs="all"), {}))
+    first = orjson.loads(big.cache.json(big.plan, None, ReportQuery(), {"runtime": {}}))
+    assert list(first)[:3] == ["generatedAt", "summary", "pairs"]
+    assert first["summary"] == whole["summary"] and first["runtime"] == {}
+    assert first["failureGroups"] == whole["failureGroups"]
+    assert [n["name"] for n in first["nodes"]] == [n["name"] for n in whole["nodes"]]
+    assert [{**n, "images": {}} for n in first["nodes"] if "images" in n][:1] == [
+        {**whole["nodes"][0], "images": {}}
+    ]
+    assert all("nodes" not in i for i in first["images"])
+    assert first["pairs"] == {
+        "shown": "page",
+        "pairs": 200_000,
+        "nodes": 1000,
+        "page": 1,
+        "pageSize": 100,
+        "pages": 10,
+        "next": "/report?page=2",
+        "all": "/report?pairs=all",
+    }
+    cells: dict[tuple[str, str], object] = {}
+    failures = []
+    link: str | None = "/report"
+    while link:
+        query = parse_query(link.partition("?")[2])
+        page = orjson.loads(big.cache.json(big.plan, None, query, {}))
+        for entry in page["nodes"]:
+            for ref, cell in (entry.get("images") or {}).items():
+                assert (entry["name"], ref) not in cells
+                cells[(entry["name"], ref)] = cell
+        failures += page["failures"]
+        link = page["pairs"]["next"]
+    every = {(n["name"], i): c for n in whole["nodes"] for i, c in n["images"].items()}
+    assert cells == every
+
+    def order(f: dict[str, str]) -> tuple[str, str]:
+        return (f["image"], f["node"])
+
+    assert sorted(failures, key=order) == whole["failures"]
+    assert len(first["failures"]) < len(whole["failures"])
+    summaries = orjson.loads(big.cache.json(big.plan, None, ReportQuery(pairs="none"), {}))
+    assert all("images" not in n for n in summaries["nodes"]) and summaries["failures"] == []
+    one = orjson.loads(big.cache.json(big.plan, None, ReportQuery(node=node_name(17)), {}))
+    assert "pairs" not in one and len(one["nodes"][0]["images"]) == 200  # few pairs: all
+
+
+def test_a_small_report_is_whole_unless_a_page_is_asked_for() -> None:
+    w = _failing_world()
+    for _ in range(12):
+        w.step()
+    plan, cache = w.plan(), ReportCache()
+    whole = orjson.loads(cache.json(plan, None, ReportQuery(), {}))
+    assert "pairs" not in whole
+    assert whole == orjson.loads(orjson.dumps(build_report(plan), default=str))
+    paged = orjson.loads(cache.json(plan, None, ReportQuery(pairs="page", page_size=1), {}))
+    assert [n["name"] for n in paged["nodes"] if "images" in n] == [whole["nodes"][0]["name"]]
+    assert paged["pairs"]["pages"] == len(whole["nodes"])
+    assert paged["pairs"]["next"] == "/report?page=2&pairs=page&pageSize=1"
 
 
 def test_large_page_is_light_and_shows_failures_first(big: Big) -> None:
@@ -233,3 +298,23 @@ def test_html_shows_the_sources_and_nodes_at_the_image_list_cap() -> None:
     page = render_html(report)
     assert "cpu-9" in page and "nodeStatusMaxImages" in page
     assert "harbor.example.internal/library" in page and "unauthorized: HTTP 401 &lt;x&gt;" in page
+
+
+def test_passes_prepare_reports_only_while_someone_reads_them() -> None:
+    from prefetcher.report_cache import READERS_WINDOW
+
+    w = world()
+    first = w.plan()
+    w.step()
+    second = w.plan()
+    cache = ReportCache()
+    cache.prepare(first)
+    assert cache._plan is None  # nobody has read a report: nothing built
+    assert orjson.loads(cache.json(first, None, ReportQuery(), {}))["nodes"]  # built for it
+    cache.prepare(second)
+    assert cache._plan is second and cache._head_json  # a reader: built and serialized
+    cache._read_at -= READERS_WINDOW + 1  # the reader went away
+    cache.prepare(first)
+    assert cache._plan is None and not cache._body  # let go
+    page = cache.html(first, None, ReportQuery())
+    assert 'id="summary"' in page and cache._plan is first

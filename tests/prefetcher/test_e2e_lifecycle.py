@@ -227,13 +227,16 @@ def test_failing_image_is_reported_with_its_reason_and_retried_with_backoff(
     assert third["retryAt"] > first["retryAt"]
     r = report(prefetcher)
     assert any(f["image"] == missing and f["node"] == "cpu-1" for f in r["failures"])
-    obj = untyped(client.CustomObjectsApi(api)).get_cluster_custom_object(
-        "image-sync.io",
-        "v1alpha1",
-        "cachedimages",
-        next(i["name"] for i in r["images"] if i["image"] == missing),
-    )
-    assert "not found" in obj["status"]["lastError"]
+    name = next(i["name"] for i in r["images"] if i["image"] == missing)
+
+    def last_error() -> str:
+        obj = untyped(client.CustomObjectsApi(api)).get_cluster_custom_object(
+            "image-sync.io", "v1alpha1", "cachedimages", name
+        )
+        return str((obj.get("status") or {}).get("lastError") or "")
+
+    # Statuses are sent by their own thread, after the pass that planned them.
+    assert "not found" in wait_for(last_error, timeout=30, what="the image's lastError")
 
 
 def test_a_joining_node_is_planned_without_the_coalescing_wait(

@@ -9,7 +9,7 @@ import pytest
 
 from imagesync.names import CACHED_IMAGE_PLURAL, NAMESPACE_DEFAULT, POD_NAMESPACE_DEFAULT
 from imagesync.templates import BUILTIN_KINDS
-from prefetcher import kube
+from prefetcher import kube, kubeimages
 from tests.manifests.render import render
 
 SERVICE_ACCOUNT = "image-sync-prefetcher"
@@ -54,27 +54,30 @@ def _granted(target: str = "base") -> set[tuple[str, str, str, str]]:
 
 def _calls_in_adapter() -> set[tuple[str, str]]:
     """(resource, verb) of every `self._call(verb, resource, ...)` and `self._send(verb,
-    resource, ...)` in prefetcher/kube.py (but the one inside `_send`, which forwards its
-    own), plus list + watch of each informer source."""
-    tree = ast.parse(inspect.getsource(kube))
-    namespace = vars(kube)
+    resource, ...)` in prefetcher/kube.py and prefetcher/kubeimages.py (but the one inside
+    `_send`, which forwards its own), plus list + watch of each informer source."""
     calls: set[tuple[str, str]] = set()
-    methods = [
-        node
-        for node in ast.walk(tree)
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name != "_send"
-    ]
-    for method in methods:
-        for node in ast.walk(method):
-            if (
-                isinstance(node, ast.Call)
-                and isinstance(node.func, ast.Attribute)
-                and node.func.attr in ("_call", "_send")
-                and len(node.args) >= 2
-            ):
-                verb = eval(compile(ast.Expression(node.args[0]), "kube.py", "eval"), namespace)
-                resource = eval(compile(ast.Expression(node.args[1]), "kube.py", "eval"), namespace)
-                calls.add((resource, verb))
+    for module in (kube, kubeimages):
+        tree = ast.parse(inspect.getsource(module))
+        namespace = vars(module)
+        methods = [
+            node
+            for node in ast.walk(tree)
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name != "_send"
+        ]
+        for method in methods:
+            for node in ast.walk(method):
+                if (
+                    isinstance(node, ast.Call)
+                    and isinstance(node.func, ast.Attribute)
+                    and node.func.attr in ("_call", "_send")
+                    and len(node.args) >= 2
+                ):
+                    verb = eval(compile(ast.Expression(node.args[0]), "kube", "eval"), namespace)
+                    resource = eval(
+                        compile(ast.Expression(node.args[1]), "kube", "eval"), namespace
+                    )
+                    calls.add((resource, verb))
     sources = ["nodes", CACHED_IMAGE_PLURAL, "pods", *(k.resource for k in BUILTIN_KINDS)]
     for resource in sources:  # the informer sources
         calls |= {(resource, "list"), (resource, "watch")}

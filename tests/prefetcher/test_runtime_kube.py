@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import pytest
@@ -13,7 +12,7 @@ from imagesync.kubeclient import KubeError
 from prefetcher.events import pull_failure_event
 from prefetcher.kube import Kube
 from prefetcher.leader import LeaderElector, LeaseSettings
-from tests.prefetcher.conftest import NAMESPACE, untyped
+from tests.prefetcher.conftest import NAMESPACE, StepClock, untyped
 
 IMAGE = "nvcr.io/nvidia/cuda:12.4.1-base-ubuntu22.04"
 
@@ -113,20 +112,6 @@ def test_remove_taint_and_event(kube: Kube) -> None:
     assert "ErrImagePull: not found" in events[0].message
 
 
-class StepClock:
-    def __init__(self) -> None:
-        self.t = 1_800_000_000.0
-
-    def now(self) -> float:
-        return self.t
-
-    def wait(self, event: threading.Event, seconds: float) -> bool:
-        return event.is_set()
-
-    def monotonic(self) -> float:
-        return self.t
-
-
 def test_two_replicas_elect_one_leader_on_a_real_lease(kube: Kube, api: client.ApiClient) -> None:
     clock = StepClock()
     settings = LeaseSettings(name="prefetcher-test", lease_duration=15)
@@ -146,54 +131,6 @@ def test_two_replicas_elect_one_leader_on_a_real_lease(kube: Kube, api: client.A
     assert lease.spec.holder_identity == "replica-b"
     assert lease.spec.lease_transitions == 1
     assert not a.try_acquire_or_renew()
-
-
-def test_status_counts_are_written_at_most_every_interval(kube: Kube) -> None:
-    """A count-only status change waits STATUS_COUNTS_INTERVAL after the last one (the
-    pass asks to be woken then); a score or lastError change is written at once."""
-
-    from imagesync.config import Config
-    from prefetcher.controller import STATUS_COUNTS_INTERVAL, Controller
-    from prefetcher.metrics import Metrics
-    from prefetcher.model import Plan, StatusUpdate
-
-    kube.create_cached_image(new_cached_image(IMAGE, []))
-    name = object_name(IMAGE)
-    patches: list[dict[str, Any]] = []
-    clock = StepClock()
-
-    def plan_fn(snapshot: Any, config: Any) -> Plan:
-        return Plan(now=snapshot.now, status_updates=(StatusUpdate(name, patches[-1]),))
-
-    controller = Controller(
-        kube,
-        Config(namespace=NAMESPACE, learn_running_pods=False),
-        clock=clock,
-        metrics=Metrics(),
-        plan_fn=plan_fn,
-    )
-
-    def stored() -> dict[str, Any]:
-        custom = untyped(client.CustomObjectsApi(kube.api_client))
-        obj = custom.get_cluster_custom_object("image-sync.io", "v1alpha1", "cachedimages", name)
-        return dict(obj.get("status") or {})
-
-    patches.append({"nodesPresent": 1})
-    controller.run_pass("test")
-    assert stored()["nodesPresent"] == 1
-    clock.t += 10
-    patches.append({"nodesPresent": 2})
-    controller.run_pass("test")
-    assert stored()["nodesPresent"] == 1  # deferred
-    assert controller._wake_at == clock.t - 10 + STATUS_COUNTS_INTERVAL
-    patches.append({"nodesPresent": 2, "lastError": "n1: ErrImagePull: not found"})
-    controller.run_pass("test")
-    assert stored()["nodesPresent"] == 2  # an error is news: written at once, counts too
-    clock.t += STATUS_COUNTS_INTERVAL
-    patches.append({"nodesPresent": 3})
-    controller.run_pass("test")
-    assert stored()["nodesPresent"] == 3
-    controller.stop(timeout=1)
 
 
 def test_seeded_counts_of_running_pods_never_overwrite_the_webhooks(kube: Kube) -> None:
@@ -251,3 +188,17 @@ def test_seeded_counts_of_running_pods_never_overwrite_the_webhooks(kube: Kube) 
     controller._seed_usage(other, version, 3, now)
     assert use_count(other) == 3  # nothing in between: the seed lands
     controller.stop(timeout=1)
+
+
+def test_running_pods_leaves_out_our_own(kube: Kube, api: client.ApiClient) -> None:
+    """The start-up scan reads the workloads' running pods, not our pullers and keepers
+    (thousands of containers at scale, and they confirm nothing)."""
+    core = untyped(client.CoreV1Api(api))
+    ours = pod("isync-keep-x")
+    theirs = {**pod("web-1"), "metadata": {"name": "web-1", "labels": {"app": "web"}}}
+    for body in (ours, theirs):
+        core.create_namespaced_pod(NAMESPACE, body)
+        core.patch_namespaced_pod_status(
+            body["metadata"]["name"], NAMESPACE, {"status": {"phase": "Running"}}
+        )
+    assert [p["metadata"]["name"] for p in kube.running_pods()] == ["web-1"]

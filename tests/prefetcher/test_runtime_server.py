@@ -131,3 +131,42 @@ def test_stopping_the_server_ends_its_thread_without_an_error() -> None:
     finally:
         threading.excepthook = previous
     assert errors == []
+
+
+class BodyThatEndsAfterStop:
+    """A response whose close() (on the request thread, after its body was sent) waits for
+    the server's loop to end and then wakes it, as a request thread does when it finishes."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+        self.server: ReportServer | None = None
+        self.stopping = threading.Event()
+        self.errors: list[OSError] = []
+
+    def __call__(self, environ: dict[str, Any], start: Any) -> BodyThatEndsAfterStop:
+        start("200 OK", [("Content-Length", str(len(self.body)))])
+        return self
+
+    def __iter__(self) -> Any:
+        return iter([self.body])
+
+    def close(self) -> None:
+        assert self.server is not None and self.stopping.wait(10)
+        self.server._thread.join(10)
+        try:
+            self.server._server.pull_trigger()
+        except OSError as exc:
+            self.errors.append(exc)
+
+
+def test_a_request_thread_that_ends_after_the_loop_can_still_wake_it() -> None:
+    """The trigger stays open until the request threads have ended: closed with the
+    connections, a thread finishing its response wrote to a closed (or reused) descriptor."""
+    app = BodyThatEndsAfterStop(b"x" * 65536)  # past waitress's send_bytes: sent at once
+    server = app.server = ReportServer(app, "127.0.0.1", 0)
+    server.start()
+    assert len(requests.get(f"http://127.0.0.1:{server.port}/", timeout=5).content) == 65536
+    app.stopping.set()
+    server.stop()
+    assert not server._thread.is_alive()
+    assert app.errors == []

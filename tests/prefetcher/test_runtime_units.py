@@ -14,6 +14,7 @@ from prefetcher.controller import image_trigger, node_trigger
 from prefetcher.informer import Change
 from prefetcher.leader import LeaderElector, LeaseSettings, micro_time
 from prefetcher.server import ReportServer, create_app, parse_bind
+from tests.prefetcher.conftest import StepClock
 
 
 def node(
@@ -151,20 +152,6 @@ class FakeLeases:
             self.lease = json.loads(json.dumps(lease))
             self.lease["metadata"]["resourceVersion"] = str(self.version)
             return True
-
-
-class StepClock:
-    def __init__(self) -> None:
-        self.t = 1_800_000_000.0
-
-    def now(self) -> float:
-        return self.t
-
-    def wait(self, event: threading.Event, seconds: float) -> bool:
-        return event.is_set()
-
-    def monotonic(self) -> float:
-        return self.t
 
 
 def test_lease_election_takeover_only_after_expiry() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -187,3 +188,21 @@ def test_kept_scores_and_node_lists_choose_as_a_fresh_look_at_every_node(
     cluster.scheduler = CheckedScheduler(cluster.nodes, work.scoring)
     cluster.run()
     assert all(p.node for p in cluster.workload if p.bound_at is not None)
+
+
+def test_equal_scores_go_to_the_first_node_by_name_or_to_a_seeded_draw() -> None:
+    # Ten pods one after another, each alone on the cluster, their 1 MB image below
+    # ImageLocality's threshold: every node scores the same for each.
+    tiny = "ghcr.io/image-sync/image-sync:0.1.0"
+    pods = [pod(f"p{i}", i * 100.0, tiny, duration=10.0) for i in range(10)]
+
+    def placed(seed: int | None) -> list[str]:
+        s = replace(scenario(cpu_nodes=4), scheduler_seed=seed)
+        cluster = VirtualCluster(s, pods, Policy(), 3600.0)
+        cluster.run()
+        return [p.node for p in cluster.workload]
+
+    assert set(placed(None)) == {"cpu-1"}
+    drawn = placed(7)
+    assert drawn == placed(7)  # the same seed, the same run
+    assert len(set(drawn)) > 1 and drawn != placed(8)

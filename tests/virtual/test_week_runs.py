@@ -25,3 +25,23 @@ def test_runs_kept_in_the_runs_dir_are_read_back_not_replayed(
     assert second.err.count("read from") == 2
     table = [line for line in first.out.splitlines() if line.startswith("| week-")]
     assert table and table == [row for row in second.out.splitlines() if row.startswith("| week-")]
+
+
+def test_a_seed_draws_another_week_of_pods_on_the_variant_asked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--week", "--days", "0.05", "--policy", "none", "--workers", "1"]
+    argv += ["--variant", "roomy", "--runs-dir", str(tmp_path)]
+    assert main(argv) == 0
+    default = capsys.readouterr().out
+    assert main([*argv, "--seed", "2"]) == 0
+    other = capsys.readouterr().out
+
+    kept = sorted(p.name for p in tmp_path.iterdir())
+    assert len(kept) == 2 and sum("seed=2" in name for name in kept) == 1
+
+    def rows(out: str) -> list[str]:
+        return [line for line in out.splitlines() if line.startswith("| week-")]
+
+    assert rows(default) and all(row.startswith("| week-roomy |") for row in rows(default))
+    assert rows(other) and rows(other) != rows(default)
