@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -30,6 +30,7 @@ from prefetcher.model import (
     PullOutcome,
     PullRecord,
 )
+from prefetcher.pulloutcomes import PullOutcomes
 from prefetcher.statuswriter import StatusWriter
 
 # The controller's logger: admins filter the prefetcher's write failures by it.
@@ -94,6 +95,9 @@ class PlanExecutor:
     _created: dict[str, tuple[dict[str, Any], float]]
     _deleted: dict[str, float]
     _reported_outcomes: dict[str, frozenset[str]]  # puller uid → images reported
+    # id → each puller's outcomes (one tuple) the last plan held, all reported (kept here, so
+    # the ids stay theirs)
+    _reported_groups: dict[int, tuple[PullOutcome, ...]]
     _reported_yields: set[str]
     _refused: list[tuple[PullAction, KubeError]]
     status_writer: StatusWriter
@@ -247,13 +251,28 @@ class PlanExecutor:
         return obj is not None and self.kube.remove_taint(obj, key)
 
     def _outcome_events(self, plan: Plan) -> list[Callable[[], bool]]:
-        """Metrics for each finished puller, once per pod; an Event for each failure."""
+        """Metrics for each finished puller, once per pod; an Event for each failure. A
+        puller's outcomes the last plan held as the same tuple were all reported then: a
+        thousand finished pullers of 200 images are one look-up each, not 200."""
         live = {obj["metadata"].get("uid") for obj in self.pods.items()}
         reported = self._reported_outcomes = {
             uid: images for uid, images in self._reported_outcomes.items() if uid in live
         }
+        known, handled = self._reported_groups, {}
         events: list[Callable[[], bool]] = []
-        for outcome in plan.outcomes:
+        for group in _groups(plan.outcomes):
+            handled[id(group)] = group
+            if known.get(id(group)) is not group:
+                events += self._report(group, reported, plan.now)
+        self._reported_groups = handled
+        return events
+
+    def _report(
+        self, group: Sequence[PullOutcome], reported: dict[str, frozenset[str]], now: datetime
+    ) -> list[Callable[[], bool]]:
+        """Metrics for each outcome of `group` not reported yet; an Event for each failure."""
+        events: list[Callable[[], bool]] = []
+        for outcome in group:
             before = reported.get(outcome.pod_uid, frozenset())
             if outcome.image in before:
                 continue
@@ -271,7 +290,7 @@ class PlanExecutor:
                 outcome.message,
                 extra={"node": outcome.node, "image": outcome.image, "reason": outcome.reason},
             )
-            events.append(partial(self._event, self._failure_event(outcome, plan.now)))
+            events.append(partial(self._event, self._failure_event(outcome, now)))
         return events
 
     def _yield_events(self, plan: Plan) -> list[Callable[[], bool]]:
@@ -364,3 +383,10 @@ class PlanExecutor:
     def _event(self, event: Mapping[str, Any]) -> bool:
         self.kube.create_event(event)
         return True
+
+
+def _groups(outcomes: Sequence[PullOutcome]) -> Iterable[tuple[PullOutcome, ...]]:
+    """A plan's outcomes a puller at a time (one at a time for a plan made by hand)."""
+    if isinstance(outcomes, PullOutcomes):
+        return outcomes.groups
+    return ((outcome,) for outcome in outcomes)
