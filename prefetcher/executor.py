@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -30,7 +30,7 @@ from prefetcher.model import (
     PullOutcome,
     PullRecord,
 )
-from prefetcher.pulloutcomes import PullOutcomes
+from prefetcher.pulloutcomes import ReportedOutcomes
 from prefetcher.statuswriter import StatusWriter
 
 # The controller's logger: admins filter the prefetcher's write failures by it.
@@ -94,10 +94,7 @@ class PlanExecutor:
     _pool: ThreadPoolExecutor | None
     _created: dict[str, tuple[dict[str, Any], float]]
     _deleted: dict[str, float]
-    _reported_outcomes: dict[str, frozenset[str]]  # puller uid → images reported
-    # id → each puller's outcomes (one tuple) the last plan held, all reported (kept here, so
-    # the ids stay theirs)
-    _reported_groups: dict[int, tuple[PullOutcome, ...]]
+    _outcomes_reported: ReportedOutcomes
     _reported_yields: set[str]
     _refused: list[tuple[PullAction, KubeError]]
     status_writer: StatusWriter
@@ -251,34 +248,11 @@ class PlanExecutor:
         return obj is not None and self.kube.remove_taint(obj, key)
 
     def _outcome_events(self, plan: Plan) -> list[Callable[[], bool]]:
-        """Metrics for each finished puller, once per pod; an Event for each failure. A
-        puller's outcomes the last plan held as the same tuple were all reported then: a
-        thousand finished pullers of 200 images are one look-up each, not 200."""
+        """Metrics for each puller's outcomes, once per pod and image; an Event for each
+        failure."""
         live = {obj["metadata"].get("uid") for obj in self.pods.items()}
-        reported = self._reported_outcomes = {
-            uid: images for uid, images in self._reported_outcomes.items() if uid in live
-        }
-        known, handled = self._reported_groups, {}
         events: list[Callable[[], bool]] = []
-        for group in _groups(plan.outcomes):
-            handled[id(group)] = group
-            if known.get(id(group)) is not group:
-                events += self._report(group, reported, plan.now)
-        self._reported_groups = handled
-        return events
-
-    def _report(
-        self, group: Sequence[PullOutcome], reported: dict[str, frozenset[str]], now: datetime
-    ) -> list[Callable[[], bool]]:
-        """Metrics for each outcome of `group` not reported yet; an Event for each failure."""
-        events: list[Callable[[], bool]] = []
-        for outcome in group:
-            before = reported.get(outcome.pod_uid, frozenset())
-            if outcome.image in before:
-                continue
-            # The images of a puller reported so far, as one set shared with the pullers of
-            # the same images on other nodes (20,000 finished pullers wait for keepers).
-            reported[outcome.pod_uid] = observe.image_set(tuple(sorted(before | {outcome.image})))
+        for outcome in self._outcomes_reported.new(plan.outcomes, live):
             self.metrics.pull_finished(outcome)
             if outcome.succeeded:
                 continue
@@ -290,7 +264,7 @@ class PlanExecutor:
                 outcome.message,
                 extra={"node": outcome.node, "image": outcome.image, "reason": outcome.reason},
             )
-            events.append(partial(self._event, self._failure_event(outcome, now)))
+            events.append(partial(self._event, self._failure_event(outcome, plan.now)))
         return events
 
     def _yield_events(self, plan: Plan) -> list[Callable[[], bool]]:
@@ -383,10 +357,3 @@ class PlanExecutor:
     def _event(self, event: Mapping[str, Any]) -> bool:
         self.kube.create_event(event)
         return True
-
-
-def _groups(outcomes: Sequence[PullOutcome]) -> Iterable[tuple[PullOutcome, ...]]:
-    """A plan's outcomes a puller at a time (one at a time for a plan made by hand)."""
-    if isinstance(outcomes, PullOutcomes):
-        return outcomes.groups
-    return ((outcome,) for outcome in outcomes)
