@@ -27,12 +27,15 @@ cycles there are (a client's exceptions and their tracebacks) wait for the sweep
 collection.
 
 The young collections are spaced out too. Python collects its youngest generation each time
-700 more container objects were made than freed; a pass makes and drops tens of thousands
-(a new image's pass at 1,000 x 200: 17 young collections and one middle one, 4 to 5 ms of
-its 45 ms, a tenth of its CPU), and each collection scans objects that reference counting
-frees moments later anyway. A pass rarely holds more than a few thousand new objects at
-once, so with a threshold of YOUNG_THRESHOLD (10,000) a pass runs with no collection at
-all; what does pile up is at most that many objects, scanned once.
+700 more container objects were made than freed. A pass makes tens of thousands and drops
+most of them (a new image's pass at 1,000 x 200 holds 10,000 to 20,000 more at its peak,
+about 7,000 more after it: the nodes' new rows and targets, the old ones freed at the next
+pass), so it ran 17 young collections and one middle one, 4 to 5 ms of its 45 ms of CPU,
+each scanning objects that reference counting frees moments later anyway. With a threshold
+of YOUNG_THRESHOLD (50,000) such a pass runs with none (none in twelve passes in a row of
+the planner bench), and when one comes most of what the passes made is freed. (10,000 was
+too low: one collection a pass, of long lists, 2 to 3.5 ms.) What it may leave waiting is
+cyclic garbage only, a few MiB at most.
 """
 
 from __future__ import annotations
@@ -49,9 +52,9 @@ log = logging.getLogger(__name__)
 
 # Above any count of young collections a process reaches between two sweeps.
 NEVER = 2**31 - 1
-# Tracked objects allocated (less those freed) before a young collection: above what a pass
+# Container objects made (less those freed) before a young collection: above what a pass
 # holds at once at 1,000 x 200 (see the module's docstring).
-YOUNG_THRESHOLD = 10_000
+YOUNG_THRESHOLD = 50_000
 # Wall seconds between two trims: a busy cluster runs a pass every second or two.
 TRIM_EVERY = 10.0
 # The environment the prefetcher runs in (its Deployment sets it; Python and the C library
