@@ -68,7 +68,7 @@ def test_each_outcome_is_reported_once_across_passes_and_sweeps(
 
 
 def test_finished_pullers_hand_on_the_same_outcomes_pass_after_pass() -> None:
-    """A finished puller waiting for its keeper: every pass, and the sweep, hands on its
+    """A finished puller that stays (no keepers here): every pass, and the sweep, hands on its
     outcomes as the same tuple, reported once."""
     w = ReportingWorld(
         nodes=[node("a"), node("b")],
