@@ -15,8 +15,10 @@ already written, so the full plan has no writes. Then it times:
 Then the same cluster converging, as the running prefetcher sees it between two sweeps:
 every node with a finished puller of all its images waiting for its keeper ("pullers
 done"), or with its puller still running, half its images pulled ("pullers running").
-For each, the sweep, a node joining and a new image are timed, and a profile of the sweep
-says which stage spent the CPU.
+For each, the sweep, a node joining and a new image are timed (with the share of the new
+image's pass spent in garbage collection), and a profile of the sweep says which stage
+spent the CPU. The process collects garbage as the running prefetcher does
+(`memory.keep_collections_out_of_passes`).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from functools import partial
 
 from imagesync.cachedimage import PlacementProfile
 from imagesync.config import Config
+from prefetcher import memory
 from prefetcher.model import (
     ContainerObservation,
     ManagedPod,
@@ -271,6 +274,30 @@ class Timing:
         return f"{self.wall * 1e3:.1f} ({self.cpu * 1e3:.1f})"
 
 
+class Collections:
+    """CPU seconds spent in garbage collection while it is installed (gc.callbacks)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.process_time()
+        else:
+            self.seconds += time.process_time() - self._started
+
+    def during(self, action: Callable[[], object]) -> float:
+        """Collection seconds during one `action`."""
+        self.seconds = 0.0
+        gc.callbacks.append(self)
+        try:
+            action()
+        finally:
+            gc.callbacks.remove(self)
+        return self.seconds
+
+
 def _timed(prepare: Callable[[], object], action: Callable[[], Plan], repeat: int) -> Timing:
     """`action` timed `repeat` times, each after `prepare` and a garbage collection (so one
     run's garbage is not charged to the next)."""
@@ -353,6 +380,7 @@ class Converging:
     node_joined: Timing
     new_image: Timing
     writes: int
+    new_image_collections: float  # CPU seconds of garbage collection in the new image's pass
     stages: tuple[tuple[str, float], ...]  # (stage, cumulative CPU seconds) of one sweep
     top: tuple[tuple[str, float, float], ...]  # (function, own seconds, cumulative)
 
@@ -423,6 +451,9 @@ def measure_converging(
         )
         planner.full(snapshot)
         assert planner.plan(after) == plan(after, config), f"{name}: differs from plan()"
+    planner.full(snapshot)
+    gc.collect()
+    collected = Collections().during(partial(planner.plan, after_change["new image"]))
     # The sweep as it runs after the first one: a finished puller is read once, at the
     # first pass that sees it (the first sweep's extra CPU is the "first sweep" figure).
     first = _timed(lambda: None, partial(IncrementalPlanner(config).full, snapshot), 1)
@@ -434,6 +465,7 @@ def measure_converging(
         node_joined=timings["node joined"],
         new_image=timings["new image"],
         writes=reference.writes,
+        new_image_collections=collected,
         stages=stages,
         top=top,
     )
@@ -446,6 +478,8 @@ def _growth(value: float, base: float) -> str:
 def run(sizes: tuple[tuple[int, int], ...] = SIZES, say: Callable[[str], None] = print) -> int:
     """Measure every size; print each figure next to its target and its growth with size."""
     config = Config()
+    memory.keep_collections_out_of_passes()
+    say(f"garbage collection thresholds {gc.get_threshold()} (as the prefetcher runs)")
     say("planner only, on converged snapshots: best of 3, wall ms (CPU ms)")
     columns = ("full plan", "unchanged", "node joins", "new image", "keeper swap")
     say(f"  {'size':>9} {'pairs':>7} " + " ".join(f"{c:>16}" for c in columns))
@@ -488,7 +522,8 @@ def run(sizes: tuple[tuple[int, int], ...] = SIZES, say: Callable[[str], None] =
             say(
                 f"  {f'{nodes}x{images}':>9} {c.name:>16} "
                 + " ".join(f"{t.ms():>16}" for t in times)
-                + f"   ({c.writes} writes)"
+                + f"   ({c.writes} writes; new image: "
+                + f"{c.new_image_collections * 1e3:.1f} ms collecting garbage)"
             )
             pairs, at_smallest = smallest.setdefault(c.name, (nodes * images, times))
             say(

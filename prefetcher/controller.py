@@ -55,6 +55,7 @@ from prefetcher.passloop import PassLoop
 from prefetcher.passrun import PassRunner, PlanFn
 from prefetcher.plangate import PlanGate
 from prefetcher.planning.incremental import IncrementalPlanner
+from prefetcher.pulloutcomes import ReportedOutcomes
 from prefetcher.pullpolicy import RewriteWatch
 from prefetcher.snapshot import IMAGES, NODES, PODS, STARTING, SnapshotBuilder
 from prefetcher.sources.sync import CatalogView, SourceSync
@@ -152,7 +153,7 @@ class Controller(PassLoop, PassRunner, ImageLearners, SnapshotBuilder, PlanExecu
         self.pull_throughput: dict[str, float] = {}  # registry → bytes/s, as last measured
         self._created: dict[str, tuple[dict[str, Any], float]] = {}
         self._deleted: dict[str, float] = {}
-        self._reported_outcomes: dict[str, frozenset[str]] = {}  # puller uid → images
+        self._outcomes_reported = ReportedOutcomes()
         self._reported_yields: set[str] = set()  # uids of pullers that yielded
         self._refused: list[tuple[PullAction, KubeError]] = []  # this pass's refused pullers
         self.status_writer = StatusWriter(

@@ -30,6 +30,7 @@ from prefetcher.model import (
     PullOutcome,
     PullRecord,
 )
+from prefetcher.pulloutcomes import ReportedOutcomes
 from prefetcher.statuswriter import StatusWriter
 
 # The controller's logger: admins filter the prefetcher's write failures by it.
@@ -93,7 +94,7 @@ class PlanExecutor:
     _pool: ThreadPoolExecutor | None
     _created: dict[str, tuple[dict[str, Any], float]]
     _deleted: dict[str, float]
-    _reported_outcomes: dict[str, frozenset[str]]  # puller uid → images reported
+    _outcomes_reported: ReportedOutcomes
     _reported_yields: set[str]
     _refused: list[tuple[PullAction, KubeError]]
     status_writer: StatusWriter
@@ -247,19 +248,11 @@ class PlanExecutor:
         return obj is not None and self.kube.remove_taint(obj, key)
 
     def _outcome_events(self, plan: Plan) -> list[Callable[[], bool]]:
-        """Metrics for each finished puller, once per pod; an Event for each failure."""
+        """Metrics for each puller's outcomes, once per pod and image; an Event for each
+        failure."""
         live = {obj["metadata"].get("uid") for obj in self.pods.items()}
-        reported = self._reported_outcomes = {
-            uid: images for uid, images in self._reported_outcomes.items() if uid in live
-        }
         events: list[Callable[[], bool]] = []
-        for outcome in plan.outcomes:
-            before = reported.get(outcome.pod_uid, frozenset())
-            if outcome.image in before:
-                continue
-            # The images of a puller reported so far, as one set shared with the pullers of
-            # the same images on other nodes (20,000 finished pullers wait for keepers).
-            reported[outcome.pod_uid] = observe.image_set(tuple(sorted(before | {outcome.image})))
+        for outcome in self._outcomes_reported.new(plan.outcomes, live):
             self.metrics.pull_finished(outcome)
             if outcome.succeeded:
                 continue

@@ -429,7 +429,7 @@ class Plan:
     status_updates: tuple[StatusUpdate, ...] = ()
     cells: Sequence[CellState] = ()  # the planner's: a CellGrid (prefetcher.cellgrid)
     budget_left_out: tuple[BudgetExclusion, ...] = ()
-    outcomes: tuple[PullOutcome, ...] = ()
+    outcomes: Sequence[PullOutcome] = ()  # the planner's: PullOutcomes (one tuple a puller)
     pull_records: Mapping[PullKey, PullRecord] = field(default_factory=dict)
     pull_throughput: Mapping[str, float] = field(default_factory=dict)
     images: tuple[ImageSummary, ...] = ()

@@ -142,7 +142,7 @@ class PassLoop:
             if self._stop.wait(0.05):
                 return
         self._next_sweep = self.clock.now()
-        memory.leave_full_collections_to_sweeps()
+        memory.keep_collections_out_of_passes()
         was_leader = False
         retry = Backoff(RETRY_PASS_INITIAL, RETRY_PASS_MAX)
         while not self._stop.is_set():

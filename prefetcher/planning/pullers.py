@@ -140,7 +140,7 @@ def _record_finished(state: PlanState, finished: Finished) -> None:
         for key in finished.pulled_at:
             records.pop(key, None)
     state.pulled_at.add(finished.node, finished.pulled_at)
-    state.outcomes.extend(finished.outcomes)
+    state.outcomes.append(finished.outcomes)
     for registry, rates in finished.samples:
         state.throughput_samples.setdefault(registry, []).append(rates)
 
@@ -184,7 +184,7 @@ def _record_failure(
     state.records[key] = PullRecord(
         pod.node, image, attempts, state.now, result.reason, result.message, pod.uid
     )
-    state.outcomes.append(_outcome(state, pod, image, result, state.now))
+    state.outcomes.append((_outcome(state, pod, image, result, state.now),))
 
 
 def _success(

@@ -157,7 +157,8 @@ class PlanState:
         self.throughput_samples: dict[str, list[tuple[float, ...]]] = {}
         self.deletions: list[PodDeletion] = []
         self.deleted: set[str] = set()
-        self.outcomes: list[PullOutcome] = []
+        # each puller's outcomes as one tuple (a finished puller's: the same one every pass)
+        self.outcomes: list[tuple[PullOutcome, ...]] = []
         self._guarded: dict[str, set[str]] = {}  # node → images running keepers hold
         # node → images live pullers pulled (one puller's own set while it is the only one)
         self.puller_held: dict[str, set[str] | frozenset[str]] = {}

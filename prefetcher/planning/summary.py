@@ -19,6 +19,7 @@ from prefetcher.model import (
 from prefetcher.planning.images import MergedImage
 from prefetcher.planning.state import PlanState
 from prefetcher.planning.targets import NodeTarget
+from prefetcher.pulloutcomes import PullOutcomes
 
 LAST_ERROR_MAX = 512
 WANTED_STATES = ("present", "pulling", "missing", "failed")
@@ -143,7 +144,7 @@ def result(state: PlanState, nodes: list[NodeSummary] | None = None) -> Plan:
         status_updates=tuple(status_updates),
         cells=state.cells,
         budget_left_out=tuple(state.left_out),
-        outcomes=tuple(state.outcomes),
+        outcomes=PullOutcomes(state.outcomes),
         pull_records=_sorted_records(state.records),
         pull_throughput=measured_throughput(state),
         images=tuple(image_summaries),

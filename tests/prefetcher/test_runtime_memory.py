@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import gc
 import time
 from pathlib import Path
 
 import pytest
 
-from prefetcher.memory import FreedMemory
+from prefetcher.memory import NEVER, YOUNG_THRESHOLD, FreedMemory, keep_collections_out_of_passes
 
 
 def _rss_kib() -> int:
@@ -74,3 +75,14 @@ def test_a_trim_skipped_during_a_burst_is_made_once_the_passes_stop() -> None:
     assert freed.trims == 2
     freed.release(force=True)  # a relist trims whatever the time
     assert freed.trims == 3
+
+
+def test_collections_are_kept_out_of_passes() -> None:
+    before = gc.get_threshold()
+    try:
+        gc.set_threshold(700, 10, 10)
+        keep_collections_out_of_passes()
+        young, middle, oldest = gc.get_threshold()
+        assert (young, middle, oldest) == (YOUNG_THRESHOLD, 10, NEVER)
+    finally:
+        gc.set_threshold(*before)
