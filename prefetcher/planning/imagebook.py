@@ -84,21 +84,12 @@ class ImageBook:
             key = tuple(objects)
             hint = hints.get(image)
             hit = known.get(image)
-            if (
-                hit is not None
-                and hit[1] == hint
-                and hit[2] == day
-                and len(hit[0]) == len(key)
-                and all(map(is_, hit[0], key))
-            ):
+            same_inputs = (
+                hit is not None and hit[1] == hint and hit[2] == day and len(hit[0]) == len(key)
+            )
+            if hit is not None and same_inputs and all(map(is_, hit[0], key)):
                 facts = hit[3]
-            elif (
-                hit is not None
-                and hit[1] == hint
-                and hit[2] == day
-                and len(hit[0]) == len(key)
-                and all(map(same_but_status, hit[0], key))
-            ):
+            elif hit is not None and same_inputs and all(map(same_but_status, hit[0], key)):
                 # Only the status the prefetcher writes changed: the same facts, holding
                 # the new objects (their status is compared with what a pass reports).
                 facts = with_objects(hit[3], key)
